@@ -1,0 +1,82 @@
+//! The one body type relais sends, in both directions.
+//!
+//! An enum rather than a box so the common cases (a streamed hyper body, a
+//! short fixed body, nothing) cost no allocation and no dynamic dispatch.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    #[project = BodyProj]
+    pub enum Body {
+        Empty,
+        Full { data: Option<Bytes> },
+        Incoming { #[pin] inner: Incoming },
+        Boxed { #[pin] inner: BoxBody<Bytes, BoxError> },
+    }
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body::Empty
+    }
+
+    pub fn full(data: impl Into<Bytes>) -> Body {
+        let data: Bytes = data.into();
+        if data.is_empty() { Body::Empty } else { Body::Full { data: Some(data) } }
+    }
+
+    pub fn boxed<B>(body: B) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        Body::Boxed { inner: BoxBody::new(body.map_err(Into::into)) }
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(inner: Incoming) -> Body {
+        Body::Incoming { inner }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            BodyProj::Empty => Poll::Ready(None),
+            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            BodyProj::Incoming { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Boxed { inner } => inner.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full { data } => data.is_none(),
+            Body::Incoming { inner } => inner.is_end_stream(),
+            Body::Boxed { inner } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Body::Incoming { inner } => inner.size_hint(),
+            Body::Boxed { inner } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The `relais` command: parse arguments, load the configuration, run the
+//! proxy, and turn signals into reloads (SIGHUP) and graceful stops
+//! (SIGTERM, SIGINT).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use relais::Config;
+use relais::config::{LogConfig, LogFormat};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(
+    name = "relais",
+    version,
+    about = "A caching reverse proxy",
+    after_help = "Examples:\n  relais demo                         slow demo origin + relais on 127.0.0.1:8080\n  relais check -c /etc/relais.toml    validate a configuration (like nginx -t)\n  relais run -c /etc/relais.toml      run; SIGHUP reloads, SIGTERM stops gracefully"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "relais.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print a summary; exit 1 if invalid.
+    Check {
+        #[arg(short, long, default_value = "relais.toml")]
+        config: PathBuf,
+    },
+    /// Start a slow demo origin and relais in front of it.
+    Demo {
+        /// First port to try for the proxy.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                print!("{}", summary(&config, &c));
+                println!("configuration {} is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("relais: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config: path } => {
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("relais: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(&config.log);
+            runtime(config.workers()).block_on(run(path, config))
+        }
+        Command::Demo { port } => {
+            init_logging(&LogConfig::default());
+            runtime(2).block_on(demo(port))
+        }
+    }
+}
+
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("tokio runtime")
+}
+
+async fn run(path: PathBuf, config: Config) -> ExitCode {
+    let handle = match relais::start(config).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in handle.addrs() {
+        tracing::info!(%addr, config = %path.display(), "relais listening");
+    }
+    let (mut hup, mut term, mut int) =
+        match (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+            _ => {
+                tracing::error!("cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match Config::load(&path) {
+                Ok(c) => handle.reload(c),
+                Err(e) => tracing::error!("reload rejected, keeping the running configuration: {e}"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping: finishing in-flight requests");
+    handle.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn demo(port: u16) -> ExitCode {
+    let origin = match relais::demo::start_origin().await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("relais: cannot start the demo origin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = SocketAddr::from(([127, 0, 0, 1], relais::demo::free_port(port)));
+    let admin = SocketAddr::from(([127, 0, 0, 1], relais::demo::free_port(9090)));
+    let handle = match relais::start(relais::demo::config(origin, listen, admin)).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("relais: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = handle.addrs()[0];
+    println!(
+        "\nrelais demo: a slow origin ({} ms per response) on {origin}, relais in front on {addr}.\n\
+         Try:\n  \
+         curl -si http://{addr}/               # cacheable page: first slow, then fast\n  \
+         curl -si http://{addr}/static/app.js  # cacheable for an hour\n  \
+         curl -si http://{addr}/api/time       # no-store: always goes to the origin\n  \
+         curl -s -o /dev/null -w '%{{time_total}}s\\n' http://{addr}/   # time it\n\
+         Ctrl-C stops.\n",
+        relais::demo::DELAY.as_millis()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Human => builder.with_target(true).try_init(),
+    };
+}
+
+/// The one-screen summary printed by `relais check`.
+fn summary(path: &Path, c: &Config) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "{}:", path.display());
+    let listen: Vec<String> = c.server.listen.iter().map(ToString::to_string).collect();
+    let _ = writeln!(s, "  listen   {} (HTTP/1.1 + h2c)", listen.join(", "));
+    let token = if c.admin.token.is_some() { "token set" } else { "no token" };
+    let _ = writeln!(s, "  admin    {} ({token})", c.admin.listen);
+    let _ = writeln!(
+        s,
+        "  cache    memory {} · disk {} at {} · max object {}",
+        c.cache.memory_capacity,
+        c.cache.disk_capacity,
+        c.cache.disk_path.display(),
+        c.cache.max_object_size
+    );
+    let _ = writeln!(s, "  upstreams");
+    for (name, u) in &c.upstreams {
+        let servers: Vec<String> = u
+            .servers
+            .iter()
+            .map(|s| {
+                if s.weight() == 1 {
+                    s.address().to_string()
+                } else {
+                    format!("{} (weight {})", s.address(), s.weight())
+                }
+            })
+            .collect();
+        let _ = writeln!(s, "    {name:<12} {:?}: {}", u.balance, servers.join(", "));
+    }
+    let _ = writeln!(s, "  routes");
+    for (i, r) in c.routes.iter().enumerate() {
+        let host = r.host.as_deref().unwrap_or("*");
+        let headers: String = r.headers.iter().map(|(k, v)| format!(" [{k}: {v}]")).collect();
+        let strip = if r.strip_prefix { " (strip prefix)" } else { "" };
+        let cache = if r.cache.bypass { " · no cache" } else { "" };
+        let _ = writeln!(s, "    [{i}] {host}{}{headers} → {}{strip}{cache}", r.path, r.upstream);
+    }
+    s
+}

@@ -1,0 +1,51 @@
+//! The one place where a failure becomes a response.
+//!
+//! Clients get a status and a one-line plain body; the detail (which server,
+//! which error) goes to the log only.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::Body;
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route")]
+    NoRoute,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("request not satisfiable from cache (only-if-cached)")]
+    NotCached,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        error_response(self.status())
+    }
+}
+
+/// A short plain-text response for `status`.
+pub fn error_response(status: StatusCode) -> Response<Body> {
+    let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut res = Response::new(Body::full(text));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}

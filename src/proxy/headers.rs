@@ -1,0 +1,129 @@
+//! Header rewriting between client and origin.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are
+//! removed in both directions, with every header the `Connection` field names.
+//! The origin learns who asked (X-Forwarded-*, Via); the client does not learn
+//! what runs behind relais (`server.hide_headers`).
+
+use std::net::IpAddr;
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers. Returns the `Upgrade` value when the message
+/// asked for a protocol upgrade (`Connection: upgrade` + `Upgrade`), which the
+/// caller restores if it tunnels.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut upgrade = false;
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+            .collect();
+        for name in named {
+            if name == header::UPGRADE {
+                upgrade = true;
+            } else {
+                headers.remove(&name);
+            }
+        }
+    }
+    let upgrade_value = headers.get(header::UPGRADE).cloned().filter(|_| upgrade);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    upgrade_value
+}
+
+/// Sets the headers that tell the origin about the client.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
+    let ip = HeaderValue::from_str(&client.to_string()).expect("an IP is a valid header value");
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => {
+            let joined = format!("{prior}, {client}");
+            headers.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_str(&joined).unwrap_or(ip));
+        }
+        _ => {
+            headers.insert(X_FORWARDED_FOR.clone(), ip);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+}
+
+/// Appends relais to `Via` with the protocol version of the hop it received.
+pub fn add_via(headers: &mut HeaderMap, version: Version) {
+    let me = match version {
+        Version::HTTP_10 => "1.0 relais",
+        Version::HTTP_2 => "2 relais",
+        Version::HTTP_3 => "3 relais",
+        _ => "1.1 relais",
+    };
+    headers.append(header::VIA, HeaderValue::from_static(me));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::try_from(*k).unwrap(), HeaderValue::try_from(*v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn reports_upgrade() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        assert!(h.is_empty());
+        let mut h = map(&[("upgrade", "websocket")]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+    }
+
+    #[test]
+    fn appends_forwarded_for() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some(&HeaderValue::from_static("a.test")));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "a.test");
+    }
+}

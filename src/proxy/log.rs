@@ -1,0 +1,105 @@
+//! The access log: one line per request on target `relais::access`, written
+//! when the response body has ended (or was abandoned), so it carries the
+//! bytes actually sent and the whole duration, as nginx's does.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body::{Frame, SizeHint};
+
+use crate::body::{Body, BoxError};
+
+pub struct AccessRecord {
+    pub start: Instant,
+    pub method: Method,
+    pub host: String,
+    pub path: String,
+    pub status: StatusCode,
+    pub upstream: Option<Arc<str>>,
+    pub cache: &'static str,
+    pub route: Option<usize>,
+}
+
+impl AccessRecord {
+    fn emit(&self, bytes: u64, complete: bool) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "relais::access",
+            method = %self.method,
+            host = %self.host,
+            path = %self.path,
+            status = self.status.as_u16(),
+            bytes,
+            ms = (ms * 1000.0).round() / 1000.0,
+            upstream = self.upstream.as_deref().unwrap_or("-"),
+            cache = self.cache,
+            route = self.route.map_or(-1, |r| r as i64),
+            complete,
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body, counting bytes for the access log when there is one.
+    pub struct LoggedBody {
+        #[pin]
+        inner: Body,
+        record: Option<Box<AccessRecord>>,
+        bytes: u64,
+    }
+
+    impl PinnedDrop for LoggedBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(rec) = this.record.take() {
+                // A body hyper never polled (empty, HEAD, 304) still ended cleanly.
+                let complete = http_body::Body::is_end_stream(&*this.inner);
+                rec.emit(*this.bytes, complete);
+            }
+        }
+    }
+}
+
+impl LoggedBody {
+    pub fn new(inner: Body, record: Option<Box<AccessRecord>>) -> LoggedBody {
+        LoggedBody { inner, record, bytes: 0 }
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if this.record.is_some() {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        *this.bytes += d.len() as u64;
+                    }
+                }
+                Poll::Ready(None) => {
+                    if let Some(rec) = this.record.take() {
+                        rec.emit(*this.bytes, true);
+                    }
+                }
+                _ => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

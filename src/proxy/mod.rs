@@ -1,0 +1,167 @@
+//! The request pipeline: guard → route → (cache) → forward → respond.
+//!
+//! A [`Pipeline`] is everything built from one configuration; a reload builds
+//! a new one and swaps it in, while requests in flight finish on the one they
+//! started with. Every stage returns a value; only [`handle`] turns errors into
+//! responses, so no error ever reaches hyper and drops a connection.
+
+mod error;
+mod forward;
+pub mod headers;
+mod log;
+mod route;
+mod upgrade;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+
+use crate::config::Config;
+use crate::upstream::Upstream;
+pub use error::{ProxyError, error_response};
+use log::AccessRecord;
+pub use log::LoggedBody;
+pub use route::{Route, Router};
+
+/// Everything built from one configuration.
+pub struct Pipeline {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    hide_headers: Vec<HeaderName>,
+}
+
+/// What the pipeline knows about the client connection.
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// `http` or `https`: the scheme the client used.
+    pub proto: &'static str,
+}
+
+impl Pipeline {
+    /// Builds from a validated config. Upstreams whose settings did not change
+    /// are taken over from `previous` with their pools and health.
+    pub fn new(config: Config, previous: Option<&Pipeline>) -> Pipeline {
+        let upstreams: HashMap<String, Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                let kept = previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.config == *u);
+                (name.clone(), kept.cloned().unwrap_or_else(|| Arc::new(Upstream::new(name, u))))
+            })
+            .collect();
+        let router = Router::new(&config, &upstreams);
+        let hide_headers =
+            config.server.hide_headers.iter().map(|h| HeaderName::try_from(h.as_str()).expect("validated")).collect();
+        Pipeline { config: Arc::new(config), router, upstreams, hide_headers }
+    }
+}
+
+/// Serves one request. Never fails: errors become responses here.
+pub async fn handle(
+    pipeline: Arc<Pipeline>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<LoggedBody>, Infallible> {
+    let start = Instant::now();
+    let log = pipeline.config.log.access && tracing::enabled!(target: "relais::access", tracing::Level::INFO);
+    let host_value = request_host(&req);
+    let host = host_value.as_ref().map(normalise_host).unwrap_or_default();
+    let mut record = log.then(|| {
+        Box::new(AccessRecord {
+            start,
+            method: req.method().clone(),
+            host: host.clone(),
+            path: req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.to_string()),
+            status: http::StatusCode::OK,
+            upstream: None,
+            cache: "bypass",
+            route: None,
+        })
+    });
+
+    let result = respond(&pipeline, &conn, host_value.as_ref(), &host, req).await;
+    let (response, upstream, route) = match result {
+        Ok((res, upstream, route)) => (res, Some(upstream), Some(route)),
+        Err((e, route)) => {
+            if !matches!(e, ProxyError::NoRoute) {
+                tracing::debug!(error = %e, "request failed");
+            }
+            (e.into_response(), None, route)
+        }
+    };
+    if let Some(r) = record.as_mut() {
+        r.status = response.status();
+        r.upstream = upstream;
+        r.route = route;
+    }
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, LoggedBody::new(body, record)))
+}
+
+type Answer = Result<(Response<crate::body::Body>, Arc<str>, usize), (ProxyError, Option<usize>)>;
+
+async fn respond(
+    pipeline: &Pipeline,
+    conn: &Conn,
+    host_value: Option<&HeaderValue>,
+    host: &str,
+    req: Request<Incoming>,
+) -> Answer {
+    if host_value.is_none() && req.version() == Version::HTTP_11 {
+        return Err((ProxyError::BadRequest("missing Host header"), None));
+    }
+    if let Some(limit) = pipeline.config.server.max_request_body {
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit.bytes()) {
+            return Err((ProxyError::BodyTooLarge, None));
+        }
+    }
+    let path = req.uri().path();
+    let Some(route) = pipeline.router.find(host, path, req.headers()) else {
+        return Err((ProxyError::NoRoute, None));
+    };
+    match forward::forward(pipeline, route, conn, host_value, req).await {
+        Ok(f) => Ok((f.response, f.server, route.index)),
+        Err(e) => Err((e, Some(route.index))),
+    }
+}
+
+/// The host the client asked for: the Host header, or the URI's authority (HTTP/2).
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.headers().get(header::HOST) {
+        Some(v) => Some(v.clone()),
+        None => req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
+}
+
+/// Lower-case host without port.
+fn normalise_host(v: &HeaderValue) -> String {
+    let s = v.to_str().unwrap_or("");
+    let host = if s.starts_with('[') {
+        // IPv6 literal: keep the brackets, drop the port.
+        s.split_inclusive(']').next().unwrap_or(s)
+    } else {
+        s.rsplit_once(':').map_or(s, |(h, _)| h)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalised() {
+        let n = |s: &'static str| normalise_host(&HeaderValue::from_static(s));
+        assert_eq!(n("Example.COM:8080"), "example.com");
+        assert_eq!(n("example.com."), "example.com");
+        assert_eq!(n("[::1]:80"), "[::1]");
+    }
+}

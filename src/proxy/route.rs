@@ -1,0 +1,254 @@
+//! Routing: which route a request belongs to.
+//!
+//! Host first — exact names, then `*.suffix` patterns (longest suffix first),
+//! then routes without a host — and within the first group that has a match,
+//! the longest path prefix; among equal prefixes, the route with more header
+//! predicates, then the one written first. Path prefixes are plain string
+//! prefixes, as nginx's `location /prefix`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{Config, HeaderRules, RouteConfig};
+use crate::upstream::Upstream;
+
+/// A compiled `[[routes]]` entry.
+pub struct Route {
+    /// Position in the file, for logs: `routes[3]`.
+    pub index: usize,
+    pub prefix: String,
+    headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    pub upstream: Arc<Upstream>,
+    pub strip_prefix: bool,
+    pub pass_host: bool,
+    pub request_headers: CompiledRules,
+    pub response_headers: CompiledRules,
+    pub cache: cache_policy::Rules,
+}
+
+/// Header rules with names parsed once.
+#[derive(Default)]
+pub struct CompiledRules {
+    remove: Vec<HeaderName>,
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl CompiledRules {
+    fn new(r: &HeaderRules) -> CompiledRules {
+        let pairs = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        HeaderName::try_from(k.as_str()).expect("validated"),
+                        HeaderValue::try_from(v.as_str()).expect("validated"),
+                    )
+                })
+                .collect()
+        };
+        CompiledRules {
+            remove: r.remove.iter().map(|n| HeaderName::try_from(n.as_str()).expect("validated")).collect(),
+            set: pairs(&r.set),
+            add: pairs(&r.add),
+        }
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for n in &self.remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.set {
+            headers.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            headers.append(n.clone(), v.clone());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+impl Route {
+    fn new(index: usize, r: &RouteConfig, upstream: Arc<Upstream>) -> Route {
+        let headers = r
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let name = HeaderName::try_from(k.as_str()).expect("validated");
+                let value = (v != "*").then(|| HeaderValue::try_from(v.as_str()).expect("validated"));
+                (name, value)
+            })
+            .collect();
+        Route {
+            index,
+            prefix: r.path.clone(),
+            headers,
+            upstream,
+            strip_prefix: r.strip_prefix,
+            pass_host: r.pass_host,
+            request_headers: CompiledRules::new(&r.request_headers),
+            response_headers: CompiledRules::new(&r.response_headers),
+            cache: r.cache.to_rules(),
+        }
+    }
+
+    fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
+        path.starts_with(&self.prefix)
+            && self.headers.iter().all(|(name, want)| match (want, headers.get(name)) {
+                (None, got) => got.is_some(),
+                (Some(want), Some(got)) => want == got,
+                (Some(_), None) => false,
+            })
+    }
+
+    /// The path to send upstream (prefix removed when `strip_prefix`).
+    pub fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        if !self.strip_prefix || self.prefix == "/" {
+            return path.into();
+        }
+        let rest = &path[self.prefix.len().min(path.len())..];
+        if rest.starts_with('/') { rest.into() } else { format!("/{rest}").into() }
+    }
+}
+
+#[derive(Default)]
+pub struct Router {
+    exact: HashMap<String, Vec<Arc<Route>>>,
+    /// (".example.com", routes), longest suffix first.
+    wildcard: Vec<(String, Vec<Arc<Route>>)>,
+    any: Vec<Arc<Route>>,
+}
+
+impl Router {
+    pub fn new(config: &Config, upstreams: &HashMap<String, Arc<Upstream>>) -> Router {
+        let mut router = Router::default();
+        for (i, r) in config.routes.iter().enumerate() {
+            let route = Arc::new(Route::new(i, r, upstreams[&r.upstream].clone()));
+            match r.host.as_deref().map(str::to_ascii_lowercase) {
+                None => router.any.push(route),
+                Some(h) => match h.strip_prefix('*') {
+                    Some(suffix) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {
+                        Some((_, list)) => list.push(route),
+                        None => router.wildcard.push((suffix.to_string(), vec![route])),
+                    },
+                    None => router.exact.entry(h).or_default().push(route),
+                },
+            }
+        }
+        let order = |list: &mut Vec<Arc<Route>>| {
+            list.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), std::cmp::Reverse(r.headers.len()), r.index))
+        };
+        router.exact.values_mut().for_each(order);
+        router.wildcard.iter_mut().for_each(|(_, l)| order(l));
+        order(&mut router.any);
+        router.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        router
+    }
+
+    /// `host` is lower-case without port.
+    pub fn find(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&Arc<Route>> {
+        fn pick<'a>(list: &'a [Arc<Route>], path: &str, headers: &HeaderMap) -> Option<&'a Arc<Route>> {
+            list.iter().find(|r| r.matches(path, headers))
+        }
+        if let Some(r) = self.exact.get(host).and_then(|l| pick(l, path, headers)) {
+            return Some(r);
+        }
+        for (suffix, list) in &self.wildcard {
+            if host.len() > suffix.len()
+                && host.ends_with(suffix.as_str())
+                && let Some(r) = pick(list, path, headers)
+            {
+                return Some(r);
+            }
+        }
+        pick(&self.any, path, headers)
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.exact.values().flatten().chain(self.wildcard.iter().flat_map(|(_, l)| l)).chain(&self.any)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(toml: &str) -> Router {
+        let config = Config::from_toml(toml, "test").unwrap();
+        let ups = config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u)))).collect();
+        Router::new(&config, &ups)
+    }
+
+    const ROUTES: &str = r#"
+[upstreams.a]
+servers = ["127.0.0.1:1"]
+[upstreams.b]
+servers = ["127.0.0.1:2"]
+[upstreams.c]
+servers = ["127.0.0.1:3"]
+
+[[routes]]
+path = "/"
+upstream = "a"
+[[routes]]
+path = "/api/"
+upstream = "b"
+[[routes]]
+path = "/api/"
+upstream = "c"
+headers = { "x-canary" = "1" }
+[[routes]]
+host = "*.example.com"
+path = "/"
+upstream = "c"
+[[routes]]
+host = "www.example.com"
+path = "/static/"
+upstream = "b"
+"#;
+
+    fn up(r: &Router, host: &str, path: &str, hdr: &[(&str, &str)]) -> String {
+        let mut h = HeaderMap::new();
+        for (k, v) in hdr {
+            h.insert(HeaderName::try_from(*k).unwrap(), HeaderValue::try_from(*v).unwrap());
+        }
+        r.find(host, path, &h).map(|r| r.upstream.name.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn longest_prefix_then_headers() {
+        let r = router(ROUTES);
+        assert_eq!(up(&r, "x.test", "/", &[]), "a");
+        assert_eq!(up(&r, "x.test", "/api/users", &[]), "b");
+        assert_eq!(up(&r, "x.test", "/api/users", &[("x-canary", "1")]), "c");
+        assert_eq!(up(&r, "x.test", "/api/users", &[("x-canary", "2")]), "b");
+    }
+
+    #[test]
+    fn exact_host_then_wildcard_then_any() {
+        let r = router(ROUTES);
+        assert_eq!(up(&r, "www.example.com", "/static/a.css", &[]), "b");
+        assert_eq!(up(&r, "www.example.com", "/other", &[]), "c");
+        assert_eq!(up(&r, "a.b.example.com", "/", &[]), "c");
+        assert_eq!(up(&r, "example.com", "/", &[]), "a");
+    }
+
+    #[test]
+    fn strip_prefix() {
+        let config = Config::from_toml(
+            "[upstreams.a]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\npath=\"/api\"\nupstream=\"a\"\nstrip_prefix=true\n",
+            "t",
+        )
+        .unwrap();
+        let ups = config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u)))).collect();
+        let r = Router::new(&config, &ups);
+        let route = r.find("h", "/api/x?q=1", &HeaderMap::new()).unwrap();
+        assert_eq!(route.upstream_path("/api/x?q=1"), "/x?q=1");
+        assert_eq!(route.upstream_path("/api"), "/");
+        assert_eq!(route.upstream_path("/api?x"), "/?x");
+    }
+}

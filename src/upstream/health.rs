@@ -1,0 +1,81 @@
+//! Passive health: a server that fails `max_fails` times in a row (connect
+//! error or timeout) is skipped for `fail_timeout`, as nginx does. A success
+//! clears the count. Lock-free: two atomics per server.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+pub struct Health {
+    fails: AtomicU32,
+    /// Milliseconds since [`epoch`] until which the server is skipped; 0 = up.
+    down_until: AtomicU64,
+}
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        let until = self.down_until.load(Ordering::Relaxed);
+        until == 0 || now_ms() >= until
+    }
+
+    /// When a down server is due back (ms since epoch); 0 if up.
+    pub fn down_until(&self) -> u64 {
+        self.down_until.load(Ordering::Relaxed)
+    }
+
+    pub fn success(&self) {
+        if self.fails.load(Ordering::Relaxed) != 0 {
+            self.fails.store(0, Ordering::Relaxed);
+        }
+        if self.down_until.load(Ordering::Relaxed) != 0 {
+            self.down_until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a failure; true if this one took the server down.
+    pub fn failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
+        let fails = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if fails >= max_fails {
+            self.fails.store(0, Ordering::Relaxed);
+            let until = now_ms() + fail_timeout.as_millis() as u64;
+            self.down_until.store(until.max(1), Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_after_max_fails_then_back() {
+        let h = Health::default();
+        assert!(!h.failure(2, Duration::from_millis(30)));
+        assert!(h.is_up());
+        assert!(h.failure(2, Duration::from_millis(30)));
+        assert!(!h.is_up());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(h.is_up());
+    }
+
+    #[test]
+    fn success_clears() {
+        let h = Health::default();
+        h.failure(1, Duration::from_secs(60));
+        assert!(!h.is_up());
+        h.success();
+        assert!(h.is_up());
+    }
+}

@@ -1,0 +1,190 @@
+//! Upstream pools: keep-alive connections to a named group of origin servers,
+//! a balancer to choose among them, passive health, and retry of requests that
+//! never reached a server.
+//!
+//! Invariants: a request is retried on the next server only when the first
+//! attempt failed to connect (so the origin cannot have seen it) and the
+//! caller said it is safe (idempotent method, no body). A timeout is never
+//! retried: the origin may be working on it.
+
+mod balance;
+mod health;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::config::UpstreamConfig;
+use balance::Balancer;
+use health::Health;
+
+/// One origin server of a pool.
+pub struct Server {
+    pub address: Arc<str>,
+    authority: Authority,
+    host_value: HeaderValue,
+    weight: u32,
+    health: Health,
+    in_flight: AtomicUsize,
+}
+
+impl Server {
+    pub fn is_up(&self) -> bool {
+        self.health.is_up()
+    }
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// A named pool of servers sharing one connection pool.
+pub struct Upstream {
+    pub name: String,
+    pub config: UpstreamConfig,
+    servers: Vec<Server>,
+    balancer: Balancer,
+    client: Client<HttpConnector, Body>,
+}
+
+/// Why no response came back from a pool.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to {0}")]
+    Connect(Arc<str>),
+    #[error("no response from {0} within the response timeout")]
+    Timeout(Arc<str>),
+    #[error("{0} broke the protocol")]
+    Protocol(Arc<str>),
+    #[error("request to {server} failed: {source}")]
+    Failed { server: Arc<str>, source: hyper_util::client::legacy::Error },
+}
+
+/// What to send: the parts of the request that stay the same on every attempt.
+pub struct Outgoing {
+    pub method: Method,
+    pub path: PathAndQuery,
+    pub headers: HeaderMap,
+    /// Replace Host with the server's address (`pass_host = false`).
+    pub server_host: bool,
+    pub body: Body,
+    /// Safe to send again after a connect failure.
+    pub retryable: bool,
+}
+
+impl Upstream {
+    pub fn new(name: &str, config: &UpstreamConfig) -> Upstream {
+        let servers: Vec<Server> = config
+            .servers
+            .iter()
+            .map(|s| Server {
+                address: Arc::from(s.address()),
+                authority: s.address().parse().expect("validated authority"),
+                host_value: HeaderValue::from_str(s.address()).expect("validated authority"),
+                weight: s.weight(),
+                health: Health::default(),
+                in_flight: AtomicUsize::new(0),
+            })
+            .collect();
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout.get()));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout.get())
+            .pool_max_idle_per_host(config.max_idle)
+            .http1_max_buf_size(256 * 1024)
+            .build(connector);
+        Upstream {
+            name: name.to_string(),
+            config: config.clone(),
+            balancer: Balancer::new(config.balance, &weights),
+            servers,
+            client,
+        }
+    }
+
+    pub fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+
+    /// Sends `out` to a live server; returns the response head and the server's address.
+    pub async fn send(&self, out: Outgoing) -> Result<(Response<Incoming>, Arc<str>), UpstreamError> {
+        let order = self.order();
+        let attempts = if out.retryable { order.len() } else { 1 };
+        let Outgoing { method, path, mut headers, server_host, body, .. } = out;
+        let mut body = Some(body);
+        let mut last = None;
+        for &i in order.iter().take(attempts) {
+            let server = &self.servers[i];
+            if server_host {
+                headers.insert(header::HOST, server.host_value.clone());
+            }
+            let uri = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(server.authority.clone())
+                .path_and_query(path.clone())
+                .build()
+                .expect("valid parts");
+            let mut req = Request::new(body.take().unwrap_or(Body::Empty));
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri;
+            *req.version_mut() = Version::HTTP_11;
+            *req.headers_mut() = if attempts > 1 { headers.clone() } else { std::mem::take(&mut headers) };
+
+            server.in_flight.fetch_add(1, Ordering::Relaxed);
+            let result = tokio::time::timeout(self.config.response_timeout.get(), self.client.request(req)).await;
+            server.in_flight.fetch_sub(1, Ordering::Relaxed);
+            match result {
+                Ok(Ok(res)) => {
+                    server.health.success();
+                    return Ok((res, server.address.clone()));
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    self.mark_failed(server);
+                    tracing::warn!(upstream = %self.name, server = %server.address, error = %e, "connect failed");
+                    last = Some(UpstreamError::Connect(server.address.clone()));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %self.name, server = %server.address, error = %e, "upstream request failed");
+                    return Err(UpstreamError::Failed { server: server.address.clone(), source: e });
+                }
+                Err(_) => {
+                    self.mark_failed(server);
+                    tracing::warn!(upstream = %self.name, server = %server.address, "response timeout");
+                    return Err(UpstreamError::Timeout(server.address.clone()));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| UpstreamError::Connect(Arc::from(self.name.as_str()))))
+    }
+
+    fn mark_failed(&self, server: &Server) {
+        if server.health.failure(self.config.max_fails, self.config.fail_timeout.get()) {
+            tracing::warn!(upstream = %self.name, server = %server.address, cooldown = ?self.config.fail_timeout.get(), "server marked down");
+        }
+    }
+
+    /// Live servers in balancing order; if none is live, the one due back
+    /// first, so a pool recovers as soon as its server does.
+    fn order(&self) -> Vec<usize> {
+        let s = &self.servers;
+        let mut order = self.balancer.candidates(s.len(), |i| s[i].in_flight(), |i| s[i].weight);
+        order.retain(|&i| s[i].is_up());
+        if order.is_empty() {
+            let soonest = (0..s.len()).min_by_key(|&i| s[i].health.down_until()).unwrap_or(0);
+            order.push(soonest);
+        }
+        order
+    }
+}

@@ -1,0 +1,407 @@
+//! The proxy core against real origins: routing, streaming, header rewriting,
+//! balancing, failover, errors, reload, websockets.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::Request;
+use http_body_util::{BodyExt, StreamBody};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn upstreams(pairs: &[(&str, &[std::net::SocketAddr])]) -> String {
+    pairs
+        .iter()
+        .map(|(name, addrs)| {
+            let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+            format!("[upstreams.{name}]\nservers = [{}]\n", list.join(", "))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn routes_by_host_path_and_header() {
+    let a = origin().text("/", "a").start().await;
+    let b = origin().text("/", "b").start().await;
+    let c = origin().text("/", "c").start().await;
+    let d = origin().text("/", "d").start().await;
+    let proxy = relais(&format!(
+        r#"{}
+[[routes]]
+path = "/"
+upstream = "a"
+[[routes]]
+path = "/api/"
+upstream = "b"
+[[routes]]
+path = "/api/"
+upstream = "c"
+headers = {{ "x-canary" = "yes" }}
+[[routes]]
+host = "*.example.test"
+upstream = "d"
+"#,
+        upstreams(&[("a", &[a.addr]), ("b", &[b.addr]), ("c", &[c.addr]), ("d", &[d.addr])])
+    ))
+    .await;
+
+    assert_eq!(get(&proxy.url("/index.html")).await.text(), "a");
+    assert_eq!(get(&proxy.url("/api/users")).await.text(), "b");
+    assert_eq!(get_with(&proxy.url("/api/users"), &[("x-canary", "yes")]).await.text(), "c");
+    assert_eq!(get_with(&proxy.url("/"), &[("host", "shop.example.test")]).await.text(), "d");
+    assert_eq!(get_with(&proxy.url("/"), &[("host", "Shop.Example.Test:8080")]).await.text(), "d");
+}
+
+#[tokio::test]
+async fn no_route_is_404() {
+    let a = origin().text("/", "a").start().await;
+    let proxy =
+        relais(&format!("{}[[routes]]\npath = \"/app/\"\nupstream = \"a\"\n", upstreams(&[("a", &[a.addr])]))).await;
+    let r = get(&proxy.url("/other")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(a.total_hits(), 0);
+}
+
+#[tokio::test]
+async fn strip_prefix_and_header_rules() {
+    let o = origin()
+        .route("/", |req: Request<hyper::body::Incoming>| async move {
+            let seen = format!(
+                "{} env={} cookie={}",
+                req.uri().path(),
+                req.headers().get("x-env").map_or("-", |v| v.to_str().unwrap()),
+                req.headers().get("cookie").map_or("-", |v| v.to_str().unwrap()),
+            );
+            text(200, &seen, &[("x-debug", "secret"), ("server", "gunicorn"), ("x-powered-by", "PHP")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!(
+        r#"{}
+[[routes]]
+path = "/api"
+upstream = "o"
+strip_prefix = true
+request_headers = {{ set = {{ "x-env" = "prod" }}, remove = ["cookie"] }}
+response_headers = {{ remove = ["x-debug"], add = {{ "strict-transport-security" = "max-age=60" }} }}
+"#,
+        upstreams(&[("o", &[o.addr])])
+    ))
+    .await;
+    let r = get_with(&proxy.url("/api/users?x=1"), &[("cookie", "a=b")]).await;
+    assert_eq!(r.text(), "/users env=prod cookie=-");
+    assert_eq!(r.header("x-debug"), None);
+    assert_eq!(r.header("strict-transport-security"), Some("max-age=60"));
+    assert_eq!(r.header("server"), None, "backend Server header hidden");
+    assert_eq!(r.header("x-powered-by"), None);
+    assert_eq!(r.header("via"), Some("1.1 relais"));
+}
+
+#[tokio::test]
+async fn forwarding_headers_and_hop_by_hop() {
+    let o = origin()
+        .route("/", |req: Request<hyper::body::Incoming>| async move {
+            let h = req.headers();
+            let show = |n: &str| h.get(n).map_or("-".to_string(), |v| v.to_str().unwrap().to_string());
+            let body = format!(
+                "xff={} proto={} xhost={} via={} host={} secret={} te={} ka={}",
+                show("x-forwarded-for"),
+                show("x-forwarded-proto"),
+                show("x-forwarded-host"),
+                show("via"),
+                show("host"),
+                show("x-secret"),
+                show("te"),
+                show("keep-alive"),
+            );
+            text(200, &body, &[("connection", "x-internal"), ("x-internal", "1"), ("keep-alive", "timeout=5")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let r = get_with(
+        &proxy.url("/"),
+        &[
+            ("host", "shop.test"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("connection", "x-secret"),
+            ("x-secret", "s"),
+            ("te", "trailers"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.text(),
+        "xff=203.0.113.9, 127.0.0.1 proto=http xhost=shop.test via=1.1 relais host=shop.test secret=- te=- ka=-"
+    );
+    assert_eq!(r.header("x-internal"), None, "header named by the origin's Connection removed");
+    assert_eq!(r.header("keep-alive"), None);
+}
+
+#[tokio::test]
+async fn pass_host_false_sends_server_address() {
+    let o = origin()
+        .route("/", |req: Request<hyper::body::Incoming>| async move {
+            text(200, req.headers()["host"].to_str().unwrap(), &[])
+        })
+        .start()
+        .await;
+    let proxy =
+        relais(&format!("{}[[routes]]\nupstream = \"o\"\npass_host = false\n", upstreams(&[("o", &[o.addr])]))).await;
+    let r = get_with(&proxy.url("/"), &[("host", "public.test")]).await;
+    assert_eq!(r.text(), o.addr.to_string());
+}
+
+#[tokio::test]
+async fn streams_large_bodies_both_ways() {
+    // The origin echoes the upload's length and sends back a chunked body of 8 MiB.
+    let o = origin()
+        .route("/upload", |req: Request<hyper::body::Incoming>| async move {
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(frame) = body.frame().await {
+                n += frame.unwrap().data_ref().map_or(0, |d| d.len());
+            }
+            text(200, &n.to_string(), &[])
+        })
+        .route("/download", |_| async move {
+            let chunks =
+                futures_util::stream::iter((0..128).map(|i| {
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(Bytes::from(
+                        vec![(i % 251) as u8; 64 * 1024],
+                    )))
+                }));
+            http::Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+
+    let upload = futures_util::stream::iter((0..64).map(|_| {
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(Bytes::from(vec![7u8; 128 * 1024])))
+    }));
+    let req = Request::post(proxy.url("/upload")).body(BodyExt::boxed(StreamBody::new(upload))).unwrap();
+    assert_eq!(send(req).await.text(), (64 * 128 * 1024).to_string());
+
+    let r = get(&proxy.url("/download")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 128 * 64 * 1024);
+    assert!(r.body.chunks(64 * 1024).enumerate().all(|(i, c)| c.iter().all(|&b| b == (i % 251) as u8)));
+}
+
+#[tokio::test]
+async fn weighted_round_robin() {
+    let a = origin().text("/", "a").start().await;
+    let b = origin().text("/", "b").start().await;
+    let proxy = relais(&format!(
+        "[upstreams.pool]\nservers = [{{ address = \"{}\", weight = 3 }}, \"{}\"]\n[[routes]]\nupstream = \"pool\"\n",
+        a.addr, b.addr
+    ))
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        seen.push(get(&proxy.url("/")).await.text());
+    }
+    assert_eq!(seen.iter().filter(|s| *s == "a").count(), 30);
+    assert_eq!(seen.iter().filter(|s| *s == "b").count(), 10);
+    // Smooth: never more than three a's in a row.
+    assert!(!seen.join("").contains("aaaa"));
+}
+
+#[tokio::test]
+async fn failover_to_next_server_and_skip_while_down() {
+    let a = origin().text("/", "a").start().await;
+    let dead = dead_addr();
+    let proxy = relais(&format!(
+        "[upstreams.pool]\nservers = [\"{dead}\", \"{}\"]\nfail_timeout = \"30s\"\n[[routes]]\nupstream = \"pool\"\n",
+        a.addr
+    ))
+    .await;
+    for _ in 0..6 {
+        let r = get(&proxy.url("/")).await;
+        assert_eq!(r.status, 200, "a GET is retried on the live server");
+        assert_eq!(r.text(), "a");
+    }
+    assert_eq!(a.hits("/"), 6);
+}
+
+#[tokio::test]
+async fn all_servers_down_is_502() {
+    let proxy = relais(&format!(
+        "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\n[[routes]]\nupstream = \"pool\"\n",
+        dead_addr(),
+        dead_addr()
+    ))
+    .await;
+    let r = get(&proxy.url("/")).await;
+    assert_eq!(r.status, 502);
+    assert!(!r.text().contains("127.0.0.1"), "no internal detail: {}", r.text());
+}
+
+#[tokio::test]
+async fn slow_origin_is_504() {
+    let o = origin()
+        .route("/", |_| async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            text(200, "late", &[])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!(
+        "[upstreams.o]\nservers = [\"{}\"]\nresponse_timeout = \"300ms\"\n[[routes]]\nupstream = \"o\"\n",
+        o.addr
+    ))
+    .await;
+    let r = get(&proxy.url("/")).await;
+    assert_eq!(r.status, 504);
+}
+
+#[tokio::test]
+async fn request_body_limit_is_413() {
+    let o = origin().text("/", "ok").start().await;
+    let proxy = relais(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nmax_request_body = \"1KiB\"\n{}[[routes]]\nupstream = \"o\"\n",
+        upstreams(&[("o", &[o.addr])])
+    ))
+    .await;
+    let req = Request::post(proxy.url("/")).body(full(vec![0u8; 4096])).unwrap();
+    assert_eq!(send(req).await.status, 413);
+    let req = Request::post(proxy.url("/")).body(full(vec![0u8; 100])).unwrap();
+    assert_eq!(send(req).await.status, 200);
+}
+
+#[tokio::test]
+async fn malformed_request_gets_400_and_next_connection_works() {
+    let o = origin().text("/", "ok").start().await;
+    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header Line\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&buf));
+
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"), "missing Host is 400");
+
+    assert_eq!(get(&proxy.url("/")).await.text(), "ok");
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let o = origin().text("/", "ok").start().await;
+    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let big = "x".repeat(100 * 1024);
+    let _ = tcp.write_all(format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes()).await;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&buf[..n]));
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off() {
+    let o = origin().text("/", "ok").start().await;
+    let proxy = relais(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"500ms\"\n{}[[routes]]\nupstream = \"o\"\n",
+        upstreams(&[("o", &[o.addr])])
+    ))
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if tcp.write_all(b"X-Trickle: 1\r\n").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), tcp.read(&mut buf)).await {
+            let _ = n;
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "connection still open after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge() {
+    let o = origin()
+        .route("/", |req: Request<hyper::body::Incoming>| async move {
+            text(200, &format!("{:?} host={}", req.version(), req.headers()["host"].to_str().unwrap()), &[])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let r = send_with(&h2_client(), Request::get(proxy.url("/x")).body(full("")).unwrap()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), format!("HTTP/1.1 host={}", proxy.addr));
+}
+
+#[tokio::test]
+async fn reload_adds_a_route_while_a_slow_request_completes() {
+    let slow = origin()
+        .route("/slow", |_| async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            text(200, "slow done", &[])
+        })
+        .start()
+        .await;
+    let fresh = origin().text("/", "new route").start().await;
+    let base = format!("{}[[routes]]\npath = \"/slow\"\nupstream = \"slow\"\n", upstreams(&[("slow", &[slow.addr])]));
+    let proxy = relais(&base).await;
+    assert_eq!(get(&proxy.url("/new")).await.status, 404);
+
+    let url = proxy.url("/slow");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let next = format!(
+        "[server]\nlisten = [\"{}\"]\n{base}{}[[routes]]\npath = \"/new\"\nupstream = \"fresh\"\n",
+        proxy.addr,
+        upstreams(&[("fresh", &[fresh.addr])])
+    );
+    proxy.handle.reload(relais::Config::from_toml(&next, "next.toml").unwrap());
+    assert_eq!(get(&proxy.url("/new")).await.text(), "new route");
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.text(), "slow done");
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    use tokio_tungstenite::tungstenite::Message;
+    // A websocket echo origin on its own port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        use futures_util::SinkExt;
+                        ws.send(msg).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let proxy = relais(&format!("{}[[routes]]\nupstream = \"ws\"\n", upstreams(&[("ws", &[ws_addr])]))).await;
+    let (mut ws, res) = tokio_tungstenite::connect_async(format!("ws://{}/chat", proxy.addr)).await.unwrap();
+    assert_eq!(res.status(), 101);
+    use futures_util::SinkExt;
+    for i in 0..3 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let echo = ws.next().await.unwrap().unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+}

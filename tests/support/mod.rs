@@ -1,0 +1,216 @@
+//! Test harness: real origins on 127.0.0.1:0 that count their hits, relais
+//! started in-process through the library API, and a real HTTP client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+type Handler = Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+
+pub fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A response with a text body and the given headers.
+pub fn text(status: u16, body: &str, headers: &[(&str, &str)]) -> Response<Body> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(full(body.to_string())).unwrap()
+}
+
+/// An origin server with per-path handlers and hit counters.
+pub struct OriginBuilder {
+    routes: Vec<(String, Handler)>,
+}
+
+pub struct Origin {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    task: JoinHandle<()>,
+}
+
+pub fn origin() -> OriginBuilder {
+    OriginBuilder { routes: Vec::new() }
+}
+
+impl OriginBuilder {
+    /// Handles paths starting with `prefix` (longest prefix wins).
+    pub fn route<F, Fut>(mut self, prefix: &str, f: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        self.routes.push((prefix.to_string(), Arc::new(move |r| Box::pin(f(r)))));
+        self.routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        self
+    }
+
+    /// A fixed text answer.
+    pub fn text(self, prefix: &str, body: &'static str) -> Self {
+        self.route(prefix, move |_| async move { text(200, body, &[]) })
+    }
+
+    pub async fn start(self) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.start_on(listener).await
+    }
+
+    pub async fn start_on(self, listener: TcpListener) -> Origin {
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let routes = Arc::new(self.routes);
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let routes = routes.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let routes = routes.clone();
+                        let counter = counter.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            *counter.lock().unwrap().entry(path.clone()).or_default() += 1;
+                            let res = match routes.iter().find(|(p, _)| path.starts_with(p.as_str())) {
+                                Some((_, h)) => h(req).await,
+                                None => text(404, "origin: no such path\n", &[]),
+                            };
+                            Ok::<_, Infallible>(res)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, hits, task }
+    }
+}
+
+impl Origin {
+    /// Requests seen for exactly this path.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn total_hits(&self) -> usize {
+        self.hits.lock().unwrap().values().sum()
+    }
+
+    /// Stops accepting new connections (open ones finish).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An address where nothing listens.
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// relais running in-process.
+pub struct Relais {
+    pub handle: relais::Handle,
+    pub addr: SocketAddr,
+}
+
+/// Starts relais from a TOML text; `[server] listen` is added when absent.
+pub async fn relais(toml: &str) -> Relais {
+    let toml = if toml.contains("[server]") {
+        toml.to_string()
+    } else {
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{toml}")
+    };
+    let config = relais::Config::from_toml(&toml, "test.toml").expect("valid test config");
+    let handle = relais::start(config).await.expect("relais starts");
+    let addr = handle.addrs()[0];
+    Relais { handle, addr }
+}
+
+impl Relais {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// A real HTTP/1.1 client (keep-alive pool).
+pub fn client() -> Client<HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// A prior-knowledge HTTP/2 client.
+pub fn h2_client() -> Client<HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).http2_only(true).build(HttpConnector::new())
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends `req` and reads the whole answer (10 s limit).
+pub async fn send(req: Request<Body>) -> Reply {
+    send_with(&client(), req).await
+}
+
+pub async fn send_with(client: &Client<HttpConnector, Body>, req: Request<Body>) -> Reply {
+    let fut = async {
+        let res = client.request(req).await.expect("response");
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("whole body").to_bytes();
+        Reply { status: parts.status, headers: parts.headers, body }
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut).await.expect("answer within 10 s")
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Request::get(url).body(full("")).unwrap()).await
+}
+
+/// GET with extra headers.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(b.body(full("")).unwrap()).await
+}
