@@ -329,7 +329,7 @@ impl Config {
         if !path.is_file() {
             return Err(ConfigError::Missing(path.to_path_buf()));
         }
-        let figment = Figment::new().merge(Toml::file_exact(path)).merge(Env::prefixed("RELAIS_").split("__"));
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(env());
         Self::extract(figment, &path.display().to_string())
     }
 
@@ -431,6 +431,12 @@ impl Config {
     }
 }
 
+/// `RELAIS_SECTION__KEY` variables. Only names with `__` are configuration,
+/// so unrelated variables that share the prefix (`RELAIS_BIN`) are left alone.
+fn env() -> Env {
+    Env::prefixed("RELAIS_").filter(|k| k.as_str().contains("__")).split("__")
+}
+
 /// `host:port` with a port; hosts are names or IP literals.
 fn check_authority(s: &str) -> Result<(), String> {
     let auth: http::uri::Authority = s.parse().map_err(|_| format!("{s:?} is not host:port"))?;
@@ -518,6 +524,17 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
             let c = Config::load(Path::new("relais.toml")).map_err(|e| e.to_string())?;
             assert_eq!(c.cache.memory_capacity, Size(1 << 30));
             assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unrelated_prefixed_variables_are_ignored() {
+        Jail::expect_with(|jail| {
+            jail.create_file("relais.toml", MINIMAL)?;
+            jail.set_env("RELAIS_BIN", "target/release/relais");
+            jail.set_env("RELAIS_LOG", "warn");
+            Config::load(Path::new("relais.toml")).map_err(|e| e.to_string())?;
             Ok(())
         });
     }
