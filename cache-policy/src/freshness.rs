@@ -1,0 +1,82 @@
+//! Freshness lifetime (RFC 9111 §4.2.1, §4.2.2) under the route's [`Rules`].
+//!
+//! Order: `override_ttl`, else `no-cache` (zero: every use revalidates), else
+//! `s-maxage` > `max-age` > `Expires` − `Date` (an invalid `Expires` means already
+//! expired) > `default_ttl` > 10% of `Date` − `Last-Modified`; then `min_ttl` and
+//! `max_ttl` clamp the result (`max_ttl` wins if they cross). Which statuses may use
+//! the implicit sources is decided by [`status_storable`].
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{EXPIRES, LAST_MODIFIED};
+use http::{HeaderMap, StatusCode};
+
+use crate::Rules;
+use crate::cache_control::CacheControl;
+use crate::headers::{single_date, single_str};
+
+/// Heuristically cacheable statuses (RFC 9110 §15.1), minus 206: partial content
+/// is not cached yet.
+const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// Statuses stored only with explicit freshness. Other codes (e.g. 500, 503, 403) are
+/// not stored even with `max-age`: http-cache-semantics does not understand them, and
+/// a blanket `max-age` on an error page would pin a transient failure.
+const EXPLICIT_ONLY: [u16; 3] = [302, 303, 307];
+
+/// The share of `Date` − `Last-Modified` used as heuristic lifetime.
+const HEURISTIC_FRACTION: u32 = 10;
+
+/// Whether the origin stated a lifetime (RFC 9111 §4.2.1), valid or not.
+pub(crate) fn has_explicit(cc: &CacheControl, res: &HeaderMap) -> bool {
+    cc.has("s-maxage") || cc.has("max-age") || res.contains_key(EXPIRES)
+}
+
+/// Whether a response with this status may be stored at all.
+pub(crate) fn status_storable(status: StatusCode, explicit: bool) -> bool {
+    let code = status.as_u16();
+    HEURISTIC.contains(&code) || (explicit && EXPLICIT_ONLY.contains(&code))
+}
+
+/// The freshness lifetime; `date` is the response's `Date` (or its arrival time).
+pub(crate) fn lifetime(cc: &CacheControl, res: &HeaderMap, rules: &Rules, date: SystemTime) -> Duration {
+    let base = match rules.override_ttl {
+        Some(ttl) => ttl,
+        // min_ttl must not turn "revalidate every time" into "serve without asking".
+        None if cc.has("no-cache") => return Duration::ZERO,
+        None => origin_lifetime(cc, res, date)
+            .or(rules.default_ttl)
+            .or_else(|| heuristic(res, date))
+            .unwrap_or(Duration::ZERO),
+    };
+    clamp(base, rules)
+}
+
+/// Applies `min_ttl` then `max_ttl`.
+pub(crate) fn clamp(lifetime: Duration, rules: &Rules) -> Duration {
+    let lifetime = rules.min_ttl.map_or(lifetime, |min| lifetime.max(min));
+    rules.max_ttl.map_or(lifetime, |max| lifetime.min(max))
+}
+
+/// Explicit freshness; a shared cache prefers `s-maxage` and ignores `Expires`
+/// when either directive is present.
+fn origin_lifetime(cc: &CacheControl, res: &HeaderMap, date: SystemTime) -> Option<Duration> {
+    if let Some(s_maxage) = cc.seconds("s-maxage") {
+        return Some(s_maxage);
+    }
+    if let Some(max_age) = cc.seconds("max-age") {
+        return Some(max_age);
+    }
+    if !res.contains_key(EXPIRES) {
+        return None;
+    }
+    // Invalid dates ("0", "-1", two lines) mean "already expired" (RFC 9111 §5.3).
+    let expires = single_str(res, EXPIRES).and_then(|v| httpdate::parse_http_date(v).ok());
+    Some(expires.map_or(Duration::ZERO, |e| e.duration_since(date).unwrap_or_default()))
+}
+
+fn heuristic(res: &HeaderMap, date: SystemTime) -> Option<Duration> {
+    let last_modified = single_date(res, LAST_MODIFIED)?;
+    let unchanged_for = date.duration_since(last_modified).ok()?;
+    Some(unchanged_for / HEURISTIC_FRACTION)
+}

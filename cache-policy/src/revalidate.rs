@@ -1,0 +1,125 @@
+//! Revalidation: the conditional request sent upstream, and what its answer means
+//! for the stored entry (RFC 9111 §4.3).
+//!
+//! A 304 refreshes an entry only if its validators select the stored response
+//! (§4.3.4); then the stored headers are updated with every header of the 304,
+//! including headers new in it, except hop-by-hop fields, `Set-Cookie` and fields
+//! describing the stored body (`Content-Length`, `Content-Encoding`, `Content-Range`),
+//! and a fresh [`Policy`] is computed from the result (§3.2).
+
+use std::time::SystemTime;
+
+use http::header::{AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG};
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, SET_COOKIE};
+use http::{HeaderMap, HeaderName, StatusCode, request, response};
+
+use crate::etag::{self, EntityTag};
+use crate::headers::{http_date, is_hop_by_hop, single_date};
+use crate::{Bypass, Policy, Rules};
+
+/// Fields of a 304 that must not replace the stored ones: they describe the stored
+/// body, or belong to one client.
+const NOT_MERGED: [HeaderName; 4] = [CONTENT_LENGTH, CONTENT_ENCODING, CONTENT_RANGE, SET_COOKIE];
+
+/// What the origin's answer to a revalidation means for the stored entry.
+#[derive(Debug)]
+pub enum Revalidation {
+    /// 304 for the stored response: serve the stored body with `headers` and store
+    /// `headers` and `policy` in place of the old ones.
+    NotModified { policy: Policy, headers: HeaderMap },
+    /// 304 for the stored response, but its updated headers may no longer be stored
+    /// (e.g. the 304 says `no-store`): serve the stored body with `headers` this once
+    /// and remove the entry.
+    NotModifiedUncacheable { headers: HeaderMap, reason: Bypass },
+    /// Not a usable 304: the response is a new representation (store it like any
+    /// fetched response), or a 304 whose validators do not match the stored response,
+    /// in which case refetch without conditions rather than pass the 304 on.
+    Modified,
+}
+
+impl Policy {
+    /// Conditional headers to add to the upstream request: `If-None-Match` from the
+    /// stored `ETag` and `If-Modified-Since` from the stored `Last-Modified`; empty
+    /// without a validator. The proxy should drop the client's own conditionals from
+    /// the upstream request, so a 304 always refers to the stored response.
+    pub fn revalidation_headers(&self, stored: &HeaderMap) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(etag) = stored.get(ETAG) {
+            headers.insert(IF_NONE_MATCH, etag.clone());
+        }
+        if let Some(last_modified) = stored.get(LAST_MODIFIED) {
+            headers.insert(IF_MODIFIED_SINCE, last_modified.clone());
+        }
+        headers
+    }
+
+    /// Interprets the origin's answer `res` to a revalidation of the entry whose
+    /// headers are `stored`. Times and arguments are as in [`Policy::new`].
+    pub fn revalidate(
+        &self,
+        req: &request::Parts,
+        stored: &HeaderMap,
+        res: &response::Parts,
+        rules: &Rules,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Revalidation {
+        if res.status != StatusCode::NOT_MODIFIED || !selects_stored(stored, &res.headers) {
+            return Revalidation::Modified;
+        }
+        let headers = merge_304(stored, &res.headers, response_time);
+        let (mut refreshed, ()) = http::Response::new(()).into_parts();
+        refreshed.status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::OK);
+        refreshed.headers = headers;
+        match Policy::new(req, &refreshed, rules, request_time, response_time) {
+            Ok(policy) => Revalidation::NotModified { policy, headers: refreshed.headers },
+            Err(reason) => Revalidation::NotModifiedUncacheable { headers: refreshed.headers, reason },
+        }
+    }
+}
+
+/// RFC 9111 §4.3.4: does the 304 identify the stored response?
+fn selects_stored(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
+    let new_date = single_date(not_modified, LAST_MODIFIED);
+    match (entity_tag(stored), entity_tag(not_modified)) {
+        // A strong validator selects only responses with the same strong validator.
+        (old, Some(new)) if !new.weak => old.is_some_and(|old| old.strong_eq(&new)),
+        (Some(old), Some(new)) => old.weak_eq(&new),
+        // A weak ETag the stored response lacks.
+        (None, Some(_)) => false,
+        // Last-Modified is the remaining (weak) validator.
+        (_, None) if new_date.is_some() => single_date(stored, LAST_MODIFIED) == new_date,
+        // A bare 304 selects a stored response only if that has no validator either.
+        (old, None) => old.is_none() && !stored.contains_key(LAST_MODIFIED),
+    }
+}
+
+fn entity_tag(headers: &HeaderMap) -> Option<EntityTag<'_>> {
+    headers.get(ETAG).and_then(|v| v.to_str().ok()).and_then(etag::parse_one)
+}
+
+/// The stored headers updated with the 304's (RFC 9111 §3.2).
+fn merge_304(stored: &HeaderMap, not_modified: &HeaderMap, response_time: SystemTime) -> HeaderMap {
+    let mut merged = stored.clone();
+    for name in not_modified.keys() {
+        if NOT_MERGED.contains(name) || is_hop_by_hop(name, not_modified) {
+            continue;
+        }
+        merged.remove(name);
+        for value in not_modified.get_all(name) {
+            merged.append(name.clone(), value.clone());
+        }
+    }
+    // The stored Date and Age describe the old response; the new policy's age is
+    // computed from the 304's, so keep the headers consistent with it.
+    if !not_modified.contains_key(DATE) {
+        match http_date(response_time) {
+            Some(date) => merged.insert(DATE, date),
+            None => merged.remove(DATE),
+        };
+    }
+    if !not_modified.contains_key(AGE) {
+        merged.remove(AGE);
+    }
+    merged
+}
