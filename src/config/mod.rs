@@ -462,6 +462,7 @@ fn describe(e: &figment::Error, file: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
 mod tests {
     use super::*;
     use figment::Jail;
