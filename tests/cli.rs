@@ -90,7 +90,10 @@ async fn sighup_reloads_and_rejects_a_broken_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relais.toml");
     let port = free_port();
-    write(&path, &config(port, o.addr, "[[routes]]\npath = \"/gone\"\nupstream = \"app\"\nheaders = { x = \"never\" }\n"));
+    write(
+        &path,
+        &config(port, o.addr, "[[routes]]\npath = \"/gone\"\nupstream = \"app\"\nheaders = { x = \"never\" }\n"),
+    );
     let child = spawn(&path);
     wait_listening(port).await;
     let url = format!("http://127.0.0.1:{port}/");
@@ -103,7 +106,8 @@ async fn sighup_reloads_and_rejects_a_broken_file() {
     assert_eq!(get(&url).await.text(), "app");
 
     // A good file with a new route applies.
-    let extra = "[upstreams.other]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/blocked\"\nupstream = \"other\"\n";
+    let extra =
+        "[upstreams.other]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/blocked\"\nupstream = \"other\"\n";
     write(&path, &config(port, o.addr, extra));
     signal(&child.0, "HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
