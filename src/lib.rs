@@ -22,6 +22,7 @@
 //! ```
 
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod proxy;
@@ -61,7 +62,8 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         listeners.push(l);
     }
     let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-    let shared = Arc::new(ArcSwap::from_pointee(Pipeline::new(config, None)));
+    let cache = cache::Cache::open(&config.cache).await;
+    let shared = Arc::new(ArcSwap::from_pointee(Pipeline::new(config, cache, None)));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for l in listeners {
@@ -83,7 +85,10 @@ impl Handle {
         if config.server.listen != current.config.server.listen {
             tracing::warn!("server.listen changed: restart relais to apply it");
         }
-        let next = Pipeline::new(config, Some(&current));
+        if config.cache != current.config.cache {
+            tracing::warn!("[cache] changed: restart relais to apply it");
+        }
+        let next = Pipeline::new(config, current.cache.clone(), Some(&current));
         self.shared.store(Arc::new(next));
         tracing::info!("configuration reloaded");
     }

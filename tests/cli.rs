@@ -15,10 +15,12 @@ fn write(path: &Path, text: &str) {
     std::fs::File::create(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
-fn config(port: u16, origin: std::net::SocketAddr, extra_route: &str) -> String {
+fn config(dir: &Path, port: u16, origin: std::net::SocketAddr, extra_route: &str) -> String {
+    let cache = dir.join("cache");
     format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"5s\"\n[upstreams.app]\nservers = [\"{origin}\"]\n\
-         [[routes]]\npath = \"/\"\nupstream = \"app\"\n{extra_route}"
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"5s\"\n[cache]\ndisk_path = \"{}\"\n[upstreams.app]\nservers = [\"{origin}\"]\n\
+         [[routes]]\npath = \"/\"\nupstream = \"app\"\n{extra_route}",
+        cache.display()
     )
 }
 
@@ -66,7 +68,7 @@ fn spawn(config: &Path) -> Running {
 fn check_accepts_a_valid_file_and_names_the_key_of_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    write(&good, &config(8080, "127.0.0.1:3000".parse().unwrap(), ""));
+    write(&good, &config(dir.path(), 8080, "127.0.0.1:3000".parse().unwrap(), ""));
     let out = Command::new(BIN).args(["check", "-c"]).arg(&good).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -92,7 +94,12 @@ async fn sighup_reloads_and_rejects_a_broken_file() {
     let port = free_port();
     write(
         &path,
-        &config(port, o.addr, "[[routes]]\npath = \"/gone\"\nupstream = \"app\"\nheaders = { x = \"never\" }\n"),
+        &config(
+            dir.path(),
+            port,
+            o.addr,
+            "[[routes]]\npath = \"/gone\"\nupstream = \"app\"\nheaders = { x = \"never\" }\n",
+        ),
     );
     let child = spawn(&path);
     wait_listening(port).await;
@@ -108,7 +115,7 @@ async fn sighup_reloads_and_rejects_a_broken_file() {
     // A good file with a new route applies.
     let extra =
         "[upstreams.other]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/blocked\"\nupstream = \"other\"\n";
-    write(&path, &config(port, o.addr, extra));
+    write(&path, &config(dir.path(), port, o.addr, extra));
     signal(&child.0, "HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(get(&format!("http://127.0.0.1:{port}/blocked")).await.status, 502);
@@ -126,7 +133,7 @@ async fn sigterm_lets_the_in_flight_request_finish() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relais.toml");
     let port = free_port();
-    write(&path, &config(port, o.addr, ""));
+    write(&path, &config(dir.path(), port, o.addr, ""));
     let mut child = spawn(&path);
     wait_listening(port).await;
 

@@ -29,7 +29,7 @@ pub async fn forward(
     route: &Route,
     conn: &Conn,
     host: Option<&HeaderValue>,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Result<Forwarded, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let upgrade = strip_hop_by_hop(&mut parts.headers);
@@ -42,10 +42,6 @@ pub async fn forward(
     }
 
     let retryable = parts.method.is_idempotent() && body.is_end_stream();
-    let body = match pipeline.config.server.max_request_body {
-        Some(limit) => Body::boxed(Limited::new(body, limit.bytes() as usize)),
-        None => Body::from(body),
-    };
     let out =
         Outgoing { method: parts.method, path, headers: parts.headers, server_host: !route.pass_host, body, retryable };
     let (res, server) = route.upstream.send(out).await.map_err(|e| match e {
@@ -57,7 +53,9 @@ pub async fn forward(
     let tunnel = res_parts.status == StatusCode::SWITCHING_PROTOCOLS;
     let protocol = tunnel.then(|| res_parts.headers.get(header::UPGRADE).cloned()).flatten();
     strip_hop_by_hop(&mut res_parts.headers);
-    prepare_response_headers(pipeline, route, &mut res_parts.headers);
+    for name in &pipeline.hide_headers {
+        res_parts.headers.remove(name);
+    }
     res_parts.version = Version::HTTP_11;
     if tunnel {
         let (Some(client), Some(origin), Some(protocol)) =
@@ -104,14 +102,12 @@ fn prepare_request_headers(
     route.request_headers.apply(headers);
 }
 
-fn prepare_response_headers(pipeline: &Pipeline, route: &Route, headers: &mut http::HeaderMap) {
-    for name in &pipeline.hide_headers {
-        headers.remove(name);
+/// The client's request body, capped by `server.max_request_body`.
+pub fn request_body(pipeline: &Pipeline, body: Incoming) -> Body {
+    match pipeline.config.server.max_request_body {
+        Some(limit) => Body::boxed(Limited::new(body, limit.bytes() as usize)),
+        None => Body::from(body),
     }
-    if pipeline.config.server.via {
-        add_via(headers, Version::HTTP_11);
-    }
-    route.response_headers.apply(headers);
 }
 
 fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {

@@ -5,6 +5,7 @@
 //! started with. Every stage returns a value; only [`handle`] turns errors into
 //! responses, so no error ever reaches hyper and drops a connection.
 
+mod cache;
 mod error;
 mod forward;
 pub mod headers;
@@ -18,10 +19,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use cache_policy::CacheStatus;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::upstream::Upstream;
 pub use error::{ProxyError, error_response};
@@ -34,6 +37,7 @@ pub struct Pipeline {
     pub config: Arc<Config>,
     pub router: Router,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub cache: Arc<Cache>,
     hide_headers: Vec<HeaderName>,
 }
 
@@ -47,7 +51,7 @@ pub struct Conn {
 impl Pipeline {
     /// Builds from a validated config. Upstreams whose settings did not change
     /// are taken over from `previous` with their pools and health.
-    pub fn new(config: Config, previous: Option<&Pipeline>) -> Pipeline {
+    pub fn new(config: Config, cache: Arc<Cache>, previous: Option<&Pipeline>) -> Pipeline {
         let upstreams: HashMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -59,7 +63,7 @@ impl Pipeline {
         let router = Router::new(&config, &upstreams);
         let hide_headers =
             config.server.hide_headers.iter().map(|h| HeaderName::try_from(h.as_str()).expect("validated")).collect();
-        Pipeline { config: Arc::new(config), router, upstreams, hide_headers }
+        Pipeline { config: Arc::new(config), router, upstreams, cache, hide_headers }
     }
 }
 
@@ -86,34 +90,57 @@ pub async fn handle(
         })
     });
 
-    let result = respond(&pipeline, &conn, host_value.as_ref(), &host, req).await;
-    let (response, upstream, route) = match result {
-        Ok((res, upstream, route)) => (res, Some(upstream), Some(route)),
+    let (response, upstream, route, cache) = match respond(&pipeline, &conn, host_value.as_ref(), &host, req).await {
+        Ok(a) => (a.response, a.upstream, a.route, Some(a.status)),
         Err((e, route)) => {
             if !matches!(e, ProxyError::NoRoute) {
                 tracing::debug!(error = %e, "request failed");
             }
-            (e.into_response(), None, route)
+            (e.into_response(), None, route, None)
         }
     };
     if let Some(r) = record.as_mut() {
         r.status = response.status();
         r.upstream = upstream;
-        r.route = route;
+        r.route = route.map(|r| r.index);
+        r.cache = cache.as_ref().map_or("-", |c| c.as_str());
     }
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    finish(&pipeline, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
     Ok(Response::from_parts(parts, LoggedBody::new(body, record)))
 }
 
-type Answer = Result<(Response<crate::body::Body>, Arc<str>, usize), (ProxyError, Option<usize>)>;
+/// A response on its way out: what the route adds, Via, and Cache-Status.
+fn finish(pipeline: &Pipeline, route: Option<&Route>, cache: Option<&CacheStatus>, headers: &mut http::HeaderMap) {
+    if pipeline.config.server.via {
+        headers::add_via(headers, Version::HTTP_11);
+    }
+    if let Some(route) = route {
+        route.response_headers.apply(headers);
+    }
+    if let Some(status) = cache
+        && let Ok(v) = HeaderValue::try_from(status.header_value())
+    {
+        headers.insert(CACHE_STATUS.clone(), v);
+    }
+}
 
-async fn respond(
-    pipeline: &Pipeline,
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+struct Answer<'a> {
+    response: Response<crate::body::Body>,
+    upstream: Option<Arc<str>>,
+    route: Option<&'a Arc<Route>>,
+    status: CacheStatus,
+}
+
+async fn respond<'a>(
+    pipeline: &'a Pipeline,
     conn: &Conn,
     host_value: Option<&HeaderValue>,
     host: &str,
     req: Request<Incoming>,
-) -> Answer {
+) -> Result<Answer<'a>, (ProxyError, Option<&'a Arc<Route>>)> {
     if host_value.is_none() && req.version() == Version::HTTP_11 {
         return Err((ProxyError::BadRequest("missing Host header"), None));
     }
@@ -127,9 +154,9 @@ async fn respond(
     let Some(route) = pipeline.router.find(host, path, req.headers()) else {
         return Err((ProxyError::NoRoute, None));
     };
-    match forward::forward(pipeline, route, conn, host_value, req).await {
-        Ok(f) => Ok((f.response, f.server, route.index)),
-        Err(e) => Err((e, Some(route.index))),
+    match cache::serve(pipeline, route, conn, host_value, req).await {
+        Ok(s) => Ok(Answer { response: s.response, upstream: s.upstream, route: Some(route), status: s.status }),
+        Err(e) => Err((e, Some(route))),
     }
 }
 

@@ -137,23 +137,38 @@ pub fn dead_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// relais running in-process.
+/// relais running in-process, with its disk tier in a temporary directory.
 pub struct Relais {
     pub handle: relais::Handle,
     pub addr: SocketAddr,
+    pub cache_dir: tempfile::TempDir,
 }
 
-/// Starts relais from a TOML text; `[server] listen` is added when absent.
+/// Starts relais from a TOML text; `[server] listen` and `[cache] disk_path`
+/// (a fresh temporary directory) are added when absent.
 pub async fn relais(toml: &str) -> Relais {
-    let toml = if toml.contains("[server]") {
-        toml.to_string()
-    } else {
-        format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{toml}")
-    };
+    let cache_dir = tempfile::tempdir().unwrap();
+    relais_in(toml, cache_dir).await
+}
+
+/// Like [`relais`], with the disk tier in `cache_dir` (to restart on the same cache).
+pub async fn relais_in(toml: &str, cache_dir: tempfile::TempDir) -> Relais {
+    // RUST_LOG=relais=debug shows relais' log in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut toml = toml.to_string();
+    if !toml.contains("[server]") {
+        toml = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{toml}");
+    }
+    if !toml.contains("[cache]") {
+        toml = format!("[cache]\ndisk_path = \"{}\"\n{toml}", cache_dir.path().display());
+    }
     let config = relais::Config::from_toml(&toml, "test.toml").expect("valid test config");
     let handle = relais::start(config).await.expect("relais starts");
     let addr = handle.addrs()[0];
-    Relais { handle, addr }
+    Relais { handle, addr, cache_dir }
 }
 
 impl Relais {

@@ -1,0 +1,174 @@
+//! What the cache stores under a key, and its on-disk metadata form.
+//!
+//! A key holds either a response ([`Entry`]) or, at a primary key whose
+//! response varies, a [`VaryRecord`] naming the headers that select the variant.
+//! Entries are immutable and shared as `Arc`s: a hit clones pointers, never a body.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cache_policy::Policy;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A stored response.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub policy: Policy,
+    pub url: String,
+    /// Surrogate keys (`Surrogate-Key`, `Cache-Tag`), for purging by tag.
+    pub tags: Vec<String>,
+    pub stored_at: SystemTime,
+}
+
+/// The Vary names of a URL's responses. Variants are keyed with `generation`, so
+/// replacing or removing the record makes every older variant unreachable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaryRecord {
+    pub names: Vec<HeaderName>,
+    pub generation: u64,
+    pub url: String,
+}
+
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // always behind an Arc; entries are the common case
+pub enum Stored {
+    Entry(Entry),
+    Vary(VaryRecord),
+}
+
+impl Stored {
+    /// Bytes it costs in memory: body, headers and a fixed overhead.
+    pub fn weight(&self, key: &str) -> u32 {
+        let size = match self {
+            Stored::Entry(e) => {
+                let headers: usize = e.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 16).sum();
+                e.body.len() + headers + e.url.len() + 256
+            }
+            Stored::Vary(v) => v.url.len() + 64 * v.names.len() + 128,
+        };
+        u32::try_from(size + key.len()).unwrap_or(u32::MAX)
+    }
+}
+
+impl Entry {
+    /// The tags an origin attached: `Surrogate-Key` is space-separated, `Cache-Tag` comma-separated.
+    pub fn tags_of(headers: &HeaderMap) -> Vec<String> {
+        let mut tags: Vec<String> = Vec::new();
+        for (name, sep) in [("surrogate-key", ' '), ("cache-tag", ',')] {
+            for v in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+                tags.extend(v.split(sep).map(str::trim).filter(|t| !t.is_empty()).map(String::from));
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+}
+
+/// Metadata as written to the disk tier's index.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Meta {
+    Entry {
+        status: u16,
+        headers: Vec<(String, HeaderText)>,
+        policy: Policy,
+        url: String,
+        tags: Vec<String>,
+        stored_at: u64,
+    },
+    Vary {
+        names: Vec<String>,
+        generation: u64,
+        url: String,
+    },
+}
+
+/// A header value: text when it is, bytes otherwise.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum HeaderText {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Stored {
+    /// Metadata JSON and body for the disk tier.
+    pub fn to_disk(&self) -> (Value, Bytes) {
+        let (meta, body) = match self {
+            Stored::Entry(e) => (
+                Meta::Entry {
+                    status: e.status.as_u16(),
+                    headers: e
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            let text = match v.to_str() {
+                                Ok(s) => HeaderText::Text(s.to_string()),
+                                Err(_) => HeaderText::Bytes(v.as_bytes().to_vec()),
+                            };
+                            (k.as_str().to_string(), text)
+                        })
+                        .collect(),
+                    policy: e.policy.clone(),
+                    url: e.url.clone(),
+                    tags: e.tags.clone(),
+                    stored_at: e.stored_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                },
+                e.body.clone(),
+            ),
+            Stored::Vary(v) => (
+                Meta::Vary {
+                    names: v.names.iter().map(|n| n.as_str().to_string()).collect(),
+                    generation: v.generation,
+                    url: v.url.clone(),
+                },
+                Bytes::new(),
+            ),
+        };
+        (serde_json::to_value(meta).unwrap_or(Value::Null), body)
+    }
+
+    /// Rebuilds from the disk tier; `None` if the metadata does not make sense
+    /// (written by another version, or damaged): the caller treats it as a miss.
+    pub fn from_disk(meta: Value, body: Bytes) -> Option<Stored> {
+        match serde_json::from_value::<Meta>(meta).ok()? {
+            Meta::Entry { status, headers, policy, url, tags, stored_at } => {
+                let mut map = HeaderMap::with_capacity(headers.len());
+                for (k, v) in headers {
+                    let name = HeaderName::try_from(k).ok()?;
+                    let value = match v {
+                        HeaderText::Text(s) => HeaderValue::try_from(s).ok()?,
+                        HeaderText::Bytes(b) => HeaderValue::from_bytes(&b).ok()?,
+                    };
+                    map.append(name, value);
+                }
+                // A Content-Length that disagrees with the body would be a wrong answer.
+                if let Some(len) = map.get(http::header::CONTENT_LENGTH)
+                    && len.to_str().ok()?.parse::<usize>().ok()? != body.len()
+                {
+                    return None;
+                }
+                Some(Stored::Entry(Entry {
+                    status: StatusCode::from_u16(status).ok()?,
+                    headers: map,
+                    body,
+                    policy,
+                    url,
+                    tags,
+                    stored_at: UNIX_EPOCH + std::time::Duration::from_secs(stored_at),
+                }))
+            }
+            Meta::Vary { names, generation, url } => Some(Stored::Vary(VaryRecord {
+                names: names.into_iter().map(HeaderName::try_from).collect::<Result<_, _>>().ok()?,
+                generation,
+                url,
+            })),
+        }
+    }
+}

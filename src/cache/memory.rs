@@ -1,0 +1,84 @@
+//! The memory tier: moka, weighed in bytes and capped by `cache.memory_capacity`,
+//! least-recently-used eviction (predictable, as nginx's), holding `Arc`s so a hit
+//! copies no body.
+//!
+//! moka's expiry only reclaims memory: freshness is always decided from the
+//! stored policy. An entry without a validator is dropped once no stale window
+//! can use it; one with a validator stays until evicted, since a 304 can revive it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
+
+use super::entry::Stored;
+
+pub struct MemoryTier {
+    cache: Cache<String, Arc<Stored>>,
+}
+
+struct UntilUseless;
+
+impl UntilUseless {
+    fn lifetime(value: &Stored) -> Option<Duration> {
+        match value {
+            Stored::Entry(e) if !e.policy.has_validator() => {
+                Some(e.policy.usable_for(SystemTime::now()) + Duration::from_secs(1))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Expiry<String, Arc<Stored>> for UntilUseless {
+    fn expire_after_create(&self, _key: &String, value: &Arc<Stored>, _now: Instant) -> Option<Duration> {
+        Self::lifetime(value)
+    }
+
+    // moka keeps the old deadline on update by default; a replaced entry needs its own.
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<Stored>,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::lifetime(value)
+    }
+}
+
+impl MemoryTier {
+    pub fn new(capacity: u64) -> MemoryTier {
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|k: &String, v: &Arc<Stored>| v.weight(k))
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(UntilUseless)
+            .build();
+        MemoryTier { cache }
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Arc<Stored>> {
+        self.cache.get(key).await
+    }
+
+    pub async fn insert(&self, key: String, value: Arc<Stored>) {
+        self.cache.insert(key, value).await;
+    }
+
+    pub async fn remove(&self, key: &str) -> bool {
+        self.cache.remove(key).await.is_some()
+    }
+
+    /// Bytes held (after pending evictions have run).
+    pub async fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.weighted_size()
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}

@@ -1,0 +1,115 @@
+//! The two-tier cache: memory (moka) in front of disk (cacache).
+//!
+//! Lookup order is memory, then disk (a disk hit is promoted into memory); a
+//! store goes to both. The tiers hold the same keys and values; the disk tier
+//! survives restarts. Any disk failure is logged and treated as a miss: the
+//! proxy keeps serving from memory and the origin.
+
+pub mod disk;
+mod entry;
+pub mod key;
+mod memory;
+pub mod tee;
+
+use std::sync::Arc;
+
+use crate::config::CacheConfig;
+use disk::DiskTier;
+pub use entry::{Entry, Stored, VaryRecord};
+use memory::MemoryTier;
+
+pub struct Cache {
+    memory: MemoryTier,
+    disk: Option<Arc<DiskTier>>,
+    /// Larger bodies are streamed through and not stored.
+    pub max_object_size: u64,
+}
+
+impl Cache {
+    /// Opens both tiers. A disk tier that cannot be opened is logged, and relais
+    /// runs with memory only.
+    pub async fn open(config: &CacheConfig) -> Arc<Cache> {
+        let disk = match DiskTier::open(config.disk_path.clone(), config.disk_capacity.bytes()).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!(path = %config.disk_path.display(), error = %e, "disk cache unavailable; caching in memory only");
+                None
+            }
+        };
+        Arc::new(Cache {
+            memory: MemoryTier::new(config.memory_capacity.bytes()),
+            disk,
+            max_object_size: config.max_object_size.bytes(),
+        })
+    }
+
+    /// Memory, then disk. A disk hit is promoted into memory.
+    pub async fn get(&self, key: &str) -> Option<Arc<Stored>> {
+        if let Some(v) = self.memory.get(key).await {
+            return Some(v);
+        }
+        let disk = self.disk.as_ref()?;
+        let (meta, body) = match disk.get(key).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "disk cache read failed");
+                return None;
+            }
+        };
+        let Some(stored) = Stored::from_disk(meta, body) else {
+            tracing::warn!(key, "unreadable disk cache entry removed");
+            let _ = disk.remove(key).await;
+            return None;
+        };
+        let stored = Arc::new(stored);
+        self.memory.insert(key.to_string(), stored.clone()).await;
+        Some(stored)
+    }
+
+    /// Stores in both tiers (disk last; its failure only costs the disk copy).
+    pub async fn put(&self, key: String, value: Stored) {
+        let (meta, body) = value.to_disk();
+        self.memory.insert(key.clone(), Arc::new(value)).await;
+        if let Some(disk) = &self.disk
+            && let Err(e) = disk.put(&key, meta, body).await
+        {
+            tracing::warn!(key, error = %e, "disk cache write failed");
+        }
+    }
+
+    /// Replaces an entry's headers and policy, keeping its body (after a 304).
+    pub async fn refresh(&self, key: String, value: Stored) {
+        let (meta, _) = value.to_disk();
+        self.memory.insert(key.clone(), Arc::new(value)).await;
+        if let Some(disk) = &self.disk
+            && let Err(e) = disk.update_meta(&key, meta).await
+        {
+            tracing::warn!(key, error = %e, "disk cache update failed");
+        }
+    }
+
+    /// Removes from both tiers; true if either held it.
+    pub async fn remove(&self, key: &str) -> bool {
+        let in_memory = self.memory.remove(key).await;
+        let on_disk = match &self.disk {
+            Some(d) => d.remove(key).await.unwrap_or_else(|e| {
+                tracing::warn!(key, error = %e, "disk cache remove failed");
+                false
+            }),
+            None => false,
+        };
+        in_memory || on_disk
+    }
+
+    pub async fn memory_bytes(&self) -> u64 {
+        self.memory.weighted_size().await
+    }
+
+    pub fn memory_entries(&self) -> u64 {
+        self.memory.entry_count()
+    }
+
+    pub fn disk(&self) -> Option<&Arc<DiskTier>> {
+        self.disk.as_ref()
+    }
+}

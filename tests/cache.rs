@@ -1,0 +1,371 @@
+//! The two-tier cache against real origins that count their hits.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use support::*;
+
+fn proxy_to(o: &Origin, route_extra: &str) -> String {
+    format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n{route_extra}\n", o.addr)
+}
+
+/// Restarted proxies listen on new ports: name the site so the key is the same.
+const HOST: &[(&str, &str)] = &[("host", "site.test")];
+
+/// Stores are written by a task after the body ends; give it a moment.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn second_request_is_a_hit_and_age_grows() {
+    let o = origin()
+        .route("/page", |_| async { text(200, "cached body", &[("cache-control", "max-age=60")]) })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+
+    let first = get(&proxy.url("/page")).await;
+    assert_eq!(first.text(), "cached body");
+    assert!(first.header("cache-status").unwrap().contains("fwd=uri-miss"), "{:?}", first.header("cache-status"));
+    assert!(first.header("cache-status").unwrap().contains("stored"));
+    settle().await;
+
+    let second = get(&proxy.url("/page")).await;
+    assert_eq!(second.text(), "cached body");
+    assert!(second.header("cache-status").unwrap().starts_with("relais; hit"), "{:?}", second.header("cache-status"));
+    assert_eq!(o.hits("/page"), 1);
+    assert!(second.header("date").is_some_and(|d| d.ends_with("GMT")));
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let third = get(&proxy.url("/page")).await;
+    let age: u64 = third.header("age").unwrap().parse().unwrap();
+    assert!(age >= 1, "age {age}");
+    assert_eq!(o.hits("/page"), 1);
+}
+
+#[tokio::test]
+async fn uncacheable_responses_are_not_stored() {
+    let o = origin()
+        .route("/nostore", |_| async { text(200, "x", &[("cache-control", "no-store")]) })
+        .route("/private", |_| async { text(200, "x", &[("cache-control", "private, max-age=60")]) })
+        .route("/cookie", |_| async { text(200, "x", &[("cache-control", "max-age=60"), ("set-cookie", "s=1")]) })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    for path in ["/nostore", "/private", "/cookie"] {
+        let r = get(&proxy.url(path)).await;
+        assert!(r.header("cache-status").unwrap().contains("detail="), "{path}: {:?}", r.header("cache-status"));
+        settle().await;
+        get(&proxy.url(path)).await;
+        assert_eq!(o.hits(path), 2, "{path} went to the origin twice");
+    }
+}
+
+#[tokio::test]
+async fn set_cookie_is_never_served_to_another_client() {
+    let o = origin()
+        .route("/", |_| async {
+            text(200, "x", &[("cache-control", "public, max-age=60"), ("set-cookie", "session=alice")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "cache = { store_set_cookie = true }")).await;
+    let first = get(&proxy.url("/")).await;
+    assert_eq!(first.header("set-cookie"), Some("session=alice"), "the client that caused the fetch gets its cookie");
+    settle().await;
+    let second = get(&proxy.url("/")).await;
+    assert!(second.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(second.header("set-cookie"), None);
+    assert_eq!(o.hits("/"), 1);
+}
+
+#[tokio::test]
+async fn vary_keeps_variants_apart_and_normalises_values() {
+    let o = origin()
+        .route("/", |req: Request<Incoming>| async move {
+            let lang = req.headers().get("accept-language").map_or("none", |v| v.to_str().unwrap()).to_string();
+            text(200, &lang, &[("cache-control", "max-age=60"), ("vary", "Accept-Language")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    assert_eq!(get_with(&proxy.url("/"), &[("accept-language", "en-US, fr")]).await.text(), "en-US, fr");
+    settle().await;
+    let de = get_with(&proxy.url("/"), &[("accept-language", "de")]).await;
+    assert_eq!(de.text(), "de");
+    assert!(de.header("cache-status").unwrap().contains("fwd=vary-miss"), "{:?}", de.header("cache-status"));
+    settle().await;
+    assert_eq!(get_with(&proxy.url("/"), &[("accept-language", "en-us,fr")]).await.text(), "en-US, fr");
+    assert_eq!(get_with(&proxy.url("/"), &[("accept-language", "de")]).await.text(), "de");
+    assert_eq!(o.hits("/"), 2);
+}
+
+#[tokio::test]
+async fn stale_entry_is_revalidated_and_304_merges_new_headers() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    let o = origin()
+        .route("/doc", move |req: Request<Incoming>| {
+            let n = seen.clone();
+            async move {
+                let i = n.fetch_add(1, Ordering::SeqCst);
+                if i == 0 {
+                    return text(200, "the document", &[("cache-control", "max-age=1"), ("etag", "\"v1\"")]);
+                }
+                assert_eq!(req.headers()["if-none-match"], "\"v1\"");
+                let mut r = text(304, "", &[("cache-control", "max-age=60"), ("etag", "\"v1\""), ("x-new", "fresh")]);
+                *r.body_mut() = full("");
+                r
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    assert_eq!(get(&proxy.url("/doc")).await.text(), "the document");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = get(&proxy.url("/doc")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "the document");
+    assert_eq!(r.header("x-new"), Some("fresh"), "header new in the 304 is merged");
+    assert!(r.header("cache-status").unwrap().contains("fwd-status=304"), "{:?}", r.header("cache-status"));
+    settle().await;
+    let again = get(&proxy.url("/doc")).await;
+    assert!(again.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(again.header("x-new"), Some("fresh"));
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn head_is_served_from_get_and_get_never_from_head() {
+    let o = origin().route("/", |_| async { text(200, "body", &[("cache-control", "max-age=60")]) }).start().await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    let head = send(Request::head(proxy.url("/")).body(full("")).unwrap()).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    settle().await;
+    // The HEAD was fetched as GET, so the GET is a hit with the full body.
+    let r = get(&proxy.url("/")).await;
+    assert_eq!(r.text(), "body");
+    assert!(r.header("cache-status").unwrap().contains("hit"));
+    let head = send(Request::head(proxy.url("/")).body(full("")).unwrap()).await;
+    assert!(head.body.is_empty() && head.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(o.hits("/"), 1);
+}
+
+#[tokio::test]
+async fn client_conditionals_get_304_from_the_cache() {
+    let o = origin()
+        .route("/", |_| async {
+            text(
+                200,
+                "body",
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("etag", "\"abc\""),
+                    ("last-modified", "Mon, 02 Nov 2026 10:00:00 GMT"),
+                ],
+            )
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    let first = get_with(&proxy.url("/"), &[("if-none-match", "\"abc\"")]).await;
+    assert_eq!(first.status, 304, "answered on the miss too, while the body is stored");
+    settle().await;
+    let r = get_with(&proxy.url("/"), &[("if-none-match", "\"abc\"")]).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let r = get_with(&proxy.url("/"), &[("if-modified-since", "Mon, 02 Nov 2026 10:00:00 GMT")]).await;
+    assert_eq!(r.status, 304);
+    let r = get_with(&proxy.url("/"), &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "body");
+    assert_eq!(o.hits("/"), 1);
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_url_and_location() {
+    let o = origin()
+        .route("/items", |req: Request<Incoming>| async move {
+            if req.method() == "POST" {
+                return text(201, "created", &[("location", "/items/7")]);
+            }
+            text(200, "list", &[("cache-control", "max-age=60")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    for path in ["/items", "/items/7"] {
+        get(&proxy.url(path)).await;
+    }
+    settle().await;
+    for path in ["/items", "/items/7"] {
+        assert!(get(&proxy.url(path)).await.header("cache-status").unwrap().contains("hit"));
+    }
+    let post = send(Request::post(proxy.url("/items")).body(full("new")).unwrap()).await;
+    assert_eq!(post.status, 201);
+    for path in ["/items", "/items/7"] {
+        let r = get(&proxy.url(path)).await;
+        assert!(
+            r.header("cache-status").unwrap().contains("miss"),
+            "{path} invalidated: {:?}",
+            r.header("cache-status")
+        );
+    }
+    assert_eq!(o.hits("/items/7"), 2);
+}
+
+#[tokio::test]
+async fn request_directives() {
+    let o = origin().route("/", |_| async { text(200, "x", &[("cache-control", "max-age=60")]) }).start().await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    let only = get_with(&proxy.url("/"), &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(only.status, 504, "only-if-cached with nothing stored");
+    get(&proxy.url("/")).await;
+    settle().await;
+    assert_eq!(get_with(&proxy.url("/"), &[("cache-control", "only-if-cached")]).await.status, 200);
+    get_with(&proxy.url("/"), &[("cache-control", "no-cache")]).await;
+    assert_eq!(o.hits("/"), 2, "no-cache goes to the origin");
+    let r = get_with(&proxy.url("/"), &[("cache-control", "no-store")]).await;
+    assert!(r.header("cache-status").unwrap().contains("bypass"));
+    assert_eq!(o.hits("/"), 3);
+}
+
+#[tokio::test]
+async fn route_rules_default_and_bypass() {
+    let o = origin()
+        .text("/plain", "no freshness info")
+        .route("/never", |_| async { text(200, "x", &[("cache-control", "max-age=60")]) })
+        .start()
+        .await;
+    let toml = format!(
+        "[upstreams.o]\nservers = [\"{a}\"]\n[[routes]]\nupstream = \"o\"\ncache = {{ default_ttl = \"1m\" }}\n\
+         [[routes]]\npath = \"/never\"\nupstream = \"o\"\ncache = {{ bypass = true }}\n",
+        a = o.addr
+    );
+    let proxy = relais(&toml).await;
+    get(&proxy.url("/plain")).await;
+    get(&proxy.url("/never")).await;
+    settle().await;
+    assert!(get(&proxy.url("/plain")).await.header("cache-status").unwrap().contains("hit"));
+    let r = get(&proxy.url("/never")).await;
+    assert!(r.header("cache-status").unwrap().contains("detail=route"), "{:?}", r.header("cache-status"));
+    assert_eq!(o.hits("/plain"), 1);
+    assert_eq!(o.hits("/never"), 2);
+}
+
+#[tokio::test]
+async fn restart_is_a_disk_hit() {
+    let o =
+        origin().route("/", |_| async { text(200, "persisted", &[("cache-control", "max-age=600")]) }).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let toml = proxy_to(&o, "");
+    let with_cache = format!("[cache]\ndisk_path = \"{}\"\n{toml}", path.display());
+    let proxy = relais(&with_cache).await;
+    get_with(&proxy.url("/"), HOST).await;
+    settle().await;
+    proxy.handle.shutdown().await;
+
+    let proxy = relais(&with_cache).await;
+    let r = get_with(&proxy.url("/"), HOST).await;
+    assert_eq!(r.text(), "persisted");
+    assert!(r.header("cache-status").unwrap().contains("hit"), "{:?}", r.header("cache-status"));
+    assert_eq!(o.hits("/"), 1);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn corrupt_disk_entry_is_a_miss_and_removed() {
+    let o =
+        origin().route("/", |_| async { text(200, "good body", &[("cache-control", "max-age=600")]) }).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let with_cache = format!("[cache]\ndisk_path = \"{}\"\n{}", dir.path().display(), proxy_to(&o, ""));
+    let proxy = relais(&with_cache).await;
+    get_with(&proxy.url("/"), HOST).await;
+    settle().await;
+    proxy.handle.shutdown().await;
+
+    // Overwrite every content file with bytes of the same length.
+    let mut corrupted = 0;
+    for entry in walk(&dir.path().join("content-v2")) {
+        let len = std::fs::metadata(&entry).unwrap().len() as usize;
+        std::fs::write(&entry, vec![b'X'; len]).unwrap();
+        corrupted += 1;
+    }
+    assert!(corrupted > 0);
+
+    let proxy = relais(&with_cache).await;
+    let r = get_with(&proxy.url("/"), HOST).await;
+    assert_eq!(r.text(), "good body");
+    assert!(r.header("cache-status").unwrap().contains("miss"), "{:?}", r.header("cache-status"));
+    assert_eq!(o.hits("/"), 2);
+    settle().await;
+    assert!(get_with(&proxy.url("/"), HOST).await.header("cache-status").unwrap().contains("hit"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn memory_and_disk_stay_under_their_caps() {
+    let o = origin()
+        .route("/obj/", |req: Request<Incoming>| async move {
+            // Distinct bodies: the disk tier stores identical content once.
+            let fill = req.uri().path().bytes().fold(0u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+            let body = String::from_utf8(vec![b'a' + fill % 26; 100 * 1024]).unwrap() + req.uri().path();
+            text(200, &body, &[("cache-control", "max-age=600")])
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[cache]\ndisk_path = \"{}\"\nmemory_capacity = \"1MiB\"\ndisk_capacity = \"2MiB\"\n{}",
+        dir.path().display(),
+        proxy_to(&o, "")
+    );
+    let proxy = relais(&toml).await;
+    for i in 0..40 {
+        assert!(get(&proxy.url(&format!("/obj/{i}"))).await.body.len() > 100 * 1024);
+    }
+    settle().await;
+    let config = proxy.handle.config();
+    assert_eq!(config.cache.memory_capacity.bytes(), 1 << 20);
+    let used: u64 = walk(&dir.path().join("content-v2")).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(used <= 2 << 20, "disk content {used} bytes over the 2MiB cap");
+    assert!(used >= 1 << 20, "disk holds something ({used})");
+    // The newest objects are still served from the cache.
+    assert!(get(&proxy.url("/obj/39")).await.header("cache-status").unwrap().contains("hit"));
+}
+
+#[tokio::test]
+async fn large_objects_stream_through_unstored() {
+    let o = origin()
+        .route("/big", |_| async { text(200, &"b".repeat(200 * 1024), &[("cache-control", "max-age=600")]) })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml =
+        format!("[cache]\ndisk_path = \"{}\"\nmax_object_size = \"64KiB\"\n{}", dir.path().display(), proxy_to(&o, ""));
+    let proxy = relais(&toml).await;
+    let r = get(&proxy.url("/big")).await;
+    assert_eq!(r.body.len(), 200 * 1024);
+    assert!(r.header("cache-status").unwrap().contains("too-large"), "{:?}", r.header("cache-status"));
+    settle().await;
+    get(&proxy.url("/big")).await;
+    assert_eq!(o.hits("/big"), 2);
+}
