@@ -93,6 +93,11 @@ impl Handle {
         tracing::info!("configuration reloaded");
     }
 
+    /// The cache shared by every configuration this proxy runs.
+    pub fn cache(&self) -> Arc<cache::Cache> {
+        self.shared.load().cache.clone()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.shared.load().config.clone()

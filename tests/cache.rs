@@ -343,8 +343,9 @@ async fn memory_and_disk_stay_under_their_caps() {
         assert!(get(&proxy.url(&format!("/obj/{i}"))).await.body.len() > 100 * 1024);
     }
     settle().await;
-    let config = proxy.handle.config();
-    assert_eq!(config.cache.memory_capacity.bytes(), 1 << 20);
+    let memory = proxy.handle.cache().memory_bytes().await;
+    assert!(memory <= 1 << 20, "memory tier holds {memory} bytes, over its 1MiB cap");
+    assert!(memory >= 512 << 10, "memory tier holds something ({memory})");
     let used: u64 = walk(&dir.path().join("content-v2")).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     assert!(used <= 2 << 20, "disk content {used} bytes over the 2MiB cap");
     assert!(used >= 1 << 20, "disk holds something ({used})");
@@ -368,4 +369,85 @@ async fn large_objects_stream_through_unstored() {
     settle().await;
     get(&proxy.url("/big")).await;
     assert_eq!(o.hits("/big"), 2);
+}
+
+#[tokio::test]
+async fn response_directives() {
+    let o = origin()
+        .route("/smax", |_| async { text(200, "x", &[("cache-control", "max-age=0, s-maxage=60")]) })
+        .route("/expires", |_| async {
+            let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+            text(200, "x", &[("expires", &later)])
+        })
+        .route("/bad-expires", |_| async {
+            text(200, "x", &[("expires", "0"), ("last-modified", "Mon, 02 Nov 2026 10:00:00 GMT")])
+        })
+        .route("/heuristic", |_| async { text(200, "x", &[("last-modified", "Mon, 02 Nov 2026 10:00:00 GMT")]) })
+        .route("/no-cache", |_| async { text(200, "x", &[("cache-control", "no-cache"), ("etag", "\"n\"")]) })
+        .route("/pragma", |_| async {
+            text(200, "x", &[("pragma", "no-cache"), ("expires", "Thu, 01 Jan 2099 00:00:00 GMT")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    for path in ["/smax", "/expires", "/bad-expires", "/heuristic", "/no-cache", "/pragma"] {
+        get(&proxy.url(path)).await;
+    }
+    settle().await;
+    for path in ["/smax", "/expires", "/bad-expires", "/heuristic", "/no-cache", "/pragma"] {
+        get(&proxy.url(path)).await;
+    }
+    assert_eq!(o.hits("/smax"), 1, "s-maxage wins over max-age in a shared cache");
+    assert_eq!(o.hits("/expires"), 1);
+    assert_eq!(o.hits("/bad-expires"), 2, "an invalid Expires means already stale");
+    assert_eq!(o.hits("/heuristic"), 1, "10% of the Last-Modified age");
+    assert_eq!(o.hits("/no-cache"), 2, "no-cache: stored, but revalidated on every use");
+    assert_eq!(o.hits("/pragma"), 2, "Pragma: no-cache without Cache-Control");
+}
+
+#[tokio::test]
+async fn authorization_is_shared_only_when_the_response_allows() {
+    let o = origin()
+        .route("/private-by-default", |_| async { text(200, "secret", &[("cache-control", "max-age=60")]) })
+        .route("/public", |_| async { text(200, "shared", &[("cache-control", "public, max-age=60")]) })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    for path in ["/private-by-default", "/public"] {
+        get_with(&proxy.url(path), &[("authorization", "Bearer alice")]).await;
+    }
+    settle().await;
+    let bob = get(&proxy.url("/private-by-default")).await;
+    assert!(bob.header("cache-status").unwrap().contains("miss"), "alice's response is not served to bob");
+    assert!(get(&proxy.url("/public")).await.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(o.hits("/private-by-default"), 2);
+    assert_eq!(o.hits("/public"), 1);
+}
+
+#[tokio::test]
+async fn put_and_delete_invalidate_too() {
+    let o = origin()
+        .route("/thing", |req: Request<Incoming>| async move {
+            match req.method().as_str() {
+                "GET" => text(200, "thing", &[("cache-control", "max-age=60")]),
+                "PUT" => text(204, "", &[]),
+                "DELETE" => text(200, "gone", &[]),
+                _ => text(500, "failed", &[]),
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    for method in ["PUT", "DELETE", "PATCH"] {
+        get(&proxy.url("/thing")).await;
+        settle().await;
+        assert!(get(&proxy.url("/thing")).await.header("cache-status").unwrap().contains("hit"));
+        let status =
+            send(Request::builder().method(method).uri(proxy.url("/thing")).body(full("")).unwrap()).await.status;
+        let after = get(&proxy.url("/thing")).await;
+        let missed = after.header("cache-status").unwrap().contains("miss");
+        // A failed PATCH (500) invalidates nothing.
+        assert_eq!(missed, status.is_success(), "{method} ({status}): {:?}", after.header("cache-status"));
+        settle().await;
+    }
 }

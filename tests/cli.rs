@@ -7,9 +7,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use http::Request;
+
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_relais");
+/// The binary under test; `RELAIS_TEST_BIN` points at another build (e.g. release).
+fn bin() -> String {
+    std::env::var("RELAIS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_relais").to_string())
+}
 
 fn write(path: &Path, text: &str) {
     std::fs::File::create(path).unwrap().write_all(text.as_bytes()).unwrap();
@@ -53,7 +58,7 @@ impl Drop for Running {
 
 fn spawn(config: &Path) -> Running {
     Running(
-        Command::new(BIN)
+        Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
@@ -69,19 +74,19 @@ fn check_accepts_a_valid_file_and_names_the_key_of_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     write(&good, &config(dir.path(), 8080, "127.0.0.1:3000".parse().unwrap(), ""));
-    let out = Command::new(BIN).args(["check", "-c"]).arg(&good).output().unwrap();
+    let out = Command::new(bin()).args(["check", "-c"]).arg(&good).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("127.0.0.1:8080") && text.contains("app"), "{text}");
 
     let bad = dir.path().join("bad.toml");
     write(&bad, "[cache]\nmemory_capacity = \"many\"\n");
-    let out = Command::new(BIN).args(["check", "-c"]).arg(&bad).output().unwrap();
+    let out = Command::new(bin()).args(["check", "-c"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("cache.memory_capacity"), "{err}");
 
-    let out = Command::new(BIN).args(["run", "-c", "/nonexistent/relais.toml"]).output().unwrap();
+    let out = Command::new(bin()).args(["run", "-c", "/nonexistent/relais.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/relais.toml"));
 }
@@ -157,4 +162,85 @@ async fn sigterm_lets_the_in_flight_request_finish() {
     .unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exits 0 after draining");
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "no longer listening");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Distinct, checkable content for object `i`.
+fn object(i: usize, len: usize) -> String {
+    let unit = format!("object {i} ");
+    unit.repeat(len / unit.len() + 1)[..len].to_string()
+}
+
+async fn get_host(port: u16, path: &str) -> Reply {
+    get_with(&format!("http://127.0.0.1:{port}{path}"), &[("host", "site.test")]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_disk_writes_never_leaves_a_bad_entry() {
+    const LEN: usize = 2 << 20;
+    let o = origin()
+        .route("/big/", |req: Request<hyper::body::Incoming>| async move {
+            let i: usize = req.uri().path().trim_start_matches("/big/").parse().unwrap();
+            text(200, &object(i, LEN), &[("cache-control", "max-age=600")])
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let port = free_port();
+    write(&path, &config(dir.path(), port, o.addr, ""));
+    for round in 0..3 {
+        let mut child = spawn(&path);
+        wait_listening(port).await;
+        for i in 0..4 {
+            let r = get_host(port, &format!("/big/{}", round * 4 + i)).await;
+            assert_eq!(r.body.len(), LEN);
+            if i == 2 {
+                // Let the first three reach the disk; the fourth is cut off mid-write.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+        }
+        // Killed while the last bodies are still being written to disk.
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+    }
+    let _child = spawn(&path);
+    wait_listening(port).await;
+    let mut hits = 0;
+    for i in 0..12 {
+        let r = get_host(port, &format!("/big/{i}")).await;
+        assert_eq!(r.text(), object(i, LEN), "object {i} is whole and right");
+        hits += r.header("cache-status").unwrap().contains("hit") as usize;
+    }
+    assert!(hits > 0, "what was committed before the kills is served from disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_with_many_large_objects() {
+    const LEN: usize = 1 << 20;
+    let o = origin()
+        .route("/obj/", |req: Request<hyper::body::Incoming>| async move {
+            let i: usize = req.uri().path().trim_start_matches("/obj/").parse().unwrap();
+            text(200, &object(i, LEN), &[("cache-control", "max-age=600")])
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let port = free_port();
+    let toml = config(dir.path(), port, o.addr, "").replace("[cache]\n", "[cache]\nmemory_capacity = \"16MiB\"\n");
+    write(&path, &toml);
+    let child = spawn(&path);
+    wait_listening(port).await;
+    for i in 0..150 {
+        assert_eq!(get_host(port, &format!("/obj/{i}")).await.body.len(), LEN);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_kib(child.0.id());
+    assert!(rss < (16 + 64) * 1024, "RSS {rss} KiB over memory_capacity + 64MiB after 150 MiB of objects");
 }

@@ -66,6 +66,9 @@ impl MemoryTier {
 
     pub async fn insert(&self, key: String, value: Arc<Stored>) {
         self.cache.insert(key, value).await;
+        // moka evicts in batches during later calls; without this, the last
+        // inserts before a quiet period would keep the tier over its cap.
+        self.cache.run_pending_tasks().await;
     }
 
     pub async fn remove(&self, key: &str) -> bool {

@@ -7,11 +7,13 @@
 
 pub mod disk;
 mod entry;
+pub mod fill;
 pub mod key;
 mod memory;
 pub mod tee;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::CacheConfig;
 use disk::DiskTier;
@@ -23,7 +25,16 @@ pub struct Cache {
     disk: Option<Arc<DiskTier>>,
     /// Larger bodies are streamed through and not stored.
     pub max_object_size: u64,
+    /// Fetches in flight, for request collapsing.
+    pub fills: fill::Fills,
+    /// How long a collapsed request waits for another's fetch before going itself.
+    pub lock_timeout: Duration,
+    /// Keys whose last response was uncacheable: not collapsed for a while.
+    pass: moka::sync::Cache<String, ()>,
 }
+
+/// How long a key stays known as uncacheable (Varnish's hit-for-miss).
+const PASS_TTL: Duration = Duration::from_secs(30);
 
 impl Cache {
     /// Opens both tiers. A disk tier that cannot be opened is logged, and relais
@@ -40,7 +51,24 @@ impl Cache {
             memory: MemoryTier::new(config.memory_capacity.bytes()),
             disk,
             max_object_size: config.max_object_size.bytes(),
+            fills: fill::Fills::default(),
+            lock_timeout: config.lock_timeout.get(),
+            pass: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(PASS_TTL).build(),
         })
+    }
+
+    pub fn is_pass(&self, key: &str) -> bool {
+        self.pass.contains_key(key)
+    }
+
+    pub fn mark_pass(&self, key: &str) {
+        self.pass.insert(key.to_string(), ());
+    }
+
+    pub fn unmark_pass(&self, key: &str) {
+        if self.pass.contains_key(key) {
+            self.pass.invalidate(key);
+        }
     }
 
     /// Memory, then disk. A disk hit is promoted into memory.

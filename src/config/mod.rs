@@ -108,6 +108,9 @@ pub struct CacheConfig {
     pub disk_capacity: Size,
     /// Larger bodies are streamed through and not stored. Default 64MiB.
     pub max_object_size: Size,
+    /// A request waiting for another's fetch of the same URL goes to the origin
+    /// itself after this. Default 10s.
+    pub lock_timeout: Dur,
 }
 
 impl Default for CacheConfig {
@@ -117,6 +120,7 @@ impl Default for CacheConfig {
             disk_path: PathBuf::from("./relais-cache"),
             disk_capacity: Size::mib(4096),
             max_object_size: Size::mib(64),
+            lock_timeout: Dur::secs(10),
         }
     }
 }

@@ -1,11 +1,16 @@
 //! The cache stage, between routing and forwarding.
 //!
 //! GET and HEAD are looked up (HEAD from the GET entry); a fresh entry is
-//! served without touching the origin, a stale one is revalidated with a
-//! conditional request, and a miss is fetched (as GET, without the client's
-//! conditionals, so the answer is storable) and teed into both tiers while it
-//! streams to the client. Unsafe methods invalidate what they change (RFC 9111
-//! §4.4). Every response says what happened in `Cache-Status`.
+//! served without touching the origin; a stale one within its
+//! stale-while-revalidate window is served at once while one background
+//! revalidation runs; otherwise it is revalidated with a conditional request.
+//! Misses and revalidations are collapsed: one origin fetch per key, run in a
+//! task of its own, shared by every request that arrives meanwhile (see
+//! [`crate::cache::fill`]). What is fetched is the full GET response, teed
+//! into both tiers while it streams; each client's HEAD, conditional or Range
+//! is cut from it afterwards ([`super::present`]). Unsafe methods invalidate
+//! what they change (RFC 9111 §4.4). Every response says what happened in
+//! `Cache-Status`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,16 +18,19 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use cache_policy::{Bypass, CacheOutcome, CacheStatus, Freshness, Policy, Revalidation};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 
 use super::error::ProxyError;
 use super::forward::{forward, request_body};
+use super::present::present;
 use super::route::Route;
 use super::{Conn, Pipeline};
 use crate::body::Body;
+use crate::cache::fill::{Fill, Head, Role};
 use crate::cache::tee::TeeBody;
 use crate::cache::{Cache, Entry, Stored, VaryRecord, key};
 
@@ -31,9 +39,12 @@ pub struct Served {
     pub response: Response<Body>,
     pub upstream: Option<Arc<str>>,
     pub status: CacheStatus,
+    /// The response may be shared with collapsed waiters (stored, or from the cache).
+    shareable: bool,
 }
 
 /// Where a request's response lives or would live.
+#[derive(Clone)]
 struct Slot {
     primary: String,
     /// The key the response is (or will be) stored under.
@@ -43,35 +54,52 @@ struct Slot {
     url: String,
 }
 
+/// One request in the cache stage, owned, so that a fetch can outlive its client.
+#[derive(Clone)]
+struct Ask {
+    p: Arc<Pipeline>,
+    route: Arc<Route>,
+    conn: Arc<Conn>,
+    host: Option<HeaderValue>,
+    /// The client's request head (no extensions).
+    req: Arc<Parts>,
+}
+
 pub async fn serve(
-    p: &Pipeline,
-    route: &Route,
-    conn: &Conn,
-    host_value: Option<&HeaderValue>,
+    p: Arc<Pipeline>,
+    route: Arc<Route>,
+    conn: Arc<Conn>,
+    host: Option<HeaderValue>,
     req: Request<Incoming>,
 ) -> Result<Served, ProxyError> {
-    let cache = &p.cache;
     let (parts, body) = req.into_parts();
-    let authority = host_value.and_then(|h| h.to_str().ok()).unwrap_or("");
+    let authority = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
     let url = key::url(conn.proto, authority, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
 
     let upgrade = parts.headers.contains_key(header::UPGRADE);
-    let allowed = cache_policy::lookup_allowed(&parts, &route.cache).map(|()| !upgrade);
+    // Ranges are cut from the full response (see present), so they do not bypass.
+    let allowed = match cache_policy::lookup_allowed(&parts, &route.cache) {
+        Err(Bypass::Range) => Ok(()),
+        other => other,
+    }
+    .map(|()| !upgrade);
     if allowed != Ok(true) {
         let status = match allowed {
             Err(reason) => CacheStatus::bypass(reason),
             Ok(_) => CacheStatus::new(CacheOutcome::Bypass).detail("upgrade"),
         };
         let method = parts.method.clone();
-        let body = request_body(p, body);
-        let fwd = forward(p, route, conn, host_value, Request::from_parts(parts, body)).await?;
+        let body = request_body(&p, body);
+        let fwd = forward(&p, &route, &conn, host.as_ref(), Request::from_parts(parts, body)).await?;
         if !method.is_safe() {
-            invalidate(cache, &method, fwd.response.status(), &url, fwd.response.headers()).await;
+            invalidate(&p.cache, &method, fwd.response.status(), &url, fwd.response.headers()).await;
         }
-        return Ok(Served { response: fwd.response, upstream: Some(fwd.server), status });
+        return Ok(Served { response: fwd.response, upstream: Some(fwd.server), status, shareable: false });
     }
+    drop(body);
 
-    let (slot, found, miss) = lookup(cache, url, &parts.headers).await;
+    let ask = Ask { req: Arc::new(head_of(&parts)), p, route, conn, host };
+    let (slot, found, miss) = lookup(&ask.p.cache, url, &parts.headers).await;
     let now = SystemTime::now();
     let mut sie = false;
     if let Some(stored) = &found {
@@ -79,7 +107,12 @@ pub async fn serve(
         match entry.policy.evaluate(&parts, now) {
             Freshness::Fresh => {
                 let status = CacheStatus::new(CacheOutcome::Hit).ttl(entry.policy.ttl_secs(now));
-                return Ok(Served { response: from_entry(entry, &parts, now), upstream: None, status });
+                return Ok(client_view(&parts, from_entry(entry, now, status, None)));
+            }
+            Freshness::Stale { within_swr: true, .. } => {
+                revalidate_in_background(&ask, &slot, stored);
+                let status = CacheStatus::new(CacheOutcome::Stale).ttl(entry.policy.ttl_secs(now));
+                return Ok(client_view(&parts, from_entry(entry, now, status, None)));
             }
             Freshness::Stale { within_sie, .. } => sie = within_sie,
             Freshness::MustRevalidate => {}
@@ -88,10 +121,146 @@ pub async fn serve(
     if cache_policy::only_if_cached(&parts) {
         return Err(ProxyError::NotCached);
     }
-    match found {
-        Some(entry) => revalidate(p, route, conn, host_value, parts, slot, entry, sie).await,
-        None => fetch(p, route, conn, host_value, parts, slot, CacheStatus::new(miss)).await,
+    let served = collapsed(&ask, slot, found, sie, CacheStatus::new(miss)).await?;
+    Ok(client_view(&parts, served))
+}
+
+/// Fetch (or revalidate) through the key's shared fill: lead it, or wait for it.
+async fn collapsed(
+    ask: &Ask,
+    slot: Slot,
+    found: Option<Arc<Stored>>,
+    sie: bool,
+    status: CacheStatus,
+) -> Result<Served, ProxyError> {
+    let cache = &ask.p.cache;
+    if cache.is_pass(&slot.key) {
+        // Known uncacheable: waiting for someone else's fetch would only delay us.
+        return origin(ask, slot, found, sie, status).await;
     }
+    match cache.fills.join(&slot.key) {
+        Role::Leader(fill) => {
+            let (tx, rx) = oneshot::channel();
+            tokio::spawn(lead(ask.clone(), slot, found, sie, status, fill, Some(tx)));
+            rx.await.unwrap_or(Err(ProxyError::Collapsed(StatusCode::BAD_GATEWAY)))
+        }
+        Role::Waiter(fill) => match fill.head(cache.lock_timeout).await {
+            Head::Shared { status: code, headers, cache_status } => {
+                let mut res = Response::new(Body::boxed(fill.body()));
+                *res.status_mut() = code;
+                *res.headers_mut() = headers;
+                Ok(Served { response: res, upstream: None, status: cache_status.collapsed(), shareable: true })
+            }
+            Head::Failed(code) => Err(ProxyError::Collapsed(code)),
+            Head::Released | Head::Pending => origin(ask, slot, found, sie, status).await,
+        },
+    }
+}
+
+/// The leader's fetch, in its own task: publish the head, hand the leader's
+/// client its response, and pump a shareable body into the fill to its end.
+async fn lead(
+    ask: Ask,
+    slot: Slot,
+    found: Option<Arc<Stored>>,
+    sie: bool,
+    status: CacheStatus,
+    fill: Arc<Fill>,
+    client: Option<oneshot::Sender<Result<Served, ProxyError>>>,
+) {
+    let key = slot.key.clone();
+    let fills = &ask.p.cache.fills;
+    match origin(&ask, slot, found, sie, status).await {
+        Err(e) => {
+            fill.publish(Head::Failed(e.status()));
+            fills.done(&key, &fill);
+            if let Some(tx) = client {
+                let _ = tx.send(Err(e));
+            }
+        }
+        Ok(served) if !served.shareable => {
+            fill.publish(Head::Released);
+            fills.done(&key, &fill);
+            if served.status.detail.is_some() {
+                ask.p.cache.mark_pass(&key);
+            }
+            if let Some(tx) = client {
+                let _ = tx.send(Ok(served));
+            }
+        }
+        Ok(served) => {
+            let (parts, mut body) = served.response.into_parts();
+            fill.publish(Head::Shared {
+                status: parts.status,
+                headers: parts.headers.clone(),
+                cache_status: served.status.clone(),
+            });
+            if let Some(tx) = client {
+                let response = Response::from_parts(parts, Body::boxed(fill.body()));
+                let _ =
+                    tx.send(Ok(Served { response, upstream: served.upstream, status: served.status, shareable: true }));
+            }
+            let complete = pump(&mut body, &fill).await;
+            fill.finish(complete);
+            fills.done(&key, &fill);
+        }
+    }
+}
+
+/// Reads `body` into the fill; true if it ended cleanly.
+async fn pump(body: &mut Body, fill: &Fill) -> bool {
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    fill.push(data);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "origin body broke off; nothing stored");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Within stale-while-revalidate: one background revalidation, unless one is running.
+fn revalidate_in_background(ask: &Ask, slot: &Slot, stored: &Arc<Stored>) {
+    if let Role::Leader(fill) = ask.p.cache.fills.join(&slot.key) {
+        let status = CacheStatus::new(CacheOutcome::Stale);
+        tokio::spawn(lead(ask.clone(), slot.clone(), Some(stored.clone()), false, status, fill, None));
+    }
+}
+
+/// Asks the origin: a revalidation if an entry is held, else a plain fetch.
+async fn origin(
+    ask: &Ask,
+    slot: Slot,
+    found: Option<Arc<Stored>>,
+    sie: bool,
+    status: CacheStatus,
+) -> Result<Served, ProxyError> {
+    match found {
+        Some(stored) => revalidate(ask, slot, stored, sie).await,
+        None => fetch(ask, slot, status).await,
+    }
+}
+
+/// A client's own view of a full response (HEAD, conditionals, Range).
+fn client_view(parts: &Parts, served: Served) -> Served {
+    Served { response: present(parts, served.response), ..served }
+}
+
+/// The request head without its extensions, to share with a fill task.
+fn head_of(parts: &Parts) -> Parts {
+    let (mut p, ()) = Request::new(()).into_parts();
+    p.method = parts.method.clone();
+    p.uri = parts.uri.clone();
+    p.version = parts.version;
+    p.headers = parts.headers.clone();
+    p
 }
 
 /// Finds the entry for a request: the primary key, then the variant its Vary record selects.
@@ -120,29 +289,19 @@ fn entry_of(stored: &Stored) -> &Entry {
 /// A stale entry: ask the origin whether it still holds (If-None-Match /
 /// If-Modified-Since). 304 refreshes it; a new response replaces it; a failure
 /// within stale-if-error serves it.
-#[allow(clippy::too_many_arguments)]
-async fn revalidate(
-    p: &Pipeline,
-    route: &Route,
-    conn: &Conn,
-    host_value: Option<&HeaderValue>,
-    parts: Parts,
-    slot: Slot,
-    stored: Arc<Stored>,
-    within_sie: bool,
-) -> Result<Served, ProxyError> {
+async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool) -> Result<Served, ProxyError> {
     let entry = entry_of(&stored);
-    let mut upstream = upstream_request(&parts);
+    let mut upstream = upstream_request(&ask.req);
     upstream.headers_mut().extend(entry.policy.revalidation_headers(&entry.headers));
     let request_time = SystemTime::now();
-    let result = forward(p, route, conn, host_value, upstream).await;
+    let result = forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), upstream).await;
     let response_time = SystemTime::now();
     let fwd = match result {
         Ok(fwd) => fwd,
         Err(e) if within_sie => {
             tracing::warn!(url = %slot.url, error = %e, "origin failed; serving stale (stale-if-error)");
             let status = CacheStatus::new(CacheOutcome::StaleIfError).ttl(entry.policy.ttl_secs(response_time));
-            return Ok(Served { response: from_entry(entry, &parts, response_time), upstream: None, status });
+            return Ok(from_entry(entry, response_time, status, None));
         }
         Err(e) => return Err(e),
     };
@@ -151,65 +310,52 @@ async fn revalidate(
         let status = CacheStatus::new(CacheOutcome::StaleIfError)
             .fwd_status(code.as_u16())
             .ttl(entry.policy.ttl_secs(response_time));
-        return Ok(Served { response: from_entry(entry, &parts, response_time), upstream: Some(fwd.server), status });
+        return Ok(from_entry(entry, response_time, status, Some(fwd.server)));
     }
     let (res_parts, res_body) = fwd.response.into_parts();
-    let rules = &route.cache;
-    match entry.policy.revalidate(&get_parts(&parts), &entry.headers, &res_parts, rules, request_time, response_time) {
+    let rules = &ask.route.cache;
+    let get = as_get(&ask.req);
+    match entry.policy.revalidate(&get, &entry.headers, &res_parts, rules, request_time, response_time) {
         Revalidation::NotModified { policy, headers } => {
             let refreshed = Entry { headers, policy, stored_at: response_time, ..entry.clone() };
             let status = CacheStatus::new(CacheOutcome::Revalidated)
                 .fwd_status(304)
                 .stored()
                 .ttl(refreshed.policy.ttl_secs(response_time));
-            let response = from_entry(&refreshed, &parts, response_time);
-            let cache = p.cache.clone();
-            tokio::spawn(async move { cache.refresh(slot.key, Stored::Entry(refreshed)).await });
-            Ok(Served { response, upstream: Some(fwd.server), status })
+            let served = from_entry(&refreshed, response_time, status, Some(fwd.server));
+            ask.p.cache.refresh(slot.key, Stored::Entry(refreshed)).await;
+            Ok(served)
         }
         Revalidation::NotModifiedUncacheable { headers, reason } => {
             let once = Entry { headers, ..entry.clone() };
-            let response = from_entry(&once, &parts, response_time);
-            p.cache.remove(&slot.key).await;
+            ask.p.cache.remove(&slot.key).await;
             let status = CacheStatus::new(CacheOutcome::Revalidated).fwd_status(304).detail(reason.as_str());
-            Ok(Served { response, upstream: Some(fwd.server), status })
+            Ok(from_entry(&once, response_time, status, Some(fwd.server)))
         }
         Revalidation::Modified if code == StatusCode::NOT_MODIFIED => {
             // A 304 that does not match what we hold: fetch the whole thing.
             drop(res_body);
-            fetch(p, route, conn, host_value, parts, slot, CacheStatus::new(CacheOutcome::Expired)).await
+            Box::pin(fetch(ask, slot, CacheStatus::new(CacheOutcome::Expired))).await
         }
         Revalidation::Modified => {
             let fwd_response = Response::from_parts(res_parts, res_body);
             let status = CacheStatus::new(CacheOutcome::Expired).fwd_status(code.as_u16());
-            Ok(store(p, route, &parts, slot, fwd_response, fwd.server, request_time, response_time, status))
+            Ok(store(ask, slot, fwd_response, fwd.server, request_time, response_time, status))
         }
     }
 }
 
 /// A miss: fetch as GET without the client's conditionals, store if allowed.
-async fn fetch(
-    p: &Pipeline,
-    route: &Route,
-    conn: &Conn,
-    host_value: Option<&HeaderValue>,
-    parts: Parts,
-    slot: Slot,
-    status: CacheStatus,
-) -> Result<Served, ProxyError> {
+async fn fetch(ask: &Ask, slot: Slot, status: CacheStatus) -> Result<Served, ProxyError> {
     let request_time = SystemTime::now();
-    let fwd = forward(p, route, conn, host_value, upstream_request(&parts)).await?;
+    let fwd = forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), upstream_request(&ask.req)).await?;
     let response_time = SystemTime::now();
-    Ok(store(p, route, &parts, slot, fwd.response, fwd.server, request_time, response_time, status))
+    Ok(store(ask, slot, fwd.response, fwd.server, request_time, response_time, status))
 }
 
 /// Decides whether `response` is stored; if so, tees its body into the cache.
-/// Then answers the client's own conditionals and HEAD.
-#[allow(clippy::too_many_arguments)]
 fn store(
-    p: &Pipeline,
-    route: &Route,
-    parts: &Parts,
+    ask: &Ask,
     slot: Slot,
     response: Response<Body>,
     server: Arc<str>,
@@ -218,24 +364,29 @@ fn store(
     status: CacheStatus,
 ) -> Served {
     let (res_parts, body) = response.into_parts();
-    let rules = &route.cache;
-    let policy = match Policy::new(&get_parts(parts), &res_parts, rules, request_time, response_time) {
+    let rules = &ask.route.cache;
+    let cache = &ask.p.cache;
+    let pass = |res_parts, body, status: CacheStatus| Served {
+        response: Response::from_parts(res_parts, body),
+        upstream: Some(server.clone()),
+        status,
+        shareable: false,
+    };
+    let policy = match Policy::new(&as_get(&ask.req), &res_parts, rules, request_time, response_time) {
         Ok(policy) => policy,
         Err(reason) => {
             if status.outcome == CacheOutcome::Expired {
                 // The stored response was replaced by one we may not keep.
-                let cache = p.cache.clone();
+                let cache = cache.clone();
                 tokio::spawn(async move { cache.remove(&slot.key).await });
             }
-            let status = status.detail(reason.as_str());
-            return Served { response: Response::from_parts(res_parts, body), upstream: Some(server), status };
+            return pass(res_parts, body, status.detail(reason.as_str()));
         }
     };
     let expected = res_parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let limit = p.cache.max_object_size;
+    let limit = cache.max_object_size;
     if expected.is_some_and(|n| n > limit) {
-        let status = status.detail(Bypass::TooLarge.as_str());
-        return Served { response: Response::from_parts(res_parts, body), upstream: Some(server), status };
+        return pass(res_parts, body, status.detail(Bypass::TooLarge.as_str()));
     }
 
     let names = cache_policy::vary_names(&res_parts.headers).unwrap_or_default();
@@ -246,7 +397,7 @@ fn store(
             Some(v) if v.names == names => v,
             _ => VaryRecord { names, generation: generation(), url: slot.url.clone() },
         };
-        (key::variant(&slot.primary, record.generation, &record.names, &parts.headers), Some(record))
+        (key::variant(&slot.primary, record.generation, &record.names, &ask.req.headers), Some(record))
     };
     let entry = Entry {
         status: res_parts.status,
@@ -257,86 +408,45 @@ fn store(
         url: slot.url,
         stored_at: response_time,
     };
+    cache.unmark_pass(&slot.key);
     let status = status.stored().ttl(entry.policy.ttl_secs(response_time));
-    let cache = p.cache.clone();
+    let committer = cache.clone();
     let primary = slot.primary;
     let commit = Box::new(move |body: Bytes| {
         tokio::spawn(async move {
             if let Some(record) = record {
-                cache.put(primary, Stored::Vary(record)).await;
+                committer.put(primary, Stored::Vary(record)).await;
             }
-            cache.put(key, Stored::Entry(Entry { body, ..entry })).await;
+            committer.put(key, Stored::Entry(Entry { body, ..entry })).await;
         });
     });
     let tee = TeeBody::new(body, expected, limit, commit);
-
-    // The client's own conditional, or a HEAD: answer without the body, but
-    // still read it in full so it is stored.
-    let head = parts.method == Method::HEAD;
-    let not_modified =
-        res_parts.status == StatusCode::OK && cache_policy::not_modified(&parts.headers, &res_parts.headers);
-    if head || not_modified {
-        tokio::spawn(drain(tee));
-        let mut res = Response::from_parts(res_parts, Body::empty());
-        if not_modified {
-            *res.status_mut() = StatusCode::NOT_MODIFIED;
-            keep_304_headers(res.headers_mut());
-        }
-        return Served { response: res, upstream: Some(server), status };
+    Served {
+        response: Response::from_parts(res_parts, Body::boxed(tee)),
+        upstream: Some(server),
+        status,
+        shareable: true,
     }
-    Served { response: Response::from_parts(res_parts, Body::boxed(tee)), upstream: Some(server), status }
 }
 
-async fn drain(body: TeeBody) {
-    use http_body_util::BodyExt;
-    let _ = body.collect().await;
-}
-
-/// A response built from a stored entry (with Age), a 304 if the client's
-/// conditional matches, no body for HEAD.
-fn from_entry(entry: &Entry, parts: &Parts, now: SystemTime) -> Response<Body> {
-    let headers = entry.policy.response_headers(&entry.headers, now);
-    let not_modified = entry.status == StatusCode::OK && cache_policy::not_modified(&parts.headers, &entry.headers);
-    let body =
-        if not_modified || parts.method == Method::HEAD { Body::empty() } else { Body::full(entry.body.clone()) };
-    let mut res = Response::new(body);
-    *res.headers_mut() = headers;
-    if not_modified {
-        *res.status_mut() = StatusCode::NOT_MODIFIED;
-        keep_304_headers(res.headers_mut());
-    } else {
-        *res.status_mut() = entry.status;
-    }
-    res
-}
-
-/// RFC 9110 §15.4.5: a 304 carries the fields a 200 would have that describe
-/// caching and validation, and no content fields.
-fn keep_304_headers(headers: &mut HeaderMap) {
-    const KEEP: [HeaderName; 8] = [
-        header::CACHE_CONTROL,
-        header::CONTENT_LOCATION,
-        header::DATE,
-        header::ETAG,
-        header::EXPIRES,
-        header::VARY,
-        header::AGE,
-        header::LAST_MODIFIED,
-    ];
-    let kept: HeaderMap =
-        KEEP.iter().flat_map(|n| headers.get_all(n).iter().map(move |v| (n.clone(), v.clone()))).collect();
-    *headers = kept;
+/// The full response held in a stored entry, with its Age.
+fn from_entry(entry: &Entry, now: SystemTime, status: CacheStatus, upstream: Option<Arc<str>>) -> Served {
+    let mut res = Response::new(Body::full(entry.body.clone()));
+    *res.headers_mut() = entry.policy.response_headers(&entry.headers, now);
+    *res.status_mut() = entry.status;
+    Served { response: res, upstream, status, shareable: true }
 }
 
 /// The request sent upstream from the cache stage: GET (a HEAD is fetched as
-/// GET so the answer can be stored), without the client's conditionals.
+/// GET so the answer can be stored), without the client's conditionals and
+/// Range (the full response is stored; each client's part is cut from it).
 fn upstream_request(parts: &Parts) -> Request<Body> {
     let mut req = Request::new(Body::empty());
     *req.method_mut() = Method::GET;
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     let mut headers = parts.headers.clone();
-    for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_RANGE] {
+    for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_RANGE, header::RANGE] {
         headers.remove(h);
     }
     *req.headers_mut() = headers;
@@ -344,11 +454,9 @@ fn upstream_request(parts: &Parts) -> Request<Body> {
 }
 
 /// The request as the GET whose response is stored (policy decisions are about GET).
-fn get_parts(parts: &Parts) -> Parts {
-    let (mut p, ()) = Request::new(()).into_parts();
+fn as_get(parts: &Parts) -> Parts {
+    let mut p = head_of(parts);
     p.method = Method::GET;
-    p.uri = parts.uri.clone();
-    p.headers = parts.headers.clone();
     p
 }
 

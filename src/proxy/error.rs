@@ -20,6 +20,9 @@ pub enum ProxyError {
     NotCached,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The shared fetch this request waited for failed with this status.
+    #[error("the shared origin fetch failed ({0})")]
+    Collapsed(StatusCode),
 }
 
 impl ProxyError {
@@ -31,6 +34,7 @@ impl ProxyError {
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Collapsed(status) => *status,
         }
     }
 

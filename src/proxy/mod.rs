@@ -10,6 +10,7 @@ mod error;
 mod forward;
 pub mod headers;
 mod log;
+mod present;
 mod route;
 mod upgrade;
 
@@ -135,8 +136,8 @@ struct Answer<'a> {
 }
 
 async fn respond<'a>(
-    pipeline: &'a Pipeline,
-    conn: &Conn,
+    pipeline: &'a Arc<Pipeline>,
+    conn: &Arc<Conn>,
     host_value: Option<&HeaderValue>,
     host: &str,
     req: Request<Incoming>,
@@ -154,7 +155,7 @@ async fn respond<'a>(
     let Some(route) = pipeline.router.find(host, path, req.headers()) else {
         return Err((ProxyError::NoRoute, None));
     };
-    match cache::serve(pipeline, route, conn, host_value, req).await {
+    match cache::serve(pipeline.clone(), route.clone(), conn.clone(), host_value.cloned(), req).await {
         Ok(s) => Ok(Answer { response: s.response, upstream: s.upstream, route: Some(route), status: s.status }),
         Err(e) => Err((e, Some(route))),
     }

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -46,6 +45,7 @@ pub struct OriginBuilder {
 pub struct Origin {
     pub addr: SocketAddr,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -80,23 +80,31 @@ impl OriginBuilder {
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let routes = Arc::new(self.routes);
         let counter = hits.clone();
+        let stopped: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let stop_flag = stopped.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 let routes = routes.clone();
                 let counter = counter.clone();
+                let stop_flag = stop_flag.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let routes = routes.clone();
                         let counter = counter.clone();
+                        let stop_flag = stop_flag.clone();
                         async move {
+                            if stop_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                                // A stopped origin drops every connection, kept-alive ones too.
+                                return Err(std::io::Error::other("origin stopped"));
+                            }
                             let path = req.uri().path().to_string();
                             *counter.lock().unwrap().entry(path.clone()).or_default() += 1;
                             let res = match routes.iter().find(|(p, _)| path.starts_with(p.as_str())) {
                                 Some((_, h)) => h(req).await,
                                 None => text(404, "origin: no such path\n", &[]),
                             };
-                            Ok::<_, Infallible>(res)
+                            Ok::<_, std::io::Error>(res)
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -105,7 +113,7 @@ impl OriginBuilder {
                 });
             }
         });
-        Origin { addr, hits, task }
+        Origin { addr, hits, stopped, task }
     }
 }
 
@@ -119,8 +127,9 @@ impl Origin {
         self.hits.lock().unwrap().values().sum()
     }
 
-    /// Stops accepting new connections (open ones finish).
+    /// Stops: no new connections, and kept-alive ones are dropped at their next request.
     pub fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.abort();
     }
 }

@@ -1,0 +1,258 @@
+//! Fitting a full GET response to one client's request: a HEAD gets no body,
+//! a matching `If-None-Match`/`If-Modified-Since` gets a 304, a `Range` gets
+//! a 206 (or 416), as RFC 9110 §13–14 says. The cache stores and shares full
+//! responses only; this is where each client's view of them is cut.
+//!
+//! Ranges: one `bytes=` range is served as 206 with Content-Range; several
+//! ranges are answered with the whole 200 (allowed by RFC 9110 §14.2, simpler
+//! for clients than multipart); `If-Range` that does not match gets the 200.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+
+use crate::body::{Body, BoxError};
+
+/// Cuts `res` (a full 200, or any other status, passed as is) to what `req` asked for.
+pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
+    if res.status() != StatusCode::OK {
+        return head_only(req, res);
+    }
+    if cache_policy::not_modified(&req.headers, res.headers()) {
+        let (mut parts, body) = res.into_parts();
+        finish_in_background(body);
+        parts.status = StatusCode::NOT_MODIFIED;
+        keep_304_headers(&mut parts.headers);
+        return Response::from_parts(parts, Body::empty());
+    }
+    match requested_range(req, res.headers()) {
+        Some(Ranged::One(start, end)) => slice(req, res, start, end),
+        Some(Ranged::Unsatisfiable(len)) => {
+            let (mut parts, body) = res.into_parts();
+            finish_in_background(body);
+            parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            if let Ok(v) = HeaderValue::try_from(format!("bytes */{len}")) {
+                parts.headers.insert(header::CONTENT_RANGE, v);
+            }
+            Response::from_parts(parts, Body::empty())
+        }
+        None => head_only(req, res),
+    }
+}
+
+fn head_only(req: &Parts, res: Response<Body>) -> Response<Body> {
+    if req.method != Method::HEAD {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    finish_in_background(body);
+    Response::from_parts(parts, Body::empty())
+}
+
+/// A body a client will not read may still be feeding the cache: read it to its end.
+fn finish_in_background(body: Body) {
+    if !http_body::Body::is_end_stream(&body) && !matches!(body, Body::Full { .. }) {
+        tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            let _ = body.collect().await;
+        });
+    }
+}
+
+enum Ranged {
+    /// Inclusive byte positions.
+    One(u64, u64),
+    Unsatisfiable(u64),
+}
+
+/// The single satisfiable range asked for, if the response is a candidate.
+fn requested_range(req: &Parts, res: &HeaderMap) -> Option<Ranged> {
+    if req.method != Method::GET {
+        return None;
+    }
+    let spec = req.headers.get(header::RANGE)?.to_str().ok()?;
+    let len: u64 = res.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+    if !if_range_matches(req, res) {
+        return None;
+    }
+    let ranges = spec.trim().strip_prefix("bytes=")?;
+    let mut parts = ranges.split(',').map(str::trim).filter(|r| !r.is_empty());
+    let first = parts.next()?;
+    if parts.next().is_some() {
+        return None; // several ranges: the whole response
+    }
+    let (a, b) = first.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 {
+                return Some(Ranged::Unsatisfiable(len));
+            }
+            (len.saturating_sub(n), len.checked_sub(1)?)
+        }
+        (s, "") => (s.parse().ok()?, len.saturating_sub(1)),
+        (s, e) => {
+            let (s, e): (u64, u64) = (s.parse().ok()?, e.parse().ok()?);
+            if e < s {
+                return None; // invalid: ignore the header
+            }
+            (s, e.min(len.saturating_sub(1)))
+        }
+    };
+    if start >= len {
+        return Some(Ranged::Unsatisfiable(len));
+    }
+    Some(Ranged::One(start, end))
+}
+
+/// `If-Range`: a strong ETag equal to the response's, or its exact Last-Modified date.
+fn if_range_matches(req: &Parts, res: &HeaderMap) -> bool {
+    let Some(cond) = req.headers.get(header::IF_RANGE) else { return true };
+    let Ok(cond) = cond.to_str() else { return false };
+    if cond.starts_with('"') {
+        return res.get(header::ETAG).and_then(|e| e.to_str().ok()).is_some_and(|e| e == cond);
+    }
+    res.get(header::LAST_MODIFIED).and_then(|l| l.to_str().ok()).is_some_and(|l| l == cond)
+}
+
+fn slice(req: &Parts, res: Response<Body>, start: u64, end: u64) -> Response<Body> {
+    let (mut parts, body) = res.into_parts();
+    let total = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("*").to_string();
+    parts.status = StatusCode::PARTIAL_CONTENT;
+    let n = end - start + 1;
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    if let Ok(v) = HeaderValue::try_from(format!("bytes {start}-{end}/{total}")) {
+        parts.headers.insert(header::CONTENT_RANGE, v);
+    }
+    let body = match body {
+        // A stored body: cut it without copying.
+        Body::Full { data: Some(data) } => Body::full(data.slice(start as usize..=end as usize)),
+        other => Body::boxed(RangeBody { inner: other, skip: start, left: n }),
+    };
+    head_only(req, Response::from_parts(parts, body))
+}
+
+/// RFC 9110 §15.4.5: a 304 carries the fields a 200 would have that describe
+/// caching and validation, and no content fields.
+pub fn keep_304_headers(headers: &mut HeaderMap) {
+    const KEEP: [HeaderName; 8] = [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::AGE,
+        header::LAST_MODIFIED,
+    ];
+    let kept: HeaderMap =
+        KEEP.iter().flat_map(|n| headers.get_all(n).iter().map(move |v| (n.clone(), v.clone()))).collect();
+    *headers = kept;
+}
+
+pin_project_lite::pin_project! {
+    /// Passes on `left` bytes after skipping `skip`, then ends.
+    struct RangeBody {
+        #[pin]
+        inner: Body,
+        skip: u64,
+        left: u64,
+    }
+}
+
+impl http_body::Body for RangeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        loop {
+            if *this.left == 0 {
+                return Poll::Ready(None);
+            }
+            let frame = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                other => return other,
+            };
+            let Ok(mut data) = frame.into_data() else { continue };
+            let len = data.len() as u64;
+            if *this.skip >= len {
+                *this.skip -= len;
+                continue;
+            }
+            data = data.slice(*this.skip as usize..);
+            *this.skip = 0;
+            if data.len() as u64 > *this.left {
+                data.truncate(*this.left as usize);
+            }
+            *this.left -= data.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranged(range: &str, if_range: Option<&str>) -> Response<Body> {
+        let mut req = http::Request::get("/").header(header::RANGE, range);
+        if let Some(v) = if_range {
+            req = req.header(header::IF_RANGE, v);
+        }
+        let (req, ()) = req.body(()).unwrap().into_parts();
+        let res = Response::builder()
+            .header(header::CONTENT_LENGTH, "10")
+            .header(header::ETAG, "\"e\"")
+            .body(Body::full("0123456789"))
+            .unwrap();
+        present(&req, res)
+    }
+
+    fn text(res: Response<Body>) -> (u16, Option<String>, String) {
+        let status = res.status().as_u16();
+        let cr = res.headers().get(header::CONTENT_RANGE).map(|v| v.to_str().unwrap().to_string());
+        let body = match res.into_body() {
+            Body::Full { data } => String::from_utf8(data.unwrap_or_default().to_vec()).unwrap(),
+            Body::Empty => String::new(),
+            _ => "<stream>".into(),
+        };
+        (status, cr, body)
+    }
+
+    #[test]
+    fn single_ranges() {
+        assert_eq!(text(ranged("bytes=0-3", None)), (206, Some("bytes 0-3/10".into()), "0123".into()));
+        assert_eq!(text(ranged("bytes=7-", None)), (206, Some("bytes 7-9/10".into()), "789".into()));
+        assert_eq!(text(ranged("bytes=-2", None)), (206, Some("bytes 8-9/10".into()), "89".into()));
+        assert_eq!(text(ranged("bytes=5-100", None)), (206, Some("bytes 5-9/10".into()), "56789".into()));
+    }
+
+    #[test]
+    fn unsatisfiable_and_ignored() {
+        assert_eq!(text(ranged("bytes=10-", None)), (416, Some("bytes */10".into()), String::new()));
+        assert_eq!(text(ranged("bytes=0-1,4-5", None)).0, 200);
+        assert_eq!(text(ranged("items=0-1", None)).0, 200);
+        assert_eq!(text(ranged("bytes=5-2", None)).0, 200);
+    }
+
+    #[test]
+    fn if_range() {
+        assert_eq!(text(ranged("bytes=0-0", Some("\"e\""))).0, 206);
+        assert_eq!(text(ranged("bytes=0-0", Some("\"other\""))).0, 200);
+    }
+}

@@ -1,0 +1,290 @@
+//! The cache under load and failure: collapsing, stale-while-revalidate,
+//! stale-if-error, ranges, broken origins and clients.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use support::*;
+
+fn proxy_to(o: &Origin) -> String {
+    format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n", o.addr)
+}
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+fn status_of(r: &Reply) -> &str {
+    r.header("cache-status").unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_key_under_a_herd_is_fetched_once() {
+    let o = origin()
+        .route("/hot", |_| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            text(200, &"h".repeat(50_000), &[("cache-control", "max-age=60")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    let url = proxy.url("/hot");
+    let client = client();
+    let herd: Vec<_> = (0..200)
+        .map(|_| {
+            let (url, client) = (url.clone(), client.clone());
+            tokio::spawn(async move { send_with(&client, Request::get(url).body(full("")).unwrap()).await })
+        })
+        .collect();
+    let mut collapsed = 0;
+    for r in herd {
+        let r = r.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 50_000, "every client gets the whole body");
+        collapsed += status_of(&r).contains("collapsed") as usize;
+    }
+    assert_eq!(o.hits("/hot"), 1, "one origin fetch for the whole herd");
+    assert!(collapsed > 100, "most requests waited on the shared fetch ({collapsed})");
+    settle().await;
+    assert!(status_of(&get(&url).await).contains("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncacheable_key_does_not_make_clients_queue() {
+    let o = origin()
+        .route("/private", |_| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            text(200, "yours", &[("cache-control", "private")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    let url = proxy.url("/private");
+    let client = client();
+    let burst = |n: usize| {
+        (0..n)
+            .map(|_| {
+                let (url, client) = (url.clone(), client.clone());
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let r = send_with(&client, Request::get(url).body(full("")).unwrap()).await;
+                    (r, t.elapsed())
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    // The first burst waits at most for the one fetch that finds out, then goes itself.
+    for h in burst(50) {
+        let (r, took) = h.await.unwrap();
+        assert_eq!(r.text(), "yours");
+        assert!(took < Duration::from_millis(1500), "waited {took:?}");
+    }
+    // Then the key is known uncacheable: nobody waits for anybody.
+    for h in burst(50) {
+        let (r, took) = h.await.unwrap();
+        assert_eq!(r.text(), "yours");
+        assert!(took < Duration::from_millis(1000), "waited {took:?}");
+        assert!(!status_of(&r).contains("collapsed"));
+    }
+    assert_eq!(o.hits("/private"), 100);
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
+    let version = Arc::new(AtomicUsize::new(0));
+    let v = version.clone();
+    let o = origin()
+        .route("/news", move |_| {
+            let v = v.clone();
+            async move {
+                let n = v.fetch_add(1, Ordering::SeqCst);
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                text(200, &format!("edition {n}"), &[("cache-control", "max-age=1, stale-while-revalidate=30")])
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    assert_eq!(get(&proxy.url("/news")).await.text(), "edition 0");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let t = Instant::now();
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(get(&proxy.url("/news")).await);
+    }
+    assert!(t.elapsed() < Duration::from_millis(400), "stale answers do not wait for the origin");
+    for r in &answers {
+        assert_eq!(r.text(), "edition 0");
+        assert!(status_of(r).contains("hit"), "{}", status_of(r));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(o.hits("/news"), 2, "exactly one background revalidation");
+    assert_eq!(get(&proxy.url("/news")).await.text(), "edition 1");
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_then_502_after_the_window() {
+    let o = origin()
+        .route("/", |_| async { text(200, "last good copy", &[("cache-control", "max-age=1, stale-if-error=2")]) })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    get(&proxy.url("/")).await;
+    settle().await;
+    o.stop();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let r = get(&proxy.url("/")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "last good copy");
+    assert!(status_of(&r).contains("fwd=stale"), "{}", status_of(&r));
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
+}
+
+#[tokio::test]
+async fn stale_if_error_covers_5xx_answers() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    let o = origin()
+        .route("/", move |_| {
+            let n = seen.clone();
+            async move {
+                if n.fetch_add(1, Ordering::SeqCst) == 0 {
+                    text(200, "good", &[("cache-control", "max-age=1")])
+                } else {
+                    text(503, "down for maintenance", &[])
+                }
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!("{}cache = {{ stale_if_error = \"1m\" }}\n", proxy_to(&o))).await;
+    get(&proxy.url("/")).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = get(&proxy.url("/")).await;
+    assert_eq!(r.text(), "good");
+    assert!(status_of(&r).contains("fwd-status=503"), "{}", status_of(&r));
+}
+
+#[tokio::test]
+async fn ranges_from_cache() {
+    let o = origin()
+        .route("/file", |_| async { text(200, "0123456789", &[("cache-control", "max-age=60"), ("etag", "\"f1\"")]) })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    // A range on a miss fetches and stores the whole object, and answers the range.
+    let r = get_with(&proxy.url("/file"), &[("range", "bytes=2-4")]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "234"));
+    settle().await;
+    let r = get_with(&proxy.url("/file"), &[("range", "bytes=-3")]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "789"));
+    assert_eq!(r.header("content-range"), Some("bytes 7-9/10"));
+    assert!(status_of(&r).contains("hit"));
+    let r = get_with(&proxy.url("/file"), &[("range", "bytes=20-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10"));
+    let r = get_with(&proxy.url("/file"), &[("range", "bytes=0-1"), ("if-range", "\"f1\"")]).await;
+    assert_eq!(r.status, 206);
+    let r = get_with(&proxy.url("/file"), &[("range", "bytes=0-1"), ("if-range", "\"old\"")]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "0123456789"));
+    let r = get_with(&proxy.url("/file"), &[("range", "bytes=0-1,5-6")]).await;
+    assert_eq!(r.status, 200, "several ranges get the whole response");
+    assert_eq!(o.hits("/file"), 1);
+}
+
+/// An origin body: `n` chunks of `size` bytes, `pause` apart, then an error if `break_off`.
+fn slow_body(n: usize, size: usize, pause: Duration, break_off: bool) -> Body {
+    let chunks = futures_util::stream::unfold(0usize, move |i| async move {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        if i < n {
+            Some((Ok(Frame::data(Bytes::from(vec![b'a' + (i % 26) as u8; size]))), i + 1))
+        } else if break_off && i == n {
+            Some((Err::<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>("origin died".into()), i + 1))
+        } else {
+            None
+        }
+    });
+    BodyExt::boxed(StreamBody::new(chunks))
+}
+
+#[tokio::test]
+async fn origin_dying_mid_body_is_an_error_and_nothing_is_stored() {
+    let o = origin()
+        .route("/", |_| async {
+            let mut r = http::Response::new(slow_body(4, 1000, Duration::from_millis(10), true));
+            r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+            r.headers_mut().insert("content-length", "8000".parse().unwrap());
+            r
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    let res = client().request(Request::get(proxy.url("/")).body(full("")).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.into_body().collect().await.is_err(), "the client sees a broken body, not a short clean one");
+    settle().await;
+    let res = client().request(Request::get(proxy.url("/")).body(full("")).unwrap()).await.unwrap();
+    assert!(res.headers()["cache-status"].to_str().unwrap().contains("miss"));
+    assert_eq!(o.hits("/"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_does_not_cancel_the_fill_for_others() {
+    let o = origin()
+        .route("/video", |_| async {
+            let mut r = http::Response::new(slow_body(10, 10_000, Duration::from_millis(50), false));
+            r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+            r.headers_mut().insert("content-length", "100000".parse().unwrap());
+            r
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    let url = proxy.url("/video");
+
+    // The first client reads the head and one chunk, then goes away.
+    let first = client().request(Request::get(&url).body(full("")).unwrap()).await.unwrap();
+    let mut body = first.into_body();
+    let _ = body.frame().await;
+    let others: Vec<_> = (0..5)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    drop(body);
+    for r in others {
+        let r = r.await.unwrap();
+        assert_eq!(r.body.len(), 100_000);
+    }
+    settle().await;
+    let r = get(&url).await;
+    assert!(status_of(&r).contains("hit"), "stored although its first client left: {}", status_of(&r));
+    assert_eq!(o.hits("/video"), 1);
+}
+
+#[tokio::test]
+async fn an_unwritable_disk_leaves_a_working_memory_cache() {
+    let o = origin().route("/", |_| async { text(200, "x", &[("cache-control", "max-age=60")]) }).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"in the way").unwrap();
+    let proxy = relais(&format!("[cache]\ndisk_path = \"{}\"\n{}", not_a_dir.display(), proxy_to(&o))).await;
+    assert_eq!(get(&proxy.url("/")).await.text(), "x");
+    settle().await;
+    assert!(status_of(&get(&proxy.url("/")).await).contains("hit"));
+    assert_eq!(o.hits("/"), 1);
+}
