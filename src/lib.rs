@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod config;
@@ -44,32 +45,89 @@ use proxy::Pipeline;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("admin.listen {0} is not a loopback address: set admin.token (or RELAIS_ADMIN__TOKEN)")]
+    AdminWithoutToken(SocketAddr),
 }
 
 /// A running proxy.
 pub struct Handle {
     addrs: Vec<SocketAddr>,
+    admin_addr: SocketAddr,
     shared: Arc<ArcSwap<Pipeline>>,
+    metrics: Arc<admin::Metrics>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
-/// Binds every `server.listen` address and starts serving.
+/// Binds every `server.listen` address and the admin listener, and starts serving.
 pub async fn start(config: Config) -> Result<Handle, StartError> {
+    let admin_listen = config.admin.listen;
+    if config.admin.token.is_none() && !admin_listen.ip().is_loopback() {
+        return Err(StartError::AdminWithoutToken(admin_listen));
+    }
     let mut listeners = Vec::new();
     for &addr in &config.server.listen {
         let l = server::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         listeners.push(l);
     }
+    let admin_listener =
+        server::bind(admin_listen).map_err(|source| StartError::Bind { addr: admin_listen, source })?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
     let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-    let cache = cache::Cache::open(&config.cache).await;
-    let shared = Arc::new(ArcSwap::from_pointee(Pipeline::new(config, cache, None)));
+    let metrics = Arc::new(admin::Metrics::new());
+    let cache = cache::Cache::open(&config.cache, metrics.clone()).await;
+    cache.index_disk();
+    let shared = Arc::new(ArcSwap::from_pointee(Pipeline::new(config, cache, metrics.clone(), None)));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for l in listeners {
         tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), "http"));
     }
-    Ok(Handle { addrs, shared, stop, tasks })
+    let reload = {
+        let (shared, metrics) = (shared.clone(), metrics.clone());
+        Box::new(move || reload_from_source(&shared, &metrics))
+    };
+    let admin = Arc::new(admin::Admin { shared: shared.clone(), metrics: metrics.clone(), reload });
+    tasks.spawn(admin::serve(admin_listener, admin, stopped));
+    Ok(Handle { addrs, admin_addr, shared, metrics, stop, tasks })
+}
+
+/// Swaps in a new, validated configuration for new requests.
+fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<admin::Metrics>, config: Config) {
+    let current = shared.load();
+    if config.server.listen != current.config.server.listen {
+        tracing::warn!("server.listen changed: restart relais to apply it");
+    }
+    if config.admin.listen != current.config.admin.listen {
+        tracing::warn!("admin.listen changed: restart relais to apply it");
+    }
+    if config.cache != current.config.cache {
+        tracing::warn!("[cache] changed: restart relais to apply it");
+    }
+    let next = Pipeline::new(config, current.cache.clone(), metrics.clone(), Some(&current));
+    shared.store(Arc::new(next));
+    metrics.reload(true);
+    tracing::info!("configuration reloaded");
+}
+
+/// Re-reads the file the running configuration came from; a bad file is
+/// rejected and the running configuration stays.
+fn reload_from_source(shared: &ArcSwap<Pipeline>, metrics: &Arc<admin::Metrics>) -> Result<(), String> {
+    let Some(path) = shared.load().config.source.clone() else {
+        metrics.reload(false);
+        return Err("the running configuration was not read from a file".into());
+    };
+    match Config::load(&path) {
+        Ok(config) => {
+            apply(shared, metrics, config);
+            Ok(())
+        }
+        Err(e) => {
+            metrics.reload(false);
+            tracing::error!("reload rejected, keeping the running configuration: {e}");
+            Err(e.to_string())
+        }
+    }
 }
 
 impl Handle {
@@ -78,19 +136,20 @@ impl Handle {
         &self.addrs
     }
 
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
     /// Applies a new, already validated configuration to new requests.
-    /// Listener addresses are fixed at start; a change to them is logged and ignored.
+    /// Listener addresses and `[cache]` are fixed at start; a change to them is logged and ignored.
     pub fn reload(&self, config: Config) {
-        let current = self.shared.load();
-        if config.server.listen != current.config.server.listen {
-            tracing::warn!("server.listen changed: restart relais to apply it");
-        }
-        if config.cache != current.config.cache {
-            tracing::warn!("[cache] changed: restart relais to apply it");
-        }
-        let next = Pipeline::new(config, current.cache.clone(), Some(&current));
-        self.shared.store(Arc::new(next));
-        tracing::info!("configuration reloaded");
+        apply(&self.shared, &self.metrics, config);
+    }
+
+    /// Re-reads the configuration file (what SIGHUP and `POST /reload` do).
+    pub fn reload_from_source(&self) -> Result<(), String> {
+        reload_from_source(&self.shared, &self.metrics)
     }
 
     /// The cache shared by every configuration this proxy runs.

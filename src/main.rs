@@ -101,10 +101,7 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         };
     loop {
         tokio::select! {
-            _ = hup.recv() => match Config::load(&path) {
-                Ok(c) => handle.reload(c),
-                Err(e) => tracing::error!("reload rejected, keeping the running configuration: {e}"),
-            },
+            _ = hup.recv() => { let _ = handle.reload_from_source(); }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -23,7 +23,7 @@ fn write(path: &Path, text: &str) {
 fn config(dir: &Path, port: u16, origin: std::net::SocketAddr, extra_route: &str) -> String {
     let cache = dir.join("cache");
     format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"5s\"\n[cache]\ndisk_path = \"{}\"\n[upstreams.app]\nservers = [\"{origin}\"]\n\
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[cache]\ndisk_path = \"{}\"\n[upstreams.app]\nservers = [\"{origin}\"]\n\
          [[routes]]\npath = \"/\"\nupstream = \"app\"\n{extra_route}",
         cache.display()
     )
@@ -243,4 +243,47 @@ async fn memory_stays_bounded_with_many_large_objects() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss = rss_kib(child.0.id());
     assert!(rss < (16 + 64) * 1024, "RSS {rss} KiB over memory_capacity + 64MiB after 150 MiB of objects");
+}
+
+#[tokio::test]
+async fn admin_reload_answers_whether_the_file_was_accepted() {
+    let o = origin().text("/", "app").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let (port, admin) = (free_port(), free_port());
+    let with_admin = |extra: &str| {
+        config(dir.path(), port, o.addr, extra).replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"t\""),
+        )
+    };
+    write(&path, &with_admin(""));
+    let _child = spawn(&path);
+    wait_listening(port).await;
+    let reload = || async {
+        let req = Request::post(format!("http://127.0.0.1:{admin}/reload"))
+            .header("authorization", "Bearer t")
+            .body(full(""))
+            .unwrap();
+        send(req).await
+    };
+    write(&path, "[[routes]]\nupstream = \"nowhere\"\n");
+    let r = reload().await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("nowhere"));
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.text(), "app", "the running configuration stays");
+
+    write(&path, &with_admin("[[routes]]\npath = \"/teapot\"\nupstream = \"app\"\nheaders = { x = \"1\" }\n"));
+    let r = reload().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = send(
+        Request::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .header("authorization", "Bearer t")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await
+    .text();
+    assert!(m.contains("relais_reloads_total{result=\"ok\"} 1"), "{m}");
+    assert!(m.contains("relais_reloads_total{result=\"failed\"} 1"), "{m}");
 }

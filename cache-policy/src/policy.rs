@@ -115,6 +115,12 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Makes the entry stale as of `now` (a soft purge): it is revalidated on its
+    /// next use, and its stale windows count from `now`.
+    pub fn expire(&mut self, now: SystemTime) {
+        self.lifetime = self.lifetime.min(self.age(now));
+    }
+
     /// Current age (RFC 9111 §4.2.3): the age on arrival plus the time spent here.
     pub fn age(&self, now: SystemTime) -> Duration {
         self.initial_age.saturating_add(now.duration_since(self.response_time).unwrap_or_default())

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 
 use super::entry::Stored;
@@ -50,12 +51,18 @@ impl Expiry<String, Arc<Stored>> for UntilUseless {
 }
 
 impl MemoryTier {
-    pub fn new(capacity: u64) -> MemoryTier {
+    /// `evicted` is called for each entry dropped to stay under `capacity`.
+    pub fn new(capacity: u64, evicted: impl Fn() + Send + Sync + 'static) -> MemoryTier {
         let cache = Cache::builder()
             .max_capacity(capacity)
             .weigher(|k: &String, v: &Arc<Stored>| v.weight(k))
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(UntilUseless)
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size {
+                    evicted();
+                }
+            })
             .build();
         MemoryTier { cache }
     }

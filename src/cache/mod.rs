@@ -8,13 +8,16 @@
 pub mod disk;
 mod entry;
 pub mod fill;
+mod index;
 pub mod key;
 mod memory;
+pub mod purge;
 pub mod tee;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admin::Metrics;
 use crate::config::CacheConfig;
 use disk::DiskTier;
 pub use entry::{Entry, Stored, VaryRecord};
@@ -31,6 +34,10 @@ pub struct Cache {
     pub lock_timeout: Duration,
     /// Keys whose last response was uncacheable: not collapsed for a while.
     pass: moka::sync::Cache<String, ()>,
+    /// Which keys hold which URLs and tags.
+    index: index::PurgeIndex,
+    /// Recent purges, so a fill that started before one is not stored after it.
+    purges: purge::Log,
 }
 
 /// How long a key stays known as uncacheable (Varnish's hit-for-miss).
@@ -39,7 +46,7 @@ const PASS_TTL: Duration = Duration::from_secs(30);
 impl Cache {
     /// Opens both tiers. A disk tier that cannot be opened is logged, and relais
     /// runs with memory only.
-    pub async fn open(config: &CacheConfig) -> Arc<Cache> {
+    pub async fn open(config: &CacheConfig, metrics: Arc<Metrics>) -> Arc<Cache> {
         let disk = match DiskTier::open(config.disk_path.clone(), config.disk_capacity.bytes()).await {
             Ok(d) => Some(d),
             Err(e) => {
@@ -48,13 +55,42 @@ impl Cache {
             }
         };
         Arc::new(Cache {
-            memory: MemoryTier::new(config.memory_capacity.bytes()),
+            memory: MemoryTier::new(config.memory_capacity.bytes(), move || metrics.eviction("memory")),
             disk,
             max_object_size: config.max_object_size.bytes(),
             fills: fill::Fills::default(),
             lock_timeout: config.lock_timeout.get(),
             pass: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(PASS_TTL).build(),
+            index: index::PurgeIndex::default(),
+            purges: purge::Log::default(),
         })
+    }
+
+    /// Rebuilds the purge index from the disk tier, in the background.
+    pub fn index_disk(self: &Arc<Self>) {
+        let Some(disk) = self.disk.clone() else { return };
+        let cache = self.clone();
+        tokio::spawn(async move {
+            disk.loaded().await;
+            match disk.list().await {
+                Ok(entries) => {
+                    for (key, meta) in entries {
+                        let url = meta.get("url").and_then(|u| u.as_str()).unwrap_or_default();
+                        let tags: Vec<String> = meta
+                            .get("tags")
+                            .and_then(|t| t.as_array())
+                            .map(|t| t.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                            .unwrap_or_default();
+                        let vary = meta.get("kind").and_then(|k| k.as_str()) == Some("vary");
+                        cache.index.insert(&key, url, &tags, vary);
+                    }
+                    tracing::info!(entries = cache.index.len(), "purge index rebuilt from disk");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the disk cache; purge by prefix or tag sees new entries only")
+                }
+            }
+        });
     }
 
     pub fn is_pass(&self, key: &str) -> bool {
@@ -96,6 +132,7 @@ impl Cache {
 
     /// Stores in both tiers (disk last; its failure only costs the disk copy).
     pub async fn put(&self, key: String, value: Stored) {
+        self.index_value(&key, &value);
         let (meta, body) = value.to_disk();
         self.memory.insert(key.clone(), Arc::new(value)).await;
         if let Some(disk) = &self.disk
@@ -107,6 +144,7 @@ impl Cache {
 
     /// Replaces an entry's headers and policy, keeping its body (after a 304).
     pub async fn refresh(&self, key: String, value: Stored) {
+        self.index_value(&key, &value);
         let (meta, _) = value.to_disk();
         self.memory.insert(key.clone(), Arc::new(value)).await;
         if let Some(disk) = &self.disk
@@ -118,6 +156,7 @@ impl Cache {
 
     /// Removes from both tiers; true if either held it.
     pub async fn remove(&self, key: &str) -> bool {
+        self.index.remove(key);
         let in_memory = self.memory.remove(key).await;
         let on_disk = match &self.disk {
             Some(d) => d.remove(key).await.unwrap_or_else(|e| {
@@ -127,6 +166,40 @@ impl Cache {
             None => false,
         };
         in_memory || on_disk
+    }
+
+    /// What is stored for a URL, for the admin API's `/cache`.
+    pub async fn describe(&self, url: &str) -> serde_json::Value {
+        let now = std::time::SystemTime::now();
+        let mut found = Vec::new();
+        for k in self.index.url(url) {
+            let (tier, stored) = match self.memory.get(&k).await {
+                Some(s) => ("memory", Some(s)),
+                None => ("disk", self.get(&k).await),
+            };
+            let Some(stored) = stored else { continue };
+            found.push(match &*stored {
+                Stored::Vary(v) => serde_json::json!({
+                    "key": k, "kind": "vary", "tier": tier,
+                    "vary": v.names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+                }),
+                Stored::Entry(e) => serde_json::json!({
+                    "key": k, "kind": "entry", "tier": tier, "status": e.status.as_u16(),
+                    "bytes": e.body.len(), "age": e.policy.age(now).as_secs(), "ttl": e.policy.ttl_secs(now),
+                    "tags": e.tags,
+                    "stored_at": httpdate::fmt_http_date(e.stored_at),
+                    "vary": e.headers.get(http::header::VARY).and_then(|v| v.to_str().ok()),
+                }),
+            });
+        }
+        serde_json::json!({ "url": url, "entries": found })
+    }
+
+    fn index_value(&self, key: &str, value: &Stored) {
+        match value {
+            Stored::Entry(e) => self.index.insert(key, &e.url, &e.tags, false),
+            Stored::Vary(v) => self.index.insert(key, &v.url, &[], true),
+        }
     }
 
     pub async fn memory_bytes(&self) -> u64 {

@@ -35,6 +35,9 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The file this was read from, for reloads.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[server]`: the client-facing listeners.
@@ -111,6 +114,8 @@ pub struct CacheConfig {
     /// A request waiting for another's fetch of the same URL goes to the origin
     /// itself after this. Default 10s.
     pub lock_timeout: Dur,
+    /// Pass the origin's `Surrogate-Key` and `Cache-Tag` headers on to clients. Default false.
+    pub expose_tag_headers: bool,
 }
 
 impl Default for CacheConfig {
@@ -121,6 +126,7 @@ impl Default for CacheConfig {
             disk_capacity: Size::mib(4096),
             max_object_size: Size::mib(64),
             lock_timeout: Dur::secs(10),
+            expose_tag_headers: false,
         }
     }
 }
@@ -334,7 +340,9 @@ impl Config {
             return Err(ConfigError::Missing(path.to_path_buf()));
         }
         let figment = Figment::new().merge(Toml::file_exact(path)).merge(env());
-        Self::extract(figment, &path.display().to_string())
+        let mut config = Self::extract(figment, &path.display().to_string())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses a TOML string (no environment); `name` is used in errors.

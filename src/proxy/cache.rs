@@ -144,16 +144,19 @@ async fn collapsed(
             tokio::spawn(lead(ask.clone(), slot, found, sie, status, fill, Some(tx)));
             rx.await.unwrap_or(Err(ProxyError::Collapsed(StatusCode::BAD_GATEWAY)))
         }
-        Role::Waiter(fill) => match fill.head(cache.lock_timeout).await {
-            Head::Shared { status: code, headers, cache_status } => {
-                let mut res = Response::new(Body::boxed(fill.body()));
-                *res.status_mut() = code;
-                *res.headers_mut() = headers;
-                Ok(Served { response: res, upstream: None, status: cache_status.collapsed(), shareable: true })
+        Role::Waiter(fill) => {
+            ask.p.metrics.collapsed_waiter();
+            match fill.head(cache.lock_timeout).await {
+                Head::Shared { status: code, headers, cache_status } => {
+                    let mut res = Response::new(Body::boxed(fill.body()));
+                    *res.status_mut() = code;
+                    *res.headers_mut() = headers;
+                    Ok(Served { response: res, upstream: None, status: cache_status.collapsed(), shareable: true })
+                }
+                Head::Failed(code) => Err(ProxyError::Collapsed(code)),
+                Head::Released | Head::Pending => origin(ask, slot, found, sie, status).await,
             }
-            Head::Failed(code) => Err(ProxyError::Collapsed(code)),
-            Head::Released | Head::Pending => origin(ask, slot, found, sie, status).await,
-        },
+        }
     }
 }
 
@@ -293,6 +296,7 @@ async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool
     let entry = entry_of(&stored);
     let mut upstream = upstream_request(&ask.req);
     upstream.headers_mut().extend(entry.policy.revalidation_headers(&entry.headers));
+    let epoch = ask.p.cache.purge_epoch();
     let request_time = SystemTime::now();
     let result = forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), upstream).await;
     let response_time = SystemTime::now();
@@ -323,7 +327,9 @@ async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool
                 .stored()
                 .ttl(refreshed.policy.ttl_secs(response_time));
             let served = from_entry(&refreshed, response_time, status, Some(fwd.server));
-            ask.p.cache.refresh(slot.key, Stored::Entry(refreshed)).await;
+            if !ask.p.cache.purged_since(epoch, &refreshed.url, &refreshed.tags) {
+                ask.p.cache.refresh(slot.key, Stored::Entry(refreshed)).await;
+            }
             Ok(served)
         }
         Revalidation::NotModifiedUncacheable { headers, reason } => {
@@ -340,29 +346,32 @@ async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool
         Revalidation::Modified => {
             let fwd_response = Response::from_parts(res_parts, res_body);
             let status = CacheStatus::new(CacheOutcome::Expired).fwd_status(code.as_u16());
-            Ok(store(ask, slot, fwd_response, fwd.server, request_time, response_time, status))
+            Ok(store(ask, slot, fwd_response, fwd.server, (epoch, request_time, response_time), status))
         }
     }
 }
 
 /// A miss: fetch as GET without the client's conditionals, store if allowed.
 async fn fetch(ask: &Ask, slot: Slot, status: CacheStatus) -> Result<Served, ProxyError> {
+    let epoch = ask.p.cache.purge_epoch();
     let request_time = SystemTime::now();
     let fwd = forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), upstream_request(&ask.req)).await?;
     let response_time = SystemTime::now();
-    Ok(store(ask, slot, fwd.response, fwd.server, request_time, response_time, status))
+    Ok(store(ask, slot, fwd.response, fwd.server, (epoch, request_time, response_time), status))
 }
 
 /// Decides whether `response` is stored; if so, tees its body into the cache.
+/// `times` are the purge epoch and the clock when the fetch began, and when its
+/// head arrived: a purge in between keeps the response out of the cache.
 fn store(
     ask: &Ask,
     slot: Slot,
     response: Response<Body>,
     server: Arc<str>,
-    request_time: SystemTime,
-    response_time: SystemTime,
+    times: (u64, SystemTime, SystemTime),
     status: CacheStatus,
 ) -> Served {
+    let (epoch, request_time, response_time) = times;
     let (res_parts, body) = response.into_parts();
     let rules = &ask.route.cache;
     let cache = &ask.p.cache;
@@ -414,6 +423,10 @@ fn store(
     let primary = slot.primary;
     let commit = Box::new(move |body: Bytes| {
         tokio::spawn(async move {
+            if committer.purged_since(epoch, &entry.url, &entry.tags) {
+                tracing::debug!(url = %entry.url, "purged while in flight; not stored");
+                return;
+            }
             if let Some(record) = record {
                 committer.put(primary, Stored::Vary(record)).await;
             }

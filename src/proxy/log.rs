@@ -1,6 +1,7 @@
-//! The access log: one line per request on target `relais::access`, written
-//! when the response body has ended (or was abandoned), so it carries the
-//! bytes actually sent and the whole duration, as nginx's does.
+//! The access log and request metrics: one line per request on target
+//! `relais::access` and one count in the metrics, made when the response body
+//! has ended (or was abandoned), so both carry the bytes actually sent and the
+//! whole duration, as nginx's log does.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
+use crate::admin::Metrics;
 use crate::body::{Body, BoxError};
 
 pub struct AccessRecord {
@@ -22,10 +24,21 @@ pub struct AccessRecord {
     pub upstream: Option<Arc<str>>,
     pub cache: &'static str,
     pub route: Option<usize>,
+    pub route_label: Option<Arc<str>>,
+    /// Declared request body length.
+    pub bytes_in: u64,
+    /// Write the access log line (metrics are always counted).
+    pub log: bool,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AccessRecord {
     fn emit(&self, bytes: u64, complete: bool) {
+        let route = self.route_label.as_deref().unwrap_or("none");
+        self.metrics.request(route, self.status.as_u16(), self.cache, self.bytes_in, bytes);
+        if !self.log {
+            return;
+        }
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             target: "relais::access",

@@ -25,6 +25,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
+use crate::admin::Metrics;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::upstream::Upstream;
@@ -39,6 +40,7 @@ pub struct Pipeline {
     pub router: Router,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
     hide_headers: Vec<HeaderName>,
 }
 
@@ -52,19 +54,19 @@ pub struct Conn {
 impl Pipeline {
     /// Builds from a validated config. Upstreams whose settings did not change
     /// are taken over from `previous` with their pools and health.
-    pub fn new(config: Config, cache: Arc<Cache>, previous: Option<&Pipeline>) -> Pipeline {
+    pub fn new(config: Config, cache: Arc<Cache>, metrics: Arc<Metrics>, previous: Option<&Pipeline>) -> Pipeline {
         let upstreams: HashMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|(name, u)| {
                 let kept = previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.config == *u);
-                (name.clone(), kept.cloned().unwrap_or_else(|| Arc::new(Upstream::new(name, u))))
+                (name.clone(), kept.cloned().unwrap_or_else(|| Arc::new(Upstream::new(name, u, metrics.clone()))))
             })
             .collect();
         let router = Router::new(&config, &upstreams);
         let hide_headers =
             config.server.hide_headers.iter().map(|h| HeaderName::try_from(h.as_str()).expect("validated")).collect();
-        Pipeline { config: Arc::new(config), router, upstreams, cache, hide_headers }
+        Pipeline { config: Arc::new(config), router, upstreams, cache, metrics, hide_headers }
     }
 }
 
@@ -78,17 +80,25 @@ pub async fn handle(
     let log = pipeline.config.log.access && tracing::enabled!(target: "relais::access", tracing::Level::INFO);
     let host_value = request_host(&req);
     let host = host_value.as_ref().map(normalise_host).unwrap_or_default();
-    let mut record = log.then(|| {
-        Box::new(AccessRecord {
-            start,
-            method: req.method().clone(),
-            host: host.clone(),
-            path: req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.to_string()),
-            status: http::StatusCode::OK,
-            upstream: None,
-            cache: "bypass",
-            route: None,
-        })
+    let bytes_in =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+    let mut record = Box::new(AccessRecord {
+        start,
+        method: req.method().clone(),
+        host: if log { host.clone() } else { String::new() },
+        path: if log {
+            req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.to_string())
+        } else {
+            String::new()
+        },
+        status: http::StatusCode::OK,
+        upstream: None,
+        cache: "-",
+        route: None,
+        route_label: None,
+        bytes_in,
+        log,
+        metrics: pipeline.metrics.clone(),
     });
 
     let (response, upstream, route, cache) = match respond(&pipeline, &conn, host_value.as_ref(), &host, req).await {
@@ -100,21 +110,25 @@ pub async fn handle(
             (e.into_response(), None, route, None)
         }
     };
-    if let Some(r) = record.as_mut() {
-        r.status = response.status();
-        r.upstream = upstream;
-        r.route = route.map(|r| r.index);
-        r.cache = cache.as_ref().map_or("-", |c| c.as_str());
-    }
+    record.status = response.status();
+    record.upstream = upstream;
+    record.route = route.map(|r| r.index);
+    record.route_label = route.map(|r| r.label.clone());
+    record.cache = cache.as_ref().map_or("-", |c| c.as_str());
     let (mut parts, body) = response.into_parts();
     finish(&pipeline, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
-    Ok(Response::from_parts(parts, LoggedBody::new(body, record)))
+    Ok(Response::from_parts(parts, LoggedBody::new(body, Some(record))))
 }
 
 /// A response on its way out: what the route adds, Via, and Cache-Status.
 fn finish(pipeline: &Pipeline, route: Option<&Route>, cache: Option<&CacheStatus>, headers: &mut http::HeaderMap) {
     if pipeline.config.server.via {
         headers::add_via(headers, Version::HTTP_11);
+    }
+    if !pipeline.config.cache.expose_tag_headers {
+        // Stored with the entry (for purge by tag), not shown to clients.
+        headers.remove(SURROGATE_KEY.clone());
+        headers.remove(CACHE_TAG.clone());
     }
     if let Some(route) = route {
         route.response_headers.apply(headers);
@@ -127,6 +141,8 @@ fn finish(pipeline: &Pipeline, route: Option<&Route>, cache: Option<&CacheStatus
 }
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+static SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+static CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
 struct Answer<'a> {
     response: Response<crate::body::Body>,

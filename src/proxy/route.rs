@@ -18,6 +18,8 @@ use crate::upstream::Upstream;
 pub struct Route {
     /// Position in the file, for logs: `routes[3]`.
     pub index: usize,
+    /// `routes[3]`, for metrics labels.
+    pub label: Arc<str>,
     pub prefix: String,
     headers: Vec<(HeaderName, Option<HeaderValue>)>,
     pub upstream: Arc<Upstream>,
@@ -85,6 +87,7 @@ impl Route {
             .collect();
         Route {
             index,
+            label: Arc::from(format!("routes[{index}]")),
             prefix: r.path.clone(),
             headers,
             upstream,
@@ -179,7 +182,9 @@ mod tests {
 
     fn router(toml: &str) -> Router {
         let config = Config::from_toml(toml, "test").unwrap();
-        let ups = config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u)))).collect();
+        let metrics = Arc::new(crate::admin::Metrics::new());
+        let ups =
+            config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone())))).collect();
         Router::new(&config, &ups)
     }
 
@@ -244,7 +249,9 @@ upstream = "b"
             "t",
         )
         .unwrap();
-        let ups = config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u)))).collect();
+        let metrics = Arc::new(crate::admin::Metrics::new());
+        let ups =
+            config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone())))).collect();
         let r = Router::new(&config, &ups);
         let route = r.find("h", "/api/x?q=1", &HeaderMap::new()).unwrap();
         assert_eq!(route.upstream_path("/api/x?q=1"), "/x?q=1");

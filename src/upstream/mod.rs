@@ -52,6 +52,7 @@ pub struct Upstream {
     servers: Vec<Server>,
     balancer: Balancer,
     client: Client<HttpConnector, Body>,
+    metrics: Arc<crate::admin::Metrics>,
 }
 
 /// Why no response came back from a pool.
@@ -80,7 +81,7 @@ pub struct Outgoing {
 }
 
 impl Upstream {
-    pub fn new(name: &str, config: &UpstreamConfig) -> Upstream {
+    pub fn new(name: &str, config: &UpstreamConfig, metrics: Arc<crate::admin::Metrics>) -> Upstream {
         let servers: Vec<Server> = config
             .servers
             .iter()
@@ -111,6 +112,7 @@ impl Upstream {
             balancer: Balancer::new(config.balance, &weights),
             servers,
             client,
+            metrics,
         }
     }
 
@@ -143,10 +145,12 @@ impl Upstream {
             *req.headers_mut() = if attempts > 1 { headers.clone() } else { std::mem::take(&mut headers) };
 
             server.in_flight.fetch_add(1, Ordering::Relaxed);
+            let sent = std::time::Instant::now();
             let result = tokio::time::timeout(self.config.response_timeout.get(), self.client.request(req)).await;
             server.in_flight.fetch_sub(1, Ordering::Relaxed);
             match result {
                 Ok(Ok(res)) => {
+                    self.metrics.origin_latency(&self.name, sent.elapsed().as_secs_f64());
                     server.health.success();
                     return Ok((res, server.address.clone()));
                 }

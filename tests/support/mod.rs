@@ -171,6 +171,9 @@ pub async fn relais_in(toml: &str, cache_dir: tempfile::TempDir) -> Relais {
     if !toml.contains("[server]") {
         toml = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{toml}");
     }
+    if !toml.contains("[admin]") {
+        toml = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"test-token\"\n{toml}");
+    }
     if !toml.contains("[cache]") {
         toml = format!("[cache]\ndisk_path = \"{}\"\n{toml}", cache_dir.path().display());
     }
@@ -183,6 +186,21 @@ pub async fn relais_in(toml: &str, cache_dir: tempfile::TempDir) -> Relais {
 impl Relais {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.handle.admin_addr(), path)
+    }
+
+    /// An admin request with the test token.
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(self.admin_url(path))
+            .header("authorization", "Bearer test-token")
+            .body(full(body.to_string()))
+            .unwrap();
+        send(req).await
     }
 }
 

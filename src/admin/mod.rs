@@ -1,0 +1,308 @@
+//! The admin API, on its own listener (`admin.listen`), apart from client traffic.
+//!
+//! Every endpoint but `GET /health` needs `Authorization: Bearer <admin.token>`
+//! (compared in constant time): 401 without it, 403 with a wrong one. Purges
+//! come as `POST /purge` with JSON, or as the `PURGE` method that nginx and
+//! Varnish purge scripts send.
+
+pub mod metrics;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::Body;
+use crate::cache::key;
+use crate::cache::purge::Target;
+use crate::proxy::Pipeline;
+pub use metrics::Metrics;
+
+/// What the admin endpoints reach.
+pub struct Admin {
+    pub shared: Arc<ArcSwap<Pipeline>>,
+    pub metrics: Arc<Metrics>,
+    /// Re-reads the configuration source and applies it (`POST /reload`).
+    pub reload: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
+/// Serves the admin API on `listener` until `stop` changes.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let admin = admin.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let admin = admin.clone();
+                        async move { Ok::<_, Infallible>(handle(&admin, req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if req.method() == Method::GET && path == "/health" {
+        return json_response(StatusCode::OK, json!({"status": "ok"}));
+    }
+    let pipeline = admin.shared.load_full();
+    if let Err(status) = authorize(pipeline.config.admin.token.as_deref(), req.headers()) {
+        let mut res = json_response(status, json!({"error": status.canonical_reason()}));
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return res;
+    }
+    let result = match (req.method().as_str(), path.as_str()) {
+        ("POST", "/purge") => purge_json(admin, req).await,
+        ("PURGE", _) => purge_method(admin, &req).await,
+        ("GET", "/metrics") => {
+            let text = admin.metrics.render_prometheus(&gauges(&pipeline).await);
+            let mut res = Response::new(Body::full(text));
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            Ok(res)
+        }
+        ("GET", "/stats") => Ok(json_response(StatusCode::OK, admin.metrics.stats_json(&gauges(&pipeline).await))),
+        ("GET", "/cache") => cache_info(&pipeline, &req).await,
+        ("POST", "/reload") => Ok(match (admin.reload)() {
+            Ok(()) => json_response(StatusCode::OK, json!({"reloaded": true})),
+            Err(e) => json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({"reloaded": false, "error": e})),
+        }),
+        _ => Err((StatusCode::NOT_FOUND, "no such admin endpoint".to_string())),
+    };
+    result.unwrap_or_else(|(status, reason)| json_response(status, json!({"error": reason})))
+}
+
+type Answer = Result<Response<Body>, (StatusCode, String)>;
+
+/// 401 without a bearer token, 403 with a wrong one. No token configured
+/// means loopback-only (enforced at start) and open.
+fn authorize(token: Option<&str>, headers: &http::HeaderMap) -> Result<(), StatusCode> {
+    let Some(expected) = token else { return Ok(()) };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    if constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) { Ok(()) } else { Err(StatusCode::FORBIDDEN) }
+}
+
+/// Compares without an early exit, so timing does not reveal the prefix that matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for (i, &x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    tags: Option<Vec<String>>,
+    all: Option<bool>,
+    #[serde(default)]
+    soft: bool,
+}
+
+async fn purge_json(admin: &Admin, req: Request<Incoming>) -> Answer {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let body = Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| bad("body unreadable or over 64KiB".into()))?
+        .to_bytes();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad("empty body: send {\"url\"|\"prefix\"|\"tags\"|\"all\": …}".into()));
+    }
+    let p: PurgeRequest = serde_json::from_slice(&body).map_err(|e| bad(format!("invalid purge request: {e}")))?;
+    let given = [p.url.is_some(), p.prefix.is_some(), p.tags.is_some(), p.all.is_some()];
+    if given.iter().filter(|&&g| g).count() != 1 {
+        return Err(bad("give exactly one of url, prefix, tags, all".into()));
+    }
+    let target = if let Some(url) = p.url {
+        Target::Urls(both_schemes(&canonical(&url).map_err(bad)?))
+    } else if let Some(prefix) = p.prefix {
+        Target::Prefixes(both_schemes(&canonical_prefix(&prefix).map_err(bad)?))
+    } else if let Some(tags) = p.tags {
+        if tags.is_empty() || tags.iter().any(|t| t.trim().is_empty()) {
+            return Err(bad("tags must be non-empty strings".into()));
+        }
+        Target::Tags(tags)
+    } else if p.all == Some(true) {
+        Target::All
+    } else {
+        return Err(bad("\"all\" must be true".into()));
+    };
+    Ok(run_purge(admin, target, p.soft).await)
+}
+
+/// `PURGE /path` with a Host header, or `PURGE http://host/path`.
+async fn purge_method(admin: &Admin, req: &Request<Incoming>) -> Answer {
+    let url = if req.uri().scheme().is_some() {
+        req.uri().to_string()
+    } else {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .ok_or((StatusCode::BAD_REQUEST, "PURGE needs a Host header or an absolute URL".to_string()))?;
+        format!("http://{host}{}", req.uri().path_and_query().map_or("/", |p| p.as_str()))
+    };
+    let url = canonical(&url).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    let soft = req.headers().get("x-purge-soft").is_some_and(|v| v == "1" || v == "true");
+    Ok(run_purge(admin, Target::Urls(both_schemes(&url)), soft).await)
+}
+
+async fn run_purge(admin: &Admin, target: Target, soft: bool) -> Response<Body> {
+    let kind = target.kind();
+    let cache = admin.shared.load().cache.clone();
+    let purged = cache.purge(target, soft).await;
+    admin.metrics.purge(kind, soft, purged);
+    tracing::info!(kind, soft, purged, "purge");
+    json_response(StatusCode::OK, json!({"purged": purged, "kind": kind, "soft": soft}))
+}
+
+/// The canonical form of an absolute http(s) URL, as cache keys use it.
+fn canonical(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.trim().parse().map_err(|_| format!("malformed URL {url:?}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{url:?} is not an absolute http(s) URL")),
+    }
+    key::url_of(&uri).ok_or_else(|| format!("{url:?} has no host"))
+}
+
+/// A prefix keeps what follows the host as given ("…/path/" must not gain a "/").
+fn canonical_prefix(prefix: &str) -> Result<String, String> {
+    let full = canonical(prefix)?;
+    let given_path = prefix.trim().splitn(4, '/').nth(3).map_or(String::new(), |p| format!("/{p}"));
+    let base = full.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    Ok(format!("{base}{given_path}"))
+}
+
+/// relais keys by the scheme it served; a purge names the page as users see it,
+/// often `https://` in front of a TLS terminator. Both are purged.
+fn both_schemes(url: &str) -> Vec<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    vec![format!("http://{rest}"), format!("https://{rest}")]
+}
+
+/// `GET /cache?url=…`: what is stored for a URL, for debugging.
+async fn cache_info(pipeline: &Pipeline, req: &Request<Incoming>) -> Answer {
+    let query = req.uri().query().unwrap_or("");
+    let url = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("url="))
+        .map(percent_decode)
+        .ok_or((StatusCode::BAD_REQUEST, "give ?url=…".to_string()))?;
+    let url = canonical(&url).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    Ok(json_response(StatusCode::OK, pipeline.cache.describe(&url).await))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn gauges(pipeline: &Pipeline) -> metrics::Gauges {
+    let cache = &pipeline.cache;
+    let mut g = metrics::Gauges {
+        memory_bytes: cache.memory_bytes().await,
+        memory_entries: cache.memory_entries(),
+        memory_capacity: pipeline.config.cache.memory_capacity.bytes(),
+        disk_capacity: pipeline.config.cache.disk_capacity.bytes(),
+        ..Default::default()
+    };
+    if let Some(d) = cache.disk() {
+        g.disk_bytes = d.used_bytes();
+        g.disk_entries = d.entries() as u64;
+    }
+    for (name, up) in &pipeline.upstreams {
+        for s in up.servers() {
+            g.servers.push(metrics::ServerGauge {
+                upstream: name.clone(),
+                address: s.address.to_string(),
+                up: s.is_up(),
+                in_flight: s.in_flight() as u64,
+            });
+        }
+    }
+    g
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response<Body> {
+    let mut res = Response::new(Body::full(Bytes::from(value.to_string() + "\n")));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(authorize(Some("s3cret"), &h), Err(StatusCode::UNAUTHORIZED));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer nope"));
+        assert_eq!(authorize(Some("s3cret"), &h), Err(StatusCode::FORBIDDEN));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        assert_eq!(authorize(Some("s3cret"), &h), Ok(()));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(canonical("http://Shop.Test:80/a?b").unwrap(), "http://shop.test/a?b");
+        assert!(canonical("/relative").is_err());
+        assert!(canonical("ftp://x/").is_err());
+        assert_eq!(canonical_prefix("http://shop.test/static/").unwrap(), "http://shop.test/static/");
+        assert_eq!(canonical_prefix("http://shop.test").unwrap(), "http://shop.test");
+        assert_eq!(percent_decode("http%3A%2F%2Fa%2Fb"), "http://a/b");
+    }
+}

@@ -1,0 +1,150 @@
+//! Purging: remove (hard) or mark stale (soft) what matches a URL, a URL
+//! prefix, a tag, or everything, in both tiers.
+//!
+//! A fetch already in flight when a purge arrives must not store what the
+//! purge meant to remove: every purge is logged with an epoch, and a store
+//! checks whether a purge matching it came after its fetch began.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
+
+use super::{Cache, Stored};
+
+/// What a purge matches. URLs are canonical (see [`super::key::url`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Urls(Vec<String>),
+    Prefixes(Vec<String>),
+    Tags(Vec<String>),
+    All,
+}
+
+impl Target {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Urls(_) => "url",
+            Target::Prefixes(_) => "prefix",
+            Target::Tags(_) => "tag",
+            Target::All => "all",
+        }
+    }
+
+    fn matches(&self, url: &str, tags: &[String]) -> bool {
+        match self {
+            Target::Urls(urls) => urls.iter().any(|u| u == url),
+            Target::Prefixes(ps) => ps.iter().any(|p| url.starts_with(p.as_str())),
+            Target::Tags(ts) => ts.iter().any(|t| tags.contains(t)),
+            Target::All => true,
+        }
+    }
+}
+
+/// The most recent purges, by epoch.
+#[derive(Default)]
+pub struct Log {
+    epoch: AtomicU64,
+    recent: Mutex<VecDeque<(u64, Target)>>,
+}
+
+const KEPT: usize = 256;
+
+impl Log {
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn record(&self, target: Target) {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        recent.push_back((epoch, target));
+        if recent.len() > KEPT {
+            recent.pop_front();
+        }
+    }
+
+    /// Whether a purge after `epoch` matches this URL or these tags.
+    pub fn purged_since(&self, epoch: u64, url: &str, tags: &[String]) -> bool {
+        if self.epoch() == epoch {
+            return false;
+        }
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        // Lost track of some purges since then: assume the worst.
+        if recent.front().is_some_and(|(oldest, _)| *oldest > epoch + 1) {
+            return true;
+        }
+        recent.iter().filter(|(e, _)| *e > epoch).any(|(_, t)| t.matches(url, tags))
+    }
+}
+
+impl Cache {
+    /// The purge epoch now; pass it to [`Cache::purged_since`] when storing.
+    pub fn purge_epoch(&self) -> u64 {
+        self.purges.epoch()
+    }
+
+    pub fn purged_since(&self, epoch: u64, url: &str, tags: &[String]) -> bool {
+        self.purges.purged_since(epoch, url, tags)
+    }
+
+    /// Purges what matches; returns the number of entries (responses; a URL's
+    /// Vary record is not counted) removed, or marked stale when `soft`.
+    pub async fn purge(&self, target: Target, soft: bool) -> u64 {
+        self.purges.record(target.clone());
+        let mut keys = match &target {
+            Target::Urls(urls) => urls.iter().flat_map(|u| self.index.url(u)).collect(),
+            Target::Prefixes(ps) => ps.iter().flat_map(|p| self.index.prefix(p)).collect(),
+            Target::Tags(tags) => self.index.tags(tags),
+            Target::All => self.index.all(),
+        };
+        if target == Target::All
+            && let Some(disk) = &self.disk
+            && let Ok(listed) = disk.list().await
+        {
+            // Entries the index has not seen yet (its rebuild may be running).
+            keys.extend(listed.into_iter().map(|(k, _)| k));
+        }
+        keys.sort();
+        keys.dedup();
+        let mut purged = 0;
+        for key in keys {
+            let vary_record = self.index.describe(&key).is_some_and(|(_, _, v)| v);
+            let done = if soft && !vary_record { self.expire(&key).await } else { self.remove(&key).await };
+            if done && !vary_record {
+                purged += 1;
+            }
+        }
+        purged
+    }
+
+    /// Marks an entry stale; false if it is not stored.
+    async fn expire(&self, key: &str) -> bool {
+        let Some(stored) = self.get(key).await else {
+            self.index.remove(key);
+            return false;
+        };
+        let Stored::Entry(entry) = &*stored else { return false };
+        let mut entry = entry.clone();
+        entry.policy.expire(SystemTime::now());
+        self.refresh(key.to_string(), Stored::Entry(entry)).await;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purges_after_an_epoch_are_matched() {
+        let log = Log::default();
+        let before = log.epoch();
+        log.record(Target::Prefixes(vec!["http://a/x/".into()]));
+        assert!(log.purged_since(before, "http://a/x/1", &[]));
+        assert!(!log.purged_since(before, "http://a/y", &[]));
+        assert!(!log.purged_since(log.epoch(), "http://a/x/1", &[]));
+        log.record(Target::Tags(vec!["t".into()]));
+        assert!(log.purged_since(before, "http://b/", &["t".into()]));
+    }
+}

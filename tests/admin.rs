@@ -1,0 +1,263 @@
+//! The admin API: authentication, purges in both tiers and across restarts,
+//! soft purge, the in-flight-fill race, PURGE compatibility, metrics.
+
+mod support;
+
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use serde_json::Value;
+use support::*;
+
+fn proxy_to(o: &Origin) -> String {
+    format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n", o.addr)
+}
+
+const HOST: &[(&str, &str)] = &[("host", "shop.test")];
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+fn json(r: &Reply) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON: {}", r.text()))
+}
+
+fn cache_status(r: &Reply) -> &str {
+    r.header("cache-status").unwrap_or("")
+}
+
+fn tagged_origin() -> OriginBuilder {
+    origin().route("/", |req: Request<Incoming>| async move {
+        let path = req.uri().path().to_string();
+        let tags = if path.starts_with("/products/") { "product catalog" } else { "page" };
+        text(
+            200,
+            &format!("page {path}"),
+            &[("cache-control", "max-age=600"), ("surrogate-key", tags), ("etag", "\"v\"")],
+        )
+    })
+}
+
+#[tokio::test]
+async fn authentication() {
+    let o = origin().start().await;
+    let proxy = relais(&proxy_to(&o)).await;
+    assert_eq!(get(&proxy.admin_url("/health")).await.status, 200, "health needs no token");
+    assert_eq!(get(&proxy.admin_url("/stats")).await.status, 401);
+    let wrong = get_with(&proxy.admin_url("/stats"), &[("authorization", "Bearer guess")]).await;
+    assert_eq!(wrong.status, 403);
+    let purge = send(Request::post(proxy.admin_url("/purge")).body(full(r#"{"all": true}"#)).unwrap()).await;
+    assert_eq!(purge.status, 401, "no purge without the token");
+    assert_eq!(proxy.admin("GET", "/stats", "").await.status, 200);
+}
+
+#[tokio::test]
+async fn refuses_a_public_admin_listener_without_token() {
+    let config =
+        relais::Config::from_toml("[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"0.0.0.0:0\"\n", "t.toml")
+            .unwrap();
+    let err = relais::start(config).await.err().expect("refused");
+    assert!(err.to_string().contains("admin.token"), "{err}");
+}
+
+#[tokio::test]
+async fn url_purge_in_both_tiers_survives_a_restart() {
+    let o = tagged_origin().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("[cache]\ndisk_path = \"{}\"\n{}", dir.path().display(), proxy_to(&o));
+    let proxy = relais(&toml).await;
+    get_with(&proxy.url("/a"), HOST).await;
+    get_with(&proxy.url("/b"), HOST).await;
+    settle().await;
+    let r = proxy.admin("POST", "/purge", r#"{"url": "https://shop.test/a"}"#).await;
+    assert_eq!(json(&r)["purged"], 1, "{}", r.text());
+    assert!(cache_status(&get_with(&proxy.url("/a"), HOST).await).contains("miss"));
+    assert!(cache_status(&get_with(&proxy.url("/b"), HOST).await).contains("hit"));
+    let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/b"}"#).await;
+    assert_eq!(json(&r)["purged"], 1);
+    proxy.handle.shutdown().await;
+
+    let proxy = relais(&toml).await;
+    assert!(cache_status(&get_with(&proxy.url("/b"), HOST).await).contains("miss"), "still gone after restart");
+    assert!(cache_status(&get_with(&proxy.url("/a"), HOST).await).contains("hit"), "the refetched /a was stored");
+}
+
+#[tokio::test]
+async fn tag_purge_of_entries_loaded_from_disk() {
+    let o = tagged_origin().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("[cache]\ndisk_path = \"{}\"\n{}", dir.path().display(), proxy_to(&o));
+    let proxy = relais(&toml).await;
+    for path in ["/products/1", "/products/2", "/about"] {
+        let r = get_with(&proxy.url(path), HOST).await;
+        assert_eq!(r.header("surrogate-key"), None, "tag headers are not forwarded to clients");
+    }
+    settle().await;
+    proxy.handle.shutdown().await;
+
+    let proxy = relais(&toml).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the index is rebuilt in the background
+    let r = proxy.admin("POST", "/purge", r#"{"tags": ["product"]}"#).await;
+    assert_eq!(json(&r)["purged"], 2, "{}", r.text());
+    assert!(cache_status(&get_with(&proxy.url("/products/1"), HOST).await).contains("miss"));
+    assert!(cache_status(&get_with(&proxy.url("/about"), HOST).await).contains("hit"));
+}
+
+#[tokio::test]
+async fn prefix_and_all() {
+    let o = tagged_origin().start().await;
+    let proxy = relais(&proxy_to(&o)).await;
+    for path in ["/static/a.css", "/static/b.js", "/index"] {
+        get_with(&proxy.url(path), HOST).await;
+    }
+    settle().await;
+    let r = proxy.admin("POST", "/purge", r#"{"prefix": "http://shop.test/static/"}"#).await;
+    assert_eq!(json(&r)["purged"], 2);
+    assert!(cache_status(&get_with(&proxy.url("/index"), HOST).await).contains("hit"));
+    let r = proxy.admin("POST", "/purge", r#"{"all": true}"#).await;
+    assert!(json(&r)["purged"].as_u64().unwrap() >= 1);
+    assert!(cache_status(&get_with(&proxy.url("/index"), HOST).await).contains("miss"));
+}
+
+#[tokio::test]
+async fn url_purge_removes_every_variant() {
+    let o = origin()
+        .route("/", |req: Request<Incoming>| async move {
+            let enc = req.headers().get("accept-encoding").map_or("none", |v| v.to_str().unwrap()).to_string();
+            text(200, &enc, &[("cache-control", "max-age=600"), ("vary", "accept-encoding")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    for enc in ["gzip", "br"] {
+        get_with(&proxy.url("/v"), &[("host", "shop.test"), ("accept-encoding", enc)]).await;
+    }
+    settle().await;
+    let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/v"}"#).await;
+    assert_eq!(json(&r)["purged"], 2);
+    for enc in ["gzip", "br"] {
+        let r = get_with(&proxy.url("/v"), &[("host", "shop.test"), ("accept-encoding", enc)]).await;
+        assert!(cache_status(&r).contains("miss"), "{enc}: {}", cache_status(&r));
+    }
+}
+
+#[tokio::test]
+async fn soft_purge_serves_stale_while_one_revalidation_runs() {
+    let o = origin()
+        .route("/", |_| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            text(200, "doc", &[("cache-control", "max-age=600"), ("etag", "\"d\"")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!("{}cache = {{ stale_while_revalidate = \"1m\" }}\n", proxy_to(&o))).await;
+    get_with(&proxy.url("/doc"), HOST).await;
+    settle().await;
+    let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/doc", "soft": true}"#).await;
+    assert_eq!(json(&r)["purged"], 1);
+    let t = std::time::Instant::now();
+    for _ in 0..3 {
+        let r = get_with(&proxy.url("/doc"), HOST).await;
+        assert_eq!(r.text(), "doc");
+        assert!(cache_status(&r).contains("hit"), "{}", cache_status(&r));
+    }
+    assert!(t.elapsed() < Duration::from_millis(250), "stale copies are served without waiting");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(o.hits("/doc"), 2, "exactly one revalidation");
+}
+
+#[tokio::test]
+async fn a_purge_during_a_fill_keeps_the_fill_out_of_the_cache() {
+    let o = origin()
+        .route("/", |_| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            text(200, "old content", &[("cache-control", "max-age=600")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    let url = proxy.url("/slow");
+    let fill = tokio::spawn(async move { get_with(&url, HOST).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/slow"}"#).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(fill.await.unwrap().text(), "old content");
+    settle().await;
+    let after = get_with(&proxy.url("/slow"), HOST).await;
+    assert!(cache_status(&after).contains("miss"), "{}", cache_status(&after));
+    assert_eq!(o.hits("/slow"), 2);
+}
+
+#[tokio::test]
+async fn purge_method_like_nginx_and_varnish_scripts() {
+    let o = tagged_origin().start().await;
+    let proxy = relais(&proxy_to(&o)).await;
+    get_with(&proxy.url("/page"), HOST).await;
+    settle().await;
+    let req = Request::builder()
+        .method("PURGE")
+        .uri(proxy.admin_url("/page"))
+        .header("host", "shop.test")
+        .header("authorization", "Bearer test-token")
+        .body(full(""))
+        .unwrap();
+    let r = send(req).await;
+    assert_eq!(json(&r)["purged"], 1, "{}", r.text());
+    assert!(cache_status(&get_with(&proxy.url("/page"), HOST).await).contains("miss"));
+}
+
+#[tokio::test]
+async fn malformed_purges_are_400_with_a_reason() {
+    let o = origin().start().await;
+    let proxy = relais(&proxy_to(&o)).await;
+    for body in
+        ["", "{}", r#"{"url": "/relative"}"#, r#"{"url": "http://a/", "colour": "red"}"#, "not json", r#"{"tags": []}"#]
+    {
+        let r = proxy.admin("POST", "/purge", body).await;
+        assert_eq!(r.status, 400, "{body:?}: {}", r.text());
+        assert!(json(&r)["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+}
+
+fn series(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic() {
+    let o = tagged_origin().start().await;
+    let proxy = relais(&proxy_to(&o)).await;
+    let before = proxy.admin("GET", "/metrics", "").await.text();
+    assert!(before.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).all(|l| l.starts_with("relais_")));
+    get_with(&proxy.url("/m"), HOST).await;
+    settle().await;
+    get_with(&proxy.url("/m"), HOST).await;
+    let after = proxy.admin("GET", "/metrics", "").await.text();
+    let hits = "relais_requests_total{route=\"routes[0]\",status=\"200\",cache=\"hit\"}";
+    assert_eq!(series(&after, hits) - series(&before, hits), 1.0, "{after}");
+    assert!(series(&after, "relais_cache_memory_entries") >= 1.0);
+    assert!(after.contains("relais_origin_latency_seconds_bucket"));
+    let stats = json(&proxy.admin("GET", "/stats", "").await);
+    assert!(stats["hit_ratio"].as_f64().unwrap() > 0.0, "{stats}");
+}
+
+#[tokio::test]
+async fn cache_debug_view() {
+    let o = tagged_origin().start().await;
+    let proxy = relais(&proxy_to(&o)).await;
+    get_with(&proxy.url("/products/9"), HOST).await;
+    settle().await;
+    let r = proxy.admin("GET", "/cache?url=http%3A%2F%2Fshop.test%2Fproducts%2F9", "").await;
+    let v = json(&r);
+    let entry = &v["entries"][0];
+    assert_eq!(entry["tier"], "memory", "{v}");
+    assert_eq!(entry["tags"], serde_json::json!(["catalog", "product"]));
+    assert!(entry["ttl"].as_i64().unwrap() > 500);
+}
