@@ -287,3 +287,71 @@ async fn admin_reload_answers_whether_the_file_was_accepted() {
     assert!(m.contains("relais_reloads_total{result=\"ok\"} 1"), "{m}");
     assert!(m.contains("relais_reloads_total{result=\"failed\"} 1"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gigabyte_each_way_streams_with_flat_memory() {
+    use http_body_util::{BodyExt, StreamBody};
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS: usize = 4096; // 1 GiB
+    let chunk = bytes::Bytes::from(vec![b'x'; CHUNK]);
+    let stream = move |chunk: bytes::Bytes| {
+        StreamBody::new(futures_util::stream::iter(
+            (0..CHUNKS).map(move |_| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(chunk.clone()))),
+        ))
+    };
+    let down = chunk.clone();
+    let o = origin()
+        .route("/download", move |_| {
+            let down = down.clone();
+            async move {
+                let mut r = http::Response::new(BodyExt::boxed(stream(down)));
+                r.headers_mut().insert("cache-control", "no-store".parse().unwrap());
+                r
+            }
+        })
+        .route("/upload", |req: Request<hyper::body::Incoming>| async move {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            while let Some(f) = body.frame().await {
+                n += f.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+            }
+            text(200, &n.to_string(), &[])
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let port = free_port();
+    write(&path, &config(dir.path(), port, o.addr, ""));
+    let child = spawn(&path);
+    wait_listening(port).await;
+    let pid = child.0.id();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let start_rss = rss_kib(pid);
+
+    let res = client().request(Request::get(format!("http://127.0.0.1:{port}/download")).body(full("")).unwrap()).await.unwrap();
+    let mut body = res.into_body();
+    let mut n = 0u64;
+    while let Some(f) = body.frame().await {
+        n += f.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(n, (CHUNK * CHUNKS) as u64);
+
+    let upload = Request::post(format!("http://127.0.0.1:{port}/upload")).body(BodyExt::boxed(stream(chunk))).unwrap();
+    let res = client().request(upload).await.unwrap();
+    let answer = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(String::from_utf8_lossy(&answer), (CHUNK * CHUNKS).to_string());
+
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peak < start_rss + 48 * 1024, "RSS went from {start_rss} KiB to {peak} KiB while streaming 1 GiB each way");
+}
