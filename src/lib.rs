@@ -167,5 +167,6 @@ impl Handle {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        self.shared.load().cache.flush().await;
     }
 }

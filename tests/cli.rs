@@ -294,11 +294,12 @@ async fn a_gigabyte_each_way_streams_with_flat_memory() {
     const CHUNK: usize = 256 * 1024;
     const CHUNKS: usize = 4096; // 1 GiB
     let chunk = bytes::Bytes::from(vec![b'x'; CHUNK]);
-    let stream = move |chunk: bytes::Bytes| {
-        StreamBody::new(futures_util::stream::iter(
-            (0..CHUNKS).map(move |_| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(chunk.clone()))),
-        ))
-    };
+    let stream =
+        move |chunk: bytes::Bytes| {
+            StreamBody::new(futures_util::stream::iter((0..CHUNKS).map(move |_| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(chunk.clone()))
+            })))
+        };
     let down = chunk.clone();
     let o = origin()
         .route("/download", move |_| {
@@ -338,7 +339,10 @@ async fn a_gigabyte_each_way_streams_with_flat_memory() {
     };
     let start_rss = rss_kib(pid);
 
-    let res = client().request(Request::get(format!("http://127.0.0.1:{port}/download")).body(full("")).unwrap()).await.unwrap();
+    let res = client()
+        .request(Request::get(format!("http://127.0.0.1:{port}/download")).body(full("")).unwrap())
+        .await
+        .unwrap();
     let mut body = res.into_body();
     let mut n = 0u64;
     while let Some(f) = body.frame().await {

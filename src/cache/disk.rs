@@ -204,6 +204,11 @@ impl DiskTier {
         self.inner.state().used
     }
 
+    /// Whether the key is known live (no I/O). Partial until the startup load is done.
+    pub fn contains(&self, key: &str) -> bool {
+        self.inner.state().entries.contains_key(key)
+    }
+
     /// Number of live entries. Partial until the startup load is done.
     pub fn entries(&self) -> usize {
         self.inner.state().entries.len()

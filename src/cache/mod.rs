@@ -38,7 +38,13 @@ pub struct Cache {
     index: index::PurgeIndex,
     /// Recent purges, so a fill that started before one is not stored after it.
     purges: purge::Log,
+    /// Keys purged from memory whose disk copies are still being deleted: never read from disk.
+    doomed: Arc<Doomed>,
+    /// Disk deletions still running after purges; [`Cache::flush`] waits for them.
+    deletions: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+type Doomed = std::sync::Mutex<std::collections::HashSet<String>>;
 
 /// How long a key stays known as uncacheable (Varnish's hit-for-miss).
 const PASS_TTL: Duration = Duration::from_secs(30);
@@ -63,6 +69,8 @@ impl Cache {
             pass: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(PASS_TTL).build(),
             index: index::PurgeIndex::default(),
             purges: purge::Log::default(),
+            doomed: Default::default(),
+            deletions: Default::default(),
         })
     }
 
@@ -113,6 +121,9 @@ impl Cache {
             return Some(v);
         }
         let disk = self.disk.as_ref()?;
+        if self.is_doomed(key) {
+            return None;
+        }
         let (meta, body) = match disk.get(key).await {
             Ok(found) => found?,
             Err(e) => {
@@ -132,6 +143,7 @@ impl Cache {
 
     /// Stores in both tiers (disk last; its failure only costs the disk copy).
     pub async fn put(&self, key: String, value: Stored) {
+        self.undoom(&key);
         self.index_value(&key, &value);
         let (meta, body) = value.to_disk();
         self.memory.insert(key.clone(), Arc::new(value)).await;
@@ -195,6 +207,28 @@ impl Cache {
         serde_json::json!({ "url": url, "entries": found })
     }
 
+    /// Waits for the disk deletions of earlier purges (before a shutdown, so a
+    /// restart cannot bring purged entries back).
+    pub async fn flush(&self) {
+        let pending = std::mem::take(&mut *self.deletions.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for task in pending {
+            let _ = task.await;
+        }
+    }
+
+    fn doom(&self, key: &str) {
+        self.doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_string());
+    }
+
+    fn undoom(&self, key: &str) {
+        undoom(&self.doomed, key);
+    }
+
+    fn is_doomed(&self, key: &str) -> bool {
+        let doomed = self.doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        !doomed.is_empty() && doomed.contains(key)
+    }
+
     fn index_value(&self, key: &str, value: &Stored) {
         match value {
             Stored::Entry(e) => self.index.insert(key, &e.url, &e.tags, false),
@@ -212,5 +246,12 @@ impl Cache {
 
     pub fn disk(&self) -> Option<&Arc<DiskTier>> {
         self.disk.as_ref()
+    }
+}
+
+fn undoom(doomed: &Doomed, key: &str) {
+    let mut doomed = doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !doomed.is_empty() {
+        doomed.remove(key);
     }
 }

@@ -108,12 +108,38 @@ impl Cache {
         keys.sort();
         keys.dedup();
         let mut purged = 0;
+        let mut on_disk = Vec::new();
         for key in keys {
             let vary_record = self.index.describe(&key).is_some_and(|(_, _, v)| v);
-            let done = if soft && !vary_record { self.expire(&key).await } else { self.remove(&key).await };
+            let done = if soft && !vary_record {
+                self.expire(&key).await
+            } else {
+                // Memory and index now; the disk copy is hidden at once and deleted behind.
+                self.index.remove(&key);
+                let in_memory = self.memory.remove(&key).await;
+                let in_disk = self.disk.as_ref().is_some_and(|d| d.contains(&key) || !d.is_loaded());
+                if in_disk {
+                    self.doom(&key);
+                    on_disk.push(key);
+                }
+                in_memory || in_disk
+            };
             if done && !vary_record {
                 purged += 1;
             }
+        }
+        if let (Some(disk), false) = (self.disk.clone(), on_disk.is_empty()) {
+            let doomed = self.doomed.clone();
+            let mut deletions = self.deletions.lock().unwrap_or_else(PoisonError::into_inner);
+            deletions.retain(|t| !t.is_finished());
+            deletions.push(tokio::spawn(async move {
+                for key in on_disk {
+                    if let Err(e) = disk.remove(&key).await {
+                        tracing::warn!(key, error = %e, "disk cache remove failed after a purge");
+                    }
+                    super::undoom(&doomed, &key);
+                }
+            }));
         }
         purged
     }
