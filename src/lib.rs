@@ -47,6 +47,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("admin.listen {0} is not a loopback address: set admin.token (or RELAIS_ADMIN__TOKEN)")]
     AdminWithoutToken(SocketAddr),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// A running proxy.
@@ -61,6 +63,8 @@ pub struct Handle {
 
 /// Binds every `server.listen` address and the admin listener, and starts serving.
 pub async fn start(config: Config) -> Result<Handle, StartError> {
+    // A Config built in code has not been through `Config::load`.
+    config.validate("configuration")?;
     let admin_listen = config.admin.listen;
     if config.admin.token.is_none() && !admin_listen.ip().is_loopback() {
         return Err(StartError::AdminWithoutToken(admin_listen));
@@ -141,10 +145,16 @@ impl Handle {
         self.admin_addr
     }
 
-    /// Applies a new, already validated configuration to new requests.
-    /// Listener addresses and `[cache]` are fixed at start; a change to them is logged and ignored.
-    pub fn reload(&self, config: Config) {
+    /// Applies a new configuration to new requests; an invalid one is refused
+    /// and the running one stays. Listener addresses and `[cache]` are fixed at
+    /// start; a change to them is logged and ignored.
+    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        if let Err(e) = config.validate("configuration") {
+            self.metrics.reload(false);
+            return Err(e);
+        }
         apply(&self.shared, &self.metrics, config);
+        Ok(())
     }
 
     /// Re-reads the configuration file (what SIGHUP and `POST /reload` do).

@@ -370,7 +370,7 @@ async fn reload_adds_a_route_while_a_slow_request_completes() {
         proxy.addr,
         upstreams(&[("fresh", &[fresh.addr])])
     );
-    proxy.handle.reload(relais::Config::from_toml(&next, "next.toml").unwrap());
+    proxy.handle.reload(relais::Config::from_toml(&next, "next.toml").unwrap()).unwrap();
     assert_eq!(get(&proxy.url("/new")).await.text(), "new route");
     let r = in_flight.await.unwrap();
     assert_eq!(r.text(), "slow done");
