@@ -176,6 +176,17 @@ fn object(i: usize, len: usize) -> String {
     unit.repeat(len / unit.len() + 1)[..len].to_string()
 }
 
+/// An origin answering `/<anything>/<i>` with [`object`] `i`, cacheable.
+async fn objects(len: usize) -> Origin {
+    origin()
+        .route("/", move |req: Request<hyper::body::Incoming>| async move {
+            let i: usize = req.uri().path().rsplit('/').next().unwrap().parse().unwrap();
+            text(200, &object(i, len), &[("cache-control", "max-age=600")])
+        })
+        .start()
+        .await
+}
+
 async fn get_host(port: u16, path: &str) -> Reply {
     get_with(&format!("http://127.0.0.1:{port}{path}"), &[("host", "site.test")]).await
 }
@@ -183,13 +194,7 @@ async fn get_host(port: u16, path: &str) -> Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_disk_writes_never_leaves_a_bad_entry() {
     const LEN: usize = 2 << 20;
-    let o = origin()
-        .route("/big/", |req: Request<hyper::body::Incoming>| async move {
-            let i: usize = req.uri().path().trim_start_matches("/big/").parse().unwrap();
-            text(200, &object(i, LEN), &[("cache-control", "max-age=600")])
-        })
-        .start()
-        .await;
+    let o = objects(LEN).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relais.toml");
     let port = free_port();
@@ -223,13 +228,7 @@ async fn sigkill_during_disk_writes_never_leaves_a_bad_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stays_bounded_with_many_large_objects() {
     const LEN: usize = 1 << 20;
-    let o = origin()
-        .route("/obj/", |req: Request<hyper::body::Incoming>| async move {
-            let i: usize = req.uri().path().trim_start_matches("/obj/").parse().unwrap();
-            text(200, &object(i, LEN), &[("cache-control", "max-age=600")])
-        })
-        .start()
-        .await;
+    let o = objects(LEN).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relais.toml");
     let port = free_port();

@@ -173,9 +173,4 @@ impl Fills {
             map.remove(key);
         }
     }
-
-    /// Whether a fill for `key` is in flight.
-    pub fn in_flight(&self, key: &str) -> bool {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner).contains_key(key)
-    }
 }

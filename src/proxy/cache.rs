@@ -98,8 +98,16 @@ pub async fn serve(
     }
     drop(body);
 
-    let ask = Ask { req: Arc::new(head_of(&parts)), p, route, conn, host };
-    let (slot, found, miss) = lookup(&ask.p.cache, url, &parts.headers).await;
+    // The owned copy of the request head is only made when the origin is asked:
+    // a fresh hit clones no headers.
+    let ask = || Ask {
+        req: Arc::new(head_of(&parts)),
+        p: p.clone(),
+        route: route.clone(),
+        conn: conn.clone(),
+        host: host.clone(),
+    };
+    let (slot, found, miss) = lookup(&p.cache, url, &parts.headers).await;
     let now = SystemTime::now();
     let mut sie = false;
     if let Some(stored) = &found {
@@ -110,7 +118,7 @@ pub async fn serve(
                 return Ok(client_view(&parts, from_entry(entry, now, status, None)));
             }
             Freshness::Stale { within_swr: true, .. } => {
-                revalidate_in_background(&ask, &slot, stored);
+                revalidate_in_background(&ask(), &slot, stored);
                 let status = CacheStatus::new(CacheOutcome::Stale).ttl(entry.policy.ttl_secs(now));
                 return Ok(client_view(&parts, from_entry(entry, now, status, None)));
             }
@@ -121,7 +129,7 @@ pub async fn serve(
     if cache_policy::only_if_cached(&parts) {
         return Err(ProxyError::NotCached);
     }
-    let served = collapsed(&ask, slot, found, sie, CacheStatus::new(miss)).await?;
+    let served = collapsed(&ask(), slot, found, sie, CacheStatus::new(miss)).await?;
     Ok(client_view(&parts, served))
 }
 

@@ -68,10 +68,6 @@ impl CompiledRules {
             headers.append(n.clone(), v.clone());
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
-    }
 }
 
 impl Route {
@@ -169,10 +165,6 @@ impl Router {
             }
         }
         pick(&self.any, path, headers)
-    }
-
-    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.exact.values().flatten().chain(self.wildcard.iter().flat_map(|(_, l)| l)).chain(&self.any)
     }
 }
 
