@@ -6,6 +6,7 @@
 //! stored policy. An entry without a validator is dropped once no stale window
 //! can use it; one with a validator stays until evicted, since a 304 can revive it.
 
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,11 +14,75 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
+use sha2::{Digest, Sha256};
 
 use super::entry::Stored;
 
 pub struct MemoryTier {
-    cache: Cache<String, Arc<Stored>>,
+    cache: Cache<Key, Arc<Stored>, KeyHash>,
+}
+
+/// A cache key (64 hex digits) as its 32 bytes: compared inline, no string to chase.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    fn of(key: &str) -> Key {
+        let mut out = [0u8; 32];
+        let hex = key.as_bytes();
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        if hex.len() == 64 {
+            let mut ok = true;
+            for (i, pair) in hex.chunks_exact(2).enumerate() {
+                match (digit(pair[0]), digit(pair[1])) {
+                    (Some(h), Some(l)) => out[i] = h << 4 | l,
+                    _ => ok = false,
+                }
+            }
+            if ok {
+                return Key(out);
+            }
+        }
+        // Keys are SHA-256 hex; anything else is hashed to the same shape.
+        Key(Sha256::digest(key.as_bytes()).into())
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(head));
+    }
+}
+
+/// The key already is a SHA-256: its first 8 bytes are a uniform hash that no
+/// client can steer, so hashing it again would only cost time.
+#[derive(Clone, Default)]
+pub struct KeyHash;
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    // Only `Key` is hashed here; anything else still gets a usable (FNV-1a) hash.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
 }
 
 struct UntilUseless;
@@ -33,15 +98,15 @@ impl UntilUseless {
     }
 }
 
-impl Expiry<String, Arc<Stored>> for UntilUseless {
-    fn expire_after_create(&self, _key: &String, value: &Arc<Stored>, _now: Instant) -> Option<Duration> {
+impl Expiry<Key, Arc<Stored>> for UntilUseless {
+    fn expire_after_create(&self, _key: &Key, value: &Arc<Stored>, _now: Instant) -> Option<Duration> {
         Self::lifetime(value)
     }
 
     // moka keeps the old deadline on update by default; a replaced entry needs its own.
     fn expire_after_update(
         &self,
-        _key: &String,
+        _key: &Key,
         value: &Arc<Stored>,
         _now: Instant,
         _current: Option<Duration>,
@@ -55,7 +120,7 @@ impl MemoryTier {
     pub fn new(capacity: u64, evicted: impl Fn() + Send + Sync + 'static) -> MemoryTier {
         let cache = Cache::builder()
             .max_capacity(capacity)
-            .weigher(|k: &String, v: &Arc<Stored>| v.weight(k))
+            .weigher(|_: &Key, v: &Arc<Stored>| v.weight())
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(UntilUseless)
             .eviction_listener(move |_key, _value, cause| {
@@ -63,23 +128,23 @@ impl MemoryTier {
                     evicted();
                 }
             })
-            .build();
+            .build_with_hasher(KeyHash);
         MemoryTier { cache }
     }
 
     pub async fn get(&self, key: &str) -> Option<Arc<Stored>> {
-        self.cache.get(key).await
+        self.cache.get(&Key::of(key)).await
     }
 
-    pub async fn insert(&self, key: String, value: Arc<Stored>) {
-        self.cache.insert(key, value).await;
+    pub async fn insert(&self, key: &str, value: Arc<Stored>) {
+        self.cache.insert(Key::of(key), value).await;
         // moka evicts in batches during later calls; without this, the last
         // inserts before a quiet period would keep the tier over its cap.
         self.cache.run_pending_tasks().await;
     }
 
     pub async fn remove(&self, key: &str) -> bool {
-        self.cache.remove(key).await.is_some()
+        self.cache.remove(&Key::of(key)).await.is_some()
     }
 
     /// Bytes held (after pending evictions have run).
@@ -90,5 +155,19 @@ impl MemoryTier {
 
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Key;
+
+    #[test]
+    fn hex_keys_pack_and_others_hash() {
+        let hex = "00ff".repeat(16);
+        assert_eq!(Key::of(&hex).0[..2], [0x00, 0xff]);
+        assert!(Key::of(&hex) != Key::of(&"00fe".repeat(16)));
+        assert!(Key::of("not hex") != Key::of("not hex either"));
+        assert!(Key::of(&"zz".repeat(32)) == Key::of(&"zz".repeat(32)));
     }
 }

@@ -137,7 +137,7 @@ impl Cache {
             return None;
         };
         let stored = Arc::new(stored);
-        self.memory.insert(key.to_string(), stored.clone()).await;
+        self.memory.insert(key, stored.clone()).await;
         Some(stored)
     }
 
@@ -146,7 +146,7 @@ impl Cache {
         self.undoom(&key);
         self.index_value(&key, &value);
         let (meta, body) = value.to_disk();
-        self.memory.insert(key.clone(), Arc::new(value)).await;
+        self.memory.insert(&key, Arc::new(value.compacted())).await;
         if let Some(disk) = &self.disk
             && let Err(e) = disk.put(&key, meta, body).await
         {
@@ -158,7 +158,7 @@ impl Cache {
     pub async fn refresh(&self, key: String, value: Stored) {
         self.index_value(&key, &value);
         let (meta, _) = value.to_disk();
-        self.memory.insert(key.clone(), Arc::new(value)).await;
+        self.memory.insert(&key, Arc::new(value.compacted())).await;
         if let Some(disk) = &self.disk
             && let Err(e) = disk.update_meta(&key, meta).await
         {
