@@ -353,6 +353,76 @@ async fn memory_and_disk_stay_under_their_caps() {
     assert!(get(&proxy.url("/obj/39")).await.header("cache-status").unwrap().contains("hit"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_behind_keeps_entries_in_memory_and_never_serves_an_older_copy() {
+    const N: usize = 12;
+    const LEN: usize = 512 << 10;
+    // Each answer is a new version; a round of N requests is answered all at once,
+    // so that N bodies reach the disk together.
+    let versions = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, usize>::new()));
+    let gate = Arc::new(std::sync::Mutex::new(Arc::new(tokio::sync::Barrier::new(1))));
+    let (v, g) = (versions.clone(), gate.clone());
+    let o = origin()
+        .route("/v/", move |req: Request<Incoming>| {
+            let path = req.uri().path().to_string();
+            let n = {
+                let mut v = v.lock().unwrap();
+                *v.entry(path.clone()).and_modify(|n| *n += 1).or_insert(1)
+            };
+            let barrier = g.lock().unwrap().clone();
+            async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), barrier.wait()).await;
+                let unit = format!("{path} version {n};");
+                text(200, &unit.repeat(LEN / unit.len() + 1)[..LEN], &[("cache-control", "max-age=600")])
+            }
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[cache]\ndisk_path = \"{}\"\ndisk_write_backlog = \"1MiB\"\n{}",
+        dir.path().display(),
+        proxy_to(&o, "")
+    );
+    // Round 1 one at a time (all reach the disk); round 2 replaces every entry at once.
+    let proxy = relais(&toml).await;
+    for i in 0..N {
+        assert!(get_with(&proxy.url(&format!("/v/{i}")), HOST).await.text().contains("version 1;"));
+        settle().await;
+    }
+    *gate.lock().unwrap() = Arc::new(tokio::sync::Barrier::new(N));
+    let round: Vec<_> = (0..N)
+        .map(|i| {
+            let url = proxy.url(&format!("/v/{i}"));
+            tokio::spawn(async move { get_with(&url, &[HOST[0], ("cache-control", "no-cache")]).await })
+        })
+        .collect();
+    for r in round {
+        assert!(r.await.unwrap().text().contains("version 2;"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats: serde_json::Value = serde_json::from_slice(&proxy.admin("GET", "/stats", "").await.body).unwrap();
+    let skipped = stats["disk_writes_skipped"].as_u64().unwrap();
+    assert!(skipped >= 1, "{N} bodies of 512 KiB at once over a 1 MiB backlog: none skipped");
+    // Memory has every new version.
+    for i in 0..N {
+        let r = get_with(&proxy.url(&format!("/v/{i}")), HOST).await;
+        assert!(r.text().contains("version 2;") && r.header("cache-status").unwrap().contains("hit"));
+    }
+    proxy.handle.shutdown().await;
+
+    // After a restart the disk has version 2 or nothing; never the replaced version 1.
+    *gate.lock().unwrap() = Arc::new(tokio::sync::Barrier::new(1));
+    let proxy = relais(&toml).await;
+    let mut from_disk = 0;
+    for i in 0..N {
+        let r = get_with(&proxy.url(&format!("/v/{i}")), HOST).await;
+        assert!(!r.text().contains("version 1;"), "/v/{i}: a replaced copy came back from disk");
+        from_disk += r.text().contains("version 2;") as usize;
+    }
+    assert_eq!(from_disk, N - skipped as usize, "entries written to disk are served from it");
+}
+
 #[tokio::test]
 async fn large_objects_stream_through_unstored() {
     let o = origin()

@@ -52,6 +52,7 @@ pub struct Metrics {
     purges: Labelled<PurgeCounts>,
     evictions: Labelled<AtomicU64>,
     collapsed_waiters: AtomicU64,
+    disk_writes_skipped: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
 }
@@ -72,6 +73,7 @@ impl Metrics {
             purges: Labelled::new(&PURGE_KINDS),
             evictions: Labelled::new(&TIERS),
             collapsed_waiters: AtomicU64::new(0),
+            disk_writes_skipped: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
         }
@@ -108,6 +110,11 @@ impl Metrics {
     /// A request that waited on another request's origin fetch instead of making its own.
     pub fn collapsed_waiter(&self) {
         self.collapsed_waiters.fetch_add(1, Relaxed);
+    }
+
+    /// An entry kept in memory only because the disk was `disk_write_backlog` behind.
+    pub fn disk_write_skipped(&self) {
+        self.disk_writes_skipped.fetch_add(1, Relaxed);
     }
 
     pub fn reload(&self, ok: bool) {
@@ -188,6 +195,8 @@ impl Metrics {
         }
         family(o, "collapsed_waiters_total", "counter", "Requests that waited on another request's origin fetch.");
         sample(o, "collapsed_waiters_total", &[], self.collapsed_waiters.load(Relaxed));
+        family(o, "cache_disk_writes_skipped_total", "counter", "Entries kept in memory only: the disk was behind.");
+        sample(o, "cache_disk_writes_skipped_total", &[], self.disk_writes_skipped.load(Relaxed));
         family(o, "reloads_total", "counter", "Configuration reloads by result.");
         sample(o, "reloads_total", &[("result", "ok")], self.reloads_ok.load(Relaxed));
         sample(o, "reloads_total", &[("result", "failed")], self.reloads_failed.load(Relaxed));
@@ -234,6 +243,7 @@ impl Metrics {
             "collapsed_waiters": self.collapsed_waiters.load(Relaxed),
             "reloads": {"ok": self.reloads_ok.load(Relaxed), "failed": self.reloads_failed.load(Relaxed)},
             "evictions": evictions,
+            "disk_writes_skipped": self.disk_writes_skipped.load(Relaxed),
         })
     }
 

@@ -42,6 +42,10 @@ pub struct Cache {
     doomed: Arc<Doomed>,
     /// Disk deletions still running after purges; [`Cache::flush`] waits for them.
     deletions: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Body bytes being written to disk may not exceed its permits (`cache.disk_write_backlog`).
+    disk_backlog: tokio::sync::Semaphore,
+    disk_backlog_bytes: u32,
+    metrics: Arc<Metrics>,
 }
 
 type Doomed = std::sync::Mutex<std::collections::HashSet<String>>;
@@ -60,8 +64,10 @@ impl Cache {
                 None
             }
         };
+        let backlog = u32::try_from(config.disk_write_backlog.bytes()).unwrap_or(u32::MAX).max(1);
+        let evictions = metrics.clone();
         Arc::new(Cache {
-            memory: MemoryTier::new(config.memory_capacity.bytes(), move || metrics.eviction("memory")),
+            memory: MemoryTier::new(config.memory_capacity.bytes(), move || evictions.eviction("memory")),
             disk,
             max_object_size: config.max_object_size.bytes(),
             fills: fill::Fills::default(),
@@ -71,6 +77,9 @@ impl Cache {
             purges: purge::Log::default(),
             doomed: Default::default(),
             deletions: Default::default(),
+            disk_backlog: tokio::sync::Semaphore::new(backlog as usize),
+            disk_backlog_bytes: backlog,
+            metrics,
         })
     }
 
@@ -142,14 +151,27 @@ impl Cache {
     }
 
     /// Stores in both tiers (disk last; its failure only costs the disk copy).
+    ///
+    /// While the disk is more than `disk_write_backlog` behind, the entry is kept in
+    /// memory only and an older disk copy is removed: the disk may lack an entry but
+    /// never serves one older than what memory replaced.
     pub async fn put(&self, key: String, value: Stored) {
         self.undoom(&key);
         self.index_value(&key, &value);
         let (meta, body) = value.to_disk();
         self.memory.insert(&key, Arc::new(value.compacted())).await;
-        if let Some(disk) = &self.disk
-            && let Err(e) = disk.put(&key, meta, body).await
-        {
+        let Some(disk) = &self.disk else { return };
+        // A body larger than the whole backlog waits for it to be empty.
+        let need = u32::try_from(body.len()).unwrap_or(u32::MAX).clamp(1, self.disk_backlog_bytes);
+        let Ok(_writing) = self.disk_backlog.try_acquire_many(need) else {
+            self.metrics.disk_write_skipped();
+            tracing::debug!(key, "disk write backlog full; entry kept in memory only");
+            if let Err(e) = disk.remove(&key).await {
+                tracing::warn!(key, error = %e, "disk cache remove failed");
+            }
+            return;
+        };
+        if let Err(e) = disk.put(&key, meta, body).await {
             tracing::warn!(key, error = %e, "disk cache write failed");
         }
     }

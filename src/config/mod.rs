@@ -114,6 +114,9 @@ pub struct CacheConfig {
     /// A request waiting for another's fetch of the same URL goes to the origin
     /// itself after this. Default 10s.
     pub lock_timeout: Dur,
+    /// Bodies waiting to be written to disk, at most; past that a new entry is kept in
+    /// memory only, so a slow disk cannot grow memory without bound. Default 32MiB.
+    pub disk_write_backlog: Size,
     /// Pass the origin's `Surrogate-Key` and `Cache-Tag` headers on to clients. Default false.
     pub expose_tag_headers: bool,
 }
@@ -126,6 +129,7 @@ impl Default for CacheConfig {
             disk_capacity: Size::mib(4096),
             max_object_size: Size::mib(64),
             lock_timeout: Dur::secs(10),
+            disk_write_backlog: Size::mib(32),
             expose_tag_headers: false,
         }
     }
