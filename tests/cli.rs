@@ -273,6 +273,49 @@ async fn small_entries_cost_about_their_size() {
     assert!(grown < 16 * 1024, "{N} entries of 200 bytes grew RSS by {grown} KiB");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_survives_a_kill_before_its_disk_deletions_finish() {
+    const N: usize = 400;
+    let o = objects(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let (port, admin) = (free_port(), free_port());
+    let toml = config(dir.path(), port, o.addr, "").replace("127.0.0.1:0", &format!("127.0.0.1:{admin}"));
+    write(&path, &toml);
+    let mut child = spawn(&path);
+    wait_listening(port).await;
+    let client = client();
+    let fetch = |i: usize| {
+        let req = Request::get(format!("http://127.0.0.1:{port}/p/{i}")).header("host", "site.test");
+        send_with(&client, req.body(full("")).unwrap())
+    };
+    for i in 0..N {
+        fetch(i).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let purge = Request::post(format!("http://127.0.0.1:{admin}/purge"))
+        .body(full(r#"{"prefix": "http://site.test/p/"}"#))
+        .unwrap();
+    let r = send(purge).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains(&format!("\"purged\":{N}")), "{}", r.text());
+    // Killed at once: most disk copies are not deleted yet.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let _child = spawn(&path);
+    wait_listening(port).await;
+    // A new pool: the old one's connections went with the killed process.
+    let fresh = support::client();
+    for i in 0..N {
+        let req = Request::get(format!("http://127.0.0.1:{port}/p/{i}")).header("host", "site.test");
+        let r = send_with(&fresh, req.body(full("")).unwrap()).await;
+        let status = r.header("cache-status").unwrap().to_string();
+        assert!(!status.contains("hit"), "/p/{i} was purged, yet served from disk after a restart: {status}");
+    }
+    drop(child);
+}
+
 #[tokio::test]
 async fn admin_reload_answers_whether_the_file_was_accepted() {
     let o = origin().text("/", "app").start().await;

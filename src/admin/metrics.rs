@@ -27,6 +27,8 @@ pub struct Gauges {
     pub disk_bytes: u64,
     pub disk_entries: u64,
     pub disk_capacity: u64,
+    /// Keys the purge index knows (entries and Vary records of either tier).
+    pub indexed_keys: u64,
     pub servers: Vec<ServerGauge>,
 }
 
@@ -174,6 +176,7 @@ impl Metrics {
             ("cache_disk_bytes", "Bytes held by the disk tier.", gauges.disk_bytes),
             ("cache_disk_entries", "Entries held by the disk tier.", gauges.disk_entries),
             ("cache_disk_capacity_bytes", "Configured size of the disk tier.", gauges.disk_capacity),
+            ("cache_indexed_keys", "Keys in the purge index (either tier).", gauges.indexed_keys),
         ] {
             family(o, name, "gauge", help);
             sample(o, name, &[], value);
@@ -237,6 +240,7 @@ impl Metrics {
             "cache": {
                 "memory": tier(gauges.memory_bytes, gauges.memory_entries, gauges.memory_capacity),
                 "disk": tier(gauges.disk_bytes, gauges.disk_entries, gauges.disk_capacity),
+                "indexed_keys": gauges.indexed_keys,
             },
             "upstreams": upstreams_json(&gauges.servers, &latency),
             "purges": purges,

@@ -134,9 +134,15 @@ impl DiskTier {
             loaded,
             sweeping: tokio::sync::Mutex::new(()),
             tmp_seq: AtomicU64::new(0),
+            on_evict: std::sync::OnceLock::new(),
         });
         tokio::spawn(inner.clone().load());
         Ok(Arc::new(DiskTier { inner }))
+    }
+
+    /// Calls `f` with each key evicted to stay under the capacity (set once; later calls are ignored).
+    pub fn on_evict(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.inner.on_evict.set(Box::new(f));
     }
 
     /// Waits until the startup load has rebuilt the accounting (returns at once afterwards).
@@ -362,7 +368,7 @@ impl State {
         };
         let key: Arc<str> = Arc::from(key);
         let content = self.add_ref(content);
-        self.used += charge;
+        self.used = self.used.saturating_add(charge);
         self.lru.insert(tick, key.clone());
         self.entries.insert(key, Entry { charge, content, tick });
         // Same body as before: the new entry references the old content again.
@@ -373,7 +379,7 @@ impl State {
     fn remove(&mut self, key: &str) -> Option<(Arc<str>, bool)> {
         let entry = self.entries.remove(key)?;
         self.lru.remove(&entry.tick);
-        self.used -= entry.charge;
+        self.used = self.used.saturating_sub(entry.charge);
         let orphaned = self.drop_ref(&entry.content);
         Some((entry.content, orphaned))
     }
@@ -398,7 +404,7 @@ impl State {
     fn pop_lru(&mut self) -> Option<(Arc<str>, Arc<str>)> {
         let (_, key) = self.lru.pop_first()?;
         let entry = self.entries.remove(&key)?;
-        self.used -= entry.charge;
+        self.used = self.used.saturating_sub(entry.charge);
         self.drop_ref(&entry.content);
         Some((key, entry.content))
     }
@@ -419,7 +425,11 @@ struct Inner {
     loaded: watch::Sender<bool>,
     sweeping: tokio::sync::Mutex<()>,
     tmp_seq: AtomicU64,
+    /// Told each key evicted to stay under `capacity`.
+    on_evict: std::sync::OnceLock<EvictHook>,
 }
+
+type EvictHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
@@ -770,6 +780,9 @@ impl Inner {
                 if self.state().entries.contains_key(&*key) {
                     continue;
                 }
+                if let Some(told) = self.on_evict.get() {
+                    told(&key);
+                }
                 let dir = self.dir.clone();
                 let owned_key = key.to_string();
                 match spawn_blocking(move || cacache::index::delete(&dir, &owned_key)).await {
@@ -1104,7 +1117,8 @@ fn write_content(dir: &Path, body: &[u8]) -> Result<Integrity, DiskError> {
 
 /// Bytes charged against the capacity for one entry.
 fn charge(key_len: usize, meta_len: u64, body_len: u64) -> u64 {
-    body_len + meta_len + key_len as u64 + INDEX_LINE_OVERHEAD
+    // Saturating: sizes read back from a damaged index may be anything.
+    body_len.saturating_add(meta_len).saturating_add(key_len as u64 + INDEX_LINE_OVERHEAD)
 }
 
 /// Length of `value` serialised as JSON, without allocating it.

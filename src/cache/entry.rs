@@ -192,7 +192,10 @@ impl Stored {
                     policy,
                     url,
                     tags,
-                    stored_at: UNIX_EPOCH + std::time::Duration::from_secs(stored_at),
+                    // Not past year 9999: dates are formatted as HTTP dates.
+                    stored_at: Some(stored_at)
+                        .filter(|s| *s < 253_402_300_800)
+                        .and_then(|s| UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)))?,
                 }))
             }
             Meta::Vary { names, generation, url } => Some(Stored::Vary(VaryRecord {

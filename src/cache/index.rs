@@ -3,9 +3,8 @@
 //! cache. URLs are kept sorted, so a prefix is one range walk.
 //!
 //! It is rebuilt from the disk tier's metadata after a start (tags survive
-//! restarts with the entries) and kept current by every store and removal.
-//! Keys the tiers dropped on their own (eviction) may linger here; a purge
-//! that finds them gone forgets them and does not count them.
+//! restarts with the entries) and kept current by every store, removal and
+//! eviction: a key leaves when neither tier holds it any more.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -68,6 +67,10 @@ impl PurgeIndex {
             }
         }
         out.into_iter().collect()
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.lock().keys.contains_key(key)
     }
 
     pub fn all(&self) -> Vec<String> {

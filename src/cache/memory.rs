@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::entry::Stored;
 
+#[derive(Clone)]
 pub struct MemoryTier {
     cache: Cache<Key, Arc<Stored>, KeyHash>,
 }
@@ -45,6 +46,13 @@ impl Key {
         }
         // Keys are SHA-256 hex; anything else is hashed to the same shape.
         Key(Sha256::digest(key.as_bytes()).into())
+    }
+}
+
+impl Key {
+    /// The hex form the rest of the cache names keys by.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -91,7 +99,7 @@ impl UntilUseless {
     fn lifetime(value: &Stored) -> Option<Duration> {
         match value {
             Stored::Entry(e) if !e.policy.has_validator() => {
-                Some(e.policy.usable_for(SystemTime::now()) + Duration::from_secs(1))
+                Some(e.policy.usable_for(SystemTime::now()).saturating_add(Duration::from_secs(1)))
             }
             _ => None,
         }
@@ -116,17 +124,18 @@ impl Expiry<Key, Arc<Stored>> for UntilUseless {
 }
 
 impl MemoryTier {
-    /// `evicted` is called for each entry dropped to stay under `capacity`.
-    pub fn new(capacity: u64, evicted: impl Fn() + Send + Sync + 'static) -> MemoryTier {
+    /// `dropped` is told each key the tier drops on its own: evicted to stay under
+    /// `capacity` (`true`), or expired once useless (`false`).
+    pub fn new(capacity: u64, dropped: impl Fn(&Key, bool) + Send + Sync + 'static) -> MemoryTier {
         let cache = Cache::builder()
             .max_capacity(capacity)
             .weigher(|_: &Key, v: &Arc<Stored>| v.weight())
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(UntilUseless)
-            .eviction_listener(move |_key, _value, cause| {
-                if cause == RemovalCause::Size {
-                    evicted();
-                }
+            .eviction_listener(move |key, _value, cause| match cause {
+                RemovalCause::Size => dropped(&key, true),
+                RemovalCause::Expired => dropped(&key, false),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
             })
             .build_with_hasher(KeyHash);
         MemoryTier { cache }
@@ -141,6 +150,10 @@ impl MemoryTier {
         // moka evicts in batches during later calls; without this, the last
         // inserts before a quiet period would keep the tier over its cap.
         self.cache.run_pending_tasks().await;
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.cache.contains_key(&Key::of(key))
     }
 
     pub async fn remove(&self, key: &str) -> bool {
@@ -169,5 +182,7 @@ mod tests {
         assert!(Key::of(&hex) != Key::of(&"00fe".repeat(16)));
         assert!(Key::of("not hex") != Key::of("not hex either"));
         assert!(Key::of(&"zz".repeat(32)) == Key::of(&"zz".repeat(32)));
+        let k = format!("{}{}", "0a1b".repeat(8), "ff".repeat(16));
+        assert_eq!(Key::of(&k).hex(), k);
     }
 }

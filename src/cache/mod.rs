@@ -35,7 +35,7 @@ pub struct Cache {
     /// Keys whose last response was uncacheable: not collapsed for a while.
     pass: moka::sync::Cache<String, ()>,
     /// Which keys hold which URLs and tags.
-    index: index::PurgeIndex,
+    index: Arc<index::PurgeIndex>,
     /// Recent purges, so a fill that started before one is not stored after it.
     purges: purge::Log,
     /// Keys purged from memory whose disk copies are still being deleted: never read from disk.
@@ -46,6 +46,8 @@ pub struct Cache {
     disk_backlog: tokio::sync::Semaphore,
     disk_backlog_bytes: u32,
     metrics: Arc<Metrics>,
+    /// Disk deletions owed by purges, kept across a crash.
+    journal: Arc<purge::Journal>,
 }
 
 type Doomed = std::sync::Mutex<std::collections::HashSet<String>>;
@@ -64,23 +66,57 @@ impl Cache {
                 None
             }
         };
+        let (journal, left) = purge::Journal::open(disk.as_ref().map(|_| config.disk_path.clone()));
         let backlog = u32::try_from(config.disk_write_backlog.bytes()).unwrap_or(u32::MAX).max(1);
-        let evictions = metrics.clone();
-        Arc::new(Cache {
-            memory: MemoryTier::new(config.memory_capacity.bytes(), move || evictions.eviction("memory")),
+        // A key leaves the purge index once neither tier holds it. (A key whose disk write
+        // is still running is not "held" yet: `put` puts it back when the write ends.)
+        let index = Arc::new(index::PurgeIndex::default());
+        let memory = {
+            let (index, disk, metrics) = (index.clone(), disk.clone(), metrics.clone());
+            MemoryTier::new(config.memory_capacity.bytes(), move |key, for_room| {
+                if for_room {
+                    metrics.eviction("memory");
+                }
+                let hex = key.hex();
+                if !disk.as_ref().is_some_and(|d| d.contains(&hex)) {
+                    index.remove(&hex);
+                }
+            })
+        };
+        if let Some(d) = &disk {
+            let (index, memory, metrics) = (index.clone(), memory.clone(), metrics.clone());
+            d.on_evict(move |key| {
+                metrics.eviction("disk");
+                if !memory.contains(key) {
+                    index.remove(key);
+                }
+            });
+        }
+        let cache = Arc::new(Cache {
+            memory,
             disk,
             max_object_size: config.max_object_size.bytes(),
             fills: fill::Fills::default(),
             lock_timeout: config.lock_timeout.get(),
             pass: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(PASS_TTL).build(),
-            index: index::PurgeIndex::default(),
+            index,
             purges: purge::Log::default(),
             doomed: Default::default(),
             deletions: Default::default(),
             disk_backlog: tokio::sync::Semaphore::new(backlog as usize),
             disk_backlog_bytes: backlog,
             metrics,
-        })
+            journal,
+        });
+        if !left.is_empty() {
+            // A previous process purged these but was stopped before deleting them.
+            tracing::info!(entries = left.len(), "finishing the disk deletions of an interrupted purge");
+            for key in &left {
+                cache.doom(key);
+            }
+            cache.delete_behind(left);
+        }
+        cache
     }
 
     /// Rebuilds the purge index from the disk tier, in the background.
@@ -92,6 +128,9 @@ impl Cache {
             match disk.list().await {
                 Ok(entries) => {
                     for (key, meta) in entries {
+                        if cache.is_doomed(&key) {
+                            continue;
+                        }
                         let url = meta.get("url").and_then(|u| u.as_str()).unwrap_or_default();
                         let tags: Vec<String> = meta
                             .get("tags")
@@ -157,11 +196,14 @@ impl Cache {
     /// never serves one older than what memory replaced.
     pub async fn put(&self, key: String, value: Stored) {
         self.undoom(&key);
-        self.index_value(&key, &value);
+        let epoch = self.purge_epoch();
         let (meta, body) = value.to_disk();
-        self.memory.insert(&key, Arc::new(value.compacted())).await;
+        let value = Arc::new(value.compacted());
+        // Memory first: an eviction seen in between would find the key in neither tier.
+        self.memory.insert(&key, value.clone()).await;
+        self.index_value(&key, &value);
         let Some(disk) = &self.disk else { return };
-        // A body larger than the whole backlog waits for it to be empty.
+        // A body larger than the whole backlog needs all of it free.
         let need = u32::try_from(body.len()).unwrap_or(u32::MAX).clamp(1, self.disk_backlog_bytes);
         let Ok(_writing) = self.disk_backlog.try_acquire_many(need) else {
             self.metrics.disk_write_skipped();
@@ -173,14 +215,29 @@ impl Cache {
         };
         if let Err(e) = disk.put(&key, meta, body).await {
             tracing::warn!(key, error = %e, "disk cache write failed");
+            return;
+        }
+        // Memory may have dropped the key (and the index with it) while the write ran,
+        // or a purge may have come: the disk copy must stay findable, or go.
+        if !self.index.contains(&key) {
+            let (url, tags) = match &*value {
+                Stored::Entry(e) => (e.url.as_str(), e.tags.as_slice()),
+                Stored::Vary(v) => (v.url.as_str(), &[][..]),
+            };
+            if self.purged_since(epoch, url, tags) {
+                let _ = disk.remove(&key).await;
+            } else {
+                self.index_value(&key, &value);
+            }
         }
     }
 
     /// Replaces an entry's headers and policy, keeping its body (after a 304).
     pub async fn refresh(&self, key: String, value: Stored) {
-        self.index_value(&key, &value);
         let (meta, _) = value.to_disk();
-        self.memory.insert(&key, Arc::new(value.compacted())).await;
+        let value = Arc::new(value.compacted());
+        self.memory.insert(&key, value.clone()).await;
+        self.index_value(&key, &value);
         if let Some(disk) = &self.disk
             && let Err(e) = disk.update_meta(&key, meta).await
         {
@@ -260,6 +317,10 @@ impl Cache {
 
     pub async fn memory_bytes(&self) -> u64 {
         self.memory.weighted_size().await
+    }
+
+    pub fn indexed_keys(&self) -> usize {
+        self.index.len()
     }
 
     pub fn memory_entries(&self) -> u64 {

@@ -4,10 +4,17 @@
 //! A fetch already in flight when a purge arrives must not store what the
 //! purge meant to remove: every purge is logged with an epoch, and a store
 //! checks whether a purge matching it came after its fetch began.
+//!
+//! A hard purge answers once memory and the index are cleared; disk copies are
+//! hidden at once and deleted behind. Their keys are first appended to a journal
+//! in the disk directory, so that a process killed before the deletions finish
+//! deletes them at its next start instead of serving them again.
 
 use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use super::{Cache, Stored};
@@ -128,20 +135,30 @@ impl Cache {
                 purged += 1;
             }
         }
-        if let (Some(disk), false) = (self.disk.clone(), on_disk.is_empty()) {
-            let doomed = self.doomed.clone();
-            let mut deletions = self.deletions.lock().unwrap_or_else(PoisonError::into_inner);
-            deletions.retain(|t| !t.is_finished());
-            deletions.push(tokio::spawn(async move {
-                for key in on_disk {
-                    if let Err(e) = disk.remove(&key).await {
-                        tracing::warn!(key, error = %e, "disk cache remove failed after a purge");
-                    }
-                    super::undoom(&doomed, &key);
-                }
-            }));
+        if !on_disk.is_empty() {
+            self.journal.record(&on_disk);
+            self.delete_behind(on_disk);
         }
         purged
+    }
+
+    /// Deletes doomed keys from disk in the background, then clears them from the journal.
+    pub(super) fn delete_behind(&self, keys: Vec<String>) {
+        let Some(disk) = self.disk.clone() else { return };
+        let (doomed, journal) = (self.doomed.clone(), self.journal.clone());
+        let mut deletions = self.deletions.lock().unwrap_or_else(PoisonError::into_inner);
+        deletions.retain(|t| !t.is_finished());
+        deletions.push(tokio::spawn(async move {
+            let mut all_gone = true;
+            for key in keys {
+                if let Err(e) = disk.remove(&key).await {
+                    tracing::warn!(key, error = %e, "disk cache remove failed after a purge");
+                    all_gone = false;
+                }
+                super::undoom(&doomed, &key);
+            }
+            journal.done(all_gone);
+        }));
     }
 
     /// Marks an entry stale; false if it is not stored.
@@ -155,6 +172,60 @@ impl Cache {
         entry.policy.expire(SystemTime::now());
         self.refresh(key.to_string(), Stored::Entry(entry)).await;
         true
+    }
+}
+
+/// Keys purged from memory whose disk copies are not yet deleted, one per line in
+/// `<disk_path>/purge-journal`. Written before a purge answers (no fsync: it guards
+/// against a killed process, not a lost disk); removed when no deletion is running.
+pub struct Journal {
+    path: Option<PathBuf>,
+    /// Deletions running, and whether every one so far removed all its keys.
+    state: Mutex<(usize, bool)>,
+}
+
+impl Journal {
+    /// The journal in `dir`, and the keys a previous process left in it (their
+    /// deletion counts as running until [`Journal::done`]).
+    pub fn open(dir: Option<PathBuf>) -> (Arc<Journal>, Vec<String>) {
+        let path = dir.map(|d| d.join("purge-journal"));
+        let left: Vec<String> = path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|text| text.lines().filter(|l| !l.is_empty()).map(String::from).collect())
+            .unwrap_or_default();
+        let running = usize::from(!left.is_empty());
+        (Arc::new(Journal { path, state: Mutex::new((running, true)) }), left)
+    }
+
+    fn record(&self, keys: &[String]) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 += 1;
+        let Some(path) = &self.path else { return };
+        let text: String = keys.iter().flat_map(|k| [k.as_str(), "\n"]).collect();
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the purge journal; a crash now may bring purged entries back");
+        }
+    }
+
+    fn done(&self, all_gone: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 = state.0.saturating_sub(1);
+        state.1 &= all_gone;
+        // After a failed deletion the journal stays for this process' life: the next start retries it.
+        if state.0 == 0
+            && state.1
+            && let Some(path) = &self.path
+            && let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot clear the purge journal");
+        }
     }
 }
 

@@ -369,6 +369,9 @@ impl Config {
         if self.server.listen.is_empty() {
             return Err(bad("server.listen".into(), "needs at least one address".into()));
         }
+        if !(1..=1000).contains(&self.server.max_headers) {
+            return Err(bad("server.max_headers".into(), "must be between 1 and 1000".into()));
+        }
         if self.server.max_header_size.bytes() < 8192 {
             return Err(bad("server.max_header_size".into(), "must be at least 8KiB".into()));
         }

@@ -37,7 +37,7 @@ impl FromStr for Size {
             _ => None,
         };
         if let (Some(shift), Ok(n)) = (shift, digits.parse::<u64>()) {
-            return Ok(Size(n << shift));
+            return n.checked_mul(1 << shift).map(Size).ok_or_else(|| format!("size {s:?} is too large"));
         }
         bytesize::ByteSize::from_str(s)
             .map(|b| Size(b.as_u64()))
@@ -92,12 +92,21 @@ impl Dur {
     }
 }
 
+/// Longer durations are refused: timers and clocks computed from them would overflow.
+const MAX_DUR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Dur {
+    fn bounded(d: Duration) -> Result<Dur, String> {
+        if d > MAX_DUR { Err(format!("duration {} is longer than 100 years", d.as_secs())) } else { Ok(Dur(d)) }
+    }
+}
+
 impl FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         humantime::parse_duration(s.trim())
-            .map(Dur)
             .map_err(|e| format!("invalid duration {s:?}: {e} (expected e.g. \"90s\", \"10m\", \"250ms\")"))
+            .and_then(Dur::bounded)
     }
 }
 
@@ -116,10 +125,11 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration such as \"90s\" or a number of seconds")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
-                Ok(Dur::secs(v))
+                Dur::bounded(Duration::from_secs(v)).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v).map(Dur::secs).map_err(|_| E::custom("a duration cannot be negative"))
+                let v = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                self.visit_u64(v)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
                 v.parse().map_err(E::custom)
@@ -148,6 +158,9 @@ mod tests {
         assert_eq!("1MB".parse::<Size>().unwrap(), Size(1_000_000));
         assert_eq!("4096".parse::<Size>().unwrap(), Size(4096));
         assert!("lots".parse::<Size>().is_err());
+        assert!("17179869184g".parse::<Size>().is_err(), "overflow is an error, not 0");
+        assert!("18446744073709551615s".parse::<Dur>().is_err());
+        assert!("99years".parse::<Dur>().is_ok());
         assert!("12 parsecs".parse::<Size>().is_err());
     }
 

@@ -38,7 +38,7 @@ impl Health {
         let fails = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if fails >= max_fails {
             self.fails.store(0, Ordering::Relaxed);
-            let until = now_ms() + fail_timeout.as_millis() as u64;
+            let until = now_ms().saturating_add(u64::try_from(fail_timeout.as_millis()).unwrap_or(u64::MAX));
             self.down_until.store(until.max(1), Ordering::Relaxed);
             return true;
         }
