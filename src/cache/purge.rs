@@ -177,11 +177,19 @@ impl Cache {
 
 /// Keys purged from memory whose disk copies are not yet deleted, one per line in
 /// `<disk_path>/purge-journal`. Written before a purge answers (no fsync: it guards
-/// against a killed process, not a lost disk); removed when no deletion is running.
+/// against a killed process, not a lost disk); emptied when no deletion is running.
 pub struct Journal {
     path: Option<PathBuf>,
-    /// Deletions running, and whether every one so far removed all its keys.
-    state: Mutex<(usize, bool)>,
+    state: Mutex<JournalState>,
+}
+
+struct JournalState {
+    /// Deletions running.
+    running: usize,
+    /// Every deletion so far removed all its keys.
+    clean: bool,
+    /// Kept open: a purge pays one write, not an open and a close.
+    file: Option<std::fs::File>,
 }
 
 impl Journal {
@@ -194,37 +202,46 @@ impl Journal {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .map(|text| text.lines().filter(|l| !l.is_empty()).map(String::from).collect())
             .unwrap_or_default();
-        let running = usize::from(!left.is_empty());
-        (Arc::new(Journal { path, state: Mutex::new((running, true)) }), left)
+        let state = JournalState { running: usize::from(!left.is_empty()), clean: true, file: None };
+        (Arc::new(Journal { path, state: Mutex::new(state) }), left)
     }
 
     fn record(&self, keys: &[String]) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.0 += 1;
+        state.running += 1;
         let Some(path) = &self.path else { return };
         let text: String = keys.iter().flat_map(|k| [k.as_str(), "\n"]).collect();
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(text.as_bytes()));
-        if let Err(e) = written {
+        if state.file.is_none() {
+            match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                Ok(f) => state.file = Some(f),
+                Err(e) => {
+                    return tracing::warn!(path = %path.display(), error = %e, "cannot open the purge journal; a crash now may bring purged entries back");
+                }
+            }
+        }
+        if let Some(Err(e)) = state.file.as_mut().map(|f| f.write_all(text.as_bytes())) {
+            state.file = None;
             tracing::warn!(path = %path.display(), error = %e, "cannot write the purge journal; a crash now may bring purged entries back");
         }
     }
 
     fn done(&self, all_gone: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.0 = state.0.saturating_sub(1);
-        state.1 &= all_gone;
+        state.running = state.running.saturating_sub(1);
+        state.clean &= all_gone;
         // After a failed deletion the journal stays for this process' life: the next start retries it.
-        if state.0 == 0
-            && state.1
-            && let Some(path) = &self.path
-            && let Err(e) = std::fs::remove_file(path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot clear the purge journal");
+        if state.running > 0 || !state.clean {
+            return;
+        }
+        let cleared = match &state.file {
+            Some(f) => f.set_len(0),
+            None => self.path.as_ref().map_or(Ok(()), |p| match std::fs::remove_file(p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }),
+        };
+        if let Err(e) = cleared {
+            tracing::warn!(error = %e, "cannot clear the purge journal");
         }
     }
 }
