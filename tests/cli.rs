@@ -138,7 +138,9 @@ async fn sigterm_lets_the_in_flight_request_finish() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relais.toml");
     let port = free_port();
-    write(&path, &config(dir.path(), port, o.addr, ""));
+    // One worker: the single-threaded scheduler drains and exits the same way.
+    let toml = config(dir.path(), port, o.addr, "").replace("[server]\n", "[server]\nworkers = 1\n");
+    write(&path, &toml);
     let mut child = spawn(&path);
     wait_listening(port).await;
 
