@@ -77,12 +77,6 @@ fn main() -> ExitCode {
 }
 
 fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    // One worker gains nothing from work stealing, and its run queue is FIFO: the
-    // responses of an HTTP/2 connection's streams finish before the connection task
-    // runs again and leave in one write instead of one each (S7: 16 -> 12 µs/request).
-    if workers == 1 {
-        return tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    }
     tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("tokio runtime")
 }
 

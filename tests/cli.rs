@@ -138,9 +138,7 @@ async fn sigterm_lets_the_in_flight_request_finish() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relais.toml");
     let port = free_port();
-    // One worker: the single-threaded scheduler drains and exits the same way.
-    let toml = config(dir.path(), port, o.addr, "").replace("[server]\n", "[server]\nworkers = 1\n");
-    write(&path, &toml);
+    write(&path, &config(dir.path(), port, o.addr, ""));
     let mut child = spawn(&path);
     wait_listening(port).await;
 
