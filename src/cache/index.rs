@@ -6,9 +6,13 @@
 //! restarts with the entries) and kept current by every store, removal and
 //! eviction: a key leaves when neither tier holds it any more.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::key::{Key, KeyHash};
+
+/// Kept small: one of these lives for every entry of both tiers. Keys are held as
+/// 32 bytes and each URL once, shared by its two maps.
 #[derive(Default)]
 pub struct PurgeIndex {
     inner: Mutex<Inner>,
@@ -16,10 +20,17 @@ pub struct PurgeIndex {
 
 #[derive(Default)]
 struct Inner {
-    by_url: BTreeMap<String, BTreeSet<String>>,
-    by_tag: HashMap<String, BTreeSet<String>>,
+    /// URL → its keys (a URL has one, or a Vary record and a few variants).
+    by_url: BTreeMap<Arc<str>, Vec<Key>>,
+    by_tag: HashMap<String, HashSet<Key, KeyHash>>,
     /// key → (url, tags, is a Vary record), to undo the two maps on removal.
-    keys: HashMap<String, (String, Vec<String>, bool)>,
+    keys: HashMap<Key, Known, KeyHash>,
+}
+
+struct Known {
+    url: Arc<str>,
+    tags: Box<[String]>,
+    vary_record: bool,
 }
 
 impl PurgeIndex {
@@ -28,58 +39,56 @@ impl PurgeIndex {
     }
 
     pub fn insert(&self, key: &str, url: &str, tags: &[String], vary_record: bool) {
+        let key = Key::of(key);
         let mut inner = self.lock();
-        inner.remove(key);
-        inner.by_url.entry(url.to_string()).or_default().insert(key.to_string());
+        inner.remove(&key);
+        let url: Arc<str> = match inner.by_url.get_key_value(url) {
+            Some((shared, _)) => shared.clone(),
+            None => url.into(),
+        };
+        inner.by_url.entry(url.clone()).or_default().push(key);
         for tag in tags {
-            inner.by_tag.entry(tag.clone()).or_default().insert(key.to_string());
+            inner.by_tag.entry(tag.clone()).or_default().insert(key);
         }
-        inner.keys.insert(key.to_string(), (url.to_string(), tags.to_vec(), vary_record));
+        inner.keys.insert(key, Known { url, tags: tags.into(), vary_record });
     }
 
     pub fn remove(&self, key: &str) {
-        self.lock().remove(key);
+        self.lock().remove(&Key::of(key));
     }
 
     /// Keys stored for exactly this URL (the entry or Vary record and every variant).
     pub fn url(&self, url: &str) -> Vec<String> {
-        self.lock().by_url.get(url).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        hex_sorted(self.lock().by_url.get(url).into_iter().flatten())
     }
 
     /// Keys of every URL starting with `prefix`.
     pub fn prefix(&self, prefix: &str) -> Vec<String> {
         let inner = self.lock();
-        inner
+        let within = inner
             .by_url
-            .range(prefix.to_string()..)
-            .take_while(|(url, _)| url.starts_with(prefix))
-            .flat_map(|(_, keys)| keys.iter().cloned())
-            .collect()
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(url, _)| url.starts_with(prefix));
+        hex_sorted(within.flat_map(|(_, keys)| keys))
     }
 
     /// Keys carrying any of `tags`.
     pub fn tags(&self, tags: &[String]) -> Vec<String> {
         let inner = self.lock();
-        let mut out = BTreeSet::new();
-        for tag in tags {
-            if let Some(keys) = inner.by_tag.get(tag) {
-                out.extend(keys.iter().cloned());
-            }
-        }
-        out.into_iter().collect()
+        hex_sorted(tags.iter().filter_map(|t| inner.by_tag.get(t)).flatten())
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.lock().keys.contains_key(key)
+        self.lock().keys.contains_key(&Key::of(key))
     }
 
     pub fn all(&self) -> Vec<String> {
-        self.lock().keys.keys().cloned().collect()
+        hex_sorted(self.lock().keys.keys())
     }
 
     /// (url, tags, is a Vary record) recorded for a key.
     pub fn describe(&self, key: &str) -> Option<(String, Vec<String>, bool)> {
-        self.lock().keys.get(key).cloned()
+        self.lock().keys.get(&Key::of(key)).map(|k| (k.url.to_string(), k.tags.to_vec(), k.vary_record))
     }
 
     #[allow(clippy::len_without_is_empty)]
@@ -88,20 +97,25 @@ impl PurgeIndex {
     }
 }
 
+fn hex_sorted<'a>(keys: impl Iterator<Item = &'a Key>) -> Vec<String> {
+    let unique: BTreeSet<String> = keys.map(Key::hex).collect();
+    unique.into_iter().collect()
+}
+
 impl Inner {
-    fn remove(&mut self, key: &str) {
-        let Some((url, tags, _)) = self.keys.remove(key) else { return };
-        if let Some(set) = self.by_url.get_mut(&url) {
-            set.remove(key);
-            if set.is_empty() {
-                self.by_url.remove(&url);
+    fn remove(&mut self, key: &Key) {
+        let Some(known) = self.keys.remove(key) else { return };
+        if let Some(keys) = self.by_url.get_mut(&*known.url) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_url.remove(&*known.url);
             }
         }
-        for tag in tags {
-            if let Some(set) = self.by_tag.get_mut(&tag) {
+        for tag in known.tags.iter() {
+            if let Some(set) = self.by_tag.get_mut(tag) {
                 set.remove(key);
                 if set.is_empty() {
-                    self.by_tag.remove(&tag);
+                    self.by_tag.remove(tag);
                 }
             }
         }
@@ -112,22 +126,29 @@ impl Inner {
 mod tests {
     use super::*;
 
+    fn k(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
     #[test]
     fn url_prefix_tag_and_removal() {
         let ix = PurgeIndex::default();
-        ix.insert("k1", "http://a/x/1", &["t1".into(), "t2".into()], false);
-        ix.insert("k2", "http://a/x/2", &["t2".into()], false);
-        ix.insert("k3", "http://a/y", &[], false);
-        ix.insert("k4", "http://a/x/1", &[], true);
-        assert_eq!(ix.url("http://a/x/1"), vec!["k1", "k4"]);
+        ix.insert(&k(1), "http://a/x/1", &["t1".into(), "t2".into()], false);
+        ix.insert(&k(2), "http://a/x/2", &["t2".into()], false);
+        ix.insert(&k(3), "http://a/y", &[], false);
+        ix.insert(&k(4), "http://a/x/1", &[], true);
+        assert_eq!(ix.url("http://a/x/1"), vec![k(1), k(4)]);
         assert_eq!(ix.prefix("http://a/x/").len(), 3);
-        assert_eq!(ix.tags(&["t2".into()]), vec!["k1", "k2"]);
-        ix.remove("k1");
+        assert_eq!(ix.tags(&["t2".into()]), vec![k(1), k(2)]);
+        assert_eq!(ix.describe(&k(4)), Some(("http://a/x/1".into(), vec![], true)));
+        ix.remove(&k(1));
         assert_eq!(ix.tags(&["t1".into()]), Vec::<String>::new());
-        assert_eq!(ix.url("http://a/x/1"), vec!["k4"]);
+        assert_eq!(ix.url("http://a/x/1"), vec![k(4)]);
         // Re-inserting a key replaces its old url and tags.
-        ix.insert("k2", "http://a/z", &["t3".into()], false);
+        ix.insert(&k(2), "http://a/z", &["t3".into()], false);
         assert!(ix.tags(&["t2".into()]).is_empty());
+        assert!(ix.prefix("http://a/x/2").is_empty());
         assert_eq!(ix.len(), 3);
+        assert_eq!(ix.all(), vec![k(2), k(3), k(4)]);
     }
 }

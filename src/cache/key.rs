@@ -5,6 +5,11 @@
 //! `Vary` adds a variant key over the primary key, the variant generation of
 //! its Vary record, and the request's normalised value of each named header
 //! in sorted order (an absent header differs from an empty one).
+//!
+//! In memory (the memory tier, the purge index) a key is held as its 32 bytes,
+//! [`Key`].
+
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
@@ -68,6 +73,76 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// A cache key (64 hex digits) as its 32 bytes: compared inline, no string to chase.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    pub fn of(key: &str) -> Key {
+        let mut out = [0u8; 32];
+        let hex = key.as_bytes();
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        if hex.len() == 64 {
+            let mut ok = true;
+            for (i, pair) in hex.chunks_exact(2).enumerate() {
+                match (digit(pair[0]), digit(pair[1])) {
+                    (Some(h), Some(l)) => out[i] = h << 4 | l,
+                    _ => ok = false,
+                }
+            }
+            if ok {
+                return Key(out);
+            }
+        }
+        // Keys are SHA-256 hex; anything else is hashed to the same shape.
+        Key(Sha256::digest(key.as_bytes()).into())
+    }
+}
+
+impl Key {
+    /// The hex form the rest of the cache names keys by.
+    pub fn hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(head));
+    }
+}
+
+/// The key already is a SHA-256: its first 8 bytes are a uniform hash that no
+/// client can steer, so hashing it again would only cost time.
+#[derive(Clone, Default)]
+pub struct KeyHash;
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    // Only `Key` is hashed here; anything else still gets a usable (FNV-1a) hash.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +172,16 @@ mod tests {
         let empty = variant(&p, 1, &names, &headers(&[("accept-language", "")]));
         assert_ne!(absent, empty);
         assert_ne!(a, variant(&p, 2, &names, &headers(&[("accept-language", "en-US, fr")])));
+    }
+
+    #[test]
+    fn hex_keys_pack_and_others_hash() {
+        let hex = "00ff".repeat(16);
+        assert_eq!(Key::of(&hex).0[..2], [0x00, 0xff]);
+        assert!(Key::of(&hex) != Key::of(&"00fe".repeat(16)));
+        assert!(Key::of("not hex") != Key::of("not hex either"));
+        assert!(Key::of(&"zz".repeat(32)) == Key::of(&"zz".repeat(32)));
+        let k = format!("{}{}", "0a1b".repeat(8), "ff".repeat(16));
+        assert_eq!(Key::of(&k).hex(), k);
     }
 }

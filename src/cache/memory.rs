@@ -6,7 +6,6 @@
 //! stored policy. An entry without a validator is dropped once no stale window
 //! can use it; one with a validator stays until evicted, since a 304 can revive it.
 
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,83 +13,13 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
-use sha2::{Digest, Sha256};
 
 use super::entry::Stored;
+use super::key::{Key, KeyHash};
 
 #[derive(Clone)]
 pub struct MemoryTier {
     cache: Cache<Key, Arc<Stored>, KeyHash>,
-}
-
-/// A cache key (64 hex digits) as its 32 bytes: compared inline, no string to chase.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Key([u8; 32]);
-
-impl Key {
-    fn of(key: &str) -> Key {
-        let mut out = [0u8; 32];
-        let hex = key.as_bytes();
-        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        if hex.len() == 64 {
-            let mut ok = true;
-            for (i, pair) in hex.chunks_exact(2).enumerate() {
-                match (digit(pair[0]), digit(pair[1])) {
-                    (Some(h), Some(l)) => out[i] = h << 4 | l,
-                    _ => ok = false,
-                }
-            }
-            if ok {
-                return Key(out);
-            }
-        }
-        // Keys are SHA-256 hex; anything else is hashed to the same shape.
-        Key(Sha256::digest(key.as_bytes()).into())
-    }
-}
-
-impl Key {
-    /// The hex form the rest of the cache names keys by.
-    pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&self.0[..8]);
-        state.write_u64(u64::from_le_bytes(head));
-    }
-}
-
-/// The key already is a SHA-256: its first 8 bytes are a uniform hash that no
-/// client can steer, so hashing it again would only cost time.
-#[derive(Clone, Default)]
-pub struct KeyHash;
-
-impl BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
-    }
-}
-
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-    // Only `Key` is hashed here; anything else still gets a usable (FNV-1a) hash.
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
 }
 
 struct UntilUseless;
@@ -168,21 +97,5 @@ impl MemoryTier {
 
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Key;
-
-    #[test]
-    fn hex_keys_pack_and_others_hash() {
-        let hex = "00ff".repeat(16);
-        assert_eq!(Key::of(&hex).0[..2], [0x00, 0xff]);
-        assert!(Key::of(&hex) != Key::of(&"00fe".repeat(16)));
-        assert!(Key::of("not hex") != Key::of("not hex either"));
-        assert!(Key::of(&"zz".repeat(32)) == Key::of(&"zz".repeat(32)));
-        let k = format!("{}{}", "0a1b".repeat(8), "ff".repeat(16));
-        assert_eq!(Key::of(&k).hex(), k);
     }
 }
