@@ -304,6 +304,8 @@ struct Entry {
     charge: u64,
     /// Content id: the first hash of the integrity, e.g. `sha256-<base64>`.
     content: Arc<str>,
+    /// Body size, as the index line records it.
+    size: u64,
     tick: Tick,
 }
 
@@ -361,7 +363,7 @@ impl State {
     }
 
     /// Inserts or replaces `key`. Returns the content id the replaced entry left unreferenced.
-    fn insert(&mut self, key: &str, charge: u64, content: &str, tick: Tick) -> Option<Arc<str>> {
+    fn insert(&mut self, key: &str, charge: u64, content: &str, size: u64, tick: Tick) -> Option<Arc<str>> {
         let orphan = match self.remove(key) {
             Some((old, true)) => Some(old),
             _ => None,
@@ -370,7 +372,7 @@ impl State {
         let content = self.add_ref(content);
         self.used = self.used.saturating_add(charge);
         self.lru.insert(tick, key.clone());
-        self.entries.insert(key, Entry { charge, content, tick });
+        self.entries.insert(key, Entry { charge, content, size, tick });
         // Same body as before: the new entry references the old content again.
         orphan.filter(|id| !self.refs.contains_key(&**id))
     }
@@ -508,6 +510,7 @@ impl Inner {
             if let Some(content) = content_id(&m.integrity) {
                 batch.push(Loaded {
                     charge: charge(m.key.len(), json_len(&m.metadata), m.size as u64),
+                    size: m.size as u64,
                     key: m.key,
                     content,
                     millis: u64::try_from(m.time).unwrap_or(u64::MAX),
@@ -530,7 +533,7 @@ impl Inner {
                 continue;
             }
             let tick = st.tick(entry.millis);
-            st.insert(&entry.key, entry.charge, &entry.content, tick);
+            st.insert(&entry.key, entry.charge, &entry.content, entry.size, tick);
             merged += 1;
         }
         merged
@@ -560,7 +563,7 @@ impl Inner {
             return;
         }
         let tick = st.tick(now_millis());
-        st.insert(key, charge, &content, tick);
+        st.insert(key, charge, &content, size as u64, tick);
     }
 
     // ---- writes ----
@@ -587,7 +590,7 @@ impl Inner {
                 let mut st = self.state();
                 st.tombstones.remove(key.as_str());
                 let tick = st.tick(now_millis());
-                let orphan = st.insert(&key, charge, &content, tick);
+                let orphan = st.insert(&key, charge, &content, size as u64, tick);
                 // The entry now holds a reference of its own: drop the write's reservation.
                 st.drop_ref(&content);
                 orphan
@@ -639,13 +642,24 @@ impl Inner {
         let orphan = {
             let _key_lock = self.stripe(&key).lock().await;
             let (dir, owned_key) = (self.dir.clone(), key.clone());
+            // Once loaded, the map knows what the key's last index line says (both change
+            // under this lock): no need to read and parse its bucket first.
+            let known = {
+                let st = self.state();
+                let entry = st.entries.get(key.as_str()).filter(|_| st.loaded);
+                entry.and_then(|e| Some((e.content.parse::<Integrity>().ok()?, e.size as usize)))
+            };
             let found = spawn_blocking(move || -> Result<_, DiskError> {
-                let Some(m) = cacache::index::find(&dir, &owned_key)? else {
-                    return Ok(None);
+                let (sri, size) = match known {
+                    Some(k) => k,
+                    None => match cacache::index::find(&dir, &owned_key)? {
+                        Some(m) => (m.integrity, m.size),
+                        None => return Ok(None),
+                    },
                 };
-                let opts = WriteOpts::new().integrity(m.integrity.clone()).size(m.size).metadata(meta);
+                let opts = WriteOpts::new().integrity(sri.clone()).size(size).metadata(meta);
                 cacache::index::insert(&dir, &owned_key, opts)?;
-                Ok(Some((m.integrity, m.size)))
+                Ok(Some((sri, size)))
             })
             .await??;
             let Some((sri, size)) = found else {
@@ -658,7 +672,7 @@ impl Inner {
             st.tombstones.remove(key.as_str());
             let tick = st.tick(now_millis());
             // Also places an entry the load has not reached yet.
-            st.insert(&key, charge(key.len(), meta_len, size as u64), &content, tick)
+            st.insert(&key, charge(key.len(), meta_len, size as u64), &content, size as u64, tick)
         };
         if let Some(old) = orphan {
             self.release_content(vec![old]).await;
@@ -992,6 +1006,7 @@ struct Loaded {
     key: String,
     content: String,
     charge: u64,
+    size: u64,
     millis: u64,
 }
 
@@ -1537,6 +1552,14 @@ mod tests {
         assert_eq!(&body[..], b"body");
         assert_eq!(content_files(tmp.path()), files, "body not rewritten");
         assert_accounting_matches_disk(&tier).await;
+        assert!(!tier.update_meta("absent", json!(1)).await.unwrap());
+
+        // The update was written from the map (no bucket read): a new process reads it back whole.
+        drop(tier);
+        let tier = open(tmp.path(), 1 << 20).await;
+        let (meta, body) = tier.get("k").await.unwrap().unwrap();
+        assert_eq!(meta, json!({"etag": "v1", "date": "later"}));
+        assert_eq!(&body[..], b"body");
     }
 
     #[tokio::test]
@@ -1776,6 +1799,7 @@ mod tests {
             key: key.to_owned(),
             content: content_id(&Integrity::from(key)).unwrap(),
             charge: 10,
+            size: 5,
             millis: 1,
         };
         let mut batch = vec![loaded("newer"), loaded("removed"), loaded("plain")];
