@@ -222,6 +222,33 @@ async fn unsafe_methods_invalidate_url_and_location() {
 }
 
 #[tokio::test]
+async fn an_invalidation_during_a_fetch_keeps_the_fetched_response_out() {
+    let o = origin()
+        .route("/doc", |req: Request<Incoming>| async move {
+            if req.method() == "POST" {
+                return text(200, "saved", &[]);
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            text(200, "before the post", &[("cache-control", "max-age=60")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    let url = proxy.url("/doc");
+    let fetching = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(send(Request::post(url.clone()).body(full("new")).unwrap()).await.status, 200);
+    // The client that asked first still gets its answer; the cache does not keep it.
+    assert_eq!(fetching.await.unwrap().text(), "before the post");
+    settle().await;
+    let r = get(&url).await;
+    assert!(r.header("cache-status").unwrap().contains("miss"), "{:?}", r.header("cache-status"));
+}
+
+#[tokio::test]
 async fn request_directives() {
     let o = origin().route("/", |_| async { text(200, "x", &[("cache-control", "max-age=60")]) }).start().await;
     let proxy = relais(&proxy_to(&o, "")).await;

@@ -55,7 +55,8 @@ pub struct Log {
     recent: Mutex<VecDeque<(u64, Target)>>,
 }
 
-const KEPT: usize = 256;
+/// Unsafe requests' invalidations are logged too, so this covers busy sites' POSTs.
+const KEPT: usize = 1024;
 
 impl Log {
     pub fn epoch(&self) -> u64 {
@@ -81,7 +82,7 @@ impl Log {
         if recent.front().is_some_and(|(oldest, _)| *oldest > epoch + 1) {
             return true;
         }
-        recent.iter().filter(|(e, _)| *e > epoch).any(|(_, t)| t.matches(url, tags))
+        recent.iter().rev().take_while(|(e, _)| *e > epoch).any(|(_, t)| t.matches(url, tags))
     }
 }
 
@@ -93,6 +94,13 @@ impl Cache {
 
     pub fn purged_since(&self, epoch: u64, url: &str, tags: &[String]) -> bool {
         self.purges.purged_since(epoch, url, tags)
+    }
+
+    /// RFC 9111 §4.4 invalidation of `url` (canonical) after an unsafe request: its
+    /// entries go, and a fetch of it already in flight is not stored either.
+    pub async fn invalidate(&self, url: &str) {
+        self.purges.record(Target::Urls(vec![url.to_string()]));
+        self.remove(&super::key::primary(url)).await;
     }
 
     /// Purges what matches; returns the number of entries (responses; a URL's

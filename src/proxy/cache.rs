@@ -491,7 +491,7 @@ async fn invalidate(cache: &Cache, method: &Method, status: StatusCode, url: &st
     let Ok(uri) = url.parse::<http::Uri>() else { return };
     for target in cache_policy::invalidations(method, status, &uri, headers) {
         if let Some(u) = key::url_of(&target) {
-            cache.remove(&key::primary(&u)).await;
+            cache.invalidate(&u).await;
         }
     }
 }
