@@ -299,6 +299,11 @@ impl Cache {
         self.doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_string());
     }
 
+    /// Keys whose disk copies are still to be deleted.
+    fn doomed_keys(&self) -> Vec<String> {
+        self.doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+
     fn undoom(&self, key: &str) {
         undoom(&self.doomed, key);
     }
