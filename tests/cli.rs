@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use http::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 
 use support::*;
 
@@ -188,7 +190,13 @@ async fn objects(len: usize) -> Origin {
 }
 
 async fn get_host(port: u16, path: &str) -> Reply {
-    get_with(&format!("http://127.0.0.1:{port}{path}"), &[("host", "site.test")]).await
+    get_site(&client(), port, path).await
+}
+
+/// GET `path` of site.test on `port` through `client`'s keep-alive pool.
+async fn get_site(client: &Client<HttpConnector, Body>, port: u16, path: &str) -> Reply {
+    let req = Request::get(format!("http://127.0.0.1:{port}{path}")).header("host", "site.test");
+    send_with(client, req.body(full("")).unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,15 +266,10 @@ async fn small_entries_cost_about_their_size() {
     wait_listening(port).await;
     // One keep-alive connection, as a busy client's would be.
     let client = client();
-    let fetch = |i: usize| {
-        let req = Request::get(format!("http://127.0.0.1:{port}/small/{i}")).header("host", "site.test");
-        send_with(&client, req.body(full("")).unwrap())
-    };
-    let len = |r: Reply| r.body.len();
-    assert_eq!(len(fetch(0).await), 200);
+    assert_eq!(get_site(&client, port, "/small/0").await.body.len(), 200);
     let before = rss_kib(child.0.id());
     for i in 1..N {
-        assert_eq!(len(fetch(i).await), 200);
+        assert_eq!(get_site(&client, port, &format!("/small/{i}")).await.body.len(), 200);
     }
     let grown = rss_kib(child.0.id()).saturating_sub(before);
     // About 3.3 KiB each measured (index, both tiers' maps, allocator); pinned buffers made it 8.
@@ -285,12 +288,8 @@ async fn a_purge_survives_a_kill_before_its_disk_deletions_finish() {
     let mut child = spawn(&path);
     wait_listening(port).await;
     let client = client();
-    let fetch = |i: usize| {
-        let req = Request::get(format!("http://127.0.0.1:{port}/p/{i}")).header("host", "site.test");
-        send_with(&client, req.body(full("")).unwrap())
-    };
     for i in 0..N {
-        fetch(i).await;
+        get_site(&client, port, &format!("/p/{i}")).await;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let purge = Request::post(format!("http://127.0.0.1:{admin}/purge"))
@@ -308,8 +307,7 @@ async fn a_purge_survives_a_kill_before_its_disk_deletions_finish() {
     // A new pool: the old one's connections went with the killed process.
     let fresh = support::client();
     for i in 0..N {
-        let req = Request::get(format!("http://127.0.0.1:{port}/p/{i}")).header("host", "site.test");
-        let r = send_with(&fresh, req.body(full("")).unwrap()).await;
+        let r = get_site(&fresh, port, &format!("/p/{i}")).await;
         let status = r.header("cache-status").unwrap().to_string();
         assert!(!status.contains("hit"), "/p/{i} was purged, yet served from disk after a restart: {status}");
     }

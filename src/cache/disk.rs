@@ -1554,7 +1554,7 @@ mod tests {
         assert_accounting_matches_disk(&tier).await;
         assert!(!tier.update_meta("absent", json!(1)).await.unwrap());
 
-        // The update was written from the map (no bucket read): a new process reads it back whole.
+        // The update was written from what the map knows: a new process reads it back whole.
         drop(tier);
         let tier = open(tmp.path(), 1 << 20).await;
         let (meta, body) = tier.get("k").await.unwrap().unwrap();

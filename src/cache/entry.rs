@@ -54,9 +54,7 @@ impl Stored {
         };
         u32::try_from(size + 64).unwrap_or(u32::MAX)
     }
-}
 
-impl Stored {
     /// The same value with its header values packed into one buffer: a hit clones
     /// and writes them from a few cache lines instead of one allocation per value.
     pub fn compacted(self) -> Stored {

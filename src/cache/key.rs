@@ -97,9 +97,7 @@ impl Key {
         // Keys are SHA-256 hex; anything else is hashed to the same shape.
         Key(Sha256::digest(key.as_bytes()).into())
     }
-}
 
-impl Key {
     /// The hex form the rest of the cache names keys by.
     pub fn hex(&self) -> String {
         hex(&self.0)

@@ -9,6 +9,7 @@ pub mod disk;
 mod entry;
 pub mod fill;
 mod index;
+mod journal;
 pub mod key;
 mod memory;
 pub mod purge;
@@ -47,7 +48,7 @@ pub struct Cache {
     disk_backlog_bytes: u32,
     metrics: Arc<Metrics>,
     /// Disk deletions owed by purges, kept across a crash.
-    journal: Arc<purge::Journal>,
+    journal: Arc<journal::Journal>,
 }
 
 type Doomed = std::sync::Mutex<std::collections::HashSet<String>>;
@@ -66,7 +67,7 @@ impl Cache {
                 None
             }
         };
-        let (journal, left) = purge::Journal::open(disk.as_ref().map(|_| config.disk_path.clone()));
+        let (journal, left) = journal::Journal::open(disk.as_ref().map(|_| config.disk_path.clone()));
         let backlog = u32::try_from(config.disk_write_backlog.bytes()).unwrap_or(u32::MAX).max(1);
         // A key leaves the purge index once neither tier holds it. (A key whose disk write
         // is still running is not "held" yet: `put` puts it back when the write ends.)
@@ -197,11 +198,7 @@ impl Cache {
     pub async fn put(&self, key: String, value: Stored) {
         self.undoom(&key);
         let epoch = self.purge_epoch();
-        let (meta, body) = value.to_disk();
-        let value = Arc::new(value.compacted());
-        // Memory first: an eviction seen in between would find the key in neither tier.
-        self.memory.insert(&key, value.clone()).await;
-        self.index_value(&key, &value);
+        let (value, meta, body) = self.remember(&key, value).await;
         let Some(disk) = &self.disk else { return };
         // A body larger than the whole backlog needs all of it free.
         let need = u32::try_from(body.len()).unwrap_or(u32::MAX).clamp(1, self.disk_backlog_bytes);
@@ -234,15 +231,22 @@ impl Cache {
 
     /// Replaces an entry's headers and policy, keeping its body (after a 304).
     pub async fn refresh(&self, key: String, value: Stored) {
-        let (meta, _) = value.to_disk();
-        let value = Arc::new(value.compacted());
-        self.memory.insert(&key, value.clone()).await;
-        self.index_value(&key, &value);
+        let (_, meta, _) = self.remember(&key, value).await;
         if let Some(disk) = &self.disk
             && let Err(e) = disk.update_meta(&key, meta).await
         {
             tracing::warn!(key, error = %e, "disk cache update failed");
         }
+    }
+
+    /// Puts `value` in memory, then in the index (in that order: an eviction seen in
+    /// between would find the key in neither tier); returns it with its disk form.
+    async fn remember(&self, key: &str, value: Stored) -> (Arc<Stored>, serde_json::Value, bytes::Bytes) {
+        let (meta, body) = value.to_disk();
+        let value = Arc::new(value.compacted());
+        self.memory.insert(key, value.clone()).await;
+        self.index_value(key, &value);
+        (value, meta, body)
     }
 
     /// Removes from both tiers; true if either held it.
