@@ -347,6 +347,60 @@ async fn h2c_prior_knowledge() {
     assert_eq!(r.text(), format!("HTTP/1.1 host={}", proxy.addr));
 }
 
+/// Many streams at once on one HTTP/2 connection, small and large bodies mixed,
+/// as misses and then as hits: relais gathers each pass's frames into one write,
+/// and none may be lost, reordered or held back (sizes past the gathering limit,
+/// and a socket that fills up, take the other paths).
+#[tokio::test]
+async fn h2c_many_streams_on_one_connection_get_whole_bodies() {
+    fn body(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+    let o = origin()
+        .route("/size/", |req: Request<hyper::body::Incoming>| async move {
+            let n: usize = req.uri().path()["/size/".len()..].parse().unwrap();
+            let mut r = http::Response::new(full(body(n)));
+            r.headers_mut().insert("cache-control", http::HeaderValue::from_static("max-age=60"));
+            r
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let client = h2_client();
+    let sizes = [0, 10, 255, 256, 1024, 16_385, 70_000, 300_000, 1_500_000];
+    for round in ["miss", "hit"] {
+        let requests = (0..45).map(|i| {
+            let n = sizes[i % sizes.len()];
+            let client = client.clone();
+            let url = proxy.url(&format!("/size/{n}"));
+            async move { (n, send_with(&client, Request::get(url).body(full("")).unwrap()).await) }
+        });
+        for (n, r) in futures_util::future::join_all(requests).await {
+            assert_eq!(r.status, 200, "{round} {n}");
+            assert_eq!(r.body.len(), n, "{round} {n}");
+            assert!(r.body == body(n), "{round}: body of {n} bytes differs");
+        }
+    }
+    assert_eq!(o.total_hits(), sizes.len(), "the second round is served from cache");
+}
+
+/// A frame with nothing queued after it, the answer to a PING, still goes out:
+/// relais holds HTTP/2 writes until the connection is polled again, and must
+/// schedule that poll itself.
+#[tokio::test]
+async fn h2c_ping_is_answered() {
+    let o = origin().text("/", "ok").start().await;
+    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (_send, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping_pong = conn.ping_pong().unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let pong = tokio::time::timeout(Duration::from_secs(2), ping_pong.ping(h2::Ping::opaque())).await;
+        pong.expect("PING answered within 2 s").unwrap();
+    }
+}
+
 #[tokio::test]
 async fn reload_adds_a_route_while_a_slow_request_completes() {
     let slow = origin()

@@ -169,6 +169,11 @@ impl Cache {
         if let Some(v) = self.memory.get(key).await {
             return Some(v);
         }
+        // Boxed: the disk read's state would otherwise enlarge every request's future.
+        Box::pin(self.get_from_disk(key)).await
+    }
+
+    async fn get_from_disk(&self, key: &str) -> Option<Arc<Stored>> {
         let disk = self.disk.as_ref()?;
         if self.is_doomed(key) {
             return None;

@@ -90,7 +90,7 @@ pub async fn serve(
         };
         let method = parts.method.clone();
         let body = request_body(&p, body);
-        let fwd = forward(&p, &route, &conn, host.as_ref(), Request::from_parts(parts, body)).await?;
+        let fwd = Box::pin(forward(&p, &route, &conn, host.as_ref(), Request::from_parts(parts, body))).await?;
         if !method.is_safe() {
             invalidate(&p.cache, &method, fwd.response.status(), &url, fwd.response.headers()).await;
         }
@@ -129,7 +129,9 @@ pub async fn serve(
     if cache_policy::only_if_cached(&parts) {
         return Err(ProxyError::NotCached);
     }
-    let served = collapsed(&ask(), slot, found, sie, CacheStatus::new(miss)).await?;
+    // Boxed, as the bypass above: a hit's future stays small, and hyper moves
+    // it at least once per request (into its task, for HTTP/2).
+    let served = Box::pin(collapsed(&ask(), slot, found, sie, CacheStatus::new(miss))).await?;
     Ok(client_view(&parts, served))
 }
 

@@ -20,6 +20,9 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::proxy::{self, Conn, Pipeline};
+use gather::Gather;
+
+mod gather;
 
 /// Binds a listening socket with address reuse and a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -51,7 +54,7 @@ pub async fn serve(
                     let info = Arc::new(Conn { peer, proto });
                     let shared = shared.clone();
                     let service = service_fn(move |req| proxy::handle(shared.load_full(), info.clone(), req));
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(Gather::new(tcp)), service).into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {

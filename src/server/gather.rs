@@ -1,0 +1,178 @@
+//! Gathers the frames an HTTP/2 connection writes in one pass into one write.
+//!
+//! The h2 crate flushes by itself after every DATA frame of 256 bytes or more,
+//! so a connection answering ten streams made ten `writev` calls, each paying
+//! for a TCP segment and a wake-up of the peer. On an HTTP/2 connection this
+//! stream keeps what is written and flushed, wakes its own task, and writes it
+//! all when the connection next reads — which h2 does on every poll, right
+//! after it has queued everything it could. HTTP/1 connections (hyper writes
+//! one response per `writev` already) pass straight through.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What is gathered before it is written without waiting for the next read.
+const GATHER: usize = 64 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    /// This many bytes of the HTTP/2 preface seen so far.
+    Sniff(usize),
+    Http1,
+    Http2,
+}
+
+pub struct Gather<T> {
+    io: T,
+    mode: Mode,
+    out: BytesMut,
+    /// The socket refused the last write: its readiness will wake the task.
+    stalled: bool,
+}
+
+impl<T> Gather<T> {
+    pub fn new(io: T) -> Self {
+        Gather { io, mode: Mode::Sniff(0), out: BytesMut::new(), stalled: false }
+    }
+
+    fn sniff(&mut self, read: &[u8]) {
+        let Mode::Sniff(seen) = self.mode else { return };
+        let want = &PREFACE[seen..];
+        let n = read.len().min(want.len());
+        self.mode = if read[..n] != want[..n] {
+            Mode::Http1
+        } else if seen + n == PREFACE.len() {
+            Mode::Http2
+        } else {
+            Mode::Sniff(seen + n)
+        };
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Gather<T> {
+    /// Writes out what is gathered, together with `more` if given, in one call.
+    /// Returns how many bytes of `more` were taken.
+    fn poll_send(&mut self, cx: &mut Context<'_>, more: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        loop {
+            let io = Pin::new(&mut self.io);
+            let written = if more.is_empty() {
+                if self.out.is_empty() {
+                    return Poll::Ready(Ok(0));
+                }
+                io.poll_write(cx, &self.out)
+            } else {
+                let mut slices = Vec::with_capacity(1 + more.len());
+                slices.push(IoSlice::new(&self.out));
+                slices.extend(more.iter().map(|s| IoSlice::new(s)));
+                io.poll_write_vectored(cx, &slices)
+            };
+            self.stalled = written.is_pending();
+            let n = ready!(written)?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let own = n.min(self.out.len());
+            self.out.advance(own);
+            if n > own {
+                return Poll::Ready(Ok(n - own));
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gather<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.out.is_empty() {
+            // Pending leaves the task registered for writability; read meanwhile.
+            if let Poll::Ready(Err(e)) = this.poll_send(cx, &[]) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if this.mode != Mode::Http1 && this.mode != Mode::Http2 {
+            this.sniff(&buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.mode != Mode::Http2 {
+            return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        }
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if this.out.len() + len <= GATHER {
+            for b in bufs {
+                this.out.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(len));
+        }
+        this.poll_send(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.out.is_empty() {
+            if !self.stalled {
+                // The write happens in the read the connection makes when polled
+                // again; more frames queued before then go out with it.
+                cx.waker().wake_by_ref();
+                return Poll::Ready(Ok(()));
+            }
+            // A full socket: waking now would spin; wait for it like any writer.
+            while !self.out.is_empty() {
+                ready!(self.poll_send(cx, &[]))?;
+            }
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            ready!(self.poll_send(cx, &[]))?;
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_whole_preface_turns_gathering_on() {
+        let mut g = Gather::new(());
+        g.sniff(b"PRI * HTTP/2.0\r\n");
+        assert_eq!(g.mode, Mode::Sniff(16));
+        g.sniff(b"\r\nSM\r\n\r\n\0\0");
+        assert_eq!(g.mode, Mode::Http2);
+
+        let mut g = Gather::new(());
+        g.sniff(b"PRI * HTTP/1.1\r\n");
+        assert_eq!(g.mode, Mode::Http1);
+        let mut g = Gather::new(());
+        g.sniff(b"GET / HTTP/1.1\r\n");
+        assert_eq!(g.mode, Mode::Http1);
+    }
+}
