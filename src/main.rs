@@ -11,6 +11,9 @@ use relais::Config;
 use relais::config::{LogConfig, LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "relais",
