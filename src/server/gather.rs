@@ -159,6 +159,41 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Writes past the gathering limit into a socket with small buffers: partial
+    /// writes of gathered and new bytes together lose and reorder nothing.
+    #[tokio::test]
+    async fn a_slow_peer_gets_every_byte_in_order() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut far, _) = listener.accept().await.unwrap();
+        near.set_nodelay(true).unwrap();
+        socket2::SockRef::from(&near).set_send_buffer_size(4096).unwrap();
+        let mut g = Gather::new(near);
+        g.mode = Mode::Http2;
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        for (i, chunk) in data.chunks(9_000).enumerate() {
+            let (a, b) = chunk.split_at(chunk.len() / 3);
+            let mut bufs = [IoSlice::new(a), IoSlice::new(b)];
+            let mut bufs = &mut bufs[..];
+            while !bufs.is_empty() {
+                let n = g.write_vectored(bufs).await.unwrap();
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            if i % 5 == 0 {
+                g.flush().await.unwrap();
+            }
+        }
+        g.shutdown().await.unwrap();
+        drop(g);
+        assert!(reader.await.unwrap() == data);
+    }
 
     #[test]
     fn only_the_whole_preface_turns_gathering_on() {
