@@ -401,6 +401,32 @@ async fn h2c_ping_is_answered() {
     }
 }
 
+/// A graceful stop with an HTTP/2 request in flight: the request completes, the
+/// GOAWAY and the last frames reach the client (relais holds HTTP/2 writes until the
+/// connection's next poll), and the stop ends with the connection, long before its
+/// 30 s grace period.
+#[tokio::test]
+async fn h2c_request_in_flight_completes_through_a_graceful_stop() {
+    let o = origin()
+        .route("/slow", |_| async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            text(200, "slow done", &[("cache-control", "no-store")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let client = h2_client();
+    let url = proxy.url("/slow");
+    let in_flight = tokio::spawn(async move { send_with(&client, Request::get(url).body(full("")).unwrap()).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    let stop = tokio::spawn(proxy.handle.shutdown());
+    let r = in_flight.await.unwrap();
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "slow done"));
+    tokio::time::timeout(Duration::from_secs(5), stop).await.expect("stop ends with the connection").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn reload_adds_a_route_while_a_slow_request_completes() {
     let slow = origin()
