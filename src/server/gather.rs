@@ -20,6 +20,10 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What is gathered before it is written without waiting for the next read.
 const GATHER: usize = 64 * 1024;
 
+/// A buffer grown past this by a large pass is freed once written: idle
+/// connections keep little.
+const KEEP: usize = 16 * 1024;
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Mode {
     /// This many bytes of the HTTP/2 preface seen so far.
@@ -78,7 +82,11 @@ impl<T: AsyncWrite + Unpin> Gather<T> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             let own = n.min(self.out.len());
-            self.out.advance(own);
+            if own == self.out.len() && self.out.capacity() > KEEP {
+                self.out = BytesMut::new();
+            } else {
+                self.out.advance(own);
+            }
             if n > own {
                 return Poll::Ready(Ok(n - own));
             }
@@ -191,6 +199,7 @@ mod tests {
             }
         }
         g.shutdown().await.unwrap();
+        assert!(g.out.capacity() <= KEEP, "a drained buffer of {} bytes kept", g.out.capacity());
         drop(g);
         assert!(reader.await.unwrap() == data);
     }
