@@ -105,7 +105,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gather<T> {
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        if this.mode != Mode::Http1 && this.mode != Mode::Http2 {
+        if let Mode::Sniff(_) = this.mode {
             this.sniff(&buf.filled()[before..]);
         }
         Poll::Ready(Ok(()))
