@@ -40,16 +40,6 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok.success());
 }
 
-async fn wait_listening(port: u16) {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("relais did not listen on {port}");
-}
-
 struct Running(Child);
 impl Drop for Running {
     fn drop(&mut self) {
@@ -58,8 +48,9 @@ impl Drop for Running {
     }
 }
 
-fn spawn(config: &Path) -> Running {
-    Running(
+/// Runs `relais run --config <config>` and waits until it listens on `port`.
+async fn start(config: &Path, port: u16) -> Running {
+    let child = Running(
         Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
@@ -68,7 +59,14 @@ fn spawn(config: &Path) -> Running {
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    )
+    );
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("relais did not listen on {port}");
 }
 
 #[test]
@@ -108,8 +106,7 @@ async fn sighup_reloads_and_rejects_a_broken_file() {
             "[[routes]]\npath = \"/gone\"\nupstream = \"app\"\nheaders = { x = \"never\" }\n",
         ),
     );
-    let child = spawn(&path);
-    wait_listening(port).await;
+    let child = start(&path, port).await;
     let url = format!("http://127.0.0.1:{port}/");
     assert_eq!(get(&url).await.text(), "app");
 
@@ -141,8 +138,7 @@ async fn sigterm_lets_the_in_flight_request_finish() {
     let path = dir.path().join("relais.toml");
     let port = free_port();
     write(&path, &config(dir.path(), port, o.addr, ""));
-    let mut child = spawn(&path);
-    wait_listening(port).await;
+    let mut child = start(&path, port).await;
 
     let url = format!("http://127.0.0.1:{port}/slow");
     let in_flight = tokio::spawn(async move { get(&url).await });
@@ -208,8 +204,7 @@ async fn sigkill_during_disk_writes_never_leaves_a_bad_entry() {
     let port = free_port();
     write(&path, &config(dir.path(), port, o.addr, ""));
     for round in 0..3 {
-        let mut child = spawn(&path);
-        wait_listening(port).await;
+        let mut child = start(&path, port).await;
         for i in 0..4 {
             let r = get_host(port, &format!("/big/{}", round * 4 + i)).await;
             assert_eq!(r.body.len(), LEN);
@@ -222,8 +217,7 @@ async fn sigkill_during_disk_writes_never_leaves_a_bad_entry() {
         child.0.kill().unwrap();
         child.0.wait().unwrap();
     }
-    let _child = spawn(&path);
-    wait_listening(port).await;
+    let _child = start(&path, port).await;
     let mut hits = 0;
     for i in 0..12 {
         let r = get_host(port, &format!("/big/{i}")).await;
@@ -242,8 +236,7 @@ async fn memory_stays_bounded_with_many_large_objects() {
     let port = free_port();
     let toml = config(dir.path(), port, o.addr, "").replace("[cache]\n", "[cache]\nmemory_capacity = \"16MiB\"\n");
     write(&path, &toml);
-    let child = spawn(&path);
-    wait_listening(port).await;
+    let child = start(&path, port).await;
     for i in 0..150 {
         assert_eq!(get_host(port, &format!("/obj/{i}")).await.body.len(), LEN);
     }
@@ -262,8 +255,7 @@ async fn small_entries_cost_about_their_size() {
     let path = dir.path().join("relais.toml");
     let port = free_port();
     write(&path, &config(dir.path(), port, o.addr, ""));
-    let child = spawn(&path);
-    wait_listening(port).await;
+    let child = start(&path, port).await;
     // One keep-alive connection, as a busy client's would be.
     let client = client();
     assert_eq!(get_site(&client, port, "/small/0").await.body.len(), 200);
@@ -285,8 +277,7 @@ async fn a_purge_survives_a_kill_before_its_disk_deletions_finish() {
     let (port, admin) = (free_port(), free_port());
     let toml = config(dir.path(), port, o.addr, "").replace("127.0.0.1:0", &format!("127.0.0.1:{admin}"));
     write(&path, &toml);
-    let mut child = spawn(&path);
-    wait_listening(port).await;
+    let mut child = start(&path, port).await;
     let client = client();
     for i in 0..N {
         get_site(&client, port, &format!("/p/{i}")).await;
@@ -302,8 +293,7 @@ async fn a_purge_survives_a_kill_before_its_disk_deletions_finish() {
     child.0.kill().unwrap();
     child.0.wait().unwrap();
 
-    let _child = spawn(&path);
-    wait_listening(port).await;
+    let _child = start(&path, port).await;
     // A new pool: the old one's connections went with the killed process.
     let fresh = support::client();
     for i in 0..N {
@@ -327,8 +317,7 @@ async fn admin_reload_answers_whether_the_file_was_accepted() {
         )
     };
     write(&path, &with_admin(""));
-    let _child = spawn(&path);
-    wait_listening(port).await;
+    let _child = start(&path, port).await;
     let reload = || async {
         let req = Request::post(format!("http://127.0.0.1:{admin}/reload"))
             .header("authorization", "Bearer t")
@@ -393,8 +382,7 @@ async fn a_gigabyte_each_way_streams_with_flat_memory() {
     let path = dir.path().join("relais.toml");
     let port = free_port();
     write(&path, &config(dir.path(), port, o.addr, ""));
-    let child = spawn(&path);
-    wait_listening(port).await;
+    let child = start(&path, port).await;
     let pid = child.0.id();
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
