@@ -45,8 +45,6 @@ use proxy::Pipeline;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("admin.listen {0} is not a loopback address: set admin.token (or RELAIS_ADMIN__TOKEN)")]
-    AdminWithoutToken(SocketAddr),
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -66,9 +64,6 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     // A Config built in code has not been through `Config::load`.
     config.validate("configuration")?;
     let admin_listen = config.admin.listen;
-    if config.admin.token.is_none() && !admin_listen.ip().is_loopback() {
-        return Err(StartError::AdminWithoutToken(admin_listen));
-    }
     let mut listeners = Vec::new();
     for &addr in &config.server.listen {
         let l = server::bind(addr).map_err(|source| StartError::Bind { addr, source })?;

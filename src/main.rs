@@ -70,6 +70,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config.log);
+            raise_open_files_limit();
             runtime(config.workers()).block_on(run(path, config))
         }
         Command::Demo { port } => {
@@ -146,6 +147,17 @@ async fn demo(port: u16) -> ExitCode {
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Each connection holds a descriptor (two when proxied): run with the soft
+/// limit raised to the hard one, as nginx's `worker_rlimit_nofile` does.
+fn raise_open_files_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(0);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) if now > before => tracing::info!(from = before, to = now, "open files limit raised"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, limit = before, "cannot raise the open files limit"),
+    }
 }
 
 fn init_logging(log: &LogConfig) {

@@ -55,10 +55,13 @@ async fn authentication() {
 
 #[tokio::test]
 async fn refuses_a_public_admin_listener_without_token() {
-    let config =
-        relais::Config::from_toml("[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"0.0.0.0:0\"\n", "t.toml")
-            .unwrap();
-    let err = relais::start(config).await.err().expect("refused");
+    let toml = "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"0.0.0.0:0\"\n";
+    let err = relais::Config::from_toml(toml, "t.toml").expect_err("refused by the file check");
+    assert!(err.to_string().contains("t.toml: admin.token"), "{err}");
+    // A configuration built in code is checked at start.
+    let mut config = relais::Config::from_toml("[server]\nlisten = [\"127.0.0.1:0\"]\n", "t.toml").unwrap();
+    config.admin.listen = "0.0.0.0:0".parse().unwrap();
+    let err = relais::start(config).await.err().expect("refused at start");
     assert!(err.to_string().contains("admin.token"), "{err}");
 }
 

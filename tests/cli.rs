@@ -2,72 +2,15 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use http::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use support::process::*;
 use support::*;
-
-/// The binary under test; `RELAIS_TEST_BIN` points at another build (e.g. release).
-fn bin() -> String {
-    std::env::var("RELAIS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_relais").to_string())
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::File::create(path).unwrap().write_all(text.as_bytes()).unwrap();
-}
-
-fn config(dir: &Path, port: u16, origin: std::net::SocketAddr, extra_route: &str) -> String {
-    let cache = dir.join("cache");
-    format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[cache]\ndisk_path = \"{}\"\n[upstreams.app]\nservers = [\"{origin}\"]\n\
-         [[routes]]\npath = \"/\"\nupstream = \"app\"\n{extra_route}",
-        cache.display()
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
-    assert!(ok.success());
-}
-
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `relais run --config <config>` and waits until it listens on `port`.
-async fn start(config: &Path, port: u16) -> Running {
-    let child = Running(
-        Command::new(bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("relais did not listen on {port}");
-}
 
 #[test]
 fn check_accepts_a_valid_file_and_names_the_key_of_a_bad_one() {
@@ -160,12 +103,6 @@ async fn sigterm_lets_the_in_flight_request_finish() {
     .unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exits 0 after draining");
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "no longer listening");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Distinct, checkable content for object `i`.

@@ -39,11 +39,16 @@ pub enum Bypass {
     NotStorable,
     /// The body exceeds the maximum object size (decided by the caller).
     TooLarge,
+    /// The request carries `Cookie` and the route bypasses such requests.
+    Cookie,
+    /// A GET or HEAD with a body: forwarded with its body, answer not shared
+    /// (decided by the caller, which sees the body).
+    RequestBody,
 }
 
 impl Bypass {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Bypass; 14] = [
+    pub const ALL: [Bypass; 16] = [
         Bypass::Route,
         Bypass::Method,
         Bypass::RequestNoStore,
@@ -58,6 +63,8 @@ impl Bypass {
         Bypass::ZeroTtl,
         Bypass::NotStorable,
         Bypass::TooLarge,
+        Bypass::Cookie,
+        Bypass::RequestBody,
     ];
 
     /// A short kebab-case word for `Cache-Status` `detail=`, logs and metrics.
@@ -77,6 +84,8 @@ impl Bypass {
             Bypass::ZeroTtl => "zero-ttl",
             Bypass::NotStorable => "not-storable",
             Bypass::TooLarge => "too-large",
+            Bypass::Cookie => "cookie",
+            Bypass::RequestBody => "request-body",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! A request that fails [`lookup_allowed`] is forwarded untouched and its response
 //! is not stored; the returned [`Bypass`] is shown in `Cache-Status`.
 
-use http::header::{IF_MATCH, IF_UNMODIFIED_SINCE, RANGE};
+use http::header::{COOKIE, IF_MATCH, IF_UNMODIFIED_SINCE, RANGE};
 use http::{Method, request};
 
 use crate::cache_control::CacheControl;
@@ -14,7 +14,8 @@ use crate::{Bypass, Rules};
 /// Only GET and HEAD are looked up. `Range` requests bypass (partial content is not
 /// cached yet), as do `Cache-Control: no-store` (RFC 9111 §5.2.1.5: the cache must
 /// not store the response) and the preconditions `If-Match`/`If-Unmodified-Since`,
-/// whose 412 only the origin can judge.
+/// whose 412 only the origin can judge. A request with `Cookie` bypasses where the
+/// rules say so.
 pub fn lookup_allowed(req: &request::Parts, rules: &Rules) -> Result<(), Bypass> {
     if rules.bypass {
         return Err(Bypass::Route);
@@ -30,6 +31,9 @@ pub fn lookup_allowed(req: &request::Parts, rules: &Rules) -> Result<(), Bypass>
     }
     if req.headers.contains_key(IF_MATCH) || req.headers.contains_key(IF_UNMODIFIED_SINCE) {
         return Err(Bypass::Precondition);
+    }
+    if rules.bypass_cookie_requests && req.headers.contains_key(COOKIE) {
+        return Err(Bypass::Cookie);
     }
     Ok(())
 }

@@ -33,4 +33,8 @@ pub struct Rules {
     /// Store responses that carry `Set-Cookie`, without the `Set-Cookie` header.
     /// Default: false (such responses are not stored).
     pub store_set_cookie: bool,
+    /// Requests carrying `Cookie` go to the origin and their answers are not
+    /// stored (Varnish's default). Default: false (the origin's Cache-Control
+    /// decides, as RFC 9111 allows).
+    pub bypass_cookie_requests: bool,
 }

@@ -214,6 +214,7 @@ fn stale_windows_and_usable_time() {
 fn lookup_checks() {
     let none = Rules::default();
     let bypass = Rules { bypass: true, ..Rules::default() };
+    let cookies = Rules { bypass_cookie_requests: true, ..Rules::default() };
     #[rustfmt::skip]
     let table: &[LookupCase] = &[
         ("GET", Method::GET, &[], &none, Ok(())),
@@ -227,6 +228,9 @@ fn lookup_checks() {
         ("If-Match", Method::GET, &[("if-match", "\"a\"")], &none, Err(Bypass::Precondition)),
         ("If-Unmodified-Since", Method::GET, &[("if-unmodified-since", "@0")], &none, Err(Bypass::Precondition)),
         ("route bypass first", Method::POST, &[], &bypass, Err(Bypass::Route)),
+        ("Cookie looks up by default", Method::GET, &[("cookie", "id=1")], &none, Ok(())),
+        ("Cookie where the route bypasses them", Method::GET, &[("cookie", "id=1")], &cookies, Err(Bypass::Cookie)),
+        ("no Cookie where the route bypasses them", Method::GET, &[], &cookies, Ok(())),
     ];
     for (what, method, req_h, rules, expected) in table {
         assert_eq!(lookup_allowed(&req_with(method.clone(), req_h), rules), *expected, "{what}");

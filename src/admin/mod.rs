@@ -16,9 +16,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -38,24 +35,18 @@ pub struct Admin {
     pub reload: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
 }
 
-/// Serves the admin API on `listener` until `stop` changes.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let admin = admin.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let admin = admin.clone();
-                        async move { Ok::<_, Infallible>(handle(&admin, req).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), service).await;
-                });
-            }
-            _ = stop.changed() => break,
+/// Serves the admin API on `listener` until `stop` changes, with the client
+/// listeners' connection limits and timeouts.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: watch::Receiver<bool>) {
+    let shared = admin.shared.clone();
+    let make = move |_peer| {
+        let admin = admin.clone();
+        move |req| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(handle(&admin, req).await) }
         }
-    }
+    };
+    crate::server::accept(listener, shared, stop, make).await;
 }
 
 async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {

@@ -8,8 +8,16 @@
 //! that is not shareable (uncacheable response) releases the waiters to fetch
 //! on their own, and the key is remembered as uncacheable for a while so later
 //! requests skip the wait (Varnish's hit-for-miss).
+//!
+//! Memory: while the body may still be stored, the buffer keeps it whole (new
+//! waiters read from the first byte), up to `max_object_size`. Past that the
+//! fill [streams only](Fill::stream_only): it takes no new readers, frees what
+//! every reader has read, and the fetch waits while more than [`WINDOW`] bytes
+//! are unread by the slowest reader, so readers get the origin's pace or
+//! theirs, and memory stays bounded whatever the body's size. A fill that
+//! streams only and has lost all its readers stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -35,13 +43,48 @@ pub enum Head {
     Failed(StatusCode),
 }
 
+/// Unread bytes the slowest reader may leave behind once a fill streams only.
+pub const WINDOW: u64 = 1 << 20;
+
 #[derive(Default)]
 struct Buffer {
-    chunks: Vec<Bytes>,
-    len: u64,
+    chunks: VecDeque<Bytes>,
+    /// Index in the body of `chunks[0]`: chunks before it were freed.
+    first: usize,
+    /// Bytes held in `chunks`.
+    held: u64,
     /// Some(true) complete, Some(false) broken.
     end: Option<bool>,
+    /// Readers waiting for a chunk.
     wakers: Vec<Waker>,
+    /// The index of the next chunk each reader will read, by reader slot
+    /// (None: gone).
+    readers: Vec<Option<usize>>,
+    /// Nothing will be stored: free what all readers have read.
+    streaming: bool,
+    /// The fetch, waiting for readers to catch up.
+    pump: Option<Waker>,
+}
+
+impl Buffer {
+    fn live_readers(&self) -> impl Iterator<Item = usize> + '_ {
+        self.readers.iter().flatten().copied()
+    }
+
+    /// Frees the chunks every reader has read; wakes the fetch if there is room.
+    fn release(&mut self) -> Option<Waker> {
+        if !self.streaming {
+            return None;
+        }
+        let end = self.first + self.chunks.len();
+        let slowest = self.live_readers().min().unwrap_or(end);
+        while self.first < slowest {
+            let Some(c) = self.chunks.pop_front() else { break };
+            self.held -= c.len() as u64;
+            self.first += 1;
+        }
+        if self.held <= WINDOW || self.live_readers().next().is_none() { self.pump.take() } else { None }
+    }
 }
 
 /// One in-flight fetch.
@@ -67,11 +110,36 @@ impl Fill {
     pub fn push(&self, chunk: Bytes) {
         let wakers = {
             let mut b = self.buffer();
-            b.len += chunk.len() as u64;
-            b.chunks.push(chunk);
+            b.held += chunk.len() as u64;
+            b.chunks.push_back(chunk);
             std::mem::take(&mut b.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The body will not be stored (it passed `max_object_size`): from now on
+    /// the buffer holds only what some reader has yet to read.
+    pub fn stream_only(&self) {
+        let mut b = self.buffer();
+        b.streaming = true;
+        b.release();
+    }
+
+    /// Once streaming only: waits until the slowest reader is within
+    /// [`WINDOW`] of the end. False when no reader is left, and the fetch should stop.
+    pub async fn room(&self) -> bool {
+        std::future::poll_fn(|cx| {
+            let mut b = self.buffer();
+            if b.live_readers().next().is_none() {
+                return Poll::Ready(false);
+            }
+            if !b.streaming || b.held <= WINDOW {
+                return Poll::Ready(true);
+            }
+            b.pump = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Marks the body complete (`true`) or broken (`false`).
@@ -94,16 +162,44 @@ impl Fill {
         }
     }
 
-    /// A reader of the shared body from its first byte.
-    pub fn body(self: &Arc<Self>) -> FillBody {
-        FillBody { fill: self.clone(), next: 0 }
+    /// A reader of the shared body from its first byte; None if that byte
+    /// was freed already (the fill streams only).
+    pub fn body(self: &Arc<Self>) -> Option<FillBody> {
+        let mut b = self.buffer();
+        if b.first > 0 {
+            return None;
+        }
+        let slot = match b.readers.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                b.readers.push(None);
+                b.readers.len() - 1
+            }
+        };
+        b.readers[slot] = Some(0);
+        Some(FillBody { fill: self.clone(), next: 0, slot })
     }
 }
 
 /// Streams a fill's body to one client.
 pub struct FillBody {
     fill: Arc<Fill>,
+    /// Index in the body of the next chunk to read.
     next: usize,
+    slot: usize,
+}
+
+impl Drop for FillBody {
+    fn drop(&mut self) {
+        let pump = {
+            let mut b = self.fill.buffer();
+            b.readers[self.slot] = None;
+            b.release()
+        };
+        if let Some(w) = pump {
+            w.wake();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,10 +213,19 @@ impl http_body::Body for FillBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let fill = self.fill.clone();
         let mut b = fill.buffer();
-        if let Some(chunk) = b.chunks.get(self.next) {
-            let chunk = chunk.clone();
-            drop(b);
+        let Some(i) = self.next.checked_sub(b.first) else {
+            // Freed before this reader read it: cannot happen, as only what
+            // every reader has read is freed; end with an error, never a gap.
+            return Poll::Ready(Some(Err(Box::new(BrokenFill))));
+        };
+        if let Some(chunk) = b.chunks.get(i).cloned() {
             self.next += 1;
+            b.readers[self.slot] = Some(self.next);
+            let pump = b.release();
+            drop(b);
+            if let Some(w) = pump {
+                w.wake();
+            }
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         match b.end {
@@ -135,7 +240,7 @@ impl http_body::Body for FillBody {
 
     fn is_end_stream(&self) -> bool {
         let b = self.fill.buffer();
-        b.end == Some(true) && self.next >= b.chunks.len()
+        b.end == Some(true) && self.next >= b.first + b.chunks.len()
     }
 
     fn size_hint(&self) -> SizeHint {

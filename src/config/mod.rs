@@ -28,6 +28,8 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
+    pub guard: GuardConfig,
+    #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -47,9 +49,14 @@ pub struct ServerConfig {
     /// Addresses to accept HTTP/1.1 and h2c on. Default `["127.0.0.1:8080"]`.
     pub listen: Vec<SocketAddr>,
     /// A client must send a request's complete header within this time
-    /// (slowloris defence). On HTTP/1 the clock also runs while a keep-alive
-    /// connection is idle, so this is the idle timeout too. Default 10s.
+    /// (slowloris defence), counted from the connection's first byte or the end
+    /// of its previous request; an HTTP/2 client must send its preface within
+    /// it. On HTTP/1 the clock also runs while a keep-alive connection is idle,
+    /// so this is its idle timeout too. Default 10s.
     pub header_read_timeout: Dur,
+    /// A connection with no request in flight is closed after this (HTTP/2
+    /// with GOAWAY), however often it pings. Default 75s (nginx's keepalive_timeout).
+    pub idle_timeout: Dur,
     /// Largest request header block; beyond it the client gets 431. Default 64KiB.
     pub max_header_size: Size,
     /// Most request header fields; beyond it the client gets 431. Default 100.
@@ -72,6 +79,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             header_read_timeout: Dur::secs(10),
+            idle_timeout: Dur::secs(75),
             max_header_size: Size(64 * 1024),
             max_headers: 100,
             max_request_body: None,
@@ -96,6 +104,22 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)), token: None }
+    }
+}
+
+/// `[guard]`: what a request must respect before it reaches routing.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// A request body that sends nothing for this long is cut off with 408
+    /// (the client's fault; the origin is not blamed). Default 30s (nginx's
+    /// client_body_timeout).
+    pub body_timeout: Dur,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig { body_timeout: Dur::secs(30) }
     }
 }
 
@@ -208,19 +232,43 @@ fn default_fail_timeout() -> Dur {
     Dur::secs(10)
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerEntry {
     Address(String),
-    Weighted {
-        address: String,
-        #[serde(default = "one")]
-        weight: u32,
-    },
+    Weighted { address: String, weight: u32 },
 }
 
 fn one() -> u32 {
     1
+}
+
+/// By hand rather than `untagged`, whose only error is "did not match any variant".
+impl<'de> Deserialize<'de> for ServerEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Weighted {
+            address: String,
+            #[serde(default = "one")]
+            weight: u32,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ServerEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"host:port\" or { address = \"host:port\", weight = 1..1000 }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ServerEntry, E> {
+                Ok(ServerEntry::Address(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ServerEntry, A::Error> {
+                let w = Weighted::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ServerEntry::Weighted { address: w.address, weight: w.weight })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl ServerEntry {
@@ -308,6 +356,20 @@ pub struct CacheRules {
     pub bypass: bool,
     /// Store responses with Set-Cookie (stored and served without it).
     pub store_set_cookie: bool,
+    /// `cache` (default): a request with `Cookie` uses the cache like any other,
+    /// and the origin's Cache-Control decides whether its answer is shared (RFC
+    /// 9111; nginx's default). `bypass`: such requests go to the origin and their
+    /// answers are not stored (Varnish's default), for origins that personalise
+    /// by cookie without saying `private`.
+    pub cookie_requests: CookieRequests,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieRequests {
+    #[default]
+    Cache,
+    Bypass,
 }
 
 impl CacheRules {
@@ -322,6 +384,7 @@ impl CacheRules {
             stale_if_error: d(self.stale_if_error),
             bypass: self.bypass,
             store_set_cookie: self.store_set_cookie,
+            bypass_cookie_requests: self.cookie_requests == CookieRequests::Bypass,
         }
     }
 }
@@ -369,6 +432,40 @@ impl Config {
         if self.server.listen.is_empty() {
             return Err(bad("server.listen".into(), "needs at least one address".into()));
         }
+        for (i, a) in self.server.listen.iter().enumerate() {
+            if let Some(j) = self.server.listen[..i].iter().position(|b| overlaps(a, b)) {
+                let b = self.server.listen[j];
+                return Err(bad(format!("server.listen[{i}]"), format!("{a} overlaps server.listen[{j}] ({b})")));
+            }
+            if overlaps(a, &self.admin.listen) {
+                return Err(bad(
+                    "admin.listen".into(),
+                    format!("{} is also server.listen[{i}] ({a})", self.admin.listen),
+                ));
+            }
+        }
+        if self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
+            return Err(bad(
+                "admin.token".into(),
+                format!(
+                    "admin.listen {} is not a loopback address: set a token (or RELAIS_ADMIN__TOKEN)",
+                    self.admin.listen
+                ),
+            ));
+        }
+        if self.admin.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(bad("admin.token".into(), "is empty".into()));
+        }
+        let positive = [
+            ("server.header_read_timeout", self.server.header_read_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("guard.body_timeout", self.guard.body_timeout),
+        ];
+        for (key, d) in positive {
+            if d.get().is_zero() {
+                return Err(bad(key.into(), "must be more than 0".into()));
+            }
+        }
         if !(1..=1000).contains(&self.server.max_headers) {
             return Err(bad("server.max_headers".into(), "must be between 1 and 1000".into()));
         }
@@ -392,6 +489,15 @@ impl Config {
             }
             if u.max_fails == 0 {
                 return Err(bad(format!("upstreams.{up}.max_fails"), "must be at least 1".into()));
+            }
+            for (key, d) in [
+                ("connect_timeout", u.connect_timeout),
+                ("response_timeout", u.response_timeout),
+                ("idle_timeout", u.idle_timeout),
+            ] {
+                if d.get().is_zero() {
+                    return Err(bad(format!("upstreams.{up}.{key}"), "must be more than 0".into()));
+                }
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
@@ -458,14 +564,25 @@ fn env() -> Env {
 
 /// `host:port` with a port; hosts are names or IP literals.
 fn check_authority(s: &str) -> Result<(), String> {
-    let auth: http::uri::Authority = s.parse().map_err(|_| format!("{s:?} is not host:port"))?;
-    if auth.port_u16().is_none() {
-        return Err(format!("{s:?} needs a port"));
-    }
     if s.contains('@') {
         return Err(format!("{s:?}: user info is not allowed"));
     }
-    Ok(())
+    let _: http::uri::Authority = s.parse().map_err(|_| format!("{s:?} is not host:port"))?;
+    // After the last ':' outside an IPv6 literal's brackets.
+    let port = s.rsplit_once(':').filter(|(host, _)| !host.starts_with('[') || host.ends_with(']')).map(|(_, p)| p);
+    match port {
+        None | Some("") => Err(format!("{s:?} needs a port")),
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("{s:?}: port {p} is out of range (1-65535)")),
+            Ok(_) => Ok(()),
+        },
+    }
+}
+
+/// Two listen addresses that cannot both be bound: the same port on the same
+/// address, or on any address when one is a wildcard. Port 0 picks a free port.
+fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// One figment error as "SOURCE: key: what is wrong".
@@ -533,6 +650,54 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
         let toml = "[upstreams.a]\nservers=[\"localhost\"]\n";
         let msg = Config::from_toml(toml, "x.toml").unwrap_err().to_string();
         assert!(msg.contains("upstreams.a.servers[0]"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_ports_and_bad_weights_are_said_plainly() {
+        let msg =
+            Config::from_toml("[upstreams.a]\nservers=[\"127.0.0.1:99999\"]\n", "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("upstreams.a.servers[0]") && msg.contains("out of range"), "{msg}");
+        let msg = Config::from_toml("[upstreams.a]\nservers=[\"127.0.0.1:0\"]\n", "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("out of range"), "{msg}");
+        for (weight, says) in [("-1", "-1"), ("\"3\"", "string"), ("0", "between 1 and 1000")] {
+            let toml = format!("[upstreams.a]\nservers=[{{ address = \"127.0.0.1:1\", weight = {weight} }}]\n");
+            let msg = Config::from_toml(&toml, "x.toml").unwrap_err().to_string();
+            assert!(msg.contains("upstreams.a.servers") && msg.contains(says), "weight {weight}: {msg}");
+            assert!(!msg.contains("untagged"), "{msg}");
+        }
+        let toml = "[upstreams.a]\nservers=[{ adress = \"127.0.0.1:1\" }]\n";
+        let msg = Config::from_toml(toml, "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("adress"), "{msg}");
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        for (toml, key) in [
+            ("[server]\nheader_read_timeout = \"0s\"\n", "server.header_read_timeout"),
+            ("[server]\nidle_timeout = 0\n", "server.idle_timeout"),
+            ("[guard]\nbody_timeout = \"0ms\"\n", "guard.body_timeout"),
+            ("[upstreams.a]\nservers=[\"127.0.0.1:1\"]\nresponse_timeout = \"0s\"\n", "upstreams.a.response_timeout"),
+            ("[upstreams.a]\nservers=[\"127.0.0.1:1\"]\nconnect_timeout = 0\n", "upstreams.a.connect_timeout"),
+        ] {
+            let msg = Config::from_toml(toml, "x.toml").unwrap_err().to_string();
+            assert!(msg.contains(key) && msg.contains("more than 0"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn listeners_that_cannot_all_be_bound_are_refused() {
+        for (toml, key) in [
+            ("[server]\nlisten = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n", "server.listen[1]"),
+            ("[server]\nlisten = [\"0.0.0.0:8080\", \"127.0.0.1:8080\"]\n", "server.listen[1]"),
+            ("[server]\nlisten = [\"127.0.0.1:8080\"]\n[admin]\nlisten = \"127.0.0.1:8080\"\n", "admin.listen"),
+            ("[admin]\nlisten = \"0.0.0.0:9090\"\n", "admin.token"),
+            ("[admin]\ntoken = \" \"\n", "admin.token"),
+        ] {
+            let msg = Config::from_toml(toml, "x.toml").unwrap_err().to_string();
+            assert!(msg.contains(key), "{toml}: {msg}");
+        }
+        let ok = "[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\", \"127.0.0.1:8081\"]\n[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"t\"\n";
+        Config::from_toml(ok, "x.toml").unwrap();
     }
 
     #[test]

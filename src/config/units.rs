@@ -10,8 +10,10 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// A byte count. `MiB`/`GiB` are binary, `MB`/`GB` decimal; a single letter
-/// (`k`, `m`, `g`) is binary, as in nginx.
+/// A byte count: a number and a unit. `KiB`/`MiB`/`GiB`/`TiB` are binary,
+/// `kB`/`MB`/`GB`/`TB` decimal, a single letter (`k`, `m`, `g`) binary as in
+/// nginx, no unit (or `B`) bytes. Case does not matter; a fraction is allowed
+/// (`1.5GiB`). A value past 16 EiB is an error, not a wrap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Size(pub u64);
 
@@ -24,30 +26,60 @@ impl Size {
     }
 }
 
+const UNITS: [(&str, u64); 13] = [
+    ("", 1),
+    ("b", 1),
+    ("k", 1 << 10),
+    ("kib", 1 << 10),
+    ("kb", 1000),
+    ("m", 1 << 20),
+    ("mib", 1 << 20),
+    ("mb", 1_000_000),
+    ("g", 1 << 30),
+    ("gib", 1 << 30),
+    ("gb", 1_000_000_000),
+    ("tib", 1 << 40),
+    ("tb", 1_000_000_000_000),
+];
+
 impl FromStr for Size {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic()).trim();
-        let unit = &s[s.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len()..];
-        let shift = match unit.to_ascii_lowercase().as_str() {
-            "k" => Some(10),
-            "m" => Some(20),
-            "g" => Some(30),
-            _ => None,
-        };
-        if let (Some(shift), Ok(n)) = (shift, digits.parse::<u64>()) {
-            return n.checked_mul(1 << shift).map(Size).ok_or_else(|| format!("size {s:?} is too large"));
+        let invalid = || format!("invalid size {s:?} (expected e.g. \"64MiB\", \"512KiB\", \"1GiB\")");
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (number, unit) = (&s[..split], s[split..].trim().to_ascii_lowercase());
+        let multiplier = UNITS.iter().find(|(u, _)| *u == unit).map(|&(_, m)| m).ok_or_else(invalid)?;
+        if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+            return Err(invalid());
         }
-        bytesize::ByteSize::from_str(s)
-            .map(|b| Size(b.as_u64()))
-            .map_err(|_| format!("invalid size {s:?} (expected e.g. \"64MiB\", \"512KiB\", \"1GiB\")"))
+        let too_large = || format!("size {s:?} is too large");
+        let bytes = match number.parse::<u64>() {
+            Ok(n) => n.checked_mul(multiplier).ok_or_else(too_large)?,
+            Err(_) if number.bytes().filter(|&b| b == b'.').count() == 1 => {
+                let n: f64 = number.parse().map_err(|_| invalid())?;
+                let bytes = (n * multiplier as f64).round();
+                if bytes >= u64::MAX as f64 {
+                    return Err(too_large());
+                }
+                bytes as u64
+            }
+            Err(_) if number.bytes().all(|b| b.is_ascii_digit()) => return Err(too_large()),
+            Err(_) => return Err(invalid()),
+        };
+        Ok(Size(bytes))
     }
 }
 
 impl fmt::Display for Size {
+    /// The largest binary unit that divides it, else bytes: `64MiB`, `1500B`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", bytesize::ByteSize(self.0).display().iec_short())
+        for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+            if self.0 != 0 && self.0.is_multiple_of(1 << shift) {
+                return write!(f, "{}{unit}", self.0 >> shift);
+            }
+        }
+        write!(f, "{}B", self.0)
     }
 }
 
@@ -162,6 +194,30 @@ mod tests {
         assert!("18446744073709551615s".parse::<Dur>().is_err());
         assert!("99years".parse::<Dur>().is_ok());
         assert!("12 parsecs".parse::<Size>().is_err());
+        assert_eq!("1.5GiB".parse::<Size>().unwrap(), Size(3 << 29));
+        assert_eq!("2 kb".parse::<Size>().unwrap(), Size(2000));
+        assert_eq!("1TiB".parse::<Size>().unwrap(), Size(1 << 40));
+        for bad in ["", "MiB", "1..5MiB", ".5MiB", "5.MiB", "-1MiB", "1e3", "1 2MiB"] {
+            assert!(bad.parse::<Size>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_sizes_are_errors_not_wraps() {
+        for huge in ["99999999999999999999GiB", "99999999999999999999", "16384PiB", "17179869184GiB", "9999999999.5TiB"]
+        {
+            let e = huge.parse::<Size>();
+            assert!(e.is_err(), "{huge:?} gave {e:?}");
+        }
+        assert!("99999999999999999999GiB".parse::<Size>().unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn sizes_display_in_their_largest_unit() {
+        assert_eq!(Size::mib(64).to_string(), "64MiB");
+        assert_eq!(Size(1536).to_string(), "1536B");
+        assert_eq!(Size(3 << 30).to_string(), "3GiB");
+        assert_eq!(Size(0).to_string(), "0B");
     }
 
     #[test]

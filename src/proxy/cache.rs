@@ -77,8 +77,12 @@ pub async fn serve(
     let url = key::url(conn.proto, authority, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
 
     let upgrade = parts.headers.contains_key(header::UPGRADE);
-    // Ranges are cut from the full response (see present), so they do not bypass.
+    // A GET or HEAD with a body is forwarded with it and its answer kept from
+    // everyone else: the body may select what the answer is.
+    let with_body = !http_body::Body::is_end_stream(&body);
     let allowed = match cache_policy::lookup_allowed(&parts, &route.cache) {
+        Ok(()) if with_body => Err(Bypass::RequestBody),
+        // Ranges are cut from the full response (see present), so they do not bypass.
         Err(Bypass::Range) => Ok(()),
         other => other,
     }
@@ -157,12 +161,16 @@ async fn collapsed(
         Role::Waiter(fill) => {
             ask.p.metrics.collapsed_waiter();
             match fill.head(cache.lock_timeout).await {
-                Head::Shared { status: code, headers, cache_status } => {
-                    let mut res = Response::new(Body::boxed(fill.body()));
-                    *res.status_mut() = code;
-                    *res.headers_mut() = headers;
-                    Ok(Served { response: res, upstream: None, status: cache_status.collapsed(), shareable: true })
-                }
+                Head::Shared { status: code, headers, cache_status } => match fill.body() {
+                    Some(body) => {
+                        let mut res = Response::new(Body::boxed(body));
+                        *res.status_mut() = code;
+                        *res.headers_mut() = headers;
+                        Ok(Served { response: res, upstream: None, status: cache_status.collapsed(), shareable: true })
+                    }
+                    // Too large to store: the start of the body is gone already.
+                    None => origin(ask, slot, found, sie, status).await,
+                },
                 Head::Failed(code) => Err(ProxyError::Collapsed(code)),
                 Head::Released | Head::Pending => origin(ask, slot, found, sie, status).await,
             }
@@ -171,7 +179,8 @@ async fn collapsed(
 }
 
 /// The leader's fetch, in its own task: publish the head, hand the leader's
-/// client its response, and pump a shareable body into the fill to its end.
+/// client its response, and pump a shareable body into the fill to its end
+/// (or, once it is too large to store, for as long as someone reads it).
 async fn lead(
     ask: Ask,
     slot: Slot,
@@ -208,26 +217,47 @@ async fn lead(
                 headers: parts.headers.clone(),
                 cache_status: served.status.clone(),
             });
-            if let Some(tx) = client {
-                let response = Response::from_parts(parts, Body::boxed(fill.body()));
+            if let Some(tx) = client
+                && let Some(reader) = fill.body()
+            {
+                let response = Response::from_parts(parts, Body::boxed(reader));
                 let _ =
                     tx.send(Ok(Served { response, upstream: served.upstream, status: served.status, shareable: true }));
             }
-            let complete = pump(&mut body, &fill).await;
+            let cache = &ask.p.cache;
+            let too_large = || {
+                fills.done(&key, &fill);
+                cache.mark_pass(&key);
+            };
+            let complete = pump(&mut body, &fill, cache.max_object_size, too_large).await;
             fill.finish(complete);
             fills.done(&key, &fill);
         }
     }
 }
 
-/// Reads `body` into the fill; true if it ended cleanly.
-async fn pump(body: &mut Body, fill: &Fill) -> bool {
+/// Reads `body` into the fill; true if it ended cleanly. Past `limit` bytes
+/// the fill streams only (`too_large` is called once), and reading waits for
+/// the slowest reader or stops when none is left.
+async fn pump(body: &mut Body, fill: &Fill, limit: u64, too_large: impl FnOnce()) -> bool {
     use http_body_util::BodyExt;
+    let mut too_large = Some(too_large);
+    let mut len = 0u64;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    fill.push(data);
+                let Ok(data) = frame.into_data() else { continue };
+                len += data.len() as u64;
+                fill.push(data);
+                if len > limit {
+                    if let Some(f) = too_large.take() {
+                        fill.stream_only();
+                        f();
+                    }
+                    if !fill.room().await {
+                        tracing::debug!("every reader of a body too large to store left; fetch stopped");
+                        return false;
+                    }
                 }
             }
             Err(e) => {
@@ -304,7 +334,7 @@ fn entry_of(stored: &Stored) -> &Entry {
 /// within stale-if-error serves it.
 async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool) -> Result<Served, ProxyError> {
     let entry = entry_of(&stored);
-    let mut upstream = upstream_request(&ask.req);
+    let mut upstream = upstream_request(&ask.req, Method::GET);
     upstream.headers_mut().extend(entry.policy.revalidation_headers(&entry.headers));
     let epoch = ask.p.cache.purge_epoch();
     let request_time = SystemTime::now();
@@ -362,10 +392,18 @@ async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool
 }
 
 /// A miss: fetch as GET without the client's conditionals, store if allowed.
+/// A HEAD for a URL known to be uncacheable is sent as HEAD: its body could
+/// not be stored, so the origin need not send it.
 async fn fetch(ask: &Ask, slot: Slot, status: CacheStatus) -> Result<Served, ProxyError> {
+    if ask.req.method == Method::HEAD && ask.p.cache.is_pass(&slot.key) {
+        let req = upstream_request(&ask.req, Method::HEAD);
+        let fwd = forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), req).await?;
+        return Ok(Served { response: fwd.response, upstream: Some(fwd.server), status, shareable: false });
+    }
     let epoch = ask.p.cache.purge_epoch();
     let request_time = SystemTime::now();
-    let fwd = forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), upstream_request(&ask.req)).await?;
+    let fwd =
+        forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), upstream_request(&ask.req, Method::GET)).await?;
     let response_time = SystemTime::now();
     Ok(store(ask, slot, fwd.response, fwd.server, (epoch, request_time, response_time), status))
 }
@@ -428,7 +466,9 @@ fn store(
         stored_at: response_time,
     };
     cache.unmark_pass(&slot.key);
-    let status = status.stored().ttl(entry.policy.ttl_secs(response_time));
+    // A body of unknown length may still prove too large: only a known length is claimed stored.
+    let status = if expected.is_some() { status.stored() } else { status };
+    let status = status.ttl(entry.policy.ttl_secs(response_time));
     let committer = cache.clone();
     let primary = slot.primary;
     let commit = Box::new(move |body: Bytes| {
@@ -461,11 +501,12 @@ fn from_entry(entry: &Entry, now: SystemTime, status: CacheStatus, upstream: Opt
 }
 
 /// The request sent upstream from the cache stage: GET (a HEAD is fetched as
-/// GET so the answer can be stored), without the client's conditionals and
-/// Range (the full response is stored; each client's part is cut from it).
-fn upstream_request(parts: &Parts) -> Request<Body> {
+/// GET so the answer can be stored), without a body and without the client's
+/// conditionals and Range (the full response is stored; each client's part is
+/// cut from it).
+fn upstream_request(parts: &Parts, method: Method) -> Request<Body> {
     let mut req = Request::new(Body::empty());
-    *req.method_mut() = Method::GET;
+    *req.method_mut() = method;
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     let mut headers = parts.headers.clone();

@@ -14,8 +14,14 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("no route")]
     NoRoute,
+    /// CONNECT: relais is a reverse proxy, not a tunnel.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("request body too large")]
     BodyTooLarge,
+    /// The client stopped sending its body (`guard.body_timeout`).
+    #[error("request body timed out")]
+    BodyTimeout,
     #[error("request not satisfiable from cache (only-if-cached)")]
     NotCached,
     #[error(transparent)]
@@ -30,7 +36,9 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,

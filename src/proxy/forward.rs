@@ -1,19 +1,24 @@
 //! Forwarding: turn the client's request into the origin's, send it through
 //! the route's pool, and turn the origin's response into the client's.
 //! Bodies are streamed in both directions, never collected.
+//!
+//! The upstream request head is rebuilt, not copied: its Host is the one the
+//! router saw, and its framing headers (Content-Length, Transfer-Encoding)
+//! describe the body actually sent, whatever the client's said. A client's
+//! `Expect` is answered by relais and not passed on.
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
 use super::error::ProxyError;
 use super::headers::{add_forwarded, add_via, strip_hop_by_hop};
 use super::route::Route;
+use super::upload::{ClientBodyError, Upload};
 use super::{Conn, Pipeline};
 use crate::body::Body;
 use crate::upstream::{Outgoing, UpstreamError};
@@ -36,6 +41,7 @@ pub async fn forward(
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let path = upstream_path(route, &parts)?;
     prepare_request_headers(pipeline, route, conn, host, &mut parts);
+    set_framing(&mut parts.headers, &parts.method, &body);
     if let Some(protocol) = &upgrade {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol.clone());
@@ -44,10 +50,8 @@ pub async fn forward(
     let retryable = parts.method.is_idempotent() && body.is_end_stream();
     let out =
         Outgoing { method: parts.method, path, headers: parts.headers, server_host: !route.pass_host, body, retryable };
-    let (res, server) = route.upstream.send(out).await.map_err(|e| match e {
-        UpstreamError::Failed { source, .. } if is_body_limit(&source) => ProxyError::BodyTooLarge,
-        e => ProxyError::Upstream(e),
-    })?;
+    let (res, server) =
+        route.upstream.send(out).await.map_err(|e| client_fault(&e).unwrap_or(ProxyError::Upstream(e)))?;
 
     let (mut res_parts, res_body) = res.into_parts();
     let tunnel = res_parts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -93,30 +97,47 @@ fn prepare_request_headers(
     if pipeline.config.server.via {
         add_via(headers, parts.version);
     }
-    // HTTP/2 carries the host in :authority; HTTP/1.1 origins need Host.
-    if let Some(host) = host
-        && !headers.contains_key(header::HOST)
-    {
-        headers.insert(header::HOST, host.clone());
-    }
+    // The host the router saw (HTTP/2 carries it in :authority; HTTP/1.1 origins need Host).
+    match host {
+        Some(host) => headers.insert(header::HOST, host.clone()),
+        None => headers.remove(header::HOST),
+    };
     route.request_headers.apply(headers);
 }
 
-/// The client's request body, capped by `server.max_request_body`.
-pub fn request_body(pipeline: &Pipeline, body: Incoming) -> Body {
-    match pipeline.config.server.max_request_body {
-        Some(limit) => Body::boxed(Limited::new(body, limit.bytes() as usize)),
-        None => Body::from(body),
+/// Framing headers for the body actually sent: its length when known, else
+/// chunked; `Content-Length: 0` for an empty body only where the method
+/// expects content.
+fn set_framing(headers: &mut HeaderMap, method: &Method, body: &Body) {
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::EXPECT);
+    if body.is_end_stream() {
+        if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        }
+    } else if let Some(n) = body.size_hint().exact() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    } else {
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
 }
 
-fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(err) = source {
-        if err.is::<LengthLimitError>() {
-            return true;
-        }
-        source = err.source();
+/// A failure that was the client's body's, not the origin's.
+fn client_fault(e: &UpstreamError) -> Option<ProxyError> {
+    let UpstreamError::Failed { source, .. } = e else { return None };
+    Some(match ClientBodyError::find(source)? {
+        ClientBodyError::TooLarge => ProxyError::BodyTooLarge,
+        ClientBodyError::Timeout => ProxyError::BodyTimeout,
+        ClientBodyError::Broken(_) => ProxyError::BadRequest("malformed or truncated request body"),
+    })
+}
+
+/// The client's request body as sent upstream (see [`Upload`]); none if it is empty.
+pub fn request_body(pipeline: &Pipeline, body: Incoming) -> Body {
+    if body.is_end_stream() {
+        return Body::empty();
     }
-    false
+    let limit = pipeline.config.server.max_request_body.map(|l| l.bytes());
+    Body::boxed(Upload::new(body, limit, pipeline.config.guard.body_timeout.get()))
 }

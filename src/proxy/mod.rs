@@ -12,7 +12,9 @@ pub mod headers;
 mod log;
 mod present;
 mod route;
+mod target;
 mod upgrade;
+mod upload;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -78,14 +80,17 @@ pub async fn handle(
 ) -> Result<Response<LoggedBody>, Infallible> {
     let start = Instant::now();
     let log = pipeline.config.log.access && tracing::enabled!(target: "relais::access", tracing::Level::INFO);
-    let host_value = request_host(&req);
-    let host = host_value.as_ref().map(normalise_host).unwrap_or_default();
+    let authority = target::authority(&req, conn.proto);
+    let host = match &authority {
+        Ok(Some(a)) => a.host.as_str(),
+        _ => "",
+    };
     let bytes_in =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
     let mut record = Box::new(AccessRecord {
         start,
         method: req.method().clone(),
-        host: if log { host.clone() } else { String::new() },
+        host: if log { host.to_string() } else { String::new() },
         path: if log {
             req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.to_string())
         } else {
@@ -101,7 +106,7 @@ pub async fn handle(
         metrics: pipeline.metrics.clone(),
     });
 
-    let (response, upstream, route, cache) = match respond(&pipeline, &conn, host_value.as_ref(), &host, req).await {
+    let (response, upstream, route, cache) = match respond(&pipeline, &conn, authority, req).await {
         Ok(a) => (a.response, a.upstream, a.route, Some(a.status)),
         Err((e, route)) => {
             if !matches!(e, ProxyError::NoRoute) {
@@ -154,12 +159,12 @@ struct Answer<'a> {
 async fn respond<'a>(
     pipeline: &'a Arc<Pipeline>,
     conn: &Arc<Conn>,
-    host_value: Option<&HeaderValue>,
-    host: &str,
+    authority: Result<Option<target::Authority>, &'static str>,
     req: Request<Incoming>,
 ) -> Result<Answer<'a>, (ProxyError, Option<&'a Arc<Route>>)> {
-    if host_value.is_none() && req.version() == Version::HTTP_11 {
-        return Err((ProxyError::BadRequest("missing Host header"), None));
+    let authority = authority.map_err(|e| (ProxyError::BadRequest(e), None))?;
+    if req.method() == http::Method::CONNECT {
+        return Err((ProxyError::MethodNotAllowed, None));
     }
     if let Some(limit) = pipeline.config.server.max_request_body {
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -168,44 +173,12 @@ async fn respond<'a>(
         }
     }
     let path = req.uri().path();
+    let host = authority.as_ref().map_or("", |a| a.host.as_str());
     let Some(route) = pipeline.router.find(host, path, req.headers()) else {
         return Err((ProxyError::NoRoute, None));
     };
-    match cache::serve(pipeline.clone(), route.clone(), conn.clone(), host_value.cloned(), req).await {
+    match cache::serve(pipeline.clone(), route.clone(), conn.clone(), authority.map(|a| a.value), req).await {
         Ok(s) => Ok(Answer { response: s.response, upstream: s.upstream, route: Some(route), status: s.status }),
         Err(e) => Err((e, Some(route))),
-    }
-}
-
-/// The host the client asked for: the Host header, or the URI's authority (HTTP/2).
-fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
-    match req.headers().get(header::HOST) {
-        Some(v) => Some(v.clone()),
-        None => req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    }
-}
-
-/// Lower-case host without port.
-fn normalise_host(v: &HeaderValue) -> String {
-    let s = v.to_str().unwrap_or("");
-    let host = if s.starts_with('[') {
-        // IPv6 literal: keep the brackets, drop the port.
-        s.split_inclusive(']').next().unwrap_or(s)
-    } else {
-        s.rsplit_once(':').map_or(s, |(h, _)| h)
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_are_normalised() {
-        let n = |s: &'static str| normalise_host(&HeaderValue::from_static(s));
-        assert_eq!(n("Example.COM:8080"), "example.com");
-        assert_eq!(n("example.com."), "example.com");
-        assert_eq!(n("[::1]:80"), "[::1]");
     }
 }

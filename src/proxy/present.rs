@@ -6,6 +6,10 @@
 //! Ranges: one `bytes=` range is served as 206 with Content-Range; several
 //! ranges are answered with the whole 200 (allowed by RFC 9110 §14.2, simpler
 //! for clients than multipart); `If-Range` that does not match gets the 200.
+//!
+//! A body the client will not read (HEAD, 304, 416) is dropped at once, never
+//! read to its end here: a body being stored is read by its fill's own task,
+//! and any other only costs its upstream connection.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -24,8 +28,7 @@ pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
         return head_only(req, res);
     }
     if cache_policy::not_modified(&req.headers, res.headers()) {
-        let (mut parts, body) = res.into_parts();
-        finish_in_background(body);
+        let (mut parts, _unread) = res.into_parts();
         parts.status = StatusCode::NOT_MODIFIED;
         keep_304_headers(&mut parts.headers);
         return Response::from_parts(parts, Body::empty());
@@ -33,8 +36,7 @@ pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
     match requested_range(req, res.headers()) {
         Some(Ranged::One(start, end)) => slice(req, res, start, end),
         Some(Ranged::Unsatisfiable(len)) => {
-            let (mut parts, body) = res.into_parts();
-            finish_in_background(body);
+            let (mut parts, _unread) = res.into_parts();
             parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
             parts.headers.remove(header::CONTENT_LENGTH);
             if let Ok(v) = HeaderValue::try_from(format!("bytes */{len}")) {
@@ -50,19 +52,8 @@ fn head_only(req: &Parts, res: Response<Body>) -> Response<Body> {
     if req.method != Method::HEAD {
         return res;
     }
-    let (parts, body) = res.into_parts();
-    finish_in_background(body);
+    let (parts, _unread) = res.into_parts();
     Response::from_parts(parts, Body::empty())
-}
-
-/// A body a client will not read may still be feeding the cache: read it to its end.
-fn finish_in_background(body: Body) {
-    if !http_body::Body::is_end_stream(&body) && !matches!(body, Body::Full { .. }) {
-        tokio::spawn(async move {
-            use http_body_util::BodyExt;
-            let _ = body.collect().await;
-        });
-    }
 }
 
 enum Ranged {

@@ -1,4 +1,6 @@
-//! Gathers the frames an HTTP/2 connection writes in one pass into one write.
+//! The stream under a client connection: it replays the bytes the server read
+//! to choose the protocol, and on HTTP/2 it gathers the frames a connection
+//! writes in one pass into one write.
 //!
 //! The h2 crate flushes by itself after every DATA frame of 256 bytes or more,
 //! so a connection answering ten streams made ten `writev` calls, each paying
@@ -6,16 +8,14 @@
 //! stream keeps what is written and flushed, wakes its own task, and writes it
 //! all when the connection next reads — which h2 does on every poll, right
 //! after it has queued everything it could. HTTP/1 connections (hyper writes
-//! one response per `writev` already) pass straight through.
+//! one response per `writev` already) pass writes straight through.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What is gathered before it is written without waiting for the next read.
 const GATHER: usize = 64 * 1024;
@@ -24,38 +24,21 @@ const GATHER: usize = 64 * 1024;
 /// connections keep little.
 const KEEP: usize = 16 * 1024;
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
-    /// This many bytes of the HTTP/2 preface seen so far.
-    Sniff(usize),
-    Http1,
-    Http2,
-}
-
 pub struct Gather<T> {
     io: T,
-    mode: Mode,
+    /// HTTP/2: gather writes.
+    gather: bool,
+    /// Read already, to be read again first.
+    replay: Bytes,
     out: BytesMut,
     /// The socket refused the last write: its readiness will wake the task.
     stalled: bool,
 }
 
 impl<T> Gather<T> {
-    pub fn new(io: T) -> Self {
-        Gather { io, mode: Mode::Sniff(0), out: BytesMut::new(), stalled: false }
-    }
-
-    fn sniff(&mut self, read: &[u8]) {
-        let Mode::Sniff(seen) = self.mode else { return };
-        let want = &PREFACE[seen..];
-        let n = read.len().min(want.len());
-        self.mode = if read[..n] != want[..n] {
-            Mode::Http1
-        } else if seen + n == PREFACE.len() {
-            Mode::Http2
-        } else {
-            Mode::Sniff(seen + n)
-        };
+    /// `replay` is what was read from `io` before; `http2` turns gathering on.
+    pub fn new(io: T, http2: bool, replay: Bytes) -> Self {
+        Gather { io, gather: http2, replay, out: BytesMut::new(), stalled: false }
     }
 }
 
@@ -103,12 +86,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gather<T> {
                 return Poll::Ready(Err(e));
             }
         }
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        if let Mode::Sniff(_) = this.mode {
-            this.sniff(&buf.filled()[before..]);
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
         }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
@@ -123,7 +106,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.mode != Mode::Http2 {
+        if !this.gather {
             return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         }
         let len: usize = bufs.iter().map(|b| b.len()).sum();
@@ -178,8 +161,7 @@ mod tests {
         let (mut far, _) = listener.accept().await.unwrap();
         near.set_nodelay(true).unwrap();
         socket2::SockRef::from(&near).set_send_buffer_size(4096).unwrap();
-        let mut g = Gather::new(near);
-        g.mode = Mode::Http2;
+        let mut g = Gather::new(near, true, Bytes::new());
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
@@ -204,19 +186,16 @@ mod tests {
         assert!(reader.await.unwrap() == data);
     }
 
-    #[test]
-    fn only_the_whole_preface_turns_gathering_on() {
-        let mut g = Gather::new(());
-        g.sniff(b"PRI * HTTP/2.0\r\n");
-        assert_eq!(g.mode, Mode::Sniff(16));
-        g.sniff(b"\r\nSM\r\n\r\n\0\0");
-        assert_eq!(g.mode, Mode::Http2);
-
-        let mut g = Gather::new(());
-        g.sniff(b"PRI * HTTP/1.1\r\n");
-        assert_eq!(g.mode, Mode::Http1);
-        let mut g = Gather::new(());
-        g.sniff(b"GET / HTTP/1.1\r\n");
-        assert_eq!(g.mode, Mode::Http1);
+    #[tokio::test]
+    async fn replayed_bytes_are_read_first() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut near = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (far, _) = listener.accept().await.unwrap();
+        near.write_all(b" world").await.unwrap();
+        drop(near);
+        let mut g = Gather::new(far, false, Bytes::from_static(b"hello"));
+        let mut got = String::new();
+        g.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "hello world");
     }
 }

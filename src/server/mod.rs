@@ -1,28 +1,40 @@
 //! Listeners and connections: accept, serve HTTP/1.1 and h2c (prior
-//! knowledge) on the same port, and shut down gracefully.
+//! knowledge) on the same port, close what is silent or idle, and shut down
+//! gracefully.
 //!
-//! Each connection reads the current [`Pipeline`] per request, so a reload
-//! applies to the next request even on a kept-alive connection, while a request
-//! in flight keeps the pipeline it started with.
+//! A connection's first bytes are read under `header_read_timeout` to choose
+//! the protocol, so a socket that sends nothing is closed like a slow header.
+//! A connection with no request in flight for `idle_timeout` is closed (HTTP/2
+//! with a GOAWAY), whatever PINGs it answers. Each connection reads the
+//! current [`Pipeline`] per request, so a reload applies to the next request
+//! even on a kept-alive connection, while a request in flight keeps the
+//! pipeline it started with.
 
+mod activity;
+mod gather;
+
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
+use crate::body::BoxError;
 use crate::config::ServerConfig;
 use crate::proxy::{self, Conn, Pipeline};
+use activity::{Activity, Tracked};
 use gather::Gather;
-
-mod gather;
 
 /// Binds a listening socket with address reuse and a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -35,63 +47,203 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts on `listener` until `stop` changes, then gives open connections
-/// `grace` to finish their requests.
+/// Serves the proxy on `listener` until `stop` changes.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<ArcSwap<Pipeline>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     proto: &'static str,
 ) {
-    let graceful = GracefulShutdown::new();
+    let pipelines = shared.clone();
+    let make = move |peer| {
+        let info = Arc::new(Conn { peer, proto });
+        let shared = pipelines.clone();
+        move |req| proxy::handle(shared.load_full(), info.clone(), req)
+    };
+    accept(listener, shared, stop, make).await;
+}
+
+/// Accepts on `listener` until `stop` changes, serving each connection with the
+/// handler `make` returns for its peer; then gives open connections
+/// `server.grace_period` to finish their requests and closes the rest.
+pub async fn accept<M, H, F, B>(
+    listener: TcpListener,
+    shared: Arc<ArcSwap<Pipeline>>,
+    mut stop: watch::Receiver<bool>,
+    make: M,
+) where
+    M: Fn(SocketAddr) -> H,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    let mut backoff = Backoff::default();
     loop {
+        while connections.try_join_next().is_some() {}
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    let pipeline = shared.load();
-                    let builder = builder(&pipeline.config.server);
-                    let _ = tcp.set_nodelay(true);
-                    let info = Arc::new(Conn { peer, proto });
-                    let shared = shared.clone();
-                    let service = service_fn(move |req| proxy::handle(shared.load_full(), info.clone(), req));
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(Gather::new(tcp)), service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
+                    backoff.reset();
+                    let settings = Settings::of(&shared.load().config.server);
+                    connections.spawn(connection(tcp, peer, settings, make(peer), stop.clone()));
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => backoff.wait(&e).await,
             },
             _ = stop.changed() => break,
         }
     }
     drop(listener);
     let grace = shared.load().config.grace_period();
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?grace, "grace period over; closing remaining connections");
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!(?grace, left = connections.len(), "grace period over; closing remaining connections");
+        connections.shutdown().await;
     }
 }
 
-/// hyper's connection settings from `[server]`.
-fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+/// Accept errors (out of descriptors, mostly) are waited out with a doubling
+/// pause, logged once per run of failures rather than at every retry.
+#[derive(Default)]
+struct Backoff {
+    pause: Duration,
+    failures: u64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MOST: Duration = Duration::from_secs(1);
+
+    async fn wait(&mut self, e: &io::Error) {
+        self.failures += 1;
+        if self.failures == 1 {
+            tracing::warn!(error = %e, "accept failed; pausing accepts until it passes");
+        }
+        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MOST);
+        tokio::time::sleep(self.pause).await;
+    }
+
+    fn reset(&mut self) {
+        if self.failures > 0 {
+            tracing::warn!(failures = self.failures, "accepting again");
+        }
+        *self = Backoff::default();
+    }
+}
+
+/// What a connection needs of `[server]`, read when it is accepted.
+#[derive(Clone, Copy)]
+struct Settings {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_header_size: u64,
+    max_headers: usize,
+}
+
+impl Settings {
+    fn of(c: &ServerConfig) -> Settings {
+        Settings {
+            header_read_timeout: c.header_read_timeout.get(),
+            idle_timeout: c.idle_timeout.get(),
+            max_header_size: c.max_header_size.bytes(),
+            max_headers: c.max_headers,
+        }
+    }
+}
+
+async fn connection<H, F, B>(tcp: TcpStream, peer: SocketAddr, s: Settings, handler: H, mut stop: watch::Receiver<bool>)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    let _ = tcp.set_nodelay(true);
+    let mut tcp = tcp;
+    let (http2, first) = match tokio::time::timeout(s.header_read_timeout, first_bytes(&mut tcp)).await {
+        Ok(Ok(Some(found))) => found,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection failed before its first request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no request within the header timeout; closed");
+            return;
+        }
+    };
+    let activity = Arc::new(Activity::default());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req| {
+            let busy = activity.begin();
+            let response = handler(req);
+            async move { response.await.map(|r| r.map(|body| Tracked::new(body, busy))) }
+        })
+    };
+    let io = TokioIo::new(Gather::new(tcp, http2, first));
+    let builder = builder(&s, http2);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        let idle = activity.idle_until(s.idle_timeout);
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(idle), if !closing => {
+                if activity.is_idle_for(s.idle_timeout) {
+                    tracing::debug!(%peer, "idle connection closed");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes tell HTTP/2's preface from anything else; returns
+/// whether it is HTTP/2 and what was read. None if the peer closed first.
+async fn first_bytes(tcp: &mut TcpStream) -> io::Result<Option<(bool, Bytes)>> {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if tcp.read_buf(&mut buf).await? == 0 {
+            return Ok(None);
+        }
+        let n = buf.len().min(PREFACE.len());
+        if buf[..n] != PREFACE[..n] {
+            return Ok(Some((false, buf.freeze())));
+        }
+        if n == PREFACE.len() {
+            return Ok(Some((true, buf.freeze())));
+        }
+    }
+}
+
+/// hyper's connection settings from `[server]`, for the protocol the first bytes chose.
+fn builder(s: &Settings, http2: bool) -> auto::Builder<TokioExecutor> {
+    let b = auto::Builder::new(TokioExecutor::new());
+    let mut b = if http2 { b.http2_only() } else { b.http1_only() };
     b.http1()
         // Without a timer the header-read timeout is silently off.
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout.get())
+        .header_read_timeout(s.header_read_timeout)
         .keep_alive(true)
-        .max_buf_size(config.max_header_size.bytes().max(8192) as usize)
-        .max_headers(config.max_headers);
+        .max_buf_size(s.max_header_size.max(8192) as usize)
+        .max_headers(s.max_headers);
     b.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(config.max_header_size.bytes().min(u32::MAX as u64) as u32);
+        .max_header_list_size(s.max_header_size.min(u32::MAX as u64) as u32);
     b
 }

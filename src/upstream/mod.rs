@@ -5,7 +5,11 @@
 //! Invariants: a request is retried on the next server only when the first
 //! attempt failed to connect (so the origin cannot have seen it) and the
 //! caller said it is safe (idempotent method, no body). A timeout is never
-//! retried: the origin may be working on it.
+//! retried: the origin may be working on it. The response timeout starts once
+//! the request body has been sent: a slow upload is not the origin's delay,
+//! and a failed one (the client's fault) never marks a server down.
+
+mod sent;
 
 mod balance;
 mod health;
@@ -138,19 +142,24 @@ impl Upstream {
                 .path_and_query(path.clone())
                 .build()
                 .expect("valid parts");
-            let mut req = Request::new(body.take().unwrap_or(Body::Empty));
+            let (outgoing, body_sent) = sent::watch(body.take().unwrap_or(Body::Empty));
+            let mut req = Request::new(outgoing);
             *req.method_mut() = method.clone();
             *req.uri_mut() = uri;
             *req.version_mut() = Version::HTTP_11;
             *req.headers_mut() = if attempts > 1 { headers.clone() } else { std::mem::take(&mut headers) };
 
             server.in_flight.fetch_add(1, Ordering::Relaxed);
-            let sent = std::time::Instant::now();
-            let result = tokio::time::timeout(self.config.response_timeout.get(), self.client.request(req)).await;
+            let started = std::time::Instant::now();
+            let timeout = self.config.response_timeout.get();
+            let result = tokio::select! {
+                r = self.client.request(req) => Ok(r),
+                () = body_sent.then_sleep(timeout) => Err(()),
+            };
             server.in_flight.fetch_sub(1, Ordering::Relaxed);
             match result {
                 Ok(Ok(res)) => {
-                    self.metrics.origin_latency(&self.name, sent.elapsed().as_secs_f64());
+                    self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());
                     server.health.success();
                     return Ok((res, server.address.clone()));
                 }
@@ -160,7 +169,11 @@ impl Upstream {
                     last = Some(UpstreamError::Connect(server.address.clone()));
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(upstream = %self.name, server = %server.address, error = %e, "upstream request failed");
+                    if sent::body_failed(&e) {
+                        tracing::debug!(upstream = %self.name, server = %server.address, error = %e, "request body failed");
+                    } else {
+                        tracing::warn!(upstream = %self.name, server = %server.address, error = %e, "upstream request failed");
+                    }
                     return Err(UpstreamError::Failed { server: server.address.clone(), source: e });
                 }
                 Err(_) => {

@@ -2,6 +2,9 @@
 //! started in-process through the library API, and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod process;
+pub mod raw;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,75 @@
+//! When a request body has been sent: the response timer starts then.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::sync::oneshot;
+
+use crate::body::{Body, BoxError};
+
+/// Wraps `body` so that the returned [`Sent`] resolves once it has ended,
+/// failed or been dropped by the connection.
+pub fn watch(body: Body) -> (Body, Sent) {
+    if http_body::Body::is_end_stream(&body) {
+        return (body, Sent(None));
+    }
+    let (tx, rx) = oneshot::channel();
+    (Body::boxed(Watched { inner: body, done: Some(tx) }), Sent(Some(rx)))
+}
+
+pub struct Sent(Option<oneshot::Receiver<()>>);
+
+impl Sent {
+    /// Waits until the body is sent, then `timeout`.
+    pub async fn then_sleep(self, timeout: Duration) {
+        if let Some(rx) = self.0 {
+            let _ = rx.await;
+        }
+        tokio::time::sleep(timeout).await;
+    }
+}
+
+/// Whether a client error came from the request body (hyper's user-body error).
+pub fn body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_user();
+        }
+        source = err.source();
+    }
+    false
+}
+
+pin_project_lite::pin_project! {
+    struct Watched {
+        #[pin]
+        inner: Body,
+        done: Option<oneshot::Sender<()>>,
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.done.take().map(|tx| tx.send(()));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
