@@ -34,6 +34,28 @@ fn check_accepts_a_valid_file_and_names_the_key_of_a_bad_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/relais.toml"));
 }
 
+/// What `relais run` would refuse, `relais check` refuses too, naming the key.
+#[test]
+fn check_refuses_what_run_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[server]\nlisten = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n", "server.listen[1]"),
+        ("[server]\nlisten = [\"127.0.0.1:8080\"]\n[admin]\nlisten = \"127.0.0.1:8080\"\n", "admin.listen"),
+        ("[admin]\nlisten = \"0.0.0.0:9090\"\n", "admin.token"),
+        ("[cache]\nmax_object_size = \"99999999999999999999GiB\"\n", "cache.max_object_size"),
+        ("[upstreams.a]\nservers = [\"127.0.0.1:99999\"]\n", "out of range"),
+        ("[server]\nheader_read_timeout = \"0s\"\n", "server.header_read_timeout"),
+    ];
+    for (i, (toml, says)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case{i}.toml"));
+        write(&path, toml);
+        let out = Command::new(bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{toml}: {err}");
+        assert!(err.contains(&format!("case{i}.toml")) && err.contains(says), "{toml}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn sighup_reloads_and_rejects_a_broken_file() {
     let o = origin().text("/", "app").text("/new", "new").start().await;

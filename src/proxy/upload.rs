@@ -3,6 +3,10 @@
 //! `guard.body_timeout`, and failing with a [`ClientBodyError`], so that a
 //! slow, oversized or malformed upload is answered as the client's fault (408,
 //! 413, 400) and never blamed on the origin.
+//!
+//! The timeout counts only time spent waiting for the client: it starts when a
+//! read finds nothing, not while relais connects or the origin is slow to take
+//! what was read (as nginx's `client_body_timeout` between two reads).
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -47,12 +51,14 @@ pin_project_lite::pin_project! {
         timeout: Duration,
         #[pin]
         deadline: Sleep,
+        // The last read found nothing: `deadline` runs.
+        waiting: bool,
     }
 }
 
 impl Upload {
     pub fn new(inner: Incoming, limit: Option<u64>, timeout: Duration) -> Upload {
-        Upload { inner, left: limit, timeout, deadline: tokio::time::sleep(timeout) }
+        Upload { inner, left: limit, timeout, deadline: tokio::time::sleep(timeout), waiting: false }
     }
 }
 
@@ -61,8 +67,13 @@ impl http_body::Body for Upload {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let frame = match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if polled.is_pending() && !*this.waiting {
+            this.deadline.as_mut().reset(Instant::now() + *this.timeout);
+        }
+        *this.waiting = polled.is_pending();
+        let frame = match polled {
             Poll::Pending => {
                 ready!(this.deadline.poll(cx));
                 return Poll::Ready(Some(Err(ClientBodyError::Timeout.into())));
@@ -77,7 +88,6 @@ impl http_body::Body for Upload {
                 None => return Poll::Ready(Some(Err(ClientBodyError::TooLarge.into()))),
             }
         }
-        this.deadline.reset(Instant::now() + *this.timeout);
         Poll::Ready(Some(Ok(frame)))
     }
 

@@ -232,13 +232,26 @@ async fn read_body(tcp: &mut TcpStream, buf: &mut Vec<u8>, framing: Framing) -> 
                     .map_err(|_| Fault::Desync(format!("bad chunk size line {line:?}")))?;
                 buf.drain(..line_end + 2);
                 if size == 0 {
-                    // No trailers are expected from relais: the empty line ends the body.
-                    fill(tcp, buf, 2).await?;
-                    if &buf[..2] != b"\r\n" {
-                        return Err(Fault::Desync("trailers or garbage after the last chunk".into()));
+                    // Trailer fields, if any, then the empty line that ends the body.
+                    loop {
+                        let end = loop {
+                            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                                break i;
+                            }
+                            let have = buf.len();
+                            fill(tcp, buf, have + 1).await?;
+                        };
+                        let line: Vec<u8> = buf.drain(..end + 2).collect();
+                        if end == 0 {
+                            return Ok(body);
+                        }
+                        if !line.contains(&b':') {
+                            return Err(Fault::Desync(format!(
+                                "bad trailer line {:?}",
+                                String::from_utf8_lossy(&line)
+                            )));
+                        }
                     }
-                    buf.drain(..2);
-                    return Ok(body);
                 }
                 fill(tcp, buf, size + 2).await?;
                 body.extend_from_slice(&buf[..size]);
