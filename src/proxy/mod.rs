@@ -82,7 +82,7 @@ pub async fn handle(
     let log = pipeline.config.log.access && tracing::enabled!(target: "relais::access", tracing::Level::INFO);
     let authority = target::authority(&req, conn.proto);
     let host = match &authority {
-        Ok(Some(a)) => a.host.as_str(),
+        Ok(Some(a)) => a.host(),
         _ => "",
     };
     let bytes_in =
@@ -173,7 +173,7 @@ async fn respond<'a>(
         }
     }
     let path = req.uri().path();
-    let host = authority.as_ref().map_or("", |a| a.host.as_str());
+    let host = authority.as_ref().map_or("", |a| a.host());
     let Some(route) = pipeline.router.find(host, path, req.headers()) else {
         return Err((ProxyError::NoRoute, None));
     };

@@ -17,11 +17,19 @@ use http::{Request, Version};
 /// A request's host, as every later stage uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authority {
-    /// Lower-case host without port (IPv6 in brackets), for routing.
-    pub host: String,
-    /// `host[:port]`, the port only when not the scheme's default: the Host
-    /// relais sends upstream and the authority of the cache key.
+    /// `host[:port]`, lower-case, the port only when not the scheme's default:
+    /// the Host relais sends upstream and the authority of the cache key.
     pub value: HeaderValue,
+    /// Length of the host in `value`.
+    host_len: usize,
+}
+
+impl Authority {
+    /// Lower-case host without port (IPv6 in brackets), for routing.
+    pub fn host(&self) -> &str {
+        // `value` was built from a str and is ASCII.
+        self.value.to_str().map_or("", |v| &v[..self.host_len])
+    }
 }
 
 /// The request's authority; `None` for an HTTP/1.0 request without one.
@@ -45,19 +53,27 @@ pub fn authority<B>(req: &Request<B>, scheme: &str) -> Result<Option<Authority>,
             return Ok(Some(a));
         }
         (_, Some(a), _) => a,
-        (_, None, Some(h)) => h,
+        (_, None, Some(h)) => {
+            // Already in normal form (the common case): keep the header value as it is.
+            if let Some(host_len) = normal(h, scheme)? {
+                let value = req.headers().get(header::HOST).cloned().ok_or("missing Host header")?;
+                return Ok(Some(Authority { value, host_len }));
+            }
+            h
+        }
         (Version::HTTP_10 | Version::HTTP_09, None, None) => return Ok(None),
         (_, None, None) => return Err("missing Host header"),
     };
     parse(raw, scheme).map(Some)
 }
 
-fn parse(raw: &str, scheme: &str) -> Result<Authority, &'static str> {
+/// Validates `raw`; if it is in normal form already, the length of its host.
+fn normal(raw: &str, scheme: &str) -> Result<Option<usize>, &'static str> {
     let (host, port) = split_port(raw)?;
-    let host = if let Some(literal) = host.strip_prefix('[') {
+    let lower = if let Some(literal) = host.strip_prefix('[') {
         let inner = literal.strip_suffix(']').ok_or("unclosed IPv6 literal")?;
         inner.parse::<std::net::Ipv6Addr>().map_err(|_| "invalid IPv6 literal in Host")?;
-        host.to_ascii_lowercase()
+        !inner.bytes().any(|b| b.is_ascii_uppercase())
     } else {
         let name = host.strip_suffix('.').unwrap_or(host);
         let valid_label =
@@ -65,15 +81,30 @@ fn parse(raw: &str, scheme: &str) -> Result<Authority, &'static str> {
         if !name.split('.').all(valid_label) {
             return Err("invalid host name");
         }
-        name.to_ascii_lowercase()
+        name.len() == host.len() && !name.bytes().any(|b| b.is_ascii_uppercase())
     };
+    let default_port = port == Some(if scheme == "https" { 443 } else { 80 });
+    let plain_port = port.is_none_or(|p| raw.len() == host.len() + 1 + decimal_len(p));
+    Ok((lower && !default_port && plain_port).then_some(host.len()))
+}
+
+fn decimal_len(n: u16) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// Validates and normalises `raw`.
+fn parse(raw: &str, scheme: &str) -> Result<Authority, &'static str> {
+    normal(raw, scheme)?;
+    let (host, port) = split_port(raw)?;
+    let bare = if host.starts_with('[') { host } else { host.strip_suffix('.').unwrap_or(host) };
+    let host = bare.to_ascii_lowercase();
     let default = if scheme == "https" { 443 } else { 80 };
     let value = match port {
         Some(p) if p != default => format!("{host}:{p}"),
         _ => host.clone(),
     };
     let value = HeaderValue::try_from(value).map_err(|_| "invalid host")?;
-    Ok(Authority { host, value })
+    Ok(Authority { value, host_len: host.len() })
 }
 
 /// `host` and its port, if any: 1 to 65535, digits only.
@@ -102,7 +133,7 @@ mod tests {
             b = b.header(header::HOST, *h);
         }
         let req = b.body(()).unwrap();
-        authority(&req, "http").map(|a| a.map(|a| (a.host, a.value.to_str().unwrap().to_string())))
+        authority(&req, "http").map(|a| a.map(|a| (a.host().to_string(), a.value.to_str().unwrap().to_string())))
     }
 
     fn h1(host: &str) -> Result<Option<(String, String)>, &'static str> {
@@ -121,6 +152,9 @@ mod tests {
         assert_eq!(h1("[::1]:80"), ok("[::1]", "[::1]"));
         assert_eq!(h1("[::1]:8080"), ok("[::1]", "[::1]:8080"));
         assert_eq!(h1("127.0.0.1:3000"), ok("127.0.0.1", "127.0.0.1:3000"));
+        assert_eq!(h1("a.test:0080"), ok("a.test", "a.test"), "leading zeros");
+        assert_eq!(h1("a.test:08080"), ok("a.test", "a.test:8080"));
+        assert_eq!(h1("[::AB]"), ok("[::ab]", "[::ab]"));
         let req = Request::builder().uri("/").header(header::HOST, "a.test:443").body(()).unwrap();
         assert_eq!(authority(&req, "https").unwrap().unwrap().value, "a.test");
     }

@@ -5,7 +5,7 @@
 //! A connection's first bytes are read under `header_read_timeout` to choose
 //! the protocol, so a socket that sends nothing is closed like a slow header.
 //! A connection with no request in flight for `idle_timeout` is closed (HTTP/2
-//! with a GOAWAY), whatever PINGs it answers. Each connection reads the
+//! with a GOAWAY), whatever PINGs it answers (see [`activity`]). Each connection reads the
 //! current [`Pipeline`] per request, so a reload applies to the next request
 //! even on a kept-alive connection, while a request in flight keeps the
 //! pipeline it started with.
@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use crate::body::BoxError;
 use crate::config::ServerConfig;
 use crate::proxy::{self, Conn, Pipeline};
-use activity::{Activity, Tracked};
+use activity::{Activity, Counted};
 use gather::Gather;
 
 /// Binds a listening socket with address reuse and a deep backlog.
@@ -174,19 +174,15 @@ where
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req| {
-            let busy = activity.begin();
-            let response = handler(req);
-            async move { response.await.map(|r| r.map(|body| Tracked::new(body, busy))) }
-        })
+        hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin()))
     };
     let io = TokioIo::new(Gather::new(tcp, http2, first));
     let builder = builder(&s, http2);
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
+    let mut idle = std::pin::pin!(activity.idle(s.idle_timeout));
     let mut closing = false;
     loop {
-        let idle = activity.idle_until(s.idle_timeout);
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
@@ -198,12 +194,10 @@ where
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = tokio::time::sleep_until(idle), if !closing => {
-                if activity.is_idle_for(s.idle_timeout) {
-                    tracing::debug!(%peer, "idle connection closed");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
+            () = &mut idle, if !closing => {
+                tracing::debug!(%peer, "idle connection closed");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
             }
         }
     }

@@ -153,6 +153,7 @@ impl Upstream {
             let started = std::time::Instant::now();
             let timeout = self.config.response_timeout.get();
             let result = tokio::select! {
+                biased;
                 r = self.client.request(req) => Ok(r),
                 () = body_sent.then_sleep(timeout) => Err(()),
             };
