@@ -225,6 +225,8 @@ async fn an_absolute_target_wins_over_host() {
     assert!(r.header("cache-status").unwrap().contains("hit"), "one key for both spellings");
     let r = raw(proxy.addr, "GET ftp://b.test/p HTTP/1.1\r\nHost: b.test\r\n\r\n").await;
     assert!(status_line(&r).contains(" 400 "), "{r}");
+    let r = raw(proxy.addr, "CONNECT b.test:443 HTTP/1.1\r\nHost: b.test:443\r\n\r\n").await;
+    assert!(status_line(&r).contains(" 405 "), "relais is no tunnel: {r}");
 }
 
 #[tokio::test]
@@ -479,11 +481,14 @@ async fn big_origin(made: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Origi
 }
 
 async fn big_relais(o: &Origin) -> (tempfile::TempDir, process::Running, u16) {
+    big_relais_with(o, "memory_capacity = \"16MiB\"\nmax_object_size = \"4MiB\"\n").await
+}
+
+async fn big_relais_with(o: &Origin, cache: &str) -> (tempfile::TempDir, process::Running, u16) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relais.toml");
     let port = process::free_port();
-    let toml = process::config(dir.path(), port, o.addr, "")
-        .replace("[cache]\n", "[cache]\nmemory_capacity = \"16MiB\"\nmax_object_size = \"4MiB\"\n");
+    let toml = process::config(dir.path(), port, o.addr, "").replace("[cache]\n", &format!("[cache]\n{cache}"));
     process::write(&path, &toml);
     let child = process::start(&path, port).await;
     (dir, child, port)
@@ -561,6 +566,33 @@ async fn a_chunked_cacheable_answer_is_not_buffered_past_max_object_size() {
     assert!(grown < 48 * 1024, "a fast reader of a chunked 128 MiB answer grew RSS by {grown} KiB");
     let r = send(Request::head(format!("http://127.0.0.1:{port}/chunked")).body(full("")).unwrap()).await;
     assert!(!r.header("cache-status").unwrap().contains("hit"), "too large to store");
+}
+
+/// Each fill is bounded by max_object_size, but many at once must be bounded
+/// too: slow readers of eight different large chunked answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_fills_at_once_share_one_memory_budget() {
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let o = big_origin(made.clone()).await;
+    let (_dir, child, port) =
+        big_relais_with(&o, "memory_capacity = \"16MiB\"\nmax_object_size = \"64MiB\"\nfill_memory = \"8MiB\"\n").await;
+    let peak = process::PeakRss::watch(child.pid());
+    let start = process::rss_kib(child.pid());
+    let readers = (0..8).map(|i| async move {
+        let url = format!("http://127.0.0.1:{port}/chunked/{i}");
+        let res = client().request(Request::get(url).body(full("")).unwrap()).await.unwrap();
+        let mut body = res.into_body();
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            let _ = body.frame().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    futures_util::future::join_all(readers).await;
+    let read = made.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(read < 100 << 20, "{} MiB read from the origin for eight slow readers", read >> 20);
+    let grown = peak.peak().saturating_sub(start);
+    assert!(grown < 48 * 1024, "eight large fills at once grew RSS by {grown} KiB");
 }
 
 // 5, at the process level: descriptors.

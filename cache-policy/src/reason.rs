@@ -44,11 +44,13 @@ pub enum Bypass {
     /// A GET or HEAD with a body: forwarded with its body, answer not shared
     /// (decided by the caller, which sees the body).
     RequestBody,
+    /// The memory for bodies being stored is taken by other fetches (decided by the caller).
+    FillMemory,
 }
 
 impl Bypass {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Bypass; 16] = [
+    pub const ALL: [Bypass; 17] = [
         Bypass::Route,
         Bypass::Method,
         Bypass::RequestNoStore,
@@ -65,6 +67,7 @@ impl Bypass {
         Bypass::TooLarge,
         Bypass::Cookie,
         Bypass::RequestBody,
+        Bypass::FillMemory,
     ];
 
     /// A short kebab-case word for `Cache-Status` `detail=`, logs and metrics.
@@ -86,6 +89,7 @@ impl Bypass {
             Bypass::TooLarge => "too-large",
             Bypass::Cookie => "cookie",
             Bypass::RequestBody => "request-body",
+            Bypass::FillMemory => "fill-memory",
         }
     }
 }

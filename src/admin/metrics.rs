@@ -29,6 +29,8 @@ pub struct Gauges {
     pub disk_capacity: u64,
     /// Keys the purge index knows (entries and Vary records of either tier).
     pub indexed_keys: u64,
+    /// Bytes of bodies being fetched to be stored (`cache.fill_memory` in use).
+    pub fill_bytes: u64,
     pub servers: Vec<ServerGauge>,
 }
 
@@ -177,6 +179,7 @@ impl Metrics {
             ("cache_disk_entries", "Entries held by the disk tier.", gauges.disk_entries),
             ("cache_disk_capacity_bytes", "Configured size of the disk tier.", gauges.disk_capacity),
             ("cache_indexed_keys", "Keys in the purge index (either tier).", gauges.indexed_keys),
+            ("cache_fill_bytes", "Bytes of bodies held while being fetched to be stored.", gauges.fill_bytes),
         ] {
             family(o, name, "gauge", help);
             sample(o, name, &[], value);

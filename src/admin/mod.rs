@@ -244,6 +244,7 @@ async fn gauges(pipeline: &Pipeline) -> metrics::Gauges {
         memory_capacity: pipeline.config.cache.memory_capacity.bytes(),
         disk_capacity: pipeline.config.cache.disk_capacity.bytes(),
         indexed_keys: cache.indexed_keys() as u64,
+        fill_bytes: cache.fill_budget.used(),
         ..Default::default()
     };
     if let Some(d) = cache.disk() {

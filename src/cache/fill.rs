@@ -10,8 +10,9 @@
 //! requests skip the wait (Varnish's hit-for-miss).
 //!
 //! Memory: while the body may still be stored, the buffer keeps it whole (new
-//! waiters read from the first byte), up to `max_object_size`. Past that the
-//! fill [streams only](Fill::stream_only): it takes no new readers, frees what
+//! waiters read from the first byte), up to `max_object_size` and within the
+//! shared `cache.fill_memory` (see [`super::tee`]). Past that the fill
+//! [streams only](Fill::stream_only): it takes no new readers, frees what
 //! every reader has read, and the fetch waits while more than [`WINDOW`] bytes
 //! are unread by the slowest reader, so readers get the origin's pace or
 //! theirs, and memory stays bounded whatever the body's size. A fill that
@@ -44,7 +45,7 @@ pub enum Head {
 }
 
 /// Unread bytes the slowest reader may leave behind once a fill streams only.
-pub const WINDOW: u64 = 1 << 20;
+pub const WINDOW: u64 = 256 << 10;
 
 #[derive(Default)]
 struct Buffer {

@@ -29,6 +29,8 @@ pub struct Cache {
     disk: Option<Arc<DiskTier>>,
     /// Larger bodies are streamed through and not stored.
     pub max_object_size: u64,
+    /// Bytes of bodies being stored, at most (`cache.fill_memory`).
+    pub fill_budget: Arc<tee::Budget>,
     /// Fetches in flight, for request collapsing.
     pub fills: fill::Fills,
     /// How long a collapsed request waits for another's fetch before going itself.
@@ -97,6 +99,7 @@ impl Cache {
             memory,
             disk,
             max_object_size: config.max_object_size.bytes(),
+            fill_budget: Arc::new(tee::Budget::new(config.fill_memory.bytes())),
             fills: fill::Fills::default(),
             lock_timeout: config.lock_timeout.get(),
             pass: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(PASS_TTL).build(),

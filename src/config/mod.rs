@@ -143,6 +143,9 @@ pub struct CacheConfig {
     pub disk_write_backlog: Size,
     /// Pass the origin's `Surrogate-Key` and `Cache-Tag` headers on to clients. Default false.
     pub expose_tag_headers: bool,
+    /// Bodies being fetched to be stored are held in memory up to this in total
+    /// (at most 4GiB); a fetch that does not fit streams through unstored. Default 128MiB.
+    pub fill_memory: Size,
 }
 
 impl Default for CacheConfig {
@@ -155,6 +158,7 @@ impl Default for CacheConfig {
             lock_timeout: Dur::secs(10),
             disk_write_backlog: Size::mib(32),
             expose_tag_headers: false,
+            fill_memory: Size::mib(128),
         }
     }
 }
@@ -455,6 +459,9 @@ impl Config {
         }
         if self.admin.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(bad("admin.token".into(), "is empty".into()));
+        }
+        if self.cache.fill_memory.bytes() > u64::from(u32::MAX) {
+            return Err(bad("cache.fill_memory".into(), format!("{} is more than 4GiB", self.cache.fill_memory)));
         }
         let positive = [
             ("server.header_read_timeout", self.server.header_read_timeout),

@@ -31,7 +31,7 @@ use super::route::Route;
 use super::{Conn, Pipeline};
 use crate::body::Body;
 use crate::cache::fill::{Fill, Head, Role};
-use crate::cache::tee::TeeBody;
+use crate::cache::tee::{Storing, TeeBody};
 use crate::cache::{Cache, Entry, Stored, VaryRecord, key};
 
 /// A response and what the cache did for it.
@@ -41,6 +41,8 @@ pub struct Served {
     pub status: CacheStatus,
     /// The response may be shared with collapsed waiters (stored, or from the cache).
     shareable: bool,
+    /// Being stored while it streams: whether it still is.
+    storing: Option<Storing>,
 }
 
 /// Where a request's response lives or would live.
@@ -98,7 +100,13 @@ pub async fn serve(
         if !method.is_safe() {
             invalidate(&p.cache, &method, fwd.response.status(), &url, fwd.response.headers()).await;
         }
-        return Ok(Served { response: fwd.response, upstream: Some(fwd.server), status, shareable: false });
+        return Ok(Served {
+            response: fwd.response,
+            upstream: Some(fwd.server),
+            status,
+            shareable: false,
+            storing: None,
+        });
     }
     drop(body);
 
@@ -166,7 +174,13 @@ async fn collapsed(
                         let mut res = Response::new(Body::boxed(body));
                         *res.status_mut() = code;
                         *res.headers_mut() = headers;
-                        Ok(Served { response: res, upstream: None, status: cache_status.collapsed(), shareable: true })
+                        Ok(Served {
+                            response: res,
+                            upstream: None,
+                            status: cache_status.collapsed(),
+                            shareable: true,
+                            storing: None,
+                        })
                     }
                     // Too large to store: the start of the body is gone already.
                     None => origin(ask, slot, found, sie, status).await,
@@ -221,36 +235,40 @@ async fn lead(
                 && let Some(reader) = fill.body()
             {
                 let response = Response::from_parts(parts, Body::boxed(reader));
-                let _ =
-                    tx.send(Ok(Served { response, upstream: served.upstream, status: served.status, shareable: true }));
+                let _ = tx.send(Ok(Served {
+                    response,
+                    upstream: served.upstream,
+                    status: served.status,
+                    shareable: true,
+                    storing: None,
+                }));
             }
             let cache = &ask.p.cache;
-            let too_large = || {
+            let not_stored = || {
                 fills.done(&key, &fill);
                 cache.mark_pass(&key);
             };
-            let complete = pump(&mut body, &fill, cache.max_object_size, too_large).await;
+            let complete = pump(&mut body, &fill, served.storing, not_stored).await;
             fill.finish(complete);
             fills.done(&key, &fill);
         }
     }
 }
 
-/// Reads `body` into the fill; true if it ended cleanly. Past `limit` bytes
-/// the fill streams only (`too_large` is called once), and reading waits for
-/// the slowest reader or stops when none is left.
-async fn pump(body: &mut Body, fill: &Fill, limit: u64, too_large: impl FnOnce()) -> bool {
+/// Reads `body` into the fill; true if it ended cleanly. Once the body is
+/// known not to be stored (too large, or no memory left for it) the fill
+/// streams only (`not_stored` is called once), and reading waits for the
+/// slowest reader or stops when none is left.
+async fn pump(body: &mut Body, fill: &Fill, storing: Option<Storing>, not_stored: impl FnOnce()) -> bool {
     use http_body_util::BodyExt;
-    let mut too_large = Some(too_large);
-    let mut len = 0u64;
+    let mut not_stored = Some(not_stored);
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 let Ok(data) = frame.into_data() else { continue };
-                len += data.len() as u64;
                 fill.push(data);
-                if len > limit {
-                    if let Some(f) = too_large.take() {
+                if storing.as_ref().is_some_and(|s| !s.still()) {
+                    if let Some(f) = not_stored.take() {
                         fill.stream_only();
                         f();
                     }
@@ -398,7 +416,13 @@ async fn fetch(ask: &Ask, slot: Slot, status: CacheStatus) -> Result<Served, Pro
     if ask.req.method == Method::HEAD && ask.p.cache.is_pass(&slot.key) {
         let req = upstream_request(&ask.req, Method::HEAD);
         let fwd = forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), req).await?;
-        return Ok(Served { response: fwd.response, upstream: Some(fwd.server), status, shareable: false });
+        return Ok(Served {
+            response: fwd.response,
+            upstream: Some(fwd.server),
+            status,
+            shareable: false,
+            storing: None,
+        });
     }
     let epoch = ask.p.cache.purge_epoch();
     let request_time = SystemTime::now();
@@ -428,6 +452,7 @@ fn store(
         upstream: Some(server.clone()),
         status,
         shareable: false,
+        storing: None,
     };
     let policy = match Policy::new(&as_get(&ask.req), &res_parts, rules, request_time, response_time) {
         Ok(policy) => policy,
@@ -445,6 +470,12 @@ fn store(
     if expected.is_some_and(|n| n > limit) {
         return pass(res_parts, body, status.detail(Bypass::TooLarge.as_str()));
     }
+    // A known length takes its share of the memory for bodies being stored now, or is not stored.
+    let reserved = match expected.map(|n| cache.fill_budget.reserve(n)) {
+        Some(None) => return pass(res_parts, body, status.detail(Bypass::FillMemory.as_str())),
+        Some(r) => r,
+        None => None,
+    };
 
     let names = cache_policy::vary_names(&res_parts.headers).unwrap_or_default();
     let (key, record) = if names.is_empty() {
@@ -483,12 +514,14 @@ fn store(
             committer.put(key, Stored::Entry(Entry { body, ..entry })).await;
         });
     });
-    let tee = TeeBody::new(body, expected, limit, commit);
+    let tee = TeeBody::new(body, expected, limit, (cache.fill_budget.clone(), reserved), commit);
+    let storing = Some(tee.storing());
     Served {
         response: Response::from_parts(res_parts, Body::boxed(tee)),
         upstream: Some(server),
         status,
         shareable: true,
+        storing,
     }
 }
 
@@ -497,7 +530,7 @@ fn from_entry(entry: &Entry, now: SystemTime, status: CacheStatus, upstream: Opt
     let mut res = Response::new(Body::full(entry.body.clone()));
     *res.headers_mut() = entry.policy.response_headers(&entry.headers, now);
     *res.status_mut() = entry.status;
-    Served { response: res, upstream, status, shareable: true }
+    Served { response: res, upstream, status, shareable: true, storing: None }
 }
 
 /// The request sent upstream from the cache stage: GET (a HEAD is fetched as

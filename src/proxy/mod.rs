@@ -162,10 +162,10 @@ async fn respond<'a>(
     authority: Result<Option<target::Authority>, &'static str>,
     req: Request<Incoming>,
 ) -> Result<Answer<'a>, (ProxyError, Option<&'a Arc<Route>>)> {
-    let authority = authority.map_err(|e| (ProxyError::BadRequest(e), None))?;
     if req.method() == http::Method::CONNECT {
         return Err((ProxyError::MethodNotAllowed, None));
     }
+    let authority = authority.map_err(|e| (ProxyError::BadRequest(e), None))?;
     if let Some(limit) = pipeline.config.server.max_request_body {
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit.bytes()) {
