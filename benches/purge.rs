@@ -12,6 +12,7 @@ use http::{HeaderMap, Request, Response, StatusCode, header};
 use relais::cache::purge::Target;
 use relais::cache::{Cache, Entry, Stored, key};
 use relais::config::{CacheConfig, Size};
+use relais::metrics::PurgeMode;
 
 const ENTRIES: usize = 100_000;
 const PER_TAG: usize = 1_000;
@@ -44,7 +45,7 @@ fn purge(c: &mut Criterion) {
     let (res, ()) = Response::builder().header(header::CACHE_CONTROL, "max-age=3600").body(()).unwrap().into_parts();
     let policy = Policy::new(&req, &res, &Rules::default(), now, now).unwrap();
     let cache = rt.block_on(async {
-        let cache = Cache::open(&config, std::sync::Arc::new(relais::admin::Metrics::new())).await;
+        let cache = Cache::open(&config, std::sync::Arc::new(relais::metrics::Metrics::new())).await;
         for i in 0..ENTRIES {
             let (k, v) = entry(i, &policy);
             cache.put(k, v).await;
@@ -66,7 +67,7 @@ fn purge(c: &mut Criterion) {
     group.bench_function("url", |b| {
         b.iter_batched(
             || refill(42..43),
-            |()| rt.block_on(cache.purge(Target::Urls(vec!["http://shop.test/p/42".into()]), false)),
+            |()| rt.block_on(cache.purge(Target::Urls(vec!["http://shop.test/p/42".into()]), PurgeMode::Hard)),
             BatchSize::PerIteration,
         )
     });
@@ -74,14 +75,14 @@ fn purge(c: &mut Criterion) {
         b.iter_batched(
             || refill(7 * PER_TAG..8 * PER_TAG),
             |()| {
-                let n = rt.block_on(cache.purge(Target::Tags(vec!["tag-7".into()]), false));
+                let n = rt.block_on(cache.purge(Target::Tags(vec!["tag-7".into()]), PurgeMode::Hard));
                 assert_eq!(n, PER_TAG as u64);
             },
             BatchSize::PerIteration,
         )
     });
     group.bench_function("soft tag matching 1,000 entries", |b| {
-        b.iter(|| rt.block_on(cache.purge(Target::Tags(vec!["tag-9".into()]), true)))
+        b.iter(|| rt.block_on(cache.purge(Target::Tags(vec!["tag-9".into()]), PurgeMode::Soft)))
     });
     group.finish();
 }

@@ -26,6 +26,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod upstream;
@@ -54,7 +55,7 @@ pub struct Handle {
     addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
     shared: Arc<ArcSwap<Pipeline>>,
-    metrics: Arc<admin::Metrics>,
+    metrics: Arc<metrics::Metrics>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -73,7 +74,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         server::bind(admin_listen).map_err(|source| StartError::Bind { addr: admin_listen, source })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
     let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-    let metrics = Arc::new(admin::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::new());
     let cache = cache::Cache::open(&config.cache, metrics.clone()).await;
     cache.index_disk();
     let shared = Arc::new(ArcSwap::from_pointee(Pipeline::new(config, cache, metrics.clone(), None)));
@@ -92,7 +93,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
 }
 
 /// Swaps in a new, validated configuration for new requests.
-fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<admin::Metrics>, config: Config) {
+fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Config) {
     let current = shared.load();
     if config.server.listen != current.config.server.listen {
         tracing::warn!("server.listen changed: restart relais to apply it");
@@ -111,7 +112,7 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<admin::Metrics>, config: Conf
 
 /// Re-reads the file the running configuration came from; a bad file is
 /// rejected and the running configuration stays.
-fn reload_from_source(shared: &ArcSwap<Pipeline>, metrics: &Arc<admin::Metrics>) -> Result<(), String> {
+fn reload_from_source(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>) -> Result<(), String> {
     let Some(path) = shared.load().config.source.clone() else {
         metrics.reload(false);
         return Err("the running configuration was not read from a file".into());

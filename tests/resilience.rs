@@ -52,6 +52,8 @@ async fn a_cold_key_under_a_herd_is_fetched_once() {
     }
     assert_eq!(o.hits("/hot"), 1, "one origin fetch for the whole herd");
     assert!(collapsed > 100, "most requests waited on the shared fetch ({collapsed})");
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    assert_eq!(waits(&m, "shared"), collapsed, "each wait counted with how it ended");
     settle().await;
     assert!(status_of(&get(&url).await).contains("hit"));
 }
@@ -94,6 +96,14 @@ async fn an_uncacheable_key_does_not_make_clients_queue() {
         assert!(!status_of(&r).contains("collapsed"));
     }
     assert_eq!(o.hits("/private"), 100);
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    assert!(waits(&m, "released") > 0 && waits(&m, "shared") == 0, "{m}");
+}
+
+/// `relais_collapsed_waits_total{end="…"}` from a metrics page.
+fn waits(metrics: &str, end: &str) -> usize {
+    let series = format!("relais_collapsed_waits_total{{end=\"{end}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&series)?.parse().ok()).unwrap_or(0)
 }
 
 #[tokio::test]
@@ -287,4 +297,31 @@ async fn an_unwritable_disk_leaves_a_working_memory_cache() {
     settle().await;
     assert!(status_of(&get(&proxy.url("/")).await).contains("hit"));
     assert_eq!(o.hits("/"), 1);
+}
+
+/// A client hanging up on a request that is not collapsed (a POST) drops the
+/// request where it stands: the server's in-flight count must come down too
+/// (least-conn balancing reads it).
+#[tokio::test]
+async fn a_client_hanging_up_leaves_no_request_counted_in_flight() {
+    let o = origin()
+        .route("/slow", |_| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            text(200, "late", &[])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    let url = proxy.url("/slow");
+    let gone = tokio::spawn(async move { send(Request::post(url).body(full("x")).unwrap()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let in_flight = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("relais_upstream_server_in_flight{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    assert_eq!(in_flight(&proxy.admin("GET", "/metrics", "").await.text()), Some(1));
+    gone.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(in_flight(&proxy.admin("GET", "/metrics", "").await.text()), Some(0));
 }

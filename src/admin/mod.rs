@@ -5,7 +5,7 @@
 //! come as `POST /purge` with JSON, or as the `PURGE` method that nginx and
 //! Varnish purge scripts send.
 
-pub mod metrics;
+mod render;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,10 +22,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::Body;
-use crate::cache::key;
 use crate::cache::purge::Target;
+use crate::cache::{Cache, Stored, key};
+use crate::metrics::{Metrics, PurgeMode};
 use crate::proxy::Pipeline;
-pub use metrics::Metrics;
 
 /// What the admin endpoints reach.
 pub struct Admin {
@@ -66,13 +66,13 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
         ("POST", "/purge") => purge_json(admin, req).await,
         ("PURGE", _) => purge_method(admin, &req).await,
         ("GET", "/metrics") => {
-            let text = admin.metrics.render_prometheus(&gauges(&pipeline).await);
+            let text = render::prometheus(&admin.metrics, &gauges(&pipeline).await);
             let mut res = Response::new(Body::full(text));
             res.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             Ok(res)
         }
-        ("GET", "/stats") => Ok(json_response(StatusCode::OK, admin.metrics.stats_json(&gauges(&pipeline).await))),
+        ("GET", "/stats") => Ok(json_response(StatusCode::OK, render::stats(&admin.metrics, &gauges(&pipeline).await))),
         ("GET", "/cache") => cache_info(&pipeline, &req).await,
         ("POST", "/reload") => Ok(match (admin.reload)() {
             Ok(()) => json_response(StatusCode::OK, json!({"reloaded": true})),
@@ -146,7 +146,7 @@ async fn purge_json(admin: &Admin, req: Request<Incoming>) -> Answer {
     } else {
         return Err(bad("\"all\" must be true".into()));
     };
-    Ok(run_purge(admin, target, p.soft).await)
+    Ok(run_purge(admin, target, if p.soft { PurgeMode::Soft } else { PurgeMode::Hard }).await)
 }
 
 /// `PURGE /path` with a Host header, or `PURGE http://host/path`.
@@ -163,14 +163,16 @@ async fn purge_method(admin: &Admin, req: &Request<Incoming>) -> Answer {
     };
     let url = canonical(&url).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
     let soft = req.headers().get("x-purge-soft").is_some_and(|v| v == "1" || v == "true");
-    Ok(run_purge(admin, Target::Urls(both_schemes(&url)), soft).await)
+    let mode = if soft { PurgeMode::Soft } else { PurgeMode::Hard };
+    Ok(run_purge(admin, Target::Urls(both_schemes(&url)), mode).await)
 }
 
-async fn run_purge(admin: &Admin, target: Target, soft: bool) -> Response<Body> {
+async fn run_purge(admin: &Admin, target: Target, mode: PurgeMode) -> Response<Body> {
     let kind = target.kind();
     let cache = admin.shared.load().cache.clone();
-    let purged = cache.purge(target, soft).await;
-    admin.metrics.purge(kind, soft, purged);
+    let purged = cache.purge(target, mode).await;
+    admin.metrics.purge(kind, mode, purged);
+    let (kind, soft) = (kind.as_str(), mode.is_soft());
     tracing::info!(kind, soft, purged, "purge");
     json_response(StatusCode::OK, json!({"purged": purged, "kind": kind, "soft": soft}))
 }
@@ -209,7 +211,31 @@ async fn cache_info(pipeline: &Pipeline, req: &Request<Incoming>) -> Answer {
         .map(percent_decode)
         .ok_or((StatusCode::BAD_REQUEST, "give ?url=…".to_string()))?;
     let url = canonical(&url).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-    Ok(json_response(StatusCode::OK, pipeline.cache.describe(&url).await))
+    Ok(json_response(StatusCode::OK, describe(&pipeline.cache, &url).await))
+}
+
+/// What is stored for a canonical URL, without changing what is stored.
+async fn describe(cache: &Cache, url: &str) -> Value {
+    let now = std::time::SystemTime::now();
+    let mut found = Vec::new();
+    for k in cache.keys_of_url(url) {
+        let Some((tier, stored, bytes)) = cache.peek(&k).await else { continue };
+        let tier = tier.as_str();
+        found.push(match &*stored {
+            Stored::Vary(v) => json!({
+                "key": k, "kind": "vary", "tier": tier,
+                "vary": v.names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            }),
+            Stored::Entry(e) => json!({
+                "key": k, "kind": "entry", "tier": tier, "status": e.status.as_u16(),
+                "bytes": bytes, "age": e.policy.age(now).as_secs(), "ttl": e.policy.ttl_secs(now),
+                "tags": e.tags,
+                "stored_at": httpdate::fmt_http_date(e.stored_at),
+                "vary": e.headers.get(http::header::VARY).and_then(|v| v.to_str().ok()),
+            }),
+        });
+    }
+    json!({ "url": url, "entries": found })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -236,9 +262,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn gauges(pipeline: &Pipeline) -> metrics::Gauges {
+async fn gauges(pipeline: &Pipeline) -> render::Gauges {
     let cache = &pipeline.cache;
-    let mut g = metrics::Gauges {
+    let mut g = render::Gauges {
         memory_bytes: cache.memory_bytes().await,
         memory_entries: cache.memory_entries(),
         memory_capacity: pipeline.config.cache.memory_capacity.bytes(),
@@ -253,7 +279,7 @@ async fn gauges(pipeline: &Pipeline) -> metrics::Gauges {
     }
     for (name, up) in &pipeline.upstreams {
         for s in up.servers() {
-            g.servers.push(metrics::ServerGauge {
+            g.servers.push(render::ServerGauge {
                 upstream: name.clone(),
                 address: s.address.to_string(),
                 up: s.is_up(),

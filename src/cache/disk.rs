@@ -215,6 +215,11 @@ impl DiskTier {
         self.inner.state().entries.contains_key(key)
     }
 
+    /// Body size of a live entry (no I/O, no recency update).
+    pub fn size_of(&self, key: &str) -> Option<u64> {
+        self.inner.state().entries.get(key).map(|e| e.size)
+    }
+
     /// Number of live entries. Partial until the startup load is done.
     pub fn entries(&self) -> usize {
         self.inner.state().entries.len()

@@ -166,6 +166,15 @@ impl Stored {
     /// Rebuilds from the disk tier; `None` if the metadata does not make sense
     /// (written by another version, or damaged): the caller treats it as a miss.
     pub fn from_disk(meta: Value, body: Bytes) -> Option<Stored> {
+        Self::from_meta(meta, Some(body))
+    }
+
+    /// The metadata alone, with an empty body, for looking at what is stored.
+    pub fn from_disk_meta(meta: Value) -> Option<Stored> {
+        Self::from_meta(meta, None)
+    }
+
+    fn from_meta(meta: Value, body: Option<Bytes>) -> Option<Stored> {
         match serde_json::from_value::<Meta>(meta).ok()? {
             Meta::Entry { status, headers, policy, url, tags, stored_at } => {
                 let mut map = HeaderMap::with_capacity(headers.len());
@@ -178,11 +187,12 @@ impl Stored {
                     map.append(name, value);
                 }
                 // A Content-Length that disagrees with the body would be a wrong answer.
-                if let Some(len) = map.get(http::header::CONTENT_LENGTH)
+                if let (Some(len), Some(body)) = (map.get(http::header::CONTENT_LENGTH), &body)
                     && len.to_str().ok()?.parse::<usize>().ok()? != body.len()
                 {
                     return None;
                 }
+                let body = body.unwrap_or_default();
                 Some(Stored::Entry(Entry {
                     status: StatusCode::from_u16(status).ok()?,
                     headers: compact(&map),

@@ -42,6 +42,8 @@ pub enum Head {
     Released,
     /// The origin could not be reached: the status to answer with.
     Failed(StatusCode),
+    /// The fetch was dropped (cancelled, panicked) before it said: fetch on your own.
+    Abandoned,
 }
 
 /// Unread bytes the slowest reader may leave behind once a fill streams only.
@@ -153,13 +155,15 @@ impl Fill {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// Waits for the head, at most `timeout` (then `Released`: go to the origin yourself).
-    pub async fn head(&self, timeout: Duration) -> Head {
+    /// Waits for the head, at most `timeout`; None when it did not come in time
+    /// (go to the origin yourself).
+    pub async fn head(&self, timeout: Duration) -> Option<Head> {
         let mut rx = self.head.subscribe();
         let wait = rx.wait_for(|h| !matches!(h, Head::Pending));
         match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(head)) => head.clone(),
-            _ => Head::Released,
+            Ok(Ok(head)) => Some(head.clone()),
+            Ok(Err(_)) => Some(Head::Abandoned),
+            Err(_) => None,
         }
     }
 
@@ -252,13 +256,53 @@ impl http_body::Body for FillBody {
 /// The fills in flight, by cache key.
 #[derive(Default)]
 pub struct Fills {
-    map: Mutex<HashMap<String, Arc<Fill>>>,
+    map: Arc<Mutex<HashMap<String, Arc<Fill>>>>,
 }
 
 pub enum Role {
-    /// Fetch, publish, and call [`Fills::done`] when the body has ended.
-    Leader(Arc<Fill>),
+    /// Fetch and publish; dropping the leader ends the fill.
+    Leader(Leader),
     Waiter(Arc<Fill>),
+}
+
+/// The one fetch of a key. However it ends, its waiters are told: dropping it
+/// (the fetch done, cancelled or panicking) publishes [`Head::Abandoned`] if
+/// nothing was published, breaks a body left unfinished, and takes the fill
+/// out of the map, so no later request waits `lock_timeout` on a fetch that
+/// is gone.
+pub struct Leader {
+    fill: Arc<Fill>,
+    key: String,
+    map: Arc<Mutex<HashMap<String, Arc<Fill>>>>,
+}
+
+impl Leader {
+    pub fn fill(&self) -> &Arc<Fill> {
+        &self.fill
+    }
+
+    /// No new waiters (the readers it has keep reading).
+    pub fn close(&self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.fill)) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        self.fill.head.send_if_modified(|h| {
+            let pending = matches!(h, Head::Pending);
+            if pending {
+                *h = Head::Abandoned;
+            }
+            pending
+        });
+        // A no-op when the body already ended.
+        self.fill.finish(false);
+        self.close();
+    }
 }
 
 impl Fills {
@@ -269,14 +313,60 @@ impl Fills {
         }
         let fill = Arc::new(Fill::new());
         map.insert(key.to_string(), fill.clone());
-        Role::Leader(fill)
+        Role::Leader(Leader { fill, key: key.to_string(), map: self.map.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(fills: &Fills, key: &str) -> Leader {
+        match fills.join(key) {
+            Role::Leader(l) => l,
+            Role::Waiter(_) => panic!("a waiter"),
+        }
     }
 
-    /// The fill for `key` no longer takes new waiters (readers it has keep reading).
-    pub fn done(&self, key: &str, fill: &Arc<Fill>) {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.get(key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
-            map.remove(key);
+    fn waiter(fills: &Fills, key: &str) -> Arc<Fill> {
+        match fills.join(key) {
+            Role::Waiter(f) => f,
+            Role::Leader(_) => panic!("a leader"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_releases_its_waiters_at_once() {
+        let fills = Fills::default();
+        let lead = leader(&fills, "k");
+        let fill = waiter(&fills, "k");
+        let waiting = tokio::spawn(async move { fill.head(Duration::from_secs(30)).await });
+        tokio::task::yield_now().await;
+        drop(lead); // as when the fetch's task is cancelled or panics
+        let head = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("no lock_timeout wait");
+        assert!(matches!(head.unwrap(), Some(Head::Abandoned)));
+        // The next request leads a new fetch instead of waiting on the dead one.
+        let _next = leader(&fills, "k");
+    }
+
+    #[tokio::test]
+    async fn a_leader_dropped_mid_body_breaks_it_for_readers() {
+        let fills = Fills::default();
+        let lead = leader(&fills, "k");
+        lead.fill().publish(Head::Released);
+        let reader = lead.fill().body().unwrap();
+        lead.fill().push(Bytes::from_static(b"part"));
+        drop(lead);
+        use http_body_util::BodyExt;
+        let read = tokio::time::timeout(Duration::from_secs(1), reader.collect()).await.unwrap();
+        assert!(read.is_err(), "a body cut off is an error, never a short clean end");
+    }
+
+    #[tokio::test]
+    async fn a_head_that_never_comes_times_out() {
+        let fills = Fills::default();
+        let _lead = leader(&fills, "k");
+        let fill = waiter(&fills, "k");
+        assert!(fill.head(Duration::from_millis(20)).await.is_none());
     }
 }

@@ -18,8 +18,8 @@ pub mod tee;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admin::Metrics;
 use crate::config::CacheConfig;
+use crate::metrics::{Metrics, Tier};
 use disk::DiskTier;
 pub use entry::{Entry, Stored, VaryRecord};
 use memory::MemoryTier;
@@ -78,7 +78,7 @@ impl Cache {
             let (index, disk, metrics) = (index.clone(), disk.clone(), metrics.clone());
             MemoryTier::new(config.memory_capacity.bytes(), move |key, for_room| {
                 if for_room {
-                    metrics.eviction("memory");
+                    metrics.eviction(Tier::Memory);
                 }
                 let hex = key.hex();
                 if !disk.as_ref().is_some_and(|d| d.contains(&hex)) {
@@ -89,7 +89,7 @@ impl Cache {
         if let Some(d) = &disk {
             let (index, memory, metrics) = (index.clone(), memory.clone(), metrics.clone());
             d.on_evict(move |key| {
-                metrics.eviction("disk");
+                metrics.eviction(Tier::Disk);
                 if !memory.contains(key) {
                     index.remove(key);
                 }
@@ -271,31 +271,26 @@ impl Cache {
         in_memory || on_disk
     }
 
-    /// What is stored for a URL, for the admin API's `/cache`.
-    pub async fn describe(&self, url: &str) -> serde_json::Value {
-        let now = std::time::SystemTime::now();
-        let mut found = Vec::new();
-        for k in self.index.url(url) {
-            let (tier, stored) = match self.memory.get(&k).await {
-                Some(s) => ("memory", Some(s)),
-                None => ("disk", self.get(&k).await),
+    /// The keys stored for a canonical URL: its Vary record and entries, in both tiers.
+    pub fn keys_of_url(&self, url: &str) -> Vec<String> {
+        self.index.url(url)
+    }
+
+    /// What a key holds and where, for looking only: a disk entry is not
+    /// promoted into memory nor marked used, and its body is not read (an
+    /// entry from disk has an empty body; its size is the second value).
+    pub async fn peek(&self, key: &str) -> Option<(Tier, Arc<Stored>, u64)> {
+        if let Some(s) = self.memory.get(key).await {
+            let size = match &*s {
+                Stored::Entry(e) => e.body.len() as u64,
+                Stored::Vary(_) => 0,
             };
-            let Some(stored) = stored else { continue };
-            found.push(match &*stored {
-                Stored::Vary(v) => serde_json::json!({
-                    "key": k, "kind": "vary", "tier": tier,
-                    "vary": v.names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-                }),
-                Stored::Entry(e) => serde_json::json!({
-                    "key": k, "kind": "entry", "tier": tier, "status": e.status.as_u16(),
-                    "bytes": e.body.len(), "age": e.policy.age(now).as_secs(), "ttl": e.policy.ttl_secs(now),
-                    "tags": e.tags,
-                    "stored_at": httpdate::fmt_http_date(e.stored_at),
-                    "vary": e.headers.get(http::header::VARY).and_then(|v| v.to_str().ok()),
-                }),
-            });
+            return Some((Tier::Memory, s, size));
         }
-        serde_json::json!({ "url": url, "entries": found })
+        let disk = self.disk.as_ref().filter(|_| !self.is_doomed(key))?;
+        let meta = disk.get_meta(key).await.ok()??;
+        let size = disk.size_of(key).unwrap_or(0);
+        Some((Tier::Disk, Arc::new(Stored::from_disk_meta(meta)?), size))
     }
 
     /// Waits for the disk deletions of earlier purges (before a shutdown, so a

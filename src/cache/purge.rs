@@ -14,6 +14,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use super::{Cache, Stored};
+use crate::metrics::{PurgeKind, PurgeMode};
 
 /// What a purge matches. URLs are canonical (see [`super::key::url`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,12 +26,12 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> PurgeKind {
         match self {
-            Target::Urls(_) => "url",
-            Target::Prefixes(_) => "prefix",
-            Target::Tags(_) => "tag",
-            Target::All => "all",
+            Target::Urls(_) => PurgeKind::Url,
+            Target::Prefixes(_) => PurgeKind::Prefix,
+            Target::Tags(_) => PurgeKind::Tag,
+            Target::All => PurgeKind::All,
         }
     }
 
@@ -100,8 +101,8 @@ impl Cache {
     }
 
     /// Purges what matches; returns the number of entries (responses; a URL's
-    /// Vary record is not counted) removed, or marked stale when `soft`.
-    pub async fn purge(&self, target: Target, soft: bool) -> u64 {
+    /// Vary record is not counted) removed, or marked stale when soft.
+    pub async fn purge(&self, target: Target, mode: PurgeMode) -> u64 {
         self.purges.record(target.clone());
         let mut keys = match &target {
             Target::Urls(urls) => urls.iter().flat_map(|u| self.index.url(u)).collect(),
@@ -122,7 +123,7 @@ impl Cache {
         let mut on_disk = Vec::new();
         for key in keys {
             let vary_record = self.index.describe(&key).is_some_and(|(_, _, v)| v);
-            let done = if soft && !vary_record {
+            let done = if mode.is_soft() && !vary_record {
                 self.expire(&key).await
             } else {
                 // Memory and index now; the disk copy is hidden at once and deleted behind.

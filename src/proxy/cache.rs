@@ -30,9 +30,10 @@ use super::present::present;
 use super::route::Route;
 use super::{Conn, Pipeline};
 use crate::body::Body;
-use crate::cache::fill::{Fill, Head, Role};
+use crate::cache::fill::{Fill, Head, Leader, Role};
 use crate::cache::tee::{Storing, TeeBody};
 use crate::cache::{Cache, Entry, Stored, VaryRecord, key};
+use crate::metrics::WaitEnd;
 
 /// A response and what the cache did for it.
 pub struct Served {
@@ -54,6 +55,25 @@ struct Slot {
     /// The URL's Vary record, if it has one.
     vary: Option<VaryRecord>,
     url: String,
+}
+
+/// When a fetch happened: the purge epoch and the clock when it began, and
+/// the clock when its response head arrived. A purge in between keeps the
+/// response out of the cache.
+struct Timing {
+    epoch: u64,
+    request_time: SystemTime,
+    response_time: SystemTime,
+}
+
+/// What one origin fetch is for: where its answer goes, the stale entry it
+/// revalidates (if any), whether that entry may stand in for an error, and
+/// the Cache-Status it starts from.
+struct Fetch {
+    slot: Slot,
+    found: Option<Arc<Stored>>,
+    within_sie: bool,
+    status: CacheStatus,
 }
 
 /// One request in the cache stage, owned, so that a fetch can outlive its client.
@@ -143,80 +163,75 @@ pub async fn serve(
     }
     // Boxed, as the bypass above: a hit's future stays small, and hyper moves
     // it at least once per request (into its task, for HTTP/2).
-    let served = Box::pin(collapsed(&ask(), slot, found, sie, CacheStatus::new(miss))).await?;
+    let fetch = Fetch { slot, found, within_sie: sie, status: CacheStatus::new(miss) };
+    let served = Box::pin(collapsed(&ask(), fetch)).await?;
     Ok(client_view(&parts, served))
 }
 
 /// Fetch (or revalidate) through the key's shared fill: lead it, or wait for it.
-async fn collapsed(
-    ask: &Ask,
-    slot: Slot,
-    found: Option<Arc<Stored>>,
-    sie: bool,
-    status: CacheStatus,
-) -> Result<Served, ProxyError> {
+async fn collapsed(ask: &Ask, fetch: Fetch) -> Result<Served, ProxyError> {
     let cache = &ask.p.cache;
-    if cache.is_pass(&slot.key) {
+    if cache.is_pass(&fetch.slot.key) {
         // Known uncacheable: waiting for someone else's fetch would only delay us.
-        return origin(ask, slot, found, sie, status).await;
+        return origin(ask, fetch).await;
     }
-    match cache.fills.join(&slot.key) {
-        Role::Leader(fill) => {
+    let fill = match cache.fills.join(&fetch.slot.key) {
+        Role::Leader(leader) => {
             let (tx, rx) = oneshot::channel();
-            tokio::spawn(lead(ask.clone(), slot, found, sie, status, fill, Some(tx)));
-            rx.await.unwrap_or(Err(ProxyError::Collapsed(StatusCode::BAD_GATEWAY)))
+            tokio::spawn(lead(ask.clone(), fetch, leader, Some(tx)));
+            return rx.await.unwrap_or(Err(ProxyError::Collapsed(StatusCode::BAD_GATEWAY)));
         }
-        Role::Waiter(fill) => {
-            ask.p.metrics.collapsed_waiter();
-            match fill.head(cache.lock_timeout).await {
-                Head::Shared { status: code, headers, cache_status } => match fill.body() {
-                    Some(body) => {
-                        let mut res = Response::new(Body::boxed(body));
-                        *res.status_mut() = code;
-                        *res.headers_mut() = headers;
-                        Ok(Served {
-                            response: res,
-                            upstream: None,
-                            status: cache_status.collapsed(),
-                            shareable: true,
-                            storing: None,
-                        })
-                    }
-                    // Too large to store: the start of the body is gone already.
-                    None => origin(ask, slot, found, sie, status).await,
-                },
-                Head::Failed(code) => Err(ProxyError::Collapsed(code)),
-                Head::Released | Head::Pending => origin(ask, slot, found, sie, status).await,
-            }
+        Role::Waiter(fill) => fill,
+    };
+    let metrics = &ask.p.metrics;
+    let head = fill.head(cache.lock_timeout).await;
+    let end = match &head {
+        Some(Head::Shared { .. } | Head::Pending) => WaitEnd::Shared,
+        Some(Head::Released) => WaitEnd::Released,
+        Some(Head::Failed(_)) => WaitEnd::Failed,
+        Some(Head::Abandoned) => WaitEnd::Abandoned,
+        None => WaitEnd::TimedOut,
+    };
+    let reader = match head {
+        Some(Head::Shared { status: code, headers, cache_status }) => {
+            fill.body().map(|b| (code, headers, cache_status, b))
         }
-    }
+        Some(Head::Failed(code)) => {
+            metrics.collapsed_wait(end);
+            return Err(ProxyError::Collapsed(code));
+        }
+        _ => None,
+    };
+    let Some((code, headers, cache_status, body)) = reader else {
+        // Released, timed out, abandoned, or too large to store (the start of its body is gone).
+        metrics.collapsed_wait(if end == WaitEnd::Shared { WaitEnd::Released } else { end });
+        return origin(ask, fetch).await;
+    };
+    metrics.collapsed_wait(end);
+    let mut res = Response::new(Body::boxed(body));
+    *res.status_mut() = code;
+    *res.headers_mut() = headers;
+    Ok(Served { response: res, upstream: None, status: cache_status.collapsed(), shareable: true, storing: None })
 }
 
 /// The leader's fetch, in its own task: publish the head, hand the leader's
 /// client its response, and pump a shareable body into the fill to its end
-/// (or, once it is too large to store, for as long as someone reads it).
-async fn lead(
-    ask: Ask,
-    slot: Slot,
-    found: Option<Arc<Stored>>,
-    sie: bool,
-    status: CacheStatus,
-    fill: Arc<Fill>,
-    client: Option<oneshot::Sender<Result<Served, ProxyError>>>,
-) {
-    let key = slot.key.clone();
-    let fills = &ask.p.cache.fills;
-    match origin(&ask, slot, found, sie, status).await {
+/// (or, once it will not be stored, for as long as someone reads it).
+/// However this ends, dropping `leader` tells the waiters.
+async fn lead(ask: Ask, fetch: Fetch, leader: Leader, client: Option<oneshot::Sender<Result<Served, ProxyError>>>) {
+    let key = fetch.slot.key.clone();
+    let fill = leader.fill();
+    match origin(&ask, fetch).await {
         Err(e) => {
             fill.publish(Head::Failed(e.status()));
-            fills.done(&key, &fill);
+            leader.close();
             if let Some(tx) = client {
                 let _ = tx.send(Err(e));
             }
         }
         Ok(served) if !served.shareable => {
             fill.publish(Head::Released);
-            fills.done(&key, &fill);
+            leader.close();
             if served.status.detail.is_some() {
                 ask.p.cache.mark_pass(&key);
             }
@@ -235,22 +250,15 @@ async fn lead(
                 && let Some(reader) = fill.body()
             {
                 let response = Response::from_parts(parts, Body::boxed(reader));
-                let _ = tx.send(Ok(Served {
-                    response,
-                    upstream: served.upstream,
-                    status: served.status,
-                    shareable: true,
-                    storing: None,
-                }));
+                let (upstream, status) = (served.upstream, served.status);
+                let _ = tx.send(Ok(Served { response, upstream, status, shareable: true, storing: None }));
             }
-            let cache = &ask.p.cache;
             let not_stored = || {
-                fills.done(&key, &fill);
-                cache.mark_pass(&key);
+                leader.close();
+                ask.p.cache.mark_pass(&key);
             };
-            let complete = pump(&mut body, &fill, served.storing, not_stored).await;
+            let complete = pump(&mut body, fill, served.storing, not_stored).await;
             fill.finish(complete);
-            fills.done(&key, &fill);
         }
     }
 }
@@ -289,23 +297,18 @@ async fn pump(body: &mut Body, fill: &Fill, storing: Option<Storing>, not_stored
 
 /// Within stale-while-revalidate: one background revalidation, unless one is running.
 fn revalidate_in_background(ask: &Ask, slot: &Slot, stored: &Arc<Stored>) {
-    if let Role::Leader(fill) = ask.p.cache.fills.join(&slot.key) {
+    if let Role::Leader(leader) = ask.p.cache.fills.join(&slot.key) {
         let status = CacheStatus::new(CacheOutcome::Stale);
-        tokio::spawn(lead(ask.clone(), slot.clone(), Some(stored.clone()), false, status, fill, None));
+        let fetch = Fetch { slot: slot.clone(), found: Some(stored.clone()), within_sie: false, status };
+        tokio::spawn(lead(ask.clone(), fetch, leader, None));
     }
 }
 
 /// Asks the origin: a revalidation if an entry is held, else a plain fetch.
-async fn origin(
-    ask: &Ask,
-    slot: Slot,
-    found: Option<Arc<Stored>>,
-    sie: bool,
-    status: CacheStatus,
-) -> Result<Served, ProxyError> {
-    match found {
-        Some(stored) => revalidate(ask, slot, stored, sie).await,
-        None => fetch(ask, slot, status).await,
+async fn origin(ask: &Ask, fetch: Fetch) -> Result<Served, ProxyError> {
+    match fetch.found {
+        Some(stored) => revalidate(ask, fetch.slot, stored, fetch.within_sie).await,
+        None => self::fetch(ask, fetch.slot, fetch.status).await,
     }
 }
 
@@ -404,7 +407,7 @@ async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool
         Revalidation::Modified => {
             let fwd_response = Response::from_parts(res_parts, res_body);
             let status = CacheStatus::new(CacheOutcome::Expired).fwd_status(code.as_u16());
-            Ok(store(ask, slot, fwd_response, fwd.server, (epoch, request_time, response_time), status))
+            Ok(store(ask, slot, fwd_response, fwd.server, Timing { epoch, request_time, response_time }, status))
         }
     }
 }
@@ -429,21 +432,19 @@ async fn fetch(ask: &Ask, slot: Slot, status: CacheStatus) -> Result<Served, Pro
     let fwd =
         forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), upstream_request(&ask.req, Method::GET)).await?;
     let response_time = SystemTime::now();
-    Ok(store(ask, slot, fwd.response, fwd.server, (epoch, request_time, response_time), status))
+    Ok(store(ask, slot, fwd.response, fwd.server, Timing { epoch, request_time, response_time }, status))
 }
 
 /// Decides whether `response` is stored; if so, tees its body into the cache.
-/// `times` are the purge epoch and the clock when the fetch began, and when its
-/// head arrived: a purge in between keeps the response out of the cache.
 fn store(
     ask: &Ask,
     slot: Slot,
     response: Response<Body>,
     server: Arc<str>,
-    times: (u64, SystemTime, SystemTime),
+    times: Timing,
     status: CacheStatus,
 ) -> Served {
-    let (epoch, request_time, response_time) = times;
+    let Timing { epoch, request_time, response_time } = times;
     let (res_parts, body) = response.into_parts();
     let rules = &ask.route.cache;
     let cache = &ask.p.cache;

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
-use crate::admin::Metrics;
 use crate::body::{Body, BoxError};
+use crate::metrics::{CacheOutcome, Metrics};
 
 pub struct AccessRecord {
     pub start: Instant,
@@ -22,7 +22,8 @@ pub struct AccessRecord {
     pub path: String,
     pub status: StatusCode,
     pub upstream: Option<Arc<str>>,
-    pub cache: &'static str,
+    /// What the cache did; None when the request never reached it.
+    pub cache: Option<CacheOutcome>,
     pub route: Option<usize>,
     pub route_label: Option<Arc<str>>,
     /// Declared request body length.
@@ -49,7 +50,7 @@ impl AccessRecord {
             bytes,
             ms = (ms * 1000.0).round() / 1000.0,
             upstream = self.upstream.as_deref().unwrap_or("-"),
-            cache = self.cache,
+            cache = crate::metrics::word(self.cache),
             route = self.route.map_or(-1, |r| r as i64),
             complete,
         );

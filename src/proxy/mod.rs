@@ -27,9 +27,9 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
-use crate::admin::Metrics;
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 pub use error::{ProxyError, error_response};
 use log::AccessRecord;
@@ -98,7 +98,7 @@ pub async fn handle(
         },
         status: http::StatusCode::OK,
         upstream: None,
-        cache: "-",
+        cache: None,
         route: None,
         route_label: None,
         bytes_in,
@@ -119,7 +119,7 @@ pub async fn handle(
     record.upstream = upstream;
     record.route = route.map(|r| r.index);
     record.route_label = route.map(|r| r.label.clone());
-    record.cache = cache.as_ref().map_or("-", |c| c.as_str());
+    record.cache = cache.as_ref().map(|c| c.outcome);
     let (mut parts, body) = response.into_parts();
     finish(&pipeline, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
     Ok(Response::from_parts(parts, LoggedBody::new(body, Some(record))))

@@ -174,7 +174,7 @@ mod tests {
 
     fn router(toml: &str) -> Router {
         let config = Config::from_toml(toml, "test").unwrap();
-        let metrics = Arc::new(crate::admin::Metrics::new());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let ups =
             config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone())))).collect();
         Router::new(&config, &ups)
@@ -241,7 +241,7 @@ upstream = "b"
             "t",
         )
         .unwrap();
-        let metrics = Arc::new(crate::admin::Metrics::new());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let ups =
             config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone())))).collect();
         let r = Router::new(&config, &ups);

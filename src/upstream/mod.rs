@@ -49,6 +49,24 @@ impl Server {
     }
 }
 
+/// One request counted in its server's `in_flight` until dropped, so a
+/// client that hangs up (its future dropped mid-request) does not leave the
+/// count raised for good.
+struct InFlight<'a>(&'a Server);
+
+impl<'a> InFlight<'a> {
+    fn count(server: &'a Server) -> Self {
+        server.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(server)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A named pool of servers sharing one connection pool.
 pub struct Upstream {
     pub name: String,
@@ -56,7 +74,7 @@ pub struct Upstream {
     servers: Vec<Server>,
     balancer: Balancer,
     client: Client<HttpConnector, Body>,
-    metrics: Arc<crate::admin::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why no response came back from a pool.
@@ -85,7 +103,7 @@ pub struct Outgoing {
 }
 
 impl Upstream {
-    pub fn new(name: &str, config: &UpstreamConfig, metrics: Arc<crate::admin::Metrics>) -> Upstream {
+    pub fn new(name: &str, config: &UpstreamConfig, metrics: Arc<crate::metrics::Metrics>) -> Upstream {
         let servers: Vec<Server> = config
             .servers
             .iter()
@@ -149,7 +167,7 @@ impl Upstream {
             *req.version_mut() = Version::HTTP_11;
             *req.headers_mut() = if attempts > 1 { headers.clone() } else { std::mem::take(&mut headers) };
 
-            server.in_flight.fetch_add(1, Ordering::Relaxed);
+            let counted = InFlight::count(server);
             let started = std::time::Instant::now();
             let timeout = self.config.response_timeout.get();
             let result = tokio::select! {
@@ -157,7 +175,7 @@ impl Upstream {
                 r = self.client.request(req) => Ok(r),
                 () = body_sent.then_sleep(timeout) => Err(()),
             };
-            server.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(counted);
             match result {
                 Ok(Ok(res)) => {
                     self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());

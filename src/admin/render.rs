@@ -1,0 +1,366 @@
+//! `GET /metrics` (Prometheus text format 0.0.4) and `GET /stats` (JSON),
+//! rendered from the registry ([`crate::metrics`]) and from point-in-time
+//! values (tier sizes, server health) gathered at scrape time as [`Gauges`].
+//! Every metric name starts with `relais_`.
+
+use std::collections::BTreeMap;
+use std::fmt::{Display, Write};
+
+use serde_json::{Value, json};
+
+use crate::metrics::{BUCKETS, CacheOutcome, HistogramSnapshot, Metrics, RequestSeries, word};
+
+/// Values the caller reads at scrape time.
+#[derive(Default, Clone, Debug)]
+pub struct Gauges {
+    pub memory_bytes: u64,
+    pub memory_entries: u64,
+    pub memory_capacity: u64,
+    pub disk_bytes: u64,
+    pub disk_entries: u64,
+    pub disk_capacity: u64,
+    /// Keys the purge index knows (entries and Vary records of either tier).
+    pub indexed_keys: u64,
+    /// Bytes of bodies being fetched to be stored (`cache.fill_memory` in use).
+    pub fill_bytes: u64,
+    pub servers: Vec<ServerGauge>,
+}
+
+/// One upstream server as the balancer sees it now.
+#[derive(Clone, Debug)]
+pub struct ServerGauge {
+    pub upstream: String,
+    pub address: String,
+    pub up: bool,
+    pub in_flight: u64,
+}
+
+/// Every metric in Prometheus text format 0.0.4, with `gauges` as gauge families.
+pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let o = &mut out;
+    let requests = m.requests();
+    family(o, "requests_total", "counter", "Finished requests by route, status code and cache outcome.");
+    for r in &requests {
+        let status = r.status.to_string();
+        sample(o, "requests_total", &[("route", &r.route), ("status", &status), ("cache", word(r.cache))], r.count);
+    }
+    let (hits, lookups) = hits_and_lookups(&requests);
+    family(o, "cache_hits_total", "counter", "Requests served from the cache (hit or stale).");
+    sample(o, "cache_hits_total", &[], hits);
+    family(o, "cache_lookups_total", "counter", "Requests that looked up the cache.");
+    sample(o, "cache_lookups_total", &[], lookups);
+    let (bytes_in, bytes_out) = m.bytes();
+    family(o, "bytes_received_total", "counter", "Request body bytes received from clients.");
+    sample(o, "bytes_received_total", &[], bytes_in);
+    family(o, "bytes_sent_total", "counter", "Response body bytes sent to clients.");
+    sample(o, "bytes_sent_total", &[], bytes_out);
+
+    family(o, "origin_latency_seconds", "histogram", "Time from sending a request upstream to its response head.");
+    for (upstream, h) in m.latency() {
+        let les = BUCKETS.iter().map(|le| le.to_string()).chain(["+Inf".to_owned()]);
+        for (le, count) in les.zip(h.cumulative) {
+            sample(o, "origin_latency_seconds_bucket", &[("upstream", &upstream), ("le", &le)], count);
+        }
+        sample(o, "origin_latency_seconds_sum", &[("upstream", &upstream)], h.sum);
+        sample(o, "origin_latency_seconds_count", &[("upstream", &upstream)], h.count());
+    }
+
+    family(o, "upstream_server_up", "gauge", "Whether the balancer considers the server healthy (1) or not (0).");
+    for s in &gauges.servers {
+        sample(o, "upstream_server_up", &[("upstream", &s.upstream), ("server", &s.address)], u8::from(s.up));
+    }
+    family(o, "upstream_server_in_flight", "gauge", "Requests currently sent to the server.");
+    for s in &gauges.servers {
+        sample(o, "upstream_server_in_flight", &[("upstream", &s.upstream), ("server", &s.address)], s.in_flight);
+    }
+    for (name, help, value) in [
+        ("cache_memory_bytes", "Bytes held by the memory tier.", gauges.memory_bytes),
+        ("cache_memory_entries", "Entries held by the memory tier.", gauges.memory_entries),
+        ("cache_memory_capacity_bytes", "Configured size of the memory tier.", gauges.memory_capacity),
+        ("cache_disk_bytes", "Bytes held by the disk tier.", gauges.disk_bytes),
+        ("cache_disk_entries", "Entries held by the disk tier.", gauges.disk_entries),
+        ("cache_disk_capacity_bytes", "Configured size of the disk tier.", gauges.disk_capacity),
+        ("cache_indexed_keys", "Keys in the purge index (either tier).", gauges.indexed_keys),
+        ("cache_fill_bytes", "Bytes of bodies held while being fetched to be stored.", gauges.fill_bytes),
+    ] {
+        family(o, name, "gauge", help);
+        sample(o, name, &[], value);
+    }
+
+    family(o, "cache_evictions_total", "counter", "Entries evicted to make room, by tier.");
+    for (tier, n) in m.evictions() {
+        sample(o, "cache_evictions_total", &[("tier", tier.as_str())], n);
+    }
+    let purges = m.purges();
+    family(o, "purges_total", "counter", "Purge requests by kind and softness.");
+    for (kind, [hard, soft, _]) in &purges {
+        sample(o, "purges_total", &[("kind", kind.as_str()), ("soft", "false")], hard);
+        sample(o, "purges_total", &[("kind", kind.as_str()), ("soft", "true")], soft);
+    }
+    family(o, "purged_entries_total", "counter", "Entries removed or marked stale by purges, by kind.");
+    for (kind, [_, _, entries]) in &purges {
+        sample(o, "purged_entries_total", &[("kind", kind.as_str())], entries);
+    }
+    let waits = m.waits();
+    family(o, "collapsed_waiters_total", "counter", "Requests that waited on another request's origin fetch.");
+    sample(o, "collapsed_waiters_total", &[], waits.iter().map(|(_, n)| n).sum::<u64>());
+    family(o, "collapsed_waits_total", "counter", "Waits on another request's origin fetch, by how they ended.");
+    for (end, n) in &waits {
+        sample(o, "collapsed_waits_total", &[("end", end.as_str())], n);
+    }
+    family(o, "cache_disk_writes_skipped_total", "counter", "Entries kept in memory only: the disk was behind.");
+    sample(o, "cache_disk_writes_skipped_total", &[], m.disk_writes_skipped());
+    let (reloads_ok, reloads_failed) = m.reloads();
+    family(o, "reloads_total", "counter", "Configuration reloads by result.");
+    sample(o, "reloads_total", &[("result", "ok")], reloads_ok);
+    sample(o, "reloads_total", &[("result", "failed")], reloads_failed);
+    out
+}
+
+/// The same numbers as compact JSON for `/stats`.
+pub fn stats(m: &Metrics, gauges: &Gauges) -> Value {
+    let requests = m.requests();
+    let (mut by_cache, mut by_status, mut by_route) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    for r in &requests {
+        *by_cache.entry(word(r.cache)).or_insert(0u64) += r.count;
+        *by_status.entry(r.status).or_insert(0u64) += r.count;
+        *by_route.entry(r.route.as_str()).or_insert(0u64) += r.count;
+    }
+    let (hits, lookups) = hits_and_lookups(&requests);
+    let hit_ratio = if lookups == 0 { 0.0 } else { hits as f64 / lookups as f64 };
+    let tier =
+        |bytes: u64, entries: u64, capacity: u64| json!({"bytes": bytes, "entries": entries, "capacity": capacity});
+    let latency = m.latency();
+    let purges: serde_json::Map<String, Value> = m
+        .purges()
+        .into_iter()
+        .map(|(kind, [hard, soft, entries])| {
+            (kind.as_str().into(), json!({"hard": hard, "soft": soft, "entries": entries}))
+        })
+        .collect();
+    let evictions: BTreeMap<&str, u64> = m.evictions().into_iter().map(|(t, n)| (t.as_str(), n)).collect();
+    let waits: BTreeMap<&str, u64> = m.waits().into_iter().map(|(w, n)| (w.as_str(), n)).collect();
+    let (bytes_in, bytes_out) = m.bytes();
+    let (reloads_ok, reloads_failed) = m.reloads();
+    json!({
+        "requests": {
+            "total": requests.iter().map(|r| r.count).sum::<u64>(),
+            "by_cache": by_cache,
+            "by_status": by_status,
+            "by_route": by_route,
+        },
+        "bytes": {"in": bytes_in, "out": bytes_out},
+        "hit_ratio": hit_ratio,
+        "cache": {
+            "memory": tier(gauges.memory_bytes, gauges.memory_entries, gauges.memory_capacity),
+            "disk": tier(gauges.disk_bytes, gauges.disk_entries, gauges.disk_capacity),
+            "indexed_keys": gauges.indexed_keys,
+            "fill_bytes": gauges.fill_bytes,
+        },
+        "upstreams": upstreams_json(&gauges.servers, &latency),
+        "purges": purges,
+        "collapsed_waiters": waits.values().sum::<u64>(),
+        "collapsed_waits": waits,
+        "reloads": {"ok": reloads_ok, "failed": reloads_failed},
+        "evictions": evictions,
+        "disk_writes_skipped": m.disk_writes_skipped(),
+    })
+}
+
+/// Hit-ratio inputs: hits are served from storage, lookups are requests that consulted it at all.
+fn hits_and_lookups(requests: &[RequestSeries]) -> (u64, u64) {
+    use CacheOutcome::{Bypass, Hit, Method, Stale};
+    let hits = requests.iter().filter(|r| matches!(r.cache, Some(Hit | Stale))).map(|r| r.count).sum();
+    let lookups = requests.iter().filter(|r| !matches!(r.cache, None | Some(Bypass | Method))).map(|r| r.count).sum();
+    (hits, lookups)
+}
+
+/// One `/stats` entry per upstream that has servers or has seen a response.
+fn upstreams_json(servers: &[ServerGauge], latency: &[(String, HistogramSnapshot)]) -> Vec<Value> {
+    let mut names: Vec<&str> = servers.iter().map(|s| s.upstream.as_str()).collect();
+    names.extend(latency.iter().map(|(n, _)| n.as_str()));
+    names.sort_unstable();
+    names.dedup();
+    let upstream = |name: &str| {
+        let own: Vec<Value> = servers
+            .iter()
+            .filter(|s| s.upstream == name)
+            .map(|s| json!({"address": s.address, "up": s.up, "in_flight": s.in_flight}))
+            .collect();
+        let (count, sum) = latency.iter().find(|(n, _)| n == name).map_or((0, 0.0), |(_, h)| (h.count(), h.sum));
+        let mean = if count == 0 { 0.0 } else { sum / count as f64 };
+        json!({"name": name, "servers": own, "origin_responses": count, "origin_latency_mean_seconds": mean})
+    };
+    names.into_iter().map(upstream).collect()
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP relais_{name} {help}\n# TYPE relais_{name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl Display) {
+    let labels: Vec<String> = labels.iter().map(|(key, value)| format!("{key}=\"{}\"", escape(value))).collect();
+    let labels = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
+    let _ = writeln!(out, "relais_{name}{labels} {value}");
+}
+
+/// Label values escape backslash, double quote and newline, as text format 0.0.4 asks.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{PurgeKind, PurgeMode, Tier, WaitEnd};
+    use std::collections::HashMap;
+
+    /// The value of the series written exactly as `series` (name and labels).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn counters_move() {
+        let m = Metrics::new();
+        let series = r#"relais_requests_total{route="routes[0]",status="200",cache="hit"}"#;
+        let before = prometheus(&m, &Gauges::default());
+        assert_eq!(value(&before, series), None);
+        assert_eq!(value(&before, "relais_bytes_sent_total"), Some(0.0));
+        // Pre-registered label sets show up before their first event.
+        for kind in PurgeKind::ALL.map(PurgeKind::as_str) {
+            assert_eq!(value(&before, &format!(r#"relais_purges_total{{kind="{kind}",soft="false"}}"#)), Some(0.0));
+            assert_eq!(value(&before, &format!(r#"relais_purged_entries_total{{kind="{kind}"}}"#)), Some(0.0));
+        }
+        assert_eq!(value(&before, r#"relais_reloads_total{result="ok"}"#), Some(0.0));
+        assert_eq!(value(&before, r#"relais_reloads_total{result="failed"}"#), Some(0.0));
+        assert_eq!(value(&before, r#"relais_cache_evictions_total{tier="disk"}"#), Some(0.0));
+        m.request("routes[0]", 200, Some(CacheOutcome::Hit), 10, 500);
+        m.request("routes[0]", 200, Some(CacheOutcome::Hit), 0, 300);
+        m.eviction(Tier::Disk);
+        m.collapsed_wait(WaitEnd::TimedOut);
+        m.reload(false);
+        m.purge(PurgeKind::Tag, PurgeMode::Soft, 7);
+        let after = prometheus(&m, &Gauges::default());
+        assert_eq!(value(&after, series), Some(2.0));
+        assert_eq!(value(&after, "relais_bytes_received_total"), Some(10.0));
+        assert_eq!(value(&after, "relais_bytes_sent_total"), Some(800.0));
+        assert_eq!(value(&after, r#"relais_cache_evictions_total{tier="disk"}"#), Some(1.0));
+        assert_eq!(value(&after, "relais_collapsed_waiters_total"), Some(1.0));
+        assert_eq!(value(&after, r#"relais_collapsed_waits_total{end="timed-out"}"#), Some(1.0));
+        assert_eq!(value(&after, r#"relais_collapsed_waits_total{end="abandoned"}"#), Some(0.0));
+        assert_eq!(value(&after, r#"relais_reloads_total{result="failed"}"#), Some(1.0));
+        assert_eq!(value(&after, r#"relais_purges_total{kind="tag",soft="true"}"#), Some(1.0));
+        assert_eq!(value(&after, r#"relais_purged_entries_total{kind="tag"}"#), Some(7.0));
+    }
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::new();
+        for s in [0.003, 0.005, 0.03, 0.3, 30.0] {
+            m.origin_latency("app", s);
+        }
+        let text = prometheus(&m, &Gauges::default());
+        let bucket =
+            |le: &str| value(&text, &format!(r#"relais_origin_latency_seconds_bucket{{upstream="app",le="{le}"}}"#));
+        let les = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"];
+        let expected = [2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 4.0, 4.0, 5.0];
+        for (le, n) in les.into_iter().zip(expected) {
+            assert_eq!(bucket(le), Some(n), "le={le}");
+        }
+        assert_eq!(value(&text, r#"relais_origin_latency_seconds_count{upstream="app"}"#), Some(5.0));
+        let sum = value(&text, r#"relais_origin_latency_seconds_sum{upstream="app"}"#).unwrap();
+        assert!((sum - 30.338).abs() < 1e-6, "{sum}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new();
+        m.request("a\"b\\c\nd", 404, None, 0, 0);
+        let text = prometheus(&m, &Gauges::default());
+        assert_eq!(value(&text, r#"relais_requests_total{route="a\"b\\c\nd",status="404",cache="-"}"#), Some(1.0));
+    }
+
+    #[test]
+    fn hit_ratio_counts_hits_over_lookups() {
+        let m = Metrics::new();
+        use CacheOutcome::*;
+        let words = [
+            (Some(Hit), 3),
+            (Some(Stale), 1),
+            (Some(UriMiss), 2),
+            (Some(Revalidated), 2),
+            (Some(Bypass), 5),
+            (Some(Method), 1),
+            (None, 1),
+        ];
+        for (cache, n) in words {
+            for _ in 0..n {
+                m.request("routes[0]", 200, cache, 0, 0);
+            }
+        }
+        let text = prometheus(&m, &Gauges::default());
+        assert_eq!(value(&text, "relais_cache_hits_total"), Some(4.0));
+        assert_eq!(value(&text, "relais_cache_lookups_total"), Some(8.0));
+        let json = stats(&m, &Gauges::default());
+        assert_eq!(json["hit_ratio"], 0.5);
+        assert_eq!(json["requests"]["total"], 15);
+        assert_eq!(json["requests"]["by_cache"]["bypass"], 5);
+        assert_eq!(json["requests"]["by_status"]["200"], 15);
+        assert_eq!(stats(&Metrics::new(), &Gauges::default())["hit_ratio"], 0.0);
+    }
+
+    #[test]
+    fn text_format_is_well_formed() {
+        let m = Metrics::new();
+        m.request("routes[1]", 503, Some(CacheOutcome::Bypass), 1, 2);
+        m.origin_latency("app", 0.2);
+        m.eviction(Tier::Memory);
+        let server = ServerGauge { upstream: "app".into(), address: "10.0.0.1:80".into(), up: true, in_flight: 3 };
+        let gauges = Gauges { memory_bytes: 5, servers: vec![server], ..Gauges::default() };
+        let text = prometheus(&m, &gauges);
+        assert!(text.ends_with('\n'));
+
+        let mut help = HashMap::new();
+        let mut types = HashMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                *help.entry(rest.split(' ').next().unwrap().to_owned()).or_insert(0) += 1;
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert_eq!(types.insert(name.to_owned(), kind.to_owned()), None, "TYPE twice: {line}");
+                continue;
+            }
+            let (series, v) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+            v.parse::<f64>().unwrap_or_else(|_| panic!("bad value: {line}"));
+            let name = match series.split_once('{') {
+                Some((name, labels)) => {
+                    assert!(labels.ends_with('}'), "{line}");
+                    name
+                }
+                None => series,
+            };
+            assert!(name.starts_with("relais_"), "{line}");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            assert!(types.contains_key(name) || types.get(base).is_some_and(|k| k == "histogram"), "no TYPE: {line}");
+        }
+        assert_eq!(help.len(), types.len());
+        assert!(help.values().all(|&n| n == 1));
+        assert!(types.keys().all(|t| help.contains_key(t)));
+        assert_eq!(value(&text, r#"relais_upstream_server_up{upstream="app",server="10.0.0.1:80"}"#), Some(1.0));
+        assert_eq!(value(&text, r#"relais_upstream_server_in_flight{upstream="app",server="10.0.0.1:80"}"#), Some(3.0));
+        assert_eq!(value(&text, "relais_cache_memory_bytes"), Some(5.0));
+
+        let json = stats(&m, &gauges);
+        assert_eq!(json["upstreams"][0]["name"], "app");
+        assert_eq!(json["upstreams"][0]["servers"][0]["in_flight"], 3);
+        assert_eq!(json["upstreams"][0]["origin_responses"], 1);
+        assert_eq!(json["evictions"]["memory"], 1);
+        assert_eq!(json["purges"]["all"]["soft"], 0);
+    }
+}

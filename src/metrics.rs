@@ -1,0 +1,377 @@
+//! The metrics registry: a leaf every stage writes to and the admin API reads.
+//!
+//! Inputs are typed: a cache outcome is a [`CacheOutcome`], a tier a [`Tier`],
+//! a purge a [`PurgeKind`] and a [`PurgeMode`], a collapsed wait a
+//! [`WaitEnd`], so the label words come from one `as_str` each and cannot
+//! drift from the code that makes them. Rendering (Prometheus text, JSON) is
+//! the admin API's; this module only counts and hands out snapshots.
+//!
+//! Hand-rolled on atomics. Labelled counters live in a `RwLock<HashMap<..>>`:
+//! recording takes the read lock and does a relaxed `fetch_add`; the write
+//! lock is taken only to add a new label set. No lock is held across anything
+//! but a map lookup, and nothing here awaits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use cache_policy::CacheOutcome;
+
+/// Upper bounds of the origin latency histogram, in seconds (`+Inf` is implied).
+pub const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A cache tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    Memory,
+    Disk,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 2] = [Tier::Memory, Tier::Disk];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Disk => "disk",
+        }
+    }
+}
+
+/// What a purge matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PurgeKind {
+    Url,
+    Prefix,
+    Tag,
+    All,
+}
+
+impl PurgeKind {
+    pub const ALL: [PurgeKind; 4] = [PurgeKind::Url, PurgeKind::Prefix, PurgeKind::Tag, PurgeKind::All];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeKind::Url => "url",
+            PurgeKind::Prefix => "prefix",
+            PurgeKind::Tag => "tag",
+            PurgeKind::All => "all",
+        }
+    }
+}
+
+/// Remove entries (hard) or mark them stale (soft).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PurgeMode {
+    Hard,
+    Soft,
+}
+
+impl PurgeMode {
+    pub fn is_soft(self) -> bool {
+        self == PurgeMode::Soft
+    }
+}
+
+/// Why a request collapsed onto another's fetch stopped waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WaitEnd {
+    /// The response was shareable: read from the shared fetch.
+    Shared,
+    /// The response was not cacheable: fetch on your own.
+    Released,
+    /// The origin could not be reached: the same error.
+    Failed,
+    /// `cache.lock_timeout` passed: fetch on your own.
+    TimedOut,
+    /// The fetch was dropped before it answered (cancelled or panicked): fetch on your own.
+    Abandoned,
+}
+
+impl WaitEnd {
+    pub const ALL: [WaitEnd; 5] =
+        [WaitEnd::Shared, WaitEnd::Released, WaitEnd::Failed, WaitEnd::TimedOut, WaitEnd::Abandoned];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitEnd::Shared => "shared",
+            WaitEnd::Released => "released",
+            WaitEnd::Failed => "failed",
+            WaitEnd::TimedOut => "timed-out",
+            WaitEnd::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// Request counts: route → cache outcome (None: the cache was not reached) → status.
+/// Nested so that a lookup borrows and the hot path allocates nothing.
+type RequestMap = HashMap<String, HashMap<Option<CacheOutcome>, HashMap<u16, AtomicU64>>>;
+
+/// All counters of one proxy, shared as `Arc<Metrics>` across reloads.
+pub struct Metrics {
+    requests: RwLock<RequestMap>,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    latency: RwLock<HashMap<String, Histogram>>,
+    purges: Labelled<PurgeKind, PurgeCounts>,
+    evictions: Labelled<Tier, AtomicU64>,
+    waits: Labelled<WaitEnd, AtomicU64>,
+    disk_writes_skipped: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            requests: RwLock::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            latency: RwLock::default(),
+            purges: Labelled::new(&PurgeKind::ALL),
+            evictions: Labelled::new(&Tier::ALL),
+            waits: Labelled::new(&WaitEnd::ALL),
+            disk_writes_skipped: AtomicU64::new(0),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        }
+    }
+
+    /// One finished request. `route` is a `routes[3]` style label or `none`;
+    /// `bytes_in`/`bytes_out` are body bytes received and sent.
+    pub fn request(&self, route: &str, status: u16, cache: Option<CacheOutcome>, bytes_in: u64, bytes_out: u64) {
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+        if let Some(count) = read(&self.requests).get(route).and_then(|m| m.get(&cache)).and_then(|m| m.get(&status)) {
+            count.fetch_add(1, Relaxed);
+            return;
+        }
+        let mut map = write(&self.requests);
+        let by_status = map.entry(route.to_owned()).or_default().entry(cache).or_default();
+        by_status.entry(status).or_default().fetch_add(1, Relaxed);
+    }
+
+    /// Time from sending a request to `upstream` until its response head arrived.
+    pub fn origin_latency(&self, upstream: &str, seconds: f64) {
+        if let Some(h) = read(&self.latency).get(upstream) {
+            return h.observe(seconds);
+        }
+        write(&self.latency).entry(upstream.to_owned()).or_default().observe(seconds);
+    }
+
+    /// One purge that removed or marked `entries`.
+    pub fn purge(&self, kind: PurgeKind, mode: PurgeMode, entries: u64) {
+        self.purges.with(kind, |p| {
+            let count = if mode.is_soft() { &p.soft } else { &p.hard };
+            count.fetch_add(1, Relaxed);
+            p.entries.fetch_add(entries, Relaxed);
+        });
+    }
+
+    /// A request that waited on another request's origin fetch, and how the wait ended.
+    pub fn collapsed_wait(&self, end: WaitEnd) {
+        self.waits.with(end, |c| {
+            c.fetch_add(1, Relaxed);
+        });
+    }
+
+    /// An entry kept in memory only because the disk was `disk_write_backlog` behind.
+    pub fn disk_write_skipped(&self) {
+        self.disk_writes_skipped.fetch_add(1, Relaxed);
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let count = if ok { &self.reloads_ok } else { &self.reloads_failed };
+        count.fetch_add(1, Relaxed);
+    }
+
+    /// One entry evicted from `tier` to make room.
+    pub fn eviction(&self, tier: Tier) {
+        self.evictions.with(tier, |c| {
+            c.fetch_add(1, Relaxed);
+        });
+    }
+
+    /// Every request series, sorted so that output is stable between scrapes.
+    pub fn requests(&self) -> Vec<RequestSeries> {
+        let mut series = Vec::new();
+        for (route, by_cache) in read(&self.requests).iter() {
+            for (cache, by_status) in by_cache {
+                for (status, count) in by_status {
+                    let count = count.load(Relaxed);
+                    series.push(RequestSeries { route: route.clone(), status: *status, cache: *cache, count });
+                }
+            }
+        }
+        series.sort_unstable_by(|a, b| (&a.route, a.status, word(a.cache)).cmp(&(&b.route, b.status, word(b.cache))));
+        series
+    }
+
+    /// Body bytes received from and sent to clients.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed))
+    }
+
+    /// Origin latency per upstream, by name.
+    pub fn latency(&self) -> Vec<(String, HistogramSnapshot)> {
+        let mut all: Vec<_> = read(&self.latency).iter().map(|(k, h)| (k.clone(), h.snapshot())).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Per purge kind: hard purges, soft purges, entries touched.
+    pub fn purges(&self) -> Vec<(PurgeKind, [u64; 3])> {
+        self.purges.snapshot(PurgeCounts::load)
+    }
+
+    pub fn evictions(&self) -> Vec<(Tier, u64)> {
+        self.evictions.snapshot(|c| c.load(Relaxed))
+    }
+
+    pub fn waits(&self) -> Vec<(WaitEnd, u64)> {
+        self.waits.snapshot(|c| c.load(Relaxed))
+    }
+
+    pub fn disk_writes_skipped(&self) -> u64 {
+        self.disk_writes_skipped.load(Relaxed)
+    }
+
+    /// Reloads accepted and refused.
+    pub fn reloads(&self) -> (u64, u64) {
+        (self.reloads_ok.load(Relaxed), self.reloads_failed.load(Relaxed))
+    }
+}
+
+/// The word for a cache outcome in labels: `-` when the cache was not reached.
+pub fn word(cache: Option<CacheOutcome>) -> &'static str {
+    cache.map_or("-", |c| c.as_str())
+}
+
+pub struct RequestSeries {
+    pub route: String,
+    pub status: u16,
+    pub cache: Option<CacheOutcome>,
+    pub count: u64,
+}
+
+/// Values keyed by one label. The write lock is taken only to add a key.
+struct Labelled<K, V>(RwLock<HashMap<K, V>>);
+
+impl<K: std::hash::Hash + Ord + Copy, V: Default> Labelled<K, V> {
+    /// Starts with `keys` present, so their series show up at zero before the first event.
+    fn new(keys: &[K]) -> Self {
+        Labelled(RwLock::new(keys.iter().map(|k| (*k, V::default())).collect()))
+    }
+
+    fn with(&self, key: K, f: impl FnOnce(&V)) {
+        if let Some(v) = read(&self.0).get(&key) {
+            return f(v);
+        }
+        f(write(&self.0).entry(key).or_default());
+    }
+
+    /// In the order the keys are declared.
+    fn snapshot<T>(&self, f: impl Fn(&V) -> T) -> Vec<(K, T)> {
+        let mut all: Vec<(K, T)> = read(&self.0).iter().map(|(k, v)| (*k, f(v))).collect();
+        all.sort_unstable_by_key(|(k, _)| *k);
+        all
+    }
+}
+
+#[derive(Default)]
+struct PurgeCounts {
+    hard: AtomicU64,
+    soft: AtomicU64,
+    entries: AtomicU64,
+}
+
+impl PurgeCounts {
+    fn load(&self) -> [u64; 3] {
+        [self.hard.load(Relaxed), self.soft.load(Relaxed), self.entries.load(Relaxed)]
+    }
+}
+
+/// One slot per bucket plus `+Inf`, each counting only its own range; the count is their sum, so
+/// the `+Inf` bucket and `_count` always agree even when read during an update.
+#[derive(Default)]
+struct Histogram {
+    slots: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+pub struct HistogramSnapshot {
+    /// Cumulative counts per bucket of [`BUCKETS`], then `+Inf`.
+    pub cumulative: [u64; BUCKETS.len() + 1],
+    pub sum: f64,
+}
+
+impl HistogramSnapshot {
+    pub fn count(&self) -> u64 {
+        self.cumulative[BUCKETS.len()]
+    }
+}
+
+impl Histogram {
+    fn observe(&self, seconds: f64) {
+        let seconds = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
+        let slot = BUCKETS.iter().position(|&le| seconds <= le).unwrap_or(BUCKETS.len());
+        self.slots[slot].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add((seconds * 1e9).round() as u64, Relaxed);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = [0; BUCKETS.len() + 1];
+        let mut running = 0;
+        for (c, slot) in cumulative.iter_mut().zip(&self.slots) {
+            running += slot.load(Relaxed);
+            *c = running;
+        }
+        HistogramSnapshot { cumulative, sum: self.sum_nanos.load(Relaxed) as f64 / 1e9 }
+    }
+}
+
+// The maps hold only atomics, so a panic elsewhere cannot leave them half-updated: ignore poison.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_requests_are_all_counted() {
+        let m = Metrics::new();
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let m = &m;
+                // Threads share some label sets and race to insert others.
+                scope.spawn(move || {
+                    for i in 0..10_000u16 {
+                        m.request(&format!("routes[{}]", t % 3), 200 + i % 4, Some(CacheOutcome::Hit), 1, 2);
+                    }
+                });
+            }
+        });
+        let requests = m.requests();
+        assert_eq!(requests.iter().map(|r| r.count).sum::<u64>(), 80_000);
+        assert_eq!(m.bytes(), (80_000, 160_000));
+        let route0: u64 = requests.iter().filter(|r| r.route == "routes[0]").map(|r| r.count).sum();
+        assert_eq!(route0, 30_000);
+    }
+
+    #[test]
+    fn label_words_are_distinct() {
+        let words: std::collections::HashSet<_> = WaitEnd::ALL.iter().map(|w| w.as_str()).collect();
+        assert_eq!(words.len(), WaitEnd::ALL.len());
+        let words: std::collections::HashSet<_> = PurgeKind::ALL.iter().map(|w| w.as_str()).collect();
+        assert_eq!(words.len(), PurgeKind::ALL.len());
+    }
+}
