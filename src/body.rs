@@ -13,6 +13,17 @@ use hyper::body::Incoming;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A message's declared body length: its one `Content-Length`, if valid. (A
+/// request's is read by hyper and known from its body's size hint.)
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let one = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    one.to_str().ok()?.trim().parse().ok()
+}
+
 pin_project_lite::pin_project! {
     #[project = BodyProj]
     pub enum Body {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use relais::Config;
-use relais::config::{LogConfig, LogFormat};
+use relais::config::{LogColor, LogConfig, LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[global_allocator]
@@ -163,7 +163,13 @@ fn raise_open_files_limit() {
 fn init_logging(log: &LogConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a terminal: a file or a pipe gets plain text.
+    let ansi = match log.color {
+        LogColor::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        LogColor::Always => true,
+        LogColor::Never => false,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Human => builder.with_target(true).try_init(),

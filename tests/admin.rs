@@ -251,6 +251,28 @@ async fn metrics_move_with_traffic() {
     assert!(stats["hit_ratio"].as_f64().unwrap() > 0.0, "{stats}");
 }
 
+/// Body bytes are counted as they arrive: a chunked upload has no Content-Length to read.
+#[tokio::test]
+async fn bytes_received_count_chunked_uploads() {
+    use http_body_util::{BodyExt, StreamBody};
+    let o = origin()
+        .route("/up", |req: Request<Incoming>| async move {
+            let n = req.into_body().collect().await.unwrap().to_bytes().len();
+            text(200, &n.to_string(), &[])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o)).await;
+    let chunks =
+        futures_util::stream::iter([&b"hello "[..], b"chunked ", b"world"].map(|c| {
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(bytes::Bytes::from(c)))
+        }));
+    let r = send(Request::post(proxy.url("/up")).body(BodyExt::boxed(StreamBody::new(chunks))).unwrap()).await;
+    assert_eq!(r.text(), "19");
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    assert_eq!(series(&m, "relais_bytes_received_total"), 19.0, "{m}");
+}
+
 #[tokio::test]
 async fn cache_debug_view() {
     let o = tagged_origin().start().await;

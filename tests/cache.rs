@@ -257,11 +257,62 @@ async fn request_directives() {
     get(&proxy.url("/")).await;
     settle().await;
     assert_eq!(get_with(&proxy.url("/"), &[("cache-control", "only-if-cached")]).await.status, 200);
-    get_with(&proxy.url("/"), &[("cache-control", "no-cache")]).await;
+    let r = get_with(&proxy.url("/"), &[("cache-control", "no-cache")]).await;
     assert_eq!(o.hits("/"), 2, "no-cache goes to the origin");
+    // RFC 9211: a fresh response the request would not take is fwd=request, not fwd=stale.
+    let status = r.header("cache-status").unwrap();
+    assert!(status.contains("fwd=request") && !status.contains("fwd=stale"), "{status}");
+    let r = get_with(&proxy.url("/"), &[("cache-control", "max-age=0")]).await;
+    assert!(r.header("cache-status").unwrap().contains("fwd=request"), "{:?}", r.header("cache-status"));
     let r = get_with(&proxy.url("/"), &[("cache-control", "no-store")]).await;
     assert!(r.header("cache-status").unwrap().contains("bypass"));
-    assert_eq!(o.hits("/"), 3);
+    assert_eq!(o.hits("/"), 4);
+}
+
+/// `If-Match` and `If-Unmodified-Since` are the origin's to judge, with or
+/// without a Range: a cached copy must not answer them.
+#[tokio::test]
+async fn a_range_with_a_precondition_goes_to_the_origin() {
+    let o = origin()
+        .route("/", |req: Request<Incoming>| async move {
+            if req.headers().get("if-match").is_some_and(|v| v != "\"v1\"") {
+                return text(412, "", &[]);
+            }
+            text(200, "0123456789", &[("cache-control", "max-age=60"), ("etag", "\"v1\"")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    get(&proxy.url("/")).await;
+    settle().await;
+    let r = get_with(&proxy.url("/"), &[("range", "bytes=0-3")]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "0123"), "a plain range is cut from the cache");
+    assert_eq!(o.hits("/"), 1);
+    let r = get_with(&proxy.url("/"), &[("range", "bytes=0-3"), ("if-match", "\"v0\"")]).await;
+    assert_eq!(r.status, 412, "{:?}", r.header("cache-status"));
+    assert_eq!(o.hits("/"), 2);
+}
+
+/// The admin API's `/cache` view only looks: an entry on disk stays on disk.
+#[tokio::test]
+async fn looking_at_the_cache_does_not_change_it() {
+    let o = origin().route("/", |_| async { text(200, "kept", &[("cache-control", "max-age=600")]) }).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let with_cache = format!("[cache]\ndisk_path = \"{}\"\n{}", dir.path().display(), proxy_to(&o, ""));
+    let proxy = relais(&with_cache).await;
+    get_with(&proxy.url("/"), HOST).await;
+    settle().await;
+    proxy.handle.shutdown().await;
+
+    let proxy = relais(&with_cache).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the purge index is rebuilt from disk
+    let look = || proxy.admin("GET", "/cache?url=http%3A%2F%2Fsite.test%2F", "");
+    for _ in 0..2 {
+        let view = look().await.text();
+        assert!(view.contains("\"tier\":\"disk\"") && view.contains("\"bytes\":4"), "{view}");
+    }
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    assert!(m.contains("relais_cache_memory_entries 0"), "looking promoted the entry into memory");
 }
 
 #[tokio::test]

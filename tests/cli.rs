@@ -56,6 +56,27 @@ fn check_refuses_what_run_would_refuse() {
     }
 }
 
+/// A log written to a file (or a pipe) is plain text; colour is for terminals.
+#[tokio::test]
+async fn logs_to_a_file_carry_no_colour_codes() {
+    let o = origin().text("/", "ok").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let port = free_port();
+    write(&path, &config(dir.path(), port, o.addr, ""));
+    let log = dir.path().join("relais.log");
+    let mut command = Command::new(bin());
+    command.args(["run", "--config"]).arg(&path).env("RUST_LOG", "info");
+    command.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+    let child = start_command(&mut command, port).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.text(), "ok");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("relais listening") && text.contains("relais::access"), "{text}");
+    assert!(!text.contains('\x1b'), "colour codes in a log file: {text:?}");
+}
+
 #[tokio::test]
 async fn sighup_reloads_and_rejects_a_broken_file() {
     let o = origin().text("/", "app").text("/new", "new").start().await;

@@ -11,17 +11,18 @@ use http::{HeaderMap, header};
 use crate::Rules;
 use crate::cache_control::parse_delta;
 
-/// Connection-specific fields (RFC 9110 §7.6.1), plus the legacy ones still seen.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Connection-specific fields (RFC 9110 §7.6.1), plus the legacy ones still
+/// seen: the one list, for what is stored and for what is forwarded.
+pub static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// The response headers to store with an entry: all of `res` except `Set-Cookie`
@@ -44,17 +45,18 @@ pub(crate) fn remove_hop_by_hop(map: &mut HeaderMap, original: &HeaderMap) {
     for name in connection_named(original) {
         map.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         map.remove(name);
     }
 }
 
 /// Whether `name` must not be carried from one message into a stored one.
 pub(crate) fn is_hop_by_hop(name: &HeaderName, message: &HeaderMap) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || connection_named(message).any(|n| n == *name)
+    HOP_BY_HOP.contains(name) || connection_named(message).any(|n| n == *name)
 }
 
-fn connection_named(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+/// The header names a message's `Connection` field lists (case-insensitive).
+pub fn connection_named(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
     headers
         .get_all(CONNECTION)
         .iter()

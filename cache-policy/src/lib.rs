@@ -34,7 +34,7 @@ mod status;
 mod vary;
 
 pub use conditional::not_modified;
-pub use headers::storable_headers;
+pub use headers::{HOP_BY_HOP, connection_named, storable_headers};
 pub use invalidate::invalidations;
 pub use policy::{Freshness, Policy};
 pub use reason::Bypass;

@@ -57,8 +57,12 @@ pub enum Freshness {
     /// first.
     Stale { within_swr: bool, within_sie: bool },
     /// Revalidate before use, and never fall back to it: the response says
-    /// `no-cache`, or the request's `no-cache`, `max-age` or `min-fresh` demands it.
+    /// `no-cache`, or it is stale and the request's `no-cache`, `max-age` or
+    /// `min-fresh` rules out serving it stale.
     MustRevalidate,
+    /// Fresh, but the request's `no-cache`, `max-age` or `min-fresh` demands the
+    /// origin (RFC 9211 `fwd=request`); revalidate, never fall back to it.
+    RequestRevalidates,
 }
 
 impl Policy {
@@ -178,16 +182,16 @@ impl Policy {
     /// `no-cache` (and `Pragma: no-cache`), `max-age`, `min-fresh` and `max-stale`.
     pub fn evaluate(&self, req: &request::Parts, now: SystemTime) -> Freshness {
         let req_cc = CacheControl::parse(&req.headers);
-        if self.no_cache || req_cc.has("no-cache") {
+        if self.no_cache {
             return Freshness::MustRevalidate;
         }
         let age = self.age(now);
-        if req_cc.seconds("max-age").is_some_and(|max| age > max) {
-            return Freshness::MustRevalidate;
-        }
         let ttl = self.ttl(now);
-        if req_cc.seconds("min-fresh").is_some_and(|min| ttl < min) {
-            return Freshness::MustRevalidate;
+        let request_refuses = req_cc.has("no-cache")
+            || req_cc.seconds("max-age").is_some_and(|max| age > max)
+            || req_cc.seconds("min-fresh").is_some_and(|min| ttl < min);
+        if request_refuses {
+            return if age < self.lifetime { Freshness::RequestRevalidates } else { Freshness::MustRevalidate };
         }
         if age < self.lifetime {
             return Freshness::Fresh;

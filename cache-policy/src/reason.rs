@@ -15,8 +15,6 @@ pub enum Bypass {
     Method,
     /// The request carries `Cache-Control: no-store`.
     RequestNoStore,
-    /// The request carries `Range` (partial content is not cached yet).
-    Range,
     /// The request carries `If-Match` or `If-Unmodified-Since`, left to the origin.
     Precondition,
     /// The response carries `Cache-Control: no-store`.
@@ -50,11 +48,10 @@ pub enum Bypass {
 
 impl Bypass {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Bypass; 17] = [
+    pub const ALL: [Bypass; 16] = [
         Bypass::Route,
         Bypass::Method,
         Bypass::RequestNoStore,
-        Bypass::Range,
         Bypass::Precondition,
         Bypass::NoStore,
         Bypass::Private,
@@ -76,7 +73,6 @@ impl Bypass {
             Bypass::Route => "route",
             Bypass::Method => "method",
             Bypass::RequestNoStore => "request-no-store",
-            Bypass::Range => "range",
             Bypass::Precondition => "precondition",
             Bypass::NoStore => "no-store",
             Bypass::Private => "private",

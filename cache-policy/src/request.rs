@@ -3,7 +3,7 @@
 //! A request that fails [`lookup_allowed`] is forwarded untouched and its response
 //! is not stored; the returned [`Bypass`] is shown in `Cache-Status`.
 
-use http::header::{COOKIE, IF_MATCH, IF_UNMODIFIED_SINCE, RANGE};
+use http::header::{COOKIE, IF_MATCH, IF_UNMODIFIED_SINCE};
 use http::{Method, request};
 
 use crate::cache_control::CacheControl;
@@ -11,10 +11,10 @@ use crate::{Bypass, Rules};
 
 /// Whether this request may be answered from (and its response stored in) the cache.
 ///
-/// Only GET and HEAD are looked up. `Range` requests bypass (partial content is not
-/// cached yet), as do `Cache-Control: no-store` (RFC 9111 §5.2.1.5: the cache must
-/// not store the response) and the preconditions `If-Match`/`If-Unmodified-Since`,
-/// whose 412 only the origin can judge. A request with `Cookie` bypasses where the
+/// Only GET and HEAD are looked up (a `Range` is cut from the full stored response,
+/// so it looks up too). `Cache-Control: no-store` bypasses (RFC 9111 §5.2.1.5: the
+/// cache must not store the response), as do the preconditions
+/// `If-Match`/`If-Unmodified-Since`, whose 412 only the origin can judge. A request with `Cookie` bypasses where the
 /// rules say so.
 pub fn lookup_allowed(req: &request::Parts, rules: &Rules) -> Result<(), Bypass> {
     if rules.bypass {
@@ -22,9 +22,6 @@ pub fn lookup_allowed(req: &request::Parts, rules: &Rules) -> Result<(), Bypass>
     }
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(Bypass::Method);
-    }
-    if req.headers.contains_key(RANGE) {
-        return Err(Bypass::Range);
     }
     if CacheControl::parse(&req.headers).has("no-store") {
         return Err(Bypass::RequestNoStore);

@@ -147,7 +147,7 @@ fn age_follows_rfc9111() {
 
 #[test]
 fn evaluate_applies_response_and_request_directives() {
-    use Freshness::{Fresh, MustRevalidate, Stale};
+    use Freshness::{Fresh, MustRevalidate, RequestRevalidates, Stale};
     let none = Rules::default();
     let windows = Rules { stale_while_revalidate: secs(30), stale_if_error: secs(300), ..Rules::default() };
     let override_60 = Rules { override_ttl: secs(60), ..Rules::default() };
@@ -174,13 +174,13 @@ fn evaluate_applies_response_and_request_directives() {
         ("response no-cache", &[("cache-control", "no-cache, max-age=60"), ("etag", "\"v\"")], &windows, &[], 0, MustRevalidate),
         ("response Pragma no-cache", &[("pragma", "no-cache"), ("etag", "\"v\"")], &none, &[], 0, MustRevalidate),
         ("override ignores no-cache", &[("cache-control", "no-cache")], &override_60, &[], 30, Fresh),
-        ("request no-cache", &[("cache-control", "max-age=60")], &none, &[("cache-control", "no-cache")], 0, MustRevalidate),
-        ("request Pragma no-cache", &[("cache-control", "max-age=60")], &none, &[("pragma", "no-cache")], 0, MustRevalidate),
+        ("request no-cache", &[("cache-control", "max-age=60")], &none, &[("cache-control", "no-cache")], 0, RequestRevalidates),
+        ("request Pragma no-cache", &[("cache-control", "max-age=60")], &none, &[("pragma", "no-cache")], 0, RequestRevalidates),
         ("request Pragma under Cache-Control", &[("cache-control", "max-age=60")], &none, &[("pragma", "no-cache"), ("cache-control", "max-stale")], 0, Fresh),
-        ("request max-age exceeded", &[("cache-control", "max-age=60")], &none, &[("cache-control", "max-age=10")], 30, MustRevalidate),
+        ("request max-age exceeded", &[("cache-control", "max-age=60")], &none, &[("cache-control", "max-age=10")], 30, RequestRevalidates),
         ("request max-age met", &[("cache-control", "max-age=60")], &none, &[("cache-control", "max-age=30")], 30, Fresh),
         ("request max-age=0 beats swr", &[("cache-control", "max-age=60")], &windows, &[("cache-control", "max-age=0")], 61, MustRevalidate),
-        ("request min-fresh unmet", &[("cache-control", "max-age=60")], &none, &[("cache-control", "min-fresh=40")], 30, MustRevalidate),
+        ("request min-fresh unmet", &[("cache-control", "max-age=60")], &none, &[("cache-control", "min-fresh=40")], 30, RequestRevalidates),
         ("request min-fresh met", &[("cache-control", "max-age=60")], &none, &[("cache-control", "min-fresh=20")], 30, Fresh),
         ("request max-stale bare", &[("cache-control", "max-age=60")], &none, &[("cache-control", "max-stale")], 9000, Fresh),
         ("request max-stale within", &[("cache-control", "max-age=60")], &none, &[("cache-control", "max-stale=10")], 70, Fresh),
@@ -223,7 +223,9 @@ fn lookup_checks() {
         ("Authorization still looks up", Method::GET, &[("authorization", "Basic x")], &none, Ok(())),
         ("POST", Method::POST, &[], &none, Err(Bypass::Method)),
         ("DELETE", Method::DELETE, &[], &none, Err(Bypass::Method)),
-        ("Range", Method::GET, &[("range", "bytes=0-10")], &none, Err(Bypass::Range)),
+        ("Range is cut from the stored response", Method::GET, &[("range", "bytes=0-10")], &none, Ok(())),
+        ("Range with If-Match", Method::GET, &[("range", "bytes=0-10"), ("if-match", "\"a\"")], &none, Err(Bypass::Precondition)),
+        ("Range with If-Unmodified-Since", Method::GET, &[("range", "bytes=0-1"), ("if-unmodified-since", "@0")], &none, Err(Bypass::Precondition)),
         ("request no-store", Method::GET, &[("cache-control", "max-age=5, No-Store")], &none, Err(Bypass::RequestNoStore)),
         ("If-Match", Method::GET, &[("if-match", "\"a\"")], &none, Err(Bypass::Precondition)),
         ("If-Unmodified-Since", Method::GET, &[("if-unmodified-since", "@0")], &none, Err(Bypass::Precondition)),

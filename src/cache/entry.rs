@@ -118,6 +118,24 @@ enum Meta {
     },
 }
 
+/// What the purge index needs of a disk entry's metadata, read without the
+/// rest (headers, policy): the same fields [`Meta`] writes.
+#[derive(Deserialize)]
+pub struct Listing {
+    pub url: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(skip)]
+    pub vary: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum ListedMeta {
+    Entry(Listing),
+    Vary(Listing),
+}
+
 /// A header value: text when it is, bytes otherwise.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
@@ -169,6 +187,14 @@ impl Stored {
         Self::from_meta(meta, Some(body))
     }
 
+    /// The URL and tags of a disk entry's metadata; `None` if it does not make sense.
+    pub fn listing(meta: Value) -> Option<Listing> {
+        match serde_json::from_value::<ListedMeta>(meta).ok()? {
+            ListedMeta::Entry(l) => Some(l),
+            ListedMeta::Vary(l) => Some(Listing { vary: true, ..l }),
+        }
+    }
+
     /// The metadata alone, with an empty body, for looking at what is stored.
     pub fn from_disk_meta(meta: Value) -> Option<Stored> {
         Self::from_meta(meta, None)
@@ -187,8 +213,9 @@ impl Stored {
                     map.append(name, value);
                 }
                 // A Content-Length that disagrees with the body would be a wrong answer.
-                if let (Some(len), Some(body)) = (map.get(http::header::CONTENT_LENGTH), &body)
-                    && len.to_str().ok()?.parse::<usize>().ok()? != body.len()
+                if let Some(body) = &body
+                    && map.contains_key(http::header::CONTENT_LENGTH)
+                    && crate::body::content_length(&map)? != body.len() as u64
                 {
                     return None;
                 }

@@ -23,14 +23,23 @@ struct Inner {
     /// URL → its keys (a URL has one, or a Vary record and a few variants).
     by_url: BTreeMap<Arc<str>, Vec<Key>>,
     by_tag: HashMap<String, HashSet<Key, KeyHash>>,
-    /// key → (url, tags, is a Vary record), to undo the two maps on removal.
+    /// key → (url, tags, what it holds), to undo the two maps on removal.
     keys: HashMap<Key, Known, KeyHash>,
 }
 
 struct Known {
     url: Arc<str>,
     tags: Box<[String]>,
-    vary_record: bool,
+    held: Held,
+}
+
+/// What a key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// A response.
+    Entry,
+    /// A URL's Vary record (purges remove it, and do not count it).
+    Vary,
 }
 
 impl PurgeIndex {
@@ -38,7 +47,7 @@ impl PurgeIndex {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn insert(&self, key: &str, url: &str, tags: &[String], vary_record: bool) {
+    pub fn insert(&self, key: &str, url: &str, tags: &[String], held: Held) {
         let key = Key::of(key);
         let mut inner = self.lock();
         inner.remove(&key);
@@ -50,7 +59,7 @@ impl PurgeIndex {
         for tag in tags {
             inner.by_tag.entry(tag.clone()).or_default().insert(key);
         }
-        inner.keys.insert(key, Known { url, tags: tags.into(), vary_record });
+        inner.keys.insert(key, Known { url, tags: tags.into(), held });
     }
 
     pub fn remove(&self, key: &str) {
@@ -86,9 +95,9 @@ impl PurgeIndex {
         hex_sorted(self.lock().keys.keys())
     }
 
-    /// (url, tags, is a Vary record) recorded for a key.
-    pub fn describe(&self, key: &str) -> Option<(String, Vec<String>, bool)> {
-        self.lock().keys.get(&Key::of(key)).map(|k| (k.url.to_string(), k.tags.to_vec(), k.vary_record))
+    /// (url, tags, what it holds) recorded for a key.
+    pub fn describe(&self, key: &str) -> Option<(String, Vec<String>, Held)> {
+        self.lock().keys.get(&Key::of(key)).map(|k| (k.url.to_string(), k.tags.to_vec(), k.held))
     }
 
     #[allow(clippy::len_without_is_empty)]
@@ -133,19 +142,19 @@ mod tests {
     #[test]
     fn url_prefix_tag_and_removal() {
         let ix = PurgeIndex::default();
-        ix.insert(&k(1), "http://a/x/1", &["t1".into(), "t2".into()], false);
-        ix.insert(&k(2), "http://a/x/2", &["t2".into()], false);
-        ix.insert(&k(3), "http://a/y", &[], false);
-        ix.insert(&k(4), "http://a/x/1", &[], true);
+        ix.insert(&k(1), "http://a/x/1", &["t1".into(), "t2".into()], Held::Entry);
+        ix.insert(&k(2), "http://a/x/2", &["t2".into()], Held::Entry);
+        ix.insert(&k(3), "http://a/y", &[], Held::Entry);
+        ix.insert(&k(4), "http://a/x/1", &[], Held::Vary);
         assert_eq!(ix.url("http://a/x/1"), vec![k(1), k(4)]);
         assert_eq!(ix.prefix("http://a/x/").len(), 3);
         assert_eq!(ix.tags(&["t2".into()]), vec![k(1), k(2)]);
-        assert_eq!(ix.describe(&k(4)), Some(("http://a/x/1".into(), vec![], true)));
+        assert_eq!(ix.describe(&k(4)), Some(("http://a/x/1".into(), vec![], Held::Vary)));
         ix.remove(&k(1));
         assert_eq!(ix.tags(&["t1".into()]), Vec::<String>::new());
         assert_eq!(ix.url("http://a/x/1"), vec![k(4)]);
         // Re-inserting a key replaces its old url and tags.
-        ix.insert(&k(2), "http://a/z", &["t3".into()], false);
+        ix.insert(&k(2), "http://a/z", &["t3".into()], Held::Entry);
         assert!(ix.tags(&["t2".into()]).is_empty());
         assert!(ix.prefix("http://a/x/2").is_empty());
         assert_eq!(ix.len(), 3);

@@ -1,6 +1,8 @@
 //! The purge journal: keys purged from memory whose disk copies are not yet
 //! deleted, so that a process killed before the deletions finish deletes them at
-//! its next start instead of serving them again.
+//! its next start instead of serving them again. Its file I/O runs on the
+//! blocking pool: a slow disk delays the purge that waits for it, not the
+//! requests sharing its worker thread.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,7 +33,18 @@ const JOURNAL_REWRITE: u64 = 1 << 20;
 impl Journal {
     /// The journal in `dir`, and the keys a previous process left in it (their
     /// deletion counts as running until [`Journal::done`]).
-    pub fn open(dir: Option<PathBuf>) -> (Arc<Journal>, Vec<String>) {
+    pub async fn open(dir: Option<PathBuf>) -> (Arc<Journal>, Vec<String>) {
+        let fallback = dir.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir)).await.unwrap_or_else(|_| {
+            let state = JournalState { running: 0, clean: true, file: None, written: 0 };
+            (
+                Arc::new(Journal { path: fallback.map(|d| d.join("purge-journal")), state: Mutex::new(state) }),
+                Vec::new(),
+            )
+        })
+    }
+
+    fn open_blocking(dir: Option<PathBuf>) -> (Arc<Journal>, Vec<String>) {
         let path = dir.map(|d| d.join("purge-journal"));
         let left: Vec<String> = path
             .as_ref()
@@ -44,7 +57,12 @@ impl Journal {
 
     /// Appends `keys` (one deletion more is running). Past [`JOURNAL_REWRITE`] bytes (purges that keep coming before
     /// the deletions drain) the file is rewritten with `pending()`, every key still owed.
-    pub fn record(&self, keys: &[String], pending: impl FnOnce() -> Vec<String>) {
+    pub async fn record(self: &Arc<Self>, keys: Vec<String>, pending: impl FnOnce() -> Vec<String> + Send + 'static) {
+        let journal = self.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.record_blocking(&keys, pending)).await;
+    }
+
+    fn record_blocking(&self, keys: &[String], pending: impl FnOnce() -> Vec<String>) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.running += 1;
         let Some(path) = &self.path else { return };
@@ -81,7 +99,12 @@ impl Journal {
     }
 
     /// One deletion finished; `all_gone` if it removed every key.
-    pub fn done(&self, all_gone: bool) {
+    pub async fn done(self: &Arc<Self>, all_gone: bool) {
+        let journal = self.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.done_blocking(all_gone)).await;
+    }
+
+    fn done_blocking(&self, all_gone: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.running = state.running.saturating_sub(1);
         state.clean &= all_gone;
@@ -111,21 +134,21 @@ mod tests {
     fn the_journal_keeps_what_is_owed_and_stays_small() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("purge-journal");
-        let (journal, left) = Journal::open(Some(dir.path().to_path_buf()));
+        let (journal, left) = Journal::open_blocking(Some(dir.path().to_path_buf()));
         assert!(left.is_empty());
         let key = |i: usize| format!("{i:064x}");
         // Purges keep coming while earlier deletions run: the file is rewritten, not grown.
         for round in 0..40 {
             let keys: Vec<String> = (round * 500..(round + 1) * 500).map(key).collect();
-            journal.record(&keys, || vec![key(7), key(round * 500)]);
+            journal.record_blocking(&keys, || vec![key(7), key(round * 500)]);
         }
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(size <= JOURNAL_REWRITE, "journal of {size} bytes");
-        let (_, left) = Journal::open(Some(dir.path().to_path_buf()));
+        let (_, left) = Journal::open_blocking(Some(dir.path().to_path_buf()));
         assert!(left.contains(&key(7)) && left.contains(&key(39 * 500 + 499)), "owed keys survive the rewrite");
         // Once every deletion is done it is empty.
         for _ in 0..40 {
-            journal.done(true);
+            journal.done_blocking(true);
         }
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }

@@ -69,7 +69,7 @@ impl Cache {
                 None
             }
         };
-        let (journal, left) = journal::Journal::open(disk.as_ref().map(|_| config.disk_path.clone()));
+        let (journal, left) = journal::Journal::open(disk.as_ref().map(|_| config.disk_path.clone())).await;
         let backlog = u32::try_from(config.disk_write_backlog.bytes()).unwrap_or(u32::MAX).max(1);
         // A key leaves the purge index once neither tier holds it. (A key whose disk write
         // is still running is not "held" yet: `put` puts it back when the write ends.)
@@ -135,14 +135,9 @@ impl Cache {
                         if cache.is_doomed(&key) {
                             continue;
                         }
-                        let url = meta.get("url").and_then(|u| u.as_str()).unwrap_or_default();
-                        let tags: Vec<String> = meta
-                            .get("tags")
-                            .and_then(|t| t.as_array())
-                            .map(|t| t.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-                            .unwrap_or_default();
-                        let vary = meta.get("kind").and_then(|k| k.as_str()) == Some("vary");
-                        cache.index.insert(&key, url, &tags, vary);
+                        let Some(l) = Stored::listing(meta) else { continue };
+                        let held = if l.vary { index::Held::Vary } else { index::Held::Entry };
+                        cache.index.insert(&key, &l.url, &l.tags, held);
                     }
                     tracing::info!(entries = cache.index.len(), "purge index rebuilt from disk");
                 }
@@ -306,11 +301,6 @@ impl Cache {
         self.doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_string());
     }
 
-    /// Keys whose disk copies are still to be deleted.
-    fn doomed_keys(&self) -> Vec<String> {
-        self.doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
-    }
-
     fn undoom(&self, key: &str) {
         undoom(&self.doomed, key);
     }
@@ -322,8 +312,8 @@ impl Cache {
 
     fn index_value(&self, key: &str, value: &Stored) {
         match value {
-            Stored::Entry(e) => self.index.insert(key, &e.url, &e.tags, false),
-            Stored::Vary(v) => self.index.insert(key, &v.url, &[], true),
+            Stored::Entry(e) => self.index.insert(key, &e.url, &e.tags, index::Held::Entry),
+            Stored::Vary(v) => self.index.insert(key, &v.url, &[], index::Held::Vary),
         }
     }
 

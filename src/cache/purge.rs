@@ -122,7 +122,7 @@ impl Cache {
         let mut purged = 0;
         let mut on_disk = Vec::new();
         for key in keys {
-            let vary_record = self.index.describe(&key).is_some_and(|(_, _, v)| v);
+            let vary_record = self.index.describe(&key).is_some_and(|(_, _, held)| held == super::index::Held::Vary);
             let done = if mode.is_soft() && !vary_record {
                 self.expire(&key).await
             } else {
@@ -141,7 +141,9 @@ impl Cache {
             }
         }
         if !on_disk.is_empty() {
-            self.journal.record(&on_disk, || self.doomed_keys());
+            let doomed = self.doomed.clone();
+            let owed = move || doomed.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+            self.journal.record(on_disk.clone(), owed).await;
             self.delete_behind(on_disk);
         }
         purged
@@ -165,7 +167,7 @@ impl Cache {
                     }
                 }
             }
-            journal.done(all_gone);
+            journal.done(all_gone).await;
         }));
     }
 
@@ -186,6 +188,68 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::{Entry, key};
+    use std::sync::Arc;
+
+    fn stored(url: &str) -> Stored {
+        let now = SystemTime::now();
+        let (req, ()) = http::Request::get(url).body(()).unwrap().into_parts();
+        let (res, ()) =
+            http::Response::builder().header("cache-control", "max-age=3600").body(()).unwrap().into_parts();
+        let policy = cache_policy::Policy::new(&req, &res, &cache_policy::Rules::default(), now, now).unwrap();
+        Stored::Entry(Entry {
+            status: http::StatusCode::OK,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"body"),
+            policy,
+            url: url.to_string(),
+            tags: Vec::new(),
+            stored_at: now,
+        })
+    }
+
+    /// A journal write that cannot complete (a FIFO nobody reads, as a stuck
+    /// disk would) holds up the purge waiting for it, and nothing else on its
+    /// thread: the journal's I/O runs on the blocking pool.
+    #[test]
+    fn a_stuck_journal_write_does_not_stall_other_tasks() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = crate::config::CacheConfig { disk_path: dir.path().to_path_buf(), ..Default::default() };
+            let cache = Cache::open(&config, Arc::new(crate::metrics::Metrics::new())).await;
+            let url = "http://site.test/p";
+            cache.put(key::primary(url), stored(url)).await;
+            let journal = dir.path().join("purge-journal");
+            let _ = std::fs::remove_file(&journal);
+            let made = std::process::Command::new("mkfifo").arg(&journal).status().unwrap();
+            assert!(made.success());
+
+            let purging = {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.purge(Target::Urls(vec![url.into()]), PurgeMode::Hard).await })
+            };
+            let ticks = Arc::new(AtomicU64::new(0));
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ticker).await;
+            assert_eq!(ticks.load(Ordering::Relaxed), 20, "the runtime stalled behind the journal write");
+            assert!(!purging.is_finished(), "the purge waits for its journal line");
+            // A reader lets the write through; the purge then answers.
+            let reader = std::thread::spawn(move || std::fs::read(&journal));
+            let purged = tokio::time::timeout(std::time::Duration::from_secs(5), purging).await.unwrap().unwrap();
+            assert_eq!(purged, 1);
+            drop(cache);
+            let _ = reader;
+        });
+    }
 
     #[test]
     fn purges_after_an_epoch_are_matched() {

@@ -173,11 +173,22 @@ pub struct LogConfig {
     pub access: bool,
     /// Filter when `RUST_LOG` is not set. Default `info`.
     pub level: String,
+    /// `auto` (default): colour only when stderr is a terminal. `always`, `never`.
+    pub color: LogColor,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogColor {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Human, access: true, level: "info".into() }
+        LogConfig { format: LogFormat::Human, access: true, level: "info".into(), color: LogColor::Auto }
     }
 }
 

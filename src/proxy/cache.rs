@@ -73,6 +73,8 @@ struct Fetch {
     slot: Slot,
     found: Option<Arc<Stored>>,
     within_sie: bool,
+    /// `found` is fresh, but the request asked for the origin (`fwd=request`).
+    by_request: bool,
     status: CacheStatus,
 }
 
@@ -104,8 +106,6 @@ pub async fn serve(
     let with_body = !http_body::Body::is_end_stream(&body);
     let allowed = match cache_policy::lookup_allowed(&parts, &route.cache) {
         Ok(()) if with_body => Err(Bypass::RequestBody),
-        // Ranges are cut from the full response (see present), so they do not bypass.
-        Err(Bypass::Range) => Ok(()),
         other => other,
     }
     .map(|()| !upgrade);
@@ -115,7 +115,7 @@ pub async fn serve(
             Ok(_) => CacheStatus::new(CacheOutcome::Bypass).detail("upgrade"),
         };
         let method = parts.method.clone();
-        let body = request_body(&p, body);
+        let body = request_body(&p, &parts, body);
         let fwd = Box::pin(forward(&p, &route, &conn, host.as_ref(), Request::from_parts(parts, body))).await?;
         if !method.is_safe() {
             invalidate(&p.cache, &method, fwd.response.status(), &url, fwd.response.headers()).await;
@@ -141,7 +141,7 @@ pub async fn serve(
     };
     let (slot, found, miss) = lookup(&p.cache, url, &parts.headers).await;
     let now = SystemTime::now();
-    let mut sie = false;
+    let (mut sie, mut by_request) = (false, false);
     if let Some(stored) = &found {
         let entry = entry_of(stored);
         match entry.policy.evaluate(&parts, now) {
@@ -156,6 +156,7 @@ pub async fn serve(
             }
             Freshness::Stale { within_sie, .. } => sie = within_sie,
             Freshness::MustRevalidate => {}
+            Freshness::RequestRevalidates => by_request = true,
         }
     }
     if cache_policy::only_if_cached(&parts) {
@@ -163,7 +164,7 @@ pub async fn serve(
     }
     // Boxed, as the bypass above: a hit's future stays small, and hyper moves
     // it at least once per request (into its task, for HTTP/2).
-    let fetch = Fetch { slot, found, within_sie: sie, status: CacheStatus::new(miss) };
+    let fetch = Fetch { slot, found, within_sie: sie, by_request, status: CacheStatus::new(miss) };
     let served = Box::pin(collapsed(&ask(), fetch)).await?;
     Ok(client_view(&parts, served))
 }
@@ -299,7 +300,8 @@ async fn pump(body: &mut Body, fill: &Fill, storing: Option<Storing>, not_stored
 fn revalidate_in_background(ask: &Ask, slot: &Slot, stored: &Arc<Stored>) {
     if let Role::Leader(leader) = ask.p.cache.fills.join(&slot.key) {
         let status = CacheStatus::new(CacheOutcome::Stale);
-        let fetch = Fetch { slot: slot.clone(), found: Some(stored.clone()), within_sie: false, status };
+        let fetch =
+            Fetch { slot: slot.clone(), found: Some(stored.clone()), within_sie: false, by_request: false, status };
         tokio::spawn(lead(ask.clone(), fetch, leader, None));
     }
 }
@@ -307,7 +309,7 @@ fn revalidate_in_background(ask: &Ask, slot: &Slot, stored: &Arc<Stored>) {
 /// Asks the origin: a revalidation if an entry is held, else a plain fetch.
 async fn origin(ask: &Ask, fetch: Fetch) -> Result<Served, ProxyError> {
     match fetch.found {
-        Some(stored) => revalidate(ask, fetch.slot, stored, fetch.within_sie).await,
+        Some(stored) => revalidate(ask, fetch.slot, stored, fetch.within_sie, fetch.by_request).await,
         None => self::fetch(ask, fetch.slot, fetch.status).await,
     }
 }
@@ -353,8 +355,19 @@ fn entry_of(stored: &Stored) -> &Entry {
 /// A stale entry: ask the origin whether it still holds (If-None-Match /
 /// If-Modified-Since). 304 refreshes it; a new response replaces it; a failure
 /// within stale-if-error serves it.
-async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool) -> Result<Served, ProxyError> {
+async fn revalidate(
+    ask: &Ask,
+    slot: Slot,
+    stored: Arc<Stored>,
+    within_sie: bool,
+    by_request: bool,
+) -> Result<Served, ProxyError> {
     let entry = entry_of(&stored);
+    // RFC 9211: a fresh entry the request would not take is `fwd=request`, a stale one `fwd=stale`.
+    let (confirmed, replaced) = match by_request {
+        true => (CacheOutcome::Request, CacheOutcome::Request),
+        false => (CacheOutcome::Revalidated, CacheOutcome::Expired),
+    };
     let mut upstream = upstream_request(&ask.req, Method::GET);
     upstream.headers_mut().extend(entry.policy.revalidation_headers(&entry.headers));
     let epoch = ask.p.cache.purge_epoch();
@@ -383,10 +396,8 @@ async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool
     match entry.policy.revalidate(&get, &entry.headers, &res_parts, rules, request_time, response_time) {
         Revalidation::NotModified { policy, headers } => {
             let refreshed = Entry { headers, policy, stored_at: response_time, ..entry.clone() };
-            let status = CacheStatus::new(CacheOutcome::Revalidated)
-                .fwd_status(304)
-                .stored()
-                .ttl(refreshed.policy.ttl_secs(response_time));
+            let status =
+                CacheStatus::new(confirmed).fwd_status(304).stored().ttl(refreshed.policy.ttl_secs(response_time));
             let served = from_entry(&refreshed, response_time, status, Some(fwd.server));
             if !ask.p.cache.purged_since(epoch, &refreshed.url, &refreshed.tags) {
                 ask.p.cache.refresh(slot.key, Stored::Entry(refreshed)).await;
@@ -396,17 +407,17 @@ async fn revalidate(ask: &Ask, slot: Slot, stored: Arc<Stored>, within_sie: bool
         Revalidation::NotModifiedUncacheable { headers, reason } => {
             let once = Entry { headers, ..entry.clone() };
             ask.p.cache.remove(&slot.key).await;
-            let status = CacheStatus::new(CacheOutcome::Revalidated).fwd_status(304).detail(reason.as_str());
+            let status = CacheStatus::new(confirmed).fwd_status(304).detail(reason.as_str());
             Ok(from_entry(&once, response_time, status, Some(fwd.server)))
         }
         Revalidation::Modified if code == StatusCode::NOT_MODIFIED => {
             // A 304 that does not match what we hold: fetch the whole thing.
             drop(res_body);
-            Box::pin(fetch(ask, slot, CacheStatus::new(CacheOutcome::Expired))).await
+            Box::pin(fetch(ask, slot, CacheStatus::new(replaced))).await
         }
         Revalidation::Modified => {
             let fwd_response = Response::from_parts(res_parts, res_body);
-            let status = CacheStatus::new(CacheOutcome::Expired).fwd_status(code.as_u16());
+            let status = CacheStatus::new(replaced).fwd_status(code.as_u16());
             Ok(store(ask, slot, fwd_response, fwd.server, Timing { epoch, request_time, response_time }, status))
         }
     }
@@ -458,7 +469,7 @@ fn store(
     let policy = match Policy::new(&as_get(&ask.req), &res_parts, rules, request_time, response_time) {
         Ok(policy) => policy,
         Err(reason) => {
-            if status.outcome == CacheOutcome::Expired {
+            if matches!(status.outcome, CacheOutcome::Expired | CacheOutcome::Request) {
                 // The stored response was replaced by one we may not keep.
                 let cache = cache.clone();
                 tokio::spawn(async move { cache.remove(&slot.key).await });
@@ -466,7 +477,7 @@ fn store(
             return pass(res_parts, body, status.detail(reason.as_str()));
         }
     };
-    let expected = res_parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let expected = crate::body::content_length(&res_parts.headers);
     let limit = cache.max_object_size;
     if expected.is_some_and(|n| n > limit) {
         return pass(res_parts, body, status.detail(Bypass::TooLarge.as_str()));

@@ -19,7 +19,7 @@ use super::error::ProxyError;
 use super::headers::{add_forwarded, add_via, strip_hop_by_hop};
 use super::route::Route;
 use super::upload::{ClientBodyError, Upload};
-use super::{Conn, Pipeline};
+use super::{Conn, Pipeline, Received};
 use crate::body::Body;
 use crate::upstream::{Outgoing, UpstreamError};
 
@@ -133,11 +133,13 @@ fn client_fault(e: &UpstreamError) -> Option<ProxyError> {
     })
 }
 
-/// The client's request body as sent upstream (see [`Upload`]); none if it is empty.
-pub fn request_body(pipeline: &Pipeline, body: Incoming) -> Body {
+/// The client's request body as sent upstream (see [`Upload`]), counted into
+/// the request's [`Received`]; none if it is empty.
+pub fn request_body(pipeline: &Pipeline, parts: &Parts, body: Incoming) -> Body {
     if body.is_end_stream() {
         return Body::empty();
     }
     let limit = pipeline.config.server.max_request_body.map(|l| l.bytes());
-    Body::boxed(Upload::new(body, limit, pipeline.config.guard.body_timeout.get()))
+    let received = parts.extensions.get::<Received>().cloned().unwrap_or_default();
+    Body::boxed(Upload::new(body, limit, pipeline.config.guard.body_timeout.get(), received))
 }

@@ -10,17 +10,6 @@ use std::net::IpAddr;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-];
-
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -31,13 +20,7 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut upgrade = false;
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::try_from(t.trim()).ok())
-            .collect();
+        let named: Vec<HeaderName> = cache_policy::connection_named(headers).collect();
         for name in named {
             if name == header::UPGRADE {
                 upgrade = true;
@@ -47,7 +30,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         }
     }
     let upgrade_value = headers.get(header::UPGRADE).cloned().filter(|_| upgrade);
-    for name in &HOP_BY_HOP {
+    for name in &cache_policy::HOP_BY_HOP {
         headers.remove(name);
     }
     upgrade_value
@@ -102,6 +85,7 @@ mod tests {
             ("x-secret", "1"),
             ("te", "trailers"),
             ("transfer-encoding", "chunked"),
+            ("proxy-authenticate", "Basic realm=x"),
             ("accept", "*/*"),
         ]);
         assert_eq!(strip_hop_by_hop(&mut h), None);

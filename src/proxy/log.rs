@@ -15,6 +15,20 @@ use http_body::{Frame, SizeHint};
 use crate::body::{Body, BoxError};
 use crate::metrics::{CacheOutcome, Metrics};
 
+/// Request body bytes read so far, shared by the body being forwarded and the
+/// record that reports them.
+#[derive(Clone, Default)]
+pub struct Received(Arc<std::sync::atomic::AtomicU64>);
+
+impl Received {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 pub struct AccessRecord {
     pub start: Instant,
     pub method: Method,
@@ -26,8 +40,9 @@ pub struct AccessRecord {
     pub cache: Option<CacheOutcome>,
     pub route: Option<usize>,
     pub route_label: Option<Arc<str>>,
-    /// Declared request body length.
-    pub bytes_in: u64,
+    /// Request body bytes read from the client, counted as they are read
+    /// (None: the request had no body).
+    pub bytes_in: Option<Received>,
     /// Write the access log line (metrics are always counted).
     pub log: bool,
     pub metrics: Arc<Metrics>,
@@ -36,7 +51,8 @@ pub struct AccessRecord {
 impl AccessRecord {
     fn emit(&self, bytes: u64, complete: bool) {
         let route = self.route_label.as_deref().unwrap_or("none");
-        self.metrics.request(route, self.status.as_u16(), self.cache, self.bytes_in, bytes);
+        let bytes_in = self.bytes_in.as_ref().map_or(0, Received::get);
+        self.metrics.request(route, self.status.as_u16(), self.cache, bytes_in, bytes);
         if !self.log {
             return;
         }

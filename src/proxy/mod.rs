@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cache_policy::CacheStatus;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 pub use error::{ProxyError, error_response};
 use log::AccessRecord;
-pub use log::LoggedBody;
+pub use log::{LoggedBody, Received};
 pub use route::{Route, Router};
 
 /// Everything built from one configuration.
@@ -85,8 +85,12 @@ pub async fn handle(
         Ok(Some(a)) => a.host(),
         _ => "",
     };
-    let bytes_in =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+    let mut req = req;
+    let bytes_in = (!http_body::Body::is_end_stream(req.body())).then(|| {
+        let received = Received::default();
+        req.extensions_mut().insert(received.clone());
+        received
+    });
     let mut record = Box::new(AccessRecord {
         start,
         method: req.method().clone(),
@@ -167,7 +171,8 @@ async fn respond<'a>(
     }
     let authority = authority.map_err(|e| (ProxyError::BadRequest(e), None))?;
     if let Some(limit) = pipeline.config.server.max_request_body {
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        // The declared length, as hyper read it from Content-Length.
+        let declared = http_body::Body::size_hint(req.body()).exact();
         if declared.is_some_and(|n| n > limit.bytes()) {
             return Err((ProxyError::BodyTooLarge, None));
         }

@@ -34,7 +34,7 @@ pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
         return Response::from_parts(parts, Body::empty());
     }
     match requested_range(req, res.headers()) {
-        Some(Ranged::One(start, end)) => slice(req, res, start, end),
+        Some(Ranged::One(start, end, len)) => slice(req, res, start, end, len),
         Some(Ranged::Unsatisfiable(len)) => {
             let (mut parts, _unread) = res.into_parts();
             parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
@@ -57,8 +57,8 @@ fn head_only(req: &Parts, res: Response<Body>) -> Response<Body> {
 }
 
 enum Ranged {
-    /// Inclusive byte positions.
-    One(u64, u64),
+    /// Inclusive byte positions, and the whole length.
+    One(u64, u64, u64),
     Unsatisfiable(u64),
 }
 
@@ -68,7 +68,7 @@ fn requested_range(req: &Parts, res: &HeaderMap) -> Option<Ranged> {
         return None;
     }
     let spec = req.headers.get(header::RANGE)?.to_str().ok()?;
-    let len: u64 = res.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+    let len = crate::body::content_length(res)?;
     if !if_range_matches(req, res) {
         return None;
     }
@@ -99,7 +99,7 @@ fn requested_range(req: &Parts, res: &HeaderMap) -> Option<Ranged> {
     if start >= len {
         return Some(Ranged::Unsatisfiable(len));
     }
-    Some(Ranged::One(start, end))
+    Some(Ranged::One(start, end, len))
 }
 
 /// `If-Range`: a strong ETag equal to the response's, or its exact Last-Modified date.
@@ -112,9 +112,8 @@ fn if_range_matches(req: &Parts, res: &HeaderMap) -> bool {
     res.get(header::LAST_MODIFIED).and_then(|l| l.to_str().ok()).is_some_and(|l| l == cond)
 }
 
-fn slice(req: &Parts, res: Response<Body>, start: u64, end: u64) -> Response<Body> {
+fn slice(req: &Parts, res: Response<Body>, start: u64, end: u64, total: u64) -> Response<Body> {
     let (mut parts, body) = res.into_parts();
-    let total = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("*").to_string();
     parts.status = StatusCode::PARTIAL_CONTENT;
     let n = end - start + 1;
     parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));

@@ -16,6 +16,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::Received;
 use crate::body::BoxError;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +54,13 @@ pin_project_lite::pin_project! {
         deadline: Sleep,
         // The last read found nothing: `deadline` runs.
         waiting: bool,
+        received: Received,
     }
 }
 
 impl Upload {
-    pub fn new(inner: Incoming, limit: Option<u64>, timeout: Duration) -> Upload {
-        Upload { inner, left: limit, timeout, deadline: tokio::time::sleep(timeout), waiting: false }
+    pub fn new(inner: Incoming, limit: Option<u64>, timeout: Duration, received: Received) -> Upload {
+        Upload { inner, left: limit, timeout, deadline: tokio::time::sleep(timeout), waiting: false, received }
     }
 }
 
@@ -82,6 +84,9 @@ impl http_body::Body for Upload {
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(ClientBodyError::Broken(e).into()))),
             Poll::Ready(Some(Ok(frame))) => frame,
         };
+        if let Some(data) = frame.data_ref() {
+            this.received.add(data.len() as u64);
+        }
         if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
             match left.checked_sub(data.len() as u64) {
                 Some(rest) => *left = rest,

@@ -60,7 +60,10 @@ pub async fn start(config: &Path, port: u16) -> Running {
 /// Spawns `command` (a relais run, perhaps under a shell that sets limits) and
 /// waits until something listens on `port`.
 pub async fn start_command(command: &mut Command, port: u16) -> Running {
-    let child = Running(command.env("RUST_LOG", "warn").spawn().unwrap());
+    if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+        command.env("RUST_LOG", "warn");
+    }
+    let child = Running(command.spawn().unwrap());
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return child;
