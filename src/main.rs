@@ -210,7 +210,7 @@ fn summary(path: &Path, c: &Config) -> String {
     }
     let _ = writeln!(s, "  routes");
     for (i, r) in c.routes.iter().enumerate() {
-        let host = r.host.as_deref().unwrap_or("*");
+        let host = r.host.as_ref().map_or("*".to_string(), ToString::to_string);
         let headers: String = r.headers.iter().map(|(k, v)| format!(" [{k}: {v}]")).collect();
         let strip = if r.strip_prefix { " (strip prefix)" } else { "" };
         let cache = if r.cache.bypass { " · no cache" } else { "" };

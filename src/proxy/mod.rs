@@ -66,8 +66,7 @@ impl Pipeline {
             })
             .collect();
         let router = Router::new(&config, &upstreams);
-        let hide_headers =
-            config.server.hide_headers.iter().map(|h| HeaderName::try_from(h.as_str()).expect("validated")).collect();
+        let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
         Pipeline { config: Arc::new(config), router, upstreams, cache, metrics, hide_headers }
     }
 }

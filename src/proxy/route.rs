@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Config, HeaderRules, RouteConfig};
+use crate::config::{Config, FieldName, FieldValue, HeaderMatch, HeaderRules, HostPattern, RouteConfig};
 use crate::upstream::Upstream;
 
 /// A compiled `[[routes]]` entry.
@@ -40,21 +40,10 @@ pub struct CompiledRules {
 
 impl CompiledRules {
     fn new(r: &HeaderRules) -> CompiledRules {
-        let pairs = |m: &std::collections::BTreeMap<String, String>| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        HeaderName::try_from(k.as_str()).expect("validated"),
-                        HeaderValue::try_from(v.as_str()).expect("validated"),
-                    )
-                })
-                .collect()
+        let pairs = |m: &std::collections::BTreeMap<FieldName, FieldValue>| {
+            m.iter().map(|(k, v)| (k.0.clone(), v.0.clone())).collect()
         };
-        CompiledRules {
-            remove: r.remove.iter().map(|n| HeaderName::try_from(n.as_str()).expect("validated")).collect(),
-            set: pairs(&r.set),
-            add: pairs(&r.add),
-        }
+        CompiledRules { remove: r.remove.iter().map(|n| n.0.clone()).collect(), set: pairs(&r.set), add: pairs(&r.add) }
     }
 
     pub fn apply(&self, headers: &mut HeaderMap) {
@@ -76,9 +65,11 @@ impl Route {
             .headers
             .iter()
             .map(|(k, v)| {
-                let name = HeaderName::try_from(k.as_str()).expect("validated");
-                let value = (v != "*").then(|| HeaderValue::try_from(v.as_str()).expect("validated"));
-                (name, value)
+                let value = match v {
+                    HeaderMatch::Present => None,
+                    HeaderMatch::Equals(v) => Some(v.clone()),
+                };
+                (k.0.clone(), value)
             })
             .collect();
         Route {
@@ -127,15 +118,13 @@ impl Router {
         let mut router = Router::default();
         for (i, r) in config.routes.iter().enumerate() {
             let route = Arc::new(Route::new(i, r, upstreams[&r.upstream].clone()));
-            match r.host.as_deref().map(str::to_ascii_lowercase) {
+            match &r.host {
                 None => router.any.push(route),
-                Some(h) => match h.strip_prefix('*') {
-                    Some(suffix) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {
-                        Some((_, list)) => list.push(route),
-                        None => router.wildcard.push((suffix.to_string(), vec![route])),
-                    },
-                    None => router.exact.entry(h).or_default().push(route),
+                Some(HostPattern::Subdomains(suffix)) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {
+                    Some((_, list)) => list.push(route),
+                    None => router.wildcard.push((suffix.clone(), vec![route])),
                 },
+                Some(HostPattern::Exact(h)) => router.exact.entry(h.clone()).or_default().push(route),
             }
         }
         let order = |list: &mut Vec<Arc<Route>>| {

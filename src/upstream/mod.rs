@@ -108,9 +108,9 @@ impl Upstream {
             .servers
             .iter()
             .map(|s| Server {
-                address: Arc::from(s.address()),
-                authority: s.address().parse().expect("validated authority"),
-                host_value: HeaderValue::from_str(s.address()).expect("validated authority"),
+                address: Arc::from(s.address().as_str()),
+                authority: s.address().authority().clone(),
+                host_value: s.address().host_value().clone(),
                 weight: s.weight(),
                 health: Health::default(),
                 in_flight: AtomicUsize::new(0),

@@ -1,0 +1,46 @@
+//! `[cache]`: the two tiers.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Dur, Size};
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory tier budget (bodies + headers). Default 256MiB.
+    pub memory_capacity: Size,
+    /// Directory of the disk tier. Default `./relais-cache`.
+    pub disk_path: PathBuf,
+    /// Disk tier budget. Default 4GiB.
+    pub disk_capacity: Size,
+    /// Larger bodies are streamed through and not stored. Default 64MiB.
+    pub max_object_size: Size,
+    /// A request waiting for another's fetch of the same URL goes to the origin
+    /// itself after this. Default 10s.
+    pub lock_timeout: Dur,
+    /// Bodies waiting to be written to disk, at most; past that a new entry is kept in
+    /// memory only, so a slow disk cannot grow memory without bound. Default 32MiB.
+    pub disk_write_backlog: Size,
+    /// Pass the origin's `Surrogate-Key` and `Cache-Tag` headers on to clients. Default false.
+    pub expose_tag_headers: bool,
+    /// Bodies being fetched to be stored are held in memory up to this in total
+    /// (at most 4GiB); a fetch that does not fit streams through unstored. Default 128MiB.
+    pub fill_memory: Size,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory_capacity: Size::mib(256),
+            disk_path: PathBuf::from("./relais-cache"),
+            disk_capacity: Size::mib(4096),
+            max_object_size: Size::mib(64),
+            lock_timeout: Dur::secs(10),
+            disk_write_backlog: Size::mib(32),
+            expose_tag_headers: false,
+            fill_memory: Size::mib(128),
+        }
+    }
+}

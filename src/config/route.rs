@@ -1,0 +1,103 @@
+//! `[[routes]]`: which requests go where, and how they are treated.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::{Dur, FieldName, FieldValue, HeaderMatch, HostPattern};
+
+/// `[[routes]]`: which requests go where, and how they are treated.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Exact host or `*.example.com`; absent matches any host.
+    pub host: Option<HostPattern>,
+    /// Path prefix; the longest match wins. Default `/`.
+    #[serde(default = "root")]
+    pub path: String,
+    /// Request headers that must all match: a value, or `*` for "present".
+    #[serde(default)]
+    pub headers: BTreeMap<FieldName, HeaderMatch>,
+    /// Name of an `[upstreams.NAME]` table.
+    pub upstream: String,
+    /// Remove `path` from the request path before forwarding. Default false.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Forward the client's Host (true, default) or the server's address.
+    #[serde(default = "yes")]
+    pub pass_host: bool,
+    /// Changes to the request sent upstream.
+    #[serde(default)]
+    pub request_headers: HeaderRules,
+    /// Changes to the response sent to the client.
+    #[serde(default)]
+    pub response_headers: HeaderRules,
+    /// Cache rules for this route.
+    #[serde(default)]
+    pub cache: CacheRules,
+}
+
+fn root() -> String {
+    "/".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// `set` replaces, `add` appends, `remove` deletes (applied remove, set, add).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderRules {
+    pub set: BTreeMap<FieldName, FieldValue>,
+    pub add: BTreeMap<FieldName, FieldValue>,
+    pub remove: Vec<FieldName>,
+}
+
+/// A route's `cache = { ... }` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheRules {
+    /// Freshness when the origin gives none (instead of the heuristic).
+    pub default_ttl: Option<Dur>,
+    pub min_ttl: Option<Dur>,
+    pub max_ttl: Option<Dur>,
+    /// Ignore the origin's freshness and use this.
+    pub override_ttl: Option<Dur>,
+    pub stale_while_revalidate: Option<Dur>,
+    pub stale_if_error: Option<Dur>,
+    /// Never cache this route.
+    pub bypass: bool,
+    /// Store responses with Set-Cookie (stored and served without it).
+    pub store_set_cookie: bool,
+    /// `cache` (default): a request with `Cookie` uses the cache like any other,
+    /// and the origin's Cache-Control decides whether its answer is shared (RFC
+    /// 9111; nginx's default). `bypass`: such requests go to the origin and their
+    /// answers are not stored (Varnish's default), for origins that personalise
+    /// by cookie without saying `private`.
+    pub cookie_requests: CookieRequests,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieRequests {
+    #[default]
+    Cache,
+    Bypass,
+}
+
+impl CacheRules {
+    pub fn to_rules(&self) -> cache_policy::Rules {
+        let d = |d: Option<Dur>| d.map(Dur::get);
+        cache_policy::Rules {
+            default_ttl: d(self.default_ttl),
+            min_ttl: d(self.min_ttl),
+            max_ttl: d(self.max_ttl),
+            override_ttl: d(self.override_ttl),
+            stale_while_revalidate: d(self.stale_while_revalidate),
+            stale_if_error: d(self.stale_if_error),
+            bypass: self.bypass,
+            store_set_cookie: self.store_set_cookie,
+            bypass_cookie_requests: self.cookie_requests == CookieRequests::Bypass,
+        }
+    }
+}

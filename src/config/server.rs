@@ -1,0 +1,127 @@
+//! `[server]`, `[admin]`, `[guard]` and `[log]`: the listeners and what they enforce.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::{Dur, FieldName, Size};
+
+/// `[server]`: the client-facing listeners.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses to accept HTTP/1.1 and h2c on. Default `["127.0.0.1:8080"]`.
+    pub listen: Vec<SocketAddr>,
+    /// A client must send a request's complete header within this time
+    /// (slowloris defence), counted from the connection's first byte or the end
+    /// of its previous request; an HTTP/2 client must send its preface within
+    /// it. On HTTP/1 the clock also runs while a keep-alive connection is idle,
+    /// so this is its idle timeout too. Default 10s.
+    pub header_read_timeout: Dur,
+    /// A connection with no request in flight is closed after this (HTTP/2
+    /// with GOAWAY), however often it pings. Default 75s (nginx's keepalive_timeout).
+    pub idle_timeout: Dur,
+    /// Largest request header block; beyond it the client gets 431. Default 64KiB.
+    pub max_header_size: Size,
+    /// Most request header fields; beyond it the client gets 431. Default 100.
+    pub max_headers: usize,
+    /// Largest request body; beyond it the client gets 413. Default: no limit.
+    pub max_request_body: Option<Size>,
+    /// On SIGTERM, in-flight requests get this long to finish. Default 30s.
+    pub grace_period: Dur,
+    /// Response headers from the origin that clients never see.
+    /// Default `["server", "x-powered-by"]`.
+    pub hide_headers: Vec<FieldName>,
+    /// Add a `Via` header in both directions. Default true.
+    pub via: bool,
+    /// Worker threads. Default: one per available core.
+    pub workers: Option<usize>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            header_read_timeout: Dur::secs(10),
+            idle_timeout: Dur::secs(75),
+            max_header_size: Size(64 * 1024),
+            max_headers: 100,
+            max_request_body: None,
+            grace_period: Dur::secs(30),
+            hide_headers: vec![
+                FieldName(http::header::SERVER),
+                FieldName(http::HeaderName::from_static("x-powered-by")),
+            ],
+            via: true,
+            workers: None,
+        }
+    }
+}
+
+/// `[admin]`: the operator's listener (purge, stats, reload).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Default `127.0.0.1:9090`.
+    pub listen: SocketAddr,
+    /// Bearer token required by every admin endpoint but `/health`.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)), token: None }
+    }
+}
+
+/// `[guard]`: what a request must respect before it reaches routing.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// A request body that sends nothing for this long is cut off with 408
+    /// (the client's fault; the origin is not blamed). Default 30s (nginx's
+    /// client_body_timeout).
+    pub body_timeout: Dur,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig { body_timeout: Dur::secs(30) }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`. Default `human`.
+    pub format: LogFormat,
+    /// One line per request on target `relais::access`. Default true.
+    pub access: bool,
+    /// Filter when `RUST_LOG` is not set. Default `info`.
+    pub level: String,
+    /// `auto` (default): colour only when stderr is a terminal. `always`, `never`.
+    pub color: LogColor,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogColor {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, access: true, level: "info".into(), color: LogColor::Auto }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}

@@ -1,0 +1,198 @@
+//! Values parsed once, when the configuration is read: header names and
+//! values, host patterns, server addresses. Each is a type that cannot hold a
+//! wrong value, so nothing built from a [`Config`](super::Config) parses it
+//! again or can panic on it.
+
+use std::fmt;
+
+use http::uri::Authority;
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+/// A header field name (`x-canary`), lower-cased.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FieldName(pub HeaderName);
+
+impl TryFrom<String> for FieldName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        HeaderName::try_from(s.as_str()).map(FieldName).map_err(|_| format!("{s:?} is not a header name"))
+    }
+}
+
+impl Ord for FieldName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_str().cmp(other.0.as_str())
+    }
+}
+
+impl PartialOrd for FieldName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for FieldName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+/// A header field value.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FieldValue(pub HeaderValue);
+
+impl TryFrom<String> for FieldValue {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        HeaderValue::try_from(s.as_str()).map(FieldValue).map_err(|_| format!("{s:?} is not a valid header value"))
+    }
+}
+
+/// What a route asks of a request header: a value, or `"*"` for "present".
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum HeaderMatch {
+    Present,
+    Equals(HeaderValue),
+}
+
+impl TryFrom<String> for HeaderMatch {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "*" {
+            return Ok(HeaderMatch::Present);
+        }
+        FieldValue::try_from(s).map(|v| HeaderMatch::Equals(v.0))
+    }
+}
+
+impl fmt::Display for HeaderMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderMatch::Present => f.write_str("*"),
+            HeaderMatch::Equals(v) => f.write_str(v.to_str().unwrap_or("…")),
+        }
+    }
+}
+
+/// A route's host: an exact name (`shop.example.com`) or `*.example.com`
+/// (any subdomain, not the bare domain), lower-cased.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix with its leading dot: `.example.com`.
+    Subdomains(String),
+}
+
+impl TryFrom<String> for HostPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        let (bare, wildcard) = match lower.strip_prefix("*.") {
+            Some(rest) => (rest, true),
+            None => (lower.as_str(), false),
+        };
+        let label = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let literal = bare.starts_with('[') && bare.ends_with(']') && !wildcard;
+        if !literal && !bare.split('.').all(label) {
+            return Err(format!("{s:?} is not a host name or *.suffix pattern"));
+        }
+        Ok(if wildcard { HostPattern::Subdomains(format!(".{bare}")) } else { HostPattern::Exact(bare.to_string()) })
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Subdomains(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// An origin server's `host:port`, with a port of 1 to 65535 and no user info.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ServerAddress {
+    authority: Authority,
+    host_value: HeaderValue,
+}
+
+impl ServerAddress {
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The address as a Host header value (`pass_host = false`).
+    pub fn host_value(&self) -> &HeaderValue {
+        &self.host_value
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.authority.as_str()
+    }
+}
+
+impl TryFrom<String> for ServerAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.contains('@') {
+            return Err(format!("{s:?}: user info is not allowed"));
+        }
+        let authority: Authority = s.parse().map_err(|_| format!("{s:?} is not host:port"))?;
+        // After the last ':' outside an IPv6 literal's brackets.
+        let port = s.rsplit_once(':').filter(|(host, _)| !host.starts_with('[') || host.ends_with(']')).map(|(_, p)| p);
+        match port {
+            None | Some("") => return Err(format!("{s:?} needs a port")),
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(format!("{s:?}: port {p} is out of range (1-65535)")),
+                Ok(_) => {}
+            },
+        }
+        let host_value = HeaderValue::try_from(s.as_str()).map_err(|_| format!("{s:?} is not host:port"))?;
+        Ok(ServerAddress { authority, host_value })
+    }
+}
+
+impl fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_once_or_say_why() {
+        assert!(FieldName::try_from("X-Canary".to_string()).is_ok());
+        assert!(FieldName::try_from("bad name".to_string()).unwrap_err().contains("header name"));
+        assert!(FieldValue::try_from("a\nb".to_string()).is_err());
+        assert_eq!(HeaderMatch::try_from("*".to_string()), Ok(HeaderMatch::Present));
+        assert_eq!(
+            HostPattern::try_from("*.Example.com".to_string()),
+            Ok(HostPattern::Subdomains(".example.com".into()))
+        );
+        assert_eq!(HostPattern::try_from("shop.test".to_string()), Ok(HostPattern::Exact("shop.test".into())));
+        for bad in ["", "*.", "a/b", "a b", "*", "a.*.b", "*.*.a"] {
+            assert!(HostPattern::try_from(bad.to_string()).is_err(), "{bad:?}");
+        }
+        assert_eq!(ServerAddress::try_from("127.0.0.1:3000".to_string()).unwrap().as_str(), "127.0.0.1:3000");
+        assert!(ServerAddress::try_from("[::1]:80".to_string()).is_ok());
+        for (bad, says) in [
+            ("localhost", "needs a port"),
+            ("[::1]", "needs a port"),
+            ("h:99999", "out of range"),
+            ("h:0", "out of range"),
+            ("u@h:1", "user info"),
+        ] {
+            let e = ServerAddress::try_from(bad.to_string()).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `[upstreams.NAME]`: pools of origin servers.
+
+use serde::Deserialize;
+
+use super::{Dur, ServerAddress};
+
+/// `[upstreams.NAME]`: a pool of origin servers.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `"host:port"` or `{ address = "host:port", weight = 3 }`.
+    pub servers: Vec<ServerEntry>,
+    /// `round_robin` (weighted, the default) or `least_conn`.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Default 5s.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Time until the response header arrives; then 504. Default 60s.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Dur,
+    /// Idle pooled connections are closed after this. Default 90s.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// Most idle pooled connections per server. Default 256.
+    #[serde(default = "default_max_idle")]
+    pub max_idle: usize,
+    /// Failures (connect error or timeout) before a server is skipped. Default 1.
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    /// How long a failed server is skipped. Default 10s.
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: Dur,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur::secs(5)
+}
+fn default_response_timeout() -> Dur {
+    Dur::secs(60)
+}
+fn default_idle_timeout() -> Dur {
+    Dur::secs(90)
+}
+fn default_max_idle() -> usize {
+    256
+}
+fn default_max_fails() -> u32 {
+    1
+}
+fn default_fail_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerEntry {
+    Address(ServerAddress),
+    Weighted { address: ServerAddress, weight: u32 },
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// By hand rather than `untagged`, whose only error is "did not match any variant".
+impl<'de> Deserialize<'de> for ServerEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Weighted {
+            address: ServerAddress,
+            #[serde(default = "one")]
+            weight: u32,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ServerEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"host:port\" or { address = \"host:port\", weight = 1..1000 }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ServerEntry, E> {
+                ServerAddress::try_from(v.to_string()).map(ServerEntry::Address).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ServerEntry, A::Error> {
+                let w = Weighted::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ServerEntry::Weighted { address: w.address, weight: w.weight })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl ServerEntry {
+    pub fn address(&self) -> &ServerAddress {
+        match self {
+            ServerEntry::Address(a) | ServerEntry::Weighted { address: a, .. } => a,
+        }
+    }
+    pub fn weight(&self) -> u32 {
+        match self {
+            ServerEntry::Address(_) => 1,
+            ServerEntry::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConn,
+}
