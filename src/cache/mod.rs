@@ -63,7 +63,10 @@ impl Cache {
     /// runs with memory only.
     pub async fn open(config: &CacheConfig, metrics: Arc<Metrics>) -> Arc<Cache> {
         let disk = match DiskTier::open(config.disk_path.clone(), config.disk_capacity.bytes()).await {
-            Ok(d) => Some(d),
+            Ok(d) => {
+                d.schedule_sweeps(config.sweep_interval.get(), config.sweep_after_writes);
+                Some(d)
+            }
             Err(e) => {
                 tracing::error!(path = %config.disk_path.display(), error = %e, "disk cache unavailable; caching in memory only");
                 None

@@ -25,6 +25,11 @@ pub struct CacheConfig {
     pub disk_write_backlog: Size,
     /// Pass the origin's `Surrogate-Key` and `Cache-Tag` headers on to clients. Default false.
     pub expose_tag_headers: bool,
+    /// The disk tier's garbage collection (index buckets compacted, orphaned
+    /// content deleted) runs this often. Default 10m.
+    pub sweep_interval: Dur,
+    /// ... and after this many index writes (0: by time only). Default 10000.
+    pub sweep_after_writes: u64,
     /// Bodies being fetched to be stored are held in memory up to this in total
     /// (at most 4GiB); a fetch that does not fit streams through unstored. Default 128MiB.
     pub fill_memory: Size,
@@ -41,6 +46,8 @@ impl Default for CacheConfig {
             disk_write_backlog: Size::mib(32),
             expose_tag_headers: false,
             fill_memory: Size::mib(128),
+            sweep_interval: Dur::secs(600),
+            sweep_after_writes: 10_000,
         }
     }
 }

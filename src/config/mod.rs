@@ -128,6 +128,7 @@ impl Config {
             ("server.header_read_timeout", self.server.header_read_timeout),
             ("server.idle_timeout", self.server.idle_timeout),
             ("guard.body_timeout", self.guard.body_timeout),
+            ("cache.sweep_interval", self.cache.sweep_interval),
         ];
         for (key, d) in positive {
             if d.get().is_zero() {

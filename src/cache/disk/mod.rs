@@ -1,0 +1,468 @@
+//! Disk tier: metadata and bodies under one directory, stored with `cacache`, kept under a
+//! byte budget with least-recently-used eviction.
+//!
+//! The tier knows nothing of HTTP. Per key (a hex string such as a SHA-256) it stores a JSON
+//! metadata value, carried in the cacache index entry, and a body, stored content-addressed
+//! (SHA-256) and integrity-checked on every read.
+//!
+//! cacache has no size cap, no eviction, no garbage collection and append-only index buckets;
+//! this module adds them. Invariants:
+//!
+//! - **Never a wrong or partial body.** cacache writes content to a temp file and renames it,
+//!   then appends one index line carrying its own SHA-256; a torn line is ignored on read. Every
+//!   read is verified against the integrity; a corrupt, truncated, missing or unreadable entry is
+//!   removed and reported as a miss (`Ok(None)`), never as an error the caller must handle.
+//! - **Byte budget.** Each entry is charged body + metadata JSON + key + a fixed allowance for the
+//!   index line (`charge`). Identical bodies share one content file but are charged to each
+//!   key, so the budget errs on the safe side. After every write, least-recently-used entries
+//!   are evicted until `used_bytes() <= capacity`.
+//! - **Shared content is never deleted while referenced.** An in-memory reference count per
+//!   content hash counts live entries and writes in flight. A content file is deleted only with
+//!   the count at zero, checked under `content_gate`, the same lock a writer takes to reserve
+//!   the content it has just written (see `Inner::write_content_blocking`).
+//! - **Memory follows disk per key.** Every index write for a key (put, update, remove,
+//!   eviction, compaction) happens under that key's stripe lock together with the matching
+//!   in-memory update, so the map and the last index line for a key agree.
+//! - **Cancel safety.** Mutating operations run in their own task: dropping the caller's future
+//!   does not leave a half-applied put or remove behind.
+//! - **No sticky failure.** A failed write (read-only directory, disk full) returns `Err` and
+//!   leaves no state behind; the next write tries the disk again.
+//!
+//! One process owns a directory: two processes writing the same directory would each keep
+//! their own byte accounting, and `open` moves the `tmp` folder of a previous run aside.
+//!
+//! Startup does not scan: [`DiskTier::open`] returns at once and a background task rebuilds the
+//! map from `cacache::index::ls` (see [`DiskTier::open`] for what happens meanwhile).
+
+mod accounting;
+mod evict;
+mod layout;
+mod load;
+mod sweep;
+#[cfg(test)]
+mod testing;
+mod write;
+
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use cacache::Integrity;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::spawn_blocking;
+use tracing::warn;
+
+use accounting::{State, charge, json_len, now_millis};
+use layout::*;
+use load::{list_blocking, prepare_dir};
+
+/// Key stripes serialising index writes per key.
+const STRIPES: usize = 64;
+/// Disk tier errors. Callers only log them: a failed disk operation is a miss or a skipped store.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("disk cache I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("disk cache: {0}")]
+    Cacache(#[from] cacache::Error),
+    /// A blocking task panicked or was cancelled (e.g. cacache unwrapping a malformed,
+    /// hand-edited index line). The process carries on.
+    #[error("disk cache task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The disk tier. `Send + Sync`; share it behind the `Arc` that [`DiskTier::open`] returns.
+pub struct DiskTier {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DiskTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskTier")
+            .field("dir", &self.inner.dir)
+            .field("capacity", &self.inner.capacity)
+            .field("used_bytes", &self.used_bytes())
+            .field("entries", &self.entries())
+            .field("loaded", &self.is_loaded())
+            .finish()
+    }
+}
+
+impl DiskTier {
+    /// Opens (creating) the cache directory `dir`, capped at `capacity` bytes.
+    ///
+    /// Returns without scanning the cache. A background task lists the index
+    /// (`cacache::index::ls`, in `spawn_blocking`) and rebuilds the byte accounting and the
+    /// recency order (oldest index write first: reads are not recorded on disk). Until that load
+    /// is done ([`DiskTier::loaded`]):
+    /// - `get` and friends read the disk directly, so everything stored before is served;
+    /// - eviction waits: writes are accepted and the tier may exceed `capacity` for the length of
+    ///   the load; the load task evicts down to `capacity` as soon as it finishes;
+    /// - content files of removed entries are only queued for deletion (another, not yet loaded
+    ///   key might share them) and deleted once the load is done.
+    ///
+    /// Temp files left by a killed process are moved aside here (one rename) and deleted by the
+    /// load task.
+    pub async fn open(dir: PathBuf, capacity: u64) -> Result<Arc<DiskTier>, DiskError> {
+        let prepare = dir.clone();
+        spawn_blocking(move || prepare_dir(&prepare)).await??;
+        let (loaded, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            dir,
+            capacity,
+            state: Mutex::new(State::default()),
+            content_gate: Mutex::new(()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            stripe_hasher: RandomState::new(),
+            loaded,
+            sweeping: tokio::sync::Mutex::new(()),
+            appends: AtomicU64::new(0),
+            sweep_after: AtomicU64::new(0),
+            sweep_due: Arc::new(tokio::sync::Notify::new()),
+            tmp_seq: AtomicU64::new(0),
+            on_evict: std::sync::OnceLock::new(),
+        });
+        tokio::spawn(inner.clone().load());
+        Ok(Arc::new(DiskTier { inner }))
+    }
+
+    /// Calls `f` with each key evicted to stay under the capacity (set once; later calls are ignored).
+    pub fn on_evict(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.inner.on_evict.set(Box::new(f));
+    }
+
+    /// Waits until the startup load has rebuilt the accounting (returns at once afterwards).
+    pub async fn loaded(&self) {
+        self.inner.wait_loaded().await;
+    }
+
+    /// Whether the startup load is done.
+    pub fn is_loaded(&self) -> bool {
+        *self.inner.loaded.borrow()
+    }
+
+    /// Metadata and whole body of `key`, and marks it most recently used.
+    ///
+    /// The body is verified against its integrity hash. A corrupt, truncated or unreadable
+    /// entry is removed (logged at warn) and reported as `Ok(None)`. `Err` only for transient
+    /// conditions such as running out of file descriptors.
+    pub async fn get(&self, key: &str) -> Result<Option<(Value, Bytes)>, DiskError> {
+        self.lookup(key, true).await.map(|hit| hit.map(|(meta, body)| (meta, Bytes::from(body.unwrap_or_default()))))
+    }
+
+    /// Only the metadata of `key` (for purge and debug listings): no body read, no recency
+    /// update.
+    pub async fn get_meta(&self, key: &str) -> Result<Option<Value>, DiskError> {
+        self.lookup(key, false).await.map(|hit| hit.map(|(meta, _)| meta))
+    }
+
+    /// Stores `body` with `meta` under `key`, replacing any previous entry, then evicts
+    /// least-recently-used entries until `used_bytes() <= capacity`.
+    ///
+    /// Only complete data is committed: the content is renamed into place before the index
+    /// line that points at it is appended. An entry whose [charge](DiskTier::used_bytes) exceeds
+    /// the whole capacity is not stored, and any previous entry for `key` is removed (it would
+    /// be older than what the caller just saw). `Err` when the disk refuses the write; the
+    /// previous entry, if any, stays.
+    pub async fn put(&self, key: &str, meta: Value, body: Bytes) -> Result<(), DiskError> {
+        self.inner.appended();
+        detached(self.inner.clone().put(key.to_owned(), meta, body)).await
+    }
+
+    /// Replaces the metadata of an existing entry without rewriting its body (a 304
+    /// revalidation updating headers); also marks it most recently used. `Ok(false)` if `key`
+    /// is absent.
+    pub async fn update_meta(&self, key: &str, meta: Value) -> Result<bool, DiskError> {
+        self.inner.appended();
+        detached(self.inner.clone().update_meta(key.to_owned(), meta)).await
+    }
+
+    /// Removes `key`; its content file too unless another key shares it. `Ok(true)` if it was
+    /// there. On `Err` the entry is still forgotten by this process (never served again) but
+    /// may reappear after a restart.
+    pub async fn remove(&self, key: &str) -> Result<bool, DiskError> {
+        self.inner.appended();
+        detached(self.inner.clone().remove(key.to_owned())).await
+    }
+
+    /// Every live key with its metadata, read from the index on disk (for purge by prefix or
+    /// tag after a restart). Slow on a large cache: it reads every index bucket, in
+    /// `spawn_blocking`.
+    pub async fn list(&self) -> Result<Vec<(String, Value)>, DiskError> {
+        let dir = self.inner.dir.clone();
+        Ok(spawn_blocking(move || list_blocking(&dir)).await?)
+    }
+
+    /// Bytes charged for the live entries: per entry body + metadata JSON + key + a fixed
+    /// allowance for the index line. Partial until the startup load is done.
+    pub fn used_bytes(&self) -> u64 {
+        self.inner.state().used
+    }
+
+    /// Whether the key is known live (no I/O). Partial until the startup load is done.
+    pub fn contains(&self, key: &str) -> bool {
+        self.inner.state().entries.contains_key(key)
+    }
+
+    /// Body size of a live entry (no I/O, no recency update).
+    pub fn size_of(&self, key: &str) -> Option<u64> {
+        self.inner.state().entries.get(key).map(|e| e.size)
+    }
+
+    /// Number of live entries. Partial until the startup load is done.
+    pub fn entries(&self) -> usize {
+        self.inner.state().entries.len()
+    }
+
+    /// The byte budget given to [`DiskTier::open`].
+    pub fn capacity(&self) -> u64 {
+        self.inner.capacity
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Garbage collection, meant to run periodically in the background (waits for the startup
+    /// load first; one sweep at a time). Returns the bytes freed.
+    ///
+    /// - Deletes content files no live entry references: left by a crash between content
+    ///   rename and index append, by eviction while the load was running, or by a failed
+    ///   delete. Content still referenced (identical bodies are one file) or reserved by a
+    ///   write in flight is kept.
+    /// - Compacts index buckets. cacache offers no compaction (its buckets only grow: every
+    ///   put, metadata update and delete appends a line, and every read parses all of them), so
+    ///   this rewrites a bucket with only its live line (temp file + rename, under the key's
+    ///   lock), deletes buckets whose key is deleted, and deletes index entries the tier does not
+    ///   know of (an eviction whose index delete failed).
+    pub async fn sweep(&self) -> Result<u64, DiskError> {
+        detached(self.inner.clone().sweep()).await
+    }
+
+    /// Shared lookup for `get` (`with_body`) and `get_meta`.
+    async fn lookup(&self, key: &str, with_body: bool) -> Result<Option<(Value, Option<Vec<u8>>)>, DiskError> {
+        let known = {
+            let mut st = self.inner.state();
+            let known = if with_body { st.touch(key) } else { st.entries.contains_key(key) };
+            // Once loaded, the map holds every key: a miss needs no disk access.
+            if !known && st.loaded {
+                return Ok(None);
+            }
+            known
+        };
+        let (dir, owned_key) = (self.inner.dir.clone(), key.to_owned());
+        let looked_up = match spawn_blocking(move || lookup_blocking(&dir, &owned_key, with_body)).await {
+            Ok(looked_up) => looked_up?,
+            // cacache panics on an integrity it cannot decode (a hand-edited index line).
+            Err(e) if e.is_panic() => Lookup::Broken { sri: None, error: None },
+            Err(e) => return Err(e.into()),
+        };
+        match looked_up {
+            Lookup::Hit { meta, body, size, sri } => {
+                if !known {
+                    self.inner.adopt(key, &meta, size, &sri);
+                }
+                Ok(Some((meta, body)))
+            }
+            Lookup::Absent => {
+                if known {
+                    // The map knew a key the index does not have: re-check under the key lock.
+                    detached(self.inner.clone().forget_if_absent(key.to_owned())).await?;
+                }
+                Ok(None)
+            }
+            Lookup::Broken { sri, error } => {
+                let error = error.map_or_else(|| "cacache panicked".to_owned(), |e| e.to_string());
+                warn!(key, error, "disk cache: dropping corrupt or unreadable entry");
+                detached(self.inner.clone().drop_broken(key.to_owned(), sri)).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Runs a mutating operation in its own task so that it completes even if the caller's future
+/// is dropped half-way.
+async fn detached<T: Send + 'static>(
+    op: impl Future<Output = Result<T, DiskError>> + Send + 'static,
+) -> Result<T, DiskError> {
+    tokio::spawn(op).await?
+}
+
+struct Inner {
+    dir: PathBuf,
+    capacity: u64,
+    /// Never held across `.await` nor around file I/O.
+    state: Mutex<State>,
+    /// Held around "content unreferenced? then unlink" and around a writer's reservation, so
+    /// a content file is never unlinked between a writer's rename and its reservation going
+    /// unnoticed (see `write_content_blocking`).
+    content_gate: Mutex<()>,
+    /// Per-key locks (striped) around index writes and the matching map update.
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    stripe_hasher: RandomState,
+    loaded: watch::Sender<bool>,
+    sweeping: tokio::sync::Mutex<()>,
+    /// Index lines appended (puts, metadata updates, removals), for sweeping after so many.
+    appends: AtomicU64,
+    /// Appends between scheduled sweeps; 0: by time only.
+    sweep_after: AtomicU64,
+    sweep_due: Arc<tokio::sync::Notify>,
+    tmp_seq: AtomicU64,
+    /// Told each key evicted to stay under `capacity`.
+    on_evict: std::sync::OnceLock<EvictHook>,
+}
+
+type EvictHook = Box<dyn Fn(&str) + Send + Sync>;
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the map usable; accounting may drift until the
+        // next restart, which beats failing every request.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn gate(&self) -> MutexGuard<'_, ()> {
+        self.content_gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stripe(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        let hash = self.stripe_hasher.hash_one(key);
+        &self.stripes[(hash % self.stripes.len() as u64) as usize]
+    }
+
+    async fn wait_loaded(&self) {
+        let mut rx = self.loaded.subscribe();
+        // The sender lives in `self`: `wait_for` cannot fail while we hold `self`.
+        let _ = rx.wait_for(|done| *done).await;
+    }
+}
+
+enum Lookup {
+    Absent,
+    Hit {
+        meta: Value,
+        body: Option<Vec<u8>>,
+        size: usize,
+        sri: Integrity,
+    },
+    /// `sri` is `None` when the index bucket itself could not be read.
+    Broken {
+        sri: Option<Integrity>,
+        error: Option<cacache::Error>,
+    },
+}
+
+fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<Lookup, DiskError> {
+    let m = match cacache::index::find(dir, key) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(Lookup::Absent),
+        Err(e) if is_transient(&e) => return Err(e.into()),
+        Err(e) => return Ok(Lookup::Broken { sri: None, error: Some(e) }),
+    };
+    let body = if with_body {
+        // Reads the whole file and checks it against the integrity.
+        match cacache::read_hash_sync(dir, &m.integrity) {
+            Ok(body) => Some(body),
+            Err(e) if is_transient(&e) => return Err(e.into()),
+            Err(error) => {
+                return Ok(Lookup::Broken { sri: Some(m.integrity), error: Some(error) });
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Lookup::Hit { meta: m.metadata, body, size: m.size, sri: m.integrity })
+}
+
+/// Conditions that say nothing about the entry (the process is short of descriptors or
+/// memory): reported as errors, the entry is kept.
+fn is_transient(e: &cacache::Error) -> bool {
+    // EMFILE (24) and ENFILE (23) have these numbers on Linux and macOS.
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    match e {
+        cacache::Error::IoError(io, _) => {
+            matches!(
+                io.kind(),
+                io::ErrorKind::Interrupted
+                    | io::ErrorKind::WouldBlock
+                    | io::ErrorKind::OutOfMemory
+                    | io::ErrorKind::TimedOut
+            ) || matches!(io.raw_os_error(), Some(EMFILE | ENFILE))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    #[allow(unused_imports)]
+    use cacache::{Integrity, WriteOpts};
+    use serde_json::json;
+    #[allow(unused_imports)]
+    use sha2::{Digest, Sha256};
+    #[allow(unused_imports)]
+    use std::io::Write as _;
+
+    #[tokio::test]
+    async fn put_get_round_trip_with_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tier = open(tmp.path(), 1 << 20).await;
+        let meta = json!({"status": 200, "headers": [["content-type", "text/plain"]]});
+        tier.put("k1", meta.clone(), Bytes::from_static(b"hello")).await.unwrap();
+
+        let (got_meta, body) = tier.get("k1").await.unwrap().unwrap();
+        assert_eq!(got_meta, meta);
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(tier.get_meta("k1").await.unwrap(), Some(meta.clone()));
+        assert_eq!(tier.entries(), 1);
+        assert_eq!(tier.used_bytes(), charge(2, json_len(&meta), 5));
+        assert_accounting_matches_disk(&tier).await;
+    }
+
+    #[tokio::test]
+    async fn empty_body_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tier = open(tmp.path(), 1 << 20).await;
+        tier.put("empty", json!({"status": 301}), Bytes::new()).await.unwrap();
+        let (meta, body) = tier.get("empty").await.unwrap().unwrap();
+        assert_eq!(meta, json!({"status": 301}));
+        assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_key_is_none_everywhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(tmp.path().to_owned(), 1 << 20).await.unwrap();
+        // Possibly before the load finishes, then after.
+        assert!(tier.get("nope").await.unwrap().is_none());
+        tier.loaded().await;
+        assert!(tier.get("nope").await.unwrap().is_none());
+        assert!(tier.get_meta("nope").await.unwrap().is_none());
+        assert!(!tier.update_meta("nope", json!(1)).await.unwrap());
+        assert!(!tier.remove("nope").await.unwrap());
+        assert!(buckets(tmp.path()).is_empty(), "no bucket written for absent keys");
+    }
+
+    #[tokio::test]
+    async fn list_returns_live_keys_with_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tier = open(tmp.path(), 1 << 20).await;
+        for key in ["x", "y", "z"] {
+            tier.put(key, json!({"tag": key}), Bytes::from_static(b"b")).await.unwrap();
+        }
+        tier.remove("y").await.unwrap();
+        let mut listed = tier.list().await.unwrap();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(listed, vec![("x".to_owned(), json!({"tag": "x"})), ("z".to_owned(), json!({"tag": "z"}))]);
+    }
+}

@@ -1,0 +1,48 @@
+//! Helpers shared by the disk tier's tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cacache::Integrity;
+
+use super::DiskTier;
+use super::accounting::{charge, json_len};
+use super::layout::*;
+
+pub(super) async fn open(dir: &Path, capacity: u64) -> Arc<DiskTier> {
+    let tier = DiskTier::open(dir.to_owned(), capacity).await.unwrap();
+    tier.loaded().await;
+    tier
+}
+
+pub(super) fn body_path(dir: &Path, body: &[u8]) -> PathBuf {
+    content_path(dir, &Integrity::from(body))
+}
+
+pub(super) fn buckets(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for_each_file(&dir.join(INDEX_DIR), 2, &mut |p| found.push(p.to_owned()));
+    found
+}
+
+pub(super) fn content_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for_each_file(&dir.join(CONTENT_DIR), 3, &mut |p| found.push(p.to_owned()));
+    found
+}
+
+pub(super) fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.is_empty()).count()
+}
+
+/// Recomputes the accounting from what is on disk and compares.
+pub(super) async fn assert_accounting_matches_disk(tier: &DiskTier) {
+    let mut expected = 0;
+    let listed = tier.list().await.unwrap();
+    for (key, meta) in &listed {
+        let (_, body) = tier.get(key).await.unwrap().expect("listed key reads");
+        expected += charge(key.len(), json_len(meta), body.len() as u64);
+    }
+    assert_eq!(tier.entries(), listed.len());
+    assert_eq!(tier.used_bytes(), expected);
+}
