@@ -34,6 +34,24 @@ fn check_accepts_a_valid_file_and_names_the_key_of_a_bad_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/relais.toml"));
 }
 
+/// Every configuration in `examples/` is one `relais check` accepts.
+#[test]
+fn every_example_config_passes_check() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out =
+            Command::new(bin()).args(["check", "-c"]).arg(&path).env_remove("RELAIS_ADMIN__TOKEN").output().unwrap();
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} example configs");
+}
+
 /// What `relais run` would refuse, `relais check` refuses too, naming the key.
 #[test]
 fn check_refuses_what_run_would_refuse() {
