@@ -38,6 +38,7 @@ mod accounting;
 mod evict;
 mod layout;
 mod load;
+mod read;
 mod sweep;
 #[cfg(test)]
 mod testing;
@@ -51,11 +52,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use cacache::Integrity;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::spawn_blocking;
-use tracing::warn;
 
 use accounting::{State, charge, json_len, now_millis};
 use layout::*;
@@ -244,47 +243,6 @@ impl DiskTier {
     pub async fn sweep(&self) -> Result<u64, DiskError> {
         detached(self.inner.clone().sweep()).await
     }
-
-    /// Shared lookup for `get` (`with_body`) and `get_meta`.
-    async fn lookup(&self, key: &str, with_body: bool) -> Result<Option<(Value, Option<Vec<u8>>)>, DiskError> {
-        let known = {
-            let mut st = self.inner.state();
-            let known = if with_body { st.touch(key) } else { st.entries.contains_key(key) };
-            // Once loaded, the map holds every key: a miss needs no disk access.
-            if !known && st.loaded {
-                return Ok(None);
-            }
-            known
-        };
-        let (dir, owned_key) = (self.inner.dir.clone(), key.to_owned());
-        let looked_up = match spawn_blocking(move || lookup_blocking(&dir, &owned_key, with_body)).await {
-            Ok(looked_up) => looked_up?,
-            // cacache panics on an integrity it cannot decode (a hand-edited index line).
-            Err(e) if e.is_panic() => Lookup::Broken { sri: None, error: None },
-            Err(e) => return Err(e.into()),
-        };
-        match looked_up {
-            Lookup::Hit { meta, body, size, sri } => {
-                if !known {
-                    self.inner.adopt(key, &meta, size, &sri);
-                }
-                Ok(Some((meta, body)))
-            }
-            Lookup::Absent => {
-                if known {
-                    // The map knew a key the index does not have: re-check under the key lock.
-                    detached(self.inner.clone().forget_if_absent(key.to_owned())).await?;
-                }
-                Ok(None)
-            }
-            Lookup::Broken { sri, error } => {
-                let error = error.map_or_else(|| "cacache panicked".to_owned(), |e| e.to_string());
-                warn!(key, error, "disk cache: dropping corrupt or unreadable entry");
-                detached(self.inner.clone().drop_broken(key.to_owned(), sri)).await?;
-                Ok(None)
-            }
-        }
-    }
 }
 
 /// Runs a mutating operation in its own task so that it completes even if the caller's future
@@ -341,63 +299,6 @@ impl Inner {
         let mut rx = self.loaded.subscribe();
         // The sender lives in `self`: `wait_for` cannot fail while we hold `self`.
         let _ = rx.wait_for(|done| *done).await;
-    }
-}
-
-enum Lookup {
-    Absent,
-    Hit {
-        meta: Value,
-        body: Option<Vec<u8>>,
-        size: usize,
-        sri: Integrity,
-    },
-    /// `sri` is `None` when the index bucket itself could not be read.
-    Broken {
-        sri: Option<Integrity>,
-        error: Option<cacache::Error>,
-    },
-}
-
-fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<Lookup, DiskError> {
-    let m = match cacache::index::find(dir, key) {
-        Ok(Some(m)) => m,
-        Ok(None) => return Ok(Lookup::Absent),
-        Err(e) if is_transient(&e) => return Err(e.into()),
-        Err(e) => return Ok(Lookup::Broken { sri: None, error: Some(e) }),
-    };
-    let body = if with_body {
-        // Reads the whole file and checks it against the integrity.
-        match cacache::read_hash_sync(dir, &m.integrity) {
-            Ok(body) => Some(body),
-            Err(e) if is_transient(&e) => return Err(e.into()),
-            Err(error) => {
-                return Ok(Lookup::Broken { sri: Some(m.integrity), error: Some(error) });
-            }
-        }
-    } else {
-        None
-    };
-    Ok(Lookup::Hit { meta: m.metadata, body, size: m.size, sri: m.integrity })
-}
-
-/// Conditions that say nothing about the entry (the process is short of descriptors or
-/// memory): reported as errors, the entry is kept.
-fn is_transient(e: &cacache::Error) -> bool {
-    // EMFILE (24) and ENFILE (23) have these numbers on Linux and macOS.
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    match e {
-        cacache::Error::IoError(io, _) => {
-            matches!(
-                io.kind(),
-                io::ErrorKind::Interrupted
-                    | io::ErrorKind::WouldBlock
-                    | io::ErrorKind::OutOfMemory
-                    | io::ErrorKind::TimedOut
-            ) || matches!(io.raw_os_error(), Some(EMFILE | ENFILE))
-        }
-        _ => false,
     }
 }
 
