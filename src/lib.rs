@@ -29,6 +29,7 @@ pub mod demo;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -53,6 +54,7 @@ pub enum StartError {
 /// A running proxy.
 pub struct Handle {
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
     shared: Arc<ArcSwap<Pipeline>>,
     metrics: Arc<metrics::Metrics>,
@@ -60,28 +62,41 @@ pub struct Handle {
     tasks: JoinSet<()>,
 }
 
-/// Binds every `server.listen` address and the admin listener, and starts serving.
+fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
+    addrs.iter().map(|&addr| server::bind(addr).map_err(|source| StartError::Bind { addr, source })).collect()
+}
+
+/// Binds every `server.listen` and `server.tls.listen` address and the admin
+/// listener, reads the certificates, and starts serving.
 pub async fn start(config: Config) -> Result<Handle, StartError> {
     // A Config built in code has not been through `Config::load`.
     config.validate("configuration")?;
     let admin_listen = config.admin.listen;
-    let mut listeners = Vec::new();
-    for &addr in &config.server.listen {
-        let l = server::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        listeners.push(l);
-    }
+    let listeners = bind_all(&config.server.listen)?;
+    let tls_listeners = bind_all(config.server.tls.as_ref().map_or(&[][..], |t| &t.listen))?;
     let admin_listener =
         server::bind(admin_listen).map_err(|source| StartError::Bind { addr: admin_listen, source })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
     let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let tls_addrs = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let metrics = Arc::new(metrics::Metrics::new());
+    let issued = Arc::new(tls::Issued::default());
+    let acme = config.acme.clone();
     let cache = cache::Cache::open(&config.cache, metrics.clone()).await;
+    let pipeline = Pipeline::new(config, cache.clone(), metrics.clone(), issued.clone(), None)?;
     cache.index_disk();
-    let shared = Arc::new(ArcSwap::from_pointee(Pipeline::new(config, cache, metrics.clone(), None)));
+    let shared = Arc::new(ArcSwap::from_pointee(pipeline));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for l in listeners {
-        tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), "http"));
+        tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), server::Listener::Plain));
+    }
+    for l in tls_listeners {
+        tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), server::Listener::Tls));
+    }
+    if let Some(acme) = acme {
+        let names = tls::acme::names(&acme, &shared.load().config);
+        tasks.spawn(tls::acme::run(acme, names, issued, metrics.clone(), stopped.clone()));
     }
     let reload = {
         let (shared, metrics) = (shared.clone(), metrics.clone());
@@ -89,14 +104,16 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     };
     let admin = Arc::new(admin::Admin { shared: shared.clone(), metrics: metrics.clone(), reload });
     tasks.spawn(admin::serve(admin_listener, admin, stopped));
-    Ok(Handle { addrs, admin_addr, shared, metrics, stop, tasks })
+    Ok(Handle { addrs, tls_addrs, admin_addr, shared, metrics, stop, tasks })
 }
 
-/// Swaps in a new, validated configuration for new requests.
-fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Config) {
+/// Swaps in a new, validated configuration for new requests; refused (and the
+/// running one kept) when a file it names cannot be used.
+fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Config) -> Result<(), ConfigError> {
     let current = shared.load();
-    if config.server.listen != current.config.server.listen {
-        tracing::warn!("server.listen changed: restart relais to apply it");
+    let tls_listen = |c: &Config| c.server.tls.as_ref().map(|t| t.listen.clone());
+    if config.server.listen != current.config.server.listen || tls_listen(&config) != tls_listen(&current.config) {
+        tracing::warn!("server.listen or server.tls.listen changed: restart relais to apply it");
     }
     if config.admin.listen != current.config.admin.listen {
         tracing::warn!("admin.listen changed: restart relais to apply it");
@@ -104,10 +121,22 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Co
     if config.cache != current.config.cache {
         tracing::warn!("[cache] changed: restart relais to apply it");
     }
-    let next = Pipeline::new(config, current.cache.clone(), metrics.clone(), Some(&current));
+    if config.acme != current.config.acme {
+        tracing::warn!("[acme] changed: restart relais to apply it");
+    }
+    let next = Pipeline::new(config, current.cache.clone(), metrics.clone(), current.issued.clone(), Some(&current));
+    let next = match next {
+        Ok(next) => next,
+        Err(e) => {
+            metrics.reload(false);
+            tracing::error!("reload rejected, keeping the running configuration: {e}");
+            return Err(e);
+        }
+    };
     shared.store(Arc::new(next));
     metrics.reload(true);
     tracing::info!("configuration reloaded");
+    Ok(())
 }
 
 /// Re-reads the file the running configuration came from; a bad file is
@@ -118,10 +147,7 @@ fn reload_from_source(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics
         return Err("the running configuration was not read from a file".into());
     };
     match Config::load(&path) {
-        Ok(config) => {
-            apply(shared, metrics, config);
-            Ok(())
-        }
+        Ok(config) => apply(shared, metrics, config).map_err(|e| e.to_string()),
         Err(e) => {
             metrics.reload(false);
             tracing::error!("reload rejected, keeping the running configuration: {e}");
@@ -134,6 +160,11 @@ impl Handle {
     /// The client-facing addresses actually bound (port 0 resolved).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The TLS addresses actually bound (`server.tls.listen`).
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// The admin listener's address.
@@ -149,8 +180,7 @@ impl Handle {
             self.metrics.reload(false);
             return Err(e);
         }
-        apply(&self.shared, &self.metrics, config);
-        Ok(())
+        apply(&self.shared, &self.metrics, config)
     }
 
     /// Re-reads the configuration file (what SIGHUP and `POST /reload` do).

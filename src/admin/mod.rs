@@ -39,14 +39,14 @@ pub struct Admin {
 /// listeners' connection limits and timeouts.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: watch::Receiver<bool>) {
     let shared = admin.shared.clone();
-    let make = move |_peer| {
+    let make = move |_conn| {
         let admin = admin.clone();
         move |req| {
             let admin = admin.clone();
             async move { Ok::<_, Infallible>(handle(&admin, req).await) }
         }
     };
-    crate::server::accept(listener, shared, stop, make).await;
+    crate::server::accept(listener, shared, stop, crate::server::Listener::Plain, make).await;
 }
 
 async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {

@@ -9,6 +9,7 @@
 mod cache;
 mod route;
 mod server;
+mod tls;
 mod types;
 mod units;
 mod upstream;
@@ -25,6 +26,9 @@ use serde::Deserialize;
 pub use cache::CacheConfig;
 pub use route::{CacheRules, CookieRequests, HeaderRules, RouteConfig};
 pub use server::{AdminConfig, GuardConfig, LogColor, LogConfig, LogFormat, ServerConfig};
+pub use tls::{
+    AcmeConfig, CertificateFiles, Challenge, ClientAuth, Hsts, TlsConfig, TlsVersion, UnknownName, UpstreamTls,
+};
 pub use types::{FieldName, FieldValue, HeaderMatch, HostPattern, ServerAddress};
 pub use units::{Dur, Size};
 pub use upstream::{Balance, ServerEntry, UpstreamConfig};
@@ -47,6 +51,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Certificates over ACME (`[acme]`). Default: none.
+    pub acme: Option<AcmeConfig>,
     /// The file this was read from, for reloads.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -61,6 +67,9 @@ pub enum ConfigError {
     Parse(String),
     #[error("{source_name}: {key}: {msg}")]
     Invalid { source_name: String, key: String, msg: String },
+    /// A file the configuration names (a certificate, a key) cannot be used.
+    #[error("{}: {reason}", file.display())]
+    File { file: PathBuf, reason: String },
 }
 
 impl Config {

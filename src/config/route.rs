@@ -35,6 +35,8 @@ pub struct RouteConfig {
     /// Cache rules for this route.
     #[serde(default)]
     pub cache: CacheRules,
+    /// Answer cleartext requests with 308 to https; default: `server.redirect_https`.
+    pub redirect_https: Option<bool>,
 }
 
 fn root() -> String {

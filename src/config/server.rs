@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{Dur, FieldName, Size};
+use super::{Dur, FieldName, Size, TlsConfig};
 
 /// `[server]`: the client-facing listeners.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -36,6 +36,11 @@ pub struct ServerConfig {
     pub via: bool,
     /// Worker threads. Default: one per available core.
     pub workers: Option<usize>,
+    /// Answer requests on the cleartext listeners with 308 to the same URL on
+    /// https (a route's `redirect_https` wins). Default false.
+    pub redirect_https: bool,
+    /// TLS listeners (`[server.tls]`). Default: none.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +59,8 @@ impl Default for ServerConfig {
             ],
             via: true,
             workers: None,
+            redirect_https: false,
+            tls: None,
         }
     }
 }

@@ -114,47 +114,71 @@ impl fmt::Display for HostPattern {
     }
 }
 
-/// An origin server's `host:port`, with a port of 1 to 65535 and no user info.
+/// An origin server: `host:port` (cleartext), `http://host[:port]` or
+/// `https://host[:port]` (TLS, port 443 unless given). A port of 1 to 65535
+/// and no user info, path or query.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct ServerAddress {
+    label: String,
     authority: Authority,
     host_value: HeaderValue,
+    tls: bool,
 }
 
 impl ServerAddress {
+    /// `host:port`, always with the port.
     pub fn authority(&self) -> &Authority {
         &self.authority
     }
 
-    /// The address as a Host header value (`pass_host = false`).
+    /// The address as a Host header value (`pass_host = false`): the port only
+    /// when not the scheme's default.
     pub fn host_value(&self) -> &HeaderValue {
         &self.host_value
     }
 
+    /// Reached over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// As written in the configuration, for logs and metrics.
     pub fn as_str(&self) -> &str {
-        self.authority.as_str()
+        &self.label
     }
 }
 
 impl TryFrom<String> for ServerAddress {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        if s.contains('@') {
+        let (rest, tls, default) = match (s.strip_prefix("https://"), s.strip_prefix("http://")) {
+            (Some(rest), _) => (rest, true, Some(443)),
+            (_, Some(rest)) => (rest, false, Some(80)),
+            _ if s.contains("://") => return Err(format!("{s:?}: only http:// and https:// servers")),
+            _ => (s.as_str(), false, None),
+        };
+        if rest.contains('@') {
             return Err(format!("{s:?}: user info is not allowed"));
         }
-        let authority: Authority = s.parse().map_err(|_| format!("{s:?} is not host:port"))?;
-        // After the last ':' outside an IPv6 literal's brackets.
-        let port = s.rsplit_once(':').filter(|(host, _)| !host.starts_with('[') || host.ends_with(']')).map(|(_, p)| p);
-        match port {
-            None | Some("") => return Err(format!("{s:?} needs a port")),
-            Some(p) => match p.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(format!("{s:?}: port {p} is out of range (1-65535)")),
-                Ok(_) => {}
-            },
+        if rest.contains(['/', '?', '#']) {
+            return Err(format!("{s:?}: a server is host:port, without a path"));
         }
-        let host_value = HeaderValue::try_from(s.as_str()).map_err(|_| format!("{s:?} is not host:port"))?;
-        Ok(ServerAddress { authority, host_value })
+        let _: Authority = rest.parse().map_err(|_| format!("{s:?} is not host:port"))?;
+        // After the last ':' outside an IPv6 literal's brackets.
+        let split = rest.rsplit_once(':').filter(|(host, _)| !host.starts_with('[') || host.ends_with(']'));
+        let (host, port) = match (split, default) {
+            (Some((host, p)), _) if !p.is_empty() => match p.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(format!("{s:?}: port {p} is out of range (1-65535)")),
+                Ok(port) => (host, port),
+            },
+            (_, Some(port)) if split.is_none() => (rest, port),
+            _ => return Err(format!("{s:?} needs a port")),
+        };
+        let authority: Authority = format!("{host}:{port}").parse().map_err(|_| format!("{s:?} is not host:port"))?;
+        let host_value = if Some(port) == default { host.to_string() } else { format!("{host}:{port}") };
+        let host_value = HeaderValue::try_from(host_value).map_err(|_| format!("{s:?} is not host:port"))?;
+        Ok(ServerAddress { label: s, authority, host_value, tls })
     }
 }
 
@@ -183,6 +207,15 @@ mod tests {
             assert!(HostPattern::try_from(bad.to_string()).is_err(), "{bad:?}");
         }
         assert_eq!(ServerAddress::try_from("127.0.0.1:3000".to_string()).unwrap().as_str(), "127.0.0.1:3000");
+        let https = ServerAddress::try_from("https://app.internal".to_string()).unwrap();
+        assert!(https.is_tls());
+        assert_eq!(
+            (https.authority().as_str(), https.host_value().to_str().unwrap()),
+            ("app.internal:443", "app.internal")
+        );
+        let https = ServerAddress::try_from("https://app.internal:8443".to_string()).unwrap();
+        assert_eq!(https.host_value(), "app.internal:8443");
+        assert!(!ServerAddress::try_from("http://h".to_string()).unwrap().is_tls());
         assert!(ServerAddress::try_from("[::1]:80".to_string()).is_ok());
         for (bad, says) in [
             ("localhost", "needs a port"),
@@ -190,6 +223,9 @@ mod tests {
             ("h:99999", "out of range"),
             ("h:0", "out of range"),
             ("u@h:1", "user info"),
+            ("https://h/x", "without a path"),
+            ("ftp://h:21", "only http"),
+            ("https://h:", "needs a port"),
         ] {
             let e = ServerAddress::try_from(bad.to_string()).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

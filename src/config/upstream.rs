@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{Dur, ServerAddress};
+use super::{Dur, ServerAddress, UpstreamTls};
 
 /// `[upstreams.NAME]`: a pool of origin servers.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -31,6 +31,9 @@ pub struct UpstreamConfig {
     /// How long a failed server is skipped. Default 10s.
     #[serde(default = "default_fail_timeout")]
     pub fail_timeout: Dur,
+    /// For `https://` servers: how they are verified, and a client certificate.
+    #[serde(default)]
+    pub tls: UpstreamTls,
 }
 
 fn default_connect_timeout() -> Dur {

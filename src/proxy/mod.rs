@@ -28,8 +28,9 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::tls::{Issued, Tls};
 use crate::upstream::Upstream;
 pub use error::{ProxyError, error_response};
 use log::AccessRecord;
@@ -43,6 +44,10 @@ pub struct Pipeline {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
+    /// The TLS listeners' certificates and settings, when `[server.tls]` is set.
+    pub tls: Option<Arc<Tls>>,
+    /// Certificates and challenges from ACME, kept across reloads.
+    pub issued: Arc<Issued>,
     hide_headers: Vec<HeaderName>,
 }
 
@@ -51,23 +56,45 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// `http` or `https`: the scheme the client used.
     pub proto: &'static str,
+    /// The subject of the client's verified certificate (mTLS).
+    pub client_subject: Option<Arc<str>>,
+}
+
+impl Conn {
+    pub fn plain(peer: SocketAddr) -> Conn {
+        Conn { peer, proto: "http", client_subject: None }
+    }
 }
 
 impl Pipeline {
-    /// Builds from a validated config. Upstreams whose settings did not change
-    /// are taken over from `previous` with their pools and health.
-    pub fn new(config: Config, cache: Arc<Cache>, metrics: Arc<Metrics>, previous: Option<&Pipeline>) -> Pipeline {
-        let upstreams: HashMap<String, Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|(name, u)| {
-                let kept = previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.config == *u);
-                (name.clone(), kept.cloned().unwrap_or_else(|| Arc::new(Upstream::new(name, u, metrics.clone()))))
-            })
-            .collect();
+    /// Builds from a validated config, reading the certificate files it names
+    /// (a file that cannot be used is an error naming it). Upstreams whose
+    /// settings did not change are taken over from `previous` with their pools
+    /// and health.
+    pub fn new(
+        config: Config,
+        cache: Arc<Cache>,
+        metrics: Arc<Metrics>,
+        issued: Arc<Issued>,
+        previous: Option<&Pipeline>,
+    ) -> Result<Pipeline, ConfigError> {
+        let file_error = |e: crate::tls::TlsError| ConfigError::File { file: e.file, reason: e.reason };
+        let mut upstreams = HashMap::new();
+        for (name, u) in &config.upstreams {
+            let kept = previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.config == *u);
+            let upstream = match kept {
+                Some(old) => old.clone(),
+                None => Arc::new(Upstream::new(name, u, metrics.clone()).map_err(file_error)?),
+            };
+            upstreams.insert(name.clone(), upstream);
+        }
+        let tls = match &config.server.tls {
+            Some(t) => Some(Arc::new(Tls::new(t, issued.clone()).map_err(file_error)?)),
+            None => None,
+        };
         let router = Router::new(&config, &upstreams);
         let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
-        Pipeline { config: Arc::new(config), router, upstreams, cache, metrics, hide_headers }
+        Ok(Pipeline { config: Arc::new(config), router, upstreams, cache, metrics, tls, issued, hide_headers })
     }
 }
 

@@ -164,8 +164,11 @@ mod tests {
     fn router(toml: &str) -> Router {
         let config = Config::from_toml(toml, "test").unwrap();
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let ups =
-            config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone())))).collect();
+        let ups = config
+            .upstreams
+            .iter()
+            .map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone()).unwrap())))
+            .collect();
         Router::new(&config, &ups)
     }
 
@@ -231,8 +234,11 @@ upstream = "b"
         )
         .unwrap();
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let ups =
-            config.upstreams.iter().map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone())))).collect();
+        let ups = config
+            .upstreams
+            .iter()
+            .map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone()).unwrap())))
+            .collect();
         let r = Router::new(&config, &ups);
         let route = r.find("h", "/api/x?q=1", &HeaderMap::new()).unwrap();
         assert_eq!(route.upstream_path("/api/x?q=1"), "/x?q=1");

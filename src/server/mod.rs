@@ -27,12 +27,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::body::BoxError;
 use crate::config::ServerConfig;
 use crate::proxy::{self, Conn, Pipeline};
+use crate::tls::Tls;
 use activity::{Activity, Counted};
 use gather::Gather;
 
@@ -47,46 +48,67 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// Which protocol a listener speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// HTTP/1.1 and h2c, told apart by the first bytes.
+    Plain,
+    /// TLS, with HTTP/1.1 or h2 chosen by ALPN (`[server.tls]`).
+    Tls,
+}
+
 /// Serves the proxy on `listener` until `stop` changes.
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<ArcSwap<Pipeline>>,
-    stop: watch::Receiver<bool>,
-    proto: &'static str,
-) {
+pub async fn serve(listener: TcpListener, shared: Arc<ArcSwap<Pipeline>>, stop: watch::Receiver<bool>, kind: Listener) {
     let pipelines = shared.clone();
-    let make = move |peer| {
-        let info = Arc::new(Conn { peer, proto });
+    let make = move |info: Arc<Conn>| {
         let shared = pipelines.clone();
         move |req| proxy::handle(shared.load_full(), info.clone(), req)
     };
-    accept(listener, shared, stop, make).await;
+    accept(listener, shared, stop, kind, make).await;
 }
 
 /// Accepts on `listener` until `stop` changes, serving each connection with the
-/// handler `make` returns for its peer; then gives open connections
+/// handler `make` returns for it; then gives open connections
 /// `server.grace_period` to finish their requests and closes the rest.
 pub async fn accept<M, H, F, B>(
     listener: TcpListener,
     shared: Arc<ArcSwap<Pipeline>>,
     mut stop: watch::Receiver<bool>,
+    kind: Listener,
     make: M,
 ) where
-    M: Fn(SocketAddr) -> H,
+    M: Fn(Arc<Conn>) -> H + Clone + Send + Sync + 'static,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
     let mut connections = JoinSet::new();
     let mut backoff = Backoff::default();
+    // Handshakes in progress, for this listener's life (`server.tls.max_handshakes`).
+    let handshakes = {
+        let most = shared.load().config.server.tls.as_ref().map_or(1, |t| t.max_handshakes.max(1));
+        Arc::new(Semaphore::new(most))
+    };
     loop {
         while connections.try_join_next().is_some() {}
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     backoff.reset();
-                    let settings = Settings::of(&shared.load().config.server);
-                    connections.spawn(connection(tcp, peer, settings, make(peer), stop.clone()));
+                    let pipeline = shared.load();
+                    let settings = Settings::of(&pipeline.config.server);
+                    let opened = Opened { tcp, peer, settings, stop: stop.clone() };
+                    match kind {
+                        Listener::Plain => {
+                            connections.spawn(plain(opened, make.clone()));
+                        }
+                        Listener::Tls => {
+                            // The certificates in force now: a reload applies to the next handshake.
+                            let Some(tls) = pipeline.tls.clone() else { continue };
+                            let handshake = Handshake { tls, permits: handshakes.clone() };
+                            connections.spawn(secure(opened, handshake, make.clone()));
+                        }
+                    }
                 }
                 Err(e) => backoff.wait(&e).await,
             },
@@ -151,15 +173,31 @@ impl Settings {
     }
 }
 
-async fn connection<H, F, B>(tcp: TcpStream, peer: SocketAddr, s: Settings, handler: H, mut stop: watch::Receiver<bool>)
+/// A connection just accepted.
+struct Opened {
+    tcp: TcpStream,
+    peer: SocketAddr,
+    settings: Settings,
+    stop: watch::Receiver<bool>,
+}
+
+/// What a TLS connection needs for its handshake.
+struct Handshake {
+    tls: Arc<Tls>,
+    permits: Arc<Semaphore>,
+}
+
+/// A cleartext connection: its first bytes, under the header timeout, tell h2c from HTTP/1.
+async fn plain<M, H, F, B>(opened: Opened, make: M)
 where
+    M: Fn(Arc<Conn>) -> H,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
+    let Opened { mut tcp, peer, settings, stop } = opened;
     let _ = tcp.set_nodelay(true);
-    let mut tcp = tcp;
-    let (http2, first) = match tokio::time::timeout(s.header_read_timeout, first_bytes(&mut tcp)).await {
+    let (http2, first) = match tokio::time::timeout(settings.header_read_timeout, first_bytes(&mut tcp)).await {
         Ok(Ok(Some(found))) => found,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -171,12 +209,71 @@ where
             return;
         }
     };
+    let handler = make(Arc::new(Conn::plain(peer)));
+    serve_io(Gather::new(tcp, http2, first), http2, peer, settings, handler, stop).await;
+}
+
+/// A TLS connection: the handshake under its timeout and the cap on those in
+/// progress, then the protocol ALPN chose. An ACME validation's handshake
+/// (`acme-tls/1`) ends there.
+async fn secure<M, H, F, B>(opened: Opened, handshake: Handshake, make: M)
+where
+    M: Fn(Arc<Conn>) -> H,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    let Opened { tcp, peer, settings, stop } = opened;
+    let _ = tcp.set_nodelay(true);
+    let timeout = handshake.tls.handshake_timeout;
+    let shaken = tokio::time::timeout(timeout, async {
+        let _permit = handshake.permits.acquire().await;
+        handshake.tls.acceptor.accept(tcp).await
+    })
+    .await;
+    let stream = match shaken {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake not done within the handshake timeout; closed");
+            return;
+        }
+    };
+    let session = stream.get_ref().1;
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    if alpn.as_deref() == Some(crate::tls::ACME_TLS_ALPN) {
+        return;
+    }
+    let http2 = alpn.as_deref() == Some(b"h2");
+    let client_subject = session.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::subject_of);
+    let conn = Conn { peer, proto: "https", client_subject: client_subject.map(Arc::from) };
+    let handler = make(Arc::new(conn));
+    serve_io(Gather::new(stream, http2, Bytes::new()), http2, peer, settings, handler, stop).await;
+}
+
+/// Serves HTTP on `io` until it ends, the stop signal, or idleness.
+async fn serve_io<I, H, F, B>(
+    io: I,
+    http2: bool,
+    peer: SocketAddr,
+    s: Settings,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin()))
     };
-    let io = TokioIo::new(Gather::new(tcp, http2, first));
+    let io = TokioIo::new(io);
     let builder = builder(&s, http2);
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);

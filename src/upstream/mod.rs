@@ -38,6 +38,8 @@ pub struct Server {
     weight: u32,
     health: Health,
     in_flight: AtomicUsize,
+    /// Reached over TLS (`https://`).
+    tls: bool,
 }
 
 impl Server {
@@ -73,7 +75,7 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     servers: Vec<Server>,
     balancer: Balancer,
-    client: Client<HttpConnector, Body>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -103,7 +105,12 @@ pub struct Outgoing {
 }
 
 impl Upstream {
-    pub fn new(name: &str, config: &UpstreamConfig, metrics: Arc<crate::metrics::Metrics>) -> Upstream {
+    /// Builds the pool; reads the TLS files its `https://` servers need.
+    pub fn new(
+        name: &str,
+        config: &UpstreamConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Upstream, crate::tls::TlsError> {
         let servers: Vec<Server> = config
             .servers
             .iter()
@@ -111,6 +118,7 @@ impl Upstream {
                 address: Arc::from(s.address().as_str()),
                 authority: s.address().authority().clone(),
                 host_value: s.address().host_value().clone(),
+                tls: s.address().is_tls(),
                 weight: s.weight(),
                 health: Health::default(),
                 in_flight: AtomicUsize::new(0),
@@ -121,6 +129,31 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout.get()));
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        connector.enforce_http(false);
+        let tls = if servers.iter().any(|s| s.tls) {
+            if config.tls.insecure_skip_verify {
+                tracing::warn!(upstream = name, "tls.insecure_skip_verify: the servers' certificates are not verified");
+            }
+            crate::tls::client::config(&config.tls)?
+        } else {
+            // Never used (no https server): nothing to read.
+            rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| crate::tls::TlsError { file: "upstream tls".into(), reason: e.to_string() })?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        };
+        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let https = match &config.tls.server_name {
+            Some(n) => https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                rustls_pki_types::ServerName::try_from(n.clone()).map_err(|e| crate::tls::TlsError {
+                    file: format!("upstreams.{name}.tls.server_name").into(),
+                    reason: e.to_string(),
+                })?,
+            )),
+            None => https,
+        };
+        let connector = https.enable_http1().wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -128,14 +161,14 @@ impl Upstream {
             .pool_max_idle_per_host(config.max_idle)
             .http1_max_buf_size(256 * 1024)
             .build(connector);
-        Upstream {
+        Ok(Upstream {
             name: name.to_string(),
             config: config.clone(),
             balancer: Balancer::new(config.balance, &weights),
             servers,
             client,
             metrics,
-        }
+        })
     }
 
     pub fn servers(&self) -> &[Server] {
@@ -155,7 +188,7 @@ impl Upstream {
                 headers.insert(header::HOST, server.host_value.clone());
             }
             let uri = Uri::builder()
-                .scheme(Scheme::HTTP)
+                .scheme(if server.tls { Scheme::HTTPS } else { Scheme::HTTP })
                 .authority(server.authority.clone())
                 .path_and_query(path.clone())
                 .build()

@@ -1,0 +1,176 @@
+//! `[server.tls]` (TLS listeners and their certificates), `[acme]`
+//! (certificates obtained and renewed by relais), and an upstream's `tls`.
+//! Only paths and choices live here; reading the files is `crate::tls`'s.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Dur, FieldName};
+
+/// `[server.tls]`: listeners that speak TLS, HTTP/1.1 and HTTP/2 chosen by ALPN.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Addresses to accept TLS on.
+    pub listen: Vec<SocketAddr>,
+    /// Oldest protocol version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// PEM chain and key files. The first is the default; SNI picks among all
+    /// by the names in each certificate (exact and `*.` wildcards).
+    #[serde(default)]
+    pub certificates: Vec<CertificateFiles>,
+    /// A client naming no known host gets the default certificate (`default`)
+    /// or a failed handshake (`reject`).
+    #[serde(default)]
+    pub unknown_name: UnknownName,
+    /// A client must finish its handshake within this (a slow handshake is a
+    /// slowloris too). Default 10s.
+    #[serde(default = "ten_seconds")]
+    pub handshake_timeout: Dur,
+    /// Handshakes in progress at most; more connections wait to start theirs.
+    /// Default 1024.
+    #[serde(default = "handshakes")]
+    pub max_handshakes: usize,
+    /// Client certificates (mTLS): CA certificates (PEM) that sign them.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `required` (default) or `optional`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Header that carries the verified client certificate's subject to the
+    /// origin (a client's own header of that name is removed). Default: none.
+    pub client_subject_header: Option<FieldName>,
+    /// `Strict-Transport-Security` on every TLS response. Default: none.
+    pub hsts: Option<Hsts>,
+}
+
+fn ten_seconds() -> Dur {
+    Dur::secs(10)
+}
+fn handshakes() -> usize {
+    1024
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// PEM: the leaf certificate first, then its intermediates.
+    pub cert: PathBuf,
+    /// PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) private key.
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownName {
+    #[default]
+    Default,
+    Reject,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// `hsts = { max_age = "365d", include_subdomains = true, preload = false }`
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Hsts {
+    pub max_age: Dur,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
+}
+
+impl Hsts {
+    /// The header value.
+    pub fn value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age.get().as_secs());
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
+}
+
+/// `[acme]`: certificates obtained and renewed over ACME (RFC 8555).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's directory URL, e.g. Let's Encrypt's
+    /// `https://acme-v02.api.letsencrypt.org/directory`.
+    pub directory: String,
+    /// Contact address given to the CA.
+    pub email: Option<String>,
+    /// Names to obtain certificates for; the word `"routes"` among them adds
+    /// every exact route host. Each name gets a certificate of its own.
+    pub names: Vec<String>,
+    /// Account and certificates, kept across restarts. Default `./relais-acme`.
+    #[serde(default = "acme_storage")]
+    pub storage: PathBuf,
+    /// `tls-alpn-01` (default: answered on the TLS listeners) or `http-01`
+    /// (answered on the cleartext listeners).
+    #[serde(default)]
+    pub challenge: Challenge,
+    /// Extra root certificate (PEM) trusted for the directory itself (a test CA).
+    pub ca_root: Option<PathBuf>,
+    /// Renew once this fraction of a certificate's lifetime has passed. Default 0.67.
+    #[serde(default = "two_thirds")]
+    pub renew_at: f64,
+    /// First wait after a failed order; it doubles up to an hour. Default 1m.
+    #[serde(default = "a_minute")]
+    pub retry_after: Dur,
+}
+
+fn acme_storage() -> PathBuf {
+    PathBuf::from("./relais-acme")
+}
+fn two_thirds() -> f64 {
+    0.67
+}
+fn a_minute() -> Dur {
+    Dur::secs(60)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum Challenge {
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+/// An upstream's `tls = { ... }`, for its `https://` servers.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTls {
+    /// CA certificates (PEM) to verify the servers against, instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Name sent in SNI and verified in the certificate, instead of each server's host.
+    pub server_name: Option<String>,
+    /// Accept any certificate. Never in production: logged at start.
+    pub insecure_skip_verify: bool,
+    /// Client certificate (PEM chain) and key for mTLS to the origin.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}

@@ -1,0 +1,171 @@
+//! TLS, on rustls with the aws-lc-rs provider: the server side of the TLS
+//! listeners (certificates by SNI, ALPN, client certificates), the client side
+//! for `https://` upstreams, and certificates obtained over ACME.
+//!
+//! aws-lc-rs rather than ring: its RSA and P-256 handshakes are faster, which
+//! is what a connection-per-request client pays for, and it is rustls's default.
+//!
+//! A [`Tls`] is built from one configuration, reading every file it names; a
+//! reload builds a new one or is refused, and the listener takes the current
+//! one for each new handshake, so open connections keep theirs.
+
+pub mod acme;
+mod certs;
+pub mod client;
+mod resolve;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+
+pub use certs::{CertInfo, Loaded};
+pub use resolve::ACME_TLS_ALPN;
+
+use crate::config::{ClientAuth, FieldName, TlsConfig, TlsVersion, UnknownName};
+
+/// A file that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", file.display())]
+pub struct TlsError {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+impl TlsError {
+    pub fn file(file: &Path, reason: String) -> TlsError {
+        TlsError { file: file.to_path_buf(), reason }
+    }
+}
+
+/// The crypto provider every TLS object here uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The TLS listeners' setup for one configuration.
+pub struct Tls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The configured certificates, in order.
+    pub certificates: Vec<CertInfo>,
+    /// `Strict-Transport-Security`, when configured.
+    pub hsts: Option<HeaderValue>,
+    /// Where the client certificate's subject goes, when configured.
+    pub client_subject_header: Option<FieldName>,
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl Tls {
+    /// Reads every certificate and key `config` names. `issued` holds what ACME
+    /// obtained, kept across reloads.
+    pub fn new(config: &TlsConfig, issued: Arc<Issued>) -> Result<Tls, TlsError> {
+        let provider = provider();
+        let loaded: Vec<Loaded> =
+            config.certificates.iter().map(|c| certs::load(&c.cert, &c.key, &provider)).collect::<Result<_, _>>()?;
+        let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
+            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| TlsError { file: PathBuf::from("[server.tls]"), reason: e.to_string() })?;
+        let builder = match &config.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in certs::read_chain(ca)? {
+                    roots.add(cert).map_err(|e| TlsError::file(ca, format!("not a CA certificate: {e}")))?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+                let verifier = match config.client_auth {
+                    ClientAuth::Required => verifier,
+                    ClientAuth::Optional => verifier.allow_unauthenticated(),
+                };
+                let verifier = verifier.build().map_err(|e| TlsError::file(ca, e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let reject = config.unknown_name == UnknownName::Reject;
+        let mut server = builder.with_cert_resolver(Arc::new(resolve::Resolver::new(&loaded, reject, issued)));
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+        server.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+        server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| TlsError { file: PathBuf::from("[server.tls]"), reason: e.to_string() })?;
+        let hsts = config.hsts.as_ref().and_then(|h| HeaderValue::try_from(h.value()).ok());
+        Ok(Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            certificates: loaded.into_iter().map(|l| l.info).collect(),
+            hsts,
+            client_subject_header: config.client_subject_header.clone(),
+            handshake_timeout: config.handshake_timeout.get(),
+        })
+    }
+}
+
+/// Certificates obtained over ACME, by name, and the challenge certificates of
+/// orders in progress (tls-alpn-01). Shared by every [`Tls`] and kept across reloads.
+#[derive(Debug, Default)]
+pub struct Issued {
+    certificates: ArcSwap<HashMap<String, Loaded>>,
+    challenges: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// http-01 tokens and their key authorizations.
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl Issued {
+    pub fn certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.certificates.load().get(name).map(|l| l.key.clone())
+    }
+
+    pub fn install(&self, name: &str, loaded: Loaded) {
+        self.certificates.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.insert(name.to_string(), loaded.clone());
+            next
+        });
+    }
+
+    /// What ACME certificates there are, for metrics and logs.
+    pub fn infos(&self) -> Vec<CertInfo> {
+        let mut all: Vec<CertInfo> = self.certificates.load().values().map(|l| l.info.clone()).collect();
+        all.sort_by(|a, b| a.names.cmp(&b.names));
+        all
+    }
+
+    pub fn challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.challenges.lock().unwrap_or_else(PoisonError::into_inner).get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    pub fn set_challenge(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
+        let mut challenges = self.challenges.lock().unwrap_or_else(PoisonError::into_inner);
+        match key {
+            Some(k) => challenges.insert(name.to_ascii_lowercase(), k),
+            None => challenges.remove(&name.to_ascii_lowercase()),
+        };
+    }
+
+    /// The key authorization for an http-01 token.
+    pub fn token(&self, token: &str) -> Option<String> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner).get(token).cloned()
+    }
+
+    pub fn set_token(&self, token: &str, authorization: Option<String>) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        match authorization {
+            Some(a) => tokens.insert(token.to_string(), a),
+            None => tokens.remove(token),
+        };
+    }
+}
+
+/// The subject of a verified client certificate, as `CN=…,O=…`.
+pub fn subject_of(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.subject().to_string())
+}
