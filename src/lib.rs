@@ -78,12 +78,14 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         server::bind(admin_listen).map_err(|source| StartError::Bind { addr: admin_listen, source })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
     let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-    let tls_addrs = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let tls_addrs: Vec<SocketAddr> = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let metrics = Arc::new(metrics::Metrics::new());
     let issued = Arc::new(tls::Issued::default());
     let acme = config.acme.clone();
     let cache = cache::Cache::open(&config.cache, metrics.clone()).await;
-    let pipeline = Pipeline::new(config, cache.clone(), metrics.clone(), issued.clone(), None)?;
+    let https_port = tls_addrs.first().map(SocketAddr::port);
+    let lasting = proxy::Lasting { cache: cache.clone(), metrics: metrics.clone(), issued: issued.clone(), https_port };
+    let pipeline = Pipeline::new(config, &lasting, None)?;
     cache.index_disk();
     let shared = Arc::new(ArcSwap::from_pointee(pipeline));
     let (stop, stopped) = watch::channel(false);
@@ -124,7 +126,7 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Co
     if config.acme != current.config.acme {
         tracing::warn!("[acme] changed: restart relais to apply it");
     }
-    let next = Pipeline::new(config, current.cache.clone(), metrics.clone(), current.issued.clone(), Some(&current));
+    let next = Pipeline::new(config, &current.lasting(), Some(&current));
     let next = match next {
         Ok(next) => next,
         Err(e) => {

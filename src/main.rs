@@ -50,9 +50,31 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
+        Command::Check { config } => match Config::load(&config).map_err(|e| e.to_string()).and_then(|c| {
+            let certificates = relais::tls::check(&c).map_err(|e| e.to_string())?;
+            Ok((c, certificates))
+        }) {
+            Ok((c, certificates)) => {
                 print!("{}", summary(&config, &c));
+                let now = std::time::SystemTime::now();
+                let mut expired = false;
+                for cert in &certificates {
+                    let date = httpdate::fmt_http_date(cert.not_after);
+                    let left = cert.not_after.duration_since(now).map_or(0, |d| d.as_secs() / 86_400);
+                    let state = if cert.is_expired(now) { "EXPIRED or not yet valid" } else { "valid" };
+                    println!("  tls      {}: {} until {date} ({left} days)", cert.names.join(", "), state);
+                    if cert.is_expired(now) {
+                        eprintln!(
+                            "relais: {}: the certificate for {} is expired or not yet valid",
+                            cert.source.display(),
+                            cert.names.join(", ")
+                        );
+                        expired = true;
+                    }
+                }
+                if expired {
+                    return ExitCode::FAILURE;
+                }
                 println!("configuration {} is valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -183,6 +205,15 @@ fn summary(path: &Path, c: &Config) -> String {
     let _ = writeln!(s, "{}:", path.display());
     let listen: Vec<String> = c.server.listen.iter().map(ToString::to_string).collect();
     let _ = writeln!(s, "  listen   {} (HTTP/1.1 + h2c)", listen.join(", "));
+    if let Some(tls) = &c.server.tls {
+        let listen: Vec<String> = tls.listen.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            s,
+            "  tls      {} (HTTP/1.1 + h2 by ALPN), {} certificate(s)",
+            listen.join(", "),
+            tls.certificates.len()
+        );
+    }
     let token = if c.admin.token.is_some() { "token set" } else { "no token" };
     let _ = writeln!(s, "  admin    {} ({token})", c.admin.listen);
     let _ = writeln!(

@@ -34,6 +34,47 @@ fn check_accepts_a_valid_file_and_names_the_key_of_a_bad_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/relais.toml"));
 }
 
+/// `relais check` reads every certificate: names and expiry printed, an
+/// expired one or a key of another certificate refused with the file named.
+#[test]
+fn check_validates_certificates() {
+    use support::tls::TestCa;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let (cert, key) = ca.issue(&["shop.test", "www.shop.test"]).write(dir.path(), "good");
+    let expired = ca.issue_with(&["old.test"], |p| {
+        p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+        p.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    });
+    let (old_cert, old_key) = expired.write(dir.path(), "old");
+    let toml = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "[server.tls]\nlisten = [\"127.0.0.1:8443\"]\n[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let check = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        write(&path, &text);
+        Command::new(bin()).args(["check", "-c"]).arg(&path).output().unwrap()
+    };
+    let out = check("good.toml", toml(&cert, &key));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("shop.test, www.shop.test: valid until") && stdout.contains("GMT"), "{stdout}");
+
+    let out = check("old.toml", toml(&old_cert, &old_key));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("old.pem") && stderr.contains("expired"), "{stderr}");
+
+    let out = check("mismatch.toml", toml(&cert, &old_key));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("old.key") && stderr.contains("does not match"), "{stderr}");
+}
+
 /// Every configuration in `examples/` is one `relais check` accepts.
 #[test]
 fn every_example_config_passes_check() {

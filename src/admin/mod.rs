@@ -273,6 +273,13 @@ async fn gauges(pipeline: &Pipeline) -> render::Gauges {
         fill_bytes: cache.fill_budget.used(),
         ..Default::default()
     };
+    let configured = pipeline.tls.iter().flat_map(|t| t.certificates.iter().cloned());
+    for cert in configured.chain(pipeline.issued.infos()) {
+        let expiry = cert.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        for name in cert.names {
+            g.certificates.push((name, expiry));
+        }
+    }
     if let Some(d) = cache.disk() {
         g.disk_bytes = d.used_bytes();
         g.disk_entries = d.entries() as u64;

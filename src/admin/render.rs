@@ -23,6 +23,8 @@ pub struct Gauges {
     pub indexed_keys: u64,
     /// Bytes of bodies being fetched to be stored (`cache.fill_memory` in use).
     pub fill_bytes: u64,
+    /// Each certificate name served, with its expiry (Unix seconds).
+    pub certificates: Vec<(String, u64)>,
     pub servers: Vec<ServerGauge>,
 }
 
@@ -86,6 +88,11 @@ pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     ] {
         family(o, name, "gauge", help);
         sample(o, name, &[], value);
+    }
+
+    family(o, "tls_certificate_expiry_seconds", "gauge", "When each served certificate name expires (Unix time).");
+    for (name, expiry) in &gauges.certificates {
+        sample(o, "tls_certificate_expiry_seconds", &[("name", name)], expiry);
     }
 
     family(o, "cache_evictions_total", "counter", "Entries evicted to make room, by tier.");

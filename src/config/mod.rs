@@ -118,6 +118,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_tls(&bad)?;
         if self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
             return Err(bad(
                 "admin.token".into(),
@@ -190,6 +191,59 @@ impl Config {
                 && min > max
             {
                 return Err(bad(key("cache.min_ttl"), format!("{min} is more than max_ttl {max}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[server.tls]`, `[acme]` and the upstreams' `tls`: what must go together.
+    fn validate_tls(&self, bad: &dyn Fn(String, String) -> ConfigError) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.server.tls {
+            if tls.listen.is_empty() {
+                return Err(bad("server.tls.listen".into(), "needs at least one address".into()));
+            }
+            for (i, a) in tls.listen.iter().enumerate() {
+                let clash = self.server.listen.iter().chain(tls.listen[..i].iter()).find(|b| overlaps(a, b));
+                if let Some(b) = clash {
+                    return Err(bad(format!("server.tls.listen[{i}]"), format!("{a} overlaps {b}")));
+                }
+                if overlaps(a, &self.admin.listen) {
+                    return Err(bad(
+                        "admin.listen".into(),
+                        format!("{} is also server.tls.listen[{i}]", self.admin.listen),
+                    ));
+                }
+            }
+            if tls.certificates.is_empty() && self.acme.is_none() {
+                return Err(bad(
+                    "server.tls.certificates".into(),
+                    "needs a certificate (or [acme] to obtain them)".into(),
+                ));
+            }
+            if tls.max_handshakes == 0 {
+                return Err(bad("server.tls.max_handshakes".into(), "must be at least 1".into()));
+            }
+            if tls.handshake_timeout.get().is_zero() {
+                return Err(bad("server.tls.handshake_timeout".into(), "must be more than 0".into()));
+            }
+            if tls.client_subject_header.is_some() && tls.client_ca.is_none() {
+                return Err(bad("server.tls.client_subject_header".into(), "needs client_ca".into()));
+            }
+        }
+        if let Some(acme) = &self.acme {
+            if acme.names.is_empty() {
+                return Err(bad("acme.names".into(), "needs at least one name (or \"routes\")".into()));
+            }
+            if !(acme.renew_at > 0.0 && acme.renew_at < 1.0) {
+                return Err(bad("acme.renew_at".into(), "must be between 0 and 1 (a fraction of the lifetime)".into()));
+            }
+            if acme.challenge == Challenge::TlsAlpn01 && self.server.tls.is_none() {
+                return Err(bad("acme.challenge".into(), "tls-alpn-01 needs [server.tls] listeners".into()));
+            }
+        }
+        for (up, u) in &self.upstreams {
+            if u.tls.client_cert.is_some() != u.tls.client_key.is_some() {
+                return Err(bad(format!("upstreams.{up}.tls"), "client_cert and client_key go together".into()));
             }
         }
         Ok(())

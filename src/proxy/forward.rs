@@ -102,6 +102,13 @@ fn prepare_request_headers(
         Some(host) => headers.insert(header::HOST, host.clone()),
         None => headers.remove(header::HOST),
     };
+    // The client certificate's subject, verified by relais, and never a client's own claim of it.
+    if let Some(name) = pipeline.tls.as_ref().and_then(|t| t.client_subject_header.as_ref()) {
+        headers.remove(&name.0);
+        if let Some(subject) = conn.client_subject.as_deref().and_then(|s| HeaderValue::try_from(s).ok()) {
+            headers.insert(name.0.clone(), subject);
+        }
+    }
     route.request_headers.apply(headers);
 }
 

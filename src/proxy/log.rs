@@ -32,6 +32,8 @@ impl Received {
 pub struct AccessRecord {
     pub start: Instant,
     pub method: Method,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub host: String,
     pub path: String,
     pub status: StatusCode,
@@ -60,6 +62,7 @@ impl AccessRecord {
         tracing::info!(
             target: "relais::access",
             method = %self.method,
+            scheme = self.scheme,
             host = %self.host,
             path = %self.path,
             status = self.status.as_u16(),

@@ -48,7 +48,19 @@ pub struct Pipeline {
     pub tls: Option<Arc<Tls>>,
     /// Certificates and challenges from ACME, kept across reloads.
     pub issued: Arc<Issued>,
+    /// The port cleartext requests are redirected to (`redirect_https`), as bound.
+    https_port: Option<u16>,
     hide_headers: Vec<HeaderName>,
+}
+
+/// What every configuration's pipeline shares for the life of the process.
+#[derive(Clone)]
+pub struct Lasting {
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
+    pub issued: Arc<Issued>,
+    /// The first TLS listener's port, as bound (the configuration may say 0).
+    pub https_port: Option<u16>,
 }
 
 /// What the pipeline knows about the client connection.
@@ -71,13 +83,8 @@ impl Pipeline {
     /// (a file that cannot be used is an error naming it). Upstreams whose
     /// settings did not change are taken over from `previous` with their pools
     /// and health.
-    pub fn new(
-        config: Config,
-        cache: Arc<Cache>,
-        metrics: Arc<Metrics>,
-        issued: Arc<Issued>,
-        previous: Option<&Pipeline>,
-    ) -> Result<Pipeline, ConfigError> {
+    pub fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
+        let Lasting { cache, metrics, issued, https_port } = lasting.clone();
         let file_error = |e: crate::tls::TlsError| ConfigError::File { file: e.file, reason: e.reason };
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
@@ -94,7 +101,27 @@ impl Pipeline {
         };
         let router = Router::new(&config, &upstreams);
         let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
-        Ok(Pipeline { config: Arc::new(config), router, upstreams, cache, metrics, tls, issued, hide_headers })
+        Ok(Pipeline {
+            config: Arc::new(config),
+            router,
+            upstreams,
+            cache,
+            metrics,
+            tls,
+            issued,
+            https_port,
+            hide_headers,
+        })
+    }
+
+    /// What outlives this configuration, for building the next.
+    pub fn lasting(&self) -> Lasting {
+        Lasting {
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+            issued: self.issued.clone(),
+            https_port: self.https_port,
+        }
     }
 }
 
@@ -120,6 +147,7 @@ pub async fn handle(
     let mut record = Box::new(AccessRecord {
         start,
         method: req.method().clone(),
+        scheme: conn.proto,
         host: if log { host.to_string() } else { String::new() },
         path: if log {
             req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.to_string())
@@ -137,7 +165,7 @@ pub async fn handle(
     });
 
     let (response, upstream, route, cache) = match respond(&pipeline, &conn, authority, req).await {
-        Ok(a) => (a.response, a.upstream, a.route, Some(a.status)),
+        Ok(a) => (a.response, a.upstream, a.route, a.status),
         Err((e, route)) => {
             if !matches!(e, ProxyError::NoRoute) {
                 tracing::debug!(error = %e, "request failed");
@@ -151,12 +179,19 @@ pub async fn handle(
     record.route_label = route.map(|r| r.label.clone());
     record.cache = cache.as_ref().map(|c| c.outcome);
     let (mut parts, body) = response.into_parts();
-    finish(&pipeline, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
+    finish(&pipeline, &conn, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
     Ok(Response::from_parts(parts, LoggedBody::new(body, Some(record))))
 }
 
-/// A response on its way out: what the route adds, Via, and Cache-Status.
-fn finish(pipeline: &Pipeline, route: Option<&Route>, cache: Option<&CacheStatus>, headers: &mut http::HeaderMap) {
+/// A response on its way out: what the route adds, Via, Cache-Status, and
+/// over TLS the `Strict-Transport-Security` configured.
+fn finish(
+    pipeline: &Pipeline,
+    conn: &Conn,
+    route: Option<&Route>,
+    cache: Option<&CacheStatus>,
+    headers: &mut http::HeaderMap,
+) {
     if pipeline.config.server.via {
         headers::add_via(headers, Version::HTTP_11);
     }
@@ -173,6 +208,11 @@ fn finish(pipeline: &Pipeline, route: Option<&Route>, cache: Option<&CacheStatus
     {
         headers.insert(CACHE_STATUS.clone(), v);
     }
+    if conn.proto == "https"
+        && let Some(hsts) = pipeline.tls.as_ref().and_then(|t| t.hsts.clone())
+    {
+        headers.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
 }
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -183,7 +223,8 @@ struct Answer<'a> {
     response: Response<crate::body::Body>,
     upstream: Option<Arc<str>>,
     route: Option<&'a Arc<Route>>,
-    status: CacheStatus,
+    /// What the cache did; None when it was not reached (a redirect).
+    status: Option<CacheStatus>,
 }
 
 async fn respond<'a>(
@@ -204,12 +245,44 @@ async fn respond<'a>(
         }
     }
     let path = req.uri().path();
+    if conn.proto == "http"
+        && let Some(token) = path.strip_prefix(ACME_CHALLENGE)
+        && let Some(authorization) = pipeline.issued.token(token)
+    {
+        // An ACME http-01 validation of a certificate relais is obtaining.
+        let mut res = Response::new(crate::body::Body::full(authorization));
+        res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return Ok(Answer { response: res, upstream: None, route: None, status: None });
+    }
     let host = authority.as_ref().map_or("", |a| a.host());
     let Some(route) = pipeline.router.find(host, path, req.headers()) else {
         return Err((ProxyError::NoRoute, None));
     };
+    if conn.proto == "http" && route.redirect_https {
+        let response = redirect_to_https(pipeline, authority.as_ref(), req.uri()).map_err(|e| (e, Some(route)))?;
+        return Ok(Answer { response, upstream: None, route: Some(route), status: None });
+    }
     match cache::serve(pipeline.clone(), route.clone(), conn.clone(), authority.map(|a| a.value), req).await {
-        Ok(s) => Ok(Answer { response: s.response, upstream: s.upstream, route: Some(route), status: s.status }),
+        Ok(s) => Ok(Answer { response: s.response, upstream: s.upstream, route: Some(route), status: Some(s.status) }),
         Err(e) => Err((e, Some(route))),
     }
+}
+
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// 308 to the same URL on https: the TLS listener's port unless it is 443.
+fn redirect_to_https(
+    pipeline: &Pipeline,
+    authority: Option<&target::Authority>,
+    uri: &http::Uri,
+) -> Result<Response<crate::body::Body>, ProxyError> {
+    let host = authority.ok_or(ProxyError::BadRequest("no host to redirect to"))?.host();
+    let port = pipeline.https_port.filter(|&p| p != 443).map(|p| format!(":{p}")).unwrap_or_default();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = HeaderValue::try_from(format!("https://{host}{port}{path}"))
+        .map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;
+    let mut res = Response::new(crate::body::Body::empty());
+    *res.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    res.headers_mut().insert(http::header::LOCATION, location);
+    Ok(res)
 }

@@ -28,6 +28,8 @@ pub struct Route {
     pub request_headers: CompiledRules,
     pub response_headers: CompiledRules,
     pub cache: cache_policy::Rules,
+    /// Cleartext requests get 308 to https.
+    pub redirect_https: bool,
 }
 
 /// Header rules with names parsed once.
@@ -60,7 +62,7 @@ impl CompiledRules {
 }
 
 impl Route {
-    fn new(index: usize, r: &RouteConfig, upstream: Arc<Upstream>) -> Route {
+    fn new(index: usize, r: &RouteConfig, upstream: Arc<Upstream>, redirect_https: bool) -> Route {
         let headers = r
             .headers
             .iter()
@@ -83,6 +85,7 @@ impl Route {
             request_headers: CompiledRules::new(&r.request_headers),
             response_headers: CompiledRules::new(&r.response_headers),
             cache: r.cache.to_rules(),
+            redirect_https: r.redirect_https.unwrap_or(redirect_https),
         }
     }
 
@@ -117,7 +120,7 @@ impl Router {
     pub fn new(config: &Config, upstreams: &HashMap<String, Arc<Upstream>>) -> Router {
         let mut router = Router::default();
         for (i, r) in config.routes.iter().enumerate() {
-            let route = Arc::new(Route::new(i, r, upstreams[&r.upstream].clone()));
+            let route = Arc::new(Route::new(i, r, upstreams[&r.upstream].clone(), config.server.redirect_https));
             match &r.host {
                 None => router.any.push(route),
                 Some(HostPattern::Subdomains(suffix)) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {

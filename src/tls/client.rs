@@ -51,7 +51,8 @@ pub fn config(tls: &UpstreamTls) -> Result<ClientConfig, TlsError> {
         }
         _ => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // ALPN is set by the connector (HTTP/1.1).
+    config.enable_sni = true;
     Ok(config)
 }
 

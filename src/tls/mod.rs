@@ -164,6 +164,21 @@ impl Issued {
     }
 }
 
+/// What `relais check` verifies: every certificate and key the configuration
+/// names can be used (the TLS listeners' and the upstreams' client files).
+/// Returns the listeners' certificates, to print.
+pub fn check(config: &crate::config::Config) -> Result<Vec<CertInfo>, TlsError> {
+    for u in config.upstreams.values() {
+        if u.servers.iter().any(|s| s.address().is_tls()) {
+            client::config(&u.tls)?;
+        }
+    }
+    match &config.server.tls {
+        Some(t) => Ok(Tls::new(t, Arc::new(Issued::default()))?.certificates),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// The subject of a verified client certificate, as `CN=…,O=…`.
 pub fn subject_of(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;

@@ -4,6 +4,7 @@
 
 pub mod process;
 pub mod raw;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;

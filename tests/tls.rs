@@ -1,0 +1,308 @@
+//! TLS termination and HTTPS upstreams, with real rustls clients and
+//! certificates issued for each test by a throwaway CA.
+
+mod support;
+
+use std::time::Duration;
+
+use http::Request;
+use support::tls::{Connection, TestCa, client_config, connect, https_origin, tls_get};
+use support::*;
+use tokio::io::AsyncReadExt;
+
+/// An origin that says which scheme relais says the client used, cacheable.
+async fn scheme_origin() -> Origin {
+    origin()
+        .route("/", |req: Request<hyper::body::Incoming>| async move {
+            let proto = req.headers().get("x-forwarded-proto").map(|v| v.to_str().unwrap().to_string());
+            let subject = req.headers().get("x-client-subject").map(|v| v.to_str().unwrap().to_string());
+            let body = format!("proto={} subject={}", proto.unwrap_or_default(), subject.unwrap_or_default());
+            text(200, &body, &[("cache-control", "max-age=60")])
+        })
+        .start()
+        .await
+}
+
+/// relais with `[server.tls]` on 127.0.0.1:0 and `tls_extra` lines in that table.
+async fn tls_relais(
+    o: &Origin,
+    certs: &[(std::path::PathBuf, std::path::PathBuf)],
+    tls_extra: &str,
+    rest: &str,
+) -> Relais {
+    let certificates: String = certs
+        .iter()
+        .map(|(c, k)| format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", c.display(), k.display()))
+        .collect();
+    relais(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{rest}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_extra}\n{certificates}\
+         [upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
+        o.addr
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn https_over_http1_and_http2_by_alpn_and_the_scheme_is_known() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = tls_relais(&o, &[cert], "", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    for h2 in [false, true] {
+        let r = tls_get(addr, "a.test", &ca.pem, h2, "/page").await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.alpn.as_deref(), Some(if h2 { &b"h2"[..] } else { &b"http/1.1"[..] }));
+        assert!(r.text().starts_with("proto=https"), "{}", r.text());
+    }
+    // Cached under its https URL: the second request above was a hit, and the
+    // cleartext listener's http URL is another key.
+    let r = tls_get(addr, "a.test", &ca.pem, true, "/page").await.unwrap();
+    assert!(r.header("cache-status").unwrap().contains("hit"));
+    let r = get_with(&proxy.url("/page"), &[("host", "a.test")]).await;
+    assert_eq!(r.text(), "proto=http subject=");
+    assert_eq!(o.hits("/page"), 2);
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_and_unknown_names_get_the_default_or_nothing() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let first = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let second = ca.issue(&["b.test"]).write(dir.path(), "b");
+    let wild = ca.issue(&["*.w.test"]).write(dir.path(), "w");
+    let certs = [first, second, wild];
+    let proxy = tls_relais(&o, &certs, "", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let names = |addr: std::net::SocketAddr, sni: &'static str| {
+        let ca = ca.pem.clone();
+        async move {
+            let stream = connect(addr, sni, client_config(&ca, &[b"http/1.1"], None)).await;
+            stream.map(|s| {
+                let leaf = s.get_ref().1.peer_certificates().unwrap()[0].clone();
+                let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+                cert.subject().to_string()
+            })
+        }
+    };
+    assert_eq!(names(addr, "a.test").await.unwrap(), "CN=a.test");
+    assert_eq!(names(addr, "B.Test").await.unwrap(), "CN=b.test", "names are matched without case");
+    assert_eq!(names(addr, "x.w.test").await.unwrap(), "CN=*.w.test");
+    // One label only: a.b.w.test is not covered by *.w.test, and gets the default,
+    // which the client then refuses as not its name.
+    assert!(names(addr, "a.b.w.test").await.is_err());
+    // Unknown, with the default certificate: the handshake goes on with a.test's.
+    let raw = rustls_no_verify(addr, "unknown.test").await;
+    assert_eq!(raw.as_deref(), Some("CN=a.test"));
+    drop(proxy);
+
+    let proxy = tls_relais(&o, &certs, "unknown_name = \"reject\"", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    assert_eq!(rustls_no_verify(addr, "unknown.test").await, None, "unknown names rejected");
+    assert!(names(addr, "b.test").await.is_ok());
+}
+
+/// The subject of the certificate a server presents for `sni`, unverified
+/// (to see what an unknown name gets); None if the handshake fails.
+async fn rustls_no_verify(addr: std::net::SocketAddr, sni: &str) -> Option<String> {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    #[derive(Debug)]
+    struct Any;
+    impl ServerCertVerifier for Any {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(Any))
+            .with_no_client_auth();
+    let stream = connect(addr, sni, config).await.ok()?;
+    let leaf = stream.get_ref().1.peer_certificates()?[0].clone();
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+    Some(cert.subject().to_string())
+}
+
+/// A reload re-reads the certificate files: new handshakes get the new one, a
+/// kept-alive connection carries on, and a bad file is refused with its name.
+#[tokio::test]
+async fn a_reload_swaps_certificates_and_refuses_bad_files() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let (cert, key) = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = tls_relais(&o, &[(cert.clone(), key.clone())], "", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let stream = connect(addr, "a.test", client_config(&ca.pem, &[b"http/1.1"], None)).await.unwrap();
+    let mut kept = Connection::open(stream).await;
+    assert_eq!(kept.get("a.test", "/").await.status, 200);
+    assert_eq!(kept.names, ["a.test"]);
+
+    // The same files, new contents.
+    ca.issue(&["a.test", "v2.a.test"]).write(dir.path(), "a");
+    proxy.handle.reload(proxy.handle.config().as_ref().clone()).unwrap();
+    let fresh = tls_get(addr, "a.test", &ca.pem, false, "/").await.unwrap();
+    assert_eq!(fresh.names, ["a.test", "v2.a.test"], "a new handshake gets the new certificate");
+    assert_eq!(kept.get("a.test", "/").await.status, 200, "the kept-alive connection is still served");
+
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let err = proxy.handle.reload(proxy.handle.config().as_ref().clone()).unwrap_err().to_string();
+    assert!(err.contains(&cert.display().to_string()), "{err}");
+    let still = tls_get(addr, "a.test", &ca.pem, false, "/").await.unwrap();
+    assert_eq!(still.names, ["a.test", "v2.a.test"], "the running certificates stay");
+}
+
+#[tokio::test]
+async fn cleartext_is_redirected_to_https_and_tls_answers_carry_hsts() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let hsts = "hsts = { max_age = \"365d\", include_subdomains = true }";
+    let proxy = relais(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nredirect_https = true\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{hsts}\n\
+         [[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n[upstreams.o]\nservers = [\"{}\"]\n\
+         [[routes]]\nupstream = \"o\"\n[[routes]]\npath = \"/open/\"\nupstream = \"o\"\nredirect_https = false\n",
+        cert.0.display(),
+        cert.1.display(),
+        o.addr
+    ))
+    .await;
+    let port = proxy.handle.tls_addrs()[0].port();
+    let r = get_with(&proxy.url("/a/b?c=1"), &[("host", "A.test")]).await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location").unwrap(), format!("https://a.test:{port}/a/b?c=1"));
+    assert_eq!(o.total_hits(), 0);
+    assert!(r.header("strict-transport-security").is_none(), "HSTS is for TLS answers");
+    let r = get_with(&proxy.url("/open/x"), &[("host", "a.test")]).await;
+    assert_eq!(r.status, 200, "the route's redirect_https = false wins");
+    let r = tls_get(proxy.handle.tls_addrs()[0], "a.test", &ca.pem, true, "/a").await.unwrap();
+    assert_eq!(r.header("strict-transport-security").unwrap(), "max-age=31536000; includeSubDomains");
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_and_their_subject_reaches_the_origin() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("server CA");
+    let clients = TestCa::new("client CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let client_ca = clients.write(dir.path());
+    let extra = format!("client_ca = \"{}\"\nclient_subject_header = \"x-client-subject\"", client_ca.display());
+    let proxy = tls_relais(&o, &[cert], &extra, "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+
+    // Without a certificate: no request gets through (TLS 1.3 reports the refusal at the first read).
+    let refused = match connect(addr, "a.test", client_config(&ca.pem, &[b"http/1.1"], None)).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            !matches!(s.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused, "a client without a certificate was served");
+    let mine = clients.issue_with(&[], |p| {
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "client one");
+    });
+    let stream = connect(addr, "a.test", client_config(&ca.pem, &[b"h2"], Some(&mine))).await.unwrap();
+    let r = Connection::open(stream).await.get("a.test", "/who").await;
+    assert_eq!(r.text(), "proto=https subject=CN=client one");
+    // A cleartext client cannot claim a subject.
+    let r = get_with(&proxy.url("/forged"), &[("host", "a.test"), ("x-client-subject", "CN=admin")]).await;
+    assert_eq!(r.text(), "proto=http subject=");
+}
+
+#[tokio::test]
+async fn a_handshake_that_never_comes_is_cut_off() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = tls_relais(&o, &[cert], "handshake_timeout = \"500ms\"", "").await;
+    let mut silent = tokio::net::TcpStream::connect(proxy.handle.tls_addrs()[0]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn https_upstreams_are_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("origin CA");
+    let other = TestCa::new("other CA");
+    let origin = https_origin(&ca.issue(&["app.internal"]), "over tls").await;
+    let ca_file = ca.write(dir.path());
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_file = other.write(other_dir.path());
+    let upstream = |tls: String| {
+        format!(
+            "[upstreams.o]\nservers = [\"https://127.0.0.1:{}\"]\ntls = {{ {tls} }}\n[[routes]]\nupstream = \"o\"\n",
+            origin.port()
+        )
+    };
+    let good = format!("ca_file = \"{}\", server_name = \"app.internal\"", ca_file.display());
+    let proxy = relais(&upstream(good)).await;
+    let r = get(&proxy.url("/")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "over tls"));
+
+    let wrong = format!("ca_file = \"{}\", server_name = \"app.internal\"", other_file.display());
+    let proxy = relais(&upstream(wrong)).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502, "a certificate from another CA is refused");
+
+    let wrong_name = format!("ca_file = \"{}\", server_name = \"evil.internal\"", ca_file.display());
+    let proxy = relais(&upstream(wrong_name)).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502, "a certificate for another name is refused");
+
+    let proxy = relais(&upstream("insecure_skip_verify = true".into())).await;
+    assert_eq!(get(&proxy.url("/")).await.text(), "over tls", "explicitly unverified");
+}
+
+#[tokio::test]
+async fn certificate_expiry_is_a_metric() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test", "www.a.test"]).write(dir.path(), "a");
+    let proxy = tls_relais(&o, &[cert], "", "").await;
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    let line = m.lines().find(|l| l.starts_with("relais_tls_certificate_expiry_seconds{name=\"www.a.test\"}")).unwrap();
+    let expiry: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(expiry > now && expiry <= now + 86_400 + 60, "{line}");
+}
