@@ -116,6 +116,8 @@ pub struct Metrics {
     disk_writes_skipped: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    acme_ok: AtomicU64,
+    acme_failed: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -137,6 +139,8 @@ impl Metrics {
             disk_writes_skipped: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            acme_ok: AtomicU64::new(0),
+            acme_failed: AtomicU64::new(0),
         }
     }
 
@@ -186,6 +190,17 @@ impl Metrics {
     pub fn reload(&self, ok: bool) {
         let count = if ok { &self.reloads_ok } else { &self.reloads_failed };
         count.fetch_add(1, Relaxed);
+    }
+
+    /// One ACME order that gave a certificate (`ok`) or did not.
+    pub fn acme(&self, ok: bool) {
+        let count = if ok { &self.acme_ok } else { &self.acme_failed };
+        count.fetch_add(1, Relaxed);
+    }
+
+    /// ACME orders that gave a certificate, and that failed.
+    pub fn acme_orders(&self) -> (u64, u64) {
+        (self.acme_ok.load(Relaxed), self.acme_failed.load(Relaxed))
     }
 
     /// One entry evicted from `tier` to make room.

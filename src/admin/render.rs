@@ -122,6 +122,10 @@ pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     family(o, "reloads_total", "counter", "Configuration reloads by result.");
     sample(o, "reloads_total", &[("result", "ok")], reloads_ok);
     sample(o, "reloads_total", &[("result", "failed")], reloads_failed);
+    let (acme_ok, acme_failed) = m.acme_orders();
+    family(o, "acme_orders_total", "counter", "ACME certificate orders by result.");
+    sample(o, "acme_orders_total", &[("result", "ok")], acme_ok);
+    sample(o, "acme_orders_total", &[("result", "failed")], acme_failed);
     out
 }
 
