@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use http::Request;
-use support::tls::{Connection, TestCa, client_config, connect, https_origin, tls_get};
+use support::tls::{Connection, TestCa, client_config, connect, https_origin, https_origin_with, tls_get};
 use support::*;
 use tokio::io::AsyncReadExt;
 
@@ -305,4 +305,126 @@ async fn certificate_expiry_is_a_metric() {
     let expiry: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!(expiry > now && expiry <= now + 86_400 + 60, "{line}");
+}
+
+/// RSA, ECDSA and Ed25519 keys, in PKCS#8, PKCS#1 (RSA) and SEC1 (EC) files.
+#[tokio::test]
+async fn every_key_kind_and_file_format_serves() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let kinds: [(&str, &'static rcgen::SignatureAlgorithm, bool); 5] = [
+        ("rsa-pkcs8", &rcgen::PKCS_RSA_SHA256, false),
+        ("rsa-pkcs1", &rcgen::PKCS_RSA_SHA256, true),
+        ("p256-pkcs8", &rcgen::PKCS_ECDSA_P256_SHA256, false),
+        ("p384-sec1", &rcgen::PKCS_ECDSA_P384_SHA384, true),
+        ("ed25519", &rcgen::PKCS_ED25519, false),
+    ];
+    for (stem, alg, traditional) in kinds {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let (cert, key_file) = ca.issue_key(&["a.test"], key, |_| {}).write(dir.path(), stem);
+        if traditional {
+            // PKCS#1 ("RSA PRIVATE KEY") or SEC1 ("EC PRIVATE KEY"), as older tools write them.
+            let out = std::process::Command::new("openssl")
+                .args(["pkey", "-traditional", "-in"])
+                .arg(&key_file)
+                .output()
+                .expect("openssl (scripts/test installs it)");
+            assert!(out.status.success());
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert!(text.contains("BEGIN RSA PRIVATE KEY") || text.contains("BEGIN EC PRIVATE KEY"), "{text}");
+            std::fs::write(&key_file, text).unwrap();
+        }
+        let proxy = tls_relais(&o, &[(cert, key_file)], "", "").await;
+        let r = tls_get(proxy.handle.tls_addrs()[0], "a.test", &ca.pem, false, "/").await;
+        assert_eq!(r.map(|r| r.status.as_u16()).ok(), Some(200), "{stem}");
+    }
+}
+
+#[tokio::test]
+async fn min_version_1_3_refuses_tls_1_2_clients() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let tls12 = |ca: &str| {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    };
+    let proxy = tls_relais(&o, std::slice::from_ref(&cert), "", "").await;
+    assert!(connect(proxy.handle.tls_addrs()[0], "a.test", tls12(&ca.pem)).await.is_ok(), "1.2 by default");
+    let proxy = tls_relais(&o, &[cert], "min_version = \"1.3\"", "").await;
+    assert!(connect(proxy.handle.tls_addrs()[0], "a.test", tls12(&ca.pem)).await.is_err());
+    assert!(tls_get(proxy.handle.tls_addrs()[0], "a.test", &ca.pem, true, "/").await.is_ok());
+}
+
+/// Handshakes in progress are capped: with room for one, a second client
+/// waits until the first's handshake times out.
+#[tokio::test]
+async fn handshakes_in_progress_are_capped() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = tls_relais(&o, &[cert], "max_handshakes = 1\nhandshake_timeout = \"1s\"", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    // Half a ClientHello, then nothing: it holds the only permit.
+    let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, &[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let r = tls_get(addr, "a.test", &ca.pem, false, "/").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "did not wait for the stuck handshake: {:?}",
+        started.elapsed()
+    );
+}
+
+/// `client_auth = "optional"`: a client without a certificate is served, with no subject.
+#[tokio::test]
+async fn optional_client_certificates() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("server CA");
+    let clients = TestCa::new("client CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let extra = format!(
+        "client_ca = \"{}\"\nclient_auth = \"optional\"\nclient_subject_header = \"x-client-subject\"",
+        clients.write(dir.path()).display()
+    );
+    let proxy = tls_relais(&o, &[cert], &extra, "").await;
+    let r = tls_get(proxy.handle.tls_addrs()[0], "a.test", &ca.pem, false, "/").await.unwrap();
+    assert_eq!(r.text(), "proto=https subject=");
+}
+
+/// mTLS to the origin: relais presents `client_cert`, and without it the origin refuses.
+#[tokio::test]
+async fn a_client_certificate_for_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("origin CA");
+    let clients = TestCa::new("client CA");
+    let origin = https_origin_with(&ca.issue(&["app.internal"]), "hello relais", Some(&clients.pem)).await;
+    let ca_file = ca.write(dir.path());
+    let (cert, key) = clients.issue(&["relais"]).write(dir.path(), "relais-client");
+    let upstream = |tls: String| {
+        format!(
+            "[upstreams.o]\nservers = [\"https://127.0.0.1:{}\"]\ntls = {{ server_name = \"app.internal\", ca_file = \"{}\"{tls} }}\n[[routes]]\nupstream = \"o\"\n",
+            origin.port(),
+            ca_file.display()
+        )
+    };
+    let proxy =
+        relais(&upstream(format!(", client_cert = \"{}\", client_key = \"{}\"", cert.display(), key.display()))).await;
+    assert_eq!(get(&proxy.url("/")).await.text(), "hello relais");
+    let proxy = relais(&upstream(String::new())).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
 }

@@ -43,7 +43,16 @@ impl TestCa {
     }
 
     pub fn issue_with(&self, names: &[&str], adjust: impl FnOnce(&mut rcgen::CertificateParams)) -> Issued {
-        let key = rcgen::KeyPair::generate().unwrap();
+        self.issue_key(names, rcgen::KeyPair::generate().unwrap(), adjust)
+    }
+
+    /// A certificate for `names` with `key` (RSA, ECDSA, Ed25519…).
+    pub fn issue_key(
+        &self,
+        names: &[&str],
+        key: rcgen::KeyPair,
+        adjust: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> Issued {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("client"));
@@ -203,16 +212,30 @@ impl Connection {
 
 /// An HTTPS origin with `cert` that answers every request with `answer` (status 200).
 pub async fn https_origin(cert: &Issued, answer: &'static str) -> SocketAddr {
+    https_origin_with(cert, answer, None).await
+}
+
+/// The same, requiring client certificates signed by `client_ca` when given.
+pub async fn https_origin_with(cert: &Issued, answer: &'static str, client_ca: Option<&str>) -> SocketAddr {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(cert.chain.as_bytes()).map(Result::unwrap).collect();
     let key = PrivateKeyDer::from_pem_slice(cert.key.as_bytes()).unwrap();
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
