@@ -272,3 +272,40 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_stands_for_every_exact_route_host() {
+        let config = Config::from_toml(
+            "[server.tls]\nlisten = [\"127.0.0.1:8443\"]\n\
+             [acme]\ndirectory = \"https://ca.test/dir\"\nnames = [\"Extra.Test.\", \"routes\"]\n\
+             [upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\
+             [[routes]]\nhost = \"shop.test\"\nupstream = \"a\"\n[[routes]]\nhost = \"*.wild.test\"\nupstream = \"a\"\n\
+             [[routes]]\nupstream = \"a\"\n[[routes]]\nhost = \"shop.test\"\npath = \"/api/\"\nupstream = \"a\"\n",
+            "t",
+        )
+        .unwrap();
+        let acme = config.acme.clone().unwrap();
+        assert_eq!(names(&acme, &config), ["extra.test", "shop.test"]);
+    }
+
+    #[test]
+    fn renewal_comes_at_the_configured_fraction_of_the_lifetime() {
+        let issued = Issued::default();
+        assert!(next_renewal(&issued, "a.test", 0.5) <= SystemTime::now(), "no certificate: at once");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2030, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2030, 1, 31);
+        let cert = params.self_signed(&key).unwrap();
+        let der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        let loaded =
+            certs::from_der(vec![cert.der().clone()], der, &provider(), Path::new("c"), Path::new("k")).unwrap();
+        issued.install("a.test", loaded);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000); // 2030-01-01
+        assert_eq!(next_renewal(&issued, "a.test", 0.5), start + Duration::from_secs(15 * 86_400));
+    }
+}
