@@ -26,6 +26,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod guard;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -100,6 +100,51 @@ impl WaitEnd {
     }
 }
 
+/// Why the guard refused a request (or, in a dry run, would have).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// An `allow`/`deny` list.
+    Access,
+    /// A request rule.
+    Rule,
+    /// A method the route does not answer.
+    Method,
+    /// A request target over `max_uri_length`.
+    UriLength,
+    /// A path that cannot be normalised (bad or forbidden percent-encoding).
+    Path,
+    /// A `[[limit_req]]` zone.
+    LimitReq,
+    /// A `[[limit_conn]]` zone.
+    LimitConn,
+    /// A request body too slow (`body_timeout`, `body_min_rate`).
+    BodyTimeout,
+    /// A request body over `server.max_request_body`.
+    BodySize,
+    /// An HTTP/2 client flooding control frames or resets.
+    H2Flood,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Access => "access",
+            Reason::Rule => "rule",
+            Reason::Method => "method",
+            Reason::UriLength => "uri_length",
+            Reason::Path => "path",
+            Reason::LimitReq => "limit_req",
+            Reason::LimitConn => "limit_conn",
+            Reason::BodyTimeout => "body_timeout",
+            Reason::BodySize => "body_size",
+            Reason::H2Flood => "h2_flood",
+        }
+    }
+}
+
+/// Guard counts: reason → route label → [refused, dry runs].
+type GuardMap = HashMap<Reason, HashMap<String, [AtomicU64; 2]>>;
+
 /// Request counts: route → cache outcome (None: the cache was not reached) → status.
 /// Nested so that a lookup borrows and the hot path allocates nothing.
 type RequestMap = HashMap<String, HashMap<Option<CacheOutcome>, HashMap<u16, AtomicU64>>>;
@@ -118,6 +163,7 @@ pub struct Metrics {
     reloads_failed: AtomicU64,
     acme_ok: AtomicU64,
     acme_failed: AtomicU64,
+    guard: RwLock<GuardMap>,
 }
 
 impl Default for Metrics {
@@ -141,7 +187,36 @@ impl Metrics {
             reloads_failed: AtomicU64::new(0),
             acme_ok: AtomicU64::new(0),
             acme_failed: AtomicU64::new(0),
+            guard: RwLock::default(),
         }
+    }
+
+    /// A request the guard refused (`dry_run`: would have refused, and let pass).
+    /// `route` is a `routes[3]` label, `none` before routing, or `admin`.
+    pub fn guard(&self, reason: Reason, route: &str, dry_run: bool) {
+        let slot = usize::from(dry_run);
+        if let Some(c) = read(&self.guard).get(&reason).and_then(|m| m.get(route)) {
+            c[slot].fetch_add(1, Relaxed);
+            return;
+        }
+        write(&self.guard).entry(reason).or_default().entry(route.to_owned()).or_default()[slot].fetch_add(1, Relaxed);
+    }
+
+    /// Guard counts, sorted: (reason, route, dry run, count), series that happened only.
+    pub fn guard_counts(&self) -> Vec<(Reason, String, bool, u64)> {
+        let mut all = Vec::new();
+        for (reason, by_route) in read(&self.guard).iter() {
+            for (route, counts) in by_route {
+                for (slot, c) in counts.iter().enumerate() {
+                    let n = c.load(Relaxed);
+                    if n > 0 {
+                        all.push((*reason, route.clone(), slot == 1, n));
+                    }
+                }
+            }
+        }
+        all.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+        all
     }
 
     /// One finished request. `route` is a `routes[3]` style label or `none`;

@@ -39,22 +39,26 @@ pub struct Admin {
 /// listeners' connection limits and timeouts.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: watch::Receiver<bool>) {
     let shared = admin.shared.clone();
-    let make = move |_conn| {
+    let make = move |conn: Arc<crate::proxy::Conn>| {
         let admin = admin.clone();
         move |req| {
-            let admin = admin.clone();
-            async move { Ok::<_, Infallible>(handle(&admin, req).await) }
+            let (admin, peer) = (admin.clone(), conn.peer.ip());
+            async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
         }
     };
     crate::server::accept(listener, shared, stop, crate::server::Listener::Plain, make).await;
 }
 
-async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+async fn handle(admin: &Admin, peer: std::net::IpAddr, req: Request<Incoming>) -> Response<Body> {
+    let pipeline = admin.shared.load_full();
+    if pipeline.guard.admin.check(peer) == Some(crate::guard::Verdict::Deny) {
+        admin.metrics.guard(crate::metrics::Reason::Access, "admin", false);
+        return json_response(StatusCode::FORBIDDEN, json!({"error": "Forbidden"}));
+    }
     let path = req.uri().path().to_string();
     if req.method() == Method::GET && path == "/health" {
         return json_response(StatusCode::OK, json!({"status": "ok"}));
     }
-    let pipeline = admin.shared.load_full();
     if let Err(status) = authorize(pipeline.config.admin.token.as_deref(), req.headers()) {
         let mut res = json_response(status, json!({"error": status.canonical_reason()}));
         if status == StatusCode::UNAUTHORIZED {

@@ -126,7 +126,25 @@ pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     family(o, "acme_orders_total", "counter", "ACME certificate orders by result.");
     sample(o, "acme_orders_total", &[("result", "ok")], acme_ok);
     sample(o, "acme_orders_total", &[("result", "failed")], acme_failed);
+    let guard = m.guard_counts();
+    family(o, "guard_rejections_total", "counter", "Requests the guard refused, by reason and route.");
+    for (reason, route, _, n) in guard.iter().filter(|g| !g.2) {
+        sample(o, "guard_rejections_total", &[("reason", reason.as_str()), ("route", route)], n);
+    }
+    family(o, "guard_dry_run_total", "counter", "Requests a dry-run limit or log rule would have refused.");
+    for (reason, route, _, n) in guard.iter().filter(|g| g.2) {
+        sample(o, "guard_dry_run_total", &[("reason", reason.as_str()), ("route", route)], n);
+    }
     out
+}
+
+/// Refusals by reason (dry runs apart).
+fn guard_json(m: &Metrics) -> Value {
+    let (mut refused, mut dry) = (BTreeMap::new(), BTreeMap::new());
+    for (reason, _, dry_run, n) in m.guard_counts() {
+        *(if dry_run { &mut dry } else { &mut refused }).entry(reason.as_str()).or_insert(0u64) += n;
+    }
+    json!({"by_reason": refused, "dry_run": dry})
 }
 
 /// The same numbers as compact JSON for `/stats`.
@@ -176,6 +194,7 @@ pub fn stats(m: &Metrics, gauges: &Gauges) -> Value {
         "reloads": {"ok": reloads_ok, "failed": reloads_failed},
         "evictions": evictions,
         "disk_writes_skipped": m.disk_writes_skipped(),
+        "guard_rejections": guard_json(m),
     })
 }
 

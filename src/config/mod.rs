@@ -7,6 +7,7 @@
 //! and the key.
 
 mod cache;
+mod guard;
 mod route;
 mod server;
 mod tls;
@@ -24,8 +25,12 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 pub use cache::CacheConfig;
+pub use guard::{
+    Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
+    RouteGuard, RuleAction, RuleConfig,
+};
 pub use route::{CacheRules, CookieRequests, HeaderRules, RouteConfig};
-pub use server::{AdminConfig, GuardConfig, LogColor, LogConfig, LogFormat, ServerConfig};
+pub use server::{AdminConfig, LogColor, LogConfig, LogFormat, ServerConfig};
 pub use tls::{
     AcmeConfig, CertificateFiles, Challenge, ClientAuth, Hsts, TlsConfig, TlsVersion, UnknownName, UpstreamTls,
 };
@@ -51,6 +56,12 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Request rate zones (`[[limit_req]]`), used by name.
+    #[serde(default)]
+    pub limit_req: Vec<LimitReqConfig>,
+    /// Concurrent request zones (`[[limit_conn]]`), used by name.
+    #[serde(default)]
+    pub limit_conn: Vec<LimitConnConfig>,
     /// Certificates over ACME (`[acme]`). Default: none.
     pub acme: Option<AcmeConfig>,
     /// The file this was read from, for reloads.
@@ -79,21 +90,23 @@ impl Config {
             return Err(ConfigError::Missing(path.to_path_buf()));
         }
         let figment = Figment::new().merge(Toml::file_exact(path)).merge(env());
-        let mut config = Self::extract(figment, &path.display().to_string())?;
+        let mut config = Self::extract(figment, &path.display().to_string(), path.parent())?;
         config.source = Some(path.to_path_buf());
         Ok(config)
     }
 
-    /// Parses a TOML string (no environment); `name` is used in errors.
+    /// Parses a TOML string (no environment); `name` is used in errors, and a
+    /// `guard.rules_file` is read relative to the working directory.
     pub fn from_toml(toml: &str, name: &str) -> Result<Config, ConfigError> {
-        Self::extract(Figment::from(Toml::string(toml)), name)
+        Self::extract(Figment::from(Toml::string(toml)), name, None)
     }
 
-    fn extract(figment: Figment, name: &str) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| {
+    fn extract(figment: Figment, name: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config: Config = figment.extract().map_err(|e| {
             let lines: Vec<String> = e.into_iter().map(|e| describe(&e, name)).collect();
             ConfigError::Parse(lines.join("\n"))
         })?;
+        config.guard.read_rules(dir)?;
         config.validate(name)?;
         Ok(config)
     }
@@ -119,6 +132,10 @@ impl Config {
             }
         }
         self.validate_tls(&bad)?;
+        guard::validate(self, &bad)?;
+        if self.server.max_connections == 0 {
+            return Err(bad("server.max_connections".into(), "must be at least 1".into()));
+        }
         if self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
             return Err(bad(
                 "admin.token".into(),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{Dur, FieldName, FieldValue, HeaderMatch, HostPattern};
+use super::{Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteGuard};
 
 /// `[[routes]]`: which requests go where, and how they are treated.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -37,6 +37,18 @@ pub struct RouteConfig {
     pub cache: CacheRules,
     /// Answer cleartext requests with 308 to https; default: `server.redirect_https`.
     pub redirect_https: Option<bool>,
+    /// Methods this route answers; others get 405 with `Allow`. Default: any.
+    #[serde(default)]
+    pub methods: Methods,
+    /// `[[limit_req]]` zones applied here, after `guard.limit_req`.
+    #[serde(default)]
+    pub limit_req: Vec<String>,
+    /// `[[limit_conn]]` zones applied here, after `guard.limit_conn`.
+    #[serde(default)]
+    pub limit_conn: Vec<String>,
+    /// This route's own access lists and rules, after the global ones.
+    #[serde(default)]
+    pub guard: RouteGuard,
 }
 
 fn root() -> String {

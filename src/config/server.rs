@@ -1,10 +1,10 @@
-//! `[server]`, `[admin]`, `[guard]` and `[log]`: the listeners and what they enforce.
+//! `[server]`, `[admin]` and `[log]`: the listeners and what they enforce.
 
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{Dur, FieldName, Size, TlsConfig};
+use super::{Cidrs, Dur, FieldName, Size, TlsConfig};
 
 /// `[server]`: the client-facing listeners.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -41,6 +41,13 @@ pub struct ServerConfig {
     pub redirect_https: bool,
     /// TLS listeners (`[server.tls]`). Default: none.
     pub tls: Option<TlsConfig>,
+    /// Connections open at once per listener; past it relais stops accepting
+    /// until one closes (the kernel's backlog holds the rest). Default 16384.
+    pub max_connections: usize,
+    /// Every connection on `listen` starts with a PROXY protocol header (v1 or
+    /// v2), from an L4 load balancer: its source address is the client's. A
+    /// connection without a valid one is closed. Default false.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +68,8 @@ impl Default for ServerConfig {
             workers: None,
             redirect_https: false,
             tls: None,
+            max_connections: 16384,
+            proxy_protocol: false,
         }
     }
 }
@@ -73,27 +82,21 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token required by every admin endpoint but `/health`.
     pub token: Option<String>,
+    /// Addresses that may use the admin listener (the most specific block of
+    /// `allow` and `deny` decides). Default: any.
+    pub allow: Cidrs,
+    /// Addresses refused with 403 before authentication.
+    pub deny: Cidrs,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)), token: None }
-    }
-}
-
-/// `[guard]`: what a request must respect before it reaches routing.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct GuardConfig {
-    /// A request body that sends nothing for this long is cut off with 408
-    /// (the client's fault; the origin is not blamed). Default 30s (nginx's
-    /// client_body_timeout).
-    pub body_timeout: Dur,
-}
-
-impl Default for GuardConfig {
-    fn default() -> Self {
-        GuardConfig { body_timeout: Dur::secs(30) }
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token: None,
+            allow: Cidrs::default(),
+            deny: Cidrs::default(),
+        }
     }
 }
 

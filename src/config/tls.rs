@@ -44,6 +44,10 @@ pub struct TlsConfig {
     pub client_subject_header: Option<FieldName>,
     /// `Strict-Transport-Security` on every TLS response. Default: none.
     pub hsts: Option<Hsts>,
+    /// Connections on these listeners start with a PROXY protocol header
+    /// before the TLS handshake (see `server.proxy_protocol`). Default false.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn ten_seconds() -> Dur {

@@ -114,6 +114,7 @@ pub async fn serve(
             Err(reason) => CacheStatus::bypass(reason),
             Ok(_) => CacheStatus::new(CacheOutcome::Bypass).detail("upgrade"),
         };
+        admit_origin(&p, &route, &conn, &parts).await?;
         let method = parts.method.clone();
         let body = request_body(&p, &parts, body);
         let fwd = Box::pin(forward(&p, &route, &conn, host.as_ref(), Request::from_parts(parts, body))).await?;
@@ -162,11 +163,21 @@ pub async fn serve(
     if cache_policy::only_if_cached(&parts) {
         return Err(ProxyError::NotCached);
     }
+    admit_origin(&p, &route, &conn, &parts).await?;
     // Boxed, as the bypass above: a hit's future stays small, and hyper moves
     // it at least once per request (into its task, for HTTP/2).
     let fetch = Fetch { slot, found, within_sie: sie, by_request, status: CacheStatus::new(miss) };
     let served = Box::pin(collapsed(&ask(), fetch)).await?;
     Ok(client_view(&parts, served))
+}
+
+/// The route's zones that count only what goes to the origin (`count_hits = false`).
+async fn admit_origin(p: &Pipeline, route: &Route, conn: &Conn, parts: &Parts) -> Result<(), ProxyError> {
+    if route.guard.limits_origin() {
+        let subject = crate::guard::Subject::new(conn.client, parts, &route.label);
+        route.guard.admit_origin(&subject, &p.metrics).await?;
+    }
+    Ok(())
 }
 
 /// Fetch (or revalidate) through the key's shared fill: lead it, or wait for it.

@@ -6,6 +6,8 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
+use crate::guard::Rejection;
+use crate::metrics::Reason;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,15 @@ pub enum ProxyError {
     /// The shared fetch this request waited for failed with this status.
     #[error("the shared origin fetch failed ({0})")]
     Collapsed(StatusCode),
+    /// The guard refused the request.
+    #[error("refused by the guard ({})", .0.reason.as_str())]
+    Rejected(Box<Rejection>),
+}
+
+impl From<Rejection> for ProxyError {
+    fn from(r: Rejection) -> Self {
+        ProxyError::Rejected(Box::new(r))
+    }
 }
 
 impl ProxyError {
@@ -43,11 +54,25 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Collapsed(status) => *status,
+            ProxyError::Rejected(r) => r.status,
+        }
+    }
+
+    /// The guard's reason, when the guard (or a guard limit on the body) refused.
+    pub fn guard_reason(&self) -> Option<Reason> {
+        match self {
+            ProxyError::Rejected(r) => Some(r.reason),
+            ProxyError::BodyTimeout => Some(Reason::BodyTimeout),
+            ProxyError::BodyTooLarge => Some(Reason::BodySize),
+            _ => None,
         }
     }
 
     pub fn into_response(self) -> Response<Body> {
-        error_response(self.status())
+        match self {
+            ProxyError::Rejected(r) => r.response(),
+            e => error_response(e.status()),
+        }
     }
 }
 

@@ -93,7 +93,14 @@ fn prepare_request_headers(
     parts: &mut Parts,
 ) {
     let headers = &mut parts.headers;
-    add_forwarded(headers, conn.peer.ip(), conn.proto, host);
+    match &conn.forwarded_for {
+        // The chain `real_ip` read, ending with the client.
+        Some(chain) => {
+            headers.insert(super::headers::X_FORWARDED_FOR.clone(), chain.clone());
+            add_forwarded(headers, None, conn.proto, host);
+        }
+        None => add_forwarded(headers, Some(conn.client), conn.proto, host),
+    }
     if pipeline.config.server.via {
         add_via(headers, parts.version);
     }
@@ -148,5 +155,7 @@ pub fn request_body(pipeline: &Pipeline, parts: &Parts, body: Incoming) -> Body 
     }
     let limit = pipeline.config.server.max_request_body.map(|l| l.bytes());
     let received = parts.extensions.get::<Received>().cloned().unwrap_or_default();
-    Body::boxed(Upload::new(body, limit, pipeline.config.guard.body_timeout.get(), received))
+    let guard = &pipeline.config.guard;
+    let min_rate = guard.body_min_rate.map(|r| r.bytes());
+    Body::boxed(Upload::new(body, limit, guard.body_timeout.get(), min_rate, received))
 }

@@ -36,17 +36,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade_value
 }
 
-/// Sets the headers that tell the origin about the client.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
-    let ip = HeaderValue::from_str(&client.to_string()).expect("an IP is a valid header value");
-    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => {
-            let joined = format!("{prior}, {client}");
-            headers.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_str(&joined).unwrap_or(ip));
-        }
-        _ => {
-            headers.insert(X_FORWARDED_FOR.clone(), ip);
-        }
+/// Sets the headers that tell the origin about the client: `client` is
+/// appended to `X-Forwarded-For` (None: it is complete already).
+pub fn add_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, proto: &'static str, host: Option<&HeaderValue>) {
+    if let Some(client) = client {
+        let ip = HeaderValue::from_str(&client.to_string()).expect("an IP is a valid header value");
+        // Several X-Forwarded-For lines are one list (RFC 9110 §5.3).
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty())
+            .collect();
+        let joined =
+            if prior.is_empty() { None } else { HeaderValue::try_from(format!("{}, {client}", prior.join(", "))).ok() };
+        headers.insert(X_FORWARDED_FOR.clone(), joined.unwrap_or(ip));
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = host {
@@ -105,7 +109,7 @@ mod tests {
     #[test]
     fn appends_forwarded_for() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some(&HeaderValue::from_static("a.test")));
+        add_forwarded(&mut h, Some("127.0.0.1".parse().unwrap()), "http", Some(&HeaderValue::from_static("a.test")));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.test");

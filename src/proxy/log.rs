@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
-use crate::metrics::{CacheOutcome, Metrics};
+use crate::metrics::{CacheOutcome, Metrics, Reason};
 
 /// Request body bytes read so far, shared by the body being forwarded and the
 /// record that reports them.
@@ -34,6 +34,8 @@ pub struct AccessRecord {
     pub method: Method,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The client's address (after `real_ip`).
+    pub client: std::net::IpAddr,
     pub host: String,
     pub path: String,
     pub status: StatusCode,
@@ -42,6 +44,10 @@ pub struct AccessRecord {
     pub cache: Option<CacheOutcome>,
     pub route: Option<usize>,
     pub route_label: Option<Arc<str>>,
+    /// Why the guard refused the request.
+    pub refused: Option<Reason>,
+    /// Places in `[[limit_conn]]` zones, given back when the response is done.
+    pub permits: Vec<crate::guard::ConnPermit>,
     /// Request body bytes read from the client, counted as they are read
     /// (None: the request had no body).
     pub bytes_in: Option<Received>,
@@ -61,6 +67,7 @@ impl AccessRecord {
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             target: "relais::access",
+            client = %self.client,
             method = %self.method,
             scheme = self.scheme,
             host = %self.host,
@@ -71,6 +78,7 @@ impl AccessRecord {
             upstream = self.upstream.as_deref().unwrap_or("-"),
             cache = crate::metrics::word(self.cache),
             route = self.route.map_or(-1, |r| r as i64),
+            refused = self.refused.map_or("-", Reason::as_str),
             complete,
         );
     }

@@ -18,7 +18,7 @@ mod upload;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 
 use crate::cache::Cache;
 use crate::config::{Config, ConfigError};
+use crate::guard::{Guard, Subject};
 use crate::metrics::Metrics;
 use crate::tls::{Issued, Tls};
 use crate::upstream::Upstream;
@@ -41,6 +42,8 @@ pub use route::{Route, Router};
 pub struct Pipeline {
     pub config: Arc<Config>,
     pub router: Router,
+    /// What requests must get past (the routes hold their own part).
+    pub guard: Guard,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
@@ -63,9 +66,17 @@ pub struct Lasting {
     pub https_port: Option<u16>,
 }
 
-/// What the pipeline knows about the client connection.
+/// What the pipeline knows about the client connection (and, once the guard
+/// has read `real_ip`, about the client of one request).
+#[derive(Clone)]
 pub struct Conn {
+    /// The connection's source: the TCP peer, or the PROXY protocol's source.
     pub peer: SocketAddr,
+    /// The client's address: the peer's, or the one trusted proxies gave.
+    pub client: IpAddr,
+    /// The `X-Forwarded-For` to send, when `real_ip` chose it (else the
+    /// client's own, with the peer appended).
+    pub forwarded_for: Option<HeaderValue>,
     /// `http` or `https`: the scheme the client used.
     pub proto: &'static str,
     /// The subject of the client's verified certificate (mTLS).
@@ -73,8 +84,12 @@ pub struct Conn {
 }
 
 impl Conn {
+    pub fn new(peer: SocketAddr, proto: &'static str, client_subject: Option<Arc<str>>) -> Conn {
+        Conn { peer, client: peer.ip(), forwarded_for: None, proto, client_subject }
+    }
+
     pub fn plain(peer: SocketAddr) -> Conn {
-        Conn { peer, proto: "http", client_subject: None }
+        Conn::new(peer, "http", None)
     }
 }
 
@@ -99,11 +114,13 @@ impl Pipeline {
             Some(t) => Some(Arc::new(Tls::new(t, issued.clone()).map_err(file_error)?)),
             None => None,
         };
-        let router = Router::new(&config, &upstreams);
+        let guard = Guard::new(&config, previous.map(|p| &p.guard))?;
+        let router = Router::new(&config, &upstreams, &guard)?;
         let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
         Ok(Pipeline {
             config: Arc::new(config),
             router,
+            guard,
             upstreams,
             cache,
             metrics,
@@ -148,6 +165,7 @@ pub async fn handle(
         start,
         method: req.method().clone(),
         scheme: conn.proto,
+        client: conn.client,
         host: if log { host.to_string() } else { String::new() },
         path: if log {
             req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.to_string())
@@ -159,18 +177,25 @@ pub async fn handle(
         cache: None,
         route: None,
         route_label: None,
+        refused: None,
+        permits: Vec::new(),
         bytes_in,
         log,
         metrics: pipeline.metrics.clone(),
     });
 
-    let (response, upstream, route, cache) = match respond(&pipeline, &conn, authority, req).await {
-        Ok(a) => (a.response, a.upstream, a.route, a.status),
-        Err((e, route)) => {
-            if !matches!(e, ProxyError::NoRoute) {
+    let mut route = None;
+    let (response, upstream, cache) = match respond(&pipeline, conn, authority, req, &mut record, &mut route).await {
+        Ok(a) => (a.response, a.upstream, a.status),
+        Err(e) => {
+            if let Some(reason) = e.guard_reason() {
+                let label = route.map_or("none", |r: &Arc<Route>| &*r.label);
+                pipeline.metrics.guard(reason, label, false);
+                record.refused = Some(reason);
+            } else if !matches!(e, ProxyError::NoRoute) {
                 tracing::debug!(error = %e, "request failed");
             }
-            (e.into_response(), None, route, None)
+            (e.into_response(), None, None)
         }
     };
     record.status = response.status();
@@ -179,7 +204,7 @@ pub async fn handle(
     record.route_label = route.map(|r| r.label.clone());
     record.cache = cache.as_ref().map(|c| c.outcome);
     let (mut parts, body) = response.into_parts();
-    finish(&pipeline, &conn, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
+    finish(&pipeline, &record, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
     Ok(Response::from_parts(parts, LoggedBody::new(body, Some(record))))
 }
 
@@ -187,7 +212,7 @@ pub async fn handle(
 /// over TLS the `Strict-Transport-Security` configured.
 fn finish(
     pipeline: &Pipeline,
-    conn: &Conn,
+    record: &AccessRecord,
     route: Option<&Route>,
     cache: Option<&CacheStatus>,
     headers: &mut http::HeaderMap,
@@ -208,7 +233,7 @@ fn finish(
     {
         headers.insert(CACHE_STATUS.clone(), v);
     }
-    if conn.proto == "https"
+    if record.scheme == "https"
         && let Some(hsts) = pipeline.tls.as_ref().and_then(|t| t.hsts.clone())
     {
         headers.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
@@ -219,32 +244,51 @@ static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 static SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 static CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
-struct Answer<'a> {
+struct Answer {
     response: Response<crate::body::Body>,
     upstream: Option<Arc<str>>,
-    route: Option<&'a Arc<Route>>,
     /// What the cache did; None when it was not reached (a redirect).
     status: Option<CacheStatus>,
 }
 
+/// The stages in order; `route` is set as soon as one is found, and the guard
+/// records in `record` who the client is and the permits it holds.
 async fn respond<'a>(
     pipeline: &'a Arc<Pipeline>,
-    conn: &Arc<Conn>,
+    conn: Arc<Conn>,
     authority: Result<Option<target::Authority>, &'static str>,
-    req: Request<Incoming>,
-) -> Result<Answer<'a>, (ProxyError, Option<&'a Arc<Route>>)> {
+    mut req: Request<Incoming>,
+    record: &mut AccessRecord,
+    route_found: &mut Option<&'a Arc<Route>>,
+) -> Result<Answer, ProxyError> {
     if req.method() == http::Method::CONNECT {
-        return Err((ProxyError::MethodNotAllowed, None));
+        return Err(ProxyError::MethodNotAllowed);
     }
-    let authority = authority.map_err(|e| (ProxyError::BadRequest(e), None))?;
+    let authority = authority.map_err(ProxyError::BadRequest)?;
     if let Some(limit) = pipeline.config.server.max_request_body {
         // The declared length, as hyper read it from Content-Length.
         let declared = http_body::Body::size_hint(req.body()).exact();
         if declared.is_some_and(|n| n > limit.bytes()) {
-            return Err((ProxyError::BodyTooLarge, None));
+            return Err(ProxyError::BodyTooLarge);
         }
     }
-    let path = req.uri().path();
+    let guard = &pipeline.guard;
+    if let Some(normal) = guard.target(req.uri())? {
+        *req.uri_mut() = normal;
+    }
+    let conn = match guard.client(conn.peer.ip(), req.headers()) {
+        Some(c) => {
+            record.client = c.ip;
+            Arc::new(Conn { client: c.ip, forwarded_for: c.forwarded_for, ..(*conn).clone() })
+        }
+        None => conn,
+    };
+    let (parts, body) = req.into_parts();
+    let skip_rules = matches!(
+        guard.check(&Subject::new(conn.client, &parts, "none"), &pipeline.metrics)?,
+        crate::guard::Outcome::Allowed
+    );
+    let path = parts.uri.path();
     if conn.proto == "http"
         && let Some(token) = path.strip_prefix(ACME_CHALLENGE)
         && let Some(authorization) = pipeline.issued.token(token)
@@ -252,20 +296,23 @@ async fn respond<'a>(
         // An ACME http-01 validation of a certificate relais is obtaining.
         let mut res = Response::new(crate::body::Body::full(authorization));
         res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        return Ok(Answer { response: res, upstream: None, route: None, status: None });
+        return Ok(Answer { response: res, upstream: None, status: None });
     }
     let host = authority.as_ref().map_or("", |a| a.host());
-    let Some(route) = pipeline.router.find(host, path, req.headers()) else {
-        return Err((ProxyError::NoRoute, None));
-    };
+    let route = pipeline.router.find(host, path, &parts.headers).ok_or(ProxyError::NoRoute)?;
+    *route_found = Some(route);
+    let subject = Subject::new(conn.client, &parts, &route.label);
+    route.guard.check(&subject, skip_rules, &pipeline.metrics)?;
     if conn.proto == "http" && route.redirect_https {
-        let response = redirect_to_https(pipeline, authority.as_ref(), req.uri()).map_err(|e| (e, Some(route)))?;
-        return Ok(Answer { response, upstream: None, route: Some(route), status: None });
+        let response = redirect_to_https(pipeline, authority.as_ref(), &parts.uri)?;
+        return Ok(Answer { response, upstream: None, status: None });
     }
-    match cache::serve(pipeline.clone(), route.clone(), conn.clone(), authority.map(|a| a.value), req).await {
-        Ok(s) => Ok(Answer { response: s.response, upstream: s.upstream, route: Some(route), status: Some(s.status) }),
-        Err(e) => Err((e, Some(route))),
+    if route.guard.has_limits() {
+        record.permits = route.guard.admit(&subject, &pipeline.metrics).await?;
     }
+    let req = Request::from_parts(parts, body);
+    let s = cache::serve(pipeline.clone(), route.clone(), conn, authority.map(|a| a.value), req).await?;
+    Ok(Answer { response: s.response, upstream: s.upstream, status: Some(s.status) })
 }
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Config, FieldName, FieldValue, HeaderMatch, HeaderRules, HostPattern, RouteConfig};
+use crate::config::{Config, ConfigError, FieldName, FieldValue, HeaderMatch, HeaderRules, HostPattern, RouteConfig};
+use crate::guard::{Guard, RouteGuard};
 use crate::upstream::Upstream;
 
 /// A compiled `[[routes]]` entry.
@@ -30,6 +31,8 @@ pub struct Route {
     pub cache: cache_policy::Rules,
     /// Cleartext requests get 308 to https.
     pub redirect_https: bool,
+    /// Methods, lists, rules and limits of this route.
+    pub guard: RouteGuard,
 }
 
 /// Header rules with names parsed once.
@@ -62,7 +65,7 @@ impl CompiledRules {
 }
 
 impl Route {
-    fn new(index: usize, r: &RouteConfig, upstream: Arc<Upstream>, redirect_https: bool) -> Route {
+    fn new(index: usize, r: &RouteConfig, upstream: Arc<Upstream>, redirect_https: bool, guard: RouteGuard) -> Route {
         let headers = r
             .headers
             .iter()
@@ -86,6 +89,7 @@ impl Route {
             response_headers: CompiledRules::new(&r.response_headers),
             cache: r.cache.to_rules(),
             redirect_https: r.redirect_https.unwrap_or(redirect_https),
+            guard,
         }
     }
 
@@ -117,10 +121,16 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(config: &Config, upstreams: &HashMap<String, Arc<Upstream>>) -> Router {
+    pub fn new(
+        config: &Config,
+        upstreams: &HashMap<String, Arc<Upstream>>,
+        guard: &Guard,
+    ) -> Result<Router, ConfigError> {
         let mut router = Router::default();
         for (i, r) in config.routes.iter().enumerate() {
-            let route = Arc::new(Route::new(i, r, upstreams[&r.upstream].clone(), config.server.redirect_https));
+            let upstream = upstreams[&r.upstream].clone();
+            let route_guard = guard.route(config, i, r)?;
+            let route = Arc::new(Route::new(i, r, upstream, config.server.redirect_https, route_guard));
             match &r.host {
                 None => router.any.push(route),
                 Some(HostPattern::Subdomains(suffix)) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {
@@ -137,7 +147,7 @@ impl Router {
         router.wildcard.iter_mut().for_each(|(_, l)| order(l));
         order(&mut router.any);
         router.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        router
+        Ok(router)
     }
 
     /// `host` is lower-case without port.
@@ -172,7 +182,8 @@ mod tests {
             .iter()
             .map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone()).unwrap())))
             .collect();
-        Router::new(&config, &ups)
+        let guard = Guard::new(&config, None).unwrap();
+        Router::new(&config, &ups, &guard).unwrap()
     }
 
     const ROUTES: &str = r#"
@@ -242,7 +253,8 @@ upstream = "b"
             .iter()
             .map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone()).unwrap())))
             .collect();
-        let r = Router::new(&config, &ups);
+        let guard = Guard::new(&config, None).unwrap();
+        let r = Router::new(&config, &ups, &guard).unwrap();
         let route = r.find("h", "/api/x?q=1", &HeaderMap::new()).unwrap();
         assert_eq!(route.upstream_path("/api/x?q=1"), "/x?q=1");
         assert_eq!(route.upstream_path("/api"), "/");

@@ -6,7 +6,10 @@
 //!
 //! The timeout counts only time spent waiting for the client: it starts when a
 //! read finds nothing, not while relais connects or the origin is slow to take
-//! what was read (as nginx's `client_body_timeout` between two reads).
+//! what was read (as nginx's `client_body_timeout` between two reads). So does
+//! `guard.body_min_rate`: after a second of waiting, the bytes received must
+//! keep up with the rate over the time spent waiting for them (a client that
+//! trickles a byte just often enough to beat the timeout is cut off too).
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -23,7 +26,7 @@ use crate::body::BoxError;
 pub enum ClientBodyError {
     #[error("request body larger than server.max_request_body")]
     TooLarge,
-    #[error("request body sent nothing for guard.body_timeout")]
+    #[error("request body sent nothing for guard.body_timeout, or fell below guard.body_min_rate")]
     Timeout,
     /// Bad chunked framing, or the connection closed inside the body.
     #[error("request body broken: {0}")]
@@ -52,16 +55,48 @@ pin_project_lite::pin_project! {
         timeout: Duration,
         #[pin]
         deadline: Sleep,
-        // The last read found nothing: `deadline` runs.
-        waiting: bool,
+        // The last read found nothing since this instant: `deadline` runs.
+        waiting: Option<Instant>,
+        // Time spent waiting for the client, before the current wait.
+        waited: Duration,
+        // Bytes per second the body must keep up with.
+        min_rate: Option<u64>,
+        bytes: u64,
         received: Received,
     }
 }
 
+/// Waiting time granted before `min_rate` is enforced.
+const GRACE: Duration = Duration::from_secs(1);
+
 impl Upload {
-    pub fn new(inner: Incoming, limit: Option<u64>, timeout: Duration, received: Received) -> Upload {
-        Upload { inner, left: limit, timeout, deadline: tokio::time::sleep(timeout), waiting: false, received }
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        timeout: Duration,
+        min_rate: Option<u64>,
+        received: Received,
+    ) -> Upload {
+        let deadline = tokio::time::sleep(timeout);
+        Upload {
+            inner,
+            left: limit,
+            timeout,
+            deadline,
+            waiting: None,
+            waited: Duration::ZERO,
+            min_rate,
+            bytes: 0,
+            received,
+        }
     }
+}
+
+/// How long the next wait may last: the timeout, or less if the rate would fall behind.
+fn allowance(timeout: Duration, min_rate: Option<u64>, bytes: u64, waited: Duration) -> Duration {
+    let Some(rate) = min_rate else { return timeout };
+    let earned = Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64).max(GRACE);
+    timeout.min(earned.saturating_sub(waited))
 }
 
 impl http_body::Body for Upload {
@@ -71,10 +106,19 @@ impl http_body::Body for Upload {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if polled.is_pending() && !*this.waiting {
-            this.deadline.as_mut().reset(Instant::now() + *this.timeout);
+        match (polled.is_pending(), *this.waiting) {
+            (true, None) => {
+                let now = Instant::now();
+                let allowed = allowance(*this.timeout, *this.min_rate, *this.bytes, *this.waited);
+                this.deadline.as_mut().reset(now + allowed);
+                *this.waiting = Some(now);
+            }
+            (false, Some(since)) => {
+                *this.waited += since.elapsed();
+                *this.waiting = None;
+            }
+            _ => {}
         }
-        *this.waiting = polled.is_pending();
         let frame = match polled {
             Poll::Pending => {
                 ready!(this.deadline.poll(cx));
@@ -86,6 +130,7 @@ impl http_body::Body for Upload {
         };
         if let Some(data) = frame.data_ref() {
             this.received.add(data.len() as u64);
+            *this.bytes += data.len() as u64;
         }
         if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
             match left.checked_sub(data.len() as u64) {

@@ -20,21 +20,42 @@ use bytes::Bytes;
 use http::Response;
 use http_body::{Frame, SizeHint};
 
-#[derive(Default)]
 pub struct Activity {
     in_flight: AtomicUsize,
     /// Requests begun, ever: a change between two looks means activity.
     begun: AtomicUsize,
+    /// Requests a connection may serve (`guard.max_requests_per_connection`).
+    most: usize,
+    /// Told when the last of those has begun.
+    spent: tokio::sync::Notify,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new(usize::MAX)
+    }
 }
 
 /// Looks taken per idle timeout.
 const LOOKS: u32 = 4;
 
 impl Activity {
+    /// For a connection that may serve `most` requests.
+    pub fn new(most: usize) -> Activity {
+        Activity { in_flight: AtomicUsize::new(0), begun: AtomicUsize::new(0), most, spent: tokio::sync::Notify::new() }
+    }
+
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.begun.fetch_add(1, Ordering::Relaxed);
+        if self.begun.fetch_add(1, Ordering::Relaxed) + 1 == self.most {
+            self.spent.notify_one();
+        }
         Busy(self.clone())
+    }
+
+    /// Resolves once the connection has begun its last allowed request.
+    pub async fn spent(&self) {
+        self.spent.notified().await;
     }
 
     /// Resolves once the connection has been idle for `idle` (to `idle` × 5/4).

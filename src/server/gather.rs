@@ -9,6 +9,9 @@
 //! all when the connection next reads — which h2 does on every poll, right
 //! after it has queued everything it could. HTTP/1 connections (hyper writes
 //! one response per `writev` already) pass writes straight through.
+//!
+//! On HTTP/2 it also follows the frames the client sends, and ends a
+//! connection that floods ([`super::frames`]).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -16,6 +19,8 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::frames::Frames;
 
 /// What is gathered before it is written without waiting for the next read.
 const GATHER: usize = 64 * 1024;
@@ -33,12 +38,15 @@ pub struct Gather<T> {
     out: BytesMut,
     /// The socket refused the last write: its readiness will wake the task.
     stalled: bool,
+    /// HTTP/2: the client's frames, watched for floods.
+    frames: Option<Box<Frames>>,
 }
 
 impl<T> Gather<T> {
     /// `replay` is what was read from `io` before; `http2` turns gathering on.
     pub fn new(io: T, http2: bool, replay: Bytes) -> Self {
-        Gather { io, gather: http2, replay, out: BytesMut::new(), stalled: false }
+        let frames = http2.then(Box::default);
+        Gather { io, gather: http2, replay, out: BytesMut::new(), stalled: false, frames }
     }
 }
 
@@ -86,12 +94,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gather<T> {
                 return Poll::Ready(Err(e));
             }
         }
+        let before = buf.filled().len();
         if !this.replay.is_empty() {
             let n = this.replay.len().min(buf.remaining());
             buf.put_slice(&this.replay.split_to(n));
-            return Poll::Ready(Ok(()));
+        } else {
+            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        if let Some(frames) = &mut this.frames {
+            frames.feed(&buf.filled()[before..]).map_err(io::Error::other)?;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -11,7 +11,9 @@
 //! pipeline it started with.
 
 mod activity;
+mod frames;
 mod gather;
+mod proxy_protocol;
 
 use std::convert::Infallible;
 use std::io;
@@ -27,11 +29,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::body::BoxError;
-use crate::config::ServerConfig;
+use crate::config::Config;
+use crate::metrics::{Metrics, Reason};
 use crate::proxy::{self, Conn, Pipeline};
 use crate::tls::Tls;
 use activity::{Activity, Counted};
@@ -69,7 +72,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<ArcSwap<Pipeline>>, stop: 
 
 /// Accepts on `listener` until `stop` changes, serving each connection with the
 /// handler `make` returns for it; then gives open connections
-/// `server.grace_period` to finish their requests and closes the rest.
+/// `server.grace_period` to finish their requests and closes the rest. With
+/// `server.max_connections` open, it stops accepting until one closes.
 pub async fn accept<M, H, F, B>(
     listener: TcpListener,
     shared: Arc<ArcSwap<Pipeline>>,
@@ -89,15 +93,29 @@ pub async fn accept<M, H, F, B>(
         let most = shared.load().config.server.tls.as_ref().map_or(1, |t| t.max_handshakes.max(1));
         Arc::new(Semaphore::new(most))
     };
+    let slots = Arc::new(Semaphore::new(shared.load().config.server.max_connections.max(1)));
+    let mut full = false;
     loop {
         while connections.try_join_next().is_some() {}
+        if slots.available_permits() == 0 && !full {
+            tracing::warn!(addr = ?listener.local_addr().ok(), "server.max_connections reached; accepting paused");
+        }
+        full = slots.available_permits() == 0;
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     backoff.reset();
                     let pipeline = shared.load();
-                    let settings = Settings::of(&pipeline.config.server);
-                    let opened = Opened { tcp, peer, settings, stop: stop.clone() };
+                    let settings = Settings::of(&pipeline.config, kind);
+                    let metrics = pipeline.metrics.clone();
+                    let opened = Opened { tcp, peer, settings, stop: stop.clone(), metrics, _slot: slot };
                     match kind {
                         Listener::Plain => {
                             connections.spawn(plain(opened, make.clone()));
@@ -153,22 +171,33 @@ impl Backoff {
     }
 }
 
-/// What a connection needs of `[server]`, read when it is accepted.
+/// What a connection needs of `[server]` and `[guard]`, read when it is accepted.
 #[derive(Clone, Copy)]
 struct Settings {
     header_read_timeout: Duration,
     idle_timeout: Duration,
     max_header_size: u64,
     max_headers: usize,
+    max_requests: usize,
+    max_streams: u32,
+    /// The connection starts with a PROXY protocol header.
+    proxy_protocol: bool,
 }
 
 impl Settings {
-    fn of(c: &ServerConfig) -> Settings {
+    fn of(config: &Config, kind: Listener) -> Settings {
+        let (c, g) = (&config.server, &config.guard);
         Settings {
             header_read_timeout: c.header_read_timeout.get(),
             idle_timeout: c.idle_timeout.get(),
             max_header_size: c.max_header_size.bytes(),
             max_headers: c.max_headers,
+            max_requests: usize::try_from(g.max_requests_per_connection).unwrap_or(usize::MAX),
+            max_streams: g.http2_max_concurrent_streams,
+            proxy_protocol: match kind {
+                Listener::Plain => c.proxy_protocol,
+                Listener::Tls => c.tls.as_ref().is_some_and(|t| t.proxy_protocol),
+            },
         }
     }
 }
@@ -179,6 +208,9 @@ struct Opened {
     peer: SocketAddr,
     settings: Settings,
     stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    /// Its place under `server.max_connections`.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// What a TLS connection needs for its handshake.
@@ -195,9 +227,19 @@ where
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
-    let Opened { mut tcp, peer, settings, stop } = opened;
+    let Opened { mut tcp, peer, settings, stop, metrics, _slot } = opened;
     let _ = tcp.set_nodelay(true);
-    let (http2, first) = match tokio::time::timeout(settings.header_read_timeout, first_bytes(&mut tcp)).await {
+    let opening = async {
+        let (peer, read) = match settings.proxy_protocol {
+            true => match proxy_protocol::read(&mut tcp, peer).await? {
+                Some(found) => found,
+                None => return Ok(None),
+            },
+            false => (peer, BytesMut::new()),
+        };
+        Ok::<_, io::Error>(first_bytes(&mut tcp, read).await?.map(|(http2, first)| (peer, http2, first)))
+    };
+    let (peer, http2, first) = match tokio::time::timeout(settings.header_read_timeout, opening).await {
         Ok(Ok(Some(found))) => found,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -210,7 +252,7 @@ where
         }
     };
     let handler = make(Arc::new(Conn::plain(peer)));
-    serve_io(Gather::new(tcp, http2, first), http2, peer, settings, handler, stop).await;
+    serve_io(Gather::new(tcp, http2, first), http2, peer, settings, handler, stop, &metrics).await;
 }
 
 /// A TLS connection: the handshake under its timeout and the cap on those in
@@ -223,16 +265,25 @@ where
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
-    let Opened { tcp, peer, settings, stop } = opened;
+    let Opened { mut tcp, peer, settings, stop, metrics, _slot } = opened;
     let _ = tcp.set_nodelay(true);
     let timeout = handshake.tls.handshake_timeout;
     let shaken = tokio::time::timeout(timeout, async {
+        // What a PROXY header was followed by is the start of the handshake.
+        let (peer, read) = match settings.proxy_protocol {
+            true => match proxy_protocol::read(&mut tcp, peer).await? {
+                Some(found) => found,
+                None => return Err(io::ErrorKind::UnexpectedEof.into()),
+            },
+            false => (peer, BytesMut::new()),
+        };
         let _permit = handshake.permits.acquire().await;
-        handshake.tls.acceptor.accept(tcp).await
+        let stream = handshake.tls.acceptor.accept(Gather::new(tcp, false, read.freeze())).await?;
+        Ok::<_, io::Error>((peer, stream))
     })
     .await;
-    let stream = match shaken {
-        Ok(Ok(stream)) => stream,
+    let (peer, stream) = match shaken {
+        Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             return;
@@ -249,9 +300,9 @@ where
     }
     let http2 = alpn.as_deref() == Some(b"h2");
     let client_subject = session.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::subject_of);
-    let conn = Conn { peer, proto: "https", client_subject: client_subject.map(Arc::from) };
+    let conn = Conn::new(peer, "https", client_subject.map(Arc::from));
     let handler = make(Arc::new(conn));
-    serve_io(Gather::new(stream, http2, Bytes::new()), http2, peer, settings, handler, stop).await;
+    serve_io(Gather::new(stream, http2, Bytes::new()), http2, peer, settings, handler, stop, &metrics).await;
 }
 
 /// Serves HTTP on `io` until it ends, the stop signal, or idleness.
@@ -262,13 +313,14 @@ async fn serve_io<I, H, F, B>(
     s: Settings,
     handler: H,
     mut stop: watch::Receiver<bool>,
+    metrics: &Metrics,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new(s.max_requests));
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin()))
@@ -282,10 +334,20 @@ async fn serve_io<I, H, F, B>(
     loop {
         tokio::select! {
             ended = conn.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                match ended {
+                    Err(e) if frames::Flood::is_in(&*e) => {
+                        metrics.guard(Reason::H2Flood, "none", false);
+                        tracing::info!(%peer, error = %e, "HTTP/2 flood; connection ended");
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                    Ok(()) => {}
                 }
                 return;
+            }
+            () = activity.spent(), if !closing => {
+                // guard.max_requests_per_connection: finish what is in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
             }
             _ = stop.changed(), if !closing => {
                 conn.as_mut().graceful_shutdown();
@@ -302,12 +364,13 @@ async fn serve_io<I, H, F, B>(
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Reads until the bytes tell HTTP/2's preface from anything else; returns
-/// whether it is HTTP/2 and what was read. None if the peer closed first.
-async fn first_bytes(tcp: &mut TcpStream) -> io::Result<Option<(bool, Bytes)>> {
-    let mut buf = BytesMut::with_capacity(4096);
+/// Reads until the bytes tell HTTP/2's preface from anything else, starting
+/// with those in `buf`; returns whether it is HTTP/2 and what was read. None
+/// if the peer closed first.
+async fn first_bytes(tcp: &mut TcpStream, mut buf: BytesMut) -> io::Result<Option<(bool, Bytes)>> {
+    buf.reserve(4096);
     loop {
-        if tcp.read_buf(&mut buf).await? == 0 {
+        if buf.is_empty() && tcp.read_buf(&mut buf).await? == 0 {
             return Ok(None);
         }
         let n = buf.len().min(PREFACE.len());
@@ -316,6 +379,9 @@ async fn first_bytes(tcp: &mut TcpStream) -> io::Result<Option<(bool, Bytes)>> {
         }
         if n == PREFACE.len() {
             return Ok(Some((true, buf.freeze())));
+        }
+        if tcp.read_buf(&mut buf).await? == 0 {
+            return Ok(None);
         }
     }
 }
@@ -335,6 +401,11 @@ fn builder(s: &Settings, http2: bool) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(s.max_header_size.min(u32::MAX as u64) as u32);
+        .max_header_list_size(s.max_header_size.min(u32::MAX as u64) as u32)
+        .max_concurrent_streams(s.max_streams)
+        // Streams reset before they were served (rapid reset): past this, GOAWAY.
+        .max_pending_accept_reset_streams(20)
+        // Streams relais had to reset for the client's errors: past this, GOAWAY.
+        .max_local_error_reset_streams(Some(256));
     b
 }

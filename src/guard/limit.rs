@@ -1,0 +1,187 @@
+//! Rate and concurrency limits per key, with nginx's semantics.
+//!
+//! A `[[limit_req]]` zone keeps, per key, a GCRA bucket (governor) that
+//! admits `burst + 1` requests at once and one more every `1/rate`: a request
+//! it refuses gets the zone's status and `Retry-After`. An admitted request
+//! beyond the rate waits its turn in a second bucket of `delay + 1` (nginx's
+//! `delay`; `nodelay` means no wait at all), so excess goes out at the rate.
+//! A key idle long enough for its bucket to be full again is forgotten (it
+//! would behave as new anyway), and a zone holds at most `max_keys` keys: a
+//! flood of new keys evicts the idle ones first. An empty key (a header the
+//! request does not carry) is not limited, as in nginx.
+//!
+//! A `[[limit_conn]]` zone counts requests in progress per key; a
+//! [`ConnPermit`] gives its place back when the response has been sent. When
+//! a zone already holds `max_keys` keys, a request with a new key is refused,
+//! as nginx does when a zone is full.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::StatusCode;
+
+use super::{Rejection, Subject};
+use crate::config::{KeyPart, LimitConnConfig, LimitKey, LimitReqConfig};
+use crate::metrics::{Metrics, Reason};
+
+/// A `[[limit_req]]` zone.
+pub struct ReqZone {
+    pub config: LimitReqConfig,
+    admit: Quota,
+    pace: Option<Quota>,
+    clock: DefaultClock,
+    keys: moka::sync::Cache<Box<[u8]>, Arc<Buckets>>,
+    status: StatusCode,
+}
+
+struct Buckets {
+    admit: DefaultDirectRateLimiter,
+    pace: Option<DefaultDirectRateLimiter>,
+}
+
+impl ReqZone {
+    pub fn new(config: &LimitReqConfig) -> ReqZone {
+        let period = config.rate.per / config.rate.requests;
+        let period = period.max(Duration::from_nanos(1));
+        let quota = |burst: u32| {
+            let cells = NonZeroU32::new(burst.saturating_add(1)).unwrap_or(NonZeroU32::MIN);
+            Quota::with_period(period).expect("a period of at least 1ns").allow_burst(cells)
+        };
+        let admit = quota(config.burst);
+        let pace = (!config.nodelay).then(|| quota(config.delay));
+        // After this long without requests a key's bucket is full again: forgetting it loses nothing.
+        let refill = period.saturating_mul(config.burst.saturating_add(1)).max(Duration::from_secs(1));
+        let keys = moka::sync::Cache::builder().max_capacity(config.max_keys).time_to_idle(refill).build();
+        let status = StatusCode::from_u16(config.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        ReqZone { config: config.clone(), admit, pace, clock: DefaultClock::default(), keys, status }
+    }
+
+    /// Admits the request now, after its turn, or refuses it. A dry-run zone
+    /// counts and logs what it would refuse, and never waits.
+    pub async fn admit(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<(), Rejection> {
+        let Some(key) = key_of(&self.config.key, s) else { return Ok(()) };
+        let buckets = self.keys.get_with(key, || {
+            Arc::new(Buckets {
+                admit: RateLimiter::direct_with_clock(self.admit, self.clock.clone()),
+                pace: self.pace.map(|q| RateLimiter::direct_with_clock(q, self.clock.clone())),
+            })
+        });
+        if let Err(not_until) = buckets.admit.check() {
+            let wait = not_until.wait_time_from(self.clock.now());
+            if self.config.dry_run {
+                metrics.guard(Reason::LimitReq, route, true);
+                tracing::info!(target: "relais::guard", zone = %self.config.name, client = %s.ip, "limit_req would refuse (dry run)");
+                return Ok(());
+            }
+            tracing::debug!(target: "relais::guard", zone = %self.config.name, client = %s.ip, "limit_req refused");
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(Rejection::new(Reason::LimitReq, self.status).retry_after(seconds.max(1)));
+        }
+        if self.config.dry_run {
+            return Ok(());
+        }
+        if let Some(pace) = &buckets.pace {
+            while let Err(not_until) = pace.check() {
+                tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys held now (for tests and the stats).
+    pub fn keys(&self) -> u64 {
+        self.keys.run_pending_tasks();
+        self.keys.entry_count()
+    }
+}
+
+/// A `[[limit_conn]]` zone.
+pub struct ConnZone {
+    pub config: LimitConnConfig,
+    counts: Mutex<HashMap<Box<[u8]>, u32>>,
+    status: StatusCode,
+}
+
+/// A place in a `[[limit_conn]]` zone, given back on drop.
+pub struct ConnPermit {
+    zone: Arc<ConnZone>,
+    key: Box<[u8]>,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        let mut counts = self.zone.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl ConnZone {
+    pub fn new(config: &LimitConnConfig) -> ConnZone {
+        let status = StatusCode::from_u16(config.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        ConnZone { config: config.clone(), counts: Mutex::default(), status }
+    }
+
+    /// A place for this request, or a refusal. None: the request is not counted
+    /// (an empty key, or a dry run that would have refused it).
+    pub fn acquire(
+        self: &Arc<Self>,
+        s: &Subject<'_>,
+        metrics: &Metrics,
+        route: &str,
+    ) -> Result<Option<ConnPermit>, Rejection> {
+        let Some(key) = key_of(&self.config.key, s) else { return Ok(None) };
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let full = counts.len() as u64 >= self.config.max_keys && !counts.contains_key(&key);
+        let n = counts.get(&key).copied().unwrap_or(0);
+        if full || n >= self.config.max {
+            drop(counts);
+            if self.config.dry_run {
+                metrics.guard(Reason::LimitConn, route, true);
+                tracing::info!(target: "relais::guard", zone = %self.config.name, client = %s.ip, "limit_conn would refuse (dry run)");
+                return Ok(None);
+            }
+            tracing::debug!(target: "relais::guard", zone = %self.config.name, client = %s.ip, "limit_conn refused");
+            return Err(Rejection::new(Reason::LimitConn, self.status));
+        }
+        counts.insert(key.clone(), n + 1);
+        Ok(Some(ConnPermit { zone: self.clone(), key }))
+    }
+
+    /// Keys with a request in progress.
+    pub fn keys(&self) -> usize {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// The zone key of a request: its parts joined by a NUL (which no part can
+/// hold); None when a part is empty (nginx leaves such requests unlimited).
+fn key_of(key: &LimitKey, s: &Subject<'_>) -> Option<Box<[u8]>> {
+    let mut out = Vec::with_capacity(32);
+    for (i, part) in key.0.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        match part {
+            KeyPart::Ip => match s.ip.to_canonical() {
+                std::net::IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
+                std::net::IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
+            },
+            KeyPart::Header(name) => {
+                let value = s.headers.get(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty())?;
+                out.extend_from_slice(value);
+            }
+            KeyPart::Route => out.extend_from_slice(s.route.as_bytes()),
+            KeyPart::Path => out.extend_from_slice(s.path.as_bytes()),
+        }
+    }
+    Some(out.into_boxed_slice())
+}
