@@ -392,8 +392,12 @@ pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) 
     lists(bad, "guard", &g.allow, &g.deny)?;
     lists(bad, "admin", &c.admin.allow, &c.admin.deny)?;
     rules(bad, "guard.rules", &g.rules)?;
-    let file = g.rules_file.as_ref().map(|f| format!("{} rules", f.display()));
-    rules(bad, file.as_deref().unwrap_or("rules"), &g.file_rules)?;
+    if let Some(file) = &g.rules_file {
+        // Errors in the rules file name that file.
+        let in_file =
+            |key: String, msg: String| ConfigError::Invalid { source_name: file.display().to_string(), key, msg };
+        rules(&in_file, "rules", &g.file_rules)?;
+    }
     let mut names = std::collections::HashSet::new();
     for (i, z) in c.limit_req.iter().enumerate() {
         let key = |k: &str| format!("limit_req[{i}].{k}");

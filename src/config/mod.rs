@@ -436,6 +436,44 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
     }
 
     #[test]
+    fn guard_mistakes_are_named() {
+        let base = "[upstreams.a]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n";
+        for (extra, key, says) in [
+            ("limit_req = [\"nope\"]\n", "routes[0].limit_req", "unknown zone \"nope\""),
+            ("guard = { allow = [\"10.0.0.0/8\"], deny = [\"10.1.2.3/8\"] }\n", "routes[0].guard.deny", "in allow too"),
+            ("guard = { rules = [{ path_regex = \"(\" }] }\n", "routes[0].guard.rules[0].path_regex", "regex"),
+            ("guard = { deny = [\"10.0.0.300\"] }\n", "routes[0].guard.deny", "not an address"),
+            ("methods = [\"GE T\"]\n", "routes[0].methods", "not a method"),
+        ] {
+            let msg = Config::from_toml(&format!("{base}{extra}"), "x.toml").unwrap_err().to_string();
+            assert!(msg.contains(&format!("x.toml: {key}")) && msg.contains(says), "{extra}: {msg}");
+        }
+        for (toml, key, says) in [
+            ("[[limit_req]]\nname = \"z\"\nrate = \"10r/d\"\n", "limit_req[0].rate", "is not a rate"),
+            (
+                "[[limit_req]]\nname = \"z\"\nrate = \"1r/s\"\nburst = 2\ndelay = 3\n",
+                "limit_req[0].delay",
+                "more than burst",
+            ),
+            (
+                "[[limit_req]]\nname = \"z\"\nrate = \"1r/s\"\nstatus = 200\n",
+                "limit_req[0].status",
+                "not an error status",
+            ),
+            ("[[limit_conn]]\nname = \"z\"\nmax = 0\n", "limit_conn[0].max", "at least 1"),
+            ("[guard]\nreal_ip = { trusted = [] }\n", "guard.real_ip.trusted", "at least one"),
+            ("[guard]\nlimit_conn = [\"z\"]\n", "guard.limit_conn", "unknown zone"),
+            ("[guard]\nrules = [{ action = \"allow\", status = 403 }]\n", "guard.rules[0].status", "only a deny rule"),
+            ("[guard]\nrules_file = \"/nonexistent/rules.toml\"\n", "/nonexistent/rules.toml", "does not exist"),
+            ("[admin]\ndeny = [\"all\"]\nallow = [\"::/0\"]\n", "admin.deny", "in allow too"),
+            ("[server]\nmax_connections = 0\n", "server.max_connections", "at least 1"),
+        ] {
+            let msg = Config::from_toml(toml, "x.toml").unwrap_err().to_string();
+            assert!(msg.contains(key) && msg.contains(says), "{toml}: {msg}");
+        }
+    }
+
+    #[test]
     fn environment_overrides_file() {
         Jail::expect_with(|jail| {
             jail.create_file("relais.toml", MINIMAL)?;

@@ -11,7 +11,8 @@
 //! has its connection ended. Legitimate clients send a handful of these per
 //! page (a browser cancels the streams of a page it leaves).
 
-use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Tokens a connection starts with.
@@ -28,32 +29,16 @@ const SETTINGS: u8 = 4;
 const PING: u8 = 6;
 const ACK: u8 = 1;
 
-/// The error a flooding connection ends with.
+/// The error a flooding connection ends with. (h2 keeps only the message of
+/// an I/O error, so the connection learns of it through [`Frames::alarm`].)
 #[derive(Debug, thiserror::Error)]
 #[error("HTTP/2 flood: {0} frames beyond the allowance")]
 pub struct Flood(pub &'static str);
 
-impl Flood {
-    /// Whether `e` (or something in its chain of sources) is a flood.
-    pub fn is_in(e: &(dyn std::error::Error + 'static)) -> bool {
-        let mut source = Some(e);
-        while let Some(err) = source {
-            if err.downcast_ref::<Flood>().is_some() {
-                return true;
-            }
-            if let Some(io) = err.downcast_ref::<io::Error>()
-                && io.get_ref().is_some_and(|inner| inner.downcast_ref::<Flood>().is_some())
-            {
-                return true;
-            }
-            source = err.source();
-        }
-        false
-    }
-}
-
 /// Follows the frame boundaries of the client's byte stream.
 pub struct Frames {
+    /// Set when the connection is ended for a flood.
+    pub alarm: Arc<AtomicBool>,
     /// Bytes to pass over before the next frame header (the preface, then payloads).
     skip: usize,
     /// A frame header split across reads.
@@ -65,7 +50,14 @@ pub struct Frames {
 
 impl Default for Frames {
     fn default() -> Self {
-        Frames { skip: PREFACE_LEN, head: [0; HEADER_LEN], have: 0, tokens: BURST, last: Instant::now() }
+        Frames {
+            alarm: Arc::default(),
+            skip: PREFACE_LEN,
+            head: [0; HEADER_LEN],
+            have: 0,
+            tokens: BURST,
+            last: Instant::now(),
+        }
     }
 }
 
@@ -110,6 +102,7 @@ impl Frames {
             self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * REFILL).min(BURST);
             self.last = now;
             if self.tokens < 1.0 {
+                self.alarm.store(true, Ordering::Relaxed);
                 return Err(Flood(kind));
             }
         }

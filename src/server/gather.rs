@@ -50,6 +50,13 @@ impl<T> Gather<T> {
     }
 }
 
+impl<T> Gather<T> {
+    /// HTTP/2: set once the connection is ended for a flood.
+    pub fn flood_alarm(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        self.frames.as_ref().map(|f| f.alarm.clone())
+    }
+}
+
 impl<T: AsyncWrite + Unpin> Gather<T> {
     /// Writes out what is gathered, together with `more` if given, in one call.
     /// Returns how many bytes of `more` were taken.

@@ -307,7 +307,7 @@ where
 
 /// Serves HTTP on `io` until it ends, the stop signal, or idleness.
 async fn serve_io<I, H, F, B>(
-    io: I,
+    io: Gather<I>,
     http2: bool,
     peer: SocketAddr,
     s: Settings,
@@ -321,6 +321,7 @@ async fn serve_io<I, H, F, B>(
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
     let activity = Arc::new(Activity::new(s.max_requests));
+    let flooded = io.flood_alarm();
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin()))
@@ -334,13 +335,12 @@ async fn serve_io<I, H, F, B>(
     loop {
         tokio::select! {
             ended = conn.as_mut() => {
-                match ended {
-                    Err(e) if frames::Flood::is_in(&*e) => {
-                        metrics.guard(Reason::H2Flood, "none", false);
-                        tracing::info!(%peer, error = %e, "HTTP/2 flood; connection ended");
-                    }
-                    Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-                    Ok(()) => {}
+                let calm = ended.as_ref().err().is_some_and(|e| told_to_calm_down(&**e));
+                if calm || flooded.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) {
+                    metrics.guard(Reason::H2Flood, "none", false);
+                    tracing::info!(%peer, "HTTP/2 flood; connection ended");
+                } else if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
@@ -360,6 +360,19 @@ async fn serve_io<I, H, F, B>(
             }
         }
     }
+}
+
+/// Whether h2 ended the connection with ENHANCE_YOUR_CALM: its own flood
+/// limits (resets before accept, CONTINUATION, small DATA frames) tripped.
+fn told_to_calm_down(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+        }
+        source = err.source();
+    }
+    false
 }
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
