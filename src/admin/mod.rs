@@ -46,7 +46,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: watch::Receiv
             async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
         }
     };
-    crate::server::accept(listener, shared, stop, crate::server::Listener::Plain, make).await;
+    crate::server::accept(listener, shared, stop, crate::server::Listener::Admin, make).await;
 }
 
 async fn handle(admin: &Admin, peer: std::net::IpAddr, req: Request<Incoming>) -> Response<Body> {

@@ -58,6 +58,8 @@ pub enum Listener {
     Plain,
     /// TLS, with HTTP/1.1 or h2 chosen by ALPN (`[server.tls]`).
     Tls,
+    /// The admin listener: cleartext, never behind the PROXY protocol.
+    Admin,
 }
 
 /// Serves the proxy on `listener` until `stop` changes.
@@ -117,7 +119,7 @@ pub async fn accept<M, H, F, B>(
                     let metrics = pipeline.metrics.clone();
                     let opened = Opened { tcp, peer, settings, stop: stop.clone(), metrics, _slot: slot };
                     match kind {
-                        Listener::Plain => {
+                        Listener::Plain | Listener::Admin => {
                             connections.spawn(plain(opened, make.clone()));
                         }
                         Listener::Tls => {
@@ -197,6 +199,7 @@ impl Settings {
             proxy_protocol: match kind {
                 Listener::Plain => c.proxy_protocol,
                 Listener::Tls => c.tls.as_ref().is_some_and(|t| t.proxy_protocol),
+                Listener::Admin => false,
             },
         }
     }
