@@ -9,37 +9,15 @@ use relais::config::Config;
 use relais::guard::{Guard, Subject};
 use relais::metrics::Metrics;
 
-/// 1,000 blocks, 50 rules (paths, queries, user agents, headers), one zone.
-pub fn busy_config() -> String {
-    let mut toml = String::from("[guard]\ndeny = [\n");
-    for i in 0..1000u32 {
-        // Spread over 10.0.0.0/8 and 2001:db8::/32, with some nesting.
-        if i % 4 == 3 {
-            toml.push_str(&format!("  \"2001:db8:{:x}::/48\",\n", i));
-        } else {
-            toml.push_str(&format!("  \"10.{}.{}.0/{}\",\n", i / 256, i % 256, 20 + i % 9));
-        }
-    }
-    toml.push_str("]\nlimit_req = [\"per_ip\"]\n\n");
-    for i in 0..30 {
-        toml.push_str(&format!(
-            "[[guard.rules]]\npath_regex = \"^/(wp-admin|phpmyadmin|cgi-bin)/{i}[a-z]*\\\\.php\"\n\n"
-        ));
-    }
-    for i in 0..10 {
-        toml.push_str(&format!("[[guard.rules]]\nuser_agent_regex = \"(?i)(sqlmap|nikto|masscan){i}\"\n\n"));
-    }
-    for i in 0..5 {
-        toml.push_str(&format!("[[guard.rules]]\nquery_regex = \"(union|select).*{i}\"\n\n"));
-    }
-    for i in 0..5 {
-        toml.push_str(&format!("[[guard.rules]]\nheader = {{ \"x-scan-{i}\" = \"^yes$\" }}\n\n"));
-    }
-    toml.push_str(
-        "[[limit_req]]\nname = \"per_ip\"\nrate = \"100000r/s\"\nburst = 1000\nnodelay = true\n\n\
-         [upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
-    );
-    toml
+#[path = "../examples/busy-guard.rs"]
+#[allow(dead_code)]
+mod busy_guard;
+
+fn busy_config() -> String {
+    format!(
+        "{}\n[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+        busy_guard::toml()
+    )
 }
 
 fn request() -> http::request::Parts {

@@ -391,6 +391,7 @@ async fn a_kept_alive_connection_closes_after_max_requests() {
     let one = b"GET /k HTTP/1.1\r\nHost: a.test\r\n\r\n";
     let r = raw(proxy.addr, &one.repeat(5)).await;
     assert_eq!(r.matches("HTTP/1.1 200").count(), 3, "{r}");
+    assert_eq!(r.matches("connection: close").count(), 1, "the last answer says so: {r}");
     assert_eq!(o.hits("/k"), 3);
 }
 

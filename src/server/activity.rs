@@ -47,10 +47,11 @@ impl Activity {
 
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if self.begun.fetch_add(1, Ordering::Relaxed) + 1 == self.most {
+        let last = self.begun.fetch_add(1, Ordering::Relaxed) + 1 == self.most;
+        if last {
             self.spent.notify_one();
         }
-        Busy(self.clone())
+        Busy(self.clone(), last)
     }
 
     /// Resolves once the connection has begun its last allowed request.
@@ -79,8 +80,9 @@ impl Activity {
     }
 }
 
-/// One request in flight; dropping it ends the request.
-pub struct Busy(Arc<Activity>);
+/// One request in flight; dropping it ends the request. The flag: it is the
+/// last the connection may serve.
+pub struct Busy(Arc<Activity>, bool);
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -96,12 +98,16 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         busy: Option<Busy>,
+        close: bool,
     }
 }
 
 impl<F> Counted<F> {
-    pub fn new(inner: F, busy: Busy) -> Self {
-        Counted { inner, busy: Some(busy) }
+    /// With `http1`, the response to a connection's last allowed request says
+    /// `Connection: close`, so the client knows not to send another.
+    pub fn new(inner: F, busy: Busy, http1: bool) -> Self {
+        let close = http1 && busy.1;
+        Counted { inner, busy: Some(busy), close }
     }
 }
 
@@ -115,7 +121,13 @@ where
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
         let busy = this.busy.take();
-        Poll::Ready(out.map(|r| r.map(|inner| Tracked { inner, busy })))
+        let close = *this.close;
+        Poll::Ready(out.map(|mut r| {
+            if close {
+                r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            r.map(|inner| Tracked { inner, busy })
+        }))
     }
 }
 

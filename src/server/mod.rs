@@ -327,7 +327,7 @@ async fn serve_io<I, H, F, B>(
     let flooded = io.flood_alarm();
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin()))
+        hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin(), !http2))
     };
     let io = TokioIo::new(io);
     let builder = builder(&s, http2);
