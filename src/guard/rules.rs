@@ -1,7 +1,7 @@
 //! Request rules, compiled once per configuration: every regex of one kind
-//! (path, query, user agent, each header) goes into one `RegexSet`, run at
-//! most once per request and only when a rule needs it; the rules are then
-//! walked in order and the first that holds decides.
+//! (path, query, user agent, each header) goes into one `RegexSet`, run once
+//! per request; the rules that can still hold are then walked in order and
+//! the first that holds decides.
 
 use std::sync::Arc;
 
@@ -15,6 +15,8 @@ use crate::metrics::{Metrics, Reason};
 
 pub struct Rules {
     rules: Vec<Rule>,
+    /// Rules without a regex: the only ones that can hold when no pattern matched.
+    plain: Vec<usize>,
     path: Set,
     query: Set,
     agent: Set,
@@ -37,16 +39,18 @@ struct Rule {
     body: Option<Arc<str>>,
 }
 
-/// The patterns of one kind, and which match this request (computed once, on demand).
+/// The patterns of one kind, and the rule each belongs to.
 #[derive(Default)]
 struct Set {
     patterns: Vec<String>,
+    owners: Vec<usize>,
     set: Option<RegexSet>,
 }
 
 impl Set {
-    fn add(&mut self, re: &str) -> usize {
+    fn add(&mut self, re: &str, rule: usize) -> usize {
         self.patterns.push(re.to_string());
+        self.owners.push(rule);
         self.patterns.len() - 1
     }
 
@@ -61,8 +65,11 @@ impl Set {
         Ok(())
     }
 
+    /// Which patterns match, or `None` if none does. Most requests match
+    /// nothing, and `is_match` stops early where `matches` runs every pattern.
     fn matches(&self, haystack: &str) -> Option<SetMatches> {
-        self.set.as_ref().map(|s| s.matches(haystack))
+        let set = self.set.as_ref()?;
+        set.is_match(haystack).then(|| set.matches(haystack))
     }
 }
 
@@ -79,6 +86,7 @@ impl Rules {
     pub fn new(label: &str, configs: &[&RuleConfig]) -> Result<Rules, String> {
         let mut rules = Rules {
             rules: Vec::new(),
+            plain: Vec::new(),
             path: Set::default(),
             query: Set::default(),
             agent: Set::default(),
@@ -94,23 +102,27 @@ impl Rules {
                         rules.headers.len() - 1
                     }
                 };
-                headers.push((at, rules.headers[at].1.add(re)));
+                headers.push((at, rules.headers[at].1.add(re, i)));
             }
             let status = c.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::FORBIDDEN);
-            rules.rules.push(Rule {
+            let rule = Rule {
                 name: Arc::from(c.name.clone().unwrap_or_else(|| format!("{label}[{i}]"))),
                 methods: c.method.0.clone(),
                 path: c.path.clone(),
                 prefix: c.path_prefix.clone(),
-                path_re: c.path_regex.as_deref().map(|re| rules.path.add(re)),
-                query_re: c.query_regex.as_deref().map(|re| rules.query.add(re)),
-                agent_re: c.user_agent_regex.as_deref().map(|re| rules.agent.add(re)),
+                path_re: c.path_regex.as_deref().map(|re| rules.path.add(re, i)),
+                query_re: c.query_regex.as_deref().map(|re| rules.query.add(re, i)),
+                agent_re: c.user_agent_regex.as_deref().map(|re| rules.agent.add(re, i)),
                 headers,
                 cidr: (!c.cidr.is_empty()).then(|| Access::new(&c.cidr.0, &[])),
                 action: c.action,
                 status,
                 body: c.body.as_deref().map(Arc::from),
-            });
+            };
+            if rule.path_re.is_none() && rule.query_re.is_none() && rule.agent_re.is_none() && rule.headers.is_empty() {
+                rules.plain.push(i);
+            }
+            rules.rules.push(rule);
         }
         rules.path.build()?;
         rules.query.build()?;
@@ -125,14 +137,37 @@ impl Rules {
         self.rules.is_empty()
     }
 
-    /// Walks the rules in order. `log` rules log and count, and the walk goes on.
+    /// Walks the rules that can hold, in order. `log` rules log and count,
+    /// and the walk goes on.
     pub fn check(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<Outcome, Rejection> {
         if self.rules.is_empty() {
             return Ok(Outcome::Pass);
         }
-        let mut seen = Seen::default();
-        for rule in &self.rules {
-            if !self.holds(rule, s, &mut seen) {
+        // Every set runs once; a rule with a regex can only hold if one of
+        // its patterns matched, so a request that matches no pattern (nearly
+        // all of them) walks only the plain rules.
+        let seen = self.run(s);
+        let mut candidates;
+        let order: &[usize] = if seen.is_empty() {
+            &self.plain
+        } else {
+            candidates = self.plain.clone();
+            for (set, m) in [(&self.path, &seen.path), (&self.query, &seen.query), (&self.agent, &seen.agent)] {
+                if let Some(m) = m {
+                    candidates.extend(m.iter().map(|j| set.owners[j]));
+                }
+            }
+            for (h, flags) in &seen.headers {
+                let owners = &self.headers[*h].1.owners;
+                candidates.extend(flags.iter().enumerate().filter(|(_, f)| **f).map(|(j, _)| owners[j]));
+            }
+            candidates.sort_unstable();
+            candidates.dedup();
+            &candidates
+        };
+        for &i in order {
+            let rule = &self.rules[i];
+            if !self.holds(rule, s, &seen) {
                 continue;
             }
             match rule.action {
@@ -157,7 +192,34 @@ impl Rules {
         Ok(Outcome::Pass)
     }
 
-    fn holds(&self, r: &Rule, s: &Subject<'_>, seen: &mut Seen) -> bool {
+    /// Runs every set against its part of the request.
+    fn run(&self, s: &Subject<'_>) -> Seen {
+        let agent = || s.headers.get(http::header::USER_AGENT)?.to_str().ok();
+        let mut seen = Seen {
+            path: self.path.matches(s.path),
+            query: self.query.set.as_ref().and_then(|_| self.query.matches(s.query.unwrap_or(""))),
+            // No User-Agent matches no pattern: `^$` is for an empty one.
+            agent: self.agent.set.as_ref().and_then(|_| self.agent.matches(agent()?)),
+            headers: Vec::new(),
+        };
+        for (h, (name, set)) in self.headers.iter().enumerate() {
+            // Every value of the header is tried; a value that is not text matches nothing.
+            let mut flags: Option<Vec<bool>> = None;
+            for v in s.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+                let Some(m) = set.matches(v) else { continue };
+                let acc = flags.get_or_insert_with(|| vec![false; set.patterns.len()]);
+                for j in m.iter() {
+                    acc[j] = true;
+                }
+            }
+            if let Some(flags) = flags {
+                seen.headers.push((h, flags));
+            }
+        }
+        seen
+    }
+
+    fn holds(&self, r: &Rule, s: &Subject<'_>, seen: &Seen) -> bool {
         if !r.methods.is_empty() && !r.methods.contains(s.method) {
             return false;
         }
@@ -168,80 +230,24 @@ impl Rules {
         if r.cidr.as_ref().is_some_and(|c| !c.contains(s.ip)) {
             return false;
         }
-        if let Some(i) = r.path_re
-            && !hit(&mut seen.path, || self.path.matches(s.path), i)
-        {
+        let hit = |m: &Option<SetMatches>, i: Option<usize>| i.is_none_or(|i| m.as_ref().is_some_and(|m| m.matched(i)));
+        if !hit(&seen.path, r.path_re) || !hit(&seen.query, r.query_re) || !hit(&seen.agent, r.agent_re) {
             return false;
         }
-        if let Some(i) = r.query_re
-            && !hit(&mut seen.query, || self.query.matches(s.query.unwrap_or("")), i)
-        {
-            return false;
-        }
-        if let Some(i) = r.agent_re {
-            let agent = s.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok());
-            // No User-Agent matches no pattern: `^$` is for an empty one.
-            match agent {
-                Some(agent) if hit(&mut seen.agent, || self.agent.matches(agent), i) => {}
-                _ => return false,
-            }
-        }
-        if seen.headers.len() < self.headers.len() {
-            seen.headers.resize_with(self.headers.len(), || None);
-        }
-        for &(h, i) in &r.headers {
-            let (name, set) = &self.headers[h];
-            // Every value of the header is tried; a value that is not text matches nothing.
-            let matched = hit(
-                &mut seen.headers[h],
-                || {
-                    let values = s.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
-                    let mut any: Option<Vec<bool>> = None;
-                    for v in values {
-                        let m = set.matches(v)?;
-                        let acc = any.get_or_insert_with(|| vec![false; set.patterns.len()]);
-                        for j in m.iter() {
-                            acc[j] = true;
-                        }
-                    }
-                    any.map(Found::Flags)
-                },
-                i,
-            );
-            if !matched {
-                return false;
-            }
-        }
-        true
+        r.headers.iter().all(|&(h, i)| seen.headers.iter().any(|(at, flags)| *at == h && flags[i]))
     }
 }
 
-/// The sets already run for this request.
-#[derive(Default)]
+/// Which patterns matched this request; `None` and absent mean none did.
 struct Seen {
-    path: Option<Option<Found>>,
-    query: Option<Option<Found>>,
-    agent: Option<Option<Found>>,
-    headers: Vec<Option<Option<Found>>>,
+    path: Option<SetMatches>,
+    query: Option<SetMatches>,
+    agent: Option<SetMatches>,
+    headers: Vec<(usize, Vec<bool>)>,
 }
 
-enum Found {
-    Set(SetMatches),
-    Flags(Vec<bool>),
-}
-
-impl From<SetMatches> for Found {
-    fn from(m: SetMatches) -> Self {
-        Found::Set(m)
-    }
-}
-
-/// Whether pattern `i` matched, running the set on first use.
-fn hit<F: Into<Found>>(slot: &mut Option<Option<Found>>, run: impl FnOnce() -> Option<F>, i: usize) -> bool {
-    let found = slot.get_or_insert_with(|| run().map(Into::into));
-    match found {
-        Some(Found::Set(m)) => m.matched(i),
-        Some(Found::Flags(f)) => f.get(i).copied().unwrap_or(false),
-        None => false,
+impl Seen {
+    fn is_empty(&self) -> bool {
+        self.path.is_none() && self.query.is_none() && self.agent.is_none() && self.headers.is_empty()
     }
 }
