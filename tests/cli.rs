@@ -455,3 +455,31 @@ async fn a_gigabyte_each_way_streams_with_flat_memory() {
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     assert!(peak < start_rss + 48 * 1024, "RSS went from {start_rss} KiB to {peak} KiB while streaming 1 GiB each way");
 }
+
+/// A `log` rule logs the rule that matched and lets the request through; a
+/// refused request's access line says why and which rule.
+#[tokio::test]
+async fn guard_rules_show_in_the_log() {
+    let o = origin().text("/", "ok").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let port = free_port();
+    let rules = "[[guard.rules]]\nname = \"try-admin\"\npath_prefix = \"/admin\"\naction = \"log\"\n\n\
+                 [[guard.rules]]\nname = \"no-admin-delete\"\npath_prefix = \"/admin\"\nmethod = \"DELETE\"\n";
+    write(&path, &format!("{}{rules}", config(dir.path(), port, o.addr, "")));
+    let log = dir.path().join("relais.log");
+    let mut command = Command::new(bin());
+    command.args(["run", "--config"]).arg(&path).env("RUST_LOG", "info");
+    command.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+    let child = start_command(&mut command, port).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/admin/x")).await.text(), "ok");
+    let req = http::Request::delete(format!("http://127.0.0.1:{port}/admin/x")).body(full("")).unwrap();
+    assert_eq!(send(req).await.status, 403);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let logged = text.lines().find(|l| l.contains("rule matched (log only)")).expect(&text);
+    assert!(logged.contains("try-admin") && logged.contains("127.0.0.1"), "{logged}");
+    let access = text.lines().find(|l| l.contains("relais::access") && l.contains("DELETE")).expect(&text);
+    assert!(access.contains("refused=\"rule\"") && access.contains("rule=\"no-admin-delete\""), "{access}");
+}

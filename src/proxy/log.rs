@@ -46,6 +46,8 @@ pub struct AccessRecord {
     pub route_label: Option<Arc<str>>,
     /// Why the guard refused the request.
     pub refused: Option<Reason>,
+    /// The rule that refused it, when one did.
+    pub rule: Option<Arc<str>>,
     /// Places in `[[limit_conn]]` zones, given back when the response is done.
     pub permits: Vec<crate::guard::ConnPermit>,
     /// Request body bytes read from the client, counted as they are read
@@ -79,6 +81,7 @@ impl AccessRecord {
             cache = crate::metrics::word(self.cache),
             route = self.route.map_or(-1, |r| r as i64),
             refused = self.refused.map_or("-", Reason::as_str),
+            rule = self.rule.as_deref().unwrap_or("-"),
             complete,
         );
     }

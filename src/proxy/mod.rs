@@ -178,6 +178,7 @@ pub async fn handle(
         route: None,
         route_label: None,
         refused: None,
+        rule: None,
         permits: Vec::new(),
         bytes_in,
         log,
@@ -192,6 +193,9 @@ pub async fn handle(
                 let label = route.map_or("none", |r: &Arc<Route>| &*r.label);
                 pipeline.metrics.guard(reason, label, false);
                 record.refused = Some(reason);
+                if let ProxyError::Rejected(r) = &e {
+                    record.rule = r.rule.clone();
+                }
             } else if !matches!(e, ProxyError::NoRoute) {
                 tracing::debug!(error = %e, "request failed");
             }
