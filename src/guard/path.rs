@@ -209,4 +209,35 @@ mod tests {
         let keep = Paths { merge_slashes: false, ..ON };
         assert_eq!(keep.normalize("/a//b/../c").unwrap(), "/a//c");
     }
+
+    /// Seeded random paths from the characters that matter: normalising never
+    /// panics, and what it returns has no dot segment or empty segment left
+    /// and is its own normal form (so no second pass could route it elsewhere).
+    #[test]
+    fn random_paths_normalise_to_a_fixed_point() {
+        const ALPHABET: &[u8] = b"/./.%2e%2E%2f%5c%70aA0%%zz//";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut normalised = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let mut p = String::from("/");
+            for _ in 0..len {
+                p.push(ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char);
+            }
+            let Ok(out) = ON.normalize(&p) else { continue };
+            assert!(out.starts_with('/'), "{p} -> {out}");
+            assert!(!out.contains("//"), "{p} -> {out}");
+            assert!(out.split('/').all(|seg| seg != "." && seg != ".."), "{p} -> {out}");
+            assert!(!out.to_ascii_lowercase().contains("%2e"), "{p} -> {out}");
+            assert_eq!(ON.normalize(&out).as_deref(), Ok(&*out), "{p} -> {out} is not final");
+            normalised += 1;
+        }
+        assert!(normalised > 2_000, "only {normalised} paths were valid: the alphabet tests little");
+    }
 }
