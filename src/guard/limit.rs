@@ -5,10 +5,10 @@
 //! it refuses gets the zone's status and `Retry-After`. An admitted request
 //! beyond the rate waits its turn in a second bucket of `delay + 1` (nginx's
 //! `delay`; `nodelay` means no wait at all), so excess goes out at the rate.
-//! A key idle long enough for its bucket to be full again is forgotten (it
-//! would behave as new anyway), and a zone holds at most `max_keys` keys: a
-//! flood of new keys evicts the idle ones first. An empty key (a header the
-//! request does not carry) is not limited, as in nginx.
+//! A zone holds at most `max_keys` keys (quick_cache, whose hit is one
+//! atomic bit): past it the coldest go first, and a forgotten key starts
+//! again with a full bucket. An empty key (a header the request does not
+//! carry) is not limited, as in nginx.
 //!
 //! A `[[limit_conn]]` zone counts requests in progress per key; a
 //! [`ConnPermit`] gives its place back when the response has been sent. When
@@ -16,6 +16,8 @@
 //! as nginx does when a zone is full.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::hash::RandomState;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -23,6 +25,8 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::StatusCode;
+use quick_cache::UnitWeighter;
+use quick_cache::sync::DefaultLifecycle;
 
 use super::{Rejection, Subject};
 use crate::config::{KeyPart, LimitConnConfig, LimitKey, LimitReqConfig};
@@ -34,7 +38,8 @@ pub struct ReqZone {
     admit: Quota,
     pace: Option<Quota>,
     clock: DefaultClock,
-    keys: moka::sync::Cache<Box<[u8]>, Arc<Buckets>>,
+    /// SipHash, not quick_cache's faster default: the keys are the clients' to choose.
+    keys: quick_cache::sync::Cache<Vec<u8>, Arc<Buckets>, UnitWeighter, RandomState>,
     status: StatusCode,
 }
 
@@ -53,9 +58,14 @@ impl ReqZone {
         };
         let admit = quota(config.burst);
         let pace = (!config.nodelay).then(|| quota(config.delay));
-        // After this long without requests a key's bucket is full again: forgetting it loses nothing.
-        let refill = period.saturating_mul(config.burst.saturating_add(1)).max(Duration::from_secs(1));
-        let keys = moka::sync::Cache::builder().max_capacity(config.max_keys).time_to_idle(refill).build();
+        let max = usize::try_from(config.max_keys).unwrap_or(usize::MAX);
+        let keys = quick_cache::sync::Cache::with(
+            max,
+            config.max_keys,
+            UnitWeighter,
+            RandomState::new(),
+            DefaultLifecycle::default(),
+        );
         let status = StatusCode::from_u16(config.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
         ReqZone { config: config.clone(), admit, pace, clock: DefaultClock::default(), keys, status }
     }
@@ -64,11 +74,11 @@ impl ReqZone {
     /// counts and logs what it would refuse, and never waits.
     pub async fn admit(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<(), Rejection> {
         let Some(key) = key_of(&self.config.key, s) else { return Ok(()) };
-        let buckets = self.keys.get_with(key, || {
-            Arc::new(Buckets {
+        let Ok::<_, Infallible>(buckets) = self.keys.get_or_insert_with(&key[..], || {
+            Ok(Arc::new(Buckets {
                 admit: RateLimiter::direct_with_clock(self.admit, self.clock.clone()),
                 pace: self.pace.map(|q| RateLimiter::direct_with_clock(q, self.clock.clone())),
-            })
+            }))
         });
         if let Err(not_until) = buckets.admit.check() {
             let wait = not_until.wait_time_from(self.clock.now());
@@ -94,8 +104,7 @@ impl ReqZone {
 
     /// Keys held now (for tests and the stats).
     pub fn keys(&self) -> u64 {
-        self.keys.run_pending_tasks();
-        self.keys.entry_count()
+        self.keys.len() as u64
     }
 }
 
@@ -184,4 +193,38 @@ fn key_of(key: &LimitKey, s: &Subject<'_>) -> Option<Box<[u8]>> {
         }
     }
     Some(out.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    fn zone(body: &str) -> ReqZone {
+        let toml = format!("[[limit_req]]\nname = \"z\"\n{body}\n");
+        let config = crate::config::Config::from_toml(&toml, "test.toml").unwrap();
+        ReqZone::new(&config.limit_req[0])
+    }
+
+    fn admitted(zone: &ReqZone, ip: [u8; 4]) -> bool {
+        let parts = http::Request::get("/").body(()).unwrap().into_parts().0;
+        let s = Subject::new(std::net::Ipv4Addr::from(ip).into(), &parts, "none");
+        zone.admit(&s, &Metrics::new(), "none").now_or_never().expect("nodelay never waits").is_ok()
+    }
+
+    /// Memory stays within `max_keys` however many clients come, and a flood
+    /// of new addresses does not push out a client that is being limited (its
+    /// bucket would start full again).
+    #[test]
+    fn a_zone_holds_its_keys_and_a_flood_of_new_ones_keeps_the_limited() {
+        let z = zone("rate = \"1r/m\"\nnodelay = true\nmax_keys = 1000");
+        assert!(admitted(&z, [192, 0, 2, 1]));
+        assert!(!admitted(&z, [192, 0, 2, 1]), "over the rate");
+        for i in 0..20_000u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            admitted(&z, [10, b, c, d]);
+        }
+        assert!(z.keys() <= 1100, "{} keys held", z.keys());
+        assert!(!admitted(&z, [192, 0, 2, 1]), "still limited after the flood");
+    }
 }
