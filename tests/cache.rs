@@ -606,3 +606,43 @@ async fn put_and_delete_invalidate_too() {
         settle().await;
     }
 }
+
+/// An origin that answers relais's conditional with a 304 carrying neither
+/// ETag nor Last-Modified: that 304 is about the one response relais asked
+/// about, so one origin request per revalidation, never a second unconditional one.
+#[tokio::test]
+async fn a_304_without_validators_refreshes_the_entry_it_was_asked_about() {
+    for (stored, request_cc) in [
+        (("etag", "\"v1\""), None),
+        (("last-modified", "Tue, 01 Dec 2026 10:00:00 GMT"), None),
+        (("etag", "\"v1\""), Some("no-cache")),
+    ] {
+        let o = origin()
+            .route("/doc", move |req: Request<Incoming>| async move {
+                let conditional =
+                    req.headers().contains_key("if-none-match") || req.headers().contains_key("if-modified-since");
+                if conditional {
+                    let mut r = text(304, "", &[]);
+                    *r.body_mut() = full("");
+                    return r;
+                }
+                // `no-cache` stored responses are revalidated on every use.
+                let cc = if request_cc.is_some() { "max-age=600" } else { "no-cache" };
+                text(200, "the document", &[("cache-control", cc), stored])
+            })
+            .start()
+            .await;
+        let proxy = relais(&proxy_to(&o, "")).await;
+        assert_eq!(get(&proxy.url("/doc")).await.text(), "the document");
+        settle().await;
+        let headers: Vec<(&str, &str)> = request_cc.map(|cc| ("cache-control", cc)).into_iter().collect();
+        let r = get_with(&proxy.url("/doc"), &headers).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "the document"), "{stored:?}");
+        assert!(
+            r.header("cache-status").unwrap().contains("fwd-status=304"),
+            "{stored:?}: {:?}",
+            r.header("cache-status")
+        );
+        assert_eq!(o.hits("/doc"), 2, "{stored:?} {request_cc:?}: one request per revalidation");
+    }
+}

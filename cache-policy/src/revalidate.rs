@@ -2,7 +2,7 @@
 //! for the stored entry (RFC 9111 §4.3).
 //!
 //! A 304 refreshes an entry only if its validators select the stored response
-//! (§4.3.4); then the stored headers are updated with every header of the 304,
+//! (§4.3.4; a 304 without validators answers for the one response asked about); then the stored headers are updated with every header of the 304,
 //! including headers new in it, except hop-by-hop fields, `Set-Cookie` and fields
 //! describing the stored body (`Content-Length`, `Content-Encoding`, `Content-Range`),
 //! and a fresh [`Policy`] is computed from the result (§3.2).
@@ -89,8 +89,10 @@ fn selects_stored(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
         (None, Some(_)) => false,
         // Last-Modified is the remaining (weak) validator.
         (_, None) if new_date.is_some() => single_date(stored, LAST_MODIFIED) == new_date,
-        // A bare 304 selects a stored response only if that has no validator either.
-        (old, None) => old.is_none() && !stored.contains_key(LAST_MODIFIED),
+        // A bare 304 answers the one stored response relais asked about: the
+        // §4.3.4 rule for bare 304s chooses among several stored responses, and
+        // relais sends the validators of exactly one.
+        (_, None) => true,
     }
 }
 
