@@ -646,3 +646,37 @@ async fn a_304_without_validators_refreshes_the_entry_it_was_asked_about() {
         assert_eq!(o.hits("/doc"), 2, "{stored:?} {request_cc:?}: one request per revalidation");
     }
 }
+
+/// What origins send that is odd but means something: `Age` as a list (the
+/// first member counts), `Expires` in the obsolete forms or the wrong case (a
+/// date all the same), and the obsolete `Set-Cookie2` (a cookie like any other).
+#[tokio::test]
+async fn odd_but_meaningful_response_headers() {
+    let o = origin()
+        .route("/age-list", |_| async { text(200, "a", &[("cache-control", "max-age=3600"), ("age", "0, 7200")]) })
+        .route("/age-lines", |_| async {
+            text(200, "a", &[("cache-control", "max-age=3600"), ("age", "0"), ("age", "7200")])
+        })
+        .route("/asctime", |_| async { text(200, "e", &[("expires", "Thu Aug  8 02:01:18 2050")]) })
+        .route("/rfc850", |_| async { text(200, "e", &[("expires", "Thursday, 08-Aug-50 02:01:18 GMT")]) })
+        .route("/lower", |_| async { text(200, "e", &[("expires", "mon, 08 aug 2050 02:01:18 gmt")]) })
+        .route("/cookie2", |_| async {
+            text(200, "c", &[("cache-control", "max-age=60"), ("set-cookie2", "id=1; Version=1")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    for path in ["/age-list", "/age-lines", "/asctime", "/rfc850", "/lower"] {
+        get(&proxy.url(path)).await;
+        settle().await;
+        let r = get(&proxy.url(path)).await;
+        assert!(r.header("cache-status").unwrap().contains("hit"), "{path}: {:?}", r.header("cache-status"));
+        assert_eq!(o.hits(path), 1, "{path}");
+    }
+    for _ in 0..2 {
+        let r = get(&proxy.url("/cookie2")).await;
+        assert_eq!(r.header("set-cookie2"), Some("id=1; Version=1"), "each client gets its own cookie");
+        settle().await;
+    }
+    assert_eq!(o.hits("/cookie2"), 2, "a response setting a cookie is not shared");
+}

@@ -71,7 +71,7 @@ fn origin_lifetime(cc: &CacheControl, res: &HeaderMap, date: SystemTime) -> Opti
         return None;
     }
     // Invalid dates ("0", "-1", two lines) mean "already expired" (RFC 9111 §5.3).
-    let expires = single_str(res, EXPIRES).and_then(|v| httpdate::parse_http_date(v).ok());
+    let expires = single_str(res, EXPIRES).and_then(crate::date::parse);
     Some(expires.map_or(Duration::ZERO, |e| e.duration_since(date).unwrap_or_default()))
 }
 

@@ -25,6 +25,15 @@ pub static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// The obsolete `Set-Cookie2` (RFC 2965), still sent by some origins: a cookie
+/// like any other.
+pub(crate) static SET_COOKIE2: HeaderName = HeaderName::from_static("set-cookie2");
+
+/// Whether a response sets a cookie, by either field.
+pub(crate) fn sets_cookie(headers: &HeaderMap) -> bool {
+    headers.contains_key(SET_COOKIE) || headers.contains_key(&SET_COOKIE2)
+}
+
 /// The response headers to store with an entry: all of `res` except `Set-Cookie`
 /// (and the obsolete `Set-Cookie2`) and hop-by-hop fields, including those named in
 /// `Connection`.
@@ -35,7 +44,7 @@ pub static HOP_BY_HOP: [HeaderName; 9] = [
 pub fn storable_headers(res: &HeaderMap, _rules: &Rules) -> HeaderMap {
     let mut stored = res.clone();
     stored.remove(SET_COOKIE);
-    stored.remove("set-cookie2");
+    stored.remove(&SET_COOKIE2);
     remove_hop_by_hop(&mut stored, res);
     stored
 }
@@ -75,23 +84,17 @@ pub(crate) fn single_str(headers: &HeaderMap, name: HeaderName) -> Option<&str> 
     first.to_str().ok().map(str::trim)
 }
 
-/// A field holding one HTTP-date (any of the three RFC 9110 formats).
+/// A field holding one HTTP-date (any of the three RFC 9110 formats, read leniently).
 pub(crate) fn single_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
-    single_str(headers, name).and_then(|v| httpdate::parse_http_date(v).ok())
+    single_str(headers, name).and_then(crate::date::parse)
 }
 
-/// The `Age` field in seconds; the largest valid member if several were sent,
-/// zero if none is valid; saturates at 2^31 like any delta-seconds.
+/// The `Age` field in seconds: the first member when several were sent (in one
+/// line or several), zero if that one is not valid (RFC 9111 §5.1); saturates at
+/// 2^31 like any delta-seconds.
 pub(crate) fn age_value(headers: &HeaderMap) -> Duration {
-    let secs = headers
-        .get_all(header::AGE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|v| parse_delta(v.trim()))
-        .max()
-        .unwrap_or(0);
-    Duration::from_secs(secs)
+    let first = headers.get(header::AGE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next());
+    Duration::from_secs(first.and_then(|v| parse_delta(v.trim())).unwrap_or(0))
 }
 
 /// An IMF-fixdate value (`Sun, 06 Nov 1994 08:49:37 GMT`), or `None` for a time
@@ -131,11 +134,18 @@ mod tests {
     }
 
     #[test]
-    fn age_takes_largest_valid_member() {
+    fn age_takes_the_first_member() {
         let mut h = HeaderMap::new();
         h.append("age", "5, x".parse().unwrap());
         h.append("age", "12".parse().unwrap());
-        assert_eq!(age_value(&h), Duration::from_secs(12));
+        assert_eq!(age_value(&h), Duration::from_secs(5));
+        h.insert("age", "0, 7200".parse().unwrap());
+        assert_eq!(age_value(&h), Duration::ZERO);
+        h.insert("age", "0".parse().unwrap());
+        h.append("age", "7200".parse().unwrap());
+        assert_eq!(age_value(&h), Duration::ZERO);
+        h.insert("age", "x, 60".parse().unwrap());
+        assert_eq!(age_value(&h), Duration::ZERO, "an invalid first member: the field is ignored");
         assert_eq!(age_value(&HeaderMap::new()), Duration::ZERO);
         h.insert("age", "999999999999999999999999999".parse().unwrap());
         assert_eq!(age_value(&h), Duration::from_secs(1 << 31));

@@ -21,6 +21,7 @@
 
 mod cache_control;
 mod conditional;
+mod date;
 mod etag;
 mod freshness;
 mod headers;

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AUTHORIZATION, DATE, ETAG, LAST_MODIFIED, SET_COOKIE};
+use http::header::{AUTHORIZATION, DATE, ETAG, LAST_MODIFIED};
 use http::{HeaderMap, HeaderValue, Method, request, response};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 use serde::{Deserialize, Serialize};
@@ -262,7 +262,7 @@ fn check_storable(req: &request::Parts, res: &response::Parts, cc: &CacheControl
     if req.headers.contains_key(AUTHORIZATION) && !shareable {
         return Err(Bypass::Authorization);
     }
-    if res.headers.contains_key(SET_COOKIE) && !rules.store_set_cookie {
+    if crate::headers::sets_cookie(&res.headers) && !rules.store_set_cookie {
         return Err(Bypass::SetCookie);
     }
     vary_names(&res.headers)?;

@@ -14,7 +14,7 @@ use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, SET_COOKIE};
 use http::{HeaderMap, HeaderName, StatusCode, request, response};
 
 use crate::etag::{self, EntityTag};
-use crate::headers::{http_date, is_hop_by_hop, single_date};
+use crate::headers::{SET_COOKIE2, http_date, is_hop_by_hop, single_date};
 use crate::{Bypass, Policy, Rules};
 
 /// Fields of a 304 that must not replace the stored ones: they describe the stored
@@ -104,7 +104,7 @@ fn entity_tag(headers: &HeaderMap) -> Option<EntityTag<'_>> {
 fn merge_304(stored: &HeaderMap, not_modified: &HeaderMap, response_time: SystemTime) -> HeaderMap {
     let mut merged = stored.clone();
     for name in not_modified.keys() {
-        if NOT_MERGED.contains(name) || is_hop_by_hop(name, not_modified) {
+        if NOT_MERGED.contains(name) || *name == SET_COOKIE2 || is_hop_by_hop(name, not_modified) {
             continue;
         }
         merged.remove(name);
