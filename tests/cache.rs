@@ -680,3 +680,23 @@ async fn odd_but_meaningful_response_headers() {
     }
     assert_eq!(o.hits("/cookie2"), 2, "a response setting a cookie is not shared");
 }
+
+/// A client's If-Modified-Since against a stored response without
+/// Last-Modified: the stored Date is the validator (RFC 9110 §13.1.3).
+#[tokio::test]
+async fn if_modified_since_is_judged_by_the_stored_date() {
+    let o = origin().route("/", |_| async { text(200, "body", &[("cache-control", "max-age=600")]) }).start().await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    let first = get(&proxy.url("/")).await;
+    let date = first.header("date").expect("the origin's Date").to_string();
+    settle().await;
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+    let r = get_with(&proxy.url("/"), &[("if-modified-since", &later)]).await;
+    assert_eq!(r.status, 304, "{:?}", r.header("cache-status"));
+    let r = get_with(&proxy.url("/"), &[("if-modified-since", &date)]).await;
+    assert_eq!(r.status, 304, "the Date itself");
+    let earlier = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let r = get_with(&proxy.url("/"), &[("if-modified-since", &earlier)]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "body"));
+    assert_eq!(o.hits("/"), 1);
+}
