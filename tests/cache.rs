@@ -700,3 +700,44 @@ async fn if_modified_since_is_judged_by_the_stored_date() {
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "body"));
     assert_eq!(o.hits("/"), 1);
 }
+
+/// Any final status with explicit freshness is stored (RFC 9111 §3), but a
+/// stored error is never a stale copy to fall back on: when it expires and
+/// the origin fails again, the client gets the new answer.
+#[tokio::test]
+async fn errors_with_explicit_freshness_are_stored_but_never_served_stale() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    let o = origin()
+        .route("/", move |_| {
+            let i = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match i {
+                    0 => text(503, "busy, try later", &[("cache-control", "max-age=1")]),
+                    _ => text(500, "broken now", &[]),
+                }
+            }
+        })
+        .route("/teapot", |_| async { text(499, "odd", &[("cache-control", "max-age=60")]) })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "cache = { stale_if_error = \"1m\" }")).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 503);
+    settle().await;
+    let hit = get(&proxy.url("/")).await;
+    assert_eq!((hit.status.as_u16(), hit.text().as_str()), (503, "busy, try later"));
+    assert!(hit.header("cache-status").unwrap().contains("hit"), "{:?}", hit.header("cache-status"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = get(&proxy.url("/")).await;
+    assert_eq!(
+        (after.status.as_u16(), after.text().as_str()),
+        (500, "broken now"),
+        "{:?}",
+        after.header("cache-status")
+    );
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+    get(&proxy.url("/teapot")).await;
+    settle().await;
+    assert!(get(&proxy.url("/teapot")).await.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(o.hits("/teapot"), 1);
+}

@@ -19,10 +19,23 @@ use crate::headers::{single_date, single_str};
 /// is not cached yet.
 const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
-/// Statuses stored only with explicit freshness. Other codes (e.g. 500, 503, 403) are
-/// not stored even with `max-age`: http-cache-semantics does not understand them, and
-/// a blanket `max-age` on an error page would pin a transient failure.
-const EXPLICIT_ONLY: [u16; 3] = [302, 303, 307];
+/// Statuses whose caching requirements relais knows and meets, for
+/// `must-understand` (RFC 9111 §5.2.2.3): those RFC 9110 defines for final
+/// responses, except 206 (partial content is not stored), 205 and 304.
+const UNDERSTOOD: [u16; 38] = [
+    200, 201, 202, 203, 204, 300, 301, 302, 303, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411,
+    412, 413, 414, 415, 416, 417, 421, 422, 426, 500, 501, 502, 503, 504, 505,
+];
+
+/// Whether relais understands the caching requirements of `code`.
+fn understood(code: u16) -> bool {
+    UNDERSTOOD.contains(&code)
+}
+
+/// Whether http-cache-semantics, the cross-check, knows this status.
+pub(crate) fn cross_checked(code: u16) -> bool {
+    HEURISTIC.contains(&code) || [302, 303, 307].contains(&code)
+}
 
 /// The share of `Date` − `Last-Modified` used as heuristic lifetime.
 const HEURISTIC_FRACTION: u32 = 10;
@@ -32,10 +45,15 @@ pub(crate) fn has_explicit(cc: &CacheControl, res: &HeaderMap) -> bool {
     cc.has("s-maxage") || cc.has("max-age") || res.contains_key(EXPIRES)
 }
 
-/// Whether a response with this status may be stored at all.
-pub(crate) fn status_storable(status: StatusCode, explicit: bool) -> bool {
+/// Whether a response with this status may be stored at all: a heuristically
+/// cacheable one, or any final status with explicit freshness (RFC 9111 §3),
+/// unless `must-understand` names a status relais does not understand.
+pub(crate) fn status_storable(status: StatusCode, explicit: bool, must_understand: bool) -> bool {
     let code = status.as_u16();
-    HEURISTIC.contains(&code) || (explicit && EXPLICIT_ONLY.contains(&code))
+    if !(200..=599).contains(&code) || code == 206 || code == 304 || (must_understand && !understood(code)) {
+        return false;
+    }
+    HEURISTIC.contains(&code) || explicit
 }
 
 /// The freshness lifetime; `date` is the response's `Date` (or its arrival time).

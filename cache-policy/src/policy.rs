@@ -80,7 +80,10 @@ impl Policy {
     ) -> Result<Policy, Bypass> {
         let cc = CacheControl::parse(&res.headers);
         check_storable(req, res, &cc, rules)?;
-        if !shared_cache_agrees(req, res, response_time) {
+        // http-cache-semantics knows neither `must-understand` nor the statuses
+        // stored only for their explicit freshness.
+        let cross_check = freshness::cross_checked(res.status.as_u16()) && !cc.has("must-understand");
+        if cross_check && !shared_cache_agrees(req, res, response_time) {
             return Err(Bypass::NotStorable);
         }
 
@@ -92,7 +95,10 @@ impl Policy {
 
         let overridden = rules.override_ttl.is_some();
         let no_cache = !overridden && cc.has("no-cache");
-        let no_stale = no_cache || cc.has("must-revalidate") || cc.has("proxy-revalidate");
+        // A stored error (5xx) is never served stale: not instead of a new
+        // error, nor while it is revalidated.
+        let no_stale =
+            no_cache || cc.has("must-revalidate") || cc.has("proxy-revalidate") || res.status.is_server_error();
         let policy = Policy {
             status: res.status.as_u16(),
             response_time,
@@ -247,10 +253,13 @@ fn check_storable(req: &request::Parts, res: &response::Parts, cc: &CacheControl
     if CacheControl::parse(&req.headers).has("no-store") {
         return Err(Bypass::RequestNoStore);
     }
-    if !freshness::status_storable(res.status, freshness::has_explicit(cc, &res.headers)) {
+    let must_understand = cc.has("must-understand");
+    if !freshness::status_storable(res.status, freshness::has_explicit(cc, &res.headers), must_understand) {
         return Err(Bypass::Status);
     }
-    if cc.has("no-store") {
+    // With `must-understand` and a status relais understands, `no-store` is
+    // there for caches that do not (RFC 9111 §5.2.2.3).
+    if cc.has("no-store") && !must_understand {
         return Err(Bypass::NoStore);
     }
     // A qualified `private="field"` is treated as unqualified: safe, and rare.
