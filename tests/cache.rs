@@ -741,3 +741,24 @@ async fn errors_with_explicit_freshness_are_stored_but_never_served_stale() {
     assert!(get(&proxy.url("/teapot")).await.header("cache-status").unwrap().contains("hit"));
     assert_eq!(o.hits("/teapot"), 1);
 }
+
+/// Accept-Language and Accept-Encoding values that mean the same select one variant.
+#[tokio::test]
+async fn vary_values_that_mean_the_same_share_a_variant() {
+    let o = origin()
+        .route("/", |_| async {
+            text(200, "v", &[("cache-control", "max-age=60"), ("vary", "Accept-Encoding, Accept-Language")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    get_with(&proxy.url("/"), &[("accept-encoding", "gzip, br"), ("accept-language", "fr;q=0.5, en")]).await;
+    settle().await;
+    for (ae, al) in [("br, gzip", "en, fr;q=0.5"), ("br;q=1.0,x-gzip", "EN,fr; q=0.50")] {
+        let r = get_with(&proxy.url("/"), &[("accept-encoding", ae), ("accept-language", al)]).await;
+        assert!(r.header("cache-status").unwrap().contains("hit"), "{ae} / {al}: {:?}", r.header("cache-status"));
+    }
+    let r = get_with(&proxy.url("/"), &[("accept-encoding", "gzip, br"), ("accept-language", "fr, en;q=0.5")]).await;
+    assert!(!r.header("cache-status").unwrap().contains("hit"), "another preference is another variant");
+    assert_eq!(o.hits("/"), 2);
+}

@@ -44,19 +44,74 @@ pub fn vary_names(res: &HeaderMap) -> Result<Vec<HeaderName>, Bypass> {
 /// trimmed, empty members dropped (RFC 9110 §5.6.1), and the whitespace around `,`
 /// removed. For the `Accept*` headers the value is also lower-cased and the
 /// whitespace around `;` removed (parameters such as `;q=0.8`).
+///
+/// `Accept-Language` and `Accept-Encoding` are compared by meaning: members are
+/// ordered by q-value (highest first; `q=1.0`, `q=1` and none are one value,
+/// `q=0.50` is `q=0.5`), equal q-values keep their order for languages (a
+/// tie may still be a preference) and are sorted for encodings (the server
+/// chooses among them), and `x-gzip` is `gzip`.
 pub fn normalize_vary_value(name: &HeaderName, value: Option<&[&HeaderValue]>) -> Option<String> {
     let lines = value.filter(|lines| !lines.is_empty())?;
     let token_header = CASE_INSENSITIVE.contains(name);
-    let mut out = String::new();
-    let members = lines.iter().flat_map(|line| split_members(line.as_bytes())).map(escape);
-    for member in members {
-        let member = if token_header { normalize_token_member(&member) } else { member };
-        if !out.is_empty() {
-            out.push(',');
+    let mut members: Vec<String> = lines
+        .iter()
+        .flat_map(|line| split_members(line.as_bytes()))
+        .map(escape)
+        .map(|m| if token_header { normalize_token_member(&m) } else { m })
+        .collect();
+    let encoding = *name == header::ACCEPT_ENCODING;
+    if encoding || *name == header::ACCEPT_LANGUAGE {
+        let mut weighted: Vec<(u16, String)> = Vec::with_capacity(members.len());
+        for m in &members {
+            // A member whose q-value cannot be read keeps the value as it is.
+            let Some(w) = weigh(m, encoding) else { return Some(members.join(",")) };
+            weighted.push(w);
         }
-        out.push_str(&member);
+        if encoding {
+            weighted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        } else {
+            weighted.sort_by(|a, b| b.0.cmp(&a.0));
+        }
+        members =
+            weighted.into_iter().map(|(q, m)| if q == 1000 { m } else { format!("{m};q={}", q_text(q)) }).collect();
     }
-    Some(out)
+    Some(members.join(","))
+}
+
+/// `gzip;q=0.50` → (500, "gzip"); None if the q-value is not one, or the member
+/// has other parameters.
+fn weigh(member: &str, encoding: bool) -> Option<(u16, String)> {
+    let mut parts = member.split(';');
+    let token = parts.next()?;
+    let q = match parts.next() {
+        None => 1000,
+        Some(p) => parse_q(p.strip_prefix("q=")?)?,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    let token = if encoding && token == "x-gzip" { "gzip" } else { token };
+    Some((q, token.to_string()))
+}
+
+/// A qvalue (RFC 9110 §12.4.2) in thousandths.
+fn parse_q(text: &str) -> Option<u16> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{frac:0<3}").parse::<u16>().ok()?;
+    match int {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+/// 500 → `0.5`.
+fn q_text(q: u16) -> String {
+    let text = format!("0.{q:03}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Splits a line into trimmed, non-empty comma-separated members.
@@ -101,6 +156,12 @@ mod tests {
             ("accept-language", &["en-US", "fr"], &["en-us ,  fr"]),
             ("accept-language", &["en-US;q=0.8, fr; Q=0.5"], &["en-us; q=0.8,fr;q=0.5"]),
             ("accept-encoding", &["GZIP, br,"], &["gzip,br"]),
+            ("accept-encoding", &["gzip, br"], &["br, gzip"]),
+            ("accept-encoding", &["gzip;q=1.0, br;q=0.50"], &["br;q=0.5 , gzip"]),
+            ("accept-encoding", &["x-gzip, deflate"], &["deflate, gzip"]),
+            ("accept-encoding", &["identity;q=0, gzip"], &["gzip, identity;q=0.000"]),
+            ("accept-language", &["fr;q=0.5, en"], &["en, fr;q=0.5"]),
+            ("accept-language", &["en;q=1, de;q=0.3, fr;q=0.7"], &["en, fr;q=0.7, de;q=0.3"]),
             ("accept", &["Text/HTML, */*;q=0.1"], &["text/html,*/*; q=0.1"]),
             ("x-custom", &["a ,b", "c"], &["a,b,c"]),
             ("x-custom", &["a, , b"], &["a,b"]),
@@ -117,6 +178,9 @@ mod tests {
             ("cookie", &["a=B"], &["a=b"]),
             ("accept-language", &["en, fr"], &["fr, en"]),
             ("accept-encoding", &["gzip"], &["br"]),
+            ("accept-encoding", &["gzip;q=0.5, br"], &["gzip, br;q=0.5"]),
+            ("accept-encoding", &["gzip;q=2"], &["gzip"]),
+            ("accept-language", &["en;q=0.5"], &["en"]),
             ("user-agent", &["Mozilla/5.0 (X11)"], &["Mozilla/5.0  (X11)"]),
         ];
         for (name, a, b) in table {
