@@ -70,7 +70,7 @@ pub fn normalize_vary_value(name: &HeaderName, value: Option<&[&HeaderValue]>) -
         if encoding {
             weighted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         } else {
-            weighted.sort_by(|a, b| b.0.cmp(&a.0));
+            weighted.sort_by_key(|w| std::cmp::Reverse(w.0));
         }
         members =
             weighted.into_iter().map(|(q, m)| if q == 1000 { m } else { format!("{m};q={}", q_text(q)) }).collect();
