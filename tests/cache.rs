@@ -762,3 +762,50 @@ async fn vary_values_that_mean_the_same_share_a_variant() {
     assert!(!r.header("cache-status").unwrap().contains("hit"), "another preference is another variant");
     assert_eq!(o.hits("/"), 2);
 }
+
+/// 1xx responses before the final one (103 Early Hints, 100, 102) never become
+/// the final or the stored response. hyper's server cannot send 1xx yet, so
+/// they are not passed on either: the client sees the final answer only.
+#[tokio::test]
+async fn informational_responses_are_neither_final_nor_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = tcp.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let answer = "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+                                      HTTP/1.1 102 Processing\r\n\r\n\
+                                      HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Control: max-age=60\r\n\r\nfinal";
+                        if tcp.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let proxy = relais(&format!("[upstreams.o]\nservers = [\"{addr}\"]\n[[routes]]\nupstream = \"o\"\n")).await;
+    let r = get(&proxy.url("/page")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "final"));
+    assert_eq!(r.header("link"), None, "the hint's fields are not the final response's");
+    settle().await;
+    let again = get(&proxy.url("/page")).await;
+    assert_eq!((again.status.as_u16(), again.text().as_str()), (200, "final"));
+    assert!(again.header("cache-status").unwrap().contains("hit"), "{:?}", again.header("cache-status"));
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
