@@ -809,3 +809,45 @@ async fn informational_responses_are_neither_final_nor_stored() {
     assert!(again.header("cache-status").unwrap().contains("hit"), "{:?}", again.header("cache-status"));
     assert_eq!(requests.load(Ordering::SeqCst), 1);
 }
+
+/// Targeted cache control (RFC 9213): `CDN-Cache-Control`, and relais's own
+/// field before it, decide for relais instead of `Cache-Control`, and are not
+/// passed to clients unless `expose_targeted`.
+#[tokio::test]
+async fn targeted_cache_control_decides_for_relais() {
+    let o = origin()
+        .route("/cdn", |_| async {
+            text(200, "c", &[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60")])
+        })
+        .route("/own", |_| async {
+            text(
+                200,
+                "o",
+                &[("cache-control", "max-age=60"), ("cdn-cache-control", "max-age=60"), ("x-edge-cc", "no-store")],
+            )
+        })
+        .start()
+        .await;
+    for expose in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = format!(
+            "[cache]\ndisk_path = \"{}\"\ntargeted_field = \"X-Edge-CC\"\nexpose_targeted = {expose}\n",
+            dir.path().display()
+        );
+        let proxy = relais(&format!("{cache}{}", proxy_to(&o, ""))).await;
+        let first = get(&proxy.url("/cdn")).await;
+        assert_eq!(first.header("cache-control"), Some("no-store"), "Cache-Control is for the browser");
+        assert_eq!(first.header("cdn-cache-control").is_some(), expose);
+        settle().await;
+        let r = get(&proxy.url("/cdn")).await;
+        assert!(r.header("cache-status").unwrap().contains("hit"), "{:?}", r.header("cache-status"));
+        assert_eq!(r.header("cdn-cache-control").is_some(), expose, "stored, and hidden on hits too");
+        get(&proxy.url("/own")).await;
+        settle().await;
+        let r = get(&proxy.url("/own")).await;
+        assert!(!r.header("cache-status").unwrap().contains("hit"), "relais's own field wins: no-store");
+        assert_eq!(r.header("x-edge-cc").is_some(), expose);
+    }
+    assert_eq!(o.hits("/cdn"), 2, "one fetch per proxy");
+    assert_eq!(o.hits("/own"), 4);
+}

@@ -11,6 +11,13 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::{CACHE_CONTROL, PRAGMA};
 
+/// A Structured Field dictionary key (RFC 8941 §3.2), as lower-cased by the parser.
+fn is_sf_key(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b == b'*')
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b))
+}
+
 /// RFC 9111 §1.2.2: the largest delta-seconds a cache needs to handle.
 const MAX_DELTA: u64 = 1 << 31;
 
@@ -32,6 +39,20 @@ impl CacheControl {
             cc.directives.push(("no-cache".to_owned(), None));
         }
         cc
+    }
+
+    /// The first targeted field (RFC 9213) of `names` with a usable value: one
+    /// made only of directives whose names are Structured Field keys. None:
+    /// `Cache-Control` applies.
+    pub(crate) fn targeted(headers: &HeaderMap, names: &[http::HeaderName]) -> Option<Self> {
+        names.iter().find_map(|name| {
+            let mut cc = CacheControl::default();
+            for value in headers.get_all(name) {
+                cc.parse_line(value.to_str().ok()?);
+            }
+            let valid = !cc.directives.is_empty() && cc.directives.iter().all(|(n, _)| is_sf_key(n));
+            valid.then_some(cc)
+        })
     }
 
     fn parse_line(&mut self, line: &str) {

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AUTHORIZATION, DATE, ETAG, LAST_MODIFIED};
+use http::header::{AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED};
 use http::{HeaderMap, HeaderValue, Method, request, response};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 use serde::{Deserialize, Serialize};
@@ -78,11 +78,24 @@ impl Policy {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Result<Policy, Bypass> {
-        let cc = CacheControl::parse(&res.headers);
+        // A targeted field (RFC 9213) replaces Cache-Control and Expires for relais.
+        let targeted_view;
+        let (cc, res, targeted) = match CacheControl::targeted(&res.headers, &rules.targeted) {
+            Some(cc) => {
+                let (mut view, ()) = http::Response::new(()).into_parts();
+                view.status = res.status;
+                view.version = res.version;
+                view.headers = res.headers.clone();
+                view.headers.remove(EXPIRES);
+                targeted_view = view;
+                (cc, &targeted_view, true)
+            }
+            None => (CacheControl::parse(&res.headers), res, false),
+        };
         check_storable(req, res, &cc, rules)?;
-        // http-cache-semantics knows neither `must-understand` nor the statuses
-        // stored only for their explicit freshness.
-        let cross_check = freshness::cross_checked(res.status.as_u16()) && !cc.has("must-understand");
+        // http-cache-semantics knows neither `must-understand`, targeted fields,
+        // nor the statuses stored only for their explicit freshness.
+        let cross_check = freshness::cross_checked(res.status.as_u16()) && !cc.has("must-understand") && !targeted;
         if cross_check && !shared_cache_agrees(req, res, response_time) {
             return Err(Bypass::NotStorable);
         }

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use http::HeaderName;
+
 /// How one route caches. The default caches by the origin's headers alone.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rules {
@@ -37,4 +39,9 @@ pub struct Rules {
     /// stored (Varnish's default). Default: false (the origin's Cache-Control
     /// decides, as RFC 9111 allows).
     pub bypass_cookie_requests: bool,
+    /// Targeted cache-control fields (RFC 9213), in order of precedence
+    /// (`relais-cache-control`, `cdn-cache-control`): the first with a valid,
+    /// non-empty value replaces `Cache-Control` and `Expires` for the cache.
+    /// Default: none.
+    pub targeted: Vec<HeaderName>,
 }

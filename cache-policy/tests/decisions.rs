@@ -35,6 +35,13 @@ fn storability_and_lifetime() {
     let max_600 = Rules { max_ttl: secs(600), ..Rules::default() };
     let crossed = Rules { min_ttl: secs(900), max_ttl: secs(600), ..Rules::default() };
     let override_max = Rules { override_ttl: secs(1000), max_ttl: secs(100), ..Rules::default() };
+    let targeted = Rules {
+        targeted: vec![
+            http::HeaderName::from_static("relais-cache-control"),
+            http::HeaderName::from_static("cdn-cache-control"),
+        ],
+        ..Rules::default()
+    };
 
     #[rustfmt::skip]
     let table: &[StoreCase] = &[
@@ -104,6 +111,14 @@ fn storability_and_lifetime() {
         ("must-understand, status unknown", &[], 299, &[("cache-control", "max-age=60, must-understand")], &none, Err(Bypass::Status)),
         ("must-understand, status known", &[], 200, &[("cache-control", "max-age=60, must-understand")], &none, Ok(60)),
         ("must-understand beats no-store", &[], 200, &[("cache-control", "max-age=60, must-understand, no-store")], &none, Ok(60)),
+        ("CDN-Cache-Control beats Cache-Control", &[], 200, &[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60")], &targeted, Ok(60)),
+        ("relais's field beats CDN's", &[], 200, &[("relais-cache-control", "max-age=30"), ("cdn-cache-control", "max-age=60")], &targeted, Ok(30)),
+        ("targeted field ignores Expires", &[], 200, &[("expires", "@300"), ("cdn-cache-control", "max-age=10")], &targeted, Ok(10)),
+        ("targeted no-store", &[], 200, &[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")], &targeted, Err(Bypass::NoStore)),
+        ("targeted field: Cache-Control private ignored", &[], 200, &[("cache-control", "private"), ("cdn-cache-control", "s-maxage=60")], &targeted, Ok(60)),
+        ("invalid targeted field falls back", &[], 200, &[("cache-control", "max-age=5"), ("cdn-cache-control", "\"x\"")], &targeted, Ok(5)),
+        ("empty targeted field falls back", &[], 200, &[("cache-control", "max-age=5"), ("cdn-cache-control", "")], &targeted, Ok(5)),
+        ("not targeted: CDN field ignored", &[], 200, &[("cache-control", "max-age=5"), ("cdn-cache-control", "max-age=60")], &none, Ok(5)),
         ("must-understand 599 with no-store", &[], 599, &[("cache-control", "max-age=60, must-understand, no-store")], &none, Err(Bypass::Status)),
         ("503 with override", &[], 503, &[], &override_50, Err(Bypass::Status)),
         ("206 never yet", &[], 206, &[("cache-control", "max-age=60")], &none, Err(Bypass::Status)),

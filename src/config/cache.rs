@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{Dur, Size};
+use super::{Dur, FieldName, Size};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -33,7 +33,28 @@ pub struct CacheConfig {
     /// Bodies being fetched to be stored are held in memory up to this in total
     /// (at most 4GiB); a fetch that does not fit streams through unstored. Default 128MiB.
     pub fill_memory: Size,
+    /// relais's own targeted cache-control field (RFC 9213): it replaces
+    /// `Cache-Control` and `Expires` for relais. Default `relais-cache-control`.
+    pub targeted_field: FieldName,
+    /// Honour `CDN-Cache-Control` (after `targeted_field`). Default true.
+    pub cdn_cache_control: bool,
+    /// Pass the targeted fields relais honours on to clients. Default false
+    /// (they are stored with the entry, for revalidation, and removed on the way out).
+    pub expose_targeted: bool,
 }
+
+impl CacheConfig {
+    /// The targeted fields honoured, in order of precedence.
+    pub fn targeted(&self) -> Vec<http::HeaderName> {
+        let mut names = vec![self.targeted_field.0.clone()];
+        if self.cdn_cache_control && self.targeted_field.0 != CDN_CACHE_CONTROL {
+            names.push(http::HeaderName::from_static(CDN_CACHE_CONTROL));
+        }
+        names
+    }
+}
+
+const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -48,6 +69,9 @@ impl Default for CacheConfig {
             fill_memory: Size::mib(128),
             sweep_interval: Dur::secs(600),
             sweep_after_writes: 10_000,
+            targeted_field: FieldName(http::HeaderName::from_static("relais-cache-control")),
+            cdn_cache_control: true,
+            expose_targeted: false,
         }
     }
 }

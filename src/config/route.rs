@@ -100,7 +100,8 @@ pub enum CookieRequests {
 }
 
 impl CacheRules {
-    pub fn to_rules(&self) -> cache_policy::Rules {
+    /// `targeted`: the targeted cache-control fields honoured (`[cache]`).
+    pub fn to_rules(&self, targeted: Vec<http::HeaderName>) -> cache_policy::Rules {
         let d = |d: Option<Dur>| d.map(Dur::get);
         cache_policy::Rules {
             default_ttl: d(self.default_ttl),
@@ -112,6 +113,7 @@ impl CacheRules {
             bypass: self.bypass,
             store_set_cookie: self.store_set_cookie,
             bypass_cookie_requests: self.cookie_requests == CookieRequests::Bypass,
+            targeted,
         }
     }
 }

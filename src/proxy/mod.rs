@@ -54,6 +54,8 @@ pub struct Pipeline {
     /// The port cleartext requests are redirected to (`redirect_https`), as bound.
     https_port: Option<u16>,
     hide_headers: Vec<HeaderName>,
+    /// Targeted cache-control fields removed from what clients receive.
+    hide_targeted: Vec<HeaderName>,
 }
 
 /// What every configuration's pipeline shares for the life of the process.
@@ -117,6 +119,7 @@ impl Pipeline {
         let guard = Guard::new(&config, previous.map(|p| &p.guard))?;
         let router = Router::new(&config, &upstreams, &guard)?;
         let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
+        let hide_targeted = if config.cache.expose_targeted { Vec::new() } else { config.cache.targeted() };
         Ok(Pipeline {
             config: Arc::new(config),
             router,
@@ -128,6 +131,7 @@ impl Pipeline {
             issued,
             https_port,
             hide_headers,
+            hide_targeted,
         })
     }
 
@@ -228,6 +232,9 @@ fn finish(
         // Stored with the entry (for purge by tag), not shown to clients.
         headers.remove(SURROGATE_KEY.clone());
         headers.remove(CACHE_TAG.clone());
+    }
+    for name in &pipeline.hide_targeted {
+        headers.remove(name);
     }
     if let Some(route) = route {
         route.response_headers.apply(headers);

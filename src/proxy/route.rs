@@ -65,7 +65,7 @@ impl CompiledRules {
 }
 
 impl Route {
-    fn new(index: usize, r: &RouteConfig, upstream: Arc<Upstream>, redirect_https: bool, guard: RouteGuard) -> Route {
+    fn new(index: usize, r: &RouteConfig, upstream: Arc<Upstream>, config: &Config, guard: RouteGuard) -> Route {
         let headers = r
             .headers
             .iter()
@@ -87,8 +87,8 @@ impl Route {
             pass_host: r.pass_host,
             request_headers: CompiledRules::new(&r.request_headers),
             response_headers: CompiledRules::new(&r.response_headers),
-            cache: r.cache.to_rules(),
-            redirect_https: r.redirect_https.unwrap_or(redirect_https),
+            cache: r.cache.to_rules(config.cache.targeted()),
+            redirect_https: r.redirect_https.unwrap_or(config.server.redirect_https),
             guard,
         }
     }
@@ -130,7 +130,7 @@ impl Router {
         for (i, r) in config.routes.iter().enumerate() {
             let upstream = upstreams[&r.upstream].clone();
             let route_guard = guard.route(config, i, r)?;
-            let route = Arc::new(Route::new(i, r, upstream, config.server.redirect_https, route_guard));
+            let route = Arc::new(Route::new(i, r, upstream, config, route_guard));
             match &r.host {
                 None => router.any.push(route),
                 Some(HostPattern::Subdomains(suffix)) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {
