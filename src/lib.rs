@@ -90,6 +90,12 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     cache.index_disk();
     let shared = Arc::new(ArcSwap::from_pointee(pipeline));
     let (stop, stopped) = watch::channel(false);
+    // Stored certificates are in place before the first handshake.
+    let acme = acme.map(|acme| {
+        let names = tls::acme::names(&acme, &shared.load().config);
+        tls::acme::install_stored(&acme, &names, &issued);
+        (acme, names)
+    });
     let mut tasks = JoinSet::new();
     for l in listeners {
         tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), server::Listener::Plain));
@@ -97,8 +103,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     for l in tls_listeners {
         tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), server::Listener::Tls));
     }
-    if let Some(acme) = acme {
-        let names = tls::acme::names(&acme, &shared.load().config);
+    if let Some((acme, names)) = acme {
         tasks.spawn(tls::acme::run(acme, names, issued, metrics.clone(), stopped.clone()));
     }
     let reload = {

@@ -55,18 +55,13 @@ enum AcmeError {
     Other(String),
 }
 
-/// Keeps every name's certificate valid until `stop`.
-pub async fn run(
-    acme: AcmeConfig,
-    names: Vec<String>,
-    issued: Arc<Issued>,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Serves the stored, still valid certificates: called before the listeners
+/// accept, so a restart serves them from its first handshake.
+pub fn install_stored(acme: &AcmeConfig, names: &[String], issued: &Issued) {
     if let Err(e) = std::fs::create_dir_all(&acme.storage) {
         tracing::error!(dir = %acme.storage.display(), error = %e, "acme: cannot create the storage directory");
     }
-    for name in &names {
+    for name in names {
         match load_stored(&acme.storage, name) {
             Some(loaded) => {
                 tracing::info!(name, expires = %httpdate::fmt_http_date(loaded.info.not_after), "acme: stored certificate in use");
@@ -75,6 +70,16 @@ pub async fn run(
             None => tracing::info!(name, "acme: no stored certificate yet"),
         }
     }
+}
+
+/// Keeps every name's certificate valid until `stop` (after [`install_stored`]).
+pub async fn run(
+    acme: AcmeConfig,
+    names: Vec<String>,
+    issued: Arc<Issued>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut account: Option<Account> = None;
     // When each name is next due (renewal, or retry after a failure), and the retry pause.
     let mut due: Vec<(String, SystemTime, Duration)> =
