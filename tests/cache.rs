@@ -851,3 +851,37 @@ async fn targeted_cache_control_decides_for_relais() {
     assert_eq!(o.hits("/cdn"), 2, "one fetch per proxy");
     assert_eq!(o.hits("/own"), 4);
 }
+
+/// A client's HEAD on a stale entry is revalidated with a conditional GET (relais
+/// never sends HEAD while it holds the GET): a 304 refreshes the stored
+/// response, a new version replaces it, and the next GET is a hit on what the
+/// HEAD learned (RFC 9111 §4.3.5's update, without a second request).
+#[tokio::test]
+async fn a_head_on_a_stale_entry_updates_the_stored_get() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    let o = origin()
+        .route("/doc", move |req: Request<Incoming>| {
+            let i = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                assert_eq!(req.method(), http::Method::GET, "relais fetches GET, never HEAD, for a stored URL");
+                match i {
+                    0 => text(200, "v1", &[("cache-control", "max-age=1"), ("etag", "\"v1\"")]),
+                    _ => text(200, "version 2", &[("cache-control", "max-age=60"), ("etag", "\"v2\"")]),
+                }
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    assert_eq!(get(&proxy.url("/doc")).await.text(), "v1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let head = send(Request::head(proxy.url("/doc")).body(full("")).unwrap()).await;
+    assert_eq!((head.status.as_u16(), head.header("etag")), (200, Some("\"v2\"")));
+    assert!(head.body.is_empty());
+    settle().await;
+    let r = get(&proxy.url("/doc")).await;
+    assert_eq!(r.text(), "version 2");
+    assert!(r.header("cache-status").unwrap().contains("hit"), "{:?}", r.header("cache-status"));
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+}
