@@ -1,0 +1,166 @@
+//! What the tiers cost per object, and how a restart copes with a full disk
+//! tier: fills `SCALE_ENTRIES` (default 1,000,000) small entries into the disk
+//! tier through the library (no HTTP), then reports the fill rate, RSS and RAM
+//! per disk-only entry, the time for the cache to open again after a restart
+//! (when relais can listen) and the time until its disk index is loaded;
+//! first, in a fresh process, the RAM per entry of the memory tier for
+//! `SCALE_MEMORY_ENTRIES` (default 100,000). `SCALE_DIR` puts the disk tier somewhere else than a temp dir.
+//!
+//! Run with `cargo bench --bench scale` (`SCALE_ENTRIES=20000` for a quick look).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use cache_policy::{Policy, Rules};
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use relais::cache::{Cache, Entry, Stored, key};
+use relais::config::{CacheConfig, Size};
+use relais::metrics::Metrics;
+
+// The allocator relais runs with, so RSS means the same as in production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
+    kib.unwrap_or(0) * 1024
+}
+
+fn entry(i: usize, policy: &Policy) -> (String, Stored) {
+    let url = key::url("http", "shop.test", &format!("/p/{i}"));
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+    let e = Entry {
+        status: StatusCode::OK,
+        headers,
+        body: Bytes::from(format!("body {i}")),
+        policy: policy.clone(),
+        url: url.clone(),
+        tags: Vec::new(),
+        stored_at: SystemTime::now(),
+    };
+    (key::primary(&url), Stored::Entry(e))
+}
+
+async fn open(config: &CacheConfig) -> Arc<Cache> {
+    Cache::open(config, Arc::new(Metrics::new())).await
+}
+
+fn main() {
+    // Each phase in a process of its own, so RSS is not what an earlier phase left.
+    let phase = std::env::var("SCALE_PHASE").unwrap_or_default();
+    if phase.is_empty() {
+        for phase in ["memory", "disk"] {
+            let exe = std::env::current_exe().unwrap();
+            let ok = std::process::Command::new(exe).env("SCALE_PHASE", phase).status().unwrap().success();
+            assert!(ok, "the {phase} phase failed");
+        }
+        return;
+    }
+    let entries = env("SCALE_ENTRIES", 1_000_000);
+    let memory_entries = env("SCALE_MEMORY_ENTRIES", 100_000);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = std::env::var("SCALE_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| temp.path().to_path_buf());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let now = SystemTime::now();
+    let (req, ()) = Request::get("http://shop.test/").body(()).unwrap().into_parts();
+    let (res, ()) = Response::builder().header(header::CACHE_CONTROL, "max-age=86400").body(()).unwrap().into_parts();
+    let policy = Policy::new(&req, &res, &Rules::default(), now, now).unwrap();
+    // A memory tier too small to hold anything for long: entries live on disk.
+    let disk_only = CacheConfig {
+        disk_path: dir.clone(),
+        memory_capacity: Size::mib(1),
+        disk_capacity: Size::mib(64 * 1024),
+        ..CacheConfig::default()
+    };
+
+    if phase == "memory" {
+        rt.block_on(memory_phase(memory_entries, &policy));
+        return;
+    }
+    rt.block_on(async {
+        let before = rss_bytes();
+        let cache = open(&disk_only).await;
+        let started = Instant::now();
+        for i in 0..entries {
+            let (k, v) = entry(i, &policy);
+            cache.put(k, v).await;
+        }
+        cache.flush().await;
+        let fill = started.elapsed();
+        let rss = rss_bytes();
+        println!(
+            "disk fill: {entries} entries in {:.1} s = {:.0} entries/s",
+            fill.as_secs_f64(),
+            entries as f64 / fill.as_secs_f64()
+        );
+        println!(
+            "disk-only RSS: {:.1} MB ({:.0} B per entry, beside a {:.1} MB start)",
+            rss as f64 / 1e6,
+            rss.saturating_sub(before) as f64 / entries as f64,
+            before as f64 / 1e6
+        );
+        drop(cache);
+    });
+    // A restart: a new runtime, the same directory.
+    drop(rt);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let before = rss_bytes();
+        let started = Instant::now();
+        let cache = open(&disk_only).await;
+        let opened = started.elapsed();
+        cache.index_disk();
+        let disk = cache.disk().expect("a disk tier").clone();
+        while !disk.is_loaded() || cache.indexed_keys() < entries {
+            if started.elapsed() > Duration::from_secs(1800) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let loaded = started.elapsed();
+        println!(
+            "restart: cache open (relais can listen) after {:.3} s; disk map and index of {} entries loaded after {:.2} s",
+            opened.as_secs_f64(),
+            cache.indexed_keys(),
+            loaded.as_secs_f64()
+        );
+        let rss = rss_bytes();
+        println!(
+            "after restart and load RSS: {:.1} MB ({:.0} B per entry over the {:.1} MB before the restart)",
+            rss as f64 / 1e6,
+            rss.saturating_sub(before) as f64 / entries as f64,
+            before as f64 / 1e6
+        );
+    });
+    drop(rt);
+}
+
+/// RAM per entry held in the memory tier (its disk copies are written too).
+async fn memory_phase(entries: usize, policy: &Policy) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig {
+        disk_path: dir.path().to_path_buf(),
+        memory_capacity: Size::mib(4096),
+        disk_capacity: Size::mib(64 * 1024),
+        ..CacheConfig::default()
+    };
+    let cache = open(&config).await;
+    cache.flush().await;
+    let before = rss_bytes();
+    for i in 0..entries {
+        let (k, v) = entry(i, policy);
+        cache.put(k, v).await;
+    }
+    cache.flush().await;
+    let per = rss_bytes().saturating_sub(before) as f64 / entries as f64;
+    println!(
+        "memory tier: {entries} entries of ~10 B body + 1 header, {per:.0} B of RSS per entry (disk copies included)"
+    );
+}
