@@ -132,13 +132,12 @@ impl Cache {
         let cache = self.clone();
         tokio::spawn(async move {
             disk.loaded().await;
-            match disk.list().await {
+            match disk.list_with(|key, meta| Stored::listing(meta).map(|l| (key, l))).await {
                 Ok(entries) => {
-                    for (key, meta) in entries {
+                    for (key, l) in entries {
                         if cache.is_doomed(&key) {
                             continue;
                         }
-                        let Some(l) = Stored::listing(meta) else { continue };
                         let held = if l.vary { index::Held::Vary } else { index::Held::Entry };
                         cache.index.insert(&key, &l.url, &l.tags, held);
                     }

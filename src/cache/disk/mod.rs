@@ -197,6 +197,16 @@ impl DiskTier {
         Ok(spawn_blocking(move || list_blocking(&dir)).await?)
     }
 
+    /// Like [`DiskTier::list`], keeping only what `f` makes of each entry as it
+    /// is read: a large cache's metadata is never held all at once.
+    pub async fn list_with<T: Send + 'static>(
+        &self,
+        f: impl Fn(String, Value) -> Option<T> + Send + 'static,
+    ) -> Result<Vec<T>, DiskError> {
+        let dir = self.inner.dir.clone();
+        Ok(spawn_blocking(move || load::index_entries(&dir).filter_map(|m| f(m.key, m.metadata)).collect()).await?)
+    }
+
     /// Bytes charged for the live entries: per entry body + metadata JSON + key + a fixed
     /// allowance for the index line. Partial until the startup load is done.
     pub fn used_bytes(&self) -> u64 {
