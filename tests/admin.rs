@@ -286,3 +286,19 @@ async fn cache_debug_view() {
     assert_eq!(entry["tags"], serde_json::json!(["catalog", "product"]));
     assert!(entry["ttl"].as_i64().unwrap() > 500);
 }
+
+/// A purge names a URL as a client could have sent it: its path is normalised
+/// as requests are, so `/x/../a` and `//%61` purge what `/a` stored.
+#[tokio::test]
+async fn a_url_purge_normalises_its_path_like_requests() {
+    let o = tagged_origin().start().await;
+    let proxy = relais(&proxy_to(&o)).await;
+    for path in ["/x/../a", "//%61"] {
+        get_with(&proxy.url("/a"), HOST).await;
+        settle().await;
+        let r = proxy.admin("POST", "/purge", &format!(r#"{{"url": "http://shop.test{path}"}}"#)).await;
+        assert_eq!(json(&r)["purged"], 1, "{path}: {}", r.text());
+    }
+    let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/a%2Fb"}"#).await;
+    assert_eq!(r.status, 400, "a path no request could have: {}", r.text());
+}

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::body::Body;
 use crate::cache::purge::Target;
 use crate::cache::{Cache, Stored, key};
+use crate::guard::Guard;
 use crate::metrics::{Metrics, PurgeMode};
 use crate::proxy::Pipeline;
 
@@ -137,9 +138,9 @@ async fn purge_json(admin: &Admin, req: Request<Incoming>) -> Answer {
         return Err(bad("give exactly one of url, prefix, tags, all".into()));
     }
     let target = if let Some(url) = p.url {
-        Target::Urls(both_schemes(&canonical(&url).map_err(bad)?))
+        Target::Urls(both_schemes(&canonical(&url, &admin.shared.load().guard).map_err(bad)?))
     } else if let Some(prefix) = p.prefix {
-        Target::Prefixes(both_schemes(&canonical_prefix(&prefix).map_err(bad)?))
+        Target::Prefixes(both_schemes(&canonical_prefix(&prefix, &admin.shared.load().guard).map_err(bad)?))
     } else if let Some(tags) = p.tags {
         if tags.is_empty() || tags.iter().any(|t| t.trim().is_empty()) {
             return Err(bad("tags must be non-empty strings".into()));
@@ -165,7 +166,7 @@ async fn purge_method(admin: &Admin, req: &Request<Incoming>) -> Answer {
             .ok_or((StatusCode::BAD_REQUEST, "PURGE needs a Host header or an absolute URL".to_string()))?;
         format!("http://{host}{}", req.uri().path_and_query().map_or("/", |p| p.as_str()))
     };
-    let url = canonical(&url).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    let url = canonical(&url, &admin.shared.load().guard).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
     let soft = req.headers().get("x-purge-soft").is_some_and(|v| v == "1" || v == "true");
     let mode = if soft { PurgeMode::Soft } else { PurgeMode::Hard };
     Ok(run_purge(admin, Target::Urls(both_schemes(&url)), mode).await)
@@ -182,18 +183,24 @@ async fn run_purge(admin: &Admin, target: Target, mode: PurgeMode) -> Response<B
 }
 
 /// The canonical form of an absolute http(s) URL, as cache keys use it.
-fn canonical(url: &str) -> Result<String, String> {
+/// The key URL of `url`: host as `target.rs` reads it, path normalised as the
+/// guard normalises requests (so `/a/../b` names what `/b` stored).
+fn canonical(url: &str, guard: &Guard) -> Result<String, String> {
     let uri: http::Uri = url.trim().parse().map_err(|_| format!("malformed URL {url:?}"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => return Err(format!("{url:?} is not an absolute http(s) URL")),
     }
+    let uri = match guard.target(&uri) {
+        Ok(normal) => normal.unwrap_or(uri),
+        Err(_) => return Err(format!("{url:?} has a path no request could have")),
+    };
     key::url_of(&uri).ok_or_else(|| format!("{url:?} has no host"))
 }
 
 /// A prefix keeps what follows the host as given ("…/path/" must not gain a "/").
-fn canonical_prefix(prefix: &str) -> Result<String, String> {
-    let full = canonical(prefix)?;
+fn canonical_prefix(prefix: &str, guard: &Guard) -> Result<String, String> {
+    let full = canonical(prefix, guard)?;
     let given_path = prefix.trim().splitn(4, '/').nth(3).map_or(String::new(), |p| format!("/{p}"));
     let base = full.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
     Ok(format!("{base}{given_path}"))
@@ -214,7 +221,7 @@ async fn cache_info(pipeline: &Pipeline, req: &Request<Incoming>) -> Answer {
         .find_map(|kv| kv.strip_prefix("url="))
         .map(percent_decode)
         .ok_or((StatusCode::BAD_REQUEST, "give ?url=…".to_string()))?;
-    let url = canonical(&url).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    let url = canonical(&url, &pipeline.guard).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
     Ok(json_response(StatusCode::OK, describe(&pipeline.cache, &url).await))
 }
 
@@ -328,11 +335,15 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(canonical("http://Shop.Test:80/a?b").unwrap(), "http://shop.test/a?b");
-        assert!(canonical("/relative").is_err());
-        assert!(canonical("ftp://x/").is_err());
-        assert_eq!(canonical_prefix("http://shop.test/static/").unwrap(), "http://shop.test/static/");
-        assert_eq!(canonical_prefix("http://shop.test").unwrap(), "http://shop.test");
+        let config = crate::config::Config::from_toml("", "test.toml").unwrap();
+        let guard = Guard::new(&config, None).unwrap();
+        assert_eq!(canonical("http://Shop.Test:80/a?b", &guard).unwrap(), "http://shop.test/a?b");
+        assert_eq!(canonical("http://shop.test/x/..//%70rivate?q", &guard).unwrap(), "http://shop.test/private?q");
+        assert!(canonical("http://shop.test/a%2Fb", &guard).is_err());
+        assert!(canonical("/relative", &guard).is_err());
+        assert!(canonical("ftp://x/", &guard).is_err());
+        assert_eq!(canonical_prefix("http://shop.test/static/", &guard).unwrap(), "http://shop.test/static/");
+        assert_eq!(canonical_prefix("http://shop.test", &guard).unwrap(), "http://shop.test");
         assert_eq!(percent_decode("http%3A%2F%2Fa%2Fb"), "http://a/b");
     }
 }
