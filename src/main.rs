@@ -224,6 +224,20 @@ fn summary(path: &Path, c: &Config) -> String {
         c.cache.disk_path.display(),
         c.cache.max_object_size
     );
+    let g = &c.guard;
+    let rules = g.rules.len() + g.file_rules.len();
+    let mut guard =
+        vec![format!("{} allowed / {} denied blocks", g.allow.0.len(), g.deny.0.len()), format!("{rules} rules")];
+    if let Some(real_ip) = &g.real_ip {
+        guard.push(format!("real ip from {} behind {} trusted blocks", real_ip.header.0, real_ip.trusted.0.len()));
+    }
+    for z in &c.limit_req {
+        guard.push(format!("limit_req {} {} burst {}", z.name, z.rate, z.burst));
+    }
+    for z in &c.limit_conn {
+        guard.push(format!("limit_conn {} max {}", z.name, z.max));
+    }
+    let _ = writeln!(s, "  guard    {}", guard.join(" · "));
     let _ = writeln!(s, "  upstreams");
     for (name, u) in &c.upstreams {
         let servers: Vec<String> = u
@@ -245,7 +259,12 @@ fn summary(path: &Path, c: &Config) -> String {
         let headers: String = r.headers.iter().map(|(k, v)| format!(" [{k}: {v}]")).collect();
         let strip = if r.strip_prefix { " (strip prefix)" } else { "" };
         let cache = if r.cache.bypass { " · no cache" } else { "" };
-        let _ = writeln!(s, "    [{i}] {host}{}{headers} → {}{strip}{cache}", r.path, r.upstream);
+        let zones: Vec<&str> = r.limit_req.iter().chain(&r.limit_conn).map(String::as_str).collect();
+        let limits = if zones.is_empty() { String::new() } else { format!(" · limits {}", zones.join(", ")) };
+        let own = &r.guard;
+        let guarded = !own.allow.is_empty() || !own.deny.is_empty() || !own.rules.is_empty() || !r.methods.0.is_empty();
+        let guard = if guarded { " · own guard" } else { "" };
+        let _ = writeln!(s, "    [{i}] {host}{}{headers} → {}{strip}{cache}{limits}{guard}", r.path, r.upstream);
     }
     s
 }

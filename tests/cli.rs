@@ -483,3 +483,28 @@ async fn guard_rules_show_in_the_log() {
     let access = text.lines().find(|l| l.contains("relais::access") && l.contains("DELETE")).expect(&text);
     assert!(access.contains("refused=\"rule\"") && access.contains("rule=\"no-admin-delete\""), "{access}");
 }
+
+/// `relais check` sums up the guard: lists, rules, real ip, zones, and which
+/// routes have limits or a guard of their own.
+#[test]
+fn check_sums_up_the_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("guard.toml");
+    write(
+        &path,
+        "[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n[guard]\nreal_ip = { trusted = [\"10.0.0.0/8\"] }\n\
+         deny = [\"192.0.2.0/24\"]\n[[guard.rules]]\npath_regex = \"^/wp-login\"\n\
+         [[limit_req]]\nname = \"per_ip\"\nrate = \"10r/s\"\nburst = 20\n\
+         [[routes]]\npath = \"/api/\"\nupstream = \"app\"\nlimit_req = [\"per_ip\"]\n\
+         [[routes]]\npath = \"/admin/\"\nupstream = \"app\"\nguard = { allow = [\"10.0.0.0/8\"], deny = [\"all\"] }\n",
+    );
+    let out = Command::new(bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let guard = text.lines().find(|l| l.trim_start().starts_with("guard")).expect(&text);
+    for part in ["1 denied blocks", "1 rules", "real ip from x-forwarded-for", "limit_req per_ip 10r/s burst 20"] {
+        assert!(guard.contains(part), "{part}: {guard}");
+    }
+    assert!(text.contains("/api/ → app · limits per_ip"), "{text}");
+    assert!(text.contains("/admin/ → app · own guard"), "{text}");
+}
