@@ -25,15 +25,7 @@ fn proxy_to(addr: std::net::SocketAddr, extra: &str) -> String {
 async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], quiet: Duration) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    while let Ok(Ok(n)) = tokio::time::timeout(quiet, tcp.read(&mut buf)).await {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    read_until_quiet(&mut tcp, quiet).await
 }
 
 async fn raw(addr: std::net::SocketAddr, request: &str) -> String {

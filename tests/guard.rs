@@ -31,19 +31,7 @@ async fn echo() -> Origin {
 async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(request).await.unwrap();
-    read_all(&mut tcp, Duration::from_millis(500)).await
-}
-
-async fn read_all(tcp: &mut TcpStream, quiet: Duration) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    while let Ok(Ok(n)) = tokio::time::timeout(quiet, tcp.read(&mut buf)).await {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    read_until_quiet(&mut tcp, Duration::from_millis(500)).await
 }
 
 fn status_of(response: &str) -> &str {
@@ -380,7 +368,7 @@ async fn past_max_connections_relais_stops_accepting_and_resumes() {
     let early = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
     assert!(early.is_err(), "answered past the cap");
     drop(a);
-    let r = read_all(&mut c, Duration::from_secs(2)).await;
+    let r = read_until_quiet(&mut c, Duration::from_secs(2)).await;
     assert_eq!(status_of(&r), "200", "served once a place was free: {r}");
 }
 

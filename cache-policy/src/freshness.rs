@@ -27,11 +27,6 @@ const UNDERSTOOD: [u16; 38] = [
     412, 413, 414, 415, 416, 417, 421, 422, 426, 500, 501, 502, 503, 504, 505,
 ];
 
-/// Whether relais understands the caching requirements of `code`.
-fn understood(code: u16) -> bool {
-    UNDERSTOOD.contains(&code)
-}
-
 /// Whether http-cache-semantics, the cross-check, knows this status.
 pub(crate) fn cross_checked(code: u16) -> bool {
     HEURISTIC.contains(&code) || [302, 303, 307].contains(&code)
@@ -50,7 +45,7 @@ pub(crate) fn has_explicit(cc: &CacheControl, res: &HeaderMap) -> bool {
 /// unless `must-understand` names a status relais does not understand.
 pub(crate) fn status_storable(status: StatusCode, explicit: bool, must_understand: bool) -> bool {
     let code = status.as_u16();
-    if !(200..=599).contains(&code) || code == 206 || code == 304 || (must_understand && !understood(code)) {
+    if !(200..=599).contains(&code) || code == 206 || code == 304 || (must_understand && !UNDERSTOOD.contains(&code)) {
         return false;
     }
     HEURISTIC.contains(&code) || explicit

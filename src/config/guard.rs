@@ -224,7 +224,7 @@ pub struct LimitReqConfig {
     /// Count and log, refuse nothing.
     #[serde(default)]
     pub dry_run: bool,
-    /// Keys remembered at most; idle ones go first. Default 100000.
+    /// Keys remembered at most; the coldest go first. Default 100000.
     #[serde(default = "keys")]
     pub max_keys: u64,
     /// Cache hits count against the rate (default); false: only requests to the origin.

@@ -102,7 +102,7 @@ impl ReqZone {
         Ok(())
     }
 
-    /// Keys held now (for tests and the stats).
+    /// Keys held now.
     pub fn keys(&self) -> u64 {
         self.keys.len() as u64
     }
@@ -163,11 +163,6 @@ impl ConnZone {
         }
         counts.insert(key.clone(), n + 1);
         Ok(Some(ConnPermit { zone: self.clone(), key }))
-    }
-
-    /// Keys with a request in progress.
-    pub fn keys(&self) -> usize {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 

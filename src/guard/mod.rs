@@ -80,8 +80,6 @@ impl Guard {
     /// `previous`'s are taken over, counts and all.
     pub fn new(config: &Config, previous: Option<&Guard>) -> Result<Guard, ConfigError> {
         let g = &config.guard;
-        let invalid =
-            |key: &str, msg: String| ConfigError::Invalid { source_name: "configuration".into(), key: key.into(), msg };
         let global: Vec<_> = g.rules.iter().chain(&g.file_rules).collect();
         let rules = Rules::new("guard.rules", &global).map_err(|e| invalid("guard.rules", e))?;
         let mut req_zones = HashMap::new();
@@ -117,26 +115,10 @@ impl Guard {
     pub fn route(&self, config: &Config, index: usize, r: &RouteConfig) -> Result<RouteGuard, ConfigError> {
         let label = format!("routes[{index}].guard.rules");
         let own: Vec<_> = r.guard.rules.iter().collect();
-        let rules = Rules::new(&label, &own).map_err(|msg| ConfigError::Invalid {
-            source_name: "configuration".into(),
-            key: label.clone(),
-            msg,
-        })?;
-        let mut req: Vec<Arc<ReqZone>> = Vec::new();
-        for name in config.guard.limit_req.iter().chain(&r.limit_req) {
-            let zone = &self.req_zones[name];
-            if !req.iter().any(|z| Arc::ptr_eq(z, zone)) {
-                req.push(zone.clone());
-            }
-        }
+        let rules = Rules::new(&label, &own).map_err(|msg| invalid(&label, msg))?;
+        let req = pick(&self.req_zones, config.guard.limit_req.iter().chain(&r.limit_req));
         let (hits, origin) = req.into_iter().partition(|z| z.config.count_hits);
-        let mut conn: Vec<Arc<ConnZone>> = Vec::new();
-        for name in config.guard.limit_conn.iter().chain(&r.limit_conn) {
-            let zone = &self.conn_zones[name];
-            if !conn.iter().any(|z| Arc::ptr_eq(z, zone)) {
-                conn.push(zone.clone());
-            }
-        }
+        let conn = pick(&self.conn_zones, config.guard.limit_conn.iter().chain(&r.limit_conn));
         let methods = (!r.methods.0.is_empty()).then(|| {
             let mut list = r.methods.0.clone();
             if list.contains(&Method::GET) && !list.contains(&Method::HEAD) {
@@ -195,11 +177,22 @@ impl Guard {
         }
         self.rules.check(s, metrics, s.route)
     }
+}
 
-    /// Whether the guard does anything per request beyond the target checks.
-    pub fn is_idle(&self) -> bool {
-        self.real_ip.is_none() && self.access.is_empty() && self.rules.is_empty()
+fn invalid(key: &str, msg: String) -> ConfigError {
+    ConfigError::Invalid { source_name: "configuration".into(), key: key.into(), msg }
+}
+
+/// The zones named (validated to exist), each once, in order.
+fn pick<'n, Z>(zones: &HashMap<String, Arc<Z>>, names: impl Iterator<Item = &'n String>) -> Vec<Arc<Z>> {
+    let mut picked: Vec<Arc<Z>> = Vec::new();
+    for name in names {
+        let zone = &zones[name];
+        if !picked.iter().any(|z| Arc::ptr_eq(z, zone)) {
+            picked.push(zone.clone());
+        }
     }
+    picked
 }
 
 /// A route's part of the guard.

@@ -197,7 +197,7 @@ impl Rules {
         let agent = || s.headers.get(http::header::USER_AGENT)?.to_str().ok();
         let mut seen = Seen {
             path: self.path.matches(s.path),
-            query: self.query.set.as_ref().and_then(|_| self.query.matches(s.query.unwrap_or(""))),
+            query: self.query.matches(s.query.unwrap_or("")),
             // No User-Agent matches no pattern: `^$` is for an empty one.
             agent: self.agent.set.as_ref().and_then(|_| self.agent.matches(agent()?)),
             headers: Vec::new(),

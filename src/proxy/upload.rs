@@ -61,7 +61,6 @@ pin_project_lite::pin_project! {
         waited: Duration,
         // Bytes per second the body must keep up with.
         min_rate: Option<u64>,
-        bytes: u64,
         received: Received,
     }
 }
@@ -78,24 +77,14 @@ impl Upload {
         received: Received,
     ) -> Upload {
         let deadline = tokio::time::sleep(timeout);
-        Upload {
-            inner,
-            left: limit,
-            timeout,
-            deadline,
-            waiting: None,
-            waited: Duration::ZERO,
-            min_rate,
-            bytes: 0,
-            received,
-        }
+        Upload { inner, left: limit, timeout, deadline, waiting: None, waited: Duration::ZERO, min_rate, received }
     }
 }
 
 /// How long the next wait may last: the timeout, or less if the rate would fall behind.
 fn allowance(timeout: Duration, min_rate: Option<u64>, bytes: u64, waited: Duration) -> Duration {
     let Some(rate) = min_rate else { return timeout };
-    let earned = Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64).max(GRACE);
+    let earned = Duration::try_from_secs_f64(bytes as f64 / rate.max(1) as f64).unwrap_or(Duration::MAX).max(GRACE);
     timeout.min(earned.saturating_sub(waited))
 }
 
@@ -109,7 +98,7 @@ impl http_body::Body for Upload {
         match (polled.is_pending(), *this.waiting) {
             (true, None) => {
                 let now = Instant::now();
-                let allowed = allowance(*this.timeout, *this.min_rate, *this.bytes, *this.waited);
+                let allowed = allowance(*this.timeout, *this.min_rate, this.received.get(), *this.waited);
                 this.deadline.as_mut().reset(now + allowed);
                 *this.waiting = Some(now);
             }
@@ -130,7 +119,6 @@ impl http_body::Body for Upload {
         };
         if let Some(data) = frame.data_ref() {
             this.received.add(data.len() as u64);
-            *this.bytes += data.len() as u64;
         }
         if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
             match left.checked_sub(data.len() as u64) {

@@ -48,9 +48,7 @@ impl<T> Gather<T> {
         let frames = http2.then(Box::default);
         Gather { io, gather: http2, replay, out: BytesMut::new(), stalled: false, frames }
     }
-}
 
-impl<T> Gather<T> {
     /// HTTP/2: set once the connection is ended for a flood.
     pub fn flood_alarm(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
         self.frames.as_ref().map(|f| f.alarm.clone())

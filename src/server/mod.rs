@@ -233,12 +233,8 @@ where
     let Opened { mut tcp, peer, settings, stop, metrics, _slot } = opened;
     let _ = tcp.set_nodelay(true);
     let opening = async {
-        let (peer, read) = match settings.proxy_protocol {
-            true => match proxy_protocol::read(&mut tcp, peer).await? {
-                Some(found) => found,
-                None => return Ok(None),
-            },
-            false => (peer, BytesMut::new()),
+        let Some((peer, read)) = proxy_protocol::source(&mut tcp, peer, settings.proxy_protocol).await? else {
+            return Ok(None);
         };
         Ok::<_, io::Error>(first_bytes(&mut tcp, read).await?.map(|(http2, first)| (peer, http2, first)))
     };
@@ -273,13 +269,9 @@ where
     let timeout = handshake.tls.handshake_timeout;
     let shaken = tokio::time::timeout(timeout, async {
         // What a PROXY header was followed by is the start of the handshake.
-        let (peer, read) = match settings.proxy_protocol {
-            true => match proxy_protocol::read(&mut tcp, peer).await? {
-                Some(found) => found,
-                None => return Err(io::ErrorKind::UnexpectedEof.into()),
-            },
-            false => (peer, BytesMut::new()),
-        };
+        let (peer, read) = proxy_protocol::source(&mut tcp, peer, settings.proxy_protocol)
+            .await?
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
         let _permit = handshake.permits.acquire().await;
         let stream = handshake.tls.acceptor.accept(Gather::new(tcp, false, read.freeze())).await?;
         Ok::<_, io::Error>((peer, stream))

@@ -15,9 +15,21 @@ use tokio::net::TcpStream;
 /// v1 is at most 107 bytes; v2 may carry TLVs, which relais does not read.
 const MOST: usize = 16 + 4096;
 
-/// The client's address and the bytes read after the header; None if the peer
-/// closed before sending one.
-pub async fn read(tcp: &mut TcpStream, peer: SocketAddr) -> io::Result<Option<(SocketAddr, BytesMut)>> {
+/// Where a connection comes from: with `expected`, the PROXY header's source
+/// and the bytes read after the header (None if the peer closed before sending
+/// one); else the peer, nothing read.
+pub async fn source(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    expected: bool,
+) -> io::Result<Option<(SocketAddr, BytesMut)>> {
+    if !expected {
+        return Ok(Some((peer, BytesMut::new())));
+    }
+    read(tcp, peer).await
+}
+
+async fn read(tcp: &mut TcpStream, peer: SocketAddr) -> io::Result<Option<(SocketAddr, BytesMut)>> {
     let mut buf = BytesMut::with_capacity(512);
     loop {
         if tcp.read_buf(&mut buf).await? == 0 {

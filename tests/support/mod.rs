@@ -260,3 +260,17 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
     }
     send(b.body(full("")).unwrap()).await
 }
+
+/// What `tcp` sends until it closes or is quiet for `quiet`, as text.
+pub async fn read_until_quiet(tcp: &mut tokio::net::TcpStream, quiet: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, tcp.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
