@@ -54,6 +54,15 @@ impl Body {
     }
 }
 
+/// `first`'s data, then `second`'s (trailers dropped): a stored part and the
+/// piece that completes it, in order.
+pub fn chain(first: Body, second: Body) -> Body {
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    let data = first.into_data_stream().chain(second.into_data_stream());
+    Body::boxed(http_body_util::StreamBody::new(data.map(|d| d.map(Frame::data))))
+}
+
 impl From<Incoming> for Body {
     fn from(inner: Incoming) -> Body {
         Body::Incoming { inner }

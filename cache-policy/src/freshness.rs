@@ -15,21 +15,21 @@ use crate::Rules;
 use crate::cache_control::CacheControl;
 use crate::headers::{single_date, single_str};
 
-/// Heuristically cacheable statuses (RFC 9110 §15.1), minus 206: partial content
-/// is not cached yet.
-const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+/// Heuristically cacheable statuses (RFC 9110 §15.1). A 206 is stored only with
+/// a single `Content-Range` of known length (see `Policy::new`).
+const HEURISTIC: [u16; 12] = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
 
 /// Statuses whose caching requirements relais knows and meets, for
 /// `must-understand` (RFC 9111 §5.2.2.3): those RFC 9110 defines for final
-/// responses, except 206 (partial content is not stored), 205 and 304.
-const UNDERSTOOD: [u16; 38] = [
-    200, 201, 202, 203, 204, 300, 301, 302, 303, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411,
-    412, 413, 414, 415, 416, 417, 421, 422, 426, 500, 501, 502, 503, 504, 505,
+/// responses, except 205 and 304.
+const UNDERSTOOD: [u16; 39] = [
+    200, 201, 202, 203, 204, 206, 300, 301, 302, 303, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410,
+    411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 500, 501, 502, 503, 504, 505,
 ];
 
 /// Whether http-cache-semantics, the cross-check, knows this status.
 pub(crate) fn cross_checked(code: u16) -> bool {
-    HEURISTIC.contains(&code) || [302, 303, 307].contains(&code)
+    (HEURISTIC.contains(&code) && code != 206) || [302, 303, 307].contains(&code)
 }
 
 /// The share of `Date` − `Last-Modified` used as heuristic lifetime.
@@ -45,7 +45,7 @@ pub(crate) fn has_explicit(cc: &CacheControl, res: &HeaderMap) -> bool {
 /// unless `must-understand` names a status relais does not understand.
 pub(crate) fn status_storable(status: StatusCode, explicit: bool, must_understand: bool) -> bool {
     let code = status.as_u16();
-    if !(200..=599).contains(&code) || code == 206 || code == 304 || (must_understand && !UNDERSTOOD.contains(&code)) {
+    if !(200..=599).contains(&code) || code == 304 || (must_understand && !UNDERSTOOD.contains(&code)) {
         return false;
     }
     HEURISTIC.contains(&code) || explicit

@@ -270,6 +270,10 @@ fn check_storable(req: &request::Parts, res: &response::Parts, cc: &CacheControl
     if !freshness::status_storable(res.status, freshness::has_explicit(cc, &res.headers), must_understand) {
         return Err(Bypass::Status);
     }
+    // A part is only of use with its place in a whole of known length.
+    if res.status == http::StatusCode::PARTIAL_CONTENT && crate::range::content_range(&res.headers).is_none() {
+        return Err(Bypass::Status);
+    }
     // With `must-understand` and a status relais understands, `no-store` is
     // there for caches that do not (RFC 9111 §5.2.2.3).
     if cc.has("no-store") && !must_understand {

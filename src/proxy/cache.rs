@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use cache_policy::{Bypass, CacheOutcome, CacheStatus, Freshness, Policy, Revalidation};
+use cache_policy::{Bypass, ByteRange, CacheOutcome, CacheStatus, Freshness, Policy, Revalidation};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use super::error::ProxyError;
 use super::forward::{forward, request_body};
-use super::present::present;
+use super::present::{self, present};
 use super::route::Route;
 use super::{Conn, Pipeline};
 use crate::body::Body;
@@ -140,10 +140,21 @@ pub async fn serve(
         conn: conn.clone(),
         host: host.clone(),
     };
-    let (slot, found, miss) = lookup(&p.cache, url, &parts.headers).await;
+    let (slot, mut found, miss) = lookup(&p.cache, url, &parts.headers).await;
     let now = SystemTime::now();
     let (mut sie, mut by_request) = (false, false);
-    if let Some(stored) = &found {
+    if let Some(entry) = found.as_deref().map(entry_of).filter(|e| e.status == StatusCode::PARTIAL_CONTENT) {
+        // A stored part: a hit for the ranges it covers; otherwise completed
+        // from the origin when it can be, or fetched whole.
+        let fresh = entry.policy.evaluate(&parts, now) == Freshness::Fresh;
+        if fresh && present::part_covers(&parts, &entry.headers) {
+            let status = CacheStatus::new(CacheOutcome::Hit).ttl(entry.policy.ttl_secs(now));
+            return Ok(client_view(&parts, from_entry(entry, now, status, None)));
+        }
+        if !fresh || missing_piece(entry).is_none() {
+            found = None;
+        }
+    } else if let Some(stored) = &found {
         let entry = entry_of(stored);
         match entry.policy.evaluate(&parts, now) {
             Freshness::Fresh => {
@@ -320,6 +331,9 @@ fn revalidate_in_background(ask: &Ask, slot: &Slot, stored: &Arc<Stored>) {
 /// Asks the origin: a revalidation if an entry is held, else a plain fetch.
 async fn origin(ask: &Ask, fetch: Fetch) -> Result<Served, ProxyError> {
     match fetch.found {
+        Some(stored) if entry_of(&stored).status == StatusCode::PARTIAL_CONTENT => {
+            complete(ask, fetch.slot, stored, fetch.status).await
+        }
         Some(stored) => revalidate(ask, fetch.slot, stored, fetch.within_sie, fetch.by_request).await,
         None => self::fetch(ask, fetch.slot, fetch.status).await,
     }
@@ -457,6 +471,59 @@ async fn fetch(ask: &Ask, slot: Slot, status: CacheStatus) -> Result<Served, Pro
     Ok(store(ask, slot, fwd.response, fwd.server, Timing { epoch, request_time, response_time }, status))
 }
 
+/// What a stored part lacks when it is one piece short of the whole (it
+/// starts at 0 or ends at the last byte), and the strong ETag that lets the
+/// two be combined (RFC 9111 §3.4); `None` if it cannot be completed so.
+fn missing_piece(entry: &Entry) -> Option<(ByteRange, HeaderValue)> {
+    let part = cache_policy::content_range(&entry.headers)?;
+    let etag = entry.headers.get(header::ETAG).filter(|e| e.as_bytes().starts_with(b"\""))?.clone();
+    let (start, end) = match part {
+        p if p.start == 0 && p.end + 1 < p.total => (p.end + 1, p.total - 1),
+        p if p.start > 0 && p.end + 1 == p.total => (0, p.start - 1),
+        _ => return None,
+    };
+    Some((ByteRange { start, end, total: part.total }, etag))
+}
+
+/// Completes a stored part: asks for the piece it lacks, `If-Range` its
+/// ETag, and stores part and piece as one full response. An origin that
+/// answers with the whole (the object changed, or it ignores ranges) is
+/// stored as it is; a piece that does not fit is dropped and the whole fetched.
+async fn complete(ask: &Ask, slot: Slot, stored: Arc<Stored>, status: CacheStatus) -> Result<Served, ProxyError> {
+    let entry = entry_of(&stored);
+    let Some((piece, etag)) = missing_piece(entry) else { return fetch(ask, slot, status).await };
+    let mut req = upstream_request(&ask.req, Method::GET);
+    if let Ok(range) = HeaderValue::try_from(format!("bytes={}-{}", piece.start, piece.end)) {
+        req.headers_mut().insert(header::RANGE, range);
+    }
+    req.headers_mut().insert(header::IF_RANGE, etag.clone());
+    let epoch = ask.p.cache.purge_epoch();
+    let request_time = SystemTime::now();
+    let fwd = forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), req).await?;
+    let times = Timing { epoch, request_time, response_time: SystemTime::now() };
+    let (mut parts, body) = fwd.response.into_parts();
+    if parts.status != StatusCode::PARTIAL_CONTENT {
+        return Ok(store(ask, slot, Response::from_parts(parts, body), fwd.server, times, status));
+    }
+    let fits = cache_policy::content_range(&parts.headers) == Some(piece)
+        && parts.headers.get(header::ETAG) == Some(&etag)
+        && crate::body::content_length(&parts.headers).is_none_or(|n| n == piece.len());
+    if !fits {
+        drop(body);
+        return Box::pin(fetch(ask, slot, status)).await;
+    }
+    // The new response's fields describe the whole (RFC 9111 §3.4), its body the piece.
+    parts.status = StatusCode::OK;
+    parts.headers.remove(header::CONTENT_RANGE);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(piece.total));
+    let body = if piece.start == 0 {
+        crate::body::chain(body, Body::full(entry.body.clone()))
+    } else {
+        crate::body::chain(Body::full(entry.body.clone()), body)
+    };
+    Ok(store(ask, slot, Response::from_parts(parts, body), fwd.server, times, status.detail("completed")))
+}
+
 /// Decides whether `response` is stored; if so, tees its body into the cache.
 fn store(
     ask: &Ask,
@@ -489,6 +556,12 @@ fn store(
         }
     };
     let expected = crate::body::content_length(&res_parts.headers);
+    // A part is kept only if its body is exactly the range it claims.
+    let part =
+        cache_policy::content_range(&res_parts.headers).filter(|_| res_parts.status == StatusCode::PARTIAL_CONTENT);
+    if part.is_some_and(|p| expected.is_some_and(|n| n != p.len())) {
+        return pass(res_parts, body, status.detail(Bypass::Status.as_str()));
+    }
     let limit = cache.max_object_size;
     if expected.is_some_and(|n| n > limit) {
         return pass(res_parts, body, status.detail(Bypass::TooLarge.as_str()));
@@ -526,6 +599,10 @@ fn store(
     let committer = cache.clone();
     let primary = slot.primary;
     let commit = Box::new(move |body: Bytes| {
+        if part.is_some_and(|p| p.len() != body.len() as u64) {
+            tracing::debug!(url = %entry.url, "a part whose body is not its range; not stored");
+            return;
+        }
         tokio::spawn(async move {
             if committer.purged_since(epoch, &entry.url, &entry.tags) {
                 tracing::debug!(url = %entry.url, "purged while in flight; not stored");

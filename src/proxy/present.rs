@@ -20,10 +20,19 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 
+use cache_policy::{ByteRange, Ranged};
+
 use crate::body::{Body, BoxError};
 
-/// Cuts `res` (a full 200, or any other status, passed as is) to what `req` asked for.
+/// Cuts `res` (a full 200, a stored or fetched part, or any other status,
+/// passed as is) to what `req` asked for.
 pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
+    if res.status() == StatusCode::PARTIAL_CONTENT {
+        return match (cache_policy::content_range(res.headers()), client_range(req, res.headers(), None)) {
+            (Some(part), Some(Ranged::One(want))) if part.covers(&want) => cut(req, res, want, want.start - part.start),
+            _ => head_only(req, res),
+        };
+    }
     if res.status() != StatusCode::OK {
         return head_only(req, res);
     }
@@ -33,9 +42,10 @@ pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
         keep_304_headers(&mut parts.headers);
         return Response::from_parts(parts, Body::empty());
     }
-    match requested_range(req, res.headers()) {
-        Some(Ranged::One(start, end, len)) => slice(req, res, start, end, len),
-        Some(Ranged::Unsatisfiable(len)) => {
+    let Some(len) = crate::body::content_length(res.headers()) else { return head_only(req, res) };
+    match client_range(req, res.headers(), Some(len)) {
+        Some(Ranged::One(want)) => cut(req, res, want, want.start),
+        Some(Ranged::Unsatisfiable) => {
             let (mut parts, _unread) = res.into_parts();
             parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -48,6 +58,14 @@ pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
     }
 }
 
+/// Whether a stored part answers `req` on its own: a single range within it.
+pub fn part_covers(req: &Parts, stored: &HeaderMap) -> bool {
+    match (cache_policy::content_range(stored), client_range(req, stored, None)) {
+        (Some(part), Some(Ranged::One(want))) => part.covers(&want),
+        _ => false,
+    }
+}
+
 fn head_only(req: &Parts, res: Response<Body>) -> Response<Body> {
     if req.method != Method::HEAD {
         return res;
@@ -56,50 +74,18 @@ fn head_only(req: &Parts, res: Response<Body>) -> Response<Body> {
     Response::from_parts(parts, Body::empty())
 }
 
-enum Ranged {
-    /// Inclusive byte positions, and the whole length.
-    One(u64, u64, u64),
-    Unsatisfiable(u64),
-}
-
-/// The single satisfiable range asked for, if the response is a candidate.
-fn requested_range(req: &Parts, res: &HeaderMap) -> Option<Ranged> {
+/// The single range a GET asks of the representation `res` describes (of
+/// `len` bytes, or of the whole a part's `Content-Range` names), if `If-Range` allows.
+pub fn client_range(req: &Parts, res: &HeaderMap, len: Option<u64>) -> Option<Ranged> {
     if req.method != Method::GET {
         return None;
     }
     let spec = req.headers.get(header::RANGE)?.to_str().ok()?;
-    let len = crate::body::content_length(res)?;
+    let total = len.or_else(|| cache_policy::content_range(res).map(|p| p.total))?;
     if !if_range_matches(req, res) {
         return None;
     }
-    let ranges = spec.trim().strip_prefix("bytes=")?;
-    let mut parts = ranges.split(',').map(str::trim).filter(|r| !r.is_empty());
-    let first = parts.next()?;
-    if parts.next().is_some() {
-        return None; // several ranges: the whole response
-    }
-    let (a, b) = first.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", suffix) => {
-            let n: u64 = suffix.parse().ok()?;
-            if n == 0 {
-                return Some(Ranged::Unsatisfiable(len));
-            }
-            (len.saturating_sub(n), len.checked_sub(1)?)
-        }
-        (s, "") => (s.parse().ok()?, len.saturating_sub(1)),
-        (s, e) => {
-            let (s, e): (u64, u64) = (s.parse().ok()?, e.parse().ok()?);
-            if e < s {
-                return None; // invalid: ignore the header
-            }
-            (s, e.min(len.saturating_sub(1)))
-        }
-    };
-    if start >= len {
-        return Some(Ranged::Unsatisfiable(len));
-    }
-    Some(Ranged::One(start, end, len))
+    cache_policy::resolve(spec, total)
 }
 
 /// `If-Range`: a strong ETag equal to the response's, or its exact Last-Modified date.
@@ -112,22 +98,22 @@ fn if_range_matches(req: &Parts, res: &HeaderMap) -> bool {
     res.get(header::LAST_MODIFIED).and_then(|l| l.to_str().ok()).is_some_and(|l| l == cond)
 }
 
-fn slice(req: &Parts, res: Response<Body>, start: u64, end: u64, total: u64) -> Response<Body> {
+/// A 206 of `want`, whose first byte is at `offset` in `res`'s body.
+fn cut(req: &Parts, res: Response<Body>, want: ByteRange, offset: u64) -> Response<Body> {
     let (mut parts, body) = res.into_parts();
     parts.status = StatusCode::PARTIAL_CONTENT;
-    let n = end - start + 1;
+    let n = want.len();
     parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    if let Ok(v) = HeaderValue::try_from(format!("bytes {start}-{end}/{total}")) {
+    if let Ok(v) = HeaderValue::try_from(want.content_range()) {
         parts.headers.insert(header::CONTENT_RANGE, v);
     }
+    let (from, to) = (offset as usize, (offset + n) as usize);
     let body = match body {
         // A stored body: cut it without copying. (Stored bodies match their
-        // Content-Length, which the range was checked against; `get` keeps a
+        // framing, which the range was checked against; `get` keeps a
         // mismatch from panicking all the same.)
-        Body::Full { data: Some(data) } if data.get(start as usize..=end as usize).is_some() => {
-            Body::full(data.slice(start as usize..=end as usize))
-        }
-        other => Body::boxed(RangeBody { inner: other, skip: start, left: n }),
+        Body::Full { data: Some(data) } if data.get(from..to).is_some() => Body::full(data.slice(from..to)),
+        other => Body::boxed(RangeBody { inner: other, skip: offset, left: n }),
     };
     head_only(req, Response::from_parts(parts, body))
 }
@@ -248,5 +234,25 @@ mod tests {
     fn if_range() {
         assert_eq!(text(ranged("bytes=0-0", Some("\"e\""))).0, 206);
         assert_eq!(text(ranged("bytes=0-0", Some("\"other\""))).0, 200);
+    }
+
+    #[test]
+    fn a_part_answers_the_ranges_it_covers() {
+        let asked = |range: &str| {
+            let (req, ()) = http::Request::get("/").header(header::RANGE, range).body(()).unwrap().into_parts();
+            let res = Response::builder()
+                .status(206)
+                .header(header::CONTENT_RANGE, "bytes 4-9/10")
+                .header(header::CONTENT_LENGTH, "6")
+                .body(Body::full("456789"))
+                .unwrap();
+            (part_covers(&req, res.headers()), text(present(&req, res)))
+        };
+        assert_eq!(asked("bytes=6-8"), (true, (206, Some("bytes 6-8/10".into()), "678".into())));
+        assert_eq!(asked("bytes=-1"), (true, (206, Some("bytes 9-9/10".into()), "9".into())));
+        assert_eq!(asked("bytes=6-"), (true, (206, Some("bytes 6-9/10".into()), "6789".into())));
+        // Not within the part: what the origin sent, as it is.
+        assert_eq!(asked("bytes=0-5"), (false, (206, Some("bytes 4-9/10".into()), "456789".into())));
+        assert_eq!(asked("bytes=0-1,6-7").0, false);
     }
 }

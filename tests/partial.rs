@@ -1,0 +1,183 @@
+//! Partial content: stored parts, their completion, and slices, against
+//! origins that answer ranges as real ones do and record what they are asked.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use support::*;
+
+fn proxy_to(o: &Origin, route_extra: &str) -> String {
+    format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n{route_extra}\n", o.addr)
+}
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// 0..len as digits: every byte says where it is (mod 10).
+fn digits(len: usize) -> String {
+    (0..len).map(|i| char::from(b'0' + (i % 10) as u8)).collect()
+}
+
+/// The `Range` header of every request the origin saw ("" when absent).
+type Asked = Arc<Mutex<Vec<String>>>;
+
+/// Answers `bytes=a-b` / `bytes=a-` ranges of `body` as a server does: 206
+/// with Content-Range, or the whole 200 when `If-Range` does not match its ETag.
+fn serve_ranges(req: &Request<Incoming>, body: &str, etag: &str, cc: &str, asked: &Asked) -> http::Response<Body> {
+    let range = req.headers().get("range").map(|v| v.to_str().unwrap().to_string());
+    asked.lock().unwrap().push(range.clone().unwrap_or_default());
+    let if_range_ok = req.headers().get("if-range").is_none_or(|v| v == etag);
+    let headers = [("cache-control", cc), ("etag", etag)];
+    let Some(spec) = range.filter(|_| if_range_ok) else { return text(200, body, &headers) };
+    let (a, b) = spec.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
+    let start: usize = a.parse().unwrap();
+    let end = if b.is_empty() { body.len() - 1 } else { b.parse::<usize>().unwrap().min(body.len() - 1) };
+    let cr = format!("bytes {start}-{end}/{}", body.len());
+    text(206, &body[start..=end], &[headers[0], headers[1], ("content-range", &cr)])
+}
+
+/// An origin that answers its first request with a part nobody asked for (as
+/// some do), then ranges as asked.
+fn part_first(body: &'static str, etag: &'static str, first: (usize, usize)) -> (OriginBuilder, Asked) {
+    let asked: Asked = Default::default();
+    let sent = Arc::new(AtomicBool::new(false));
+    let seen = asked.clone();
+    let o = origin().route("/", move |req: Request<Incoming>| {
+        let (asked, sent) = (seen.clone(), sent.clone());
+        async move {
+            if !sent.swap(true, Ordering::SeqCst) {
+                asked.lock().unwrap().push(req.headers().get("range").map_or("", |v| v.to_str().unwrap()).into());
+                let cr = format!("bytes {}-{}/{}", first.0, first.1, body.len());
+                let headers = [("cache-control", "max-age=60"), ("etag", etag), ("content-range", cr.as_str())];
+                return text(206, &body[first.0..=first.1], &headers);
+            }
+            serve_ranges(&req, body, etag, "max-age=60", &asked)
+        }
+    });
+    (o, asked)
+}
+
+fn body_of(len: usize) -> &'static str {
+    Box::leak(digits(len).into_boxed_str())
+}
+
+#[tokio::test]
+async fn a_stored_part_serves_what_it_covers_and_is_completed_with_one_range() {
+    let body = body_of(100);
+    let (o, asked) = part_first(body, "\"v1\"", (0, 39));
+    let o = o.start().await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+
+    let r = get_with(&proxy.url("/v"), &[("range", "bytes=0-9")]).await;
+    assert_eq!((r.status.as_u16(), r.header("content-range"), r.text()), (206, Some("bytes 0-9/100"), digits(10)));
+    settle().await;
+
+    // Within the stored part: a hit.
+    let r = get_with(&proxy.url("/v"), &[("range", "bytes=10-19")]).await;
+    assert_eq!((r.status.as_u16(), r.header("content-range")), (206, Some("bytes 10-19/100")));
+    assert_eq!(r.text(), &body[10..20]);
+    assert!(r.header("cache-status").unwrap().starts_with("relais; hit"), "{:?}", r.header("cache-status"));
+    assert_eq!(o.total_hits(), 1);
+
+    // The whole: only the missing piece is asked for, If-Range its ETag.
+    let r = get(&proxy.url("/v")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, body));
+    assert_eq!(r.header("content-length"), Some("100"));
+    assert_eq!(asked.lock().unwrap().as_slice(), ["", "bytes=40-99"]);
+    settle().await;
+
+    // Now whole in the cache: anything is a hit.
+    for (range, want) in [("bytes=90-", &body[90..]), ("bytes=30-49", &body[30..50])] {
+        let r = get_with(&proxy.url("/v"), &[("range", range)]).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (206, want), "{range}");
+    }
+    let r = get(&proxy.url("/v")).await;
+    assert_eq!(r.text(), body);
+    assert!(r.header("cache-status").unwrap().starts_with("relais; hit"), "{:?}", r.header("cache-status"));
+    assert_eq!(o.total_hits(), 2);
+}
+
+#[tokio::test]
+async fn a_part_at_the_end_is_completed_from_the_start() {
+    let body = body_of(50);
+    let (o, asked) = part_first(body, "\"v1\"", (20, 49));
+    let o = o.start().await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    get_with(&proxy.url("/v"), &[("range", "bytes=-5")]).await;
+    settle().await;
+    let r = get_with(&proxy.url("/v"), &[("range", "bytes=-5")]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (206, &body[45..]));
+    let r = get(&proxy.url("/v")).await;
+    assert_eq!(r.text(), body);
+    assert_eq!(asked.lock().unwrap().as_slice(), ["", "bytes=0-19"]);
+}
+
+#[tokio::test]
+async fn a_changed_object_replaces_the_part_whole() {
+    let asked: Asked = Default::default();
+    let seen = asked.clone();
+    let o = origin()
+        .route("/", move |req: Request<Incoming>| {
+            let asked = seen.clone();
+            async move {
+                if asked.lock().unwrap().is_empty() {
+                    asked.lock().unwrap().push(String::new());
+                    let headers =
+                        [("cache-control", "max-age=60"), ("etag", "\"old\""), ("content-range", "bytes 0-3/8")];
+                    return text(206, "AAAA", &headers);
+                }
+                // The object changed: If-Range "old" does not match.
+                serve_ranges(&req, "BBBBBBBB", "\"new\"", "max-age=60", &asked)
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    get(&proxy.url("/c")).await;
+    settle().await;
+    let r = get(&proxy.url("/c")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str(), r.header("etag")), (200, "BBBBBBBB", Some("\"new\"")));
+    assert_eq!(asked.lock().unwrap()[1], "bytes=4-7", "completion was tried with the stored ETag");
+    settle().await;
+    let r = get(&proxy.url("/c")).await;
+    assert_eq!(r.text(), "BBBBBBBB", "no stale part mixed in");
+    assert_eq!(o.total_hits(), 2);
+}
+
+#[tokio::test]
+async fn parts_that_cannot_be_combined_are_fetched_whole() {
+    // A weak ETag may not combine (RFC 9111 §3.4): the whole is fetched, without a Range.
+    let body = body_of(30);
+    let (o, asked) = part_first(body, "W/\"w\"", (0, 9));
+    let o = o.start().await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    get(&proxy.url("/w")).await;
+    settle().await;
+    let r = get(&proxy.url("/w")).await;
+    assert_eq!(r.text(), body);
+    assert_eq!(asked.lock().unwrap().as_slice(), ["", ""]);
+}
+
+#[tokio::test]
+async fn a_part_whose_body_is_not_its_range_is_not_stored() {
+    let o = origin()
+        .route("/", |_| async {
+            // Claims ten bytes, carries five.
+            text(206, "01234", &[("cache-control", "max-age=60"), ("content-range", "bytes 0-9/10")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    for _ in 0..2 {
+        let r = get_with(&proxy.url("/bad"), &[("range", "bytes=0-4")]).await;
+        assert_eq!(r.status, 206);
+        settle().await;
+    }
+    assert_eq!(o.total_hits(), 2);
+}
