@@ -253,6 +253,6 @@ mod tests {
         assert_eq!(asked("bytes=6-"), (true, (206, Some("bytes 6-9/10".into()), "6789".into())));
         // Not within the part: what the origin sent, as it is.
         assert_eq!(asked("bytes=0-5"), (false, (206, Some("bytes 4-9/10".into()), "456789".into())));
-        assert_eq!(asked("bytes=0-1,6-7").0, false);
+        assert!(!asked("bytes=0-1,6-7").0);
     }
 }
