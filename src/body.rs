@@ -44,6 +44,10 @@ impl Body {
         if data.is_empty() { Body::Empty } else { Body::Full { data: Some(data) } }
     }
 
+    pub fn channel(rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>) -> Body {
+        Body::boxed(Channel(rx))
+    }
+
     pub fn boxed<B>(body: B) -> Body
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -51,6 +55,18 @@ impl Body {
     {
         use http_body_util::BodyExt;
         Body::Boxed { inner: BoxBody::new(body.map_err(Into::into)) }
+    }
+}
+
+/// A body fed through a channel by a task of its own; an error ends it.
+pub struct Channel(tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>);
+
+impl http_body::Body for Channel {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0.poll_recv(cx).map(|next| next.map(|r| r.map(Frame::data)))
     }
 }
 

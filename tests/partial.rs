@@ -37,6 +37,9 @@ fn serve_ranges(req: &Request<Incoming>, body: &str, etag: &str, cc: &str, asked
     let Some(spec) = range.filter(|_| if_range_ok) else { return text(200, body, &headers) };
     let (a, b) = spec.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
     let start: usize = a.parse().unwrap();
+    if start >= body.len() {
+        return text(416, "", &[("content-range", &format!("bytes */{}", body.len()))]);
+    }
     let end = if b.is_empty() { body.len() - 1 } else { b.parse::<usize>().unwrap().min(body.len() - 1) };
     let cr = format!("bytes {start}-{end}/{}", body.len());
     text(206, &body[start..=end], &[headers[0], headers[1], ("content-range", &cr)])
@@ -180,4 +183,138 @@ async fn a_part_whose_body_is_not_its_range_is_not_stored() {
         settle().await;
     }
     assert_eq!(o.total_hits(), 2);
+}
+
+/// An origin serving ranges of `body` (ETag `"s1"`), recording what it is asked.
+async fn ranged_origin(body: &'static str) -> (Origin, Asked) {
+    let asked: Asked = Default::default();
+    let seen = asked.clone();
+    let o = origin()
+        .route("/", move |req: Request<Incoming>| {
+            let asked = seen.clone();
+            async move { serve_ranges(&req, body, "\"s1\"", "max-age=60", &asked) }
+        })
+        .start()
+        .await;
+    (o, asked)
+}
+
+const SLICED: &str = "cache = { slice = \"1KiB\" }";
+
+#[tokio::test]
+async fn a_sliced_file_is_fetched_and_stored_slice_by_slice() {
+    let body = body_of(5000);
+    let (o, asked) = ranged_origin(body).await;
+    let proxy = relais(&proxy_to(&o, SLICED)).await;
+    let host = [("host", "files.test")];
+
+    // A range costs the origin the one slice that holds it.
+    let r = get_with(&proxy.url("/f"), &[host[0], ("range", "bytes=1500-1600")]).await;
+    assert_eq!((r.status.as_u16(), r.header("content-range")), (206, Some("bytes 1500-1600/5000")));
+    assert_eq!(r.text(), &body[1500..=1600]);
+    assert_eq!(asked.lock().unwrap().as_slice(), ["bytes=1024-2047"]);
+    settle().await;
+
+    // The whole file: the other four slices, the cached one reused.
+    let r = get_with(&proxy.url("/f"), &host).await;
+    assert_eq!((r.status.as_u16(), r.header("content-length")), (200, Some("5000")));
+    assert!(r.text() == body, "assembled body differs");
+    assert_eq!(
+        asked.lock().unwrap().as_slice(),
+        ["bytes=1024-2047", "bytes=0-1023", "bytes=2048-3071", "bytes=3072-4095", "bytes=4096-5119"]
+    );
+    settle().await;
+
+    // Everything from the cache now, whole or in ranges.
+    let r = get_with(&proxy.url("/f"), &host).await;
+    assert!(r.text() == body);
+    assert!(r.header("cache-status").unwrap().starts_with("relais; hit"), "{:?}", r.header("cache-status"));
+    for (range, want) in [("bytes=-10", &body[4990..]), ("bytes=1000-3100", &body[1000..=3100])] {
+        let r = get_with(&proxy.url("/f"), &[host[0], ("range", range)]).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (206, want), "{range}");
+    }
+    let r = get_with(&proxy.url("/f"), &[host[0], ("range", "bytes=6000-")]).await;
+    assert_eq!((r.status.as_u16(), r.header("content-range")), (416, Some("bytes */5000")));
+    let head = send(Request::head(proxy.url("/f")).header("host", "files.test").body(full("")).unwrap()).await;
+    assert_eq!((head.header("content-length"), head.body.len()), (Some("5000"), 0));
+    // The 416 cost one request for the slice past the end; nothing else went upstream.
+    assert_eq!(o.total_hits(), 6);
+
+    // Purging the URL purges every slice.
+    let r = proxy.admin("POST", "/purge", r#"{"url": "http://files.test/f"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"purged\":5"), "{}", r.text());
+    get_with(&proxy.url("/f"), &[host[0], ("range", "bytes=0-9")]).await;
+    assert_eq!(o.total_hits(), 7);
+}
+
+#[tokio::test]
+async fn a_slice_of_another_version_is_never_spliced_in() {
+    let asked: Asked = Default::default();
+    let seen = asked.clone();
+    let o = origin()
+        .route("/", move |req: Request<Incoming>| {
+            let asked = seen.clone();
+            async move {
+                // The file changes after its first slice was sent.
+                let etag = if asked.lock().unwrap().is_empty() { "\"old\"" } else { "\"new\"" };
+                serve_ranges(&req, body_of(3000), etag, "max-age=60", &asked)
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, SLICED)).await;
+    let res = client().request(Request::get(proxy.url("/f")).body(full("")).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    use http_body_util::BodyExt;
+    let body = tokio::time::timeout(Duration::from_secs(10), res.into_body().collect()).await.unwrap();
+    assert!(body.is_err(), "the response must end in an error, not splice two versions");
+}
+
+#[tokio::test]
+async fn an_origin_that_ignores_ranges_is_shown_as_it_is_and_not_stored() {
+    let o =
+        origin().route("/", |_| async { text(200, &digits(3000), &[("cache-control", "max-age=60")]) }).start().await;
+    let proxy = relais(&proxy_to(&o, SLICED)).await;
+    for _ in 0..2 {
+        let r = get_with(&proxy.url("/f"), &[("range", "bytes=10-19")]).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "0123456789"));
+        settle().await;
+    }
+    assert_eq!(o.total_hits(), 2, "a 200 is not stored as a slice");
+}
+
+#[tokio::test]
+async fn a_range_deep_in_a_huge_sliced_file_costs_one_slice() {
+    const TOTAL: u64 = 4 << 30;
+    let byte = |i: u64| (i % 251) as u8;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = sent.clone();
+    let o = origin()
+        .route("/", move |req: Request<Incoming>| {
+            let sent = counted.clone();
+            async move {
+                let spec = req.headers()["range"].to_str().unwrap().strip_prefix("bytes=").unwrap().to_string();
+                let (a, b) = spec.split_once('-').unwrap();
+                let (start, end): (u64, u64) = (a.parse().unwrap(), b.parse::<u64>().unwrap().min(TOTAL - 1));
+                let data: Vec<u8> = (start..=end).map(byte).collect();
+                sent.fetch_add(data.len() as u64, Ordering::SeqCst);
+                http::Response::builder()
+                    .status(206)
+                    .header("content-range", format!("bytes {start}-{end}/{TOTAL}"))
+                    .header("cache-control", "max-age=60")
+                    .header("etag", "\"big\"")
+                    .body(full(data))
+                    .unwrap()
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "cache = { slice = \"1MiB\" }")).await;
+    let at = TOTAL - 3_000_000;
+    let r = get_with(&proxy.url("/video"), &[("range", &format!("bytes={at}-{}", at + 9))]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range").unwrap(), format!("bytes {at}-{}/{TOTAL}", at + 9));
+    assert_eq!(r.body.as_ref(), (at..at + 10).map(byte).collect::<Vec<u8>>());
+    assert_eq!(sent.load(Ordering::SeqCst), 1 << 20, "one 1MiB slice of a 4GiB file");
 }

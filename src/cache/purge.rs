@@ -98,6 +98,10 @@ impl Cache {
     pub async fn invalidate(&self, url: &str) {
         self.purges.record(Target::Urls(vec![url.to_string()]));
         self.remove(&super::key::primary(url)).await;
+        // Its variants and slices, kept under keys of their own.
+        for key in self.index.url(url) {
+            self.remove(&key).await;
+        }
     }
 
     /// Purges what matches; returns the number of entries (responses; a URL's

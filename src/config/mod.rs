@@ -209,6 +209,15 @@ impl Config {
             {
                 return Err(bad(key("cache.min_ttl"), format!("{min} is more than max_ttl {max}")));
             }
+            if let Some(slice) = c.slice {
+                if slice.bytes() < 1024 {
+                    return Err(bad(key("cache.slice"), format!("{slice} is less than 1KiB")));
+                }
+                if slice > self.cache.max_object_size {
+                    let max = self.cache.max_object_size;
+                    return Err(bad(key("cache.slice"), format!("{slice} is more than cache.max_object_size ({max})")));
+                }
+            }
         }
         Ok(())
     }
@@ -362,6 +371,20 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
         let toml = "[upstreams.a]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"b\"\n";
         let msg = Config::from_toml(toml, "x.toml").unwrap_err().to_string();
         assert!(msg.contains("routes[0].upstream") && msg.contains("\"b\""), "{msg}");
+    }
+
+    #[test]
+    fn a_slice_must_fit_what_the_cache_stores() {
+        let route = |slice: &str| {
+            format!(
+                "[cache]\nmax_object_size = \"8MiB\"\n[upstreams.a]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\ncache = {{ slice = \"{slice}\" }}\n"
+            )
+        };
+        assert_eq!(Config::from_toml(&route("1MiB"), "x.toml").unwrap().routes[0].cache.slice, Some(Size::mib(1)));
+        for (slice, says) in [("16MiB", "max_object_size"), ("100", "1KiB")] {
+            let msg = Config::from_toml(&route(slice), "x.toml").unwrap_err().to_string();
+            assert!(msg.contains("x.toml") && msg.contains("routes[0].cache.slice") && msg.contains(says), "{msg}");
+        }
     }
 
     #[test]

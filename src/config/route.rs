@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteGuard};
+use super::{Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteGuard, Size};
 
 /// `[[routes]]`: which requests go where, and how they are treated.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -89,6 +89,9 @@ pub struct CacheRules {
     /// answers are not stored (Varnish's default), for origins that personalise
     /// by cookie without saying `private`.
     pub cookie_requests: CookieRequests,
+    /// Fetch and store the origin's responses in ranges of this size (nginx's
+    /// `slice`): a large file is cached piece by piece, as clients read it.
+    pub slice: Option<Size>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -29,6 +29,8 @@ pub struct Route {
     pub request_headers: CompiledRules,
     pub response_headers: CompiledRules,
     pub cache: cache_policy::Rules,
+    /// Responses are fetched and stored in ranges of this many bytes.
+    pub slice: Option<u64>,
     /// Cleartext requests get 308 to https.
     pub redirect_https: bool,
     /// Methods, lists, rules and limits of this route.
@@ -88,6 +90,7 @@ impl Route {
             request_headers: CompiledRules::new(&r.request_headers),
             response_headers: CompiledRules::new(&r.response_headers),
             cache: r.cache.to_rules(config.cache.targeted()),
+            slice: r.cache.slice.map(|s| s.bytes()),
             redirect_https: r.redirect_https.unwrap_or(config.server.redirect_https),
             guard,
         }

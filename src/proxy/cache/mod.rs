@@ -35,6 +35,8 @@ use crate::cache::tee::{Storing, TeeBody};
 use crate::cache::{Cache, Entry, Stored, VaryRecord, key};
 use crate::metrics::WaitEnd;
 
+mod slice;
+
 /// A response and what the cache did for it.
 pub struct Served {
     pub response: Response<Body>,
@@ -87,6 +89,8 @@ struct Ask {
     host: Option<HeaderValue>,
     /// The client's request head (no extensions).
     req: Arc<Parts>,
+    /// The range asked of the origin (a slice), instead of the whole.
+    range: Option<HeaderValue>,
 }
 
 pub async fn serve(
@@ -130,11 +134,15 @@ pub async fn serve(
         });
     }
     drop(body);
+    if let Some(size) = route.slice {
+        return slice::serve(&p, &route, &conn, host, parts, url, size).await;
+    }
 
     // The owned copy of the request head is only made when the origin is asked:
     // a fresh hit clones no headers.
     let ask = || Ask {
         req: Arc::new(head_of(&parts)),
+        range: None,
         p: p.clone(),
         route: route.clone(),
         conn: conn.clone(),
@@ -465,9 +473,17 @@ async fn fetch(ask: &Ask, slot: Slot, status: CacheStatus) -> Result<Served, Pro
     }
     let epoch = ask.p.cache.purge_epoch();
     let request_time = SystemTime::now();
-    let fwd =
-        forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), upstream_request(&ask.req, Method::GET)).await?;
+    let mut req = upstream_request(&ask.req, Method::GET);
+    if let Some(range) = &ask.range {
+        req.headers_mut().insert(header::RANGE, range.clone());
+    }
+    let fwd = forward(&ask.p, &ask.route, &ask.conn, ask.host.as_ref(), req).await?;
     let response_time = SystemTime::now();
+    if ask.range.is_some() && fwd.response.status() != StatusCode::PARTIAL_CONTENT {
+        // Not the slice asked for: never stored under the slice's key.
+        let response = fwd.response;
+        return Ok(Served { response, upstream: Some(fwd.server), status, shareable: false, storing: None });
+    }
     Ok(store(ask, slot, fwd.response, fwd.server, Timing { epoch, request_time, response_time }, status))
 }
 

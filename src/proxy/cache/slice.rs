@@ -1,0 +1,221 @@
+//! nginx's slice model (`cache.slice`): a route's responses are fetched and
+//! stored as fixed-size ranges, so a large file is cached piece by piece as
+//! clients read it, and a range request costs the origin one slice, not the file.
+//!
+//! Slice `n` of a URL is asked for as `Range: bytes=n*size-(n+1)*size-1`, stored
+//! as a part under a key of its own (`URL#slice=start`, which no request URL can
+//! have) and indexed under the URL, so purging the URL purges every slice.
+//! Each slice is looked up, collapsed and stored like any response. The client
+//! gets a 200 (or its single range as a 206) assembled from the slices its
+//! range spans, fetched one after the other as it reads. A slice whose
+//! length, total or ETag does not match the first ends the response with an
+//! error, as in nginx: two versions of a file are never spliced.
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::body::BoxError;
+use cache_policy::Ranged;
+
+/// Answers a GET or HEAD on a sliced route.
+pub(super) async fn serve(
+    p: &Arc<Pipeline>,
+    route: &Arc<Route>,
+    conn: &Arc<Conn>,
+    host: Option<HeaderValue>,
+    parts: Parts,
+    url: String,
+    size: u64,
+) -> Result<Served, ProxyError> {
+    let ask = Ask {
+        req: Arc::new(as_get(&parts)),
+        range: None,
+        p: p.clone(),
+        route: route.clone(),
+        conn: conn.clone(),
+        host,
+    };
+    let spec = Some(&parts).filter(|p| p.method == Method::GET).and_then(|p| p.headers.get(header::RANGE));
+    let first = spec.and_then(|v| first_byte(v.to_str().ok()?)).map_or(0, |b| b / size * size);
+    let mut head = one(&ask, &url, first, size).await?;
+    let mut got = fits(&head.response, first, size, None, None);
+    if got.is_none() && first > 0 && head.response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+        // Past the end: slice 0 says how long the file is, for the 416.
+        head = one(&ask, &url, 0, size).await?;
+        got = fits(&head.response, 0, size, None, None);
+    }
+    let Some(part) = got else {
+        if head.response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+            // Slice 0 past the end: an empty file. Asked for as it is, not stored.
+            let req = upstream_request(&ask.req, Method::GET);
+            let fwd = forward(p, route, conn, ask.host.as_ref(), req).await?;
+            let status = CacheStatus::new(CacheOutcome::Bypass).detail("slice-empty");
+            let served =
+                Served { response: fwd.response, upstream: Some(fwd.server), status, shareable: false, storing: None };
+            return Ok(client_view(&parts, served));
+        }
+        // An error, or an origin that ignores ranges: shown as it is.
+        return Ok(client_view(&parts, head));
+    };
+    let total = part.total;
+    let etag = head.response.headers().get(header::ETAG).cloned();
+    let (want, ranged) = match present::client_range(&parts, head.response.headers(), Some(total)) {
+        Some(Ranged::One(want)) => (want, true),
+        Some(Ranged::Unsatisfiable) => return Ok(unsatisfiable(head, total)),
+        None => (ByteRange { start: 0, end: total - 1, total }, false),
+    };
+    let at = want.start / size * size;
+    if at != part.start {
+        // A suffix range, or an If-Range that did not match: another first slice.
+        head = one(&ask, &url, at, size).await?;
+        if fits(&head.response, at, size, Some(total), etag.as_ref()).is_none() {
+            return Err(ProxyError::Collapsed(StatusCode::BAD_GATEWAY));
+        }
+    }
+    let (mut res_parts, body) = head.response.into_parts();
+    res_parts.headers.remove(header::CONTENT_RANGE);
+    res_parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(want.len()));
+    res_parts.status = StatusCode::OK;
+    if ranged {
+        res_parts.status = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::try_from(want.content_range()) {
+            res_parts.headers.insert(header::CONTENT_RANGE, v);
+        }
+    } else if cache_policy::not_modified(&parts.headers, &res_parts.headers) {
+        res_parts.status = StatusCode::NOT_MODIFIED;
+        super::super::present::keep_304_headers(&mut res_parts.headers);
+        return Ok(Served { response: Response::from_parts(res_parts, Body::empty()), ..head });
+    }
+    let body = if parts.method == Method::HEAD {
+        Body::empty()
+    } else {
+        let (tx, rx) = mpsc::channel(4);
+        let slices = Slices { ask, url, size, want, etag };
+        tokio::spawn(slices.send(body, at, tx));
+        Body::channel(rx)
+    };
+    Ok(Served { response: Response::from_parts(res_parts, body), ..head })
+}
+
+/// One slice: its fresh stored part, or the origin's answer to its range
+/// (stored as it streams, and shared with concurrent requests for it).
+async fn one(ask: &Ask, url: &str, start: u64, size: u64) -> Result<Served, ProxyError> {
+    let (mut slot, found, miss) = lookup(&ask.p.cache, format!("{url}#slice={start}"), &ask.req.headers).await;
+    slot.url = url.to_string();
+    let now = SystemTime::now();
+    if let Some(entry) = found.as_deref().map(entry_of)
+        && entry.policy.evaluate(&ask.req, now) == Freshness::Fresh
+    {
+        let status = CacheStatus::new(CacheOutcome::Hit).ttl(entry.policy.ttl_secs(now));
+        return Ok(from_entry(entry, now, status, None));
+    }
+    if cache_policy::only_if_cached(&ask.req) {
+        return Err(ProxyError::NotCached);
+    }
+    admit_origin(&ask.p, &ask.route, &ask.conn, &ask.req).await?;
+    let range = HeaderValue::try_from(format!("bytes={start}-{}", start + size - 1)).ok();
+    let ask = Ask { range, ..ask.clone() };
+    // A stale slice is fetched again, not revalidated: a conditional GET would bring the whole file.
+    let fetch = Fetch { slot, found: None, within_sie: false, by_request: false, status: CacheStatus::new(miss) };
+    Box::pin(collapsed(&ask, fetch)).await
+}
+
+/// The part `res` carries if it is the slice at `start` of the file the first
+/// slice described (its total and ETag, once known).
+fn fits(
+    res: &Response<Body>,
+    start: u64,
+    size: u64,
+    total: Option<u64>,
+    etag: Option<&HeaderValue>,
+) -> Option<ByteRange> {
+    if res.status() != StatusCode::PARTIAL_CONTENT {
+        return None;
+    }
+    let part = cache_policy::content_range(res.headers())?;
+    let end = (start + size - 1).min(part.total - 1);
+    let same_file =
+        total.is_none_or(|t| t == part.total) && (total.is_none() || res.headers().get(header::ETAG) == etag);
+    (part.start == start && part.end == end && same_file).then_some(part)
+}
+
+/// The first byte a `Range` asks for, when it names one (`bytes=a-` or `bytes=a-b`).
+fn first_byte(spec: &str) -> Option<u64> {
+    let first = spec.trim().strip_prefix("bytes=")?.split(',').next()?;
+    first.split_once('-')?.0.trim().parse().ok()
+}
+
+fn unsatisfiable(head: Served, total: u64) -> Served {
+    let (mut parts, _unread) = head.response.into_parts();
+    parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Ok(v) = HeaderValue::try_from(format!("bytes */{total}")) {
+        parts.headers.insert(header::CONTENT_RANGE, v);
+    }
+    Served { response: Response::from_parts(parts, Body::empty()), ..head }
+}
+
+/// The bytes a client wants, read slice after slice.
+struct Slices {
+    ask: Ask,
+    url: String,
+    size: u64,
+    want: ByteRange,
+    etag: Option<HeaderValue>,
+}
+
+impl Slices {
+    /// Sends `want`'s bytes to `tx`, starting with `body`, the slice at `at`.
+    /// Stops when the client is gone; an error ends the client's response.
+    async fn send(self, mut body: Body, mut at: u64, tx: mpsc::Sender<Result<Bytes, BoxError>>) {
+        use http_body_util::BodyExt;
+        let want = self.want;
+        let mut pos = want.start;
+        loop {
+            let slice_end = (at + self.size - 1).min(want.total - 1);
+            let mut offset = at;
+            while let Some(frame) = body.frame().await {
+                let data = match frame.map(|f| f.into_data()) {
+                    Ok(Ok(data)) => data,
+                    Ok(Err(_)) => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let next = offset + data.len() as u64;
+                let (from, to) = (pos.max(offset), (want.end + 1).min(next));
+                if from < to {
+                    let piece = data.slice((from - offset) as usize..(to - offset) as usize);
+                    if tx.send(Ok(piece)).await.is_err() {
+                        return;
+                    }
+                    pos = to;
+                }
+                offset = next;
+                if pos > want.end {
+                    return;
+                }
+            }
+            if offset != slice_end + 1 {
+                let _ = tx.send(Err(format!("slice at {at} of {} ended early", self.url).into())).await;
+                return;
+            }
+            at += self.size;
+            body = match one(&self.ask, &self.url, at, self.size).await {
+                Ok(s) if fits(&s.response, at, self.size, Some(want.total), self.etag.as_ref()).is_some() => {
+                    s.response.into_body()
+                }
+                Ok(s) => {
+                    tracing::warn!(url = %self.url, at, status = %s.response.status(), "slice does not match the first (length or ETag); response cut short");
+                    let _ = tx.send(Err("a slice of another version of the file".into())).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Box::new(e))).await;
+                    return;
+                }
+            };
+        }
+    }
+}
