@@ -6,6 +6,8 @@
 //! first, in a fresh process, the RAM per entry of the memory tier for
 //! `SCALE_MEMORY_ENTRIES` (default 100,000). `SCALE_DIR` puts the disk tier somewhere else than a temp dir.
 //!
+//! `SCALE_CONCURRENCY` (default 64) stores run at once, as many fills do in relais.
+//!
 //! Run with `cargo bench --bench scale` (`SCALE_ENTRIES=20000` for a quick look).
 
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use cache_policy::{Policy, Rules};
+use futures_util::StreamExt;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use relais::cache::{Cache, Entry, Stored, key};
 use relais::config::{CacheConfig, Size};
@@ -88,15 +91,20 @@ fn main() {
         let before = rss_bytes();
         let cache = open(&disk_only).await;
         let started = Instant::now();
-        for i in 0..entries {
-            let (k, v) = entry(i, &policy);
-            cache.put(k, v).await;
-        }
+        // Stores come from many fills at once in relais, as here.
+        let concurrency = env("SCALE_CONCURRENCY", 64);
+        futures_util::stream::iter(0..entries)
+            .for_each_concurrent(concurrency, |i| {
+                let (k, v) = entry(i, &policy);
+                let cache = cache.clone();
+                async move { cache.put(k, v).await }
+            })
+            .await;
         cache.flush().await;
         let fill = started.elapsed();
         let rss = rss_bytes();
         println!(
-            "disk fill: {entries} entries in {:.1} s = {:.0} entries/s",
+            "disk fill: {entries} entries in {:.1} s = {:.0} entries/s ({concurrency} stores at a time)",
             fill.as_secs_f64(),
             entries as f64 / fill.as_secs_f64()
         );

@@ -169,7 +169,10 @@ impl DiskTier {
     /// be older than what the caller just saw). `Err` when the disk refuses the write; the
     /// previous entry, if any, stays.
     pub async fn put(&self, key: &str, meta: Value, body: Bytes) -> Result<(), DiskError> {
-        self.inner.appended();
+        // A first write leaves no dead line behind: a cold fill never wakes the sweeper.
+        if self.contains(key) {
+            self.inner.appended();
+        }
         detached(self.inner.clone().put(key.to_owned(), meta, body)).await
     }
 
@@ -277,7 +280,8 @@ struct Inner {
     stripe_hasher: RandomState,
     loaded: watch::Sender<bool>,
     sweeping: tokio::sync::Mutex<()>,
-    /// Index lines appended (puts, metadata updates, removals), for sweeping after so many.
+    /// Index lines appended that leave an older line dead (replacing puts, metadata
+    /// updates, removals), for sweeping after so many.
     appends: AtomicU64,
     /// Appends between scheduled sweeps; 0: by time only.
     sweep_after: AtomicU64,
