@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cacache::{Algorithm, Integrity};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
@@ -18,6 +19,39 @@ pub(super) const CONTENT_DIR: &str = "content-v2";
 pub(super) const TMP_DIR: &str = "tmp";
 /// `open` renames a previous run's `tmp` to this prefix; the startup load deletes it.
 pub(super) const STALE_TMP_PREFIX: &str = "tmp.stale-";
+
+/// Bodies up to this size are kept in their index line (base64, beside the caller's
+/// metadata) instead of a content file: a small entry costs one file, not two, and
+/// creating files (ext4's inode allocation) is most of what a fill of small entries
+/// costs. The line's integrity is still the body's SHA-256, checked on every read.
+pub(super) const INLINE_MAX: usize = 1024;
+const INLINE_BODY: &str = "relais-inline";
+const INLINE_META: &str = "meta";
+
+/// The metadata written for an inline body.
+pub(super) fn with_inline(meta: Value, body: &[u8]) -> Value {
+    use base64::Engine;
+    let mut wrapped = serde_json::Map::new();
+    wrapped.insert(INLINE_BODY.into(), Value::String(base64::engine::general_purpose::STANDARD.encode(body)));
+    wrapped.insert(INLINE_META.into(), meta);
+    Value::Object(wrapped)
+}
+
+/// An index line's metadata split into the caller's and the body kept in it:
+/// `None` when the body is in a content file, `Some(None)` when it does not decode.
+pub(super) fn split_inline(meta: Value) -> (Value, Option<Option<Vec<u8>>>) {
+    use base64::Engine;
+    match meta {
+        Value::Object(mut m) if m.len() == 2 && m.contains_key(INLINE_BODY) && m.contains_key(INLINE_META) => {
+            let body = match m.remove(INLINE_BODY) {
+                Some(Value::String(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+                _ => None,
+            };
+            (m.remove(INLINE_META).unwrap_or(Value::Null), Some(body))
+        }
+        other => (other, None),
+    }
+}
 
 /// Content id of an integrity: its first hash (`sha256-<base64>`), the one cacache's content
 /// path is derived from.

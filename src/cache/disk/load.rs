@@ -71,8 +71,9 @@ impl Inner {
         let mut batch = Vec::with_capacity(LOAD_BATCH);
         for m in index_entries(&self.dir) {
             if let Some(content) = content_id(&m.integrity) {
+                let meta = split_inline(m.metadata).0;
                 batch.push(Loaded {
-                    charge: charge(m.key.len(), json_len(&m.metadata), m.size as u64),
+                    charge: charge(m.key.len(), json_len(&meta), m.size as u64),
                     size: m.size as u64,
                     key: m.key,
                     content,
@@ -139,7 +140,7 @@ pub(super) struct Loaded {
 }
 
 pub(super) fn list_blocking(dir: &Path) -> Vec<(String, Value)> {
-    index_entries(dir).map(|m| (m.key, m.metadata)).collect()
+    index_entries(dir).map(|m| (m.key, split_inline(m.metadata).0)).collect()
 }
 
 /// Live index entries, from `cacache::index::ls`. Unreadable buckets are logged and skipped,

@@ -207,7 +207,10 @@ impl DiskTier {
         f: impl Fn(String, Value) -> Option<T> + Send + 'static,
     ) -> Result<Vec<T>, DiskError> {
         let dir = self.inner.dir.clone();
-        Ok(spawn_blocking(move || load::index_entries(&dir).filter_map(|m| f(m.key, m.metadata)).collect()).await?)
+        Ok(spawn_blocking(move || {
+            load::index_entries(&dir).filter_map(|m| f(m.key, layout::split_inline(m.metadata).0)).collect()
+        })
+        .await?)
     }
 
     /// Bytes charged for the live entries: per entry body + metadata JSON + key + a fixed

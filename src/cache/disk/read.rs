@@ -80,6 +80,13 @@ pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<
         Err(e) if is_transient(&e) => return Err(e.into()),
         Err(e) => return Ok(Lookup::Broken { sri: None, error: Some(e) }),
     };
+    let (meta, inline) = super::layout::split_inline(m.metadata);
+    if let Some(inline) = inline {
+        return Ok(match inline.filter(|b| m.integrity.check(b).is_ok()) {
+            Some(body) => Lookup::Hit { meta, body: with_body.then_some(body), size: m.size, sri: m.integrity },
+            None => Lookup::Broken { sri: Some(m.integrity), error: None },
+        });
+    }
     let body = if with_body {
         // Reads the whole file and checks it against the integrity.
         match cacache::read_hash_sync(dir, &m.integrity) {
@@ -92,7 +99,7 @@ pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<
     } else {
         None
     };
-    Ok(Lookup::Hit { meta: m.metadata, body, size: m.size, sri: m.integrity })
+    Ok(Lookup::Hit { meta, body, size: m.size, sri: m.integrity })
 }
 
 /// Conditions that say nothing about the entry (the process is short of descriptors or

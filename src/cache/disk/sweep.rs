@@ -302,7 +302,7 @@ mod tests {
     async fn sweep_deletes_orphans_but_not_shared_content() {
         let tmp = tempfile::tempdir().unwrap();
         let tier = open(tmp.path(), 1 << 20).await;
-        let shared = Bytes::from_static(b"shared body");
+        let shared = filed("shared body");
         tier.put("a", json!(1), shared.clone()).await.unwrap();
         tier.put("b", json!(2), shared.clone()).await.unwrap();
         tier.remove("a").await.unwrap();

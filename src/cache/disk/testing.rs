@@ -15,6 +15,11 @@ pub(super) async fn open(dir: &Path, capacity: u64) -> Arc<DiskTier> {
     tier
 }
 
+/// A body too large to be kept inline: it gets a content file.
+pub(super) fn filed(text: &str) -> bytes::Bytes {
+    bytes::Bytes::from(text.repeat(INLINE_MAX / text.len().max(1) + 1))
+}
+
 pub(super) fn body_path(dir: &Path, body: &[u8]) -> PathBuf {
     content_path(dir, &Integrity::from(body))
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cacache::{Algorithm, Integrity, WriteOpts};
 use serde_json::Value;
+use sha2::Digest;
 use tokio::task::spawn_blocking;
 use tracing::{debug, warn};
 
@@ -24,8 +25,18 @@ impl Inner {
             return Ok(());
         }
         let size = body.len();
-        let me = self.clone();
-        let (content, sri) = spawn_blocking(move || me.write_content_blocking(&body)).await??;
+        let (content, sri, meta) = if size <= INLINE_MAX {
+            // No content file: only the reservation the index insert below takes over.
+            let digest = format!("{:x}", sha2::Sha256::digest(&body));
+            let sri = Integrity::from_hex(digest, Algorithm::Sha256).map_err(io::Error::other)?;
+            let id = content_id(&sri).ok_or_else(|| io::Error::other("empty integrity"))?;
+            let id: Arc<str> = self.state().add_ref(&id);
+            (id, sri, with_inline(meta, &body))
+        } else {
+            let me = self.clone();
+            let (content, sri) = spawn_blocking(move || me.write_content_blocking(&body)).await??;
+            (content, sri, meta)
+        };
         let stored = {
             let _key_lock = self.stripe(&key).lock().await;
             let (dir, owned_key) = (self.dir.clone(), key.clone());
@@ -98,12 +109,18 @@ impl Inner {
                 entry.and_then(|e| Some((e.content.parse::<Integrity>().ok()?, e.size as usize)))
             };
             let found = spawn_blocking(move || -> Result<_, DiskError> {
-                let (sri, size) = match known {
-                    Some(k) => k,
-                    None => match cacache::index::find(&dir, &owned_key)? {
-                        Some(m) => (m.integrity, m.size),
+                let (sri, size, inline) = match known {
+                    Some((sri, size)) if size > INLINE_MAX => (sri, size, None),
+                    // A small body may live in the line being replaced: carry it over.
+                    _ => match cacache::index::find(&dir, &owned_key)? {
+                        Some(m) => (m.integrity, m.size, split_inline(m.metadata).1),
                         None => return Ok(None),
                     },
+                };
+                let meta = match inline {
+                    Some(Some(body)) => with_inline(meta, &body),
+                    // Undecodable: the next read finds it broken and removes it.
+                    _ => meta,
                 };
                 let opts = WriteOpts::new().integrity(sri.clone()).size(size).metadata(meta);
                 cacache::index::insert(&dir, &owned_key, opts)?;
@@ -294,11 +311,42 @@ mod tests {
         assert_broken_entry_is_dropped(|path| std::fs::remove_file(path).unwrap()).await;
     }
 
+    /// A small body lives in its index line: one file per entry, checked against
+    /// its SHA-256 on every read, kept through metadata updates and restarts.
+    #[tokio::test]
+    async fn small_bodies_are_kept_inline_and_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tier = open(tmp.path(), 1 << 20).await;
+        let small = Bytes::from(vec![7u8; INLINE_MAX]);
+        tier.put("s", json!({"v": 1}), small.clone()).await.unwrap();
+        tier.put("big", json!({"v": 1}), filed("x")).await.unwrap();
+        assert_eq!(content_files(tmp.path()).len(), 1, "only the large body has a file");
+        assert!(tier.update_meta("s", json!({"v": 2})).await.unwrap());
+        assert_eq!(tier.get("s").await.unwrap().unwrap(), (json!({"v": 2}), small.clone()));
+        assert_eq!(tier.get_meta("s").await.unwrap(), Some(json!({"v": 2})));
+        assert_eq!(tier.list().await.unwrap().len(), 2);
+        assert_accounting_matches_disk(&tier).await;
+        drop(tier);
+        let tier = open(tmp.path(), 1 << 20).await;
+        assert_eq!(tier.get("s").await.unwrap().unwrap(), (json!({"v": 2}), small));
+        assert_accounting_matches_disk(&tier).await;
+
+        // A line whose body no longer matches its integrity is a miss, and removed.
+        let bad = serde_json::json!({"v": 3});
+        let opts = WriteOpts::new()
+            .integrity(cacache::index::find(tmp.path(), "s").unwrap().unwrap().integrity)
+            .size(INLINE_MAX)
+            .metadata(with_inline(bad, &[8u8; 16]));
+        cacache::index::insert(tmp.path(), "s", opts).unwrap();
+        assert!(tier.get("s").await.unwrap().is_none());
+        assert!(cacache::index::find(tmp.path(), "s").unwrap().is_none(), "the broken line is deleted");
+    }
+
     #[tokio::test]
     async fn identical_bodies_share_content_until_the_last_key_goes() {
         let tmp = tempfile::tempdir().unwrap();
         let tier = open(tmp.path(), 1 << 20).await;
-        let body = Bytes::from_static(b"same bytes");
+        let body = filed("same bytes");
         tier.put("a", json!("a"), body.clone()).await.unwrap();
         tier.put("b", json!("b"), body.clone()).await.unwrap();
         assert_eq!(content_files(tmp.path()).len(), 1);
@@ -350,7 +398,7 @@ mod tests {
     async fn concurrent_puts_of_one_key_leave_one_complete_entry() {
         let tmp = tempfile::tempdir().unwrap();
         let tier = open(tmp.path(), 1 << 20).await;
-        let body_of = |v: u64| Bytes::from(format!("body {v}").repeat(50));
+        let body_of = |v: u64| filed(&format!("body {v}"));
         for round in 0..30 {
             let tasks: Vec<_> = (0..4)
                 .map(|writer| {
@@ -386,7 +434,7 @@ mod tests {
         let tmp_dir = tmp.path().join(TMP_DIR);
         let _ = std::fs::remove_dir_all(&tmp_dir);
         std::fs::write(&tmp_dir, b"not a directory").unwrap();
-        assert!(tier.put("new", json!(1), Bytes::from_static(b"new")).await.is_err());
+        assert!(tier.put("new", json!(1), filed("new")).await.is_err());
         assert!(tier.get("new").await.unwrap().is_none());
         assert_eq!(tier.get("old").await.unwrap().unwrap().1, Bytes::from_static(b"old"));
         assert_eq!(tier.entries(), 1);
