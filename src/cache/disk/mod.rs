@@ -3,7 +3,8 @@
 //!
 //! The tier knows nothing of HTTP. Per key (a hex string such as a SHA-256) it stores a JSON
 //! metadata value, carried in the cacache index entry, and a body, stored content-addressed
-//! (SHA-256) and integrity-checked on every read.
+//! (SHA-256) and integrity-checked on every read. A body of at most `INLINE_MAX` bytes is
+//! kept in the index line itself (see `layout::with_inline`): one file per small entry.
 //!
 //! cacache has no size cap, no eviction, no garbage collection and append-only index buckets;
 //! this module adds them. Invariants:
