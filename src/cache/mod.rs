@@ -205,8 +205,10 @@ impl Cache {
         let epoch = self.purge_epoch();
         let (value, meta, body) = self.remember(&key, value).await;
         let Some(disk) = &self.disk else { return };
-        // A body larger than the whole backlog needs all of it free.
-        let need = u32::try_from(body.len()).unwrap_or(u32::MAX).clamp(1, self.disk_backlog_bytes);
+        // A body larger than the whole backlog needs all of it free. Each write counts
+        // at least 4KiB: its metadata and task wait too, and a small entry's cost is
+        // its files, not its bytes.
+        let need = u32::try_from(body.len()).unwrap_or(u32::MAX).max(4096).min(self.disk_backlog_bytes);
         let Ok(_writing) = self.disk_backlog.try_acquire_many(need) else {
             self.metrics.disk_write_skipped();
             tracing::debug!(key, "disk write backlog full; entry kept in memory only");

@@ -44,6 +44,7 @@ mod sweep;
 #[cfg(test)]
 mod testing;
 mod write;
+mod writer;
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -74,6 +75,9 @@ pub enum DiskError {
     /// hand-edited index line). The process carries on.
     #[error("disk cache task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A write panicked on a writer thread, or the writer threads are gone.
+    #[error("disk cache writer failed")]
+    Writer,
 }
 
 /// The disk tier. `Send + Sync`; share it behind the `Arc` that [`DiskTier::open`] returns.

@@ -34,17 +34,14 @@ impl Inner {
             (id, sri, with_inline(meta, &body))
         } else {
             let me = self.clone();
-            let (content, sri) = spawn_blocking(move || me.write_content_blocking(&body)).await??;
+            let (content, sri) = writer::write(move || me.write_content_blocking(&body)).await?;
             (content, sri, meta)
         };
         let stored = {
             let _key_lock = self.stripe(&key).lock().await;
             let (dir, owned_key) = (self.dir.clone(), key.clone());
             let opts = WriteOpts::new().integrity(sri).size(size).metadata(meta);
-            let inserted = spawn_blocking(move || cacache::index::insert(&dir, &owned_key, opts))
-                .await
-                .map_err(DiskError::from)
-                .and_then(|r| r.map_err(DiskError::from));
+            let inserted = writer::write(move || Ok(cacache::index::insert(&dir, &owned_key, opts)?)).await;
             inserted.map(|_| {
                 let mut st = self.state();
                 st.tombstones.remove(key.as_str());
