@@ -113,7 +113,7 @@ async fn one(ask: &Ask, url: &str, start: u64, size: u64) -> Result<Served, Prox
         return Err(ProxyError::NotCached);
     }
     admit_origin(&ask.p, &ask.route, &ask.conn, &ask.req).await?;
-    let range = HeaderValue::try_from(format!("bytes={start}-{}", start + size - 1)).ok();
+    let range = HeaderValue::try_from(format!("bytes={start}-{}", last_of(start, size))).ok();
     let ask = Ask { range, ..ask.clone() };
     // A stale slice is fetched again, not revalidated: a conditional GET would bring the whole file.
     let fetch = Fetch { slot, found: None, within_sie: false, by_request: false, status: CacheStatus::new(miss) };
@@ -133,10 +133,15 @@ fn fits(
         return None;
     }
     let part = cache_policy::content_range(res.headers())?;
-    let end = (start + size - 1).min(part.total - 1);
+    let end = last_of(start, size).min(part.total - 1);
     let same_file =
         total.is_none_or(|t| t == part.total) && (total.is_none() || res.headers().get(header::ETAG) == etag);
     (part.start == start && part.end == end && same_file).then_some(part)
+}
+
+/// The last byte of the slice at `start` (positions near u64::MAX come from clients).
+fn last_of(start: u64, size: u64) -> u64 {
+    start.saturating_add(size - 1)
 }
 
 /// The first byte a `Range` asks for, when it names one (`bytes=a-` or `bytes=a-b`).
@@ -172,7 +177,7 @@ impl Slices {
         let want = self.want;
         let mut pos = want.start;
         loop {
-            let slice_end = (at + self.size - 1).min(want.total - 1);
+            let slice_end = last_of(at, self.size).min(want.total - 1);
             let mut offset = at;
             while let Some(frame) = body.frame().await {
                 let data = match frame.map(|f| f.into_data()) {
@@ -201,7 +206,7 @@ impl Slices {
                 let _ = tx.send(Err(format!("slice at {at} of {} ended early", self.url).into())).await;
                 return;
             }
-            at += self.size;
+            at = at.saturating_add(self.size);
             body = match one(&self.ask, &self.url, at, self.size).await {
                 Ok(s) if fits(&s.response, at, self.size, Some(want.total), self.etag.as_ref()).is_some() => {
                     s.response.into_body()
