@@ -34,14 +34,20 @@ impl Inner {
             (id, sri, with_inline(meta, &body))
         } else {
             let me = self.clone();
-            let (content, sri) = writer::write(move || me.write_content_blocking(&body)).await?;
+            let (content, sri) = spawn_blocking(move || me.write_content_blocking(&body)).await??;
             (content, sri, meta)
         };
         let stored = {
             let _key_lock = self.stripe(&key).lock().await;
             let (dir, owned_key) = (self.dir.clone(), key.clone());
             let opts = WriteOpts::new().integrity(sri).size(size).metadata(meta);
-            let inserted = writer::write(move || Ok(cacache::index::insert(&dir, &owned_key, opts)?)).await;
+            let insert = move || Ok(cacache::index::insert(&dir, &owned_key, opts)?);
+            // A small entry's cost is its file, not its bytes: deferred to the low-priority
+            // writers. A large body waiting would hold its memory; it goes at once.
+            let inserted = match size <= INLINE_MAX {
+                true => writer::write(insert).await,
+                false => spawn_blocking(insert).await.map_err(DiskError::from).and_then(|r| r),
+            };
             inserted.map(|_| {
                 let mut st = self.state();
                 st.tombstones.remove(key.as_str());

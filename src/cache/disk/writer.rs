@@ -1,12 +1,13 @@
-//! The threads that write new entries to disk, at the lowest CPU priority.
+//! The threads that write new small entries to disk, at the lowest CPU priority.
 //!
 //! Creating files is kernel work that would otherwise take the cores serving
 //! requests (on ext4, inode allocation dominates a fill of small entries). At
 //! nice 19 these threads get what the request path leaves; when they fall
 //! behind, the cache's write backlog fills and new entries stay in memory only
 //! (`relais_cache_disk_writes_skipped_total`): a cold fill runs at the speed
-//! of misses, and the disk catches up when the load eases. Reads, removals and
-//! purges stay on tokio's blocking pool.
+//! of misses, and the disk catches up when the load eases. Entries with a content
+//! file of their own (over 1KiB) are written at once on tokio's blocking pool, as
+//! are reads, removals and purges: a large body waiting would hold its memory.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
