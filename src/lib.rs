@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod body;
 pub mod cache;
+pub mod compress;
 pub mod config;
 pub mod demo;
 pub mod guard;

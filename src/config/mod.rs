@@ -7,6 +7,7 @@
 //! and the key.
 
 mod cache;
+mod compression;
 mod guard;
 mod route;
 mod server;
@@ -25,6 +26,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 pub use cache::CacheConfig;
+pub use compression::CompressionConfig;
 pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
     RouteGuard, RuleAction, RuleConfig,
@@ -52,6 +54,8 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
@@ -132,6 +136,9 @@ impl Config {
             }
         }
         self.validate_tls(&bad)?;
+        if let Some((key, msg)) = self.compression.problem() {
+            return Err(bad(key, msg));
+        }
         guard::validate(self, &bad)?;
         if self.server.max_connections == 0 {
             return Err(bad("server.max_connections".into(), "must be at least 1".into()));

@@ -49,6 +49,9 @@ pub struct RouteConfig {
     /// This route's own access lists and rules, after the global ones.
     #[serde(default)]
     pub guard: RouteGuard,
+    /// `false` turns `[compression]` off here. Default: on when it is.
+    #[serde(default = "yes")]
+    pub compression: bool,
 }
 
 fn root() -> String {

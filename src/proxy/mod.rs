@@ -56,6 +56,7 @@ pub struct Pipeline {
     hide_headers: Vec<HeaderName>,
     /// Targeted cache-control fields removed from what clients receive.
     hide_targeted: Vec<HeaderName>,
+    pub compression: crate::compress::Compression,
 }
 
 /// What every configuration's pipeline shares for the life of the process.
@@ -120,6 +121,7 @@ impl Pipeline {
         let router = Router::new(&config, &upstreams, &guard)?;
         let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
         let hide_targeted = if config.cache.expose_targeted { Vec::new() } else { config.cache.targeted() };
+        let config_compression = config.compression.clone();
         Ok(Pipeline {
             config: Arc::new(config),
             router,
@@ -132,6 +134,7 @@ impl Pipeline {
             https_port,
             hide_headers,
             hide_targeted,
+            compression: crate::compress::Compression::new(&config_compression),
         })
     }
 
@@ -189,6 +192,8 @@ pub async fn handle(
         metrics: pipeline.metrics.clone(),
     });
 
+    // What compression needs of the request, which `respond` consumes.
+    let wants = pipeline.compression.enabled.then(|| (req.method().clone(), accepted_encodings(req.headers())));
     let mut route = None;
     let (response, upstream, cache) = match respond(&pipeline, conn, authority, req, &mut record, &mut route).await {
         Ok(a) => (a.response, a.upstream, a.status),
@@ -211,9 +216,42 @@ pub async fn handle(
     record.route = route.map(|r| r.index);
     record.route_label = route.map(|r| r.label.clone());
     record.cache = cache.as_ref().map(|c| c.outcome);
+    let response = match (wants, route) {
+        (Some((method, accept)), Some(r)) if r.compression => {
+            compress(&pipeline.compression, &method, &accept, response)
+        }
+        _ => response,
+    };
     let (mut parts, body) = response.into_parts();
     finish(&pipeline, &record, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
     Ok(Response::from_parts(parts, LoggedBody::new(body, Some(record))))
+}
+
+fn accepted_encodings(headers: &http::HeaderMap) -> http::HeaderMap {
+    headers.get_all(http::header::ACCEPT_ENCODING).iter().map(|v| (http::header::ACCEPT_ENCODING, v.clone())).collect()
+}
+
+/// Compresses a response on the fly for a client that accepts it (a HEAD
+/// gets the headers the GET would have).
+fn compress(
+    c: &crate::compress::Compression,
+    method: &http::Method,
+    accept: &http::HeaderMap,
+    mut response: Response<crate::body::Body>,
+) -> Response<crate::body::Body> {
+    let get = if *method == http::Method::HEAD { &http::Method::GET } else { method };
+    if !c.eligible(get, response.status(), response.headers()) {
+        return response;
+    }
+    let Some(e) = crate::compress::choose(accept, c.preference()) else {
+        crate::compress::vary_on_encoding(response.headers_mut());
+        return response;
+    };
+    if *method == http::Method::HEAD {
+        crate::compress::encoded_headers(response.headers_mut(), e, None);
+        return response;
+    }
+    crate::compress::encode(response, e, c.level(e))
 }
 
 /// A response on its way out: what the route adds, Via, Cache-Status, and

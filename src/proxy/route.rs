@@ -31,6 +31,8 @@ pub struct Route {
     pub cache: cache_policy::Rules,
     /// Responses are fetched and stored in ranges of this many bytes.
     pub slice: Option<u64>,
+    /// `[compression]` applies here.
+    pub compression: bool,
     /// Cleartext requests get 308 to https.
     pub redirect_https: bool,
     /// Methods, lists, rules and limits of this route.
@@ -91,6 +93,7 @@ impl Route {
             response_headers: CompiledRules::new(&r.response_headers),
             cache: r.cache.to_rules(config.cache.targeted()),
             slice: r.cache.slice.map(|s| s.bytes()),
+            compression: r.compression,
             redirect_https: r.redirect_https.unwrap_or(config.server.redirect_https),
             guard,
         }

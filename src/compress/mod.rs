@@ -1,0 +1,143 @@
+//! Compression on the way out (`[compression]`): which responses, which
+//! coding, and the header changes a transformed body needs.
+//!
+//! A leaf: it knows HTTP and the encoders, not the cache or the routes. The
+//! pipeline asks [`Compression::pick`] for each response and [`encode`]s it.
+
+mod encode;
+mod negotiate;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+pub use encode::encode_all;
+pub use negotiate::{Encoding, choose};
+
+use crate::body::Body;
+use crate::config::CompressionConfig;
+
+/// `[compression]`, compiled once per configuration.
+pub struct Compression {
+    pub enabled: bool,
+    preference: Vec<Encoding>,
+    min_length: u64,
+    /// Exact media types, and families given as `text/*` (kept as `text/`).
+    types: Vec<String>,
+    levels: [i32; 3],
+}
+
+/// Levels for compressing on the fly: cheap enough per response (brotli's top
+/// levels cost seconds per megabyte), close to nginx's `gzip_comp_level 5`.
+const DEFAULT_LEVELS: [i32; 3] = [3, 4, 5];
+
+impl Compression {
+    pub fn new(c: &CompressionConfig) -> Compression {
+        let mut levels = DEFAULT_LEVELS;
+        for (name, level) in &c.levels {
+            if let Some(e) = Encoding::parse(name) {
+                levels[e as usize] = *level;
+            }
+        }
+        let types = c.types.iter().map(|t| t.to_ascii_lowercase().trim_end_matches('*').to_string()).collect();
+        Compression {
+            enabled: c.enabled,
+            preference: c.encodings.iter().filter_map(|e| Encoding::parse(e)).collect(),
+            min_length: c.min_length.bytes(),
+            types,
+            levels,
+        }
+    }
+
+    pub fn preference(&self) -> &[Encoding] {
+        &self.preference
+    }
+
+    pub fn level(&self, e: Encoding) -> i32 {
+        self.levels[e as usize]
+    }
+
+    /// Whether relais would compress a response like this one for some client:
+    /// then every answer for it says `Vary: Accept-Encoding`.
+    pub fn eligible(&self, method: &Method, status: StatusCode, res: &HeaderMap) -> bool {
+        self.enabled
+            && *method != Method::HEAD
+            && status.is_success()
+            && status != StatusCode::NO_CONTENT
+            && status != StatusCode::PARTIAL_CONTENT
+            && !res.contains_key(header::CONTENT_RANGE)
+            && res.get(header::CONTENT_ENCODING).is_none_or(|e| e.as_bytes().eq_ignore_ascii_case(b"identity"))
+            && !no_transform(res)
+            && crate::body::content_length(res).is_none_or(|n| n >= self.min_length)
+            && self.media_type_listed(res)
+    }
+
+    fn media_type_listed(&self, res: &HeaderMap) -> bool {
+        let Some(ct) = res.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        self.types.iter().any(|t| match t.strip_suffix('/') {
+            Some(_) => media.starts_with(t.as_str()),
+            None => match t.split_once("/*+") {
+                // `application/*+json`: any `application/...+json`.
+                Some((family, suffix)) => {
+                    media.starts_with(&format!("{family}/")) && media.ends_with(&format!("+{suffix}"))
+                }
+                None => media == *t,
+            },
+        })
+    }
+}
+
+fn no_transform(res: &HeaderMap) -> bool {
+    res.get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+}
+
+/// Adds `Accept-Encoding` to `Vary` unless it is there (or `Vary: *`).
+pub fn vary_on_encoding(headers: &mut HeaderMap) {
+    let listed = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|n| n.trim() == "*" || n.trim().eq_ignore_ascii_case("accept-encoding"));
+    if !listed {
+        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
+/// The header changes of a body encoded with `e`: the coding named, the length
+/// dropped (or set, when known), a strong ETag made weak (RFC 9110 §8.8.1: the
+/// bytes differ, the meaning does not), ranges no longer offered.
+pub fn encoded_headers(headers: &mut HeaderMap, e: Encoding, len: Option<u64>) {
+    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e.token()));
+    match len {
+        Some(n) => headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n)),
+        None => headers.remove(header::CONTENT_LENGTH),
+    };
+    headers.remove(header::ACCEPT_RANGES);
+    if let Some(etag) = headers.get(header::ETAG)
+        && etag.as_bytes().starts_with(b"\"")
+        && let Ok(weak) = HeaderValue::from_bytes(&[b"W/", etag.as_bytes()].concat())
+    {
+        headers.insert(header::ETAG, weak);
+    }
+    vary_on_encoding(headers);
+}
+
+/// `res` with its body encoded as it streams.
+pub fn encode(res: Response<Body>, e: Encoding, level: i32) -> Response<Body> {
+    let (mut parts, body) = res.into_parts();
+    match encode::Encoded::new(body, e, level) {
+        Ok(encoded) => {
+            encoded_headers(&mut parts.headers, e, None);
+            Response::from_parts(parts, Body::boxed(encoded))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start an encoder; sent as it is");
+            Response::from_parts(parts, Body::empty())
+        }
+    }
+}

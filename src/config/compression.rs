@@ -1,0 +1,78 @@
+//! `[compression]`: which responses relais compresses, with what.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::Size;
+
+/// `[compression]` (nginx's `gzip`, `gzip_types`, `gzip_min_length`,
+/// `gzip_comp_level`, and the brotli module's equivalents).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Off by default, as in nginx.
+    pub enabled: bool,
+    /// Preference order among `zstd`, `br`, `gzip`; others are never produced.
+    pub encodings: Vec<String>,
+    /// Bodies shorter than this are sent as they are.
+    pub min_length: Size,
+    /// Media types compressed: exact (`application/json`) or a family (`text/*`).
+    pub types: Vec<String>,
+    /// Level per encoding: gzip 1–9, br 0–11, zstd 1–22.
+    pub levels: BTreeMap<String, i32>,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            enabled: false,
+            encodings: ["zstd", "br", "gzip"].map(String::from).to_vec(),
+            min_length: Size(1024),
+            types: [
+                "text/*",
+                "application/json",
+                "application/*+json",
+                "application/javascript",
+                "application/xml",
+                "application/*+xml",
+                "application/wasm",
+                "image/svg+xml",
+                "application/manifest+json",
+            ]
+            .map(String::from)
+            .to_vec(),
+            levels: BTreeMap::new(),
+        }
+    }
+}
+
+/// The encodings relais can produce, and the level range of each.
+pub const ENCODINGS: [(&str, std::ops::RangeInclusive<i32>); 3] = [("zstd", 1..=22), ("br", 0..=11), ("gzip", 1..=9)];
+
+impl CompressionConfig {
+    /// What is wrong, as (key, message).
+    pub fn problem(&self) -> Option<(String, String)> {
+        for (i, e) in self.encodings.iter().enumerate() {
+            if !ENCODINGS.iter().any(|(name, _)| name == e) {
+                return Some((format!("compression.encodings[{i}]"), format!("{e:?} is not one of zstd, br, gzip")));
+            }
+        }
+        for (name, level) in &self.levels {
+            match ENCODINGS.iter().find(|(n, _)| n == name) {
+                None => return Some((format!("compression.levels.{name}"), "is not one of zstd, br, gzip".into())),
+                Some((_, range)) if !range.contains(level) => {
+                    let (lo, hi) = (range.start(), range.end());
+                    return Some((format!("compression.levels.{name}"), format!("{level} is not within {lo}..{hi}")));
+                }
+                Some(_) => {}
+            }
+        }
+        for (i, t) in self.types.iter().enumerate() {
+            if t.split_once('/').is_none_or(|(a, b)| a.is_empty() || b.is_empty()) {
+                return Some((format!("compression.types[{i}]"), format!("{t:?} is not a media type like text/html")));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,175 @@
+//! Compression on the way out, checked with real decoders against real origins.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use support::*;
+
+fn proxy_to(o: &Origin, extra: &str, route_extra: &str) -> String {
+    format!(
+        "[compression]\nenabled = true\n{extra}\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n{route_extra}\n",
+        o.addr
+    )
+}
+
+fn page() -> String {
+    (0..2000).map(|i| format!("<p>line {i} of a page that compresses well</p>\n")).collect()
+}
+
+fn decode(encoding: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => flate2::read::GzDecoder::new(data).read_to_end(&mut out).map(|_| ()).unwrap(),
+        "br" => brotli::Decompressor::new(data, 4096).read_to_end(&mut out).map(|_| ()).unwrap(),
+        "zstd" => out = zstd::decode_all(data).unwrap(),
+        other => panic!("unexpected encoding {other}"),
+    }
+    out
+}
+
+fn html(body: String, extra: &[(&str, &str)]) -> http::Response<Body> {
+    let mut headers =
+        vec![("content-type", "text/html; charset=utf-8"), ("cache-control", "max-age=60"), ("etag", "\"v1\"")];
+    headers.extend_from_slice(extra);
+    text(200, &body, &headers)
+}
+
+#[tokio::test]
+async fn every_encoding_decodes_to_the_origin_body_from_one_fetch() {
+    let o = origin().route("/", |_| async { html(page(), &[]) }).start().await;
+    let proxy = relais(&proxy_to(&o, "", "")).await;
+    for (accept, want) in [("gzip", "gzip"), ("br", "br"), ("zstd", "zstd"), ("gzip, deflate, br, zstd", "zstd")] {
+        let r = get_with(&proxy.url("/p"), &[("accept-encoding", accept)]).await;
+        assert_eq!(r.header("content-encoding"), Some(want), "{accept}");
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+        assert_eq!(r.header("etag"), Some("W/\"v1\""), "a transformed body has a weak ETag");
+        assert!(r.body.len() < page().len() / 5, "{want}: {} bytes", r.body.len());
+        assert!(decode(want, &r.body) == page().as_bytes(), "{want} decodes to the origin's body");
+    }
+    let r = get(&proxy.url("/p")).await;
+    assert_eq!((r.header("content-encoding"), r.header("vary")), (None, Some("Accept-Encoding")));
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    assert!(r.text() == page());
+    assert_eq!(o.total_hits(), 1, "one origin fetch served every encoding");
+}
+
+#[tokio::test]
+async fn what_is_not_compressed() {
+    let o = origin()
+        .route("/notransform", |_| async { html(page(), &[("cache-control", "no-transform")]) })
+        .route("/small", |_| async { text(200, "short", &[("content-type", "text/plain")]) })
+        .route("/png", |_| async { text(200, &page(), &[("content-type", "image/png")]) })
+        .route("/gz", |_| async {
+            let gz = {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(page().as_bytes()).unwrap();
+                e.finish().unwrap()
+            };
+            http::Response::builder()
+                .header("content-type", "text/html")
+                .header("content-encoding", "gzip")
+                .body(full(gz))
+                .unwrap()
+        })
+        .route("/", |_| async { html(page(), &[]) })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let ae = [("accept-encoding", "br, gzip")];
+    for path in ["/notransform", "/small", "/png"] {
+        let r = get_with(&proxy.url(path), &ae).await;
+        assert_eq!(r.header("content-encoding"), None, "{path}");
+    }
+    // Already encoded: passed through as the origin sent it, not encoded twice.
+    let r = get_with(&proxy.url("/gz"), &ae).await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert!(decode("gzip", &r.body) == page().as_bytes());
+    // A range is answered from the identity form, uncompressed.
+    let r = get_with(&proxy.url("/page"), &[ae[0], ("range", "bytes=0-9")]).await;
+    assert_eq!((r.status.as_u16(), r.header("content-encoding"), r.text().as_str()), (206, None, "<p>line 0 "));
+    // HEAD: the headers the GET would have, no body.
+    let head = send(Request::head(proxy.url("/page")).header("accept-encoding", "gzip").body(full("")).unwrap()).await;
+    assert_eq!(
+        (head.header("content-encoding"), head.header("content-length"), head.body.len()),
+        (Some("gzip"), None, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_conditional_with_the_weak_etag_is_answered_304() {
+    let o = origin().route("/", |_| async { html(page(), &[]) }).start().await;
+    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let r = get_with(&proxy.url("/c"), &[("accept-encoding", "gzip")]).await;
+    let etag = r.header("etag").unwrap().to_string();
+    assert_eq!(etag, "W/\"v1\"");
+    let r = get_with(&proxy.url("/c"), &[("accept-encoding", "gzip"), ("if-none-match", &etag)]).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_route_can_turn_it_off_and_levels_are_checked() {
+    let o = origin().route("/", |_| async { html(page(), &[]) }).start().await;
+    let proxy = relais(&proxy_to(&o, "", "compression = false")).await;
+    let r = get_with(&proxy.url("/"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!((r.header("content-encoding"), r.header("vary")), (None, None));
+
+    let bad = "[compression]\nlevels = { br = 12 }\n[upstreams.o]\nservers = [\"127.0.0.1:1\"]\n";
+    let msg = relais::config::Config::from_toml(bad, "x.toml").unwrap_err().to_string();
+    assert!(msg.contains("compression.levels.br") && msg.contains("0..11"), "{msg}");
+    let bad = "[compression]\nencodings = [\"deflate\"]\n[upstreams.o]\nservers = [\"127.0.0.1:1\"]\n";
+    let msg = relais::config::Config::from_toml(bad, "x.toml").unwrap_err().to_string();
+    assert!(msg.contains("compression.encodings[0]"), "{msg}");
+}
+
+/// Server-sent events stay live through the encoder: the first event is
+/// readable, decoded, while the origin is still holding the stream open.
+#[tokio::test]
+async fn an_event_stream_is_flushed_event_by_event() {
+    let o = origin()
+        .route("/", |_: Request<Incoming>| async {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"data: first\n\n")))).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"data: last\n\n")))).await;
+            });
+            let body = http_body_util::StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|f| (f, rx))
+            }));
+            http::Response::builder()
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-store")
+                .body(body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed())
+                .unwrap()
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let req = Request::get(proxy.url("/events")).header("accept-encoding", "gzip").body(full("")).unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let mut body = res.into_body();
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    let first = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let frame = body.frame().await.unwrap().unwrap();
+            if let Ok(data) = frame.into_data() {
+                decoder.write_all(&data).unwrap();
+                decoder.flush().unwrap();
+                if !decoder.get_ref().is_empty() {
+                    return String::from_utf8(decoder.get_ref().clone()).unwrap();
+                }
+            }
+        }
+    })
+    .await
+    .expect("the first event within 2 s, while the origin holds the rest for 3");
+    assert_eq!(first, "data: first\n\n");
+}
