@@ -173,3 +173,52 @@ async fn an_event_stream_is_flushed_event_by_event() {
     .expect("the first event within 2 s, while the origin holds the rest for 3");
     assert_eq!(first, "data: first\n\n");
 }
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in metrics"))
+}
+
+/// A cached page is encoded once per encoding and then served from that copy;
+/// a purge leaves no old copy to be served.
+#[tokio::test]
+async fn cached_bodies_are_encoded_once_and_purged_with_their_entry() {
+    let version = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let v = version.clone();
+    let o = origin()
+        .route("/", move |_| {
+            let n = v.load(std::sync::atomic::Ordering::SeqCst);
+            async move { html(format!("version {n}\n{}", page()), &[]) }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let made =
+        || async { metric(&proxy.admin("GET", "/metrics", "").await.text(), "relais_compression_copies_made_total") };
+    let gzip = [("accept-encoding", "gzip")];
+    get_with(&proxy.url("/p"), &gzip).await; // the miss: encoded as it streams
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let r = get_with(&proxy.url("/p"), &gzip).await;
+        assert!(r.header("cache-status").unwrap().starts_with("relais; hit"));
+        assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()), "a stored copy has its length");
+        assert!(decode("gzip", &r.body).starts_with(b"version 1\n"));
+    }
+    assert_eq!(made().await, 1, "three gzip hits, one encoding");
+    get_with(&proxy.url("/p"), &[("accept-encoding", "br")]).await;
+    assert_eq!(made().await, 2, "a second encoding is a copy of its own");
+
+    version.store(2, std::sync::atomic::Ordering::SeqCst);
+    let r = proxy
+        .admin(
+            "POST",
+            "/purge",
+            &format!("{{\"url\": \"http://{}/p\"}}", proxy.url("").trim_start_matches("http://").trim_end_matches('/')),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    get_with(&proxy.url("/p"), &gzip).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = get_with(&proxy.url("/p"), &gzip).await;
+    assert!(decode("gzip", &r.body).starts_with(b"version 2\n"), "no copy of the purged entry is served");
+    assert_eq!(made().await, 3);
+}

@@ -282,6 +282,8 @@ async fn gauges(pipeline: &Pipeline) -> render::Gauges {
         disk_capacity: pipeline.config.cache.disk_capacity.bytes(),
         indexed_keys: cache.indexed_keys() as u64,
         fill_bytes: cache.fill_budget.used(),
+        encoded_bytes: pipeline.compression.copies.bytes(),
+        encoded_made: pipeline.compression.copies.made(),
         ..Default::default()
     };
     let configured = pipeline.tls.iter().flat_map(|t| t.certificates.iter().cloned());

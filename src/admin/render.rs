@@ -23,6 +23,9 @@ pub struct Gauges {
     pub indexed_keys: u64,
     /// Bytes of bodies being fetched to be stored (`cache.fill_memory` in use).
     pub fill_bytes: u64,
+    /// Bytes of encoded copies of cached bodies, and how many were made.
+    pub encoded_bytes: u64,
+    pub encoded_made: u64,
     /// Each certificate name served, with its expiry (Unix seconds).
     pub certificates: Vec<(String, u64)>,
     pub servers: Vec<ServerGauge>,
@@ -85,10 +88,13 @@ pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
         ("cache_disk_capacity_bytes", "Configured size of the disk tier.", gauges.disk_capacity),
         ("cache_indexed_keys", "Keys in the purge index (either tier).", gauges.indexed_keys),
         ("cache_fill_bytes", "Bytes of bodies held while being fetched to be stored.", gauges.fill_bytes),
+        ("compression_copies_bytes", "Bytes of encoded copies of cached bodies.", gauges.encoded_bytes),
     ] {
         family(o, name, "gauge", help);
         sample(o, name, &[], value);
     }
+    family(o, "compression_copies_made_total", "counter", "Encoded copies of cached bodies made (each once).");
+    sample(o, "compression_copies_made_total", &[], gauges.encoded_made);
 
     family(o, "tls_certificate_expiry_seconds", "gauge", "When each served certificate name expires (Unix time).");
     for (name, expiry) in &gauges.certificates {

@@ -6,12 +6,14 @@
 
 mod encode;
 mod negotiate;
+mod stored;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 pub use encode::encode_all;
 pub use negotiate::{Encoding, choose};
+pub use stored::{Encodings, Source};
 
 use crate::body::Body;
 use crate::config::CompressionConfig;
@@ -24,6 +26,8 @@ pub struct Compression {
     /// Exact media types, and families given as `text/*` (kept as `text/`).
     types: Vec<String>,
     levels: [i32; 3],
+    /// Encoded copies of cached bodies.
+    pub copies: Encodings,
 }
 
 /// Levels for compressing on the fly: cheap enough per response (brotli's top
@@ -45,6 +49,7 @@ impl Compression {
             min_length: c.min_length.bytes(),
             types,
             levels,
+            copies: Encodings::new(if c.enabled { c.stored_memory.bytes() } else { 0 }),
         }
     }
 
@@ -125,6 +130,27 @@ pub fn encoded_headers(headers: &mut HeaderMap, e: Encoding, len: Option<u64>) {
         headers.insert(header::ETAG, weak);
     }
     vary_on_encoding(headers);
+}
+
+/// `res`, whose body is the cached `source`, with the stored copy in `e`.
+pub fn encode_stored(
+    res: Response<Body>,
+    source: &Source,
+    e: Encoding,
+    level: i32,
+    copies: &Encodings,
+) -> Response<Body> {
+    match copies.get(source, e, level) {
+        Ok(bytes) => {
+            let (mut parts, _identity) = res.into_parts();
+            encoded_headers(&mut parts.headers, e, Some(bytes.len() as u64));
+            Response::from_parts(parts, Body::full(bytes))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot encode a cached body; sent as it is");
+            res
+        }
+    }
 }
 
 /// `res` with its body encoded as it streams.

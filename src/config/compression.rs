@@ -21,6 +21,8 @@ pub struct CompressionConfig {
     pub types: Vec<String>,
     /// Level per encoding: gzip 1–9, br 0–11, zstd 1–22.
     pub levels: BTreeMap<String, i32>,
+    /// Memory for encoded copies of cached bodies, made once and served many times.
+    pub stored_memory: Size,
 }
 
 impl Default for CompressionConfig {
@@ -43,6 +45,7 @@ impl Default for CompressionConfig {
             .map(String::from)
             .to_vec(),
             levels: BTreeMap::new(),
+            stored_memory: Size::mib(64),
         }
     }
 }

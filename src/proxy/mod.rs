@@ -251,7 +251,14 @@ fn compress(
         crate::compress::encoded_headers(response.headers_mut(), e, None);
         return response;
     }
-    crate::compress::encode(response, e, c.level(e))
+    let stored = response.extensions().get::<crate::compress::Source>().cloned();
+    match stored {
+        // A cached body sent whole: its stored copy in `e`.
+        Some(source) if matches!(response.body(), crate::body::Body::Full { .. }) => {
+            crate::compress::encode_stored(response, &source, e, c.level(e), &c.copies)
+        }
+        _ => crate::compress::encode(response, e, c.level(e)),
+    }
 }
 
 /// A response on its way out: what the route adds, Via, Cache-Status, and

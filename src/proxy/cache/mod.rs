@@ -644,6 +644,10 @@ fn store(
 /// The full response held in a stored entry, with its Age.
 fn from_entry(entry: &Entry, now: SystemTime, status: CacheStatus, upstream: Option<Arc<str>>) -> Served {
     let mut res = Response::new(Body::full(entry.body.clone()));
+    if entry.status == StatusCode::OK && !entry.body.is_empty() {
+        // So compression can send a stored copy instead of encoding it again.
+        res.extensions_mut().insert(crate::compress::Source::new(&entry.url, entry.stored_at, &entry.body));
+    }
     *res.headers_mut() = entry.policy.response_headers(&entry.headers, now);
     *res.status_mut() = entry.status;
     Served { response: res, upstream, status, shareable: true, storing: None }
