@@ -21,6 +21,8 @@ pub struct CompressionConfig {
     pub types: Vec<String>,
     /// Level per encoding: gzip 1–9, br 0–11, zstd 1–22.
     pub levels: BTreeMap<String, i32>,
+    /// Levels of the copies made once for cached bodies (same ranges).
+    pub stored_levels: BTreeMap<String, i32>,
     /// Memory for encoded copies of cached bodies, made once and served many times.
     pub stored_memory: Size,
 }
@@ -45,6 +47,7 @@ impl Default for CompressionConfig {
             .map(String::from)
             .to_vec(),
             levels: BTreeMap::new(),
+            stored_levels: BTreeMap::new(),
             stored_memory: Size::mib(64),
         }
     }
@@ -61,14 +64,17 @@ impl CompressionConfig {
                 return Some((format!("compression.encodings[{i}]"), format!("{e:?} is not one of zstd, br, gzip")));
             }
         }
-        for (name, level) in &self.levels {
-            match ENCODINGS.iter().find(|(n, _)| n == name) {
-                None => return Some((format!("compression.levels.{name}"), "is not one of zstd, br, gzip".into())),
-                Some((_, range)) if !range.contains(level) => {
-                    let (lo, hi) = (range.start(), range.end());
-                    return Some((format!("compression.levels.{name}"), format!("{level} is not within {lo}..{hi}")));
+        for (table, levels) in [("levels", &self.levels), ("stored_levels", &self.stored_levels)] {
+            for (name, level) in levels {
+                let key = format!("compression.{table}.{name}");
+                match ENCODINGS.iter().find(|(n, _)| n == name) {
+                    None => return Some((key, "is not one of zstd, br, gzip".into())),
+                    Some((_, range)) if !range.contains(level) => {
+                        let (lo, hi) = (range.start(), range.end());
+                        return Some((key, format!("{level} is not within {lo}..{hi}")));
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
             }
         }
         for (i, t) in self.types.iter().enumerate() {

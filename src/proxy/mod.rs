@@ -255,7 +255,7 @@ fn compress(
     match stored {
         // A cached body sent whole: its stored copy in `e`.
         Some(source) if matches!(response.body(), crate::body::Body::Full { .. }) => {
-            crate::compress::encode_stored(response, &source, e, c.level(e), &c.copies)
+            crate::compress::encode_stored(response, &source, e, c)
         }
         _ => crate::compress::encode(response, e, c.level(e)),
     }
