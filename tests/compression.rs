@@ -230,3 +230,75 @@ async fn cached_bodies_are_encoded_once_and_purged_with_their_entry() {
     }
     assert_eq!(made().await, 3);
 }
+
+fn gzipped(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// What the origin sent compressed reaches a client that does not accept its
+/// coding decoded (nginx's `gunzip`), and one that does as it was sent.
+#[tokio::test]
+async fn an_encoded_body_is_decoded_for_clients_that_refuse_its_coding() {
+    let o = origin()
+        .route("/", |_| async {
+            http::Response::builder()
+                .header("content-type", "text/html")
+                .header("content-encoding", "gzip")
+                .header("cache-control", "max-age=60")
+                .header("etag", "\"z\"")
+                .body(full(gzipped(page().as_bytes())))
+                .unwrap()
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "", "")).await;
+    for accept in [None, Some("br"), Some("gzip;q=0, zstd")] {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept-encoding", a)).into_iter().collect();
+        let r = get_with(&proxy.url("/z"), &headers).await;
+        assert_eq!(r.header("content-encoding"), None, "{accept:?}");
+        assert_eq!((r.header("vary"), r.header("etag")), (Some("Accept-Encoding"), Some("W/\"z\"")));
+        assert!(r.text() == page(), "{accept:?}: decoded to the page");
+    }
+    let r = get_with(&proxy.url("/z"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert!(decode("gzip", &r.body) == page().as_bytes());
+    assert_eq!(o.total_hits(), 1, "one stored copy served both ways");
+}
+
+/// A small body that inflates a thousand times is decoded as it streams, in
+/// bounded pieces, to its full length.
+#[tokio::test]
+async fn a_highly_compressed_body_streams_out_in_pieces() {
+    const LEN: usize = 20 << 20;
+    let bomb = Bytes::from(gzipped(&vec![0u8; LEN]));
+    assert!(bomb.len() < LEN / 500);
+    let o = origin()
+        .route("/", move |_| {
+            let bomb = bomb.clone();
+            async move {
+                http::Response::builder()
+                    .header("content-type", "text/plain")
+                    .header("content-encoding", "gzip")
+                    .header("cache-control", "no-store")
+                    .body(full(bomb))
+                    .unwrap()
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let res = client().request(Request::get(proxy.url("/b")).body(full("")).unwrap()).await.unwrap();
+    let mut body = res.into_body();
+    let (mut total, mut largest) = (0, 0);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            assert!(data.iter().all(|b| *b == 0));
+            total += data.len();
+            largest = largest.max(data.len());
+        }
+    }
+    assert_eq!(total, LEN);
+    assert!(largest <= 2 << 20, "pieces of at most about 1 MiB, not {largest} bytes at once");
+}

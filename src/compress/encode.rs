@@ -13,12 +13,18 @@ use crate::body::{Body, BoxError};
 
 /// Output is passed on once this much has built up.
 const OUTPUT_CHUNK: usize = 16 * 1024;
+/// Input is written in pieces of this size: a decoder's output per piece is
+/// bounded (deflate inflates at most about 1,000 times), whatever a frame holds.
+const INPUT_PIECE: usize = 1024;
 
-/// One encoder writing into a buffer that is taken after each flush.
+/// One encoder (or decoder) writing into a buffer that is taken after each flush.
 enum Coder {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Gunzip(flate2::write::GzDecoder<Vec<u8>>),
+    Unbr(Box<brotli::DecompressorWriter<Vec<u8>>>),
+    Unzstd(zstd::stream::write::Decoder<'static, Vec<u8>>),
 }
 
 impl Coder {
@@ -36,11 +42,22 @@ impl Coder {
         })
     }
 
+    fn decoder(encoding: Encoding) -> io::Result<Coder> {
+        Ok(match encoding {
+            Encoding::Gzip => Coder::Gunzip(flate2::write::GzDecoder::new(Vec::new())),
+            Encoding::Br => Coder::Unbr(Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096))),
+            Encoding::Zstd => Coder::Unzstd(zstd::stream::write::Decoder::new(Vec::new())?),
+        })
+    }
+
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             Coder::Gzip(w) => w.write_all(data),
             Coder::Br(w) => w.write_all(data),
             Coder::Zstd(w) => w.write_all(data),
+            Coder::Gunzip(w) => w.write_all(data),
+            Coder::Unbr(w) => w.write_all(data),
+            Coder::Unzstd(w) => w.write_all(data),
         }
     }
 
@@ -50,6 +67,9 @@ impl Coder {
             Coder::Gzip(w) => w.get_mut(),
             Coder::Br(w) => w.get_mut(),
             Coder::Zstd(w) => w.get_mut(),
+            Coder::Gunzip(w) => w.get_mut(),
+            Coder::Unbr(w) => w.get_mut(),
+            Coder::Unzstd(w) => w.get_mut(),
         }
     }
 
@@ -59,6 +79,9 @@ impl Coder {
             Coder::Gzip(w) => w.flush()?,
             Coder::Br(w) => w.flush()?,
             Coder::Zstd(w) => w.flush()?,
+            Coder::Gunzip(w) => w.flush()?,
+            Coder::Unbr(w) => w.flush()?,
+            Coder::Unzstd(w) => w.flush()?,
         }
         Ok(Bytes::from(std::mem::take(self.output())))
     }
@@ -68,6 +91,13 @@ impl Coder {
             Coder::Gzip(w) => w.finish()?,
             Coder::Br(w) => w.into_inner(),
             Coder::Zstd(w) => w.finish()?,
+            Coder::Gunzip(w) => w.finish()?,
+            // A brotli stream that did not end is a broken body.
+            Coder::Unbr(w) => w.into_inner().map_err(|_| io::Error::other("brotli stream ended early"))?,
+            Coder::Unzstd(mut w) => {
+                w.flush()?;
+                w.into_inner()
+            }
         }))
     }
 }
@@ -87,12 +117,19 @@ pin_project_lite::pin_project! {
         coder: Option<Coder>,
         // Written since the last flush.
         pending: bool,
+        // Input not written yet: fed in pieces, so one frame cannot inflate without bound.
+        rest: Bytes,
     }
 }
 
 impl Encoded {
     pub fn new(inner: Body, encoding: Encoding, level: i32) -> io::Result<Encoded> {
-        Ok(Encoded { inner, coder: Some(Coder::new(encoding, level)?), pending: false })
+        Ok(Encoded { inner, coder: Some(Coder::new(encoding, level)?), pending: false, rest: Bytes::new() })
+    }
+
+    /// `inner`, encoded with `encoding`, decoded.
+    pub fn decoding(inner: Body, encoding: Encoding) -> io::Result<Encoded> {
+        Ok(Encoded { inner, coder: Some(Coder::decoder(encoding)?), pending: false, rest: Bytes::new() })
     }
 }
 
@@ -104,17 +141,23 @@ impl http_body::Body for Encoded {
         let mut this = self.project();
         loop {
             let Some(coder) = this.coder.as_mut() else { return Poll::Ready(None) };
+            if !this.rest.is_empty() {
+                let piece = this.rest.split_to(this.rest.len().min(INPUT_PIECE));
+                coder.write(&piece)?;
+                *this.pending = true;
+                if coder.output().len() >= OUTPUT_CHUNK {
+                    let out = Bytes::from(std::mem::take(coder.output()));
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                continue;
+            }
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     // Trailers are dropped: a transformed body is a new message.
                     let Ok(data) = frame.into_data() else { continue };
-                    coder.write(&data)?;
-                    *this.pending = true;
-                    // Memory stays bounded however long the body: pass output on as it comes.
-                    if coder.output().len() >= OUTPUT_CHUNK {
-                        let out = Bytes::from(std::mem::take(coder.output()));
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
-                    }
+                    // Written in pieces above; output passes on as it comes, so memory
+                    // stays bounded however long the body.
+                    *this.rest = data;
                 }
                 Poll::Ready(Some(Err(e))) => {
                     *this.coder = None;

@@ -12,7 +12,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 pub use encode::encode_all;
-pub use negotiate::{Encoding, choose};
+pub use negotiate::{Encoding, accepts, choose};
 pub use stored::{Encodings, Source};
 
 use crate::body::Body;
@@ -21,6 +21,8 @@ use crate::config::CompressionConfig;
 /// `[compression]`, compiled once per configuration.
 pub struct Compression {
     pub enabled: bool,
+    /// Undo the origin's coding for clients that do not accept it.
+    decode: bool,
     preference: Vec<Encoding>,
     min_length: u64,
     /// Exact media types, and families given as `text/*` (kept as `text/`).
@@ -57,6 +59,7 @@ impl Compression {
         let types = c.types.iter().map(|t| t.to_ascii_lowercase().trim_end_matches('*').to_string()).collect();
         Compression {
             enabled: c.enabled,
+            decode: c.decode,
             preference: c.encodings.iter().filter_map(|e| Encoding::parse(e)).collect(),
             min_length: c.min_length.bytes(),
             types,
@@ -87,6 +90,22 @@ impl Compression {
             && !no_transform(res)
             && crate::body::content_length(res).is_none_or(|n| n >= self.min_length)
             && self.media_type_listed(res)
+    }
+
+    /// The origin's coding to undo for a client that does not accept it (nginx's
+    /// `gunzip`): gzip, br or zstd, alone, on a 2xx other than 206.
+    pub fn to_decode(&self, status: StatusCode, request: &HeaderMap, res: &HeaderMap) -> Option<Encoding> {
+        if !self.enabled
+            || !self.decode
+            || !status.is_success()
+            || status == StatusCode::PARTIAL_CONTENT
+            || no_transform(res)
+        {
+            return None;
+        }
+        let mut codings = res.get_all(header::CONTENT_ENCODING).iter();
+        let e = Encoding::parse(codings.next()?.to_str().ok()?.trim())?;
+        (codings.next().is_none() && !accepts(request, e)).then_some(e)
     }
 
     fn media_type_listed(&self, res: &HeaderMap) -> bool {
@@ -136,13 +155,17 @@ pub fn encoded_headers(headers: &mut HeaderMap, e: Encoding, len: Option<u64>) {
         None => headers.remove(header::CONTENT_LENGTH),
     };
     headers.remove(header::ACCEPT_RANGES);
+    weaken_etag(headers);
+    vary_on_encoding(headers);
+}
+
+fn weaken_etag(headers: &mut HeaderMap) {
     if let Some(etag) = headers.get(header::ETAG)
         && etag.as_bytes().starts_with(b"\"")
         && let Ok(weak) = HeaderValue::from_bytes(&[b"W/", etag.as_bytes()].concat())
     {
         headers.insert(header::ETAG, weak);
     }
-    vary_on_encoding(headers);
 }
 
 /// `res`, whose body is the cached `source`, with its stored copy in `e`;
@@ -155,6 +178,26 @@ pub fn encode_stored(res: Response<Body>, source: &Source, e: Encoding, c: &Comp
             Response::from_parts(parts, Body::full(bytes))
         }
         None => encode(res, e, c.level(e)),
+    }
+}
+
+/// `res` with the origin's coding `e` undone as it streams (HEAD: the headers only).
+pub fn decode(res: Response<Body>, e: Encoding, head: bool) -> Response<Body> {
+    let (mut parts, body) = res.into_parts();
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::ACCEPT_RANGES);
+    weaken_etag(&mut parts.headers);
+    vary_on_encoding(&mut parts.headers);
+    if head {
+        return Response::from_parts(parts, body);
+    }
+    match encode::Encoded::decoding(body, e) {
+        Ok(decoded) => Response::from_parts(parts, Body::boxed(decoded)),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start a decoder");
+            Response::from_parts(parts, Body::empty())
+        }
     }
 }
 

@@ -75,6 +75,26 @@ pub fn choose(request: &HeaderMap, preference: &[Encoding]) -> Option<Encoding> 
     }
 }
 
+/// Whether the client accepts content coded with `e`: listed (or `*`) with a
+/// q above zero. No `Accept-Encoding` counts as identity only, as for `choose`.
+pub fn accepts(request: &HeaderMap, e: Encoding) -> bool {
+    let (mut own, mut star) = (None, None);
+    for value in request.get_all(ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()) {
+        for item in value.split(',').map(str::trim) {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let q =
+                parts.find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))).map_or(Some(1000), qvalue);
+            match coding {
+                "*" => star = q.or(star),
+                c if Encoding::parse(c) == Some(e) => own = q.or(own),
+                _ => {}
+            }
+        }
+    }
+    own.or(star).is_some_and(|q| q > 0)
+}
+
 /// A q-value in thousandths; `None` when it is not one.
 fn qvalue(text: &str) -> Option<u16> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
@@ -100,6 +120,21 @@ mod tests {
             h.append(ACCEPT_ENCODING, a.parse().unwrap());
         }
         choose(&h, &[Zstd, Br, Gzip])
+    }
+
+    #[test]
+    fn what_a_client_accepts() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(ACCEPT_ENCODING, v.parse().unwrap());
+            m
+        };
+        assert!(accepts(&h("gzip, br"), Gzip));
+        assert!(!accepts(&h("br"), Gzip));
+        assert!(!accepts(&h("gzip;q=0"), Gzip));
+        assert!(accepts(&h("*"), Zstd));
+        assert!(!accepts(&h("*, zstd;q=0"), Zstd));
+        assert!(!accepts(&HeaderMap::new(), Gzip), "no header: identity only");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct CompressionConfig {
     pub types: Vec<String>,
     /// Level per encoding: gzip 1–9, br 0–11, zstd 1–22.
     pub levels: BTreeMap<String, i32>,
+    /// Decode what the origin sent compressed for clients that do not accept its coding.
+    pub decode: bool,
     /// Levels of the copies made once for cached bodies (same ranges).
     pub stored_levels: BTreeMap<String, i32>,
     /// Memory for encoded copies of cached bodies, made once and served many times.
@@ -48,6 +50,7 @@ impl Default for CompressionConfig {
             .to_vec(),
             levels: BTreeMap::new(),
             stored_levels: BTreeMap::new(),
+            decode: true,
             stored_memory: Size::mib(64),
         }
     }

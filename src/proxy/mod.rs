@@ -239,6 +239,9 @@ fn compress(
     accept: &http::HeaderMap,
     mut response: Response<crate::body::Body>,
 ) -> Response<crate::body::Body> {
+    if let Some(e) = c.to_decode(response.status(), accept, response.headers()) {
+        return crate::compress::decode(response, e, *method == http::Method::HEAD);
+    }
     let get = if *method == http::Method::HEAD { &http::Method::GET } else { method };
     if !c.eligible(get, response.status(), response.headers()) {
         return response;
