@@ -6,6 +6,7 @@
 //! keys are errors, and every error names its source (file or environment)
 //! and the key.
 
+mod buffering;
 mod cache;
 mod compression;
 mod guard;
@@ -25,6 +26,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use buffering::BufferingConfig;
 pub use cache::CacheConfig;
 pub use compression::CompressionConfig;
 pub use guard::{
@@ -56,6 +58,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub compression: CompressionConfig,
+    #[serde(default)]
+    pub buffering: BufferingConfig,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
@@ -136,6 +140,10 @@ impl Config {
             }
         }
         self.validate_tls(&bad)?;
+        if self.buffering.memory.bytes() > u64::from(u32::MAX) || self.buffering.response_memory > self.buffering.memory
+        {
+            return Err(bad("buffering.memory".into(), "must be at least response_memory and at most 4GiB".into()));
+        }
         if let Some((key, msg)) = self.compression.problem() {
             return Err(bad(key, msg));
         }

@@ -5,6 +5,7 @@
 //! started with. Every stage returns a value; only [`handle`] turns errors into
 //! responses, so no error ever reaches hyper and drops a connection.
 
+mod buffer;
 mod cache;
 mod error;
 mod forward;
@@ -57,6 +58,8 @@ pub struct Pipeline {
     /// Targeted cache-control fields removed from what clients receive.
     hide_targeted: Vec<HeaderName>,
     pub compression: crate::compress::Compression,
+    /// Pass-through responses read ahead of slow clients.
+    buffering: buffer::Buffering,
 }
 
 /// What every configuration's pipeline shares for the life of the process.
@@ -122,6 +125,7 @@ impl Pipeline {
         let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
         let hide_targeted = if config.cache.expose_targeted { Vec::new() } else { config.cache.targeted() };
         let config_compression = config.compression.clone();
+        let config_buffering = config.buffering.clone();
         Ok(Pipeline {
             config: Arc::new(config),
             router,
@@ -135,6 +139,7 @@ impl Pipeline {
             hide_headers,
             hide_targeted,
             compression: crate::compress::Compression::new(&config_compression),
+            buffering: buffer::Buffering::new(&config_buffering),
         })
     }
 

@@ -126,7 +126,7 @@ pub async fn serve(
             invalidate(&p.cache, &method, fwd.response.status(), &url, fwd.response.headers()).await;
         }
         return Ok(Served {
-            response: fwd.response,
+            response: p.buffering.apply(fwd.response),
             upstream: Some(fwd.server),
             status,
             shareable: false,
@@ -554,7 +554,7 @@ fn store(
     let rules = &ask.route.cache;
     let cache = &ask.p.cache;
     let pass = |res_parts, body, status: CacheStatus| Served {
-        response: Response::from_parts(res_parts, body),
+        response: ask.p.buffering.apply(Response::from_parts(res_parts, body)),
         upstream: Some(server.clone()),
         status,
         shareable: false,

@@ -1,0 +1,179 @@
+//! Response buffering for pass-through responses (nginx's `proxy_buffering`):
+//! a task reads the origin's body ahead of the client, into memory up to
+//! `buffering.response_memory` (and the shared `buffering.memory`), then into
+//! a temp file up to `buffering.response_file`, so the origin's connection is
+//! done and back in its pool while a slow client drains the rest. Past both,
+//! reading waits for the client, as without buffering. Stored responses need
+//! none of this: their fill reads the origin on its own.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::body::{Body, BoxError};
+use crate::config::BufferingConfig;
+
+/// A body known to be at most this long fits the sockets' own buffers: not worth a task.
+const SMALL: u64 = 64 * 1024;
+
+pub struct Buffering {
+    enabled: bool,
+    per_response: u32,
+    file_max: u64,
+    dir: PathBuf,
+    shared: Arc<Semaphore>,
+}
+
+/// One piece of a body on its way to the client, in order.
+enum Piece {
+    /// In memory, holding its share of the budgets.
+    Memory(Bytes, [OwnedSemaphorePermit; 2]),
+    /// This many bytes appended to the response's temp file.
+    File(usize),
+    Failed(BoxError),
+}
+
+impl Buffering {
+    pub fn new(c: &BufferingConfig) -> Buffering {
+        let per_response = u32::try_from(c.response_memory.bytes()).unwrap_or(u32::MAX).max(1);
+        Buffering {
+            enabled: c.response,
+            per_response,
+            file_max: c.response_file.bytes(),
+            dir: c.temp_path.clone().unwrap_or_else(std::env::temp_dir),
+            shared: Arc::new(Semaphore::new(usize::try_from(c.memory.bytes()).unwrap_or(usize::MAX).max(1))),
+        }
+    }
+
+    /// `res` with its body read ahead, when it is worth it.
+    pub fn apply(&self, res: Response<Body>) -> Response<Body> {
+        let small = http_body::Body::size_hint(res.body()).upper().is_some_and(|n| n <= SMALL);
+        if !self.enabled || small || http_body::Body::is_end_stream(res.body()) {
+            return res;
+        }
+        let (parts, body) = res.into_parts();
+        let (pieces_tx, pieces_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::channel(2);
+        let file = match self.file_max {
+            0 => None,
+            _ => temp_file(&self.dir).map_err(|e| tracing::warn!(dir = %self.dir.display(), error = %e, "no temp file for buffering; memory only")).ok(),
+        };
+        let (writer, reader) = file.map_or((None, None), |(w, r)| (Some(w), Some(r)));
+        let ahead = ReadAhead {
+            own: Arc::new(Semaphore::new(self.per_response as usize)),
+            own_cap: self.per_response,
+            shared: self.shared.clone(),
+            file_max: self.file_max,
+        };
+        tokio::spawn(ahead.read(body, writer, pieces_tx));
+        tokio::spawn(drain(pieces_rx, reader, out_tx));
+        Response::from_parts(parts, Body::channel(out_rx))
+    }
+}
+
+struct ReadAhead {
+    own: Arc<Semaphore>,
+    /// `own`'s size: a frame larger than the budget takes all of it.
+    own_cap: u32,
+    shared: Arc<Semaphore>,
+    file_max: u64,
+}
+
+impl ReadAhead {
+    /// Reads the origin's body to its end (or until the client is gone).
+    async fn read(self, mut body: Body, mut file: Option<tokio::fs::File>, tx: mpsc::UnboundedSender<Piece>) {
+        let mut filed_total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let data = match frame.map(|f| f.into_data()) {
+                Ok(Ok(data)) => data,
+                Ok(Err(_)) => continue,
+                Err(e) => {
+                    let _ = tx.send(Piece::Failed(e));
+                    return;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            let permits = (
+                self.own.clone().try_acquire_many_owned(n.min(self.own_cap)),
+                self.shared.clone().try_acquire_many_owned(n),
+            );
+            let piece = match permits {
+                (Ok(a), Ok(b)) => Piece::Memory(data, [a, b]),
+                // Memory full: to the file while it has room.
+                _ if file.is_some() && filed_total + data.len() as u64 <= self.file_max => {
+                    let Some(f) = file.as_mut() else { return };
+                    // Flushed, so the reading handle finds it (tokio buffers file writes).
+                    if let Err(e) = async {
+                        f.write_all(&data).await?;
+                        f.flush().await
+                    }
+                    .await
+                    {
+                        let _ = tx.send(Piece::Failed(Box::new(e)));
+                        return;
+                    }
+                    filed_total += data.len() as u64;
+                    Piece::File(data.len())
+                }
+                // Both full: wait for the client, as without buffering.
+                _ => {
+                    let own = self.own.clone().acquire_many_owned(n.min(self.own_cap)).await;
+                    let shared = self.shared.clone().acquire_many_owned(n).await;
+                    match (own, shared) {
+                        (Ok(a), Ok(b)) => Piece::Memory(data, [a, b]),
+                        _ => return,
+                    }
+                }
+            };
+            if tx.send(piece).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Passes the pieces on to the client in order, reading filed ones back.
+async fn drain(
+    mut pieces: mpsc::UnboundedReceiver<Piece>,
+    mut file: Option<tokio::fs::File>,
+    out: mpsc::Sender<Result<Bytes, BoxError>>,
+) {
+    while let Some(piece) = pieces.recv().await {
+        let next = match piece {
+            Piece::Memory(data, _permits) => Ok(data),
+            Piece::File(n) => {
+                let mut buf = vec![0u8; n];
+                let read = match file.as_mut() {
+                    Some(f) => f.read_exact(&mut buf).await.map(|_| ()),
+                    None => Err(io::Error::other("no temp file")),
+                };
+                read.map(|()| Bytes::from(buf)).map_err(|e| Box::new(e) as BoxError)
+            }
+            Piece::Failed(e) => Err(e),
+        };
+        let failed = next.is_err();
+        if out.send(next).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// A temp file already unlinked: one handle to append, one to read back.
+fn temp_file(dir: &std::path::Path) -> io::Result<(tokio::fs::File, tokio::fs::File)> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let path = dir.join(format!("relais-buffer-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    let writer = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let reader = std::fs::File::open(&path);
+    let _ = std::fs::remove_file(&path);
+    Ok((tokio::fs::File::from_std(writer), tokio::fs::File::from_std(reader?)))
+}

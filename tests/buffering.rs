@@ -1,0 +1,103 @@
+//! Response buffering: a slow client does not hold the origin.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: usize = 1 << 20;
+
+/// An origin sending 20 MiB (uncacheable) that records when it has sent the last byte.
+async fn big_origin() -> (Origin, Arc<AtomicBool>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let o = origin()
+        .route("/", move |_| {
+            let flag = flag.clone();
+            async move {
+                let chunks = futures_util::stream::iter((0..21).map(move |i| {
+                    if i == 20 {
+                        flag.store(true, Ordering::SeqCst);
+                        return Ok(http_body::Frame::data(Bytes::new()));
+                    }
+                    Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![b'x'; MIB])))
+                }));
+                http::Response::builder()
+                    .header("cache-control", "no-store")
+                    .body(http_body_util::StreamBody::new(chunks).map_err(|e| Box::new(e) as _).boxed())
+                    .unwrap()
+            }
+        })
+        .start()
+        .await;
+    (o, done)
+}
+
+/// Reads the start of the answer, then as a client on a slow link would: 100 KB/s.
+async fn slow_client(addr: std::net::SocketAddr, for_how_long: Duration) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 10 * 1024];
+    while started.elapsed() < for_how_long {
+        let _ = tcp.read(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn origin_done_within(extra: &str, wait: Duration) -> bool {
+    let (o, done) = big_origin().await;
+    let proxy =
+        relais(&format!("{extra}\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n", o.addr)).await;
+    let addr = proxy.handle.addrs()[0];
+    let client = tokio::spawn(slow_client(addr, wait + Duration::from_millis(500)));
+    tokio::time::sleep(wait).await;
+    let finished = done.load(Ordering::SeqCst);
+    client.abort();
+    finished
+}
+
+#[tokio::test]
+async fn a_slow_client_does_not_hold_the_origin() {
+    // Read ahead: 256 KiB in memory, the rest in an unlinked temp file.
+    assert!(origin_done_within("", Duration::from_secs(1)).await, "with buffering the origin is done within a second");
+}
+
+#[tokio::test]
+async fn without_buffering_the_slow_client_holds_the_origin() {
+    assert!(!origin_done_within("[buffering]\nresponse = false", Duration::from_secs(2)).await);
+    // Memory alone, no temp file: read-ahead stops at its budget, and waits for the client.
+    assert!(!origin_done_within("[buffering]\nresponse_file = \"0\"", Duration::from_secs(2)).await);
+}
+
+#[tokio::test]
+async fn a_buffered_body_arrives_whole_and_in_order() {
+    let o = origin()
+        .route("/", |_| async {
+            let chunks = futures_util::stream::iter(
+                (0..40u8).map(|i| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![i; 100_000])))),
+            );
+            http::Response::builder()
+                .header("cache-control", "no-store")
+                .body(http_body_util::StreamBody::new(chunks).map_err(|e| Box::new(e) as _).boxed())
+                .unwrap()
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!(
+        "[buffering]\nresponse_memory = \"128KiB\"\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
+        o.addr
+    ))
+    .await;
+    let r = get(&proxy.url("/x")).await;
+    assert_eq!(r.body.len(), 4_000_000);
+    for (i, chunk) in r.body.chunks(100_000).enumerate() {
+        assert!(chunk.iter().all(|b| *b == i as u8), "chunk {i} in order, memory and file parts alike");
+    }
+}
