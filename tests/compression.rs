@@ -302,3 +302,37 @@ async fn a_highly_compressed_body_streams_out_in_pieces() {
     assert_eq!(total, LEN);
     assert!(largest <= 2 << 20, "pieces of at most about 1 MiB, not {largest} bytes at once");
 }
+
+/// An origin that compresses itself and says `Vary: Accept-Encoding`: relais asks
+/// it for the identity form, stores one copy and encodes for each client.
+#[tokio::test]
+async fn the_cache_keeps_one_copy_whatever_the_clients_accept() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let o = origin()
+        .route("/", move |req: Request<Incoming>| {
+            let ae = req.headers().get("accept-encoding").map(|v| v.to_str().unwrap().to_string());
+            log.lock().unwrap().push(ae.clone());
+            async move {
+                let mut r = html(page(), &[("vary", "Accept-Encoding")]);
+                if ae.is_some_and(|a| a.contains("gzip")) {
+                    r.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+                    *r.body_mut() = full(gzipped(page().as_bytes()));
+                }
+                r
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "", "")).await;
+    for accept in ["gzip", "br", "gzip, br, zstd", "identity", "zstd;q=0.5, gzip;q=0.6"] {
+        let r = get_with(&proxy.url("/v"), &[("accept-encoding", accept)]).await;
+        let body = match r.header("content-encoding") {
+            Some(e) => decode(e, &r.body),
+            None => r.body.to_vec(),
+        };
+        assert!(body == page().as_bytes(), "{accept}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.lock().unwrap().as_slice(), [None], "one origin fetch, asked for identity");
+}

@@ -141,7 +141,7 @@ pub async fn serve(
     // The owned copy of the request head is only made when the origin is asked:
     // a fresh hit clones no headers.
     let ask = || Ask {
-        req: Arc::new(head_of(&parts)),
+        req: Arc::new(origin_head(&p, &route, head_of(&parts))),
         range: None,
         p: p.clone(),
         route: route.clone(),
@@ -589,7 +589,11 @@ fn store(
         None => None,
     };
 
-    let names = cache_policy::vary_names(&res_parts.headers).unwrap_or_default();
+    let mut names = cache_policy::vary_names(&res_parts.headers).unwrap_or_default();
+    if relais_encodes(&ask.p, &ask.route) {
+        // Asked for without it: the one copy serves every Accept-Encoding.
+        names.retain(|n| n != header::ACCEPT_ENCODING);
+    }
     let (key, record) = if names.is_empty() {
         (slot.primary.clone(), None)
     } else {
@@ -668,6 +672,21 @@ fn upstream_request(parts: &Parts, method: Method) -> Request<Body> {
     }
     *req.headers_mut() = headers;
     req
+}
+
+/// Whether relais compresses this route's responses itself: then the origin is
+/// asked for the identity form (no `Accept-Encoding`), one copy is stored
+/// whatever the client accepts, and `Vary: Accept-Encoding` is relais's own.
+fn relais_encodes(p: &Pipeline, route: &Route) -> bool {
+    p.compression.enabled && route.compression
+}
+
+/// The request head the origin is asked with, for a stored response.
+fn origin_head(p: &Pipeline, route: &Route, mut head: Parts) -> Parts {
+    if relais_encodes(p, route) {
+        head.headers.remove(header::ACCEPT_ENCODING);
+    }
+    head
 }
 
 /// The request as the GET whose response is stored (policy decisions are about GET).

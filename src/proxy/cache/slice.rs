@@ -28,7 +28,7 @@ pub(super) async fn serve(
     size: u64,
 ) -> Result<Served, ProxyError> {
     let ask = Ask {
-        req: Arc::new(as_get(&parts)),
+        req: Arc::new(origin_head(p, route, as_get(&parts))),
         range: None,
         p: p.clone(),
         route: route.clone(),
