@@ -101,3 +101,59 @@ async fn a_buffered_body_arrives_whole_and_in_order() {
         assert!(chunk.iter().all(|b| *b == i as u8), "chunk {i} in order, memory and file parts alike");
     }
 }
+
+/// With `request_buffering`, the origin sees a slow upload only once it is
+/// whole, framed with its length; without, at once, chunked.
+#[tokio::test]
+async fn a_buffered_upload_reaches_the_origin_whole() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let o = origin()
+        .route("/", move |req: http::Request<hyper::body::Incoming>| {
+            let log = log.clone();
+            async move {
+                let arrived = Instant::now();
+                let framing = (
+                    req.headers().get("content-length").map(|v| v.to_str().unwrap().to_string()),
+                    req.headers().contains_key("transfer-encoding"),
+                );
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                log.lock().unwrap().push((arrived, framing, body.len()));
+                text(200, "ok", &[])
+            }
+        })
+        .start()
+        .await;
+    for (buffered, memory) in [(true, "64KiB"), (false, "1MiB")] {
+        seen.lock().unwrap().clear();
+        let route = if buffered { "request_buffering = true" } else { "" };
+        let proxy = relais(&format!(
+            "[buffering]\nrequest_memory = \"{memory}\"\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n{route}\n",
+            o.addr
+        ))
+        .await;
+        // 400 KB in 8 chunks over about 1.6 s, chunked.
+        let mut tcp = tokio::net::TcpStream::connect(proxy.handle.addrs()[0]).await.unwrap();
+        tcp.write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+        let started = Instant::now();
+        for _ in 0..8 {
+            tcp.write_all(format!("{:x}\r\n", 50_000).as_bytes()).await.unwrap();
+            tcp.write_all(&[b'u'; 50_000]).await.unwrap();
+            tcp.write_all(b"\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let sent = started.elapsed();
+        tcp.write_all(b"0\r\n\r\n").await.unwrap();
+        let answer = read_until_quiet(&mut tcp, Duration::from_millis(500)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let (arrived, framing, len) = seen.lock().unwrap()[0].clone();
+        assert_eq!(len, 400_000);
+        if buffered {
+            assert!(arrived.duration_since(started) >= sent, "the origin saw it only once it was whole");
+            assert_eq!(framing, (Some("400000".into()), false), "framed by its length (memory and temp file)");
+        } else {
+            assert!(arrived.duration_since(started) < Duration::from_millis(500), "streamed at once");
+            assert_eq!(framing, (None, true));
+        }
+    }
+}

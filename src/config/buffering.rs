@@ -20,6 +20,9 @@ pub struct BufferingConfig {
     /// Past its memory, a response is read ahead into a temp file up to this
     /// size (0: not at all); past that, reading waits for the client.
     pub response_file: Size,
+    /// A request body read whole first (a route's `request_buffering`) keeps this
+    /// much in memory, the rest in a temp file (nginx's `client_body_buffer_size`).
+    pub request_memory: Size,
     /// Where those temp files go (deleted as soon as they are created). Default: the system's temp folder.
     pub temp_path: Option<PathBuf>,
 }
@@ -31,6 +34,7 @@ impl Default for BufferingConfig {
             response_memory: Size(256 * 1024),
             memory: Size::mib(64),
             response_file: Size::mib(1024),
+            request_memory: Size::mib(1),
             temp_path: None,
         }
     }

@@ -52,6 +52,10 @@ pub struct RouteConfig {
     /// `false` turns `[compression]` off here. Default: on when it is.
     #[serde(default = "yes")]
     pub compression: bool,
+    /// Read a request's whole body before sending anything upstream, so a slow
+    /// upload does not hold an origin connection. Default false.
+    #[serde(default)]
+    pub request_buffering: bool,
 }
 
 fn root() -> String {

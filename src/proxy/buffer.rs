@@ -25,6 +25,8 @@ const SMALL: u64 = 64 * 1024;
 
 pub struct Buffering {
     enabled: bool,
+    /// A request body read whole before it goes upstream keeps this much in memory.
+    request_memory: usize,
     per_response: u32,
     file_max: u64,
     dir: PathBuf,
@@ -45,6 +47,7 @@ impl Buffering {
         let per_response = u32::try_from(c.response_memory.bytes()).unwrap_or(u32::MAX).max(1);
         Buffering {
             enabled: c.response,
+            request_memory: usize::try_from(c.request_memory.bytes()).unwrap_or(usize::MAX),
             per_response,
             file_max: c.response_file.bytes(),
             dir: c.temp_path.clone().unwrap_or_else(std::env::temp_dir),
@@ -75,6 +78,91 @@ impl Buffering {
         tokio::spawn(ahead.read(body, writer, pieces_tx));
         tokio::spawn(drain(pieces_rx, reader, out_tx));
         Response::from_parts(parts, Body::channel(out_rx))
+    }
+}
+
+impl Buffering {
+    /// The whole request body, read before anything goes upstream (nginx's
+    /// `proxy_request_buffering`): up to `request_memory` in memory, the rest in
+    /// a temp file. The body it returns has an exact length, so the request
+    /// upstream carries `Content-Length`. The client's limits (size, time,
+    /// rate) apply while it is read, through `body` itself.
+    pub async fn read_request(&self, mut body: Body) -> Result<Body, BoxError> {
+        let (mut memory, mut held) = (Vec::new(), 0usize);
+        let mut file: Option<(tokio::fs::File, tokio::fs::File)> = None;
+        let mut filed = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else { continue };
+            if file.is_none() && held + data.len() <= self.request_memory {
+                held += data.len();
+                memory.push(data);
+                continue;
+            }
+            if file.is_none() {
+                file = Some(temp_file(&self.dir)?);
+            }
+            if let Some((w, _)) = file.as_mut() {
+                w.write_all(&data).await?;
+            }
+            filed += data.len() as u64;
+        }
+        let len = held as u64 + filed;
+        let (tx, rx) = mpsc::channel(2);
+        let reader = match file {
+            Some((mut w, r)) => {
+                w.flush().await?;
+                Some(r)
+            }
+            None => None,
+        };
+        tokio::spawn(async move {
+            for data in memory {
+                if tx.send(Ok(data)).await.is_err() {
+                    return;
+                }
+            }
+            let Some(mut r) = reader else { return };
+            let mut left = filed;
+            while left > 0 {
+                let mut buf = vec![0u8; left.min(64 * 1024) as usize];
+                let read = r.read_exact(&mut buf).await.map_err(|e| Box::new(e) as BoxError);
+                let failed = read.is_err();
+                left -= buf.len() as u64;
+                if tx.send(read.map(|_| Bytes::from(buf))).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Body::boxed(Known { inner: Body::channel(rx), len }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body of a length known in advance.
+    struct Known {
+        #[pin]
+        inner: Body,
+        len: u64,
+    }
+}
+
+impl http_body::Body for Known {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.len == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len)
     }
 }
 

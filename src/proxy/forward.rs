@@ -140,11 +140,27 @@ fn set_framing(headers: &mut HeaderMap, method: &Method, body: &Body) {
 /// A failure that was the client's body's, not the origin's.
 fn client_fault(e: &UpstreamError) -> Option<ProxyError> {
     let UpstreamError::Failed { source, .. } = e else { return None };
-    Some(match ClientBodyError::find(source)? {
+    Some(body_error(ClientBodyError::find(source)?))
+}
+
+fn body_error(e: &ClientBodyError) -> ProxyError {
+    match e {
         ClientBodyError::TooLarge => ProxyError::BodyTooLarge,
         ClientBodyError::Timeout => ProxyError::BodyTimeout,
         ClientBodyError::Broken(_) => ProxyError::BadRequest("malformed or truncated request body"),
-    })
+    }
+}
+
+/// A failure while reading the client's body in relais (request buffering):
+/// the client's, or relais's own temp file's.
+pub fn client_error(e: &crate::body::BoxError) -> ProxyError {
+    match ClientBodyError::find(e.as_ref()) {
+        Some(e) => body_error(e),
+        None => {
+            tracing::warn!(error = %e, "cannot buffer a request body");
+            ProxyError::Collapsed(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
 }
 
 /// The client's request body as sent upstream (see [`Upload`]), counted into

@@ -33,6 +33,8 @@ pub struct Route {
     pub slice: Option<u64>,
     /// `[compression]` applies here.
     pub compression: bool,
+    /// Request bodies are read whole before they go upstream.
+    pub request_buffering: bool,
     /// Cleartext requests get 308 to https.
     pub redirect_https: bool,
     /// Methods, lists, rules and limits of this route.
@@ -94,6 +96,7 @@ impl Route {
             cache: r.cache.to_rules(config.cache.targeted()),
             slice: r.cache.slice.map(|s| s.bytes()),
             compression: r.compression,
+            request_buffering: r.request_buffering,
             redirect_https: r.redirect_https.unwrap_or(config.server.redirect_https),
             guard,
         }

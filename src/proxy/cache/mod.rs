@@ -120,7 +120,10 @@ pub async fn serve(
         };
         admit_origin(&p, &route, &conn, &parts).await?;
         let method = parts.method.clone();
-        let body = request_body(&p, &parts, body);
+        let mut body = request_body(&p, &parts, body);
+        if route.request_buffering && !http_body::Body::is_end_stream(&body) {
+            body = p.buffering.read_request(body).await.map_err(|e| super::forward::client_error(&e))?;
+        }
         let fwd = Box::pin(forward(&p, &route, &conn, host.as_ref(), Request::from_parts(parts, body))).await?;
         if !method.is_safe() {
             invalidate(&p.cache, &method, fwd.response.status(), &url, fwd.response.headers()).await;
