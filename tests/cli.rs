@@ -508,3 +508,46 @@ fn check_sums_up_the_guard() {
     assert!(text.contains("/api/ → app · limits per_ip"), "{text}");
     assert!(text.contains("/admin/ → app · own guard"), "{text}");
 }
+
+/// A slow client reading a 20 MiB pass-through answer: read ahead into memory
+/// (1 MiB here) and an unlinked temp file with buffering, or held back without
+/// it; relais's RSS stays within the budget either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffering_a_slow_client_keeps_memory_within_the_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = origin()
+        .route("/", |_| async {
+            let chunks = futures_util::stream::iter(
+                (0..20)
+                    .map(|_| Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from(vec![b'x'; 1 << 20])))),
+            );
+            use http_body_util::BodyExt;
+            http::Response::builder()
+                .header("cache-control", "no-store")
+                .body(http_body_util::StreamBody::new(chunks).map_err(|e| Box::new(e) as _).boxed())
+                .unwrap()
+        })
+        .start()
+        .await;
+    for buffering in ["response = true", "response = false"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relais.toml");
+        let port = free_port();
+        let extra = format!(
+            "\n[buffering]\n{buffering}\nresponse_memory = \"1MiB\"\ntemp_path = \"{}\"\n",
+            dir.path().display()
+        );
+        write(&path, &(config(dir.path(), port, o.addr, "") + &extra));
+        let child = start(&path, port).await;
+        let before = rss_kib(child.0.id());
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tcp.write_all(b"GET /big HTTP/1.1\r\nHost: site.test\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 10 * 1024];
+        for _ in 0..20 {
+            let _ = tcp.read(&mut buf).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let grown = rss_kib(child.0.id()).saturating_sub(before);
+        assert!(grown < 16 * 1024, "{buffering}: RSS grew {grown} KiB while a slow client read 20 MiB");
+    }
+}
