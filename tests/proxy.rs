@@ -211,6 +211,68 @@ async fn weighted_round_robin() {
     assert!(!seen.join("").contains("aaaa"));
 }
 
+/// `balance = "hash"`: one user's requests always reach one server, the users
+/// spread over all four; `ip_hash` keeps one client on one server; `ewma`
+/// sends new requests away from a slow server.
+#[tokio::test]
+async fn hash_ip_hash_and_ewma_balance_as_promised() {
+    let mut pool = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        pool.push(origin().text("/", name).start().await);
+    }
+    let servers = pool.iter().map(|o| format!("\"{}\"", o.addr)).collect::<Vec<_>>().join(", ");
+    let config = |balance: &str| {
+        format!(
+            "[upstreams.pool]\nservers = [{servers}]\n{balance}\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n"
+        )
+    };
+    let proxy = relais(&config("balance = \"hash\"\nhash_key = \"header:x-user\"")).await;
+    let mut used = std::collections::HashSet::new();
+    for user in 0..40 {
+        let u = user.to_string();
+        let first = get_with(&proxy.url("/"), &[("x-user", &u)]).await.text();
+        for _ in 0..3 {
+            assert_eq!(get_with(&proxy.url("/"), &[("x-user", &u)]).await.text(), first, "user {user}");
+        }
+        used.insert(first);
+    }
+    assert_eq!(used.len(), 4, "forty users spread over every server");
+
+    let proxy = relais(&config("balance = \"ip_hash\"")).await;
+    let first = get(&proxy.url("/")).await.text();
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/")).await.text(), first);
+    }
+
+    let bad = format!("[upstreams.pool]\nservers = [{servers}]\nbalance = \"hash\"\nhash_key = \"body\"\n");
+    let msg = relais::config::Config::from_toml(&bad, "x.toml").unwrap_err().to_string();
+    assert!(msg.contains("hash_key") && msg.contains("body"), "{msg}");
+}
+
+#[tokio::test]
+async fn ewma_sends_requests_away_from_a_slow_server() {
+    let slow = origin()
+        .route("/", |_| async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            text(200, "slow", &[])
+        })
+        .start()
+        .await;
+    let fast = origin().text("/", "fast").start().await;
+    let proxy = relais(&format!(
+        "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\nbalance = \"ewma\"\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
+        slow.addr, fast.addr
+    ))
+    .await;
+    for _ in 0..12 {
+        get(&proxy.url("/")).await; // two random choices: the slow one is tried, its latency learnt
+    }
+    let url = proxy.url("/");
+    let fast_ones = futures_util::future::join_all((0..20).map(|_| get(&url))).await;
+    let to_slow = fast_ones.iter().filter(|r| r.text() == "slow").count();
+    assert!(to_slow <= 2, "{to_slow} of 20 went to the slow server");
+}
+
 #[tokio::test]
 async fn failover_to_next_server_and_skip_while_down() {
     let a = origin().text("/", "a").start().await;

@@ -40,7 +40,7 @@ pub use tls::{
 };
 pub use types::{FieldName, FieldValue, HeaderMatch, HostPattern, ServerAddress};
 pub use units::{Dur, Size};
-pub use upstream::{Balance, ServerEntry, UpstreamConfig};
+pub use upstream::{Balance, HashKey, ServerEntry, UpstreamConfig};
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -10,9 +10,12 @@ use super::{Dur, ServerAddress, UpstreamTls};
 pub struct UpstreamConfig {
     /// `"host:port"` or `{ address = "host:port", weight = 3 }`.
     pub servers: Vec<ServerEntry>,
-    /// `round_robin` (weighted, the default) or `least_conn`.
+    /// `round_robin` (weighted, the default), `least_conn`, `ewma`, `hash` or `ip_hash`.
     #[serde(default)]
     pub balance: Balance,
+    /// With `balance = "hash"`: what is hashed. Default `uri`.
+    #[serde(default)]
+    pub hash_key: HashKey,
     /// Default 5s.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
@@ -114,4 +117,33 @@ pub enum Balance {
     #[default]
     RoundRobin,
     LeastConn,
+    Ewma,
+    Hash,
+    IpHash,
+}
+
+/// What `balance = "hash"` hashes: `uri`, `header:NAME`, `cookie:NAME` or `ip`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum HashKey {
+    #[default]
+    Uri,
+    Header(http::HeaderName),
+    Cookie(String),
+    Ip,
+}
+
+impl<'de> Deserialize<'de> for HashKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom(format!("{text:?} is not uri, ip, header:NAME or cookie:NAME"));
+        match text.split_once(':') {
+            None if text == "uri" => Ok(HashKey::Uri),
+            None if text == "ip" => Ok(HashKey::Ip),
+            Some(("header", name)) => http::HeaderName::try_from(name).map(HashKey::Header).map_err(|_| bad()),
+            Some(("cookie", name)) if !name.is_empty() && !name.contains([';', '=', ' ']) => {
+                Ok(HashKey::Cookie(name.into()))
+            }
+            _ => Err(bad()),
+        }
+    }
 }

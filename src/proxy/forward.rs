@@ -48,8 +48,15 @@ pub async fn forward(
     }
 
     let retryable = parts.method.is_idempotent() && body.is_end_stream();
-    let out =
-        Outgoing { method: parts.method, path, headers: parts.headers, server_host: !route.pass_host, body, retryable };
+    let out = Outgoing {
+        method: parts.method,
+        path,
+        headers: parts.headers,
+        server_host: !route.pass_host,
+        body,
+        retryable,
+        client: conn.client,
+    };
     let (res, server) =
         route.upstream.send(out).await.map_err(|e| client_fault(&e).unwrap_or(ProxyError::Upstream(e)))?;
 

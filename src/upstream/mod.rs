@@ -102,6 +102,8 @@ pub struct Outgoing {
     pub body: Body,
     /// Safe to send again after a connect failure.
     pub retryable: bool,
+    /// The client's address (for `ip_hash` and `hash_key = "ip"`).
+    pub client: std::net::IpAddr,
 }
 
 impl Upstream {
@@ -164,7 +166,7 @@ impl Upstream {
         Ok(Upstream {
             name: name.to_string(),
             config: config.clone(),
-            balancer: Balancer::new(config.balance, &weights),
+            balancer: Balancer::new(config.balance, &servers.iter().map(|s| &*s.address).collect::<Vec<_>>(), &weights),
             servers,
             client,
             metrics,
@@ -177,7 +179,7 @@ impl Upstream {
 
     /// Sends `out` to a live server; returns the response head and the server's address.
     pub async fn send(&self, out: Outgoing) -> Result<(Response<Incoming>, Arc<str>), UpstreamError> {
-        let order = self.order();
+        let order = self.order(self.affinity(&out));
         let attempts = if out.retryable { order.len() } else { 1 };
         let Outgoing { method, path, mut headers, server_host, body, .. } = out;
         let mut body = Some(body);
@@ -212,6 +214,7 @@ impl Upstream {
             match result {
                 Ok(Ok(res)) => {
                     self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());
+                    self.balancer.observe(i, started.elapsed());
                     server.health.success();
                     return Ok((res, server.address.clone()));
                 }
@@ -238,6 +241,32 @@ impl Upstream {
         Err(last.unwrap_or_else(|| UpstreamError::Connect(Arc::from(self.name.as_str()))))
     }
 
+    /// The request's key for `hash` and `ip_hash`; `None` goes round-robin.
+    fn affinity(&self, out: &Outgoing) -> Option<u64> {
+        use crate::config::{Balance, HashKey};
+        let ip = || match out.client {
+            std::net::IpAddr::V4(a) => balance::hash(&[&a.octets()]),
+            std::net::IpAddr::V6(a) => balance::hash(&[&a.octets()]),
+        };
+        match (self.config.balance, &self.config.hash_key) {
+            (Balance::IpHash, _) | (Balance::Hash, HashKey::Ip) => Some(ip()),
+            (Balance::Hash, HashKey::Uri) => Some(balance::hash(&[out.path.as_str().as_bytes()])),
+            (Balance::Hash, HashKey::Header(name)) => {
+                let values: Vec<&[u8]> = out.headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
+                (!values.is_empty()).then(|| balance::hash(&values))
+            }
+            (Balance::Hash, HashKey::Cookie(name)) => out
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|pair| pair.trim().strip_prefix(name.as_str())?.strip_prefix('='))
+                .map(|value| balance::hash(&[value.as_bytes()])),
+            _ => None,
+        }
+    }
+
     fn mark_failed(&self, server: &Server) {
         if server.health.failure(self.config.max_fails, self.config.fail_timeout.get()) {
             tracing::warn!(upstream = %self.name, server = %server.address, cooldown = ?self.config.fail_timeout.get(), "server marked down");
@@ -246,9 +275,9 @@ impl Upstream {
 
     /// Live servers in balancing order; if none is live, the one due back
     /// first, so a pool recovers as soon as its server does.
-    fn order(&self) -> Vec<usize> {
+    fn order(&self, key: Option<u64>) -> Vec<usize> {
         let s = &self.servers;
-        let mut order = self.balancer.candidates(s.len(), |i| s[i].in_flight(), |i| s[i].weight);
+        let mut order = self.balancer.candidates(s.len(), |i| s[i].in_flight(), |i| s[i].weight, key);
         order.retain(|&i| s[i].is_up());
         if order.is_empty() {
             let soonest = (0..s.len()).min_by_key(|&i| s[i].health.down_until()).unwrap_or(0);

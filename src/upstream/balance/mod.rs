@@ -1,0 +1,177 @@
+//! Choosing a server of a pool, one file per algorithm beside this one.
+//!
+//! - `round_robin`: nginx's smooth weighted algorithm, computed once when the
+//!   pool is built into a fixed order (`5,1,1` gives `a a b a c a a`); picking
+//!   is one atomic increment.
+//! - `least_conn`: that rotation sorted by requests in flight over weight.
+//! - `ewma` ([`ewma`]): the power of two choices on peak-EWMA latency.
+//! - `hash` and `ip_hash` ([`ring`]): a consistent-hash ring over `hash_key`
+//!   or the client address; a request without a key goes round-robin.
+//!
+//! [`Balancer::candidates`] gives every server once, the chosen one first: the
+//! rest are where a retry goes.
+
+mod ewma;
+mod ring;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::Balance;
+pub use ring::hash;
+
+pub struct Balancer {
+    kind: Balance,
+    order: Vec<usize>,
+    next: AtomicUsize,
+    ring: Option<ring::Ring>,
+    latency: Vec<ewma::Latency>,
+    epoch: Instant,
+    random: AtomicU64,
+}
+
+impl Balancer {
+    pub fn new(kind: Balance, addresses: &[&str], weights: &[u32]) -> Balancer {
+        let ring = matches!(kind, Balance::Hash | Balance::IpHash).then(|| ring::Ring::new(addresses, weights));
+        Balancer {
+            kind,
+            order: smooth_order(weights),
+            next: AtomicUsize::new(0),
+            ring,
+            latency: weights.iter().map(|_| ewma::Latency::default()).collect(),
+            epoch: Instant::now(),
+            random: AtomicU64::new(0x853c_49e6_748f_ea9b),
+        }
+    }
+
+    /// Server indexes in the order they should be tried for one request.
+    /// `load(i)` is the number of requests in flight on server `i`, `weight(i)`
+    /// its weight; `key` the request's hash key, for `hash` and `ip_hash`.
+    pub fn candidates(
+        &self,
+        n: usize,
+        load: impl Fn(usize) -> usize,
+        weight: impl Fn(usize) -> u32,
+        key: Option<u64>,
+    ) -> Vec<usize> {
+        let mut out = Vec::with_capacity(n);
+        if let (Some(ring), Some(key)) = (&self.ring, key) {
+            ring.walk(key, n, &mut out);
+            return out;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let first = self.order[start % self.order.len()];
+        out.push(first);
+        out.extend((1..n).map(|k| (first + k) % n));
+        match self.kind {
+            Balance::LeastConn => {
+                // Stable sort keeps the round-robin rotation among equals.
+                out.sort_by(|&a, &b| {
+                    let la = load(a) as u64 * weight(b) as u64;
+                    let lb = load(b) as u64 * weight(a) as u64;
+                    la.cmp(&lb)
+                });
+            }
+            Balance::Ewma if n > 1 => {
+                let (a, b) = ewma::two(n, self.next_random());
+                let cost = |i: usize| self.latency[i].cost(load(i), weight(i));
+                let best = if cost(b) < cost(a) { b } else { a };
+                out.retain(|&i| i != best);
+                out.insert(0, best);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// A response from server `i` took `took` (for `ewma`).
+    pub fn observe(&self, i: usize, took: Duration) {
+        if self.kind == Balance::Ewma
+            && let Some(l) = self.latency.get(i)
+        {
+            l.observe(took, self.epoch);
+        }
+    }
+
+    /// xorshift64*: cheap, and good enough to pick two servers.
+    fn next_random(&self) -> u64 {
+        let mut x = self.random.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.random.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// nginx's smooth weighted round-robin, unrolled over one full cycle.
+fn smooth_order(weights: &[u32]) -> Vec<usize> {
+    let total: i64 = weights.iter().map(|&w| w as i64).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut order = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, &w) in current.iter_mut().zip(weights) {
+            *c += w as i64;
+        }
+        let best = (0..weights.len()).max_by_key(|&i| (current[i], std::cmp::Reverse(i))).unwrap_or(0);
+        current[best] -= total;
+        order.push(best);
+    }
+    if order.is_empty() {
+        order.push(0);
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smooth_interleaves() {
+        assert_eq!(smooth_order(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_order(&[1, 1]), vec![0, 1]);
+    }
+
+    #[test]
+    fn weights_are_respected_over_a_cycle() {
+        let b = Balancer::new(Balance::RoundRobin, &["a", "b"], &[3, 1]);
+        let firsts: Vec<usize> = (0..8).map(|_| b.candidates(2, |_| 0, |_| 1, None)[0]).collect();
+        assert_eq!(firsts.iter().filter(|&&i| i == 0).count(), 6);
+    }
+
+    #[test]
+    fn candidates_cover_every_server_once() {
+        let b = Balancer::new(Balance::RoundRobin, &["a", "b", "c"], &[1, 1, 1]);
+        let mut c = b.candidates(3, |_| 0, |_| 1, None);
+        c.sort();
+        assert_eq!(c, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn least_conn_prefers_idle() {
+        let b = Balancer::new(Balance::LeastConn, &["a", "b", "c"], &[1, 1, 1]);
+        let c = b.candidates(3, |i| [5, 0, 2][i], |_| 1, None);
+        assert_eq!(c, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn ewma_sends_new_requests_away_from_a_slow_server() {
+        let b = Balancer::new(Balance::Ewma, &["a", "b"], &[1, 1]);
+        b.observe(0, Duration::from_millis(300));
+        b.observe(1, Duration::from_millis(2));
+        let to_fast = (0..100).filter(|_| b.candidates(2, |_| 0, |_| 1, None)[0] == 1).count();
+        assert_eq!(to_fast, 100);
+    }
+
+    #[test]
+    fn a_hash_key_always_lands_on_the_same_server() {
+        let b = Balancer::new(Balance::Hash, &["a:1", "b:1", "c:1"], &[1, 1, 1]);
+        for k in 0..50u64 {
+            let first = b.candidates(3, |_| 0, |_| 1, Some(hash(&[&k.to_le_bytes()])));
+            for _ in 0..5 {
+                assert_eq!(b.candidates(3, |_| 0, |_| 1, Some(hash(&[&k.to_le_bytes()]))), first);
+            }
+        }
+    }
+}
