@@ -11,7 +11,7 @@
 
 mod sent;
 
-mod balance;
+pub mod balance;
 mod health;
 
 use std::sync::Arc;

@@ -25,21 +25,25 @@ impl Ring {
         Ring { points }
     }
 
-    /// Every server once, starting with the key's owner, then around the ring.
+    /// Every server once: the key's owner, then the next two distinct servers
+    /// around the ring (where its retries go, consistently too), then the rest.
     pub fn walk(&self, key: u64, n: usize, out: &mut Vec<usize>) {
-        if self.points.is_empty() {
+        if self.points.is_empty() || n == 0 {
             return;
         }
+        let mut taken = vec![false; n];
         let start = self.points.partition_point(|(p, _)| *p < key);
         for k in 0..self.points.len() {
             let (_, server) = self.points[(start + k) % self.points.len()];
-            if !out.contains(&server) {
+            if server < n && !taken[server] {
+                taken[server] = true;
                 out.push(server);
-                if out.len() == n {
-                    return;
+                if out.len() == n.min(3) {
+                    break;
                 }
             }
         }
+        out.extend((0..n).filter(|&i| !taken[i]));
     }
 }
 
@@ -66,7 +70,7 @@ mod tests {
         let three = Ring::new(&["a:1", "b:1", "c:1"], &[1, 1, 1]);
         let owner = |ring: &Ring, k: u64| {
             let mut out = Vec::new();
-            ring.walk(hash(&[&k.to_le_bytes()]), 1, &mut out);
+            ring.walk(hash(&[&k.to_le_bytes()]), 4, &mut out);
             out[0]
         };
         let mut moved = 0;
