@@ -274,6 +274,42 @@ async fn ewma_sends_requests_away_from_a_slow_server() {
 }
 
 #[tokio::test]
+async fn a_retryable_status_goes_to_the_next_server_within_the_budget() {
+    let failing = origin().route("/", |_| async { text(503, "down", &[]) }).start().await;
+    let good = origin().text("/", "good").start().await;
+    let pool = |a: &Origin, b: &Origin| {
+        format!(
+            "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\nretry_on = [\"503\"]\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
+            a.addr, b.addr
+        )
+    };
+    let proxy = relais(&pool(&failing, &good)).await;
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/")).await.text(), "good");
+    }
+    assert_eq!(good.total_hits(), 10);
+    assert!(failing.total_hits() >= 3, "round-robin sent some GETs to the failing server first");
+    // Not idempotent: answered by whichever server it reached, never sent twice.
+    let before = failing.total_hits() + good.total_hits();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(Request::post(proxy.url("/")).body(full("x")).unwrap()).await.status.as_u16());
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert_eq!(failing.total_hits() + good.total_hits() - before, 4, "each POST sent once");
+
+    // Both failing: retries add at most 20% of 200 requests (plus the ten the bucket starts with).
+    let other = origin().route("/", |_| async { text(503, "down too", &[]) }).start().await;
+    let proxy = relais(&pool(&failing, &other)).await;
+    let start = failing.total_hits() + other.total_hits();
+    for _ in 0..200 {
+        assert_eq!(get(&proxy.url("/")).await.status, 503);
+    }
+    let sent = failing.total_hits() + other.total_hits() - start;
+    assert!((200..=252).contains(&sent), "{sent} origin requests for 200 client requests");
+}
+
+#[tokio::test]
 async fn failover_to_next_server_and_skip_while_down() {
     let a = origin().text("/", "a").start().await;
     let dead = dead_addr();

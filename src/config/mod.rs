@@ -196,6 +196,18 @@ impl Config {
             if u.max_fails == 0 {
                 return Err(bad(format!("upstreams.{up}.max_fails"), "must be at least 1".into()));
             }
+            for (i, r) in u.retry_on.iter().enumerate() {
+                let status = r.parse::<u16>().ok().filter(|s| (500..=599).contains(s) || *s == 429);
+                if r != "reset" && status.is_none() {
+                    return Err(bad(
+                        format!("upstreams.{up}.retry_on[{i}]"),
+                        format!("{r:?} is not \"reset\", 429 or a 5xx status"),
+                    ));
+                }
+            }
+            if !(0.0..=1.0).contains(&u.retry_budget) {
+                return Err(bad(format!("upstreams.{up}.retry_budget"), "must be between 0 and 1".into()));
+            }
             for (key, d) in [
                 ("connect_timeout", u.connect_timeout),
                 ("response_timeout", u.response_timeout),
@@ -399,6 +411,15 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
         for (slice, says) in [("16MiB", "max_object_size"), ("100", "1KiB")] {
             let msg = Config::from_toml(&route(slice), "x.toml").unwrap_err().to_string();
             assert!(msg.contains("x.toml") && msg.contains("routes[0].cache.slice") && msg.contains(says), "{msg}");
+        }
+    }
+
+    #[test]
+    fn retry_settings_are_checked() {
+        for (extra, key) in [("retry_on = [\"404\"]", "retry_on[0]"), ("retry_budget = 1.5", "retry_budget")] {
+            let toml = format!("[upstreams.a]\nservers=[\"127.0.0.1:1\"]\n{extra}\n");
+            let msg = Config::from_toml(&toml, "x.toml").unwrap_err().to_string();
+            assert!(msg.contains(&format!("upstreams.a.{key}")), "{msg}");
         }
     }
 

@@ -37,6 +37,26 @@ pub struct UpstreamConfig {
     /// For `https://` servers: how they are verified, and a client certificate.
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// Besides connect failures (always retried), what sends an idempotent
+    /// request without a body to the next server: statuses (`"502"`) and
+    /// `"reset"` (the connection broke before the response head). Default none.
+    #[serde(default)]
+    pub retry_on: Vec<String>,
+    /// Most retries of one request on such answers. Default 1.
+    #[serde(default = "one_retry")]
+    pub max_retries: u32,
+    /// Retries on such answers may add at most this share of requests (a
+    /// retry budget, as Linkerd and Envoy keep), so retries cannot multiply an
+    /// outage. Default 0.2.
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget: f64,
+}
+
+fn one_retry() -> u32 {
+    1
+}
+fn default_retry_budget() -> f64 {
+    0.2
 }
 
 fn default_connect_timeout() -> Dur {

@@ -13,6 +13,7 @@ mod sent;
 
 pub mod balance;
 mod health;
+mod retry;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,6 +76,7 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     servers: Vec<Server>,
     balancer: Balancer,
+    budget: retry::Budget,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -167,6 +169,7 @@ impl Upstream {
             name: name.to_string(),
             config: config.clone(),
             balancer: Balancer::new(config.balance, &servers.iter().map(|s| &*s.address).collect::<Vec<_>>(), &weights),
+            budget: retry::Budget::new(config.retry_budget),
             servers,
             client,
             metrics,
@@ -181,10 +184,18 @@ impl Upstream {
     pub async fn send(&self, out: Outgoing) -> Result<(Response<Incoming>, Arc<str>), UpstreamError> {
         let order = self.order(self.affinity(&out));
         let attempts = if out.retryable { order.len() } else { 1 };
+        self.budget.deposit();
+        let mut retries = 0;
+        // Whether an answer may go to the next server instead of the client.
+        let mut retry = |attempt: usize| {
+            let ok = attempt + 1 < attempts && retries < self.config.max_retries && self.budget.withdraw();
+            retries += u32::from(ok);
+            ok
+        };
         let Outgoing { method, path, mut headers, server_host, body, .. } = out;
         let mut body = Some(body);
         let mut last = None;
-        for &i in order.iter().take(attempts) {
+        for (attempt, &i) in order.iter().take(attempts).enumerate() {
             let server = &self.servers[i];
             if server_host {
                 headers.insert(header::HOST, server.host_value.clone());
@@ -216,11 +227,25 @@ impl Upstream {
                     self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());
                     self.balancer.observe(i, started.elapsed());
                     server.health.success();
+                    let code = res.status().as_u16().to_string();
+                    if self.config.retry_on.contains(&code) && retry(attempt) {
+                        tracing::info!(upstream = %self.name, server = %server.address, status = %code, "retrying on the next server");
+                        last = Some(UpstreamError::Connect(server.address.clone()));
+                        continue;
+                    }
                     return Ok((res, server.address.clone()));
                 }
                 Ok(Err(e)) if e.is_connect() => {
                     self.mark_failed(server);
                     tracing::warn!(upstream = %self.name, server = %server.address, error = %e, "connect failed");
+                    last = Some(UpstreamError::Connect(server.address.clone()));
+                }
+                Ok(Err(e))
+                    if !sent::body_failed(&e)
+                        && self.config.retry_on.iter().any(|r| r == "reset")
+                        && retry(attempt) =>
+                {
+                    tracing::info!(upstream = %self.name, server = %server.address, error = %e, "connection broke; retrying on the next server");
                     last = Some(UpstreamError::Connect(server.address.clone()));
                 }
                 Ok(Err(e)) => {
