@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -307,6 +308,40 @@ async fn a_retryable_status_goes_to_the_next_server_within_the_budget() {
     }
     let sent = failing.total_hits() + other.total_hits() - start;
     assert!((200..=252).contains(&sent), "{sent} origin requests for 200 client requests");
+}
+
+/// A server failing its health check gets no client request, even though it
+/// would answer them; once it passes again it gets its share.
+#[tokio::test]
+async fn an_active_check_takes_a_server_out_before_clients_reach_it() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    let sick = origin()
+        .route("/healthz", move |_| {
+            let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
+            async move { if ok { text(200, "ok", &[]) } else { text(503, "no", &[]) } }
+        })
+        .text("/", "sick")
+        .start()
+        .await;
+    let good = origin().route("/healthz", |_| async { text(200, "all good", &[]) }).text("/", "good").start().await;
+    let proxy = relais(&format!(
+        "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\nhealth = {{ path = \"/healthz\", interval = \"100ms\", fails = 1, passes = 2, expect_body = \"o\" }}\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
+        sick.addr, good.addr
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/page")).await.text(), "good");
+    }
+    assert_eq!(sick.hits("/page"), 0, "no client request reached the server that failed its check");
+    let stats = proxy.admin("GET", "/stats", "").await.text();
+    assert!(stats.contains("\"up\":false"), "{stats}");
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let answers: Vec<String> =
+        futures_util::future::join_all((0..10).map(|_| async { get(&proxy.url("/page")).await.text() })).await;
+    assert!(answers.iter().any(|a| a == "sick"), "back after two passes: {answers:?}");
 }
 
 #[tokio::test]

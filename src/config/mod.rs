@@ -40,7 +40,7 @@ pub use tls::{
 };
 pub use types::{FieldName, FieldValue, HeaderMatch, HostPattern, ServerAddress};
 pub use units::{Dur, Size};
-pub use upstream::{Balance, HashKey, ServerEntry, UpstreamConfig};
+pub use upstream::{Balance, HashKey, HealthCheck, ServerEntry, UpstreamConfig};
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -203,6 +203,21 @@ impl Config {
                         format!("upstreams.{up}.retry_on[{i}]"),
                         format!("{r:?} is not \"reset\", 429 or a 5xx status"),
                     ));
+                }
+            }
+            if let Some(h) = &u.health {
+                let key = |k: &str| format!("upstreams.{up}.health.{k}");
+                if !h.path.starts_with('/') {
+                    return Err(bad(key("path"), format!("{:?} must start with '/'", h.path)));
+                }
+                if h.statuses().is_none() {
+                    return Err(bad(key("expect_status"), format!("{:?} is not like 200-399", h.expect_status)));
+                }
+                if h.fails == 0 || h.passes == 0 {
+                    return Err(bad(key("fails"), "fails and passes must be at least 1".into()));
+                }
+                if h.interval.get().is_zero() || h.timeout.get().is_zero() {
+                    return Err(bad(key("interval"), "interval and timeout must be more than 0".into()));
                 }
             }
             if !(0.0..=1.0).contains(&u.retry_budget) {

@@ -50,6 +50,59 @@ pub struct UpstreamConfig {
     /// outage. Default 0.2.
     #[serde(default = "default_retry_budget")]
     pub retry_budget: f64,
+    /// Active health checks. Default: none (passive health only).
+    pub health: Option<HealthCheck>,
+}
+
+/// `health = { path = "/healthz", ... }`: each server asked on its own.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+    #[serde(default = "default_check_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    /// Failed checks in a row that take a server down. Default 3.
+    #[serde(default = "default_check_fails")]
+    pub fails: u32,
+    /// Passed checks in a row that bring it back. Default 2.
+    #[serde(default = "default_check_passes")]
+    pub passes: u32,
+    /// Statuses that pass, `"200-399"` (the default) or `"200"`.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: String,
+    /// Text the body must contain, if set.
+    pub expect_body: Option<String>,
+    /// Host header sent; default the server's address.
+    pub host: Option<String>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<super::FieldName, super::FieldValue>,
+}
+
+impl HealthCheck {
+    /// The statuses that pass, as an inclusive range; `None` if malformed.
+    pub fn statuses(&self) -> Option<(u16, u16)> {
+        let (a, b) = self.expect_status.split_once('-').unwrap_or((&self.expect_status, &self.expect_status));
+        let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        (100 <= a && a <= b && b <= 599).then_some((a, b))
+    }
+}
+
+fn default_check_interval() -> Dur {
+    Dur::secs(5)
+}
+fn default_check_timeout() -> Dur {
+    Dur::secs(2)
+}
+fn default_check_fails() -> u32 {
+    3
+}
+fn default_check_passes() -> u32 {
+    2
+}
+fn default_expect_status() -> String {
+    "200-399".into()
 }
 
 fn one_retry() -> u32 {

@@ -112,7 +112,11 @@ impl Pipeline {
             let kept = previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.config == *u);
             let upstream = match kept {
                 Some(old) => old.clone(),
-                None => Arc::new(Upstream::new(name, u, metrics.clone()).map_err(file_error)?),
+                None => {
+                    let upstream = Arc::new(Upstream::new(name, u, metrics.clone()).map_err(file_error)?);
+                    upstream.start_checks();
+                    upstream
+                }
             };
             upstreams.insert(name.clone(), upstream);
         }

@@ -12,6 +12,7 @@
 mod sent;
 
 pub mod balance;
+mod check;
 mod health;
 mod retry;
 
@@ -41,11 +42,13 @@ pub struct Server {
     in_flight: AtomicUsize,
     /// Reached over TLS (`https://`).
     tls: bool,
+    /// Active health checks say it is down.
+    checked_down: std::sync::atomic::AtomicBool,
 }
 
 impl Server {
     pub fn is_up(&self) -> bool {
-        self.health.is_up()
+        self.health.is_up() && !self.checked_down.load(Ordering::Relaxed)
     }
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -126,6 +129,7 @@ impl Upstream {
                 weight: s.weight(),
                 health: Health::default(),
                 in_flight: AtomicUsize::new(0),
+                checked_down: Default::default(),
             })
             .collect();
         let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
@@ -174,6 +178,13 @@ impl Upstream {
             client,
             metrics,
         })
+    }
+
+    /// Starts the pool's active health checks, if it has any; they stop when it is dropped.
+    pub fn start_checks(self: &Arc<Self>) {
+        if let Some(check) = self.config.health.clone() {
+            tokio::spawn(check::run(Arc::downgrade(self), check));
+        }
     }
 
     pub fn servers(&self) -> &[Server] {
