@@ -344,6 +344,38 @@ async fn an_active_check_takes_a_server_out_before_clients_reach_it() {
     assert!(answers.iter().any(|a| a == "sick"), "back after two passes: {answers:?}");
 }
 
+/// Consecutive 5xx answers eject a server; but never more than half the pool.
+#[tokio::test]
+async fn outliers_are_ejected_within_the_share_of_the_pool() {
+    let broken = origin().route("/", |_| async { text(500, "broken", &[]) }).start().await;
+    let good = origin().text("/", "good").start().await;
+    let config = |a: &Origin, b: &Origin| {
+        format!(
+            "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\noutlier = {{ consecutive_5xx = 3, base_ejection = \"30s\" }}\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
+            a.addr, b.addr
+        )
+    };
+    let proxy = relais(&config(&broken, &good)).await;
+    for _ in 0..6 {
+        get(&proxy.url("/")).await; // the broken server answers three of these, and is ejected
+    }
+    let hits = broken.total_hits();
+    assert_eq!(hits, 3);
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/")).await.text(), "good");
+    }
+    assert_eq!(broken.total_hits(), hits, "ejected: no more requests");
+
+    // Both broken: one may go (half the pool), the other keeps answering.
+    let also = origin().route("/", |_| async { text(500, "also broken", &[]) }).start().await;
+    let proxy = relais(&config(&broken, &also)).await;
+    for _ in 0..20 {
+        assert_eq!(get(&proxy.url("/")).await.status, 500);
+    }
+    let stats = proxy.admin("GET", "/stats", "").await.text();
+    assert_eq!(stats.matches("\"up\":false").count(), 1, "{stats}");
+}
+
 #[tokio::test]
 async fn failover_to_next_server_and_skip_while_down() {
     let a = origin().text("/", "a").start().await;

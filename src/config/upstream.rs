@@ -52,6 +52,40 @@ pub struct UpstreamConfig {
     pub retry_budget: f64,
     /// Active health checks. Default: none (passive health only).
     pub health: Option<HealthCheck>,
+    /// Outlier ejection on consecutive 5xx answers and timeouts. Default: none.
+    pub outlier: Option<Outlier>,
+}
+
+/// `outlier = { consecutive_5xx = 5, ... }` (Envoy's outlier detection).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    /// 5xx answers or timeouts in a row that eject a server. Default 5.
+    #[serde(default = "default_consecutive")]
+    pub consecutive_5xx: u32,
+    /// The first ejection's length; each next one of the same server is one more of these. Default 30s.
+    #[serde(default = "default_base_ejection")]
+    pub base_ejection: Dur,
+    /// The longest ejection. Default 300s.
+    #[serde(default = "default_max_ejection")]
+    pub max_ejection: Dur,
+    /// At most this share of the pool is ejected at once, so a failure of the
+    /// checks themselves cannot empty it. Default 50.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+fn default_consecutive() -> u32 {
+    5
+}
+fn default_base_ejection() -> Dur {
+    Dur::secs(30)
+}
+fn default_max_ejection() -> Dur {
+    Dur::secs(300)
+}
+fn default_max_ejection_percent() -> u32 {
+    50
 }
 
 /// `health = { path = "/healthz", ... }`: each server asked on its own.

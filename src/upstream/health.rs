@@ -11,12 +11,44 @@ pub struct Health {
     fails: AtomicU32,
     /// Milliseconds since [`epoch`] until which the server is skipped; 0 = up.
     down_until: AtomicU64,
+    /// Outlier ejection: 5xx answers (or timeouts) in a row, ejections so far,
+    /// and until when the current one lasts (ms since [`epoch`]).
+    bad_answers: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until: AtomicU64,
 }
 
 impl Health {
     pub fn is_up(&self) -> bool {
         let until = self.down_until.load(Ordering::Relaxed);
-        until == 0 || now_ms() >= until
+        (until == 0 || now_ms() >= until) && !self.is_ejected()
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    /// Counts an answer for outlier ejection; true when this one should eject
+    /// the server (the caller checks the pool's share first, then calls [`Health::eject`]).
+    pub fn answered(&self, bad: bool, threshold: u32) -> bool {
+        if !bad {
+            if self.bad_answers.load(Ordering::Relaxed) != 0 {
+                self.bad_answers.store(0, Ordering::Relaxed);
+            }
+            return false;
+        }
+        self.bad_answers.fetch_add(1, Ordering::Relaxed) + 1 >= threshold && !self.is_ejected()
+    }
+
+    /// Ejects for `base` times the number of ejections so far (capped); returns how long.
+    pub fn eject(&self, base: Duration, max: Duration) -> Duration {
+        self.bad_answers.store(0, Ordering::Relaxed);
+        let n = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let length = base.saturating_mul(n).min(max);
+        let until = now_ms().saturating_add(u64::try_from(length.as_millis()).unwrap_or(u64::MAX));
+        self.ejected_until.store(until.max(1), Ordering::Relaxed);
+        length
     }
 
     /// When a down server is due back (ms since epoch); 0 if up.
@@ -76,6 +108,22 @@ mod tests {
         h.failure(1, Duration::from_secs(60));
         assert!(!h.is_up());
         h.success();
+        assert!(h.is_up());
+    }
+
+    #[test]
+    fn ejections_grow_and_are_capped() {
+        let h = Health::default();
+        assert!(!h.answered(true, 3));
+        assert!(!h.answered(false, 3), "a good answer resets the run");
+        assert!(!h.answered(true, 3) && !h.answered(true, 3));
+        assert!(h.answered(true, 3));
+        let (base, max) = (Duration::from_millis(20), Duration::from_millis(50));
+        assert_eq!(h.eject(base, max), base);
+        assert!(h.is_ejected() && !h.is_up());
+        assert_eq!(h.eject(base, max), Duration::from_millis(40));
+        assert_eq!(h.eject(base, max), max, "capped");
+        std::thread::sleep(Duration::from_millis(60));
         assert!(h.is_up());
     }
 }

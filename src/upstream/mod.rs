@@ -238,6 +238,7 @@ impl Upstream {
                     self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());
                     self.balancer.observe(i, started.elapsed());
                     server.health.success();
+                    self.note_answer(server, res.status().is_server_error());
                     let code = res.status().as_u16().to_string();
                     if self.config.retry_on.contains(&code) && retry(attempt) {
                         tracing::info!(upstream = %self.name, server = %server.address, status = %code, "retrying on the next server");
@@ -269,6 +270,7 @@ impl Upstream {
                 }
                 Err(_) => {
                     self.mark_failed(server);
+                    self.note_answer(server, true);
                     tracing::warn!(upstream = %self.name, server = %server.address, "response timeout");
                     return Err(UpstreamError::Timeout(server.address.clone()));
                 }
@@ -301,6 +303,23 @@ impl Upstream {
                 .map(|value| balance::hash(&[value.as_bytes()])),
             _ => None,
         }
+    }
+
+    /// Outlier ejection: a run of 5xx answers or timeouts ejects the server for
+    /// a time that grows with each ejection, unless that would put more than
+    /// `max_ejection_percent` of the pool out at once.
+    fn note_answer(&self, server: &Server, bad: bool) {
+        let Some(o) = &self.config.outlier else { return };
+        if !server.health.answered(bad, o.consecutive_5xx) {
+            return;
+        }
+        let out = self.servers.iter().filter(|s| s.health.is_ejected()).count() + 1;
+        if out * 100 > o.max_ejection_percent as usize * self.servers.len() {
+            tracing::debug!(upstream = %self.name, server = %server.address, "not ejected: too much of the pool is out");
+            return;
+        }
+        let length = server.health.eject(o.base_ejection.get(), o.max_ejection.get());
+        tracing::warn!(upstream = %self.name, server = %server.address, ?length, threshold = o.consecutive_5xx, "consecutive 5xx answers or timeouts; server ejected");
     }
 
     fn mark_failed(&self, server: &Server) {
