@@ -220,13 +220,13 @@ impl Config {
                     return Err(bad(key("interval"), "interval and timeout must be more than 0".into()));
                 }
             }
-            if let Some(o) = &u.outlier {
-                if o.consecutive_5xx == 0 || o.max_ejection_percent > 100 {
-                    return Err(bad(
-                        format!("upstreams.{up}.outlier"),
-                        "consecutive_5xx must be at least 1 and max_ejection_percent at most 100".into(),
-                    ));
-                }
+            if let Some(o) = &u.outlier
+                && (o.consecutive_5xx == 0 || o.max_ejection_percent > 100)
+            {
+                return Err(bad(
+                    format!("upstreams.{up}.outlier"),
+                    "consecutive_5xx must be at least 1 and max_ejection_percent at most 100".into(),
+                ));
             }
             if !(0.0..=1.0).contains(&u.retry_budget) {
                 return Err(bad(format!("upstreams.{up}.retry_budget"), "must be between 0 and 1".into()));
