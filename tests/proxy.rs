@@ -376,6 +376,41 @@ async fn outliers_are_ejected_within_the_share_of_the_pool() {
     assert_eq!(stats.matches("\"up\":false").count(), 1, "{stats}");
 }
 
+/// Clients that hang up while their request waits on the origin leave no
+/// request counted in flight (least_conn and ewma would shun the server).
+#[tokio::test]
+async fn in_flight_returns_to_zero_after_clients_hang_up() {
+    let o = origin()
+        .route("/", |_| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            text(200, "late", &[])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!(
+        "[upstreams.pool]\nservers = [\"{}\"]\nbalance = \"least_conn\"\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
+        o.addr
+    ))
+    .await;
+    let in_flight = || async {
+        let m = proxy.admin("GET", "/metrics", "").await.text();
+        m.lines()
+            .find(|l| l.starts_with("relais_upstream_server_in_flight{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.handle.addrs()[0]).await.unwrap();
+        tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        clients.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(in_flight().await, Some(5), "five requests wait on the origin");
+    drop(clients);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(in_flight().await, Some(0), "hung-up clients leave nothing in flight");
+}
+
 #[tokio::test]
 async fn failover_to_next_server_and_skip_while_down() {
     let a = origin().text("/", "a").start().await;
