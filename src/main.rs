@@ -238,6 +238,26 @@ fn summary(path: &Path, c: &Config) -> String {
         guard.push(format!("limit_conn {} max {}", z.name, z.max));
     }
     let _ = writeln!(s, "  guard    {}", guard.join(" · "));
+    let z = &c.compression;
+    let compression = match z.enabled {
+        true => format!(
+            "{} from {} · copies of cached bodies up to {}",
+            z.encodings.join(", "),
+            z.min_length,
+            z.stored_memory
+        ),
+        false => "off".into(),
+    };
+    let _ = writeln!(s, "  compress {compression}");
+    let b = &c.buffering;
+    let buffering = match b.response {
+        true => format!(
+            "responses read ahead: {} each in memory, then up to {} on disk",
+            b.response_memory, b.response_file
+        ),
+        false => "responses not read ahead".into(),
+    };
+    let _ = writeln!(s, "  buffer   {buffering}");
     let _ = writeln!(s, "  upstreams");
     for (name, u) in &c.upstreams {
         let servers: Vec<String> = u
@@ -251,7 +271,17 @@ fn summary(path: &Path, c: &Config) -> String {
                 }
             })
             .collect();
-        let _ = writeln!(s, "    {name:<12} {:?}: {}", u.balance, servers.join(", "));
+        let mut extra = String::new();
+        if let Some(h) = &u.health {
+            extra.push_str(&format!(" · checks {} every {}", h.path, h.interval));
+        }
+        if u.outlier.is_some() {
+            extra.push_str(" · outlier ejection");
+        }
+        if !u.retry_on.is_empty() {
+            extra.push_str(&format!(" · retry on {}", u.retry_on.join(", ")));
+        }
+        let _ = writeln!(s, "    {name:<12} {:?}: {}{extra}", u.balance, servers.join(", "));
     }
     let _ = writeln!(s, "  routes");
     for (i, r) in c.routes.iter().enumerate() {
@@ -264,7 +294,20 @@ fn summary(path: &Path, c: &Config) -> String {
         let own = &r.guard;
         let guarded = !own.allow.is_empty() || !own.deny.is_empty() || !own.rules.is_empty() || !r.methods.0.is_empty();
         let guard = if guarded { " · own guard" } else { "" };
-        let _ = writeln!(s, "    [{i}] {host}{}{headers} → {}{strip}{cache}{limits}{guard}", r.path, r.upstream);
+        let slice = r.cache.slice.map_or(String::new(), |sz| format!(" · slices of {sz}"));
+        let mut plain = Vec::new();
+        if !r.compression && z.enabled {
+            plain.push("no compression");
+        }
+        if r.request_buffering {
+            plain.push("uploads read whole");
+        }
+        let plain: String = plain.iter().map(|p| format!(" · {p}")).collect();
+        let _ = writeln!(
+            s,
+            "    [{i}] {host}{}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}",
+            r.path, r.upstream
+        );
     }
     s
 }
