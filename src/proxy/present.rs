@@ -45,17 +45,20 @@ pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
     let Some(len) = crate::body::content_length(res.headers()) else { return head_only(req, res) };
     match client_range(req, res.headers(), Some(len)) {
         Some(Ranged::One(want)) => cut(req, res, want, want.start),
-        Some(Ranged::Unsatisfiable) => {
-            let (mut parts, _unread) = res.into_parts();
-            parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
-            parts.headers.remove(header::CONTENT_LENGTH);
-            if let Ok(v) = HeaderValue::try_from(format!("bytes */{len}")) {
-                parts.headers.insert(header::CONTENT_RANGE, v);
-            }
-            Response::from_parts(parts, Body::empty())
-        }
+        Some(Ranged::Unsatisfiable) => unsatisfiable(res, len),
         None => head_only(req, res),
     }
+}
+
+/// A 416 for a representation of `total` bytes, with `res`'s other fields.
+pub fn unsatisfiable(res: Response<Body>, total: u64) -> Response<Body> {
+    let (mut parts, _unread) = res.into_parts();
+    parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Ok(v) = HeaderValue::try_from(format!("bytes */{total}")) {
+        parts.headers.insert(header::CONTENT_RANGE, v);
+    }
+    Response::from_parts(parts, Body::empty())
 }
 
 /// Whether a stored part answers `req` on its own: a single range within it.

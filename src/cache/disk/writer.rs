@@ -21,8 +21,8 @@ type Job = Box<dyn FnOnce() + Send>;
 
 const THREADS: usize = 2;
 
-fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
-    static QUEUE: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+fn queue() -> &'static mpsc::Sender<Job> {
+    static QUEUE: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = std::sync::Arc::new(Mutex::new(rx));
@@ -42,7 +42,7 @@ fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
                 tracing::error!(error = %e, "disk cache: cannot start a writer thread");
             }
         }
-        Mutex::new(tx)
+        tx
     })
 }
 
@@ -62,7 +62,7 @@ pub(super) async fn write<T: Send + 'static>(
         let result = catch_unwind(AssertUnwindSafe(f)).unwrap_or(Err(DiskError::Writer));
         let _ = tx.send(result);
     });
-    let sent = queue().lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(job);
+    let sent = queue().send(job);
     if sent.is_err() {
         return Err(DiskError::Writer);
     }

@@ -160,7 +160,7 @@ pub async fn serve(
         let fresh = entry.policy.evaluate(&parts, now) == Freshness::Fresh;
         if fresh && present::part_covers(&parts, &entry.headers) {
             let status = CacheStatus::new(CacheOutcome::Hit).ttl(entry.policy.ttl_secs(now));
-            return Ok(client_view(&parts, from_entry(entry, now, status, None)));
+            return Ok(hit(&p, &route, &parts, entry, now, status));
         }
         if !fresh || missing_piece(entry).is_none() {
             found = None;
@@ -170,12 +170,12 @@ pub async fn serve(
         match entry.policy.evaluate(&parts, now) {
             Freshness::Fresh => {
                 let status = CacheStatus::new(CacheOutcome::Hit).ttl(entry.policy.ttl_secs(now));
-                return Ok(client_view(&parts, from_entry(entry, now, status, None)));
+                return Ok(hit(&p, &route, &parts, entry, now, status));
             }
             Freshness::Stale { within_swr: true, .. } => {
                 revalidate_in_background(&ask(), &slot, stored);
                 let status = CacheStatus::new(CacheOutcome::Stale).ttl(entry.policy.ttl_secs(now));
-                return Ok(client_view(&parts, from_entry(entry, now, status, None)));
+                return Ok(hit(&p, &route, &parts, entry, now, status));
             }
             Freshness::Stale { within_sie, .. } => sie = within_sie,
             Freshness::MustRevalidate => {}
@@ -648,13 +648,21 @@ fn store(
     }
 }
 
+/// A hit, as this client asked for it. On a route relais compresses, the
+/// response names the stored body, so compression sends the copy it made once;
+/// elsewhere a hit carries nothing extra.
+fn hit(p: &Pipeline, route: &Route, parts: &Parts, entry: &Entry, now: SystemTime, status: CacheStatus) -> Served {
+    let mut served = from_entry(entry, now, status, None);
+    if relais_encodes(p, route) && entry.status == StatusCode::OK && !entry.body.is_empty() {
+        let source = crate::compress::Source::new(&entry.url, entry.stored_at, &entry.body);
+        served.response.extensions_mut().insert(source);
+    }
+    client_view(parts, served)
+}
+
 /// The full response held in a stored entry, with its Age.
 fn from_entry(entry: &Entry, now: SystemTime, status: CacheStatus, upstream: Option<Arc<str>>) -> Served {
     let mut res = Response::new(Body::full(entry.body.clone()));
-    if entry.status == StatusCode::OK && !entry.body.is_empty() {
-        // So compression can send a stored copy instead of encoding it again.
-        res.extensions_mut().insert(crate::compress::Source::new(&entry.url, entry.stored_at, &entry.body));
-    }
     *res.headers_mut() = entry.policy.response_headers(&entry.headers, now);
     *res.status_mut() = entry.status;
     Served { response: res, upstream, status, shareable: true, storing: None }

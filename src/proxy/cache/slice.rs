@@ -61,7 +61,9 @@ pub(super) async fn serve(
     let etag = head.response.headers().get(header::ETAG).cloned();
     let (want, ranged) = match present::client_range(&parts, head.response.headers(), Some(total)) {
         Some(Ranged::One(want)) => (want, true),
-        Some(Ranged::Unsatisfiable) => return Ok(unsatisfiable(head, total)),
+        Some(Ranged::Unsatisfiable) => {
+            return Ok(Served { response: present::unsatisfiable(head.response, total), ..head });
+        }
         None => (ByteRange { start: 0, end: total - 1, total }, false),
     };
     let at = want.start / size * size;
@@ -83,7 +85,7 @@ pub(super) async fn serve(
         }
     } else if cache_policy::not_modified(&parts.headers, &res_parts.headers) {
         res_parts.status = StatusCode::NOT_MODIFIED;
-        super::super::present::keep_304_headers(&mut res_parts.headers);
+        present::keep_304_headers(&mut res_parts.headers);
         return Ok(Served { response: Response::from_parts(res_parts, Body::empty()), ..head });
     }
     let body = if parts.method == Method::HEAD {
@@ -148,16 +150,6 @@ fn last_of(start: u64, size: u64) -> u64 {
 fn first_byte(spec: &str) -> Option<u64> {
     let first = spec.trim().strip_prefix("bytes=")?.split(',').next()?;
     first.split_once('-')?.0.trim().parse().ok()
-}
-
-fn unsatisfiable(head: Served, total: u64) -> Served {
-    let (mut parts, _unread) = head.response.into_parts();
-    parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
-    parts.headers.remove(header::CONTENT_LENGTH);
-    if let Ok(v) = HeaderValue::try_from(format!("bytes */{total}")) {
-        parts.headers.insert(header::CONTENT_RANGE, v);
-    }
-    Served { response: Response::from_parts(parts, Body::empty()), ..head }
 }
 
 /// The bytes a client wants, read slice after slice.
