@@ -168,7 +168,9 @@ impl http_body::Body for Known {
 
 struct ReadAhead {
     own: Arc<Semaphore>,
-    /// `own`'s size: a frame larger than the budget takes all of it.
+    /// `own`'s size: a frame larger than the budget takes all of it, and as
+    /// much of the shared budget (which config keeps at least as large), so no
+    /// acquire can wait for more permits than exist.
     own_cap: u32,
     shared: Arc<Semaphore>,
     file_max: u64,
@@ -193,7 +195,7 @@ impl ReadAhead {
             let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
             let permits = (
                 self.own.clone().try_acquire_many_owned(n.min(self.own_cap)),
-                self.shared.clone().try_acquire_many_owned(n),
+                self.shared.clone().try_acquire_many_owned(n.min(self.own_cap)),
             );
             let piece = match permits {
                 (Ok(a), Ok(b)) => Piece::Memory(data, [a, b]),
@@ -216,7 +218,7 @@ impl ReadAhead {
                 // Both full: wait for the client, as without buffering.
                 _ => {
                     let own = self.own.clone().acquire_many_owned(n.min(self.own_cap)).await;
-                    let shared = self.shared.clone().acquire_many_owned(n).await;
+                    let shared = self.shared.clone().acquire_many_owned(n.min(self.own_cap)).await;
                     match (own, shared) {
                         (Ok(a), Ok(b)) => Piece::Memory(data, [a, b]),
                         _ => return,
