@@ -155,6 +155,8 @@ pub struct Metrics {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     latency: RwLock<HashMap<String, Histogram>>,
+    /// Per upstream: requests sent on a new connection, and on a reused one.
+    connections: RwLock<HashMap<String, [AtomicU64; 2]>>,
     purges: Labelled<PurgeKind, PurgeCounts>,
     evictions: Labelled<Tier, AtomicU64>,
     waits: Labelled<WaitEnd, AtomicU64>,
@@ -179,6 +181,7 @@ impl Metrics {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             latency: RwLock::default(),
+            connections: RwLock::default(),
             purges: Labelled::new(&PurgeKind::ALL),
             evictions: Labelled::new(&Tier::ALL),
             waits: Labelled::new(&WaitEnd::ALL),
@@ -239,6 +242,24 @@ impl Metrics {
             return h.observe(seconds);
         }
         write(&self.latency).entry(upstream.to_owned()).or_default().observe(seconds);
+    }
+
+    /// A request sent upstream on a `reused` pooled connection or a new one.
+    pub fn upstream_connection(&self, upstream: &str, reused: bool) {
+        let slot = usize::from(reused);
+        if let Some(c) = read(&self.connections).get(upstream) {
+            c[slot].fetch_add(1, Relaxed);
+            return;
+        }
+        write(&self.connections).entry(upstream.to_owned()).or_default()[slot].fetch_add(1, Relaxed);
+    }
+
+    /// Per upstream: (requests on new connections, on reused ones).
+    pub fn connections(&self) -> Vec<(String, u64, u64)> {
+        let mut v: Vec<_> =
+            read(&self.connections).iter().map(|(k, c)| (k.clone(), c[0].load(Relaxed), c[1].load(Relaxed))).collect();
+        v.sort();
+        v
     }
 
     /// One purge that removed or marked `entries`.

@@ -582,7 +582,10 @@ async fn many_large_fills_at_once_share_one_memory_budget() {
     });
     futures_util::future::join_all(readers).await;
     let read = made.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(read < 100 << 20, "{} MiB read from the origin for eight slow readers", read >> 20);
+    // Without the shared budget each fill would read up to max_object_size (8 × 64 MiB).
+    // What is read beyond the budget sits in the kernel's socket buffers, which
+    // loopback autotuning grows to several MiB per connection.
+    assert!(read < 160 << 20, "{} MiB read from the origin for eight slow readers", read >> 20);
     let grown = peak.peak().saturating_sub(start);
     assert!(grown < 48 * 1024, "eight large fills at once grew RSS by {grown} KiB");
 }

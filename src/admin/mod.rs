@@ -304,6 +304,7 @@ async fn gauges(pipeline: &Pipeline) -> render::Gauges {
                 address: s.address.to_string(),
                 up: s.is_up(),
                 in_flight: s.in_flight() as u64,
+                connections: s.open_connections() as u64,
             });
         }
     }

@@ -38,6 +38,8 @@ pub struct ServerGauge {
     pub address: String,
     pub up: bool,
     pub in_flight: u64,
+    /// Idle HTTP/1.1 connections and open HTTP/2 ones.
+    pub connections: u64,
 }
 
 /// Every metric in Prometheus text format 0.0.4, with `gauges` as gauge families.
@@ -71,6 +73,17 @@ pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
         sample(o, "origin_latency_seconds_count", &[("upstream", &upstream)], h.count());
     }
 
+    family(
+        o,
+        "upstream_connections_total",
+        "counter",
+        "Requests sent upstream, on a reused pooled connection or a new one.",
+    );
+    for (upstream, new, reused) in m.connections() {
+        sample(o, "upstream_connections_total", &[("upstream", &upstream), ("reused", "false")], new);
+        sample(o, "upstream_connections_total", &[("upstream", &upstream), ("reused", "true")], reused);
+    }
+
     family(o, "upstream_server_up", "gauge", "Whether the balancer considers the server healthy (1) or not (0).");
     for s in &gauges.servers {
         sample(o, "upstream_server_up", &[("upstream", &s.upstream), ("server", &s.address)], u8::from(s.up));
@@ -78,6 +91,10 @@ pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     family(o, "upstream_server_in_flight", "gauge", "Requests currently sent to the server.");
     for s in &gauges.servers {
         sample(o, "upstream_server_in_flight", &[("upstream", &s.upstream), ("server", &s.address)], s.in_flight);
+    }
+    family(o, "upstream_server_connections", "gauge", "Idle HTTP/1.1 and open HTTP/2 connections to the server.");
+    for s in &gauges.servers {
+        sample(o, "upstream_server_connections", &[("upstream", &s.upstream), ("server", &s.address)], s.connections);
     }
     for (name, help, value) in [
         ("cache_memory_bytes", "Bytes held by the memory tier.", gauges.memory_bytes),
@@ -222,7 +239,7 @@ fn upstreams_json(servers: &[ServerGauge], latency: &[(String, HistogramSnapshot
         let own: Vec<Value> = servers
             .iter()
             .filter(|s| s.upstream == name)
-            .map(|s| json!({"address": s.address, "up": s.up, "in_flight": s.in_flight}))
+            .map(|s| json!({"address": s.address, "up": s.up, "in_flight": s.in_flight, "connections": s.connections}))
             .collect();
         let (count, sum) = latency.iter().find(|(n, _)| n == name).map_or((0, 0.0), |(_, h)| (h.count(), h.sum));
         let mean = if count == 0 { 0.0 } else { sum / count as f64 };
@@ -353,7 +370,13 @@ mod tests {
         m.request("routes[1]", 503, Some(CacheOutcome::Bypass), 1, 2);
         m.origin_latency("app", 0.2);
         m.eviction(Tier::Memory);
-        let server = ServerGauge { upstream: "app".into(), address: "10.0.0.1:80".into(), up: true, in_flight: 3 };
+        let server = ServerGauge {
+            upstream: "app".into(),
+            address: "10.0.0.1:80".into(),
+            up: true,
+            in_flight: 3,
+            connections: 2,
+        };
         let gauges = Gauges { memory_bytes: 5, servers: vec![server], ..Gauges::default() };
         let text = prometheus(&m, &gauges);
         assert!(text.ends_with('\n'));

@@ -40,7 +40,7 @@ pub use tls::{
 };
 pub use types::{FieldName, FieldValue, HeaderMatch, HostPattern, ServerAddress};
 pub use units::{Dur, Size};
-pub use upstream::{Balance, HashKey, HealthCheck, ServerEntry, UpstreamConfig};
+pub use upstream::{Balance, HashKey, HealthCheck, Protocol, ServerEntry, UpstreamConfig};
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -230,6 +230,9 @@ impl Config {
             }
             if !(0.0..=1.0).contains(&u.retry_budget) {
                 return Err(bad(format!("upstreams.{up}.retry_budget"), "must be between 0 and 1".into()));
+            }
+            if u.max_streams == 0 {
+                return Err(bad(format!("upstreams.{up}.max_streams"), "must be at least 1".into()));
             }
             for (key, d) in [
                 ("connect_timeout", u.connect_timeout),

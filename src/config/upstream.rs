@@ -25,9 +25,18 @@ pub struct UpstreamConfig {
     /// Idle pooled connections are closed after this. Default 90s.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
-    /// Most idle pooled connections per server. Default 256.
+    /// Most idle pooled connections per server (nginx `keepalive`). Default 256.
     #[serde(default = "default_max_idle")]
     pub max_idle: usize,
+    /// `http1` (the default) or `h2c`: HTTP/2 to every server, by prior
+    /// knowledge in cleartext and by ALPN over TLS (falling back to HTTP/1.1
+    /// when an https server does not choose h2).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// With `protocol = "h2c"`: requests at once on one connection before
+    /// another is opened. Default 100.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
     /// Failures (connect error or timeout) before a server is skipped. Default 1.
     #[serde(default = "default_max_fails")]
     pub max_fails: u32,
@@ -155,6 +164,9 @@ fn default_response_timeout() -> Dur {
 fn default_idle_timeout() -> Dur {
     Dur::secs(90)
 }
+fn default_max_streams() -> usize {
+    100
+}
 fn default_max_idle() -> usize {
     256
 }
@@ -216,6 +228,14 @@ impl ServerEntry {
             ServerEntry::Weighted { weight, .. } => *weight,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Http1,
+    H2c,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

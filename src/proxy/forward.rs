@@ -79,7 +79,7 @@ pub async fn forward(
         res_parts.headers.insert(header::UPGRADE, protocol);
         super::upgrade::tunnel(client, origin);
     }
-    Ok(Forwarded { response: Response::from_parts(res_parts, Body::from(res_body)), server })
+    Ok(Forwarded { response: Response::from_parts(res_parts, res_body), server })
 }
 
 /// The path and query to send: the route's prefix stripped if it says so.

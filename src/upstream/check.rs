@@ -55,12 +55,7 @@ pub async fn run(upstream: Weak<Upstream>, check: HealthCheck) {
 }
 
 async fn probe(up: &Upstream, server: &Server, check: &HealthCheck) -> Result<(), String> {
-    let uri = Uri::builder()
-        .scheme(if server.tls { "https" } else { "http" })
-        .authority(server.authority.clone())
-        .path_and_query(check.path.as_str())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let uri = Uri::try_from(check.path.as_str()).map_err(|e| e.to_string())?;
     let mut req = Request::get(uri).body(Body::empty()).map_err(|e| e.to_string())?;
     let host = check.host.as_deref().and_then(|h| h.parse().ok()).unwrap_or_else(|| server.host_value.clone());
     req.headers_mut().insert(header::HOST, host);
@@ -69,7 +64,7 @@ async fn probe(up: &Upstream, server: &Server, check: &HealthCheck) -> Result<()
     }
     let (lo, hi) = check.statuses().unwrap_or((200, 399));
     let asked = async {
-        let res = up.client.request(req).await.map_err(|e| e.to_string())?;
+        let res = up.request_on(server, req).await?;
         let status = res.status().as_u16();
         if !(lo..=hi).contains(&status) {
             return Err(format!("status {status}"));

@@ -13,7 +13,9 @@ mod sent;
 
 pub mod balance;
 mod check;
+mod connect;
 mod health;
+mod pool;
 mod retry;
 
 use std::sync::Arc;
@@ -22,15 +24,13 @@ use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
-use crate::config::UpstreamConfig;
+use crate::config::{Protocol, ServerAddress, UpstreamConfig};
 use balance::Balancer;
+use connect::{Connector, Endpoint};
 use health::Health;
+use pool::{Pool, SendError};
 
 /// One origin server of a pool.
 pub struct Server {
@@ -44,6 +44,8 @@ pub struct Server {
     tls: bool,
     /// Active health checks say it is down.
     checked_down: std::sync::atomic::AtomicBool,
+    endpoint: Endpoint,
+    pool: Arc<Pool>,
 }
 
 impl Server {
@@ -52,6 +54,9 @@ impl Server {
     }
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+    pub fn open_connections(&self) -> usize {
+        self.pool.open_connections()
     }
 }
 
@@ -80,7 +85,7 @@ pub struct Upstream {
     servers: Vec<Server>,
     balancer: Balancer,
     budget: retry::Budget,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    connector: Connector,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -94,7 +99,7 @@ pub enum UpstreamError {
     #[error("{0} broke the protocol")]
     Protocol(Arc<str>),
     #[error("request to {server} failed: {source}")]
-    Failed { server: Arc<str>, source: hyper_util::client::legacy::Error },
+    Failed { server: Arc<str>, source: hyper::Error },
 }
 
 /// What to send: the parts of the request that stay the same on every attempt.
@@ -118,6 +123,19 @@ impl Upstream {
         config: &UpstreamConfig,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Upstream, crate::tls::TlsError> {
+        let settings = Arc::new(pool::Settings {
+            h2: config.protocol == Protocol::H2c,
+            max_idle: config.max_idle,
+            idle_timeout: config.idle_timeout.get(),
+            max_streams: config.max_streams,
+        });
+        let server_name = match &config.tls.server_name {
+            Some(n) => Some(rustls_pki_types::ServerName::try_from(n.clone()).map_err(|e| crate::tls::TlsError {
+                file: format!("upstreams.{name}.tls.server_name").into(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
         let servers: Vec<Server> = config
             .servers
             .iter()
@@ -130,52 +148,31 @@ impl Upstream {
                 health: Health::default(),
                 in_flight: AtomicUsize::new(0),
                 checked_down: Default::default(),
+                endpoint: endpoint(s.address(), server_name.as_ref()),
+                pool: Pool::new(settings.clone()),
             })
             .collect();
         let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout.get()));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        connector.enforce_http(false);
         let tls = if servers.iter().any(|s| s.tls) {
             if config.tls.insecure_skip_verify {
                 tracing::warn!(upstream = name, "tls.insecure_skip_verify: the servers' certificates are not verified");
             }
-            crate::tls::client::config(&config.tls)?
+            let mut tls = crate::tls::client::config(&config.tls)?;
+            tls.alpn_protocols = match config.protocol {
+                Protocol::H2c => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                Protocol::Http1 => vec![b"http/1.1".to_vec()],
+            };
+            Some(Arc::new(tls))
         } else {
-            // Never used (no https server): nothing to read.
-            rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| crate::tls::TlsError { file: "upstream tls".into(), reason: e.to_string() })?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
+            None
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
-        let https = match &config.tls.server_name {
-            Some(n) => https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
-                rustls_pki_types::ServerName::try_from(n.clone()).map_err(|e| crate::tls::TlsError {
-                    file: format!("upstreams.{name}.tls.server_name").into(),
-                    reason: e.to_string(),
-                })?,
-            )),
-            None => https,
-        };
-        let connector = https.enable_http1().wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout.get())
-            .pool_max_idle_per_host(config.max_idle)
-            .http1_max_buf_size(256 * 1024)
-            .build(connector);
         Ok(Upstream {
             name: name.to_string(),
             config: config.clone(),
             balancer: Balancer::new(config.balance, &servers.iter().map(|s| &*s.address).collect::<Vec<_>>(), &weights),
             budget: retry::Budget::new(config.retry_budget),
             servers,
-            client,
+            connector: Connector::new(tls, config.connect_timeout.get()),
             metrics,
         })
     }
@@ -185,6 +182,42 @@ impl Upstream {
         if let Some(check) = self.config.health.clone() {
             tokio::spawn(check::run(Arc::downgrade(self), check));
         }
+        tokio::spawn(sweep(Arc::downgrade(self)));
+    }
+
+    /// Sends `req` as it is to `server`, without retries or accounting (health checks).
+    async fn request_on(&self, server: &Server, req: Request<Body>) -> Result<Response<Body>, String> {
+        let req = self.for_server(server, req);
+        match server.pool.send(&self.connector, &server.endpoint, server.tls, req).await {
+            Ok((res, reused)) => {
+                self.metrics.upstream_connection(&self.name, reused);
+                Ok(res)
+            }
+            Err(SendError::Connect(e)) => Err(format!("connect: {e}")),
+            Err(SendError::Request(e)) => Err(e.to_string()),
+        }
+    }
+
+    /// The request line in the form the server's protocol wants: origin-form for
+    /// HTTP/1.1; for HTTP/2 an absolute URI whose authority is the Host sent.
+    fn for_server(&self, server: &Server, mut req: Request<Body>) -> Request<Body> {
+        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if self.config.protocol == Protocol::H2c {
+            let host = req.headers_mut().remove(header::HOST);
+            let authority =
+                host.and_then(|h| Authority::try_from(h.as_bytes()).ok()).unwrap_or_else(|| server.authority.clone());
+            *req.uri_mut() = Uri::builder()
+                .scheme(if server.tls { Scheme::HTTPS } else { Scheme::HTTP })
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+                .expect("valid parts");
+            *req.version_mut() = Version::HTTP_2;
+        } else {
+            *req.uri_mut() = Uri::from(path);
+            *req.version_mut() = Version::HTTP_11;
+        }
+        req
     }
 
     pub fn servers(&self) -> &[Server] {
@@ -192,7 +225,7 @@ impl Upstream {
     }
 
     /// Sends `out` to a live server; returns the response head and the server's address.
-    pub async fn send(&self, out: Outgoing) -> Result<(Response<Incoming>, Arc<str>), UpstreamError> {
+    pub async fn send(&self, out: Outgoing) -> Result<(Response<Body>, Arc<str>), UpstreamError> {
         let order = self.order(self.affinity(&out));
         let attempts = if out.retryable { order.len() } else { 1 };
         self.budget.deposit();
@@ -211,30 +244,25 @@ impl Upstream {
             if server_host {
                 headers.insert(header::HOST, server.host_value.clone());
             }
-            let uri = Uri::builder()
-                .scheme(if server.tls { Scheme::HTTPS } else { Scheme::HTTP })
-                .authority(server.authority.clone())
-                .path_and_query(path.clone())
-                .build()
-                .expect("valid parts");
             let (outgoing, body_sent) = sent::watch(body.take().unwrap_or(Body::Empty));
             let mut req = Request::new(outgoing);
             *req.method_mut() = method.clone();
-            *req.uri_mut() = uri;
-            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = Uri::from(path.clone());
             *req.headers_mut() = if attempts > 1 { headers.clone() } else { std::mem::take(&mut headers) };
+            let req = self.for_server(server, req);
 
             let counted = InFlight::count(server);
             let started = std::time::Instant::now();
             let timeout = self.config.response_timeout.get();
             let result = tokio::select! {
                 biased;
-                r = self.client.request(req) => Ok(r),
+                r = server.pool.send(&self.connector, &server.endpoint, server.tls, req) => Ok(r),
                 () = body_sent.then_sleep(timeout) => Err(()),
             };
             drop(counted);
             match result {
-                Ok(Ok(res)) => {
+                Ok(Ok((res, reused))) => {
+                    self.metrics.upstream_connection(&self.name, reused);
                     self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());
                     self.balancer.observe(i, started.elapsed());
                     server.health.success();
@@ -247,12 +275,12 @@ impl Upstream {
                     }
                     return Ok((res, server.address.clone()));
                 }
-                Ok(Err(e)) if e.is_connect() => {
+                Ok(Err(SendError::Connect(e))) => {
                     self.mark_failed(server);
                     tracing::warn!(upstream = %self.name, server = %server.address, error = %e, "connect failed");
                     last = Some(UpstreamError::Connect(server.address.clone()));
                 }
-                Ok(Err(e))
+                Ok(Err(SendError::Request(e)))
                     if !sent::body_failed(&e)
                         && self.config.retry_on.iter().any(|r| r == "reset")
                         && retry(attempt) =>
@@ -260,7 +288,7 @@ impl Upstream {
                     tracing::info!(upstream = %self.name, server = %server.address, error = %e, "connection broke; retrying on the next server");
                     last = Some(UpstreamError::Connect(server.address.clone()));
                 }
-                Ok(Err(e)) => {
+                Ok(Err(SendError::Request(e))) => {
                     if sent::body_failed(&e) {
                         tracing::debug!(upstream = %self.name, server = %server.address, error = %e, "request body failed");
                     } else {
@@ -339,5 +367,32 @@ impl Upstream {
             order.push(soonest);
         }
         order
+    }
+}
+
+/// Where `address` is reached. A name is resolved at each connect.
+fn endpoint(address: &ServerAddress, server_name: Option<&rustls_pki_types::ServerName<'static>>) -> Endpoint {
+    if let Some(path) = address.unix_path() {
+        return Endpoint::Unix(path.to_path_buf());
+    }
+    let name = server_name.cloned().unwrap_or_else(|| {
+        rustls_pki_types::ServerName::try_from(address.host().to_string())
+            .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("invalid").expect("a valid name"))
+    });
+    Endpoint::Tcp { host: Arc::from(address.host()), port: address.port(), name }
+}
+
+/// Closes each server's idle connections past `idle_timeout` or closed by the server, until the pool is dropped.
+async fn sweep(upstream: std::sync::Weak<Upstream>) {
+    let every = match upstream.upgrade() {
+        Some(u) => (u.config.idle_timeout.get() / 2).clamp(Duration::from_secs(1), Duration::from_secs(30)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(up) = upstream.upgrade() else { return };
+        for server in &up.servers {
+            server.pool.sweep();
+        }
     }
 }

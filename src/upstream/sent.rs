@@ -33,15 +33,8 @@ impl Sent {
 }
 
 /// Whether a client error came from the request body (hyper's user-body error).
-pub fn body_failed(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            return h.is_user();
-        }
-        source = err.source();
-    }
-    false
+pub fn body_failed(e: &hyper::Error) -> bool {
+    e.is_user()
 }
 
 pin_project_lite::pin_project! {

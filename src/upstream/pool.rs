@@ -1,0 +1,375 @@
+//! One server's connections: idle HTTP/1.1 connections kept for reuse, or
+//! shared HTTP/2 connections carrying up to `max_streams` requests each.
+//!
+//! An HTTP/1.1 connection has no task of its own. While a request is on it,
+//! the request's own task drives it: first while the response head is
+//! awaited, then from the response body, which polls the connection whenever
+//! it has no data. Once the body has ended the connection goes back to the
+//! idle list, where nothing polls it until the next checkout; a periodic
+//! sweep closes the ones past `idle_timeout` and those the server closed.
+//! So a proxied request costs no wake-up of another task and no lock but
+//! this server's own, held for a push or a pop. HTTP/2 connections
+//! multiplex, so each runs as a task of its own.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::connect::{Connector, Endpoint, Stream};
+use crate::body::{Body, BoxError};
+
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send + Sync>>;
+
+/// An HTTP/1.1 connection and the future that drives it.
+struct H1 {
+    send: http1::SendRequest<Body>,
+    conn: Driver,
+    idle_since: Instant,
+}
+
+impl H1 {
+    /// Drives the connection as far as it goes now; false once it has ended.
+    fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
+        self.conn.as_mut().poll(cx).is_pending()
+    }
+
+    /// Still open and ready for another request. Polls with a waker that does
+    /// nothing: whoever checks it out next polls it with theirs.
+    fn reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.poll_conn(&mut cx) && self.send.is_ready()
+    }
+}
+
+struct H2 {
+    send: http2::SendRequest<Body>,
+    streams: Arc<AtomicUsize>,
+}
+
+pub struct Settings {
+    pub h2: bool,
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+    pub max_streams: usize,
+}
+
+/// How a request went wrong before a response head came back.
+pub enum SendError {
+    /// No connection could be made: the server never saw the request.
+    Connect(String),
+    /// The connection failed once the request was handed to it.
+    Request(hyper::Error),
+}
+
+pub struct Pool {
+    idle: Mutex<Vec<H1>>,
+    h2: Mutex<Vec<H2>>,
+    settings: Arc<Settings>,
+}
+
+impl Pool {
+    pub fn new(settings: Arc<Settings>) -> Arc<Pool> {
+        Arc::new(Pool { idle: Mutex::default(), h2: Mutex::default(), settings })
+    }
+
+    /// Sends `req` on a pooled connection or a new one; also says whether the connection was reused.
+    pub async fn send(
+        self: &Arc<Self>,
+        connector: &Connector,
+        endpoint: &Endpoint,
+        tls: bool,
+        req: Request<Body>,
+    ) -> Result<(Response<Body>, bool), SendError> {
+        if self.settings.h2 {
+            return self.send_h2(connector, endpoint, tls, req).await;
+        }
+        let mut req = req;
+        loop {
+            let (mut h1, reused) = match self.checkout() {
+                Some(h1) => (h1, true),
+                None => match open(connector, endpoint, tls, false).await? {
+                    Opened::H1(h1) => (h1, false),
+                    // The server chose h2 by ALPN although not offered: cannot happen.
+                    Opened::H2(_) => return Err(SendError::Connect("unexpected h2".into())),
+                },
+            };
+            let mut response = std::pin::pin!(h1.send.try_send_request(req));
+            let mut driving = true;
+            let result = std::future::poll_fn(|cx| {
+                if driving {
+                    driving = h1.poll_conn(cx);
+                }
+                response.as_mut().poll(cx)
+            })
+            .await;
+            match result {
+                Ok(res) => {
+                    let (parts, body) = res.into_parts();
+                    // An upgraded connection (101) is finished by its own task, which hands it over.
+                    let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        if driving {
+                            tokio::spawn(h1.conn);
+                        }
+                        Body::from(body)
+                    } else {
+                        Body::boxed(Leased { body, h1: driving.then_some(h1), pool: self.clone(), ended: false })
+                    };
+                    return Ok((Response::from_parts(parts, body), reused));
+                }
+                // A pooled connection the server had closed, found before the request was written: try another.
+                Err(mut e) if reused && e.message().is_some() => {
+                    tracing::debug!(error = %e.error(), "pooled connection was closed; trying another");
+                    req = e.take_message().expect("checked");
+                }
+                Err(e) => return Err(SendError::Request(e.into_error())),
+            }
+        }
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        connector: &Connector,
+        endpoint: &Endpoint,
+        tls: bool,
+        req: Request<Body>,
+    ) -> Result<(Response<Body>, bool), SendError> {
+        let (mut send, streams, reused) = match self.h2_stream() {
+            Some((send, streams)) => (send, streams, true),
+            None => {
+                let h2 = match open(connector, endpoint, tls, true).await? {
+                    Opened::H2(h2) => h2,
+                    // An https server that did not choose h2 by ALPN: HTTP/1.1 on this connection.
+                    Opened::H1(mut h1) => {
+                        let mut response = std::pin::pin!(h1.send.send_request(req));
+                        let mut driving = true;
+                        let res = std::future::poll_fn(|cx| {
+                            if driving {
+                                driving = h1.poll_conn(cx);
+                            }
+                            response.as_mut().poll(cx)
+                        })
+                        .await
+                        .map_err(SendError::Request)?;
+                        if driving {
+                            tokio::spawn(h1.conn);
+                        }
+                        return Ok((res.map(Body::from), false));
+                    }
+                };
+                h2.streams.fetch_add(1, Ordering::Relaxed);
+                let mut list = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+                let taken = (h2.send.clone(), h2.streams.clone());
+                list.push(h2);
+                (taken.0, taken.1, false)
+            }
+        };
+        let stream = StreamSlot(streams);
+        let res = send.send_request(req).await.map_err(SendError::Request)?;
+        Ok((res.map(|body| Body::boxed(Counted { body, _stream: stream })), reused))
+    }
+
+    /// A live h2 connection with a free stream, that stream counted taken.
+    fn h2_stream(&self) -> Option<(http2::SendRequest<Body>, Arc<AtomicUsize>)> {
+        let mut list = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        list.retain(|c| !c.send.is_closed());
+        let c = list.iter().find(|c| c.streams.load(Ordering::Relaxed) < self.settings.max_streams)?;
+        c.streams.fetch_add(1, Ordering::Relaxed);
+        Some((c.send.clone(), c.streams.clone()))
+    }
+
+    /// The most recently used idle connection still open and fresh.
+    fn checkout(&self) -> Option<H1> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(mut h1) = idle.pop() {
+            if h1.idle_since.elapsed() < self.settings.idle_timeout && h1.reusable() {
+                return Some(h1);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose response has ended. One still sending its
+    /// request body (the server answered early) is driven on by a task of its
+    /// own until it is ready again, as long as an idle one may live.
+    fn checkin(self: &Arc<Self>, mut h1: H1) {
+        if !h1.reusable() {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+            if h1.send.is_closed() {
+                return;
+            }
+            let pool = self.clone();
+            runtime.spawn(async move {
+                let ready = std::future::poll_fn(|cx| {
+                    if !h1.poll_conn(cx) {
+                        return Poll::Ready(false);
+                    }
+                    h1.send.poll_ready(cx).map(|r| r.is_ok())
+                });
+                if let Ok(true) = tokio::time::timeout(pool.settings.idle_timeout, ready).await {
+                    pool.push(h1);
+                }
+            });
+            return;
+        }
+        self.push(h1);
+    }
+
+    fn push(&self, mut h1: H1) {
+        h1.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() >= self.settings.max_idle {
+            // Past the cap the oldest goes: it is the likeliest to have been closed.
+            if self.settings.max_idle == 0 {
+                return;
+            }
+            idle.remove(0);
+        }
+        idle.push(h1);
+    }
+
+    /// Closes idle connections past `idle_timeout` or closed by the server.
+    pub fn sweep(&self) {
+        let timeout = self.settings.idle_timeout;
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain_mut(|h1| h1.idle_since.elapsed() < timeout && h1.reusable());
+        drop(idle);
+        self.h2.lock().unwrap_or_else(PoisonError::into_inner).retain(|c| !c.send.is_closed());
+    }
+
+    /// Idle HTTP/1.1 connections and open HTTP/2 ones.
+    pub fn open_connections(&self) -> usize {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).len()
+            + self.h2.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+enum Opened {
+    H1(H1),
+    H2(H2),
+}
+
+/// A new connection: HTTP/2 if asked (prior knowledge in cleartext, ALPN over TLS), else HTTP/1.1.
+async fn open(connector: &Connector, endpoint: &Endpoint, tls: bool, h2: bool) -> Result<Opened, SendError> {
+    let stream = connector.connect(endpoint, tls).await.map_err(|e| SendError::Connect(e.to_string()))?;
+    if h2 && (!tls || stream.alpn_h2()) {
+        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake::<_, Body>(TokioIo::new(stream))
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "h2 upstream connection ended");
+            }
+        });
+        return Ok(Opened::H2(H2 { send, streams: Arc::new(AtomicUsize::new(0)) }));
+    }
+    let (send, conn) = http1::Builder::new()
+        .max_buf_size(256 * 1024)
+        .handshake::<TokioIo<Stream>, Body>(TokioIo::new(stream))
+        .await
+        .map_err(|e| SendError::Connect(e.to_string()))?;
+    Ok(Opened::H1(H1 { send, conn: Box::pin(conn.with_upgrades()), idle_since: Instant::now() }))
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that drives its connection and returns it to the pool once it has ended.
+    struct Leased {
+        #[pin]
+        body: Incoming,
+        h1: Option<H1>,
+        pool: Arc<Pool>,
+        ended: bool,
+    }
+
+    impl PinnedDrop for Leased {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Dropped before its end, the connection is mid-response: it closes.
+            if (*this.ended || http_body::Body::is_end_stream(&*this.body))
+                && let Some(h1) = this.h1.take()
+            {
+                this.pool.checkin(h1);
+            }
+        }
+    }
+}
+
+impl http_body::Body for Leased {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let mut polled = this.body.as_mut().poll_frame(cx);
+        if polled.is_pending()
+            && let Some(h1) = this.h1.as_mut()
+        {
+            if !h1.poll_conn(cx) {
+                // Ended (closed after this response, or failed): the body says which.
+                *this.h1 = None;
+            }
+            polled = this.body.as_mut().poll_frame(cx);
+        }
+        if let Poll::Ready(None) = polled {
+            *this.ended = true;
+            if let Some(h1) = this.h1.take() {
+                this.pool.checkin(h1);
+            }
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// An h2 stream counted taken until its response body is dropped.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct Counted {
+        #[pin]
+        body: Incoming,
+        _stream: StreamSlot,
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().body.poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
