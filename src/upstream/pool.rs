@@ -22,6 +22,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
@@ -95,7 +96,7 @@ impl Pool {
         }
         let mut req = req;
         loop {
-            let (mut h1, reused) = match self.checkout() {
+            let (h1, reused) = match self.checkout() {
                 Some(h1) => (h1, true),
                 None => match open(connector, endpoint, tls, false).await? {
                     Opened::H1(h1) => (h1, false),
@@ -103,29 +104,8 @@ impl Pool {
                     Opened::H2(_) => return Err(SendError::Connect("unexpected h2".into())),
                 },
             };
-            let mut response = std::pin::pin!(h1.send.try_send_request(req));
-            let mut driving = true;
-            let result = std::future::poll_fn(|cx| {
-                if driving {
-                    driving = h1.poll_conn(cx);
-                }
-                response.as_mut().poll(cx)
-            })
-            .await;
-            match result {
-                Ok(res) => {
-                    let (parts, body) = res.into_parts();
-                    // An upgraded connection (101) is finished by its own task, which hands it over.
-                    let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                        if driving {
-                            tokio::spawn(h1.conn);
-                        }
-                        Body::from(body)
-                    } else {
-                        Body::boxed(Leased { body, h1: driving.then_some(h1), pool: self.clone(), ended: false })
-                    };
-                    return Ok((Response::from_parts(parts, body), reused));
-                }
+            match self.send_on(h1, req, true).await {
+                Ok(res) => return Ok((res, reused)),
                 // A pooled connection the server had closed, found before the request was written: try another.
                 Err(mut e) if reused && e.message().is_some() => {
                     tracing::debug!(error = %e.error(), "pooled connection was closed; trying another");
@@ -134,6 +114,36 @@ impl Pool {
                 Err(e) => return Err(SendError::Request(e.into_error())),
             }
         }
+    }
+
+    /// Sends `req` on `h1`, driving the connection until the response head. With `keep`, the
+    /// response body drives it on and returns it to the pool; otherwise it finishes on its own task.
+    async fn send_on(
+        self: &Arc<Self>,
+        mut h1: H1,
+        req: Request<Body>,
+        keep: bool,
+    ) -> Result<Response<Body>, TrySendError<Request<Body>>> {
+        let mut response = std::pin::pin!(h1.send.try_send_request(req));
+        let mut driving = true;
+        let res = std::future::poll_fn(|cx| {
+            if driving {
+                driving = h1.poll_conn(cx);
+            }
+            response.as_mut().poll(cx)
+        })
+        .await?;
+        let (parts, body) = res.into_parts();
+        // An upgraded connection (101) is finished by its own task, which hands it over.
+        let body = if keep && parts.status != StatusCode::SWITCHING_PROTOCOLS {
+            Body::boxed(Leased { body, h1: driving.then_some(h1), pool: self.clone(), ended: false })
+        } else {
+            if driving {
+                tokio::spawn(h1.conn);
+            }
+            Body::from(body)
+        };
+        Ok(Response::from_parts(parts, body))
     }
 
     async fn send_h2(
@@ -149,21 +159,9 @@ impl Pool {
                 let h2 = match open(connector, endpoint, tls, true).await? {
                     Opened::H2(h2) => h2,
                     // An https server that did not choose h2 by ALPN: HTTP/1.1 on this connection.
-                    Opened::H1(mut h1) => {
-                        let mut response = std::pin::pin!(h1.send.send_request(req));
-                        let mut driving = true;
-                        let res = std::future::poll_fn(|cx| {
-                            if driving {
-                                driving = h1.poll_conn(cx);
-                            }
-                            response.as_mut().poll(cx)
-                        })
-                        .await
-                        .map_err(SendError::Request)?;
-                        if driving {
-                            tokio::spawn(h1.conn);
-                        }
-                        return Ok((res.map(Body::from), false));
+                    Opened::H1(h1) => {
+                        let res = self.send_on(h1, req, false).await;
+                        return Ok((res.map_err(|e| SendError::Request(e.into_error()))?, false));
                     }
                 };
                 h2.streams.fetch_add(1, Ordering::Relaxed);
