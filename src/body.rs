@@ -44,7 +44,7 @@ impl Body {
         if data.is_empty() { Body::Empty } else { Body::Full { data: Some(data) } }
     }
 
-    pub fn channel(rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>) -> Body {
+    pub fn channel(rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>) -> Body {
         Body::boxed(Channel(rx))
     }
 
@@ -59,14 +59,14 @@ impl Body {
 }
 
 /// A body fed through a channel by a task of its own; an error ends it.
-pub struct Channel(tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>);
+pub struct Channel(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>);
 
 impl http_body::Body for Channel {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0.poll_recv(cx).map(|next| next.map(|r| r.map(Frame::data)))
+        self.0.poll_recv(cx)
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::Response;
+use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -39,6 +40,8 @@ enum Piece {
     Memory(Bytes, [OwnedSemaphorePermit; 2]),
     /// This many bytes appended to the response's temp file.
     File(usize),
+    /// The origin's trailers, which end the body.
+    Trailers(http::HeaderMap),
     Failed(BoxError),
 }
 
@@ -117,7 +120,7 @@ impl Buffering {
         };
         tokio::spawn(async move {
             for data in memory {
-                if tx.send(Ok(data)).await.is_err() {
+                if tx.send(Ok(Frame::data(data))).await.is_err() {
                     return;
                 }
             }
@@ -128,7 +131,7 @@ impl Buffering {
                 let read = r.read_exact(&mut buf).await.map_err(|e| Box::new(e) as BoxError);
                 let failed = read.is_err();
                 left -= buf.len() as u64;
-                if tx.send(read.map(|_| Bytes::from(buf))).await.is_err() || failed {
+                if tx.send(read.map(|_| Frame::data(Bytes::from(buf)))).await.is_err() || failed {
                     return;
                 }
             }
@@ -183,7 +186,12 @@ impl ReadAhead {
         while let Some(frame) = body.frame().await {
             let data = match frame.map(|f| f.into_data()) {
                 Ok(Ok(data)) => data,
-                Ok(Err(_)) => continue,
+                Ok(Err(frame)) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = tx.send(Piece::Trailers(trailers));
+                    }
+                    continue;
+                }
                 Err(e) => {
                     let _ = tx.send(Piece::Failed(e));
                     return;
@@ -236,18 +244,19 @@ impl ReadAhead {
 async fn drain(
     mut pieces: mpsc::UnboundedReceiver<Piece>,
     mut file: Option<tokio::fs::File>,
-    out: mpsc::Sender<Result<Bytes, BoxError>>,
+    out: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
 ) {
     while let Some(piece) = pieces.recv().await {
         let next = match piece {
-            Piece::Memory(data, _permits) => Ok(data),
+            Piece::Memory(data, _permits) => Ok(Frame::data(data)),
+            Piece::Trailers(trailers) => Ok(Frame::trailers(trailers)),
             Piece::File(n) => {
                 let mut buf = vec![0u8; n];
                 let read = match file.as_mut() {
                     Some(f) => f.read_exact(&mut buf).await.map(|_| ()),
                     None => Err(io::Error::other("no temp file")),
                 };
-                read.map(|()| Bytes::from(buf)).map_err(|e| Box::new(e) as BoxError)
+                read.map(|()| Frame::data(Bytes::from(buf))).map_err(|e| Box::new(e) as BoxError)
             }
             Piece::Failed(e) => Err(e),
         };

@@ -19,6 +19,12 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// caller restores if it tunnels.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut upgrade = false;
+    // `TE: trailers` says the sender takes trailers, and relais forwards them
+    // end to end, so it passes (gRPC requires it); other TE codings are the hop's.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = cache_policy::connection_named(headers).collect();
         for name in named {
@@ -32,6 +38,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let upgrade_value = headers.get(header::UPGRADE).cloned().filter(|_| upgrade);
     for name in &cache_policy::HOP_BY_HOP {
         headers.remove(name);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     upgrade_value
 }
@@ -87,7 +96,7 @@ mod tests {
             ("connection", "keep-alive, x-secret"),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
-            ("te", "trailers"),
+            ("te", "gzip"),
             ("transfer-encoding", "chunked"),
             ("proxy-authenticate", "Basic realm=x"),
             ("accept", "*/*"),
@@ -95,6 +104,14 @@ mod tests {
         assert_eq!(strip_hop_by_hop(&mut h), None);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn keeps_te_trailers_only() {
+        let mut h = map(&[("te", "gzip, Trailers"), ("connection", "te")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["te"], "trailers");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub struct OriginBuilder {
 pub struct Origin {
     pub addr: SocketAddr,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     stopped: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -81,14 +82,27 @@ impl OriginBuilder {
 
     pub async fn start_on(self, listener: TcpListener) -> Origin {
         let addr = listener.local_addr().unwrap();
+        self.serve(addr, Listener::Tcp(listener))
+    }
+
+    /// Serves on a unix socket at `path` (its `addr` is then one where nothing listens).
+    pub async fn start_unix(self, path: &std::path::Path) -> Origin {
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        self.serve(dead_addr(), Listener::Unix(listener))
+    }
+
+    fn serve(self, addr: SocketAddr, listener: Listener) -> Origin {
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let routes = Arc::new(self.routes);
         let counter = hits.clone();
+        let accepted = connections.clone();
         let stopped: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let stop_flag = stopped.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Some(io) = listener.accept().await else { continue };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let routes = routes.clone();
                 let counter = counter.clone();
                 let stop_flag = stop_flag.clone();
@@ -112,12 +126,29 @@ impl OriginBuilder {
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(io), svc)
                         .await;
                 });
             }
         });
-        Origin { addr, hits, stopped, task }
+        Origin { addr, hits, connections, stopped, task }
+    }
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> Option<Box<dyn Io>> {
+        match self {
+            Listener::Tcp(l) => Some(Box::new(l.accept().await.ok()?.0)),
+            Listener::Unix(l) => Some(Box::new(l.accept().await.ok()?.0)),
+        }
     }
 }
 
@@ -125,6 +156,11 @@ impl Origin {
     /// Requests seen for exactly this path.
     pub fn hits(&self, path: &str) -> usize {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn total_hits(&self) -> usize {

@@ -121,7 +121,8 @@ pub async fn serve(
         admit_origin(&p, &route, &conn, &parts).await?;
         let method = parts.method.clone();
         let mut body = request_body(&p, &parts, body);
-        if route.request_buffering && !http_body::Body::is_end_stream(&body) {
+        // A gRPC call streams its messages both ways: read whole first, it would never start.
+        if route.request_buffering && !http_body::Body::is_end_stream(&body) && !is_grpc(&parts.headers) {
             body = p.buffering.read_request(body).await.map_err(|e| super::forward::client_error(&e))?;
         }
         let fwd = Box::pin(forward(&p, &route, &conn, host.as_ref(), Request::from_parts(parts, body))).await?;
@@ -683,6 +684,11 @@ fn upstream_request(parts: &Parts, method: Method) -> Request<Body> {
     }
     *req.headers_mut() = headers;
     req
+}
+
+/// A gRPC call (`application/grpc`, `application/grpc+proto`, …).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Whether relais compresses this route's responses itself: then the origin is

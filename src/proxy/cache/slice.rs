@@ -164,7 +164,7 @@ struct Slices {
 impl Slices {
     /// Sends `want`'s bytes to `tx`, starting with `body`, the slice at `at`.
     /// Stops when the client is gone; an error ends the client's response.
-    async fn send(self, mut body: Body, mut at: u64, tx: mpsc::Sender<Result<Bytes, BoxError>>) {
+    async fn send(self, mut body: Body, mut at: u64, tx: mpsc::Sender<Result<http_body::Frame<Bytes>, BoxError>>) {
         use http_body_util::BodyExt;
         let want = self.want;
         let mut pos = want.start;
@@ -184,7 +184,7 @@ impl Slices {
                 let (from, to) = (pos.max(offset), (want.end + 1).min(next));
                 if from < to {
                     let piece = data.slice((from - offset) as usize..(to - offset) as usize);
-                    if tx.send(Ok(piece)).await.is_err() {
+                    if tx.send(Ok(http_body::Frame::data(piece))).await.is_err() {
                         return;
                     }
                     pos = to;

@@ -1,0 +1,287 @@
+//! The upstream connection layer against real origins: keep-alive reuse,
+//! unix-socket servers, HTTP/2 to origins with a stream cap.
+
+mod support;
+
+use std::future::Future;
+use std::time::Duration;
+
+use http::Request;
+use support::*;
+
+/// The value of the metrics sample that starts with `prefix` (name and labels).
+fn sample(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in\n{metrics}"))
+}
+
+fn pass_through(upstream: &str) -> String {
+    format!("{upstream}[[routes]]\nupstream = \"o\"\ncache = {{ bypass = true }}\n")
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let o = origin().text("/", "ok").start().await;
+    let proxy = relais(&pass_through(&format!("[upstreams.o]\nservers = [\"{}\"]\n", o.addr))).await;
+    for i in 0..20 {
+        // A fresh client connection each time: reuse is relais's, not the client's.
+        let r = get(&proxy.url(&format!("/r{i}"))).await;
+        assert_eq!(r.text(), "ok");
+    }
+    assert_eq!(o.total_hits(), 20);
+    assert_eq!(o.connections(), 1, "every request after the first went on the kept-alive connection");
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    assert_eq!(sample(&m, "relais_upstream_connections_total{upstream=\"o\",reused=\"false\"}"), 1);
+    assert_eq!(sample(&m, "relais_upstream_connections_total{upstream=\"o\",reused=\"true\"}"), 19);
+}
+
+/// A server that closes its idle connections: the next request finds the
+/// pooled one closed and goes out on a new one, not to the client as a 502.
+#[tokio::test]
+async fn a_pooled_connection_the_origin_closed_is_replaced() {
+    let o = origin().route("/", |_| async { text(200, "bye", &[("connection", "close")]) }).start().await;
+    let proxy = relais(&pass_through(&format!("[upstreams.o]\nservers = [\"{}\"]\n", o.addr))).await;
+    for _ in 0..5 {
+        assert_eq!(get(&proxy.url("/")).await.text(), "bye");
+    }
+    assert_eq!(o.connections(), 5);
+}
+
+#[tokio::test]
+async fn a_unix_socket_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("app.sock");
+    let o = origin()
+        .route("/", |req: Request<hyper::body::Incoming>| async move {
+            let host = req.headers().get("host").map(|h| h.to_str().unwrap().to_string());
+            text(200, &format!("{} host={host:?}", req.uri()), &[])
+        })
+        .start_unix(&socket)
+        .await;
+    let proxy = relais(&pass_through(&format!("[upstreams.o]\nservers = [\"unix:{}\"]\n", socket.display()))).await;
+    for _ in 0..3 {
+        let r = get(&proxy.url("/app?q=1")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("/app?q=1 host=Some({:?})", proxy.addr.to_string()));
+    }
+    assert_eq!(o.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_unix_socket_is_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = relais(&pass_through(&format!(
+        "[upstreams.o]\nservers = [\"unix:{}\"]\n",
+        dir.path().join("none.sock").display()
+    )))
+    .await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
+}
+
+/// `protocol = "h2c"`: requests reach the origin as HTTP/2, many on one
+/// connection, never more at once on a connection than `max_streams`.
+#[tokio::test]
+async fn an_h2c_upstream_multiplexes_within_max_streams() {
+    let o = origin()
+        .route("/", |req: Request<hyper::body::Incoming>| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let host = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+            text(200, &format!("{:?} {host}", req.version()), &[])
+        })
+        .start()
+        .await;
+    let proxy = relais(&pass_through(&format!(
+        "[upstreams.o]\nservers = [\"{}\"]\nprotocol = \"h2c\"\nmax_streams = 2\n",
+        o.addr
+    )))
+    .await;
+    let url = proxy.url("/slow");
+    let answers = futures_util::future::join_all((0..6).map(|_| get(&url))).await;
+    for r in &answers {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("HTTP/2.0 {}", proxy.addr));
+    }
+    let opened = o.connections();
+    assert!(opened >= 3, "6 concurrent requests at 2 streams each need at least 3 connections, got {opened}");
+    // Later requests share the open connections.
+    for _ in 0..4 {
+        assert_eq!(get(&url).await.status, 200);
+    }
+    assert_eq!(o.connections(), opened);
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    assert!(sample(&m, "relais_upstream_connections_total{upstream=\"o\",reused=\"true\"}") >= 4);
+}
+
+/// gRPC through relais with a real gRPC server and client (tonic): unary and
+/// server-streaming calls, their status in the trailers, `te: trailers` kept.
+mod grpc {
+    use super::*;
+    use std::pin::Pin;
+
+    use futures_util::{Stream, StreamExt};
+    use http::uri::PathAndQuery;
+    use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+    use tonic_prost::ProstCodec;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Hello {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(uint32, tag = "2")]
+        count: u32,
+    }
+
+    type Replies = Pin<Box<dyn Stream<Item = Result<Hello, Status>> + Send>>;
+
+    struct SayHello;
+    impl tonic::server::UnaryService<Hello> for SayHello {
+        type Response = Hello;
+        type Future = Pin<Box<dyn Future<Output = Result<GrpcResponse<Hello>, Status>> + Send>>;
+        fn call(&mut self, req: GrpcRequest<Hello>) -> Self::Future {
+            let te = req.metadata().get("te").map(|v| v.to_str().unwrap().to_string());
+            let name = req.into_inner().name;
+            Box::pin(async move {
+                if name.is_empty() {
+                    return Err(Status::invalid_argument("a name, please"));
+                }
+                Ok(GrpcResponse::new(Hello { name: format!("hello {name} te={te:?}"), count: 1 }))
+            })
+        }
+    }
+
+    /// Answers `count` greetings, then fails with ABORTED when asked for more than 3.
+    struct Greetings;
+    impl tonic::server::ServerStreamingService<Hello> for Greetings {
+        type Response = Hello;
+        type ResponseStream = Replies;
+        type Future = Pin<Box<dyn Future<Output = Result<GrpcResponse<Replies>, Status>> + Send>>;
+        fn call(&mut self, req: GrpcRequest<Hello>) -> Self::Future {
+            let Hello { name, count } = req.into_inner();
+            Box::pin(async move {
+                let replies = futures_util::stream::iter(0..count.min(3)).then(move |i| {
+                    let name = name.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok(Hello { name: format!("{name} #{i}"), count: i })
+                    }
+                });
+                let end = (count > 3).then(|| Err(Status::aborted("only 3")));
+                let replies: Replies = Box::pin(replies.chain(futures_util::stream::iter(end)));
+                Ok(GrpcResponse::new(replies))
+            })
+        }
+    }
+
+    /// A gRPC server speaking HTTP/2 in cleartext, as gRPC servers behind a proxy do.
+    async fn server() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let mut grpc = tonic::server::Grpc::new(ProstCodec::<Hello, Hello>::default());
+                        let res = match req.uri().path() {
+                            "/test.Greeter/SayHello" => grpc.unary(SayHello, req).await,
+                            "/test.Greeter/Greetings" => grpc.server_streaming(Greetings, req).await,
+                            _ => Status::unimplemented("no such method").into_http(),
+                        };
+                        Ok::<_, std::convert::Infallible>(res)
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn client(url: String) -> tonic::client::Grpc<tonic::transport::Channel> {
+        let channel = tonic::transport::Channel::from_shared(url).unwrap().connect().await.unwrap();
+        tonic::client::Grpc::new(channel)
+    }
+
+    async fn through_relais() -> (Relais, std::net::SocketAddr) {
+        let origin = server().await;
+        let proxy = relais(&format!(
+            "[upstreams.g]\nservers = [\"{origin}\"]\nprotocol = \"h2c\"\n[[routes]]\nupstream = \"g\"\n"
+        ))
+        .await;
+        (proxy, origin)
+    }
+
+    #[tokio::test]
+    async fn unary_calls_and_their_status_pass_through() {
+        let (proxy, _origin) = through_relais().await;
+        let mut grpc = client(proxy.url("")).await;
+        for _ in 0..3 {
+            grpc.ready().await.unwrap();
+            let path = PathAndQuery::from_static("/test.Greeter/SayHello");
+            let res = grpc
+                .unary(GrpcRequest::new(Hello { name: "relais".into(), count: 0 }), path, ProstCodec::default())
+                .await
+                .expect("a unary call through relais");
+            let cache = res.metadata().get("cache-status").expect("relais's Cache-Status").to_str().unwrap();
+            assert!(cache.contains("fwd=method"), "a POST is never served from the cache: {cache}");
+            let hello: Hello = res.into_inner();
+            assert_eq!(hello.name, "hello relais te=Some(\"trailers\")");
+        }
+        grpc.ready().await.unwrap();
+        let path = PathAndQuery::from_static("/test.Greeter/SayHello");
+        let err = grpc
+            .unary::<Hello, Hello, _>(GrpcRequest::new(Hello::default()), path, ProstCodec::default())
+            .await
+            .expect_err("the server's error");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.message(), "a name, please");
+        let m = proxy.admin("GET", "/metrics", "").await.text();
+        assert_eq!(sample(&m, "relais_cache_hits_total"), 0);
+    }
+
+    #[tokio::test]
+    async fn server_streaming_calls_keep_their_messages_and_trailers() {
+        let (proxy, _origin) = through_relais().await;
+        let mut grpc = client(proxy.url("")).await;
+        grpc.ready().await.unwrap();
+        let path = PathAndQuery::from_static("/test.Greeter/Greetings");
+        let res = grpc
+            .server_streaming(GrpcRequest::new(Hello { name: "a".into(), count: 3 }), path, ProstCodec::default())
+            .await
+            .unwrap();
+        let mut stream = res.into_inner();
+        let mut got = Vec::new();
+        while let Some(m) = stream.message().await.expect("messages, then OK in the trailers") {
+            let m: Hello = m;
+            got.push(m.name);
+        }
+        assert_eq!(got, ["a #0", "a #1", "a #2"]);
+
+        // An error after some messages arrives in the trailers, which relais must forward.
+        grpc.ready().await.unwrap();
+        let path = PathAndQuery::from_static("/test.Greeter/Greetings");
+        let res = grpc
+            .server_streaming::<Hello, Hello, _>(
+                GrpcRequest::new(Hello { name: "b".into(), count: 5 }),
+                path,
+                ProstCodec::default(),
+            )
+            .await
+            .unwrap();
+        let mut stream = res.into_inner();
+        let mut n = 0;
+        let status = loop {
+            match stream.message().await {
+                Ok(Some(_)) => n += 1,
+                Ok(None) => panic!("the stream ended OK: the trailers were lost"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(n, 3);
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        assert_eq!(status.message(), "only 3");
+    }
+}
