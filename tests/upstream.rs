@@ -285,3 +285,158 @@ mod grpc {
         assert_eq!(status.message(), "only 3");
     }
 }
+
+/// A DNS server the test controls: answers A queries for any name with
+/// `addresses` at a TTL of 1 s, and other queries with no records.
+struct Dns {
+    addr: std::net::SocketAddr,
+    addresses: std::sync::Arc<std::sync::Mutex<Vec<std::net::Ipv4Addr>>>,
+}
+
+impl Dns {
+    async fn start(first: &[std::net::Ipv4Addr]) -> Dns {
+        use hickory_proto::op::{Message, MessageType};
+        use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let addresses = std::sync::Arc::new(std::sync::Mutex::new(first.to_vec()));
+        let answer = addresses.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
+                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                let mut reply = Message::new();
+                reply.set_id(query.id()).set_message_type(MessageType::Response).set_recursion_available(true);
+                reply.set_recursion_desired(query.recursion_desired());
+                for q in query.queries() {
+                    reply.add_query(q.clone());
+                    if q.query_type() == RecordType::A {
+                        for ip in answer.lock().unwrap().iter() {
+                            reply.add_answer(Record::from_rdata(q.name().clone(), 1, RData::A(A(*ip))));
+                        }
+                    }
+                }
+                let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
+            }
+        });
+        Dns { addr, addresses }
+    }
+
+    fn answer(&self, ips: &[std::net::Ipv4Addr]) {
+        *self.addresses.lock().unwrap() = ips.to_vec();
+    }
+}
+
+/// Origins on 127.0.0.1 and 127.0.0.2 at the same port, answering with their name.
+async fn two_origins_one_port() -> (Origin, Origin, u16) {
+    for _ in 0..20 {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = a.local_addr().unwrap().port();
+        let Ok(b) = tokio::net::TcpListener::bind(("127.0.0.2", port)).await else { continue };
+        let a = origin().text("/", "one").start_on(a).await;
+        let b = origin().text("/", "two").start_on(b).await;
+        return (a, b, port);
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+/// A server given by name follows its DNS answer: every address is a server,
+/// and a changed answer is picked up once its TTL has passed.
+#[tokio::test]
+async fn dns_names_are_re_resolved_and_every_address_is_a_server() {
+    let (one, two, port) = two_origins_one_port().await;
+    let dns = Dns::start(&["127.0.0.1".parse().unwrap()]).await;
+    let proxy = relais(&pass_through(&format!(
+        "[upstreams.o]\nservers = [\"app.test:{port}\"]\nresolver = [\"{}\"]\nresolve_interval = \"30s\"\n",
+        dns.addr
+    )))
+    .await;
+    let server = |ip: &str| format!("relais_upstream_server_up{{upstream=\"o\",server=\"app.test:{port}@{ip}\"}}");
+    // Waits until the servers in metrics are exactly `ips`.
+    let servers_become = |ips: &'static [&'static str]| {
+        let proxy = &proxy;
+        let server = &server;
+        async move {
+            for _ in 0..100 {
+                let m = proxy.admin("GET", "/metrics", "").await.text();
+                let listed = m.lines().filter(|l| l.starts_with("relais_upstream_server_up{")).count();
+                if listed == ips.len() && ips.iter().all(|ip| m.contains(&server(ip))) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("servers never became {ips:?}");
+        }
+    };
+
+    servers_become(&["127.0.0.1"]).await;
+    for _ in 0..4 {
+        assert_eq!(get(&proxy.url("/")).await.text(), "one");
+    }
+
+    // The name moves: within its TTL (1 s) plus a lookup, requests follow it.
+    dns.answer(&["127.0.0.2".parse().unwrap()]);
+    servers_become(&["127.0.0.2"]).await;
+    for _ in 0..4 {
+        assert_eq!(get(&proxy.url("/")).await.text(), "two");
+    }
+
+    // Two addresses: two servers, balanced round-robin.
+    dns.answer(&["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()]);
+    servers_become(&["127.0.0.1", "127.0.0.2"]).await;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(get(&proxy.url("/")).await.text());
+    }
+    assert_eq!(seen.iter().filter(|s| *s == "one").count(), 3, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| *s == "two").count(), 3, "{seen:?}");
+    // The server that stayed kept its pooled connection.
+    assert_eq!(two.connections(), 1);
+    drop(one);
+
+    // An empty answer (or a resolver outage) keeps the last addresses.
+    dns.answer(&[]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    servers_become(&["127.0.0.1", "127.0.0.2"]).await;
+}
+
+/// `slow_start`: a server back from a failure gets few requests at first,
+/// and its whole share once the ramp is over.
+#[tokio::test]
+async fn a_server_back_from_failure_ramps_up_over_slow_start() {
+    let a = origin().text("/", "a").start().await;
+    let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_addr = b_listener.local_addr().unwrap();
+    let b = origin().text("/", "b").start_on(b_listener).await;
+    let proxy = relais(&pass_through(&format!(
+        "[upstreams.o]\nservers = [\"{}\", \"{b_addr}\"]\nfail_timeout = \"1s\"\nslow_start = \"3s\"\nretry_on = [\"reset\"]\n",
+        a.addr
+    )))
+    .await;
+    let share_of_b = |n: usize| {
+        let url = proxy.url("/");
+        async move {
+            let mut b = 0;
+            for _ in 0..n {
+                let r = get(&url).await;
+                assert_eq!(r.status, 200);
+                b += usize::from(r.text() == "b");
+            }
+            b
+        }
+    };
+    assert_eq!(share_of_b(10).await, 5, "round-robin before any failure");
+
+    // b fails: the request that finds it dead goes to a, and b is out for fail_timeout.
+    b.stop();
+    drop(b);
+    assert_eq!(share_of_b(4).await, 0);
+    let b = origin().text("/", "b").start_on(tokio::net::TcpListener::bind(b_addr).await.unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let early = share_of_b(20).await;
+    assert!(early <= 5, "just back, b got {early} of 20");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(share_of_b(20).await, 10, "ramp over: its whole share");
+    assert!(b.total_hits() >= 10);
+}

@@ -298,7 +298,7 @@ async fn gauges(pipeline: &Pipeline) -> render::Gauges {
         g.disk_entries = d.entries() as u64;
     }
     for (name, up) in &pipeline.upstreams {
-        for s in up.servers() {
+        for s in &up.members().servers {
             g.servers.push(render::ServerGauge {
                 upstream: name.clone(),
                 address: s.address.to_string(),

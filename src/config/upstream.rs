@@ -59,6 +59,20 @@ pub struct UpstreamConfig {
     /// outage. Default 0.2.
     #[serde(default = "default_retry_budget")]
     pub retry_budget: f64,
+    /// Name servers (`"ip:port"`) that resolve servers given by name. Default:
+    /// the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub resolver: Vec<std::net::SocketAddr>,
+    /// The longest a name's addresses are kept before it is looked up again
+    /// (sooner when its TTL says so); `"0s"` resolves names at each connect
+    /// instead. Default 30s.
+    #[serde(default = "default_resolve_interval")]
+    pub resolve_interval: Dur,
+    /// A server that comes back (after passive or active health took it out,
+    /// or an ejection) regains its weight over this time, linearly. Not with
+    /// `hash` or `ip_hash`. Default 0s (at once).
+    #[serde(default)]
+    pub slow_start: Dur,
     /// Active health checks. Default: none (passive health only).
     pub health: Option<HealthCheck>,
     /// Outlier ejection on consecutive 5xx answers and timeouts. Default: none.
@@ -84,6 +98,9 @@ pub struct Outlier {
     pub max_ejection_percent: u32,
 }
 
+fn default_resolve_interval() -> Dur {
+    Dur::secs(30)
+}
 fn default_consecutive() -> u32 {
     5
 }

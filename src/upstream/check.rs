@@ -5,8 +5,8 @@
 //! used only if both this and passive health say it is up. The first round runs
 //! as the pool is built, so a dead server is known before clients are sent to it.
 
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::{PoisonError, Weak};
 
 use http::{Request, Uri, header};
 use http_body_util::BodyExt;
@@ -20,25 +20,24 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 /// Checks every server of `upstream` until it is dropped (a reload that replaced it).
 pub async fn run(upstream: Weak<Upstream>, check: HealthCheck) {
-    let n = match upstream.upgrade() {
-        Some(u) => u.servers.len(),
-        None => return,
-    };
-    let mut streaks = vec![(0u32, 0u32); n];
     let mut tick = tokio::time::interval(check.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(up) = upstream.upgrade() else { return };
-        let probes = up.servers.iter().map(|s| probe(&up, s, &check));
+        let members = up.members();
+        let probes = members.servers.iter().map(|s| probe(&up, s, &check));
         let results = futures_util::future::join_all(probes).await;
-        for ((server, result), (fails, passes)) in up.servers.iter().zip(results).zip(streaks.iter_mut()) {
+        for (server, result) in members.servers.iter().zip(results) {
             let down = server.checked_down.load(Ordering::Relaxed);
+            let mut streak = server.check_streak.lock().unwrap_or_else(PoisonError::into_inner);
+            let (fails, passes) = &mut *streak;
             match result {
                 Ok(()) => {
                     (*fails, *passes) = (0, *passes + 1);
                     if down && *passes >= check.passes {
                         server.checked_down.store(false, Ordering::Relaxed);
+                        server.health.came_back();
                         tracing::warn!(upstream = %up.name, server = %server.address, "health check passed; server up");
                     }
                 }

@@ -16,6 +16,9 @@ pub struct Health {
     bad_answers: AtomicU32,
     ejections: AtomicU32,
     ejected_until: AtomicU64,
+    /// When an active check last brought the server back, or a success ended
+    /// a passive down time early (ms since [`epoch`]), for `slow_start`.
+    back_at: AtomicU64,
 }
 
 impl Health {
@@ -60,9 +63,33 @@ impl Health {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
-        if self.down_until.load(Ordering::Relaxed) != 0 {
+        let until = self.down_until.load(Ordering::Relaxed);
+        if until != 0 {
             self.down_until.store(0, Ordering::Relaxed);
+            self.back_at.fetch_max(until.min(now_ms()), Ordering::Relaxed);
         }
+    }
+
+    /// An active check brought the server back.
+    pub fn came_back(&self) {
+        self.back_at.fetch_max(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The share of its weight a server that came back has regained within
+    /// `slow_start` (nginx's `slow_start`): from near 0 to 1, linearly.
+    pub fn ramp(&self, slow_start: Duration) -> f64 {
+        let now = now_ms();
+        let past = |t: u64| if t <= now { t } else { 0 };
+        let back = self
+            .back_at
+            .load(Ordering::Relaxed)
+            .max(past(self.down_until.load(Ordering::Relaxed)))
+            .max(past(self.ejected_until.load(Ordering::Relaxed)));
+        let window = slow_start.as_millis() as u64;
+        if back == 0 || window == 0 || now - back >= window {
+            return 1.0;
+        }
+        (now - back) as f64 / window as f64
     }
 
     /// Records a failure; true if this one took the server down.
@@ -109,6 +136,22 @@ mod tests {
         assert!(!h.is_up());
         h.success();
         assert!(h.is_up());
+    }
+
+    #[test]
+    fn a_server_back_regains_its_weight_over_slow_start() {
+        let h = Health::default();
+        assert_eq!(h.ramp(Duration::from_secs(10)), 1.0, "never down: whole weight");
+        h.failure(1, Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        let early = h.ramp(Duration::from_millis(200));
+        assert!(early > 0.0 && early < 0.5, "just back: {early}");
+        h.success();
+        assert!(h.ramp(Duration::from_millis(200)) < 0.5, "a success keeps the time it came back");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(h.ramp(Duration::from_millis(200)), 1.0);
+        h.came_back();
+        assert!(h.ramp(Duration::from_millis(200)) < 0.5);
     }
 
     #[test]

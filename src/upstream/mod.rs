@@ -16,6 +16,7 @@ mod check;
 mod connect;
 mod health;
 mod pool;
+mod resolve;
 mod retry;
 
 use std::sync::Arc;
@@ -26,7 +27,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 
 use crate::body::Body;
-use crate::config::{Protocol, ServerAddress, UpstreamConfig};
+use arc_swap::ArcSwap;
+
+use crate::config::{Protocol, ServerAddress, ServerEntry, UpstreamConfig};
 use balance::Balancer;
 use connect::{Connector, Endpoint};
 use health::Health;
@@ -44,11 +47,48 @@ pub struct Server {
     tls: bool,
     /// Active health checks say it is down.
     checked_down: std::sync::atomic::AtomicBool,
+    /// Active checks failed and passed in a row.
+    check_streak: std::sync::Mutex<(u32, u32)>,
+    /// While it ramps up after coming back (`slow_start`): the share of picks
+    /// it has earned, in thousandths; it keeps a pick once that reaches one.
+    ramp_credit: AtomicUsize,
     endpoint: Endpoint,
     pool: Arc<Pool>,
 }
 
 impl Server {
+    /// The server for `entry`, at `ip` when its name has been resolved.
+    fn new(
+        entry: &ServerEntry,
+        ip: Option<std::net::IpAddr>,
+        tls_name: Option<&rustls_pki_types::ServerName<'static>>,
+        settings: &Arc<pool::Settings>,
+    ) -> Server {
+        let a = entry.address();
+        let mut endpoint = endpoint(a, tls_name);
+        let address = match (ip, &mut endpoint) {
+            (Some(ip), Endpoint::Tcp { host, .. }) => {
+                *host = Arc::from(ip.to_string());
+                Arc::from(format!("{a}@{ip}"))
+            }
+            _ => Arc::from(a.as_str()),
+        };
+        Server {
+            address,
+            authority: a.authority().clone(),
+            host_value: a.host_value().clone(),
+            tls: a.is_tls(),
+            weight: entry.weight(),
+            health: Health::default(),
+            in_flight: AtomicUsize::new(0),
+            checked_down: Default::default(),
+            check_streak: Default::default(),
+            ramp_credit: AtomicUsize::new(0),
+            endpoint,
+            pool: Pool::new(settings.clone()),
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.health.is_up() && !self.checked_down.load(Ordering::Relaxed)
     }
@@ -78,12 +118,22 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A named pool of servers sharing one connection pool.
+/// A pool's servers as they are now and the balancer over them, replaced
+/// whole when a name resolves to other addresses.
+#[derive(Default)]
+pub struct Members {
+    pub servers: Vec<Arc<Server>>,
+    balancer: Balancer,
+}
+
+/// A named pool of servers.
 pub struct Upstream {
     pub name: String,
     pub config: UpstreamConfig,
-    servers: Vec<Server>,
-    balancer: Balancer,
+    members: ArcSwap<Members>,
+    settings: Arc<pool::Settings>,
+    /// `tls.server_name`: the name every `https://` server is verified as.
+    server_name: Option<rustls_pki_types::ServerName<'static>>,
     budget: retry::Budget,
     connector: Connector,
     metrics: Arc<crate::metrics::Metrics>,
@@ -136,24 +186,7 @@ impl Upstream {
             })?),
             None => None,
         };
-        let servers: Vec<Server> = config
-            .servers
-            .iter()
-            .map(|s| Server {
-                address: Arc::from(s.address().as_str()),
-                authority: s.address().authority().clone(),
-                host_value: s.address().host_value().clone(),
-                tls: s.address().is_tls(),
-                weight: s.weight(),
-                health: Health::default(),
-                in_flight: AtomicUsize::new(0),
-                checked_down: Default::default(),
-                endpoint: endpoint(s.address(), server_name.as_ref()),
-                pool: Pool::new(settings.clone()),
-            })
-            .collect();
-        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
-        let tls = if servers.iter().any(|s| s.tls) {
+        let tls = if config.servers.iter().any(|s| s.address().is_tls()) {
             if config.tls.insecure_skip_verify {
                 tracing::warn!(upstream = name, "tls.insecure_skip_verify: the servers' certificates are not verified");
             }
@@ -166,15 +199,42 @@ impl Upstream {
         } else {
             None
         };
-        Ok(Upstream {
+        let up = Upstream {
             name: name.to_string(),
             config: config.clone(),
-            balancer: Balancer::new(config.balance, &servers.iter().map(|s| &*s.address).collect::<Vec<_>>(), &weights),
+            members: ArcSwap::from_pointee(Members::default()),
+            settings,
+            server_name,
             budget: retry::Budget::new(config.retry_budget),
-            servers,
             connector: Connector::new(tls, config.connect_timeout.get()),
             metrics,
-        })
+        };
+        let unresolved = vec![None; config.servers.len()];
+        up.members.store(Arc::new(up.members_for(&unresolved)));
+        Ok(up)
+    }
+
+    /// The servers for the configured entries, `resolved[i]` the addresses of
+    /// entry `i` when it is a name already resolved. Servers still there are
+    /// kept (their health, counts and connections with them).
+    fn members_for(&self, resolved: &[Option<Vec<std::net::IpAddr>>]) -> Members {
+        let current = self.members.load();
+        let mut servers = Vec::new();
+        for (entry, ips) in self.config.servers.iter().zip(resolved) {
+            let ips: Vec<Option<std::net::IpAddr>> = match ips {
+                Some(ips) => ips.iter().copied().map(Some).collect(),
+                None => vec![None],
+            };
+            for ip in ips {
+                let server = Server::new(entry, ip, self.server_name.as_ref(), &self.settings);
+                let kept = current.servers.iter().find(|s| s.address == server.address);
+                servers.push(kept.cloned().unwrap_or_else(|| Arc::new(server)));
+            }
+        }
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+        let addresses: Vec<&str> = servers.iter().map(|s| &*s.address).collect();
+        let balancer = Balancer::new(self.config.balance, &addresses, &weights);
+        Members { servers, balancer }
     }
 
     /// Starts the pool's active health checks, if it has any; they stop when it is dropped.
@@ -183,6 +243,7 @@ impl Upstream {
             tokio::spawn(check::run(Arc::downgrade(self), check));
         }
         tokio::spawn(sweep(Arc::downgrade(self)));
+        tokio::spawn(resolve_names(Arc::downgrade(self)));
     }
 
     /// Sends `req` as it is to `server`, without retries or accounting (health checks).
@@ -220,13 +281,16 @@ impl Upstream {
         req
     }
 
-    pub fn servers(&self) -> &[Server] {
-        &self.servers
+    /// The servers as they are now.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.load_full()
     }
 
     /// Sends `out` to a live server; returns the response head and the server's address.
     pub async fn send(&self, out: Outgoing) -> Result<(Response<Body>, Arc<str>), UpstreamError> {
-        let order = self.order(self.affinity(&out));
+        let members = self.members.load_full();
+        let mut order = order(&members, self.affinity(&out));
+        self.slow_start(&members, &mut order);
         let attempts = if out.retryable { order.len() } else { 1 };
         self.budget.deposit();
         let mut retries = 0;
@@ -240,7 +304,7 @@ impl Upstream {
         let mut body = Some(body);
         let mut last = None;
         for (attempt, &i) in order.iter().take(attempts).enumerate() {
-            let server = &self.servers[i];
+            let server = &*members.servers[i];
             if server_host {
                 headers.insert(header::HOST, server.host_value.clone());
             }
@@ -264,9 +328,9 @@ impl Upstream {
                 Ok(Ok((res, reused))) => {
                     self.metrics.upstream_connection(&self.name, reused);
                     self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());
-                    self.balancer.observe(i, started.elapsed());
+                    members.balancer.observe(i, started.elapsed());
                     server.health.success();
-                    self.note_answer(server, res.status().is_server_error());
+                    self.note_answer(&members, server, res.status().is_server_error());
                     let code = res.status().as_u16().to_string();
                     if self.config.retry_on.contains(&code) && retry(attempt) {
                         tracing::info!(upstream = %self.name, server = %server.address, status = %code, "retrying on the next server");
@@ -298,7 +362,7 @@ impl Upstream {
                 }
                 Err(_) => {
                     self.mark_failed(server);
-                    self.note_answer(server, true);
+                    self.note_answer(&members, server, true);
                     tracing::warn!(upstream = %self.name, server = %server.address, "response timeout");
                     return Err(UpstreamError::Timeout(server.address.clone()));
                 }
@@ -333,16 +397,40 @@ impl Upstream {
         }
     }
 
+    /// A server picked first while it ramps up after coming back keeps the
+    /// pick in proportion to the weight it has regained, else yields it to the
+    /// next (its place in a retry order stays). Not with `hash` and `ip_hash`,
+    /// as in nginx: it would move keys.
+    fn slow_start(&self, members: &Members, order: &mut [usize]) {
+        use crate::config::Balance;
+        let slow = self.config.slow_start.get();
+        if slow.is_zero() || order.len() < 2 || matches!(self.config.balance, Balance::Hash | Balance::IpHash) {
+            return;
+        }
+        let first = &members.servers[order[0]];
+        let share = first.health.ramp(slow);
+        if share >= 1.0 {
+            return;
+        }
+        let add = (share * 1000.0) as usize;
+        let earned = first.ramp_credit.fetch_add(add, Ordering::Relaxed) + add;
+        if earned >= 1000 {
+            first.ramp_credit.fetch_sub(1000, Ordering::Relaxed);
+        } else {
+            order.swap(0, 1);
+        }
+    }
+
     /// Outlier ejection: a run of 5xx answers or timeouts ejects the server for
     /// a time that grows with each ejection, unless that would put more than
     /// `max_ejection_percent` of the pool out at once.
-    fn note_answer(&self, server: &Server, bad: bool) {
+    fn note_answer(&self, members: &Members, server: &Server, bad: bool) {
         let Some(o) = &self.config.outlier else { return };
         if !server.health.answered(bad, o.consecutive_5xx) {
             return;
         }
-        let out = self.servers.iter().filter(|s| s.health.is_ejected()).count() + 1;
-        if out * 100 > o.max_ejection_percent as usize * self.servers.len() {
+        let out = members.servers.iter().filter(|s| s.health.is_ejected()).count() + 1;
+        if out * 100 > o.max_ejection_percent as usize * members.servers.len() {
             tracing::debug!(upstream = %self.name, server = %server.address, "not ejected: too much of the pool is out");
             return;
         }
@@ -355,19 +443,19 @@ impl Upstream {
             tracing::warn!(upstream = %self.name, server = %server.address, cooldown = ?self.config.fail_timeout.get(), "server marked down");
         }
     }
+}
 
-    /// Live servers in balancing order; if none is live, the one due back
-    /// first, so a pool recovers as soon as its server does.
-    fn order(&self, key: Option<u64>) -> Vec<usize> {
-        let s = &self.servers;
-        let mut order = self.balancer.candidates(s.len(), |i| s[i].in_flight(), |i| s[i].weight, key);
-        order.retain(|&i| s[i].is_up());
-        if order.is_empty() {
-            let soonest = (0..s.len()).min_by_key(|&i| s[i].health.down_until()).unwrap_or(0);
-            order.push(soonest);
-        }
-        order
+/// Live servers in balancing order; if none is live, the one due back
+/// first, so a pool recovers as soon as its server does.
+fn order(m: &Members, key: Option<u64>) -> Vec<usize> {
+    let s = &m.servers;
+    let mut order = m.balancer.candidates(s.len(), |i| s[i].in_flight(), |i| s[i].weight, key);
+    order.retain(|&i| s[i].is_up());
+    if order.is_empty() {
+        let soonest = (0..s.len()).min_by_key(|&i| s[i].health.down_until()).unwrap_or(0);
+        order.push(soonest);
     }
+    order
 }
 
 /// Where `address` is reached. A name is resolved at each connect.
@@ -382,6 +470,69 @@ fn endpoint(address: &ServerAddress, server_name: Option<&rustls_pki_types::Serv
     Endpoint::Tcp { host: Arc::from(address.host()), port: address.port(), name }
 }
 
+/// Looks the pool's named servers up again whenever their answers expire,
+/// until the pool is dropped; a changed answer changes the servers.
+async fn resolve_names(upstream: std::sync::Weak<Upstream>) {
+    let Some(up) = upstream.upgrade() else { return };
+    let names: Vec<Option<String>> = up
+        .config
+        .servers
+        .iter()
+        .map(|e| {
+            let a = e.address();
+            let literal = a.unix_path().is_some() || a.host().parse::<std::net::IpAddr>().is_ok();
+            (!literal).then(|| a.host().to_string())
+        })
+        .collect();
+    let longest = up.config.resolve_interval.get();
+    if names.iter().all(Option::is_none) || longest.is_zero() {
+        return;
+    }
+    let resolver = match resolve::Resolver::new(&up.config.resolver) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(upstream = %up.name, error = %e, "no resolver; names are looked up at each connect");
+            return;
+        }
+    };
+    drop(up);
+    let mut resolved: Vec<Option<Vec<std::net::IpAddr>>> = vec![None; names.len()];
+    loop {
+        let mut next = longest;
+        let mut changed = false;
+        for (name, known) in names.iter().zip(resolved.iter_mut()) {
+            let Some(name) = name else { continue };
+            match resolver.lookup(name).await {
+                Ok((ips, ttl)) => {
+                    next = next.min(ttl.max(Duration::from_secs(1)));
+                    if known.as_ref() != Some(&ips) {
+                        tracing::info!(upstream = %upstream_name(&upstream), name, addresses = ?ips, ?ttl, "name resolved");
+                        *known = Some(ips);
+                        changed = true;
+                    }
+                }
+                Err(e) => {
+                    // Asked again soon; meanwhile the last answer stands.
+                    next = next.min(Duration::from_secs(5));
+                    tracing::warn!(upstream = %upstream_name(&upstream), name, error = %e, "lookup failed; keeping the last addresses");
+                }
+            }
+        }
+        if changed {
+            let Some(up) = upstream.upgrade() else { return };
+            up.members.store(Arc::new(up.members_for(&resolved)));
+        }
+        tokio::time::sleep(next).await;
+        if upstream.strong_count() == 0 {
+            return;
+        }
+    }
+}
+
+fn upstream_name(upstream: &std::sync::Weak<Upstream>) -> String {
+    upstream.upgrade().map(|u| u.name.clone()).unwrap_or_default()
+}
+
 /// Closes each server's idle connections past `idle_timeout` or closed by the server, until the pool is dropped.
 async fn sweep(upstream: std::sync::Weak<Upstream>) {
     let every = match upstream.upgrade() {
@@ -391,7 +542,7 @@ async fn sweep(upstream: std::sync::Weak<Upstream>) {
     loop {
         tokio::time::sleep(every).await;
         let Some(up) = upstream.upgrade() else { return };
-        for server in &up.servers {
+        for server in &up.members.load().servers {
             server.pool.sweep();
         }
     }

@@ -30,6 +30,13 @@ pub struct Balancer {
     random: AtomicU64,
 }
 
+impl Default for Balancer {
+    /// Over no servers: what a pool holds only while it is being built.
+    fn default() -> Balancer {
+        Balancer::new(Balance::default(), &[], &[])
+    }
+}
+
 impl Balancer {
     pub fn new(kind: Balance, addresses: &[&str], weights: &[u32]) -> Balancer {
         let ring = matches!(kind, Balance::Hash | Balance::IpHash).then(|| ring::Ring::new(addresses, weights));
