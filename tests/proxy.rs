@@ -366,6 +366,11 @@ async fn outliers_are_ejected_within_the_share_of_the_pool() {
         assert_eq!(get(&proxy.url("/")).await.text(), "good");
     }
     assert_eq!(broken.total_hits(), hits, "ejected: no more requests");
+    let stats = proxy.admin("GET", "/stats", "").await.text();
+    assert_eq!(stats.matches("\"state\":\"ejected\"").count(), 1, "{stats}");
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    let ejections = format!("relais_upstream_server_ejections_total{{upstream=\"pool\",server=\"{}\"}} 1", broken.addr);
+    assert!(m.contains(&ejections), "{m}");
 
     // Both broken: one may go (half the pool), the other keeps answering.
     let also = origin().route("/", |_| async { text(500, "also broken", &[]) }).start().await;

@@ -440,3 +440,44 @@ async fn a_server_back_from_failure_ramps_up_over_slow_start() {
     assert_eq!(share_of_b(20).await, 10, "ramp over: its whole share");
     assert!(b.total_hits() >= 10);
 }
+
+/// `least_conn`: while one server holds slow requests, new ones go to the other.
+#[tokio::test]
+async fn least_conn_sends_new_requests_away_from_a_server_holding_slow_ones() {
+    let slow = origin()
+        .route("/hold", |_| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            text(200, "held", &[])
+        })
+        .text("/", "slow")
+        .start()
+        .await;
+    let quick = origin().text("/", "quick").start().await;
+    let proxy = relais(&pass_through(&format!(
+        "[upstreams.o]\nservers = [\"{}\", \"{}\"]\nbalance = \"least_conn\"\n",
+        slow.addr, quick.addr
+    )))
+    .await;
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            let url = proxy.url("/hold");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    // Until the slow server holds some: the quick one answers its share at once.
+    for _ in 0..100 {
+        if slow.hits("/hold") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.push(get(&proxy.url("/next")).await.text());
+    }
+    assert!(answers.iter().all(|a| a == "quick"), "{answers:?}");
+    for h in held {
+        assert_eq!(h.await.unwrap().status, 200);
+    }
+}

@@ -303,6 +303,8 @@ async fn gauges(pipeline: &Pipeline) -> render::Gauges {
                 upstream: name.clone(),
                 address: s.address.to_string(),
                 up: s.is_up(),
+                state: s.state(),
+                ejections: s.ejections(),
                 in_flight: s.in_flight() as u64,
                 connections: s.open_connections() as u64,
             });

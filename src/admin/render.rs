@@ -37,6 +37,10 @@ pub struct ServerGauge {
     pub upstream: String,
     pub address: String,
     pub up: bool,
+    /// `up`, `down` (passive health, for `fail_timeout`), `check_failed` or `ejected`.
+    pub state: &'static str,
+    /// Outlier ejections so far.
+    pub ejections: u64,
     pub in_flight: u64,
     /// Idle HTTP/1.1 connections and open HTTP/2 ones.
     pub connections: u64,
@@ -87,6 +91,10 @@ pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     family(o, "upstream_server_up", "gauge", "Whether the balancer considers the server healthy (1) or not (0).");
     for s in &gauges.servers {
         sample(o, "upstream_server_up", &[("upstream", &s.upstream), ("server", &s.address)], u8::from(s.up));
+    }
+    family(o, "upstream_server_ejections_total", "counter", "Outlier ejections of the server.");
+    for s in &gauges.servers {
+        sample(o, "upstream_server_ejections_total", &[("upstream", &s.upstream), ("server", &s.address)], s.ejections);
     }
     family(o, "upstream_server_in_flight", "gauge", "Requests currently sent to the server.");
     for s in &gauges.servers {
@@ -239,7 +247,16 @@ fn upstreams_json(servers: &[ServerGauge], latency: &[(String, HistogramSnapshot
         let own: Vec<Value> = servers
             .iter()
             .filter(|s| s.upstream == name)
-            .map(|s| json!({"address": s.address, "up": s.up, "in_flight": s.in_flight, "connections": s.connections}))
+            .map(|s| {
+                json!({
+                    "address": s.address,
+                    "up": s.up,
+                    "state": s.state,
+                    "ejections": s.ejections,
+                    "in_flight": s.in_flight,
+                    "connections": s.connections,
+                })
+            })
             .collect();
         let (count, sum) = latency.iter().find(|(n, _)| n == name).map_or((0, 0.0), |(_, h)| (h.count(), h.sum));
         let mean = if count == 0 { 0.0 } else { sum / count as f64 };
@@ -374,6 +391,8 @@ mod tests {
             upstream: "app".into(),
             address: "10.0.0.1:80".into(),
             up: true,
+            state: "up",
+            ejections: 1,
             in_flight: 3,
             connections: 2,
         };

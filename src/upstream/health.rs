@@ -54,12 +54,17 @@ impl Health {
         length
     }
 
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     /// When a down server is due back (ms since epoch); 0 if up.
     pub fn down_until(&self) -> u64 {
         self.down_until.load(Ordering::Relaxed)
     }
 
-    pub fn success(&self) {
+    /// Records a success; true if it ended a passive down time.
+    pub fn success(&self) -> bool {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
@@ -67,7 +72,9 @@ impl Health {
         if until != 0 {
             self.down_until.store(0, Ordering::Relaxed);
             self.back_at.fetch_max(until.min(now_ms()), Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     /// An active check brought the server back.

@@ -92,6 +92,21 @@ impl Server {
     pub fn is_up(&self) -> bool {
         self.health.is_up() && !self.checked_down.load(Ordering::Relaxed)
     }
+    /// Why it is out, if it is: `down` (passive health), `check_failed`, `ejected`; else `up`.
+    pub fn state(&self) -> &'static str {
+        if self.checked_down.load(Ordering::Relaxed) {
+            "check_failed"
+        } else if self.health.is_ejected() {
+            "ejected"
+        } else if !self.health.is_up() {
+            "down"
+        } else {
+            "up"
+        }
+    }
+    pub fn ejections(&self) -> u64 {
+        self.health.ejections().into()
+    }
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -329,7 +344,9 @@ impl Upstream {
                     self.metrics.upstream_connection(&self.name, reused);
                     self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());
                     members.balancer.observe(i, started.elapsed());
-                    server.health.success();
+                    if server.health.success() {
+                        tracing::info!(upstream = %self.name, server = %server.address, "server answered again; back up");
+                    }
                     self.note_answer(&members, server, res.status().is_server_error());
                     let code = res.status().as_u16().to_string();
                     if self.config.retry_on.contains(&code) && retry(attempt) {
