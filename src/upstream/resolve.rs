@@ -3,7 +3,8 @@
 //! and every address it gives is a server of its own (nginx's `server … resolve`).
 //! A failed or empty lookup keeps the addresses the last good one gave, so a
 //! resolver outage does not empty the pool. Until a name has been resolved
-//! once it is a single server looked up at each connect.
+//! once it is a single server looked up at each connect. A name keeps at most
+//! 64 addresses.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -11,6 +12,10 @@ use std::time::Duration;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
+
+/// A name giving more addresses than this (a hostile or broken zone) has its
+/// first ones kept: each address costs a server, its pool and health checks.
+const MAX_ADDRESSES: usize = 64;
 
 pub struct Resolver(TokioResolver);
 
@@ -42,6 +47,10 @@ impl Resolver {
         let mut ips: Vec<IpAddr> = answer.iter().collect();
         ips.sort();
         ips.dedup();
+        if ips.len() > MAX_ADDRESSES {
+            tracing::warn!(host, addresses = ips.len(), kept = MAX_ADDRESSES, "name gives too many addresses");
+            ips.truncate(MAX_ADDRESSES);
+        }
         if ips.is_empty() {
             return Err("no addresses".into());
         }
