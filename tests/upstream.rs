@@ -481,3 +481,30 @@ async fn least_conn_sends_new_requests_away_from_a_server_holding_slow_ones() {
         assert_eq!(h.await.unwrap().status, 200);
     }
 }
+
+/// An origin that answers an HTTP/2 connection preface with garbage, or hangs
+/// up: the client gets a 502, and relais goes on serving.
+#[tokio::test]
+async fn an_h2c_origin_that_speaks_garbage_is_502() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0u32;
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            n += 1;
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+            if n % 2 == 0 {
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno").await;
+            } else {
+                let _ = tcp.write_all(&[0xff; 64]).await;
+            }
+        }
+    });
+    let proxy = relais(&pass_through(&format!("[upstreams.o]\nservers = [\"{addr}\"]\nprotocol = \"h2c\"\n"))).await;
+    for _ in 0..4 {
+        assert_eq!(get(&proxy.url("/")).await.status, 502);
+    }
+    assert_eq!(proxy.admin("GET", "/stats", "").await.status, 200);
+}
