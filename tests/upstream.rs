@@ -495,7 +495,7 @@ async fn an_h2c_origin_that_speaks_garbage_is_502() {
             n += 1;
             let mut buf = [0u8; 1024];
             let _ = tcp.read(&mut buf).await;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno").await;
             } else {
                 let _ = tcp.write_all(&[0xff; 64]).await;
