@@ -25,8 +25,8 @@ pub struct Compression {
     decode: bool,
     preference: Vec<Encoding>,
     min_length: u64,
-    /// Exact media types, and families given as `text/*` (kept as `text/`).
-    types: Vec<String>,
+    /// The media types compressed, parsed once.
+    types: Vec<MediaPattern>,
     levels: [i32; 3],
     /// Levels of the copies made once for cached bodies.
     stored_levels: [i32; 3],
@@ -56,7 +56,7 @@ impl Compression {
         };
         let levels = configured(DEFAULT_LEVELS, &c.levels);
         let stored_levels = configured(STORED_LEVELS, &c.stored_levels);
-        let types = c.types.iter().map(|t| t.to_ascii_lowercase().trim_end_matches('*').to_string()).collect();
+        let types = c.types.iter().map(|t| MediaPattern::new(t)).collect();
         Compression {
             enabled: c.enabled,
             decode: c.decode,
@@ -110,17 +110,45 @@ impl Compression {
 
     fn media_type_listed(&self, res: &HeaderMap) -> bool {
         let Some(ct) = res.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
-        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        self.types.iter().any(|t| match t.strip_suffix('/') {
-            Some(_) => media.starts_with(t.as_str()),
-            None => match t.split_once("/*+") {
-                // `application/*+json`: any `application/...+json`.
-                Some((family, suffix)) => {
-                    media.starts_with(&format!("{family}/")) && media.ends_with(&format!("+{suffix}"))
-                }
-                None => media == *t,
-            },
-        })
+        let media = ct.split(';').next().unwrap_or("").trim();
+        self.types.iter().any(|t| t.matches(media))
+    }
+}
+
+/// A `compression.types` entry: `text/html`, a family `text/*`, or a
+/// structured suffix `application/*+json` (any `application/...+json`).
+enum MediaPattern {
+    Exact(String),
+    /// `text/`.
+    Family(String),
+    /// `application/` and `+json`.
+    Suffixed(String, String),
+}
+
+impl MediaPattern {
+    fn new(t: &str) -> MediaPattern {
+        let t = t.to_ascii_lowercase();
+        if let Some((family, suffix)) = t.split_once("/*+") {
+            return MediaPattern::Suffixed(format!("{family}/"), format!("+{suffix}"));
+        }
+        match t.strip_suffix('*') {
+            Some(family) if family.ends_with('/') => MediaPattern::Family(family.to_string()),
+            _ => MediaPattern::Exact(t),
+        }
+    }
+
+    /// `media` is compared without regard to case, and without allocating.
+    fn matches(&self, media: &str) -> bool {
+        let starts = |p: &str| media.len() >= p.len() && media.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+        match self {
+            MediaPattern::Exact(t) => media.eq_ignore_ascii_case(t),
+            MediaPattern::Family(f) => starts(f),
+            MediaPattern::Suffixed(f, s) => {
+                starts(f)
+                    && media.len() >= f.len() + s.len()
+                    && media.as_bytes()[media.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            }
+        }
     }
 }
 
@@ -213,5 +241,24 @@ pub fn encode(res: Response<Body>, e: Encoding, level: i32) -> Response<Body> {
             tracing::warn!(error = %e, "cannot start an encoder; sent as it is");
             Response::from_parts(parts, Body::empty())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MediaPattern;
+
+    #[test]
+    fn media_patterns_match_without_regard_to_case() {
+        let exact = MediaPattern::new("application/json");
+        assert!(exact.matches("application/json") && exact.matches("Application/JSON"));
+        assert!(!exact.matches("application/json5"));
+        let family = MediaPattern::new("text/*");
+        assert!(family.matches("text/html") && family.matches("TEXT/plain"));
+        assert!(!family.matches("textual/html") && !family.matches("text"));
+        let suffixed = MediaPattern::new("application/*+json");
+        assert!(suffixed.matches("application/problem+json") && suffixed.matches("application/LD+JSON"));
+        assert!(!suffixed.matches("application/json") && !suffixed.matches("text/x+json"));
+        assert!(!suffixed.matches("application/+jso"));
     }
 }
