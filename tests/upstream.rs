@@ -508,3 +508,36 @@ async fn an_h2c_origin_that_speaks_garbage_is_502() {
     }
     assert_eq!(proxy.admin("GET", "/stats", "").await.status, 200);
 }
+
+/// Request trailers reach an HTTP/2 origin, also when the body is read whole
+/// first (`request_buffering`).
+#[tokio::test]
+async fn request_trailers_reach_an_h2_origin_through_request_buffering() {
+    use http_body_util::BodyExt;
+    let o = origin()
+        .route("/", |req: Request<hyper::body::Incoming>| async move {
+            let whole = req.into_body().collect().await.unwrap();
+            let check = whole.trailers().and_then(|t| t.get("x-check")).map(|v| v.to_str().unwrap().to_string());
+            let body = whole.to_bytes();
+            text(200, &format!("{} bytes, x-check={check:?}", body.len()), &[])
+        })
+        .start()
+        .await;
+    for buffering in [false, true] {
+        let proxy = relais(&format!(
+            "[upstreams.o]\nservers = [\"{}\"]\nprotocol = \"h2c\"\n[[routes]]\nupstream = \"o\"\nrequest_buffering = {buffering}\n",
+            o.addr
+        ))
+        .await;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-check", "sum-42".parse().unwrap());
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![b'x'; 100_000]))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).map_err(|e| match e {}).boxed();
+        let req = Request::post(proxy.url("/up")).header("te", "trailers").body(body).unwrap();
+        let r = send_with(&h2_client(), req).await;
+        assert_eq!(r.text(), "100000 bytes, x-check=Some(\"sum-42\")", "request_buffering = {buffering}");
+    }
+}

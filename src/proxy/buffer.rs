@@ -94,8 +94,15 @@ impl Buffering {
         let (mut memory, mut held) = (Vec::new(), 0usize);
         let mut file: Option<(tokio::fs::File, tokio::fs::File)> = None;
         let mut filed = 0u64;
+        let mut trailers = None;
         while let Some(frame) = body.frame().await {
-            let Ok(data) = frame?.into_data() else { continue };
+            let data = match frame?.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    continue;
+                }
+            };
             if file.is_none() && held + data.len() <= self.request_memory {
                 held += data.len();
                 memory.push(data);
@@ -124,16 +131,21 @@ impl Buffering {
                     return;
                 }
             }
-            let Some(mut r) = reader else { return };
-            let mut left = filed;
-            while left > 0 {
-                let mut buf = vec![0u8; left.min(64 * 1024) as usize];
-                let read = r.read_exact(&mut buf).await.map_err(|e| Box::new(e) as BoxError);
-                let failed = read.is_err();
-                left -= buf.len() as u64;
-                if tx.send(read.map(|_| Frame::data(Bytes::from(buf)))).await.is_err() || failed {
-                    return;
+            if let Some(mut r) = reader {
+                let mut left = filed;
+                while left > 0 {
+                    let mut buf = vec![0u8; left.min(64 * 1024) as usize];
+                    let read = r.read_exact(&mut buf).await.map_err(|e| Box::new(e) as BoxError);
+                    let failed = read.is_err();
+                    left -= buf.len() as u64;
+                    if tx.send(read.map(|_| Frame::data(Bytes::from(buf)))).await.is_err() || failed {
+                        return;
+                    }
                 }
+            }
+            // Sent on where the upstream protocol carries them (HTTP/2; HTTP/1.1 with a length cannot).
+            if let Some(trailers) = trailers {
+                let _ = tx.send(Ok(Frame::trailers(trailers))).await;
             }
         });
         Ok(Body::boxed(Known { inner: Body::channel(rx), len }))
