@@ -512,6 +512,7 @@ async fn resolve_names(upstream: std::sync::Weak<Upstream>) {
             return;
         }
     };
+    let pool = up.name.clone();
     drop(up);
     let mut resolved: Vec<Option<Vec<std::net::IpAddr>>> = vec![None; names.len()];
     loop {
@@ -523,7 +524,7 @@ async fn resolve_names(upstream: std::sync::Weak<Upstream>) {
                 Ok((ips, ttl)) => {
                     next = next.min(ttl.max(Duration::from_secs(1)));
                     if known.as_ref() != Some(&ips) {
-                        tracing::info!(upstream = %upstream_name(&upstream), name, addresses = ?ips, ?ttl, "name resolved");
+                        tracing::info!(upstream = %pool, name, addresses = ?ips, ?ttl, "name resolved");
                         *known = Some(ips);
                         changed = true;
                     }
@@ -531,7 +532,7 @@ async fn resolve_names(upstream: std::sync::Weak<Upstream>) {
                 Err(e) => {
                     // Asked again soon; meanwhile the last answer stands.
                     next = next.min(Duration::from_secs(5));
-                    tracing::warn!(upstream = %upstream_name(&upstream), name, error = %e, "lookup failed; keeping the last addresses");
+                    tracing::warn!(upstream = %pool, name, error = %e, "lookup failed; keeping the last addresses");
                 }
             }
         }
@@ -544,10 +545,6 @@ async fn resolve_names(upstream: std::sync::Weak<Upstream>) {
             return;
         }
     }
-}
-
-fn upstream_name(upstream: &std::sync::Weak<Upstream>) -> String {
-    upstream.upgrade().map(|u| u.name.clone()).unwrap_or_default()
 }
 
 /// Closes each server's idle connections past `idle_timeout` or closed by the server, until the pool is dropped.
