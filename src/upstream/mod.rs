@@ -258,7 +258,7 @@ impl Upstream {
             tokio::spawn(check::run(Arc::downgrade(self), check));
         }
         tokio::spawn(sweep(Arc::downgrade(self)));
-        tokio::spawn(resolve_names(Arc::downgrade(self)));
+        tokio::spawn(resolve::run(Arc::downgrade(self)));
     }
 
     /// Sends `req` as it is to `server`, without retries or accounting (health checks).
@@ -485,66 +485,6 @@ fn endpoint(address: &ServerAddress, server_name: Option<&rustls_pki_types::Serv
             .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("invalid").expect("a valid name"))
     });
     Endpoint::Tcp { host: Arc::from(address.host()), port: address.port(), name }
-}
-
-/// Looks the pool's named servers up again whenever their answers expire,
-/// until the pool is dropped; a changed answer changes the servers.
-async fn resolve_names(upstream: std::sync::Weak<Upstream>) {
-    let Some(up) = upstream.upgrade() else { return };
-    let names: Vec<Option<String>> = up
-        .config
-        .servers
-        .iter()
-        .map(|e| {
-            let a = e.address();
-            let literal = a.unix_path().is_some() || a.host().parse::<std::net::IpAddr>().is_ok();
-            (!literal).then(|| a.host().to_string())
-        })
-        .collect();
-    let longest = up.config.resolve_interval.get();
-    if names.iter().all(Option::is_none) || longest.is_zero() {
-        return;
-    }
-    let resolver = match resolve::Resolver::new(&up.config.resolver) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(upstream = %up.name, error = %e, "no resolver; names are looked up at each connect");
-            return;
-        }
-    };
-    let pool = up.name.clone();
-    drop(up);
-    let mut resolved: Vec<Option<Vec<std::net::IpAddr>>> = vec![None; names.len()];
-    loop {
-        let mut next = longest;
-        let mut changed = false;
-        for (name, known) in names.iter().zip(resolved.iter_mut()) {
-            let Some(name) = name else { continue };
-            match resolver.lookup(name).await {
-                Ok((ips, ttl)) => {
-                    next = next.min(ttl.max(Duration::from_secs(1)));
-                    if known.as_ref() != Some(&ips) {
-                        tracing::info!(upstream = %pool, name, addresses = ?ips, ?ttl, "name resolved");
-                        *known = Some(ips);
-                        changed = true;
-                    }
-                }
-                Err(e) => {
-                    // Asked again soon; meanwhile the last answer stands.
-                    next = next.min(Duration::from_secs(5));
-                    tracing::warn!(upstream = %pool, name, error = %e, "lookup failed; keeping the last addresses");
-                }
-            }
-        }
-        if changed {
-            let Some(up) = upstream.upgrade() else { return };
-            up.members.store(Arc::new(up.members_for(&resolved)));
-        }
-        tokio::time::sleep(next).await;
-        if upstream.strong_count() == 0 {
-            return;
-        }
-    }
 }
 
 /// Closes each server's idle connections past `idle_timeout` or closed by the server, until the pool is dropped.

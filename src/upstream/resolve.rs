@@ -7,15 +7,78 @@
 //! 64 addresses.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 
+use super::Upstream;
+
 /// A name giving more addresses than this (a hostile or broken zone) has its
 /// first ones kept: each address costs a server, its pool and health checks.
 const MAX_ADDRESSES: usize = 64;
+
+/// Looks the pool's named servers up again whenever their answers expire,
+/// until the pool is dropped; a changed answer changes the servers.
+pub async fn run(upstream: Weak<Upstream>) {
+    let Some(up) = upstream.upgrade() else { return };
+    let names: Vec<Option<String>> = up
+        .config
+        .servers
+        .iter()
+        .map(|e| {
+            let a = e.address();
+            let literal = a.unix_path().is_some() || a.host().parse::<IpAddr>().is_ok();
+            (!literal).then(|| a.host().to_string())
+        })
+        .collect();
+    let longest = up.config.resolve_interval.get();
+    if names.iter().all(Option::is_none) || longest.is_zero() {
+        return;
+    }
+    let resolver = match Resolver::new(&up.config.resolver) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(upstream = %up.name, error = %e, "no resolver; names are looked up at each connect");
+            return;
+        }
+    };
+    let pool = up.name.clone();
+    drop(up);
+    let mut resolved: Vec<Option<Vec<IpAddr>>> = vec![None; names.len()];
+    loop {
+        let mut next = longest;
+        let mut changed = false;
+        for (name, known) in names.iter().zip(resolved.iter_mut()) {
+            let Some(name) = name else { continue };
+            match resolver.lookup(name).await {
+                Ok((ips, ttl)) => {
+                    next = next.min(ttl.max(Duration::from_secs(1)));
+                    if known.as_ref() != Some(&ips) {
+                        tracing::info!(upstream = %pool, name, addresses = ?ips, ?ttl, "name resolved");
+                        *known = Some(ips);
+                        changed = true;
+                    }
+                }
+                Err(e) => {
+                    // Asked again soon; meanwhile the last answer stands.
+                    next = next.min(Duration::from_secs(5));
+                    tracing::warn!(upstream = %pool, name, error = %e, "lookup failed; keeping the last addresses");
+                }
+            }
+        }
+        if changed {
+            let Some(up) = upstream.upgrade() else { return };
+            up.members.store(Arc::new(up.members_for(&resolved)));
+        }
+        tokio::time::sleep(next).await;
+        if upstream.strong_count() == 0 {
+            return;
+        }
+    }
+}
 
 pub struct Resolver(TokioResolver);
 
