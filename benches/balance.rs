@@ -11,14 +11,15 @@ fn pick(c: &mut Criterion) {
     let weights = vec![1u32; 100];
     let load: Vec<usize> = (0..100).map(|i| i % 7).collect();
     let mut group = c.benchmark_group("pick of 100 servers");
-    for (label, kind) in [
-        ("round_robin", Balance::RoundRobin),
-        ("least_conn", Balance::LeastConn),
-        ("ewma", Balance::Ewma),
-        ("hash", Balance::Hash),
-        ("ip_hash", Balance::IpHash),
+    for (label, kind, bound) in [
+        ("round_robin", Balance::RoundRobin, 0),
+        ("least_conn", Balance::LeastConn, 0),
+        ("ewma", Balance::Ewma, 0),
+        ("hash", Balance::Hash, 0),
+        ("hash bounded 125%", Balance::Hash, 125),
+        ("ip_hash", Balance::IpHash, 0),
     ] {
-        let b = Balancer::new(kind, &names, &weights);
+        let b = Balancer::new(kind, &names, &weights).bounded(bound);
         let mut k = 0u64;
         group.bench_function(label, |bench| {
             bench.iter(|| {

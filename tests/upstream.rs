@@ -541,3 +541,30 @@ async fn request_trailers_reach_an_h2_origin_through_request_buffering() {
         assert_eq!(r.text(), "100000 bytes, x-check=Some(\"sum-42\")", "request_buffering = {buffering}");
     }
 }
+
+/// `hash_balance_factor`: a hot key spills from its busy server to the next
+/// one on the ring; without it, every request of the key waits on one server.
+#[tokio::test]
+async fn bounded_load_hashing_spills_a_hot_key() {
+    let hold = |name: &'static str| {
+        origin().route("/", move |_| async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            text(200, name, &[])
+        })
+    };
+    let (a, b) = (hold("a").start().await, hold("b").start().await);
+    for factor in [0, 125] {
+        let proxy = relais(&pass_through(&format!(
+            "[upstreams.o]\nservers = [\"{}\", \"{}\"]\nbalance = \"hash\"\nhash_key = \"header:x-key\"\nhash_balance_factor = {factor}\n",
+            a.addr, b.addr
+        )))
+        .await;
+        let url = proxy.url("/hot");
+        let answers = futures_util::future::join_all((0..6).map(|_| get_with(&url, &[("x-key", "k")]))).await;
+        let mut names: Vec<String> = answers.iter().map(|r| r.text()).collect();
+        names.sort();
+        names.dedup();
+        let want = if factor == 0 { 1 } else { 2 };
+        assert_eq!(names.len(), want, "hash_balance_factor = {factor}: {names:?}");
+    }
+}

@@ -228,6 +228,12 @@ impl Config {
                     "consecutive_5xx must be at least 1 and max_ejection_percent at most 100".into(),
                 ));
             }
+            if (1..100).contains(&u.hash_balance_factor) {
+                return Err(bad(
+                    format!("upstreams.{up}.hash_balance_factor"),
+                    "is a percentage of the average load: 0 (off) or at least 100".into(),
+                ));
+            }
             if !(0.0..=1.0).contains(&u.retry_budget) {
                 return Err(bad(format!("upstreams.{up}.retry_budget"), "must be between 0 and 1".into()));
             }
@@ -442,7 +448,11 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
 
     #[test]
     fn retry_settings_are_checked() {
-        for (extra, key) in [("retry_on = [\"404\"]", "retry_on[0]"), ("retry_budget = 1.5", "retry_budget")] {
+        for (extra, key) in [
+            ("retry_on = [\"404\"]", "retry_on[0]"),
+            ("retry_budget = 1.5", "retry_budget"),
+            ("hash_balance_factor = 50", "hash_balance_factor"),
+        ] {
             let toml = format!("[upstreams.a]\nservers=[\"127.0.0.1:1\"]\n{extra}\n");
             let msg = Config::from_toml(&toml, "x.toml").unwrap_err().to_string();
             assert!(msg.contains(&format!("upstreams.a.{key}")), "{msg}");

@@ -16,6 +16,12 @@ pub struct UpstreamConfig {
     /// With `balance = "hash"`: what is hashed. Default `uri`.
     #[serde(default)]
     pub hash_key: HashKey,
+    /// With `hash` or `ip_hash`: a server holding more than this percentage
+    /// of the pool's average requests in flight passes a key on to the next
+    /// server along the ring (bounded-load consistent hashing). 0 (the
+    /// default) never does; otherwise at least 100.
+    #[serde(default)]
+    pub hash_balance_factor: u32,
     /// Default 5s.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,

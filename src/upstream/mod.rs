@@ -248,7 +248,8 @@ impl Upstream {
         }
         let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
         let addresses: Vec<&str> = servers.iter().map(|s| &*s.address).collect();
-        let balancer = Balancer::new(self.config.balance, &addresses, &weights);
+        let balancer =
+            Balancer::new(self.config.balance, &addresses, &weights).bounded(self.config.hash_balance_factor);
         Members { servers, balancer }
     }
 

@@ -28,6 +28,9 @@ pub struct Balancer {
     latency: Vec<ewma::Latency>,
     epoch: Instant,
     random: AtomicU64,
+    /// `hash_balance_factor`: with `hash`/`ip_hash`, a server may hold at most
+    /// this many hundredths of the pool's average load before a key passes on.
+    bound: Option<u32>,
 }
 
 impl Default for Balancer {
@@ -48,7 +51,17 @@ impl Balancer {
             latency: weights.iter().map(|_| ewma::Latency::default()).collect(),
             epoch: Instant::now(),
             random: AtomicU64::new(0x853c_49e6_748f_ea9b),
+            bound: None,
         }
+    }
+
+    /// Consistent hashing with bounded loads (Mirrokni et al.; HAProxy's
+    /// `hash-balance-factor`): a key goes to the first server along the ring
+    /// whose requests in flight, this one counted, stay within `percent` of
+    /// the average. 0 leaves keys where the ring puts them.
+    pub fn bounded(mut self, percent: u32) -> Balancer {
+        self.bound = (percent > 0).then_some(percent);
+        self
     }
 
     /// Server indexes in the order they should be tried for one request.
@@ -64,6 +77,15 @@ impl Balancer {
         let mut out = Vec::with_capacity(n);
         if let (Some(ring), Some(key)) = (&self.ring, key) {
             ring.walk(key, n, &mut out);
+            if let Some(percent) = self.bound {
+                let total: u64 = (0..n).map(|i| load(i) as u64).sum();
+                // ceil(percent% of the average, this request included)
+                let cap = ((total + 1) * u64::from(percent)).div_ceil(100 * n as u64);
+                if let Some(p) = out.iter().position(|&i| (load(i) as u64) < cap) {
+                    let chosen = out.remove(p);
+                    out.insert(0, chosen);
+                }
+            }
             return out;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -169,6 +191,23 @@ mod tests {
         b.observe(1, Duration::from_millis(2));
         let to_fast = (0..100).filter(|_| b.candidates(2, |_| 0, |_| 1, None)[0] == 1).count();
         assert_eq!(to_fast, 100);
+    }
+
+    #[test]
+    fn bounded_load_passes_a_key_on_from_a_busy_server() {
+        let b = Balancer::new(Balance::Hash, &["a:1", "b:1", "c:1"], &[1, 1, 1]).bounded(125);
+        let key = Some(hash(&[b"k"]));
+        let home = b.candidates(3, |_| 0, |_| 1, key)[0];
+        // The key's server holds 6 of 6 requests in flight: over 125% of the average (7/3).
+        let busy = |i: usize| if i == home { 6 } else { 0 };
+        let moved = b.candidates(3, busy, |_| 1, key);
+        assert_ne!(moved[0], home);
+        assert_eq!(moved, b.candidates(3, busy, |_| 1, key), "the same next server every time");
+        // Within the bound it stays home.
+        let light = |_: usize| 1;
+        assert_eq!(b.candidates(3, light, |_| 1, key)[0], home);
+        let unbounded = Balancer::new(Balance::Hash, &["a:1", "b:1", "c:1"], &[1, 1, 1]);
+        assert_eq!(unbounded.candidates(3, busy, |_| 1, key)[0], home);
     }
 
     #[test]
