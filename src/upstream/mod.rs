@@ -234,7 +234,7 @@ impl Upstream {
     /// kept (their health, counts and connections with them).
     fn members_for(&self, resolved: &[Option<Vec<std::net::IpAddr>>]) -> Members {
         let current = self.members.load();
-        let mut servers = Vec::new();
+        let (mut servers, mut kept_at) = (Vec::new(), Vec::new());
         for (entry, ips) in self.config.servers.iter().zip(resolved) {
             let ips: Vec<Option<std::net::IpAddr>> = match ips {
                 Some(ips) => ips.iter().copied().map(Some).collect(),
@@ -242,14 +242,20 @@ impl Upstream {
             };
             for ip in ips {
                 let server = Server::new(entry, ip, self.server_name.as_ref(), &self.settings);
-                let kept = current.servers.iter().find(|s| s.address == server.address);
-                servers.push(kept.cloned().unwrap_or_else(|| Arc::new(server)));
+                let kept = current.servers.iter().position(|s| s.address == server.address);
+                servers.push(kept.map_or_else(|| Arc::new(server), |j| current.servers[j].clone()));
+                kept_at.push(kept);
             }
         }
         let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
         let addresses: Vec<&str> = servers.iter().map(|s| &*s.address).collect();
         let balancer =
             Balancer::new(self.config.balance, &addresses, &weights).bounded(self.config.hash_balance_factor);
+        for (i, j) in kept_at.into_iter().enumerate() {
+            if let Some(j) = j {
+                balancer.carry(i, &current.balancer, j);
+            }
+        }
         Members { servers, balancer }
     }
 

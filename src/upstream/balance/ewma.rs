@@ -4,6 +4,7 @@
 //! constant; a request picks two servers at random and goes to the one whose
 //! average times (requests in flight + 1), divided by its weight, is lower.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,9 @@ impl Default for Latency {
 
 impl Latency {
     /// Records one response time. Racing updates may lose one sample: harmless.
-    pub fn observe(&self, took: Duration, epoch: Instant) {
-        let now = epoch.elapsed().as_micros() as u64;
+    pub fn observe(&self, took: Duration) {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let now = EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64;
         let sample = took.as_micros() as f64;
         let old = f64::from_bits(self.micros.load(Ordering::Relaxed));
         let elapsed = now.saturating_sub(self.at.swap(now, Ordering::Relaxed)) as f64;
@@ -40,6 +42,12 @@ impl Latency {
             old * w + sample * (1.0 - w)
         };
         self.micros.store(next.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Takes `other`'s average and time (a server kept when its pool's servers change).
+    pub fn copy_from(&self, other: &Latency) {
+        self.micros.store(other.micros.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.at.store(other.at.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     pub fn micros(&self) -> f64 {
@@ -73,11 +81,10 @@ mod tests {
 
     #[test]
     fn a_slow_response_counts_at_once_and_fades() {
-        let epoch = Instant::now();
         let l = Latency::default();
-        l.observe(Duration::from_millis(200), epoch);
+        l.observe(Duration::from_millis(200));
         assert!((l.micros() - 200_000.0).abs() < 1.0);
-        l.observe(Duration::from_millis(1), epoch);
+        l.observe(Duration::from_millis(1));
         assert!(l.micros() > 150_000.0, "a moment later it has not faded yet");
     }
 

@@ -15,7 +15,7 @@ mod ewma;
 mod ring;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Balance;
 pub use ring::hash;
@@ -26,7 +26,6 @@ pub struct Balancer {
     next: AtomicUsize,
     ring: Option<ring::Ring>,
     latency: Vec<ewma::Latency>,
-    epoch: Instant,
     random: AtomicU64,
     /// `hash_balance_factor`: with `hash`/`ip_hash`, a server may hold at most
     /// this many hundredths of the pool's average load before a key passes on.
@@ -49,7 +48,6 @@ impl Balancer {
             next: AtomicUsize::new(0),
             ring,
             latency: weights.iter().map(|_| ewma::Latency::default()).collect(),
-            epoch: Instant::now(),
             random: AtomicU64::new(0x853c_49e6_748f_ea9b),
             bound: None,
         }
@@ -118,7 +116,14 @@ impl Balancer {
         if self.kind == Balance::Ewma
             && let Some(l) = self.latency.get(i)
         {
-            l.observe(took, self.epoch);
+            l.observe(took);
+        }
+    }
+
+    /// Server `i` carries on with what `from` learnt of its server `j`.
+    pub fn carry(&self, i: usize, from: &Balancer, j: usize) {
+        if let (Some(to), Some(was)) = (self.latency.get(i), from.latency.get(j)) {
+            to.copy_from(was);
         }
     }
 
@@ -208,6 +213,19 @@ mod tests {
         assert_eq!(b.candidates(3, light, |_| 1, key)[0], home);
         let unbounded = Balancer::new(Balance::Hash, &["a:1", "b:1", "c:1"], &[1, 1, 1]);
         assert_eq!(unbounded.candidates(3, busy, |_| 1, key)[0], home);
+    }
+
+    #[test]
+    fn kept_servers_carry_their_latency_into_a_new_balancer() {
+        let old = Balancer::new(Balance::Ewma, &["a", "b"], &[1, 1]);
+        old.observe(0, Duration::from_millis(300));
+        old.observe(1, Duration::from_millis(2));
+        // The pool changed: "b" is now first, "a" second, and "c" is new.
+        let new = Balancer::new(Balance::Ewma, &["b", "a", "c"], &[1, 1, 1]);
+        new.carry(0, &old, 1);
+        new.carry(1, &old, 0);
+        let to_a = (0..200).filter(|_| new.candidates(3, |_| 1, |_| 1, None)[0] == 1).count();
+        assert_eq!(to_a, 0, "the slow server stays shunned");
     }
 
     #[test]
