@@ -75,12 +75,15 @@ pub enum SendError {
 pub struct Pool {
     idle: Mutex<Vec<H1>>,
     h2: Mutex<Vec<H2>>,
+    /// Held while an HTTP/2 connection is being opened, so a burst of
+    /// requests waits for one connection to share instead of opening one each.
+    h2_opening: tokio::sync::Mutex<()>,
     settings: Arc<Settings>,
 }
 
 impl Pool {
     pub fn new(settings: Arc<Settings>) -> Arc<Pool> {
-        Arc::new(Pool { idle: Mutex::default(), h2: Mutex::default(), settings })
+        Arc::new(Pool { idle: Mutex::default(), h2: Mutex::default(), h2_opening: Default::default(), settings })
     }
 
     /// Sends `req` on a pooled connection or a new one; also says whether the connection was reused.
@@ -153,13 +156,24 @@ impl Pool {
         tls: bool,
         req: Request<Body>,
     ) -> Result<(Response<Body>, bool), SendError> {
-        let (mut send, streams, reused) = match self.h2_stream() {
+        let mut free = self.h2_stream();
+        let opening = match free {
+            Some(_) => None,
+            None => {
+                let guard = self.h2_opening.lock().await;
+                // Whoever held it may have opened a connection with room for this stream.
+                free = self.h2_stream();
+                Some(guard)
+            }
+        };
+        let (mut send, streams, reused) = match free {
             Some((send, streams)) => (send, streams, true),
             None => {
                 let h2 = match open(connector, endpoint, tls, true).await? {
                     Opened::H2(h2) => h2,
                     // An https server that did not choose h2 by ALPN: HTTP/1.1 on this connection.
                     Opened::H1(h1) => {
+                        drop(opening);
                         let res = self.send_on(h1, req, false).await;
                         return Ok((res.map_err(|e| SendError::Request(e.into_error()))?, false));
                     }
@@ -171,6 +185,7 @@ impl Pool {
                 (taken.0, taken.1, false)
             }
         };
+        drop(opening);
         let stream = StreamSlot(streams);
         let res = send.send_request(req).await.map_err(SendError::Request)?;
         Ok((res.map(|body| Body::boxed(Counted { body, _stream: stream })), reused))
