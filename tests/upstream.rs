@@ -569,3 +569,23 @@ async fn bounded_load_hashing_spills_a_hot_key() {
         assert_eq!(names.len(), want, "hash_balance_factor = {factor}: {names:?}");
     }
 }
+
+/// A burst to an HTTP/2 server that never finishes its TLS handshake: those
+/// waiting for the connection being opened fail with it, all within about one
+/// connect timeout, not one connect timeout each in turn.
+#[tokio::test]
+async fn a_burst_to_a_silent_h2_server_fails_together() {
+    // Connections complete in the kernel's backlog; nothing ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = relais(&pass_through(&format!(
+        "[upstreams.o]\nservers = [\"https://{}\"]\nprotocol = \"h2c\"\nconnect_timeout = \"300ms\"\n",
+        silent.local_addr().unwrap()
+    )))
+    .await;
+    let started = std::time::Instant::now();
+    let url = proxy.url("/");
+    let answers = futures_util::future::join_all((0..8).map(|_| get(&url))).await;
+    assert!(answers.iter().all(|r| r.status == 502));
+    // One at a time they would take 8 × 300 ms.
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+}

@@ -77,13 +77,24 @@ pub struct Pool {
     h2: Mutex<Vec<H2>>,
     /// Held while an HTTP/2 connection is being opened, so a burst of
     /// requests waits for one connection to share instead of opening one each.
-    h2_opening: tokio::sync::Mutex<()>,
+    /// It keeps the last open's error: those that waited for an open that
+    /// failed fail with it, rather than each trying in turn (a silent server
+    /// would make the last of a burst wait a connect timeout per request).
+    h2_opening: tokio::sync::Mutex<Option<String>>,
+    /// Opens finished under `h2_opening`, so a waiter can tell one happened while it waited.
+    h2_opens: AtomicUsize,
     settings: Arc<Settings>,
 }
 
 impl Pool {
     pub fn new(settings: Arc<Settings>) -> Arc<Pool> {
-        Arc::new(Pool { idle: Mutex::default(), h2: Mutex::default(), h2_opening: Default::default(), settings })
+        Arc::new(Pool {
+            idle: Mutex::default(),
+            h2: Mutex::default(),
+            h2_opening: Default::default(),
+            h2_opens: AtomicUsize::new(0),
+            settings,
+        })
     }
 
     /// Sends `req` on a pooled connection or a new one; also says whether the connection was reused.
@@ -157,19 +168,31 @@ impl Pool {
         req: Request<Body>,
     ) -> Result<(Response<Body>, bool), SendError> {
         let mut free = self.h2_stream();
-        let opening = match free {
-            Some(_) => None,
-            None => {
-                let guard = self.h2_opening.lock().await;
-                // Whoever held it may have opened a connection with room for this stream.
-                free = self.h2_stream();
-                Some(guard)
+        let mut opening = None;
+        if free.is_none() {
+            let opens = self.h2_opens.load(Ordering::Acquire);
+            let guard = self.h2_opening.lock().await;
+            if self.h2_opens.load(Ordering::Acquire) != opens
+                && let Some(e) = guard.as_ref()
+            {
+                return Err(SendError::Connect(e.clone()));
             }
-        };
+            // Whoever held it may have opened a connection with room for this stream.
+            free = self.h2_stream();
+            opening = Some(guard);
+        }
         let (mut send, streams, reused) = match free {
             Some((send, streams)) => (send, streams, true),
             None => {
-                let h2 = match open(connector, endpoint, tls, true).await? {
+                let opened = open(connector, endpoint, tls, true).await;
+                if let Some(last) = opening.as_mut() {
+                    **last = match &opened {
+                        Err(SendError::Connect(e)) => Some(e.clone()),
+                        _ => None,
+                    };
+                    self.h2_opens.fetch_add(1, Ordering::Release);
+                }
+                let h2 = match opened? {
                     Opened::H2(h2) => h2,
                     // An https server that did not choose h2 by ALPN: HTTP/1.1 on this connection.
                     Opened::H1(h1) => {
