@@ -66,15 +66,11 @@ impl Server {
     ) -> Server {
         let a = entry.address();
         let mut endpoint = endpoint(a, tls_name);
-        let address = match (ip, &mut endpoint) {
-            (Some(ip), Endpoint::Tcp { host, .. }) => {
-                *host = Arc::from(ip.to_string());
-                Arc::from(format!("{a}@{ip}"))
-            }
-            _ => Arc::from(a.as_str()),
-        };
+        if let (Some(ip), Endpoint::Tcp { host, .. }) = (ip, &mut endpoint) {
+            *host = Arc::from(ip.to_string());
+        }
         Server {
-            address,
+            address: Server::label(entry, ip),
             authority: a.authority().clone(),
             host_value: a.host_value().clone(),
             tls: a.is_tls(),
@@ -86,6 +82,15 @@ impl Server {
             ramp_credit: AtomicUsize::new(0),
             endpoint,
             pool: Pool::new(settings.clone()),
+        }
+    }
+
+    /// How it is named in logs, metrics and `/stats`: as configured, with the address a name resolved to.
+    fn label(entry: &ServerEntry, ip: Option<std::net::IpAddr>) -> Arc<str> {
+        let a = entry.address();
+        match ip {
+            Some(ip) if a.unix_path().is_none() => Arc::from(format!("{a}@{ip}")),
+            _ => Arc::from(a.as_str()),
         }
     }
 
@@ -241,9 +246,12 @@ impl Upstream {
                 None => vec![None],
             };
             for ip in ips {
-                let server = Server::new(entry, ip, self.server_name.as_ref(), &self.settings);
-                let kept = current.servers.iter().position(|s| s.address == server.address);
-                servers.push(kept.map_or_else(|| Arc::new(server), |j| current.servers[j].clone()));
+                let label = Server::label(entry, ip);
+                let kept = current.servers.iter().position(|s| s.address == label);
+                servers.push(match kept {
+                    Some(j) => current.servers[j].clone(),
+                    None => Arc::new(Server::new(entry, ip, self.server_name.as_ref(), &self.settings)),
+                });
                 kept_at.push(kept);
             }
         }
