@@ -305,13 +305,7 @@ async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
 /// A request in flight keeps its HTTP/2 connection however long it takes.
 #[tokio::test]
 async fn a_slow_http2_request_outlives_the_idle_timeout() {
-    let o = origin()
-        .route("/slow", |_| async {
-            tokio::time::sleep(Duration::from_millis(2500)).await;
-            text(200, "late", &[])
-        })
-        .start()
-        .await;
+    let o = origin().late("/slow", Duration::from_millis(2500), "late").start().await;
     let proxy =
         relais(&format!("[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"1s\"\n{}", proxy_to(o.addr, ""))).await;
     let r = send_with(&h2_client(), Request::get(proxy.url("/slow")).body(full("")).unwrap()).await;

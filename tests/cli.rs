@@ -172,13 +172,7 @@ async fn sighup_reloads_and_rejects_a_broken_file() {
 
 #[tokio::test]
 async fn sigterm_lets_the_in_flight_request_finish() {
-    let o = origin()
-        .route("/slow", |_| async {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            text(200, "finished", &[])
-        })
-        .start()
-        .await;
+    let o = origin().late("/slow", Duration::from_millis(1000), "finished").start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relais.toml");
     let port = free_port();

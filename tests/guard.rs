@@ -336,13 +336,7 @@ async fn a_dry_run_zone_refuses_nothing_and_cache_hits_count_only_when_the_zone_
 
 #[tokio::test]
 async fn limit_conn_counts_requests_in_progress() {
-    let o = origin()
-        .route("/slow", |_| async {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            text(200, "slow", &[])
-        })
-        .start()
-        .await;
+    let o = origin().late("/slow", Duration::from_millis(400), "slow").start().await;
     let toml =
         format!("[[limit_conn]]\nname = \"two\"\nmax = 2\n[guard]\nlimit_conn = [\"two\"]\n{}", proxy_to(o.addr, ""));
     let proxy = relais(&toml).await;
@@ -554,13 +548,7 @@ async fn http2_floods_end_their_connection_while_others_are_served() {
 
 #[tokio::test]
 async fn http2_streams_past_the_cap_are_refused() {
-    let o = origin()
-        .route("/slow", |_| async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            text(200, "slow", &[])
-        })
-        .start()
-        .await;
+    let o = origin().late("/slow", Duration::from_millis(300), "slow").start().await;
     let proxy = relais(&format!("[guard]\nhttp2_max_concurrent_streams = 3\n{}", proxy_to(o.addr, ""))).await;
     let mut tcp = h2_connect(proxy.addr).await;
     let mut out = Vec::new();

@@ -253,13 +253,7 @@ async fn hash_ip_hash_and_ewma_balance_as_promised() {
 
 #[tokio::test]
 async fn ewma_sends_requests_away_from_a_slow_server() {
-    let slow = origin()
-        .route("/", |_| async {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            text(200, "slow", &[])
-        })
-        .start()
-        .await;
+    let slow = origin().late("/", Duration::from_millis(150), "slow").start().await;
     let fast = origin().text("/", "fast").start().await;
     let proxy = relais(&format!(
         "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\nbalance = \"ewma\"\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
@@ -386,13 +380,7 @@ async fn outliers_are_ejected_within_the_share_of_the_pool() {
 /// request counted in flight (least_conn and ewma would shun the server).
 #[tokio::test]
 async fn in_flight_returns_to_zero_after_clients_hang_up() {
-    let o = origin()
-        .route("/", |_| async {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            text(200, "late", &[])
-        })
-        .start()
-        .await;
+    let o = origin().late("/", Duration::from_secs(2), "late").start().await;
     let proxy = relais(&format!(
         "[upstreams.pool]\nservers = [\"{}\"]\nbalance = \"least_conn\"\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
         o.addr
@@ -449,13 +437,7 @@ async fn all_servers_down_is_502() {
 
 #[tokio::test]
 async fn slow_origin_is_504() {
-    let o = origin()
-        .route("/", |_| async move {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            text(200, "late", &[])
-        })
-        .start()
-        .await;
+    let o = origin().late("/", Duration::from_secs(3), "late").start().await;
     let proxy = relais(&format!(
         "[upstreams.o]\nservers = [\"{}\"]\nresponse_timeout = \"300ms\"\n[[routes]]\nupstream = \"o\"\n",
         o.addr
@@ -635,13 +617,7 @@ async fn h2c_request_in_flight_completes_through_a_graceful_stop() {
 
 #[tokio::test]
 async fn reload_adds_a_route_while_a_slow_request_completes() {
-    let slow = origin()
-        .route("/slow", |_| async move {
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            text(200, "slow done", &[])
-        })
-        .start()
-        .await;
+    let slow = origin().late("/slow", Duration::from_millis(800), "slow done").start().await;
     let fresh = origin().text("/", "new route").start().await;
     let base = format!("{}[[routes]]\npath = \"/slow\"\nupstream = \"slow\"\n", upstreams(&[("slow", &[slow.addr])]));
     let proxy = relais(&base).await;

@@ -304,13 +304,7 @@ async fn an_unwritable_disk_leaves_a_working_memory_cache() {
 /// (least-conn balancing reads it).
 #[tokio::test]
 async fn a_client_hanging_up_leaves_no_request_counted_in_flight() {
-    let o = origin()
-        .route("/slow", |_| async {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            text(200, "late", &[])
-        })
-        .start()
-        .await;
+    let o = origin().late("/slow", Duration::from_secs(2), "late").start().await;
     let proxy = relais(&proxy_to(&o)).await;
     let url = proxy.url("/slow");
     let gone = tokio::spawn(async move { send(Request::post(url).body(full("x")).unwrap()).await });

@@ -445,14 +445,7 @@ async fn a_server_back_from_failure_ramps_up_over_slow_start() {
 /// `least_conn`: while one server holds slow requests, new ones go to the other.
 #[tokio::test]
 async fn least_conn_sends_new_requests_away_from_a_server_holding_slow_ones() {
-    let slow = origin()
-        .route("/hold", |_| async {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            text(200, "held", &[])
-        })
-        .text("/", "slow")
-        .start()
-        .await;
+    let slow = origin().late("/hold", Duration::from_secs(2), "held").text("/", "slow").start().await;
     let quick = origin().text("/", "quick").start().await;
     let proxy = relais(&pass_through(&format!(
         "[upstreams.o]\nservers = [\"{}\", \"{}\"]\nbalance = \"least_conn\"\n",
@@ -547,12 +540,7 @@ async fn request_trailers_reach_an_h2_origin_through_request_buffering() {
 /// one on the ring; without it, every request of the key waits on one server.
 #[tokio::test]
 async fn bounded_load_hashing_spills_a_hot_key() {
-    let hold = |name: &'static str| {
-        origin().route("/", move |_| async move {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            text(200, name, &[])
-        })
-    };
+    let hold = |name: &'static str| origin().late("/", Duration::from_millis(400), name);
     let (a, b) = (hold("a").start().await, hold("b").start().await);
     for factor in [0, 125] {
         let proxy = relais(&pass_through(&format!(

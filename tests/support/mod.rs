@@ -75,6 +75,14 @@ impl OriginBuilder {
         self.route(prefix, move |_| async move { text(200, body, &[]) })
     }
 
+    /// A fixed text answer, sent after `delay` (a slow origin).
+    pub fn late(self, prefix: &str, delay: Duration, body: &'static str) -> Self {
+        self.route(prefix, move |_| async move {
+            tokio::time::sleep(delay).await;
+            text(200, body, &[])
+        })
+    }
+
     pub async fn start(self) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.start_on(listener).await
