@@ -637,3 +637,69 @@ async fn silent_sockets_cannot_starve_other_clients_of_descriptors() {
     let failures = text.lines().filter(|l| l.contains("accept failed")).count();
     assert!(failures <= 2 + waited.as_secs() as usize, "{failures} accept failures logged in {waited:?}");
 }
+
+// Miss floods: every structure a new key adds to is bounded.
+
+/// An origin whose every answer is cacheable, for `vary` a variant of one URL
+/// per `X-Random`.
+async fn flood_origin() -> Origin {
+    origin()
+        .route("/", |_| async move {
+            let body = "x".repeat(1024);
+            text(200, &body, &[("cache-control", "max-age=3600"), ("vary", "x-random")])
+        })
+        .start()
+        .await
+}
+
+/// `n` requests on 16 keep-alive connections, each naming a new variant (or a new URL).
+async fn flood(port: u16, n: usize, new_urls: bool) {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers = (0..16).map(|_| {
+        let next = next.clone();
+        async move {
+            let client = client();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let path = if new_urls { format!("/u/{i}") } else { "/v".to_string() };
+                let req = Request::get(format!("http://127.0.0.1:{port}{path}"))
+                    .header("x-random", i.to_string())
+                    .body(full(""))
+                    .unwrap();
+                let r = send_with(&client, req).await;
+                assert_eq!(r.status, 200);
+            }
+        }
+    });
+    futures_util::future::join_all(workers).await;
+}
+
+/// A flood of new variants of one URL (any client-controlled header in Vary
+/// does it) kept each response's entry queued behind a disk removal at the
+/// URL's Vary record, which every variant rewrote: the process grew by about
+/// 12 KiB a request whatever the budgets said. Now what a miss leaves behind
+/// is bounded by the budgets plus the index of what the disk holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_new_variants_or_urls_stays_within_the_budgets() {
+    const N: usize = 6_000;
+    let o = flood_origin().await;
+    for new_urls in [false, true] {
+        let budgets = "memory_capacity = \"4MiB\"\nfill_memory = \"4MiB\"\ndisk_write_backlog = \"1MiB\"\n";
+        let (_dir, child, port) = big_relais_with(&o, budgets).await;
+        flood(port, 200, new_urls).await;
+        let start = process::rss_kib(child.pid());
+        let peak = process::PeakRss::watch(child.pid());
+        flood(port, N, new_urls).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The budgets (9 MiB), the disk tier's and purge index's maps (under 1 KiB
+        // a key), and room for the allocator and the tasks of 16 connections.
+        let grown = peak.peak().saturating_sub(start);
+        let bound = 9 * 1024 + N as u64 + 24 * 1024;
+        let what = if new_urls { "URLs" } else { "variants" };
+        eprintln!("{N} new {what}: RSS grew {grown} KiB (bound {bound} KiB)");
+        assert!(grown < bound, "{N} new {what} grew RSS by {grown} KiB (bound {bound} KiB)");
+    }
+}

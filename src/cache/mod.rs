@@ -212,7 +212,12 @@ impl Cache {
         let Ok(_writing) = self.disk_backlog.try_acquire_many(need) else {
             self.metrics.disk_write_skipped();
             tracing::debug!(key, "disk write backlog full; entry kept in memory only");
-            if let Err(e) = disk.remove(&key).await {
+            // Only an older copy on disk needs removing (a new key has none): a
+            // flood of new keys queues no disk work. Nothing is held while it runs.
+            drop((value, meta, body));
+            if (!disk.is_loaded() || disk.contains(&key))
+                && let Err(e) = disk.remove(&key).await
+            {
                 tracing::warn!(key, error = %e, "disk cache remove failed");
             }
             return;

@@ -598,14 +598,17 @@ fn store(
         // Asked for without it: the one copy serves every Accept-Encoding.
         names.retain(|n| n != header::ACCEPT_ENCODING);
     }
+    // The URL's Vary record is stored once, when it is new: a flood of variants
+    // rewrites nothing at the primary key.
     let (key, record) = if names.is_empty() {
         (slot.primary.clone(), None)
     } else {
-        let record = match slot.vary {
-            Some(v) if v.names == names => v,
-            _ => VaryRecord { names, generation: generation(), url: slot.url.clone() },
+        let (record, new) = match slot.vary {
+            Some(v) if v.names == names => (v, false),
+            _ => (VaryRecord { names, generation: generation(), url: slot.url.clone() }, true),
         };
-        (key::variant(&slot.primary, record.generation, &record.names, &ask.req.headers), Some(record))
+        let key = key::variant(&slot.primary, record.generation, &record.names, &ask.req.headers);
+        (key, new.then_some(record))
     };
     let entry = Entry {
         status: res_parts.status,
