@@ -1,5 +1,5 @@
 //! The miss cost of compression: encoding a 100 KiB HTML page (the one
-//! `../shared/bench` serves for S8, when present; else a generated page) whole,
+//! `benches/compare/compare.sh` serves for S8, when it has run; else a generated page) whole,
 //! per algorithm and level, in MB/s of input; the output size is printed too.
 //! Run with `cargo bench --bench compress`.
 
@@ -7,7 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use relais::compress::{Encoding, encode_all};
 
 fn page() -> Vec<u8> {
-    std::fs::read("/var/tmp/bench-anchors/www/html/100k").unwrap_or_else(|_| {
+    std::fs::read("/var/tmp/relais-compare/www/html/100k").unwrap_or_else(|_| {
         let words = ["cache", "proxy", "origin", "request", "response", "header", "stale", "fresh", "purge", "route"];
         let mut out = String::new();
         let mut x: u32 = 42;
