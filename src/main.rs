@@ -307,6 +307,13 @@ fn summary(path: &Path, c: &Config) -> String {
         false => "responses not read ahead".into(),
     };
     let _ = writeln!(s, "  buffer   {buffering}");
+    let l = &c.log;
+    let place = |f: &Option<PathBuf>| f.as_ref().map_or("stderr".to_string(), |f| f.display().to_string());
+    let access = match l.access {
+        true => format!("access log ({}) to {}", format!("{:?}", l.format).to_lowercase(), place(&l.file)),
+        false => "no access log".into(),
+    };
+    let _ = writeln!(s, "  log      {access} · error log at {} to {}", l.level.as_str(), place(&l.error_file));
     let _ = writeln!(s, "  upstreams");
     for (name, u) in &c.upstreams {
         let servers: Vec<String> = u

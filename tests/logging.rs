@@ -347,3 +347,34 @@ async fn a_body_cut_short_by_a_decode_error_is_logged_incomplete() {
     let line = text.lines().find(|l| l.contains("relais::access") && l.contains("/gz")).unwrap();
     assert!(line.contains("complete=false"), "{line}");
 }
+
+/// A reload applies `[log]`: the level, the access log's file and format; a
+/// file that cannot be opened refuses the reload and the logs stay.
+#[tokio::test]
+async fn log_settings_apply_on_reload() {
+    let o = origin().text("/", "ok").start().await;
+    let s = setup(o.addr, "[log]\nlevel = \"warn\"\nfile = \"one.log\"\nerror_file = \"error.log\"\n");
+    let mut command = s.command();
+    command.env_remove("RUST_LOG").stderr(Stdio::null());
+    let child = start_command(&mut command, s.port).await;
+    assert_eq!(get(&s.url("/first")).await.text(), "ok");
+    wait_for(&s.file("one.log"), |t| t.contains("/first")).await;
+
+    let toml = std::fs::read_to_string(&s.path).unwrap();
+    let write_log = |log: &str| write(&s.path, &toml.replace("level = \"warn\"\nfile = \"one.log\"", log));
+    write_log("level = \"info\"\nformat = \"combined\"\nfile = \"two.log\"");
+    signal(&child.0, "HUP");
+    // At info, the reload says so.
+    wait_for(&s.file("error.log"), |t| t.contains("configuration reloaded")).await;
+    assert_eq!(get(&s.url("/second")).await.text(), "ok");
+    let two = wait_for(&s.file("two.log"), |t| t.contains("/second")).await;
+    assert!(two.starts_with("127.0.0.1 - - ["), "combined: {two}");
+    assert!(!std::fs::read_to_string(s.file("one.log")).unwrap().contains("/second"));
+
+    write_log("level = \"info\"\nfile = \"no/such/dir/three.log\"");
+    signal(&child.0, "HUP");
+    let errors = wait_for(&s.file("error.log"), |t| t.contains("reload rejected")).await;
+    assert!(errors.contains("three.log") && errors.contains("log.file"), "{errors}");
+    assert_eq!(get(&s.url("/third")).await.text(), "ok");
+    wait_for(&s.file("two.log"), |t| t.contains("/third")).await;
+}

@@ -36,8 +36,9 @@ struct Logs {
     error: ArcSwap<Writer>,
     /// Every writer in use, one per destination.
     writers: Mutex<Vec<Arc<Writer>>>,
-    /// The error log carries colour codes (decided at start).
+    /// The error log carries colour codes (decided at start, from `color`).
     ansi: bool,
+    color: LogColor,
     json: bool,
     /// `RUST_LOG` was set and valid: it, not `log.level`, filters the error log.
     from_env: bool,
@@ -55,7 +56,8 @@ pub fn init(log: &LogConfig) -> Result<(), ConfigError> {
         LogColor::Always => true,
         LogColor::Never => false,
     };
-    let env = std::env::var("RUST_LOG").ok().and_then(|v| EnvFilter::builder().parse(v).ok());
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let env = rust_log.as_ref().and_then(|v| EnvFilter::builder().parse(v).ok());
     let from_env = env.is_some();
     let (filter, handle) = reload::Layer::new(env.unwrap_or_else(|| filter(log)));
     let json = log.format == LogFormat::Json;
@@ -69,6 +71,7 @@ pub fn init(log: &LogConfig) -> Result<(), ConfigError> {
         error: ArcSwap::new(error.clone()),
         writers: Mutex::new(distinct(&[access, error])),
         ansi,
+        color: log.color,
         json,
         from_env,
         level: Mutex::new(log.level.as_str().to_string()),
@@ -79,6 +82,9 @@ pub fn init(log: &LogConfig) -> Result<(), ConfigError> {
     }
     // Another subscriber may be in place (a test's): then it gets the error log.
     let _ = Registry::default().with(filter).with(fmt).try_init();
+    if let (Some(value), false) = (rust_log, from_env) {
+        tracing::warn!(RUST_LOG = %value, "RUST_LOG is not a filter; log.level is used");
+    }
     Ok(())
 }
 
@@ -146,6 +152,9 @@ pub fn prepare(log: &LogConfig) -> Result<Prepared, ConfigError> {
     if logs.ansi && *error.target() != Target::Stderr && *error.target() != *logs.error.load().target() {
         tracing::warn!("log.error_file changed while the error log is in colour: restart relais to apply it");
         error = logs.error.load_full();
+    }
+    if log.color != logs.color {
+        tracing::warn!("log.color changed: restart relais to apply it");
     }
     if (log.format == LogFormat::Json) != logs.json {
         tracing::warn!(
