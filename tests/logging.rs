@@ -104,7 +104,8 @@ async fn wait_for(path: &Path, done: impl Fn(&str) -> bool) -> String {
 }
 
 /// A reader that holds the log pipe open and never reads: requests and the
-/// admin API go on, and the lines that did not fit are counted.
+/// admin API go on, the lines that did not fit are counted, and reported
+/// once the reader reads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_log_reader_holds_up_no_request() {
     let o = origin().text("/", "ok").start().await;
@@ -112,7 +113,7 @@ async fn a_stalled_log_reader_holds_up_no_request() {
     let mut command = s.command();
     command.env("RUST_LOG", "info").stderr(Stdio::piped());
     let mut child = start_command(&mut command, s.port).await;
-    let _never_read = child.0.stderr.take().unwrap();
+    let mut stalled = child.0.stderr.take().unwrap();
 
     let served = tokio::time::timeout(Duration::from_secs(60), requests(&s, 3000, |i| format!("/{i}"), "ok")).await;
     assert!(served.is_ok(), "3,000 requests did not finish: a log write held them");
@@ -120,6 +121,24 @@ async fn a_stalled_log_reader_holds_up_no_request() {
     let health = tokio::time::timeout(Duration::from_secs(5), get(&health)).await;
     assert_eq!(health.expect("/health answers").status, 200);
     assert!(metric(s.admin, "relais_log_dropped_total").await > 0.0);
+
+    // The reader comes back: the log says what it missed.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        while let Ok(n) = stalled.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+            if n == 0 || String::from_utf8_lossy(&seen).contains("log lines dropped") {
+                let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+                return;
+            }
+        }
+    });
+    assert_eq!(get(&s.url("/after")).await.text(), "ok");
+    let seen = rx.recv_timeout(Duration::from_secs(10)).expect("the log reports the lines it dropped");
+    let report = seen.lines().find(|l| l.contains("log lines dropped")).unwrap();
+    assert!(report.contains("WARN") && report.contains("lines="), "{report}");
 }
 
 /// A reader that goes away after 300 bytes (a restarted `tee`): every
@@ -298,7 +317,7 @@ async fn level_warn_or_warning_keeps_warnings_and_the_access_log() {
 }
 
 #[test]
-fn check_refuses_an_unknown_level() {
+fn check_refuses_an_unknown_level_or_an_unusable_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relais.toml");
     for (level, ok) in [("warning", true), ("info,relais::upstream=debug", true), ("loud", false), ("relais=", false)] {
@@ -310,6 +329,12 @@ fn check_refuses_an_unknown_level() {
             assert!(err.contains("relais.toml") && err.contains("log.level") && err.contains(level), "{err}");
         }
     }
+    // A log file that cannot be opened is refused by check as by run, naming the key.
+    write(&path, "[log]\nerror_file = \"no/such/folder/error.log\"\n");
+    let out = Command::new(bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("log.error_file") && err.contains(&format!("{}/no/such", dir.path().display())), "{err}");
 }
 
 /// A gzip body cut short: decoding for a client that does not take gzip
