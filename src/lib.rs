@@ -28,6 +28,7 @@ pub mod compress;
 pub mod config;
 pub mod demo;
 pub mod guard;
+pub mod logs;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -133,8 +134,10 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Co
     if config.acme != current.config.acme {
         tracing::warn!("[acme] changed: restart relais to apply it");
     }
-    let next = Pipeline::new(config, &current.lasting(), Some(&current));
-    let next = match next {
+    // New log files are opened first: one that cannot be refuses the reload.
+    let logs = logs::prepare(&config.log);
+    let next = logs.and_then(|logs| Ok((logs, Pipeline::new(config, &current.lasting(), Some(&current))?)));
+    let (logs, next) = match next {
         Ok(next) => next,
         Err(e) => {
             metrics.reload(false);
@@ -142,6 +145,7 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Co
             return Err(e);
         }
     };
+    logs.commit();
     shared.store(Arc::new(next));
     metrics.reload(true);
     tracing::info!("configuration reloaded");

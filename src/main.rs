@@ -1,15 +1,20 @@
 //! The `relais` command: parse arguments, load the configuration, run the
-//! proxy, and turn signals into reloads (SIGHUP) and graceful stops
-//! (SIGTERM, SIGINT).
+//! proxy, and turn signals into reloads (SIGHUP), graceful stops (SIGTERM,
+//! SIGINT, SIGQUIT) and reopened log files (SIGUSR1).
+//!
+//! Nothing here prints with `println!`/`eprintln!`, which panic when the
+//! reader is gone: the few words said outside the logs go through [`say`],
+//! which ignores a failed write.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use relais::Config;
-use relais::config::{LogColor, LogConfig, LogFormat};
-use tokio::signal::unix::{SignalKind, signal};
+use relais::config::LogConfig;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -19,7 +24,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "relais",
     version,
     about = "A caching reverse proxy",
-    after_help = "Examples:\n  relais demo                         slow demo origin + relais on 127.0.0.1:8080\n  relais check -c /etc/relais.toml    validate a configuration (like nginx -t)\n  relais run -c /etc/relais.toml      run; SIGHUP reloads, SIGTERM stops gracefully"
+    after_help = "Examples:\n  relais demo                         slow demo origin + relais on 127.0.0.1:8080\n  relais check -c /etc/relais.toml    validate a configuration (like nginx -t)\n  relais run -c /etc/relais.toml      run; SIGHUP reloads, SIGTERM or SIGQUIT stops gracefully, SIGUSR1 reopens the logs"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,35 +56,36 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config).map_err(|e| e.to_string()).and_then(|c| {
+            relais::logs::check(&c.log).map_err(|e| e.to_string())?;
             let certificates = relais::tls::check(&c).map_err(|e| e.to_string())?;
             Ok((c, certificates))
         }) {
             Ok((c, certificates)) => {
-                print!("{}", summary(&config, &c));
+                say_out(&summary(&config, &c));
                 let now = std::time::SystemTime::now();
                 let mut expired = false;
                 for cert in &certificates {
                     let date = httpdate::fmt_http_date(cert.not_after);
                     let left = cert.not_after.duration_since(now).map_or(0, |d| d.as_secs() / 86_400);
                     let state = if cert.is_expired(now) { "EXPIRED or not yet valid" } else { "valid" };
-                    println!("  tls      {}: {} until {date} ({left} days)", cert.names.join(", "), state);
+                    say_out(&format!("  tls      {}: {} until {date} ({left} days)\n", cert.names.join(", "), state));
                     if cert.is_expired(now) {
-                        eprintln!(
-                            "relais: {}: the certificate for {} is expired or not yet valid",
+                        say(&format!(
+                            "{}: the certificate for {} is expired or not yet valid",
                             cert.source.display(),
                             cert.names.join(", ")
-                        );
+                        ));
                         expired = true;
                     }
                 }
                 if expired {
                     return ExitCode::FAILURE;
                 }
-                println!("configuration {} is valid", config.display());
+                say_out(&format!("configuration {} is valid\n", config.display()));
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("relais: {e}");
+                say(&e);
                 ExitCode::FAILURE
             }
         },
@@ -87,16 +93,25 @@ fn main() -> ExitCode {
             let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("relais: {e}");
+                    say(&e.to_string());
                     return ExitCode::FAILURE;
                 }
             };
-            init_logging(&config.log);
+            if let Err(e) = relais::logs::init(&config.log) {
+                say(&e.to_string());
+                return ExitCode::FAILURE;
+            }
             raise_open_files_limit();
-            runtime(config.workers()).block_on(run(path, config))
+            let code = runtime(config.workers()).block_on(run(path, config));
+            // What is queued is written, unless the reader is stalled.
+            relais::logs::flush(std::time::Duration::from_secs(2));
+            code
         }
         Command::Demo { port } => {
-            init_logging(&LogConfig::default());
+            if let Err(e) = relais::logs::init(&LogConfig::default()) {
+                say(&e.to_string());
+                return ExitCode::FAILURE;
+            }
             runtime(2).block_on(demo(port))
         }
     }
@@ -106,7 +121,38 @@ fn runtime(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("tokio runtime")
 }
 
+/// The signals relais answers; installed before anything listens, so that
+/// none of them can end the process with its default action once it serves.
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+    quit: Signal,
+    usr1: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
+}
+
 async fn run(path: PathBuf, config: Config) -> ExitCode {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
     let handle = match relais::start(config).await {
         Ok(h) => h,
         Err(e) => {
@@ -117,32 +163,51 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
     for addr in handle.addrs() {
         tracing::info!(%addr, config = %path.display(), "relais listening");
     }
-    let (mut hup, mut term, mut int) =
-        match (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-            _ => {
-                tracing::error!("cannot install signal handlers");
-                return ExitCode::FAILURE;
-            }
-        };
+    let s = &mut signals;
+    let name = loop {
+        tokio::select! {
+            _ = s.hup.recv() => { let _ = handle.reload_from_source(); }
+            _ = s.usr1.recv() => relais::logs::reopen(),
+            _ = s.usr2.recv() => tracing::warn!("SIGUSR2 (binary upgrade) is not supported yet; ignored"),
+            _ = s.term.recv() => break "SIGTERM",
+            _ = s.int.recv() => break "SIGINT",
+            _ = s.quit.recv() => break "SIGQUIT",
+        }
+    };
+    tracing::info!(signal = name, "stopping: finishing in-flight requests");
+    // While draining, log files can still be rotated; another stop signal changes nothing.
+    let shutdown = handle.shutdown();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = hup.recv() => { let _ = handle.reload_from_source(); }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            () = &mut shutdown => break,
+            _ = s.usr1.recv() => relais::logs::reopen(),
+            _ = s.hup.recv() => tracing::info!("stopping: SIGHUP ignored"),
+            _ = s.usr2.recv() => {}
+            _ = s.term.recv() => {}
+            _ = s.int.recv() => {}
+            _ = s.quit.recv() => {}
         }
     }
-    tracing::info!("stopping: finishing in-flight requests");
-    handle.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// A line on stderr for the operator; a reader that is gone is not an error.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr(), "relais: {text}");
+}
+
+/// Text on stdout (`check`'s summary), likewise.
+fn say_out(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 async fn demo(port: u16) -> ExitCode {
     let origin = match relais::demo::start_origin().await {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("relais: cannot start the demo origin: {e}");
+            say(&format!("cannot start the demo origin: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -151,21 +216,21 @@ async fn demo(port: u16) -> ExitCode {
     let handle = match relais::start(relais::demo::config(origin, listen, admin)).await {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("relais: {e}");
+            say(&e.to_string());
             return ExitCode::FAILURE;
         }
     };
     let addr = handle.addrs()[0];
-    println!(
+    say_out(&format!(
         "\nrelais demo: a slow origin ({} ms per response) on {origin}, relais in front on {addr}.\n\
          Try:\n  \
          curl -si http://{addr}/               # cacheable page: first slow, then fast\n  \
          curl -si http://{addr}/static/app.js  # cacheable for an hour\n  \
          curl -si http://{addr}/api/time       # no-store: always goes to the origin\n  \
          curl -s -o /dev/null -w '%{{time_total}}s\\n' http://{addr}/   # time it\n\
-         Ctrl-C stops.\n",
+         Ctrl-C stops.\n\n",
         relais::demo::DELAY.as_millis()
-    );
+    ));
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await;
     ExitCode::SUCCESS
@@ -180,22 +245,6 @@ fn raise_open_files_limit() {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, limit = before, "cannot raise the open files limit"),
     }
-}
-
-fn init_logging(log: &LogConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    // Colour codes only for a terminal: a file or a pipe gets plain text.
-    let ansi = match log.color {
-        LogColor::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        LogColor::Always => true,
-        LogColor::Never => false,
-    };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Human => builder.with_target(true).try_init(),
-    };
 }
 
 /// The one-screen summary printed by `relais check`.
@@ -258,6 +307,13 @@ fn summary(path: &Path, c: &Config) -> String {
         false => "responses not read ahead".into(),
     };
     let _ = writeln!(s, "  buffer   {buffering}");
+    let l = &c.log;
+    let place = |f: &Option<PathBuf>| f.as_ref().map_or("stderr".to_string(), |f| f.display().to_string());
+    let access = match l.access {
+        true => format!("access log ({}) to {}", format!("{:?}", l.format).to_lowercase(), place(&l.file)),
+        false => "no access log".into(),
+    };
+    let _ = writeln!(s, "  log      {access} · error log at {} to {}", l.level.as_str(), place(&l.error_file));
     let _ = writeln!(s, "  upstreams");
     for (name, u) in &c.upstreams {
         let servers: Vec<String> = u

@@ -149,6 +149,15 @@ type GuardMap = HashMap<Reason, HashMap<String, [AtomicU64; 2]>>;
 /// Nested so that a lookup borrows and the hot path allocates nothing.
 type RequestMap = HashMap<String, HashMap<Option<CacheOutcome>, HashMap<u16, AtomicU64>>>;
 
+/// Log lines dropped because the log's reader was slow or gone, or its file
+/// could not be written: the log writers are the process's, and so is this count.
+static LOGS_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// `n` log lines dropped (see [`Metrics::logs_dropped`]).
+pub fn log_lines_dropped(n: u64) {
+    LOGS_DROPPED.fetch_add(n, Relaxed);
+}
+
 /// All counters of one proxy, shared as `Arc<Metrics>` across reloads.
 pub struct Metrics {
     requests: RwLock<RequestMap>,
@@ -353,6 +362,12 @@ impl Metrics {
     /// Reloads accepted and refused.
     pub fn reloads(&self) -> (u64, u64) {
         (self.reloads_ok.load(Relaxed), self.reloads_failed.load(Relaxed))
+    }
+
+    /// Log lines dropped since the process started (every proxy in it shares
+    /// the log writers, so this counter is the process's, not this proxy's).
+    pub fn logs_dropped(&self) -> u64 {
+        LOGS_DROPPED.load(Relaxed)
     }
 }
 

@@ -153,6 +153,13 @@ pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     family(o, "reloads_total", "counter", "Configuration reloads by result.");
     sample(o, "reloads_total", &[("result", "ok")], reloads_ok);
     sample(o, "reloads_total", &[("result", "failed")], reloads_failed);
+    family(
+        o,
+        "log_dropped_total",
+        "counter",
+        "Log lines dropped: the log's reader was slow or gone, or its file failed.",
+    );
+    sample(o, "log_dropped_total", &[], m.logs_dropped());
     let (acme_ok, acme_failed) = m.acme_orders();
     family(o, "acme_orders_total", "counter", "ACME certificate orders by result.");
     sample(o, "acme_orders_total", &[("result", "ok")], acme_ok);
@@ -225,6 +232,7 @@ pub fn stats(m: &Metrics, gauges: &Gauges) -> Value {
         "reloads": {"ok": reloads_ok, "failed": reloads_failed},
         "evictions": evictions,
         "disk_writes_skipped": m.disk_writes_skipped(),
+        "log_dropped": m.logs_dropped(),
         "guard_rejections": guard_json(m),
     })
 }

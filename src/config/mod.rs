@@ -10,6 +10,7 @@ mod buffering;
 mod cache;
 mod compression;
 mod guard;
+mod log;
 mod route;
 mod server;
 mod tls;
@@ -33,8 +34,9 @@ pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
     RouteGuard, RuleAction, RuleConfig,
 };
+pub use log::{LogColor, LogConfig, LogFormat, LogLevel};
 pub use route::{CacheRules, CookieRequests, HeaderRules, RouteConfig};
-pub use server::{AdminConfig, LogColor, LogConfig, LogFormat, ServerConfig};
+pub use server::{AdminConfig, ServerConfig};
 pub use tls::{
     AcmeConfig, CertificateFiles, Challenge, ClientAuth, Hsts, TlsConfig, TlsVersion, UnknownName, UpstreamTls,
 };
@@ -115,6 +117,7 @@ impl Config {
             ConfigError::Parse(lines.join("\n"))
         })?;
         config.guard.read_rules(dir)?;
+        config.log.resolve(dir);
         config.validate(name)?;
         Ok(config)
     }

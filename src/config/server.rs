@@ -1,4 +1,4 @@
-//! `[server]`, `[admin]` and `[log]`: the listeners and what they enforce.
+//! `[server]` and `[admin]`: the listeners and what they enforce.
 
 use std::net::SocketAddr;
 
@@ -98,40 +98,4 @@ impl Default for AdminConfig {
             deny: Cidrs::default(),
         }
     }
-}
-
-/// `[log]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `human` or `json`. Default `human`.
-    pub format: LogFormat,
-    /// One line per request on target `relais::access`. Default true.
-    pub access: bool,
-    /// Filter when `RUST_LOG` is not set. Default `info`.
-    pub level: String,
-    /// `auto` (default): colour only when stderr is a terminal. `always`, `never`.
-    pub color: LogColor,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogColor {
-    #[default]
-    Auto,
-    Always,
-    Never,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig { format: LogFormat::Human, access: true, level: "info".into(), color: LogColor::Auto }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Human,
-    Json,
 }

@@ -1,15 +1,16 @@
-//! The access log and request metrics: one line per request on target
-//! `relais::access` and one count in the metrics, made when the response body
-//! has ended (or was abandoned), so both carry the bytes actually sent and the
-//! whole duration, as nginx's log does.
+//! The access log and request metrics: one line per request (formatted and
+//! written by [`crate::logs`]) and one count in the metrics, made when the
+//! response body has ended, failed or was abandoned, so both carry the bytes
+//! actually sent, the whole duration and whether the body was complete, as
+//! nginx's log does.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
@@ -39,7 +40,12 @@ pub struct AccessRecord {
     pub host: String,
     pub path: String,
     pub status: StatusCode,
+    pub version: Version,
+    pub referer: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
     pub upstream: Option<Arc<str>>,
+    /// From sending to the origin to its response head.
+    pub upstream_time: Option<Duration>,
     /// What the cache did; None when the request never reached it.
     pub cache: Option<CacheOutcome>,
     pub route: Option<usize>,
@@ -55,6 +61,7 @@ pub struct AccessRecord {
     pub bytes_in: Option<Received>,
     /// Write the access log line (metrics are always counted).
     pub log: bool,
+    pub format: crate::config::LogFormat,
     pub metrics: Arc<Metrics>,
 }
 
@@ -66,24 +73,39 @@ impl AccessRecord {
         if !self.log {
             return;
         }
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(
-            target: "relais::access",
-            client = %self.client,
-            method = %self.method,
-            scheme = self.scheme,
-            host = %self.host,
-            path = %self.path,
-            status = self.status.as_u16(),
+        let line = crate::logs::access::Line {
+            time: std::time::SystemTime::now(),
+            client: self.client,
+            method: self.method.as_str(),
+            scheme: self.scheme,
+            protocol: protocol(self.version),
+            host: &self.host,
+            target: &self.path,
+            status: self.status.as_u16(),
             bytes,
-            ms = (ms * 1000.0).round() / 1000.0,
-            upstream = self.upstream.as_deref().unwrap_or("-"),
-            cache = crate::metrics::word(self.cache),
-            route = self.route.map_or(-1, |r| r as i64),
-            refused = self.refused.map_or("-", Reason::as_str),
-            rule = self.rule.as_deref().unwrap_or("-"),
+            duration: self.start.elapsed(),
+            upstream: self.upstream.as_deref(),
+            upstream_time: self.upstream_time,
+            cache: crate::metrics::word(self.cache),
+            route: self.route,
+            refused: self.refused.map_or("-", Reason::as_str),
+            rule: self.rule.as_deref(),
+            referer: self.referer.as_ref().map(HeaderValue::as_bytes),
+            user_agent: self.user_agent.as_ref().map(HeaderValue::as_bytes),
             complete,
-        );
+        };
+        crate::logs::access(&line, self.format);
+    }
+}
+
+/// The protocol as the request line names it.
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
 }
 
@@ -133,7 +155,13 @@ impl http_body::Body for LoggedBody {
                         rec.emit(*this.bytes, true);
                     }
                 }
-                _ => {}
+                // Cut short: whatever the body says of itself afterwards.
+                Poll::Ready(Some(Err(_))) => {
+                    if let Some(rec) = this.record.take() {
+                        rec.emit(*this.bytes, false);
+                    }
+                }
+                Poll::Pending => {}
             }
         }
         polled

@@ -165,7 +165,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
     let start = Instant::now();
-    let log = pipeline.config.log.access && tracing::enabled!(target: "relais::access", tracing::Level::INFO);
+    let log = pipeline.config.log.access && crate::logs::access_enabled();
     let authority = target::authority(&req, conn.proto);
     let host = match &authority {
         Ok(Some(a)) => a.host(),
@@ -189,7 +189,11 @@ pub async fn handle(
             String::new()
         },
         status: http::StatusCode::OK,
+        version: req.version(),
+        referer: log.then(|| req.headers().get(http::header::REFERER).cloned()).flatten(),
+        user_agent: log.then(|| req.headers().get(http::header::USER_AGENT).cloned()).flatten(),
         upstream: None,
+        upstream_time: None,
         cache: None,
         route: None,
         route_label: None,
@@ -198,6 +202,7 @@ pub async fn handle(
         permits: Vec::new(),
         bytes_in,
         log,
+        format: pipeline.config.log.format,
         metrics: pipeline.metrics.clone(),
     });
 
@@ -221,6 +226,7 @@ pub async fn handle(
         }
     };
     record.status = response.status();
+    record.upstream_time = response.extensions().get::<crate::upstream::HeadTime>().map(|t| t.0);
     record.upstream = upstream;
     record.route = route.map(|r| r.index);
     record.route_label = route.map(|r| r.label.clone());

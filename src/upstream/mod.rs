@@ -146,6 +146,11 @@ pub struct Members {
     balancer: Balancer,
 }
 
+/// How long the server took from the request to its response head (nginx's
+/// `$upstream_header_time`), carried in the response's extensions for the access log.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadTime(pub std::time::Duration);
+
 /// A named pool of servers.
 pub struct Upstream {
     pub name: String,
@@ -316,7 +321,8 @@ impl Upstream {
         self.members.load_full()
     }
 
-    /// Sends `out` to a live server; returns the response head and the server's address.
+    /// Sends `out` to a live server; returns the response head (with its
+    /// [`HeadTime`]) and the server's address.
     pub async fn send(&self, out: Outgoing) -> Result<(Response<Body>, Arc<str>), UpstreamError> {
         let members = self.members.load_full();
         let mut order = order(&members, self.affinity(&out));
@@ -369,6 +375,8 @@ impl Upstream {
                         last = Some(UpstreamError::Connect(server.address.clone()));
                         continue;
                     }
+                    let mut res = res;
+                    res.extensions_mut().insert(HeadTime(started.elapsed()));
                     return Ok((res, server.address.clone()));
                 }
                 Ok(Err(SendError::Connect(e))) => {
