@@ -772,6 +772,28 @@ async fn vary_values_that_mean_the_same_share_a_variant() {
     assert_eq!(o.hits("/"), 2);
 }
 
+/// A new variant and its URL's new Vary record go into memory together: the
+/// variant was put only after the record's disk write, and a second request in
+/// that window found a record pointing at nothing (40 of 40 URLs fetched at once
+/// missed twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_variant_is_found_as_soon_as_its_vary_record() {
+    let o = origin()
+        .route("/", |_| async { text(200, "v", &[("cache-control", "max-age=60"), ("vary", "accept-language")]) })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    let urls: Vec<String> = (0..40).map(|i| proxy.url(&format!("/page/{i}"))).collect();
+    let twice = urls.iter().map(|url| async move {
+        let lang = [("accept-language", "fr")];
+        get_with(url, &lang).await;
+        get_with(url, &lang).await.header("cache-status").unwrap().to_string()
+    });
+    let statuses = futures_util::future::join_all(twice).await;
+    let missed: Vec<&String> = statuses.iter().filter(|s| !s.contains("hit")).collect();
+    assert!(missed.is_empty(), "{} of 40 second requests missed: {:?}", missed.len(), missed.first());
+}
+
 /// 1xx responses before the final one (103 Early Hints, 100, 102) never become
 /// the final or the stored response. hyper's server cannot send 1xx yet, so
 /// they are not passed on either: the client sees the final answer only.

@@ -201,9 +201,27 @@ impl Cache {
     /// memory only and an older disk copy is removed: the disk may lack an entry but
     /// never serves one older than what memory replaced.
     pub async fn put(&self, key: String, value: Stored) {
-        self.undoom(&key);
+        self.put_all(vec![(key, value)]).await;
+    }
+
+    /// Stores several values, all in memory before any goes to disk: a variant
+    /// and its URL's new Vary record are put in that order, so a lookup that
+    /// finds the record finds the variant too, whatever the disk is doing.
+    pub async fn put_all(&self, values: Vec<(String, Stored)>) {
         let epoch = self.purge_epoch();
-        let (value, meta, body) = self.remember(&key, value).await;
+        let mut remembered = Vec::with_capacity(values.len());
+        for (key, value) in values {
+            self.undoom(&key);
+            let (value, meta, body) = self.remember(&key, value).await;
+            remembered.push((key, value, meta, body));
+        }
+        for (key, value, meta, body) in remembered {
+            self.persist(epoch, key, value, meta, body).await;
+        }
+    }
+
+    /// The disk half of a put.
+    async fn persist(&self, epoch: u64, key: String, value: Arc<Stored>, meta: serde_json::Value, body: bytes::Bytes) {
         let Some(disk) = &self.disk else { return };
         // A body larger than the whole backlog needs all of it free. Each write counts
         // at least 4KiB: its metadata and task wait too, and a small entry's cost is

@@ -635,10 +635,11 @@ fn store(
                 tracing::debug!(url = %entry.url, "purged while in flight; not stored");
                 return;
             }
+            let mut values = vec![(key, Stored::Entry(Entry { body, ..entry }))];
             if let Some(record) = record {
-                committer.put(primary, Stored::Vary(record)).await;
+                values.push((primary, Stored::Vary(record)));
             }
-            committer.put(key, Stored::Entry(Entry { body, ..entry })).await;
+            committer.put_all(values).await;
         });
     });
     let tee = TeeBody::new(body, expected, limit, (cache.fill_budget.clone(), reserved), commit);
