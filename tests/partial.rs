@@ -320,3 +320,25 @@ async fn a_range_deep_in_a_huge_sliced_file_costs_one_slice() {
     assert_eq!(r.body.as_ref(), (at..at + 10).map(byte).collect::<Vec<u8>>());
     assert_eq!(sent.load(Ordering::SeqCst), 1 << 20, "one 1MiB slice of a 4GiB file");
 }
+
+/// An origin's 206 whose body is shorter than its Content-Range: a client's
+/// range was cut from it as if it held the bytes it claims, and the client got
+/// nothing but a closed connection. It is passed on as it came, and not stored.
+#[tokio::test]
+async fn a_part_whose_body_is_not_its_range_is_passed_on_as_it_came() {
+    let o = origin()
+        .route("/lying", |_| async {
+            text(206, "56789", &[("cache-control", "max-age=60"), ("content-range", "bytes 4-9/10")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "")).await;
+    for _ in 0..2 {
+        let r = get_with(&proxy.url("/lying"), &[("range", "bytes=-5")]).await;
+        assert_eq!(r.status, 206);
+        assert_eq!(r.header("content-range"), Some("bytes 4-9/10"));
+        assert_eq!(r.text(), "56789");
+        settle().await;
+    }
+    assert_eq!(o.hits("/lying"), 2, "a part that is not its range is not stored");
+}

@@ -28,8 +28,13 @@ use crate::body::{Body, BoxError};
 /// passed as is) to what `req` asked for.
 pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
     if res.status() == StatusCode::PARTIAL_CONTENT {
+        // A part is cut only when its body is the range it claims: one that
+        // disagrees (an origin's lie) is passed on as it came.
+        let length = crate::body::content_length(res.headers());
         return match (cache_policy::content_range(res.headers()), client_range(req, res.headers(), None)) {
-            (Some(part), Some(Ranged::One(want))) if part.covers(&want) => cut(req, res, want, want.start - part.start),
+            (Some(part), Some(Ranged::One(want))) if part.covers(&want) && length.is_none_or(|n| n == part.len()) => {
+                cut(req, res, want, want.start - part.start)
+            }
             _ => head_only(req, res),
         };
     }
@@ -140,7 +145,8 @@ pub fn keep_304_headers(headers: &mut HeaderMap) {
 }
 
 pin_project_lite::pin_project! {
-    /// Passes on `left` bytes after skipping `skip`, then ends.
+    /// Passes on `left` bytes after skipping `skip`, then ends; a body that
+    /// ends sooner is an error, never a short range that looks complete.
     struct RangeBody {
         #[pin]
         inner: Body,
@@ -161,6 +167,9 @@ impl http_body::Body for RangeBody {
             }
             let frame = match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(None) => {
+                    return Poll::Ready(Some(Err("the body ended before the range it was cut to".into())));
+                }
                 other => return other,
             };
             let Ok(mut data) = frame.into_data() else { continue };
@@ -257,5 +266,32 @@ mod tests {
         // Not within the part: what the origin sent, as it is.
         assert_eq!(asked("bytes=0-5"), (false, (206, Some("bytes 4-9/10".into()), "456789".into())));
         assert!(!asked("bytes=0-1,6-7").0);
+    }
+
+    #[test]
+    fn a_part_whose_body_is_not_its_range_is_passed_as_it_came() {
+        // Content-Range says six bytes, the body has five: cutting from it would
+        // promise bytes that never come.
+        let (req, ()) = http::Request::get("/").header(header::RANGE, "bytes=-5").body(()).unwrap().into_parts();
+        let res = Response::builder()
+            .status(206)
+            .header(header::CONTENT_RANGE, "bytes 4-9/10")
+            .header(header::CONTENT_LENGTH, "5")
+            .body(Body::full("56789"))
+            .unwrap();
+        assert_eq!(text(present(&req, res)), (206, Some("bytes 4-9/10".into()), "56789".into()));
+    }
+
+    #[tokio::test]
+    async fn a_range_of_a_body_that_ends_short_is_an_error() {
+        use http_body_util::BodyExt;
+        let short = RangeBody {
+            inner: Body::boxed(http_body_util::Full::new(Bytes::from_static(b"0123")).map_err(|e| match e {})),
+            skip: 1,
+            left: 5,
+        };
+        let mut short = std::pin::pin!(short);
+        assert_eq!(short.frame().await.unwrap().unwrap().into_data().unwrap(), "123");
+        assert!(short.frame().await.unwrap().is_err());
     }
 }
