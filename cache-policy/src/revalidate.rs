@@ -4,7 +4,8 @@
 //! A 304 refreshes an entry only if its validators select the stored response
 //! (§4.3.4; a 304 without validators answers for the one response asked about); then the stored headers are updated with every header of the 304,
 //! including headers new in it, except hop-by-hop fields, `Set-Cookie` and fields
-//! describing the stored body (`Content-Length`, `Content-Encoding`, `Content-Range`),
+//! describing the stored body (`Content-Length`, `Content-Encoding`, `Content-Range`,
+//! `Content-MD5`, `Content-Digest`),
 //! and a fresh [`Policy`] is computed from the result (§3.2).
 
 use std::time::SystemTime;
@@ -18,8 +19,15 @@ use crate::headers::{SET_COOKIE2, http_date, is_hop_by_hop, single_date};
 use crate::{Bypass, Policy, Rules};
 
 /// Fields of a 304 that must not replace the stored ones: they describe the stored
-/// body, or belong to one client.
-const NOT_MERGED: [HeaderName; 4] = [CONTENT_LENGTH, CONTENT_ENCODING, CONTENT_RANGE, SET_COOKIE];
+/// body (its length, coding, range and digests), or belong to one client.
+const NOT_MERGED: [HeaderName; 6] = [
+    CONTENT_LENGTH,
+    CONTENT_ENCODING,
+    CONTENT_RANGE,
+    SET_COOKIE,
+    HeaderName::from_static("content-md5"),
+    HeaderName::from_static("content-digest"),
+];
 
 /// What the origin's answer to a revalidation means for the stored entry.
 #[derive(Debug)]

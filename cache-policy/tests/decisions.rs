@@ -343,6 +343,8 @@ fn not_modified_merges_headers_new_in_the_304() {
         ("etag", "\"v1\""),
         ("content-type", "text/html"),
         ("content-length", "1234"),
+        ("content-md5", "stored=="),
+        ("content-digest", "sha-256=:stored=:"),
         ("x-old", "kept"),
         ("age", "3"),
     ];
@@ -352,6 +354,8 @@ fn not_modified_merges_headers_new_in_the_304() {
         ("cache-control", "max-age=120"),
         ("x-new", "added"),
         ("content-length", "0"),
+        ("content-md5", "other=="),
+        ("content-digest", "sha-256=:other=:"),
         ("set-cookie", "id=1"),
         ("connection", "x-hop"),
         ("x-hop", "1"),
@@ -364,6 +368,9 @@ fn not_modified_merges_headers_new_in_the_304() {
     assert_eq!(headers["x-old"], "kept");
     assert_eq!(headers["cache-control"], "max-age=120");
     assert_eq!(headers["content-length"], "1234");
+    // Digests of the stored body stay the stored body's (cache-tests 304-etag-update-response-Content-MD5).
+    assert_eq!(headers["content-md5"], "stored==");
+    assert_eq!(headers["content-digest"], "sha-256=:stored=:");
     assert_eq!(headers["date"], date(100).as_str());
     for gone in ["set-cookie", "connection", "x-hop", "age"] {
         assert!(!headers.contains_key(gone), "{gone}");
