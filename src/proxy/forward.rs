@@ -85,7 +85,7 @@ pub async fn forward(
 /// The path and query to send: the route's prefix stripped if it says so.
 fn upstream_path(route: &Route, parts: &Parts) -> Result<PathAndQuery, ProxyError> {
     let original = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = route.upstream_path(original);
+    let path = route.upstream_path(original).map_err(|e| ProxyError::BadRequest(e.message()))?;
     if path.len() == original.len() {
         return Ok(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
     }
