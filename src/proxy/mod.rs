@@ -333,6 +333,11 @@ async fn respond<'a>(
         return Err(ProxyError::MethodNotAllowed);
     }
     let authority = authority.map_err(ProxyError::BadRequest)?;
+    // What the origin will not get, nothing here decides by: the guard, the
+    // router and the cache key see the request as it will be forwarded.
+    if let Some(upgrade) = headers::strip_hop_by_hop(req.headers_mut()) {
+        req.extensions_mut().insert(headers::Upgrade(upgrade));
+    }
     if let Some(limit) = pipeline.config.server.max_request_body {
         // The declared length, as hyper read it from Content-Length.
         let declared = http_body::Body::size_hint(req.body()).exact();
@@ -351,7 +356,7 @@ async fn respond<'a>(
         }
         None => conn,
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let skip_rules = matches!(
         guard.check(&Subject::new(conn.client, &parts, "none"), &pipeline.metrics)?,
         crate::guard::Outcome::Allowed
@@ -375,6 +380,13 @@ async fn respond<'a>(
         }
     };
     *route_found = Some(route);
+    // Only the protocols the route allows are asked of the origin; anything
+    // else goes as an ordinary request (nginx sends no Upgrade unless told to).
+    if let Some(headers::Upgrade(asked)) = parts.extensions.remove::<headers::Upgrade>()
+        && let Some(allowed) = route.upgrade(&asked)
+    {
+        parts.extensions.insert(headers::Upgrade(allowed));
+    }
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     route.upstream_path(target).map_err(|e| ProxyError::BadRequest(e.message()))?;
     let subject = Subject::new(conn.client, &parts, &route.label);

@@ -46,6 +46,8 @@ pub struct Route {
     pub redirect_https: bool,
     /// Methods, lists, rules and limits of this route.
     pub guard: RouteGuard,
+    /// Protocols a client may switch to (`Upgrade`), lower-case; never h2c.
+    upgrades: Vec<String>,
     /// How the guard normalises paths, to check the path left by `strip_prefix`.
     paths: Paths,
 }
@@ -122,6 +124,7 @@ impl Route {
             request_buffering: r.request_buffering,
             redirect_https: r.redirect_https.unwrap_or(config.server.redirect_https),
             guard,
+            upgrades: r.upgrades.iter().map(|p| p.as_str().to_string()).collect(),
             paths,
         }
     }
@@ -160,6 +163,24 @@ impl Route {
             return Err(PathError::NotNormal);
         }
         Ok(sent)
+    }
+
+    /// The protocols of a client's `Upgrade` this route lets through (never
+    /// h2c), as the value to send; None when there are none.
+    pub fn upgrade(&self, asked: &HeaderValue) -> Option<HeaderValue> {
+        let asked = asked.to_str().ok()?;
+        let allowed: Vec<&str> = asked
+            .split(',')
+            .map(str::trim)
+            .filter(|p| {
+                let name = p.split('/').next().unwrap_or("").to_ascii_lowercase();
+                name != "h2c" && self.upgrades.contains(&name)
+            })
+            .collect();
+        if allowed.is_empty() {
+            return None;
+        }
+        HeaderValue::try_from(allowed.join(", ")).ok()
     }
 }
 
@@ -352,5 +373,25 @@ upstream = "b"
         // What routing never hands it, it refuses rather than sends: a cut that leaves dots.
         assert_eq!(route.upstream_path("/api../admin"), Err(PathError::NotNormal));
         assert_eq!(route.upstream_path("/api/./x"), Err(PathError::NotNormal));
+    }
+
+    #[test]
+    fn upgrades_only_by_name_and_never_h2c() {
+        let r = router(&ROUTES.replace(
+            "path = \"/api/\"\nupstream = \"b\"",
+            "path = \"/api/\"\nupstream = \"b\"\nupgrades = [\"websocket\", \"Foo\"]",
+        ));
+        let route = |path| match r.find("x.test", path, &HeaderMap::new()) {
+            Some(Found::Route(route)) => route.clone(),
+            _ => panic!("no route for {path}"),
+        };
+        let (api, root) = (route("/api/x"), route("/x"));
+        let ask = |route: &Route, v: &'static str| route.upgrade(&HeaderValue::from_static(v));
+        assert_eq!(ask(&root, "websocket").unwrap(), "websocket", "the default");
+        assert_eq!(ask(&root, "WebSocket"), Some(HeaderValue::from_static("WebSocket")));
+        assert_eq!(ask(&root, "h2c"), None);
+        assert_eq!(ask(&root, "foo"), None);
+        assert_eq!(ask(&api, "h2c, foo/2, bar, websocket").unwrap(), "foo/2, websocket");
+        assert_eq!(ask(&api, "h2c"), None);
     }
 }
