@@ -13,7 +13,7 @@ pub mod headers;
 mod log;
 mod present;
 mod route;
-mod target;
+pub(crate) mod target;
 mod upgrade;
 mod upload;
 
