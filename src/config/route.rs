@@ -87,7 +87,7 @@ impl TryFrom<String> for Protocol {
             return Err(format!("{s:?} is not a protocol name (a token such as \"websocket\")"));
         }
         if s.eq_ignore_ascii_case("h2c") {
-            return Err("h2c is never tunnelled: its 101 would pass the origin's HTTP/2 by every rule and route".into());
+            return Err("h2c is never tunnelled: its 101 would give the client the origin's HTTP/2 past every rule, route and limit".into());
         }
         Ok(Protocol(s.to_ascii_lowercase()))
     }
