@@ -302,3 +302,72 @@ async fn a_url_purge_normalises_its_path_like_requests() {
     let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/a%2Fb"}"#).await;
     assert_eq!(r.status, 400, "a path no request could have: {}", r.text());
 }
+
+/// A request as a browser would send it to the admin listener.
+async fn browser(proxy: &Relais, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut b = Request::builder().method(method).uri(proxy.admin_url(path));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(b.body(full(body.to_string())).unwrap()).await
+}
+
+/// On its default (loopback, no token) the admin API obeyed any web page: a
+/// cross-site `text/plain` POST emptied the cache or reloaded, and a name
+/// rebound to 127.0.0.1 read `/stats`. Foreign origins and hosts get 403,
+/// actions whose body is not JSON 415; curl's requests still work.
+#[tokio::test]
+async fn a_web_page_cannot_drive_the_admin_api() {
+    let o = tagged_origin().start().await;
+    let proxy =
+        relais(&format!("[admin]\nlisten = \"127.0.0.1:0\"\nhosts = [\"admin.internal\"]\n{}", proxy_to(&o))).await;
+    get_with(&proxy.url("/a"), HOST).await;
+    settle().await;
+    let evil = ("origin", "http://evil.example");
+    let plain = ("content-type", "text/plain");
+    let json_type = ("content-type", "application/json");
+    let all = r#"{"all": true}"#;
+    for (method, path, headers, body, want) in [
+        ("POST", "/purge", vec![evil, plain], all, 403),
+        ("POST", "/purge", vec![evil, json_type], all, 403),
+        ("POST", "/purge", vec![("origin", "null"), json_type], all, 403),
+        ("POST", "/purge", vec![plain], all, 415),
+        ("POST", "/purge", vec![("content-type", "application/x-www-form-urlencoded")], all, 415),
+        ("POST", "/purge", vec![], all, 415),
+        ("POST", "/reload", vec![evil], "", 403),
+        ("POST", "/reload", vec![plain], "x", 415),
+        ("PURGE", "/a", vec![evil, ("host", "shop.test")], "", 403),
+        ("GET", "/stats", vec![("host", "rebind.evil.example")], "", 403),
+        ("GET", "/stats", vec![("host", "rebind.evil.example:9090")], "", 403),
+        ("GET", "/metrics", vec![("host", "localhost.evil.example")], "", 403),
+        ("GET", "/stats", vec![evil], "", 403),
+    ] {
+        let r = browser(&proxy, method, path, &headers, body).await;
+        assert_eq!(r.status, want, "{method} {path} {headers:?}: {}", r.text());
+    }
+    assert!(cache_status(&get_with(&proxy.url("/a"), HOST).await).contains("hit"), "nothing was purged");
+
+    // What curl and the operator's own pages send.
+    let port = proxy.handle.admin_addr().port();
+    for host in ["127.0.0.1".to_string(), format!("127.0.0.1:{port}"), format!("localhost:{port}"), "[::1]:9090".into()]
+    {
+        assert_eq!(browser(&proxy, "GET", "/stats", &[("host", &host)], "").await.status, 200, "{host}");
+    }
+    assert_eq!(browser(&proxy, "GET", "/stats", &[("host", "Admin.Internal:9090")], "").await.status, 200);
+    assert_eq!(browser(&proxy, "GET", "/health", &[("host", "rebind.evil.example")], "").await.status, 200);
+    let own = format!("http://127.0.0.1:{port}");
+    let r = browser(
+        &proxy,
+        "POST",
+        "/purge",
+        &[("origin", &own), ("content-type", "application/json; charset=utf-8")],
+        all,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = browser(&proxy, "POST", "/purge", &[json_type], r#"{"url": "http://shop.test/a"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(browser(&proxy, "POST", "/reload", &[], "").await.status, 422, "no file to reload here, but asked");
+    let r = browser(&proxy, "PURGE", "/a", &[("host", "shop.test")], "").await;
+    assert_eq!(r.status, 200, "PURGE names the site in Host: {}", r.text());
+}

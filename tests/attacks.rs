@@ -426,6 +426,100 @@ async fn cookie_requests_bypass_the_cache_where_the_route_says_so() {
     assert_eq!(get(&proxy.url("/account/me")).await.text(), "for ");
 }
 
+// Headers a client names in `Connection`, and protocol upgrades.
+
+/// The variant key was computed from the client's headers, but headers named in
+/// `Connection` were removed before forwarding: the origin's no-language answer
+/// was stored under the `fr` variant, for every later `fr` client.
+#[tokio::test]
+async fn a_header_named_in_connection_cannot_poison_a_variant() {
+    let o = origin()
+        .route("/", |req: Request<hyper::body::Incoming>| async move {
+            let lang = req.headers().get("accept-language").map_or("none", |v| v.to_str().unwrap()).to_string();
+            text(200, &format!("lang={lang}"), &[("cache-control", "max-age=60"), ("vary", "Accept-Language")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let r = raw(
+        proxy.addr,
+        "GET /v HTTP/1.1\r\nHost: a.test\r\nAccept-Language: fr\r\nConnection: close, Accept-Language\r\n\r\n",
+    )
+    .await;
+    assert!(r.ends_with("lang=none"), "the origin was not told the language: {r}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fr = get_with(&proxy.url("/v"), &[("host", "a.test"), ("accept-language", "fr")]).await;
+    assert_eq!(fr.text(), "lang=fr", "{:?}", fr.header("cache-status"));
+    let none = get_with(&proxy.url("/v"), &[("host", "a.test")]).await;
+    assert_eq!(none.text(), "lang=none");
+    assert!(none.header("cache-status").unwrap().contains("hit"), "stored as what the origin was asked");
+}
+
+/// An origin that switches to whatever the request names (as an h2c-capable
+/// one does), and records what it was asked.
+async fn switching_origin(to: &'static str) -> RawOrigin {
+    RawOrigin::start(
+        Reads::BodyFirst,
+        std::sync::Arc::new(move |s: &support::raw::Seen| match s.header("upgrade") {
+            Some(_) => (101, vec![("connection".into(), "upgrade".into()), ("upgrade".into(), to.into())], Vec::new()),
+            None => (200, Vec::new(), b"plain".to_vec()),
+        }),
+    )
+    .await
+}
+
+/// `Upgrade: h2c` was forwarded and the 101 tunnelled: the client got a raw
+/// HTTP/2 connection to the origin, past every rule, route and limit. Only
+/// `websocket` (and what a route names) is forwarded, never h2c; anything
+/// else goes as an ordinary request, as nginx sends it.
+#[tokio::test]
+async fn only_allowed_upgrades_reach_the_origin_and_h2c_never() {
+    let o = switching_origin("h2c").await;
+    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let r = raw(
+        proxy.addr,
+        "GET /private/x HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+         HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(status_line(&r).contains(" 200 "), "{r}");
+    assert!(r.ends_with("plain"), "{r}");
+    let seen = o.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("upgrade"), None, "{:?}", seen[0].headers);
+    assert_eq!(seen[0].header("http2-settings"), None, "named in Connection");
+    let r = raw(proxy.addr, "GET /y HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n").await;
+    assert!(status_line(&r).contains(" 200 "), "not a protocol this route allows: {r}");
+
+    let err = relais::Config::from_toml(
+        &proxy_to(o.addr, "").replace("[[routes]]", "[[routes]]\nupgrades = [\"h2c\"]"),
+        "t.toml",
+    )
+    .expect_err("h2c is never tunnelled");
+    assert!(err.to_string().contains("routes[0].upgrades"), "{err}");
+}
+
+/// What a route allows by name is forwarded (and only that, of a list); an
+/// origin's 101 is tunnelled only when it names a protocol the client asked for.
+#[tokio::test]
+async fn a_route_can_allow_a_protocol_and_the_origin_must_switch_to_it() {
+    let route = "[[routes]]\nupgrades = [\"websocket\", \"foo\"]\n";
+    let foo = switching_origin("foo").await;
+    let proxy = relais(&proxy_to(foo.addr, "").replace("[[routes]]\n", route)).await;
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"GET /t HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: h2c, Foo/2\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_until_quiet(&mut tcp, Duration::from_millis(300)).await;
+    assert!(status_line(&r).contains(" 101 "), "{r}");
+    assert_eq!(foo.seen()[0].header("upgrade"), Some("Foo/2"), "only the allowed protocol");
+
+    let bar = switching_origin("bar").await;
+    let proxy = relais(&proxy_to(bar.addr, "").replace("[[routes]]\n", route)).await;
+    let r = raw(proxy.addr, "GET /t HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n").await;
+    assert!(status_line(&r).contains(" 502 "), "switched to a protocol nobody asked for: {r}");
+}
+
 // 3 and 4: memory stays bounded whatever the body's size. relais runs as a
 // process here, so that its resident memory can be read.
 

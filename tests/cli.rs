@@ -317,6 +317,7 @@ async fn a_purge_survives_a_kill_before_its_disk_deletions_finish() {
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let purge = Request::post(format!("http://127.0.0.1:{admin}/purge"))
+        .header("content-type", "application/json")
         .body(full(r#"{"prefix": "http://site.test/p/"}"#))
         .unwrap();
     let r = send(purge).await;

@@ -219,6 +219,126 @@ async fn normalised_paths_cannot_slip_past_a_rule_and_the_origin_sees_the_normal
     assert!(m.contains("relais_guard_rejections_total{reason=\"access\",route=\"routes[1]\"} 2"), "{m}");
 }
 
+/// A `/private/` route or rule covers the directory itself: `/private`, in
+/// every spelling that normalises to it, gets nginx's 301 to `/private/`
+/// (query kept) before any other route is considered, and a rule on
+/// `/private/` holds for it. They used to reach the `/` route's origin.
+#[tokio::test]
+async fn a_directory_without_its_slash_is_redirected_or_refused_in_every_spelling() {
+    let o = echo().await;
+    let toml = format!(
+        "[[guard.rules]]\npath_prefix = \"/secret/\"\n{}guard = {{ rules = [{{ path_prefix = \"/internal/\" }}] }}\n\
+         [[routes]]\npath = \"/private/\"\nupstream = \"o\"\nguard = {{ deny = [\"all\"] }}\n\
+         [[routes]]\npath = \"/exact/\"\nupstream = \"o\"\n[[routes]]\npath = \"/exact\"\nupstream = \"o\"\n",
+        proxy_to(o.addr, "")
+    );
+    let proxy = relais(&toml).await;
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    for (path, want, location) in [
+        ("/private", "301", Some("/private/")),
+        ("/./private", "301", Some("/private/")),
+        ("//private", "301", Some("/private/")),
+        ("/x/../private", "301", Some("/private/")),
+        ("/%2e/private", "301", Some("/private/")),
+        ("/x/%2E%2e/private", "301", Some("/private/")),
+        ("/%70rivate", "301", Some("/private/")),
+        ("/private?a=1&b", "301", Some("/private/?a=1&b")),
+        ("/private/.", "403", None),
+        ("/private/", "403", None),
+        ("/%2fprivate", "400", None),
+        ("/private%2F", "400", None),
+        ("/secret", "403", None),
+        ("/./secret", "403", None),
+        ("//secret", "403", None),
+        ("/secret/.", "403", None),
+        ("/%73ecret?x=1", "403", None),
+        ("/internal", "403", None),
+        ("//internal", "403", None),
+    ] {
+        let r = raw(proxy.addr, request(path).as_bytes()).await;
+        assert_eq!(status_of(&r), want, "{path}: {r}");
+        let got = r.lines().find_map(|l| l.strip_prefix("location: "));
+        assert_eq!(got, location, "{path}: {r}");
+    }
+    assert_eq!(o.total_hits(), 0, "nothing reached the origin");
+    // A route for exactly the path without its slash is the operator's choice: it wins, as an nginx location does.
+    let r = raw(proxy.addr, request("/exact").as_bytes()).await;
+    assert_eq!(status_of(&r), "200", "{r}");
+    assert_eq!(o.hits("/exact"), 1);
+
+    // HTTP/2 `:path`, the same.
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    for (path, want) in
+        [("/private", 301), ("/./private", 301), ("//private", 301), ("/private/.", 403), ("/secret", 403)]
+    {
+        let req = Request::get(format!("http://a.test{path}")).body(()).unwrap();
+        let (res, _) = h2.send_request(req, true).unwrap();
+        let res = res.await.unwrap();
+        assert_eq!(res.status().as_u16(), want, "h2 {path}");
+        if want == 301 {
+            assert_eq!(res.headers()["location"], "/private/", "h2 {path}");
+        }
+    }
+    assert_eq!(o.total_hits(), 1);
+}
+
+/// Route prefixes match whole segments: `/api` is `/api`, `/api/…` and
+/// `/api?…`, never `/api..` or `/apix`. With `strip_prefix`, `/api../admin/x`
+/// reached the origin as `/../admin/x`, past a rule on `/api/admin`.
+#[tokio::test]
+async fn route_prefixes_match_whole_segments_so_strip_prefix_cannot_reopen_dots() {
+    let site = echo().await;
+    let api = echo().await;
+    let toml = format!(
+        "[[guard.rules]]\npath_prefix = \"/api/admin\"\n[upstreams.site]\nservers = [\"{}\"]\n\
+         [upstreams.api]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"site\"\n\
+         [[routes]]\npath = \"/api\"\nupstream = \"api\"\nstrip_prefix = true\n",
+        site.addr, api.addr
+    );
+    let proxy = relais(&toml).await;
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    for (path, want) in [
+        ("/api", "api /"),
+        ("/api/", "api /"),
+        ("/api/x", "api /x"),
+        ("/api?q=1", "api /"),
+        ("/api../admin/x", "site /api../admin/x"),
+        ("/api..", "site /api.."),
+        ("/apix", "site /apix"),
+        ("/api/../admin/x", "site /admin/x"),
+    ] {
+        let r = raw(proxy.addr, request(path).as_bytes()).await;
+        assert_eq!(status_of(&r), "200", "{path}: {r}");
+        let seen = r.rsplit("\r\n").next().unwrap().trim_end_matches(" 127.0.0.1");
+        let (which, origin) = if api.hits(seen) > 0 { ("api", &api) } else { ("site", &site) };
+        assert!(origin.hits(seen) > 0, "{path}: {r}");
+        assert_eq!(format!("{which} {seen}"), want, "{path}");
+    }
+    assert_eq!(status_of(&raw(proxy.addr, request("/api/admin/x").as_bytes()).await), "403");
+    assert_eq!(api.hits("/../admin/x") + api.hits("/admin/x"), 0, "the api origin never saw its admin");
+}
+
+/// A literal backslash is what `%5C` is: refused with `reject_encoded_slashes`
+/// (an origin that reads `\` as `/` would see `/private/acct`), kept encoded
+/// without it. It used to be forwarded as it came, past a `/private/` rule.
+#[tokio::test]
+async fn a_raw_backslash_is_refused_as_an_encoded_one_is() {
+    let o = echo().await;
+    let rule = "[[guard.rules]]\npath_prefix = \"/private/\"\n";
+    let proxy = relais(&format!("{rule}{}", proxy_to(o.addr, ""))).await;
+    for path in ["/x/..\\private/acct", "/static/..\\account", "\\private/", "/a\\b"] {
+        let r = raw(proxy.addr, format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(status_of(&r), "400", "{path}: {r}");
+    }
+    assert_eq!(o.total_hits(), 0);
+    let open = relais(&format!("[guard]\nreject_encoded_slashes = false\n{rule}{}", proxy_to(o.addr, ""))).await;
+    let r = raw(open.addr, b"GET /x/..\\private/acct HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").await;
+    assert!(r.ends_with("/x/..%5Cprivate/acct 127.0.0.1"), "kept encoded, as %5C is: {r}");
+}
+
 #[tokio::test]
 async fn long_targets_get_414_and_methods_405_with_allow() {
     let o = echo().await;

@@ -1,10 +1,12 @@
 //! The admin API, on its own listener (`admin.listen`), apart from client traffic.
 //!
 //! Every endpoint but `GET /health` needs `Authorization: Bearer <admin.token>`
-//! (compared in constant time): 401 without it, 403 with a wrong one. Purges
+//! (compared in constant time): 401 without it, 403 with a wrong one, and
+//! refuses what a web page could make a browser send ([`browser`]). Purges
 //! come as `POST /purge` with JSON, or as the `PURGE` method that nginx and
 //! Varnish purge scripts send.
 
+mod browser;
 mod render;
 
 use std::convert::Infallible;
@@ -60,12 +62,19 @@ async fn handle(admin: &Admin, peer: std::net::IpAddr, req: Request<Incoming>) -
     if req.method() == Method::GET && path == "/health" {
         return json_response(StatusCode::OK, json!({"status": "ok"}));
     }
+    if let Err((status, reason)) = browser::check(&req, &pipeline.config.admin.hosts) {
+        tracing::debug!(%peer, reason, "admin request refused");
+        return json_response(status, json!({"error": reason}));
+    }
     if let Err(status) = authorize(pipeline.config.admin.token.as_deref(), req.headers()) {
         let mut res = json_response(status, json!({"error": status.canonical_reason()}));
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         return res;
+    }
+    if let Err((status, reason)) = browser::check_body(&req) {
+        return json_response(status, json!({"error": reason}));
     }
     let result = match (req.method().as_str(), path.as_str()) {
         ("POST", "/purge") => purge_json(admin, req).await,

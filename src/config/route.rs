@@ -56,6 +56,41 @@ pub struct RouteConfig {
     /// upload does not hold an origin connection. Default false.
     #[serde(default)]
     pub request_buffering: bool,
+    /// Protocols a client may switch to with `Upgrade` here; others are sent
+    /// as ordinary requests without it. Never `h2c`. Default `["websocket"]`.
+    #[serde(default = "websocket")]
+    pub upgrades: Vec<Protocol>,
+}
+
+fn websocket() -> Vec<Protocol> {
+    vec![Protocol("websocket".into())]
+}
+
+/// An `Upgrade` protocol name (RFC 9110 §7.8), lower-case, without version.
+/// `h2c` is refused: its 101 would hand the client a raw HTTP/2 connection to
+/// the origin, past every rule, route and limit.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct Protocol(String);
+
+impl Protocol {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Protocol {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if s.is_empty() || !s.bytes().all(token) {
+            return Err(format!("{s:?} is not a protocol name (a token such as \"websocket\")"));
+        }
+        if s.eq_ignore_ascii_case("h2c") {
+            return Err("h2c is never tunnelled: its 101 would give the client the origin's HTTP/2 past every rule, route and limit".into());
+        }
+        Ok(Protocol(s.to_ascii_lowercase()))
+    }
 }
 
 fn root() -> String {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{Cidrs, Dur, FieldName, Size, TlsConfig};
+use super::{Cidrs, Dur, FieldName, HostPattern, Size, TlsConfig};
 
 /// `[server]`: the client-facing listeners.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -87,6 +87,9 @@ pub struct AdminConfig {
     pub allow: Cidrs,
     /// Addresses refused with 403 before authentication.
     pub deny: Cidrs,
+    /// Names (or `*.suffix`) the admin API answers to as Host, besides IP
+    /// literals and `localhost`: any other is refused (DNS rebinding). Default: none.
+    pub hosts: Vec<HostPattern>,
 }
 
 impl Default for AdminConfig {
@@ -96,6 +99,7 @@ impl Default for AdminConfig {
             token: None,
             allow: Cidrs::default(),
             deny: Cidrs::default(),
+            hosts: Vec::new(),
         }
     }
 }

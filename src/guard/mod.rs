@@ -164,6 +164,11 @@ impl Guard {
         Uri::from_parts(parts).map(Some).map_err(|_| Rejection::new(Reason::Path, StatusCode::BAD_REQUEST))
     }
 
+    /// How paths are normalised (a path made by cutting another is checked with it).
+    pub fn paths(&self) -> Paths {
+        self.paths
+    }
+
     /// The client behind trusted proxies; None: the peer is the client.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<Client> {
         self.real_ip.as_ref()?.client(peer, headers)

@@ -2,7 +2,9 @@
 //! characters decoded and the rest upper-cased, repeated slashes merged (as
 //! nginx's `merge_slashes on`), dot-segments removed (§5.2.4). Invalid
 //! percent-encoding, an encoded NUL, and encoded `/` or `\` are refused: they
-//! are how `/x/..%2Fprivate` would slip past a `/private/` rule.
+//! are how `/x/..%2Fprivate` would slip past a `/private/` rule. A raw `\` is
+//! what `%5C` is (origins on Windows read either as `/`): refused with them,
+//! or, where encoded slashes are let through, sent on as `%5C`.
 //!
 //! The result is what routing, rules, limits and the cache key see, and what
 //! the origin is sent: the origin never gets a path the router did not.
@@ -21,6 +23,8 @@ pub enum PathError {
     BadEncoding,
     EncodedNul,
     EncodedSlash,
+    /// A path made by cutting another (`strip_prefix`) that is not in normal form.
+    NotNormal,
 }
 
 impl PathError {
@@ -28,7 +32,8 @@ impl PathError {
         match self {
             PathError::BadEncoding => "invalid percent-encoding in the path",
             PathError::EncodedNul => "an encoded NUL in the path",
-            PathError::EncodedSlash => "an encoded slash or backslash in the path",
+            PathError::EncodedSlash => "an encoded slash or a backslash in the path",
+            PathError::NotNormal => "the path left once the route's prefix is stripped is not in normal form",
         }
     }
 }
@@ -37,13 +42,16 @@ impl Paths {
     /// `path` in normal form; borrowed when it already is (the common case).
     pub fn normalize<'a>(&self, path: &'a str) -> Result<Cow<'a, str>, PathError> {
         if !self.normalize {
-            if self.reject_encoded_slashes && path.contains('%') {
+            if self.reject_encoded_slashes && path.contains(['%', '\\']) {
                 scan_escapes(path, true)?;
             }
             return Ok(path.into());
         }
         if !path.starts_with('/') {
             // `*` (OPTIONS) and the like: nothing to normalise.
+            if self.reject_encoded_slashes && path.contains('\\') {
+                return Err(PathError::EncodedSlash);
+            }
             return Ok(path.into());
         }
         if is_normal(path, self.merge_slashes) {
@@ -54,10 +62,10 @@ impl Paths {
     }
 }
 
-/// No escapes, no `//` (when merging), no `.` or `..` segment.
+/// No escapes or backslashes, no `//` (when merging), no `.` or `..` segment.
 fn is_normal(path: &str, merge: bool) -> bool {
     let b = path.as_bytes();
-    if b.contains(&b'%') {
+    if b.contains(&b'%') || b.contains(&b'\\') {
         return false;
     }
     // The leading `/` opens the first segment.
@@ -89,14 +97,23 @@ fn scan_escapes(path: &str, slashes: bool) -> Result<(), PathError> {
     decode(path, slashes).map(|_| ())
 }
 
-/// Unreserved characters decoded, other escapes kept in upper case.
+/// Unreserved characters decoded, other escapes kept in upper case, a raw
+/// backslash treated as `%5C`.
 fn decode(path: &str, reject_slashes: bool) -> Result<String, PathError> {
     let b = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < b.len() {
+        if b[i] == b'\\' {
+            if reject_slashes {
+                return Err(PathError::EncodedSlash);
+            }
+            out.push_str("%5C");
+            i += 1;
+            continue;
+        }
         if b[i] != b'%' {
-            let next = b[i..].iter().position(|&c| c == b'%').map_or(b.len(), |p| i + p);
+            let next = b[i..].iter().position(|&c| c == b'%' || c == b'\\').map_or(b.len(), |p| i + p);
             out.push_str(&path[i..next]);
             i = next;
             continue;
@@ -195,6 +212,17 @@ mod tests {
         let off = Paths { normalize: false, ..ON };
         assert_eq!(off.normalize("/x/../a").unwrap(), "/x/../a");
         assert!(off.normalize("/a%2Fb").is_err(), "slashes are still refused");
+        assert!(off.normalize("/a\\b").is_err(), "and backslashes");
+    }
+
+    #[test]
+    fn a_raw_backslash_is_an_encoded_one() {
+        for p in ["/x/..\\private/acct", "\\private", "/a\\"] {
+            assert_eq!(n(p), Err(PathError::EncodedSlash), "{p}");
+        }
+        let allow = Paths { reject_encoded_slashes: false, ..ON };
+        assert_eq!(allow.normalize("/x/..\\private/./acct").unwrap(), "/x/..%5Cprivate/acct");
+        assert_eq!(allow.normalize("/a\\b").unwrap(), allow.normalize("/a%5cb").unwrap());
     }
 
     #[test]
@@ -215,7 +243,7 @@ mod tests {
     /// and is its own normal form (so no second pass could route it elsewhere).
     #[test]
     fn random_paths_normalise_to_a_fixed_point() {
-        const ALPHABET: &[u8] = b"/./.%2e%2E%2f%5c%70aA0%%zz//";
+        const ALPHABET: &[u8] = b"/./.%2e%2E%2f%5c%70aA0%%zz//\\";
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             state ^= state << 13;

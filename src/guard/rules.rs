@@ -223,8 +223,7 @@ impl Rules {
         if !r.methods.is_empty() && !r.methods.contains(s.method) {
             return false;
         }
-        if r.path.as_deref().is_some_and(|p| p != s.path) || r.prefix.as_deref().is_some_and(|p| !s.path.starts_with(p))
-        {
+        if r.path.as_deref().is_some_and(|p| p != s.path) || r.prefix.as_deref().is_some_and(|p| !covers(p, s.path)) {
             return false;
         }
         if r.cidr.as_ref().is_some_and(|c| !c.contains(s.ip)) {
@@ -236,6 +235,14 @@ impl Rules {
         }
         r.headers.iter().all(|&(h, i)| seen.headers.iter().any(|(at, flags)| *at == h && flags[i]))
     }
+}
+
+/// A `path_prefix` holds for the paths that start with it (a plain string
+/// prefix: `/wp-` covers `/wp-login.php`), and one that ends in `/` also for
+/// the directory itself: a rule on `/private/` holds for `/private`, which a
+/// route on `/private/` redirects and another route would otherwise take.
+fn covers(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix) || prefix.strip_suffix('/').is_some_and(|dir| dir == path)
 }
 
 /// Which patterns matched this request; `None` and absent mean none did.

@@ -5,7 +5,10 @@
 //! The upstream request head is rebuilt, not copied: its Host is the one the
 //! router saw, and its framing headers (Content-Length, Transfer-Encoding)
 //! describe the body actually sent, whatever the client's said. A client's
-//! `Expect` is answered by relais and not passed on.
+//! `Expect` is answered by relais and not passed on. Its hop-by-hop headers
+//! were removed as it arrived (`proxy::respond`); an upgrade the route allows
+//! travels as a [`Upgrade`] extension, and the origin's 101 is tunnelled only
+//! when it switches to a protocol asked for.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -16,7 +19,7 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 
 use super::error::ProxyError;
-use super::headers::{add_forwarded, add_via, strip_hop_by_hop};
+use super::headers::{Upgrade, add_forwarded, add_via, strip_hop_by_hop};
 use super::route::Route;
 use super::upload::{ClientBodyError, Upload};
 use super::{Conn, Pipeline, Received};
@@ -37,7 +40,7 @@ pub async fn forward(
     req: Request<Body>,
 ) -> Result<Forwarded, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    let upgrade = strip_hop_by_hop(&mut parts.headers);
+    let upgrade = parts.extensions.remove::<Upgrade>().map(|u| u.0);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let path = upstream_path(route, &parts)?;
     prepare_request_headers(pipeline, route, conn, host, &mut parts);
@@ -75,6 +78,10 @@ pub async fn forward(
             tracing::warn!(server = %server, "origin switched protocols without an upgrade request");
             return Err(ProxyError::Upstream(UpstreamError::Protocol(server)));
         };
+        if !upgrade.as_ref().is_some_and(|asked| switches_to_asked(asked, &protocol)) {
+            tracing::warn!(server = %server, ?protocol, "origin switched to a protocol that was not asked for");
+            return Err(ProxyError::Upstream(UpstreamError::Protocol(server)));
+        }
         res_parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         res_parts.headers.insert(header::UPGRADE, protocol);
         super::upgrade::tunnel(client, origin);
@@ -82,10 +89,21 @@ pub async fn forward(
     Ok(Forwarded { response: Response::from_parts(res_parts, res_body), server })
 }
 
+/// Whether every protocol of the origin's `Upgrade` is one the request
+/// named (by name, case-insensitive; a version, if given, must agree).
+fn switches_to_asked(asked: &HeaderValue, answered: &HeaderValue) -> bool {
+    let list = |v: &HeaderValue| -> Vec<String> {
+        v.to_str().unwrap_or("").split(',').map(|p| p.trim().to_ascii_lowercase()).filter(|p| !p.is_empty()).collect()
+    };
+    let (asked, answered) = (list(asked), list(answered));
+    let name = |p: &str| p.split('/').next().unwrap_or("").to_string();
+    !answered.is_empty() && answered.iter().all(|a| asked.iter().any(|q| q == a || name(q) == *a || name(a) == *q))
+}
+
 /// The path and query to send: the route's prefix stripped if it says so.
 fn upstream_path(route: &Route, parts: &Parts) -> Result<PathAndQuery, ProxyError> {
     let original = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = route.upstream_path(original);
+    let path = route.upstream_path(original).map_err(|e| ProxyError::BadRequest(e.message()))?;
     if path.len() == original.len() {
         return Ok(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
     }

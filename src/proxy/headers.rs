@@ -14,9 +14,19 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The protocol a client asked to switch to (`Connection: upgrade` and
+/// `Upgrade`), kept as a request extension once the headers are stripped;
+/// after routing, only what the route allows of it (see `Route::upgrade`).
+#[derive(Clone, Debug)]
+pub struct Upgrade(pub HeaderValue);
+
 /// Removes hop-by-hop headers. Returns the `Upgrade` value when the message
 /// asked for a protocol upgrade (`Connection: upgrade` + `Upgrade`), which the
 /// caller restores if it tunnels.
+///
+/// A request is stripped once, as it arrives, before the guard, the router
+/// and the cache key look at it: a header the client names in `Connection`
+/// is not sent upstream, so nothing may decide by it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut upgrade = false;
     // `TE: trailers` says the sender takes trailers, and relais forwards them

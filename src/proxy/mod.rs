@@ -13,7 +13,7 @@ pub mod headers;
 mod log;
 mod present;
 mod route;
-mod target;
+pub(crate) mod target;
 mod upgrade;
 mod upload;
 
@@ -37,7 +37,7 @@ use crate::upstream::Upstream;
 pub use error::{ProxyError, error_response};
 use log::AccessRecord;
 pub use log::{LoggedBody, Received};
-pub use route::{Route, Router};
+pub use route::{Found, Route, Router};
 
 /// Everything built from one configuration.
 pub struct Pipeline {
@@ -339,6 +339,11 @@ async fn respond<'a>(
         return Err(ProxyError::MethodNotAllowed);
     }
     let authority = authority.map_err(ProxyError::BadRequest)?;
+    // What the origin will not get, nothing here decides by: the guard, the
+    // router and the cache key see the request as it will be forwarded.
+    if let Some(upgrade) = headers::strip_hop_by_hop(req.headers_mut()) {
+        req.extensions_mut().insert(headers::Upgrade(upgrade));
+    }
     if let Some(limit) = pipeline.config.server.max_request_body {
         // The declared length, as hyper read it from Content-Length.
         let declared = http_body::Body::size_hint(req.body()).exact();
@@ -357,7 +362,7 @@ async fn respond<'a>(
         }
         None => conn,
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let skip_rules = matches!(
         guard.check(&Subject::new(conn.client, &parts, "none"), &pipeline.metrics)?,
         crate::guard::Outcome::Allowed
@@ -373,8 +378,23 @@ async fn respond<'a>(
         return Ok(Answer { response: res, upstream: None, status: None });
     }
     let host = authority.as_ref().map_or("", |a| a.host());
-    let route = pipeline.router.find(host, path, &parts.headers).ok_or(ProxyError::NoRoute)?;
+    let route = match pipeline.router.find(host, path, &parts.headers).ok_or(ProxyError::NoRoute)? {
+        Found::Route(route) => route,
+        Found::Directory(route) => {
+            *route_found = Some(route);
+            return Ok(Answer { response: to_directory(&parts.uri)?, upstream: None, status: None });
+        }
+    };
     *route_found = Some(route);
+    // Only the protocols the route allows are asked of the origin; anything
+    // else goes as an ordinary request (nginx sends no Upgrade unless told to).
+    if let Some(headers::Upgrade(asked)) = parts.extensions.remove::<headers::Upgrade>()
+        && let Some(allowed) = route.upgrade(&asked)
+    {
+        parts.extensions.insert(headers::Upgrade(allowed));
+    }
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    route.upstream_path(target).map_err(|e| ProxyError::BadRequest(e.message()))?;
     let subject = Subject::new(conn.client, &parts, &route.label);
     route.guard.check(&subject, skip_rules, &pipeline.metrics)?;
     if conn.proto == "http" && route.redirect_https {
@@ -390,6 +410,18 @@ async fn respond<'a>(
 }
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// 301 to the directory a path names without its slash, query kept, as nginx
+/// answers `/private` for `location /private/`. The Location is relative: it
+/// repeats nothing the client sent but the (normalised) path and the query.
+fn to_directory(uri: &http::Uri) -> Result<Response<crate::body::Body>, ProxyError> {
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = HeaderValue::try_from(format!("{}/{query}", uri.path()))
+        .map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;
+    let mut res = error_response(http::StatusCode::MOVED_PERMANENTLY);
+    res.headers_mut().insert(http::header::LOCATION, location);
+    Ok(res)
+}
 
 /// 308 to the same URL on https: the TLS listener's port unless it is 443.
 fn redirect_to_https(

@@ -3,16 +3,23 @@
 //! Host first — exact names, then `*.suffix` patterns (longest suffix first),
 //! then routes without a host — and within the first group that has a match,
 //! the longest path prefix; among equal prefixes, the route with more header
-//! predicates, then the one written first. Path prefixes are plain string
-//! prefixes, as nginx's `location /prefix`.
+//! predicates, then the one written first.
+//!
+//! Prefixes match whole segments: `/api` is `/api` and `/api/…`, never
+//! `/apix` or `/api..` (nginx's `location /api` takes both), so what is left
+//! once `strip_prefix` cuts it is a path of its own segments. A route whose
+//! prefix is a directory (`/private/`) owns the directory itself: `/private`
+//! is answered with a redirect to `/private/` before any shorter route can
+//! take it, as nginx answers it, unless a route has exactly that path.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Config, ConfigError, FieldName, FieldValue, HeaderMatch, HeaderRules, HostPattern, RouteConfig};
-use crate::guard::{Guard, RouteGuard};
+use crate::guard::{Guard, PathError, Paths, RouteGuard};
 use crate::upstream::Upstream;
 
 /// A compiled `[[routes]]` entry.
@@ -39,6 +46,17 @@ pub struct Route {
     pub redirect_https: bool,
     /// Methods, lists, rules and limits of this route.
     pub guard: RouteGuard,
+    /// Protocols a client may switch to (`Upgrade`), lower-case; never h2c.
+    upgrades: Vec<String>,
+    /// How the guard normalises paths, to check the path left by `strip_prefix`.
+    paths: Paths,
+}
+
+/// What routing found for a request.
+pub enum Found<'a> {
+    Route(&'a Arc<Route>),
+    /// The path is this route's directory without its slash: redirect to it.
+    Directory(&'a Arc<Route>),
 }
 
 /// Header rules with names parsed once.
@@ -71,7 +89,14 @@ impl CompiledRules {
 }
 
 impl Route {
-    fn new(index: usize, r: &RouteConfig, upstream: Arc<Upstream>, config: &Config, guard: RouteGuard) -> Route {
+    fn new(
+        index: usize,
+        r: &RouteConfig,
+        upstream: Arc<Upstream>,
+        config: &Config,
+        guard: RouteGuard,
+        paths: Paths,
+    ) -> Route {
         let headers = r
             .headers
             .iter()
@@ -99,25 +124,63 @@ impl Route {
             request_buffering: r.request_buffering,
             redirect_https: r.redirect_https.unwrap_or(config.server.redirect_https),
             guard,
+            upgrades: r.upgrades.iter().map(|p| p.as_str().to_string()).collect(),
+            paths,
         }
     }
 
-    fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
+    /// The prefix covers `path` on a segment boundary.
+    fn covers(&self, path: &str) -> bool {
         path.starts_with(&self.prefix)
-            && self.headers.iter().all(|(name, want)| match (want, headers.get(name)) {
-                (None, got) => got.is_some(),
-                (Some(want), Some(got)) => want == got,
-                (Some(_), None) => false,
-            })
+            && (self.prefix.ends_with('/') || matches!(path.as_bytes().get(self.prefix.len()), None | Some(b'/')))
     }
 
-    /// The path to send upstream (prefix removed when `strip_prefix`).
-    pub fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+    /// `path` is this route's directory (`/private/`) without its slash.
+    fn is_directory(&self, path: &str) -> bool {
+        self.prefix.strip_suffix('/').is_some_and(|dir| dir == path && !dir.is_empty())
+    }
+
+    fn headers_match(&self, headers: &HeaderMap) -> bool {
+        self.headers.iter().all(|(name, want)| match (want, headers.get(name)) {
+            (None, got) => got.is_some(),
+            (Some(want), Some(got)) => want == got,
+            (Some(_), None) => false,
+        })
+    }
+
+    /// The path and query to send upstream: `target` with the prefix removed
+    /// when `strip_prefix`. What is left is a new path, so it is checked
+    /// again: it must be in normal form as the client's was, or the request
+    /// is refused (the origin would read a path the router and rules did not).
+    pub fn upstream_path<'a>(&self, target: &'a str) -> Result<Cow<'a, str>, PathError> {
         if !self.strip_prefix || self.prefix == "/" {
-            return path.into();
+            return Ok(target.into());
         }
-        let rest = &path[self.prefix.len().min(path.len())..];
-        if rest.starts_with('/') { rest.into() } else { format!("/{rest}").into() }
+        let rest = &target[self.prefix.len().min(target.len())..];
+        let sent: Cow<'a, str> = if rest.starts_with('/') { rest.into() } else { format!("/{rest}").into() };
+        let path = sent.split_once('?').map_or(&*sent, |(p, _)| p);
+        if self.paths.normalize(path)? != path {
+            return Err(PathError::NotNormal);
+        }
+        Ok(sent)
+    }
+
+    /// The protocols of a client's `Upgrade` this route lets through (never
+    /// h2c), as the value to send; None when there are none.
+    pub fn upgrade(&self, asked: &HeaderValue) -> Option<HeaderValue> {
+        let asked = asked.to_str().ok()?;
+        let allowed: Vec<&str> = asked
+            .split(',')
+            .map(str::trim)
+            .filter(|p| {
+                let name = p.split('/').next().unwrap_or("").to_ascii_lowercase();
+                name != "h2c" && self.upgrades.contains(&name)
+            })
+            .collect();
+        if allowed.is_empty() {
+            return None;
+        }
+        HeaderValue::try_from(allowed.join(", ")).ok()
     }
 }
 
@@ -139,7 +202,7 @@ impl Router {
         for (i, r) in config.routes.iter().enumerate() {
             let upstream = upstreams[&r.upstream].clone();
             let route_guard = guard.route(config, i, r)?;
-            let route = Arc::new(Route::new(i, r, upstream, config, route_guard));
+            let route = Arc::new(Route::new(i, r, upstream, config, route_guard, guard.paths()));
             match &r.host {
                 None => router.any.push(route),
                 Some(HostPattern::Subdomains(suffix)) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {
@@ -159,10 +222,27 @@ impl Router {
         Ok(router)
     }
 
-    /// `host` is lower-case without port.
-    pub fn find(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&Arc<Route>> {
-        fn pick<'a>(list: &'a [Arc<Route>], path: &str, headers: &HeaderMap) -> Option<&'a Arc<Route>> {
-            list.iter().find(|r| r.matches(path, headers))
+    /// `host` is lower-case without port, `path` normalised.
+    pub fn find(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<Found<'_>> {
+        /// Longest prefix first: a directory route (one byte longer than
+        /// `path`) is met before any route that covers `path`.
+        fn pick<'a>(list: &'a [Arc<Route>], path: &str, headers: &HeaderMap) -> Option<Found<'a>> {
+            let mut directory = None;
+            for r in list {
+                if !r.headers_match(headers) {
+                    continue;
+                }
+                if r.covers(path) {
+                    return Some(match directory {
+                        Some(d) if r.prefix != path => Found::Directory(d),
+                        _ => Found::Route(r),
+                    });
+                }
+                if directory.is_none() && r.is_directory(path) {
+                    directory = Some(r);
+                }
+            }
+            directory.map(Found::Directory)
         }
         if let Some(r) = self.exact.get(host).and_then(|l| pick(l, path, headers)) {
             return Some(r);
@@ -228,7 +308,11 @@ upstream = "b"
         for (k, v) in hdr {
             h.insert(HeaderName::try_from(*k).unwrap(), HeaderValue::try_from(*v).unwrap());
         }
-        r.find(host, path, &h).map(|r| r.upstream.name.clone()).unwrap_or_default()
+        match r.find(host, path, &h) {
+            Some(Found::Route(r)) => r.upstream.name.clone(),
+            Some(Found::Directory(r)) => format!("301 to {}", r.prefix),
+            None => String::new(),
+        }
     }
 
     #[test]
@@ -238,6 +322,23 @@ upstream = "b"
         assert_eq!(up(&r, "x.test", "/api/users", &[]), "b");
         assert_eq!(up(&r, "x.test", "/api/users", &[("x-canary", "1")]), "c");
         assert_eq!(up(&r, "x.test", "/api/users", &[("x-canary", "2")]), "b");
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments_and_own_their_directory() {
+        let r = router(ROUTES);
+        assert_eq!(up(&r, "x.test", "/api", &[]), "301 to /api/");
+        assert_eq!(up(&r, "x.test", "/api", &[("x-canary", "1")]), "301 to /api/");
+        assert_eq!(up(&r, "x.test", "/apix", &[]), "a");
+        assert_eq!(up(&r, "www.example.com", "/static", &[]), "301 to /static/");
+        assert_eq!(up(&r, "a.example.com", "/static", &[]), "c", "another host's directory");
+        let r = router(&ROUTES.replace("path = \"/api/\"\nupstream = \"b\"", "path = \"/api\"\nupstream = \"b\""));
+        assert_eq!(up(&r, "x.test", "/api", &[]), "b", "a route for exactly the path wins");
+        assert_eq!(up(&r, "x.test", "/api/x", &[]), "b");
+        assert_eq!(up(&r, "x.test", "/api/x", &[("x-canary", "1")]), "c");
+        for other in ["/apix", "/api..", "/api.x/y", "/ap"] {
+            assert_eq!(up(&r, "x.test", other, &[]), "a", "{other}");
+        }
     }
 
     #[test]
@@ -264,9 +365,33 @@ upstream = "b"
             .collect();
         let guard = Guard::new(&config, None).unwrap();
         let r = Router::new(&config, &ups, &guard).unwrap();
-        let route = r.find("h", "/api/x?q=1", &HeaderMap::new()).unwrap();
-        assert_eq!(route.upstream_path("/api/x?q=1"), "/x?q=1");
-        assert_eq!(route.upstream_path("/api"), "/");
-        assert_eq!(route.upstream_path("/api?x"), "/?x");
+        let Some(Found::Route(route)) = r.find("h", "/api/x", &HeaderMap::new()) else { panic!("no route") };
+        assert_eq!(route.upstream_path("/api/x?q=1").unwrap(), "/x?q=1");
+        assert_eq!(route.upstream_path("/api").unwrap(), "/");
+        assert_eq!(route.upstream_path("/api?x").unwrap(), "/?x");
+        assert_eq!(route.upstream_path("/api/a%20b?%2e%2e").unwrap(), "/a%20b?%2e%2e");
+        // What routing never hands it, it refuses rather than sends: a cut that leaves dots.
+        assert_eq!(route.upstream_path("/api../admin"), Err(PathError::NotNormal));
+        assert_eq!(route.upstream_path("/api/./x"), Err(PathError::NotNormal));
+    }
+
+    #[test]
+    fn upgrades_only_by_name_and_never_h2c() {
+        let r = router(&ROUTES.replace(
+            "path = \"/api/\"\nupstream = \"b\"",
+            "path = \"/api/\"\nupstream = \"b\"\nupgrades = [\"websocket\", \"Foo\"]",
+        ));
+        let route = |path| match r.find("x.test", path, &HeaderMap::new()) {
+            Some(Found::Route(route)) => route.clone(),
+            _ => panic!("no route for {path}"),
+        };
+        let (api, root) = (route("/api/x"), route("/x"));
+        let ask = |route: &Route, v: &'static str| route.upgrade(&HeaderValue::from_static(v));
+        assert_eq!(ask(&root, "websocket").unwrap(), "websocket", "the default");
+        assert_eq!(ask(&root, "WebSocket"), Some(HeaderValue::from_static("WebSocket")));
+        assert_eq!(ask(&root, "h2c"), None);
+        assert_eq!(ask(&root, "foo"), None);
+        assert_eq!(ask(&api, "h2c, foo/2, bar, websocket").unwrap(), "foo/2, websocket");
+        assert_eq!(ask(&api, "h2c"), None);
     }
 }

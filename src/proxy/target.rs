@@ -92,8 +92,8 @@ fn decimal_len(n: u16) -> usize {
     n.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
-/// Validates and normalises `raw`.
-fn parse(raw: &str, scheme: &str) -> Result<Authority, &'static str> {
+/// Validates and normalises `raw`, an authority (`host[:port]`) of `scheme`.
+pub(crate) fn parse(raw: &str, scheme: &str) -> Result<Authority, &'static str> {
     normal(raw, scheme)?;
     let (host, port) = split_port(raw)?;
     let bare = if host.starts_with('[') { host } else { host.strip_suffix('.').unwrap_or(host) };

@@ -240,15 +240,14 @@ impl Relais {
         format!("http://{}{}", self.handle.admin_addr(), path)
     }
 
-    /// An admin request with the test token.
+    /// An admin request with the test token (and, but for GET, a JSON body's type).
     pub async fn admin(&self, method: &str, path: &str, body: &str) -> Reply {
-        let req = Request::builder()
-            .method(method)
-            .uri(self.admin_url(path))
-            .header("authorization", "Bearer test-token")
-            .body(full(body.to_string()))
-            .unwrap();
-        send(req).await
+        let mut req =
+            Request::builder().method(method).uri(self.admin_url(path)).header("authorization", "Bearer test-token");
+        if method != "GET" {
+            req = req.header("content-type", "application/json");
+        }
+        send(req.body(full(body.to_string())).unwrap()).await
     }
 }
 

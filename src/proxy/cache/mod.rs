@@ -104,7 +104,7 @@ pub async fn serve(
     let authority = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
     let url = key::url(conn.proto, authority, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
 
-    let upgrade = parts.headers.contains_key(header::UPGRADE);
+    let upgrade = parts.extensions.get::<super::headers::Upgrade>().is_some();
     // A GET or HEAD with a body is forwarded with it and its answer kept from
     // everyone else: the body may select what the answer is.
     let with_body = !http_body::Body::is_end_stream(&body);
