@@ -25,6 +25,10 @@ pub enum PathError {
     EncodedSlash,
     /// A path made by cutting another (`strip_prefix`) that is not in normal form.
     NotNormal,
+    /// A `.` or `..` segment with parameters (`/x/..;/private`): Tomcat and
+    /// other servlet containers drop the parameters and read a dot-segment
+    /// relais did not resolve.
+    DotParameters,
 }
 
 impl PathError {
@@ -34,6 +38,7 @@ impl PathError {
             PathError::EncodedNul => "an encoded NUL in the path",
             PathError::EncodedSlash => "an encoded slash or a backslash in the path",
             PathError::NotNormal => "the path left once the route's prefix is stripped is not in normal form",
+            PathError::DotParameters => "a dot-segment with parameters in the path",
         }
     }
 }
@@ -58,11 +63,15 @@ impl Paths {
             return Ok(path.into());
         }
         let decoded = decode(path, self.reject_encoded_slashes)?;
+        if decoded.split('/').any(|seg| seg.starts_with(".;") || seg.starts_with("..;")) {
+            return Err(PathError::DotParameters);
+        }
         Ok(remove_dots(&decoded, self.merge_slashes).into())
     }
 }
 
-/// No escapes or backslashes, no `//` (when merging), no `.` or `..` segment.
+/// No escapes or backslashes, no `//` (when merging), no `.` or `..` segment
+/// (with or without parameters).
 fn is_normal(path: &str, merge: bool) -> bool {
     let b = path.as_bytes();
     if b.contains(&b'%') || b.contains(&b'\\') {
@@ -73,8 +82,8 @@ fn is_normal(path: &str, merge: bool) -> bool {
     for (i, &c) in b.iter().enumerate() {
         if segment_start {
             let rest = &b[i..];
-            let dot = rest.starts_with(b".") && matches!(rest.get(1), None | Some(b'/'));
-            let dots = rest.starts_with(b"..") && matches!(rest.get(2), None | Some(b'/'));
+            let dot = rest.starts_with(b".") && matches!(rest.get(1), None | Some(b'/' | b';'));
+            let dots = rest.starts_with(b"..") && matches!(rest.get(2), None | Some(b'/' | b';'));
             if dot || dots || (merge && c == b'/') {
                 return false;
             }
@@ -207,6 +216,10 @@ mod tests {
         assert_eq!(n("/a%zz"), Err(PathError::BadEncoding));
         assert_eq!(n("/a%4"), Err(PathError::BadEncoding));
         assert_eq!(n("/a%"), Err(PathError::BadEncoding));
+        for tomcat in ["/x/..;/private/", "/x/..;jsessionid=1/private", "/.;x/private", "/x/%2e%2e;/private"] {
+            assert_eq!(n(tomcat), Err(PathError::DotParameters), "{tomcat}");
+        }
+        assert_eq!(n("/a;b/c").unwrap(), "/a;b/c", "parameters elsewhere are the origin's business");
         let allow = Paths { reject_encoded_slashes: false, ..ON };
         assert_eq!(allow.normalize("/a%2fb").unwrap(), "/a%2Fb", "kept encoded, upper-cased");
         let off = Paths { normalize: false, ..ON };
