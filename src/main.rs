@@ -51,11 +51,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config).map_err(|e| e.to_string()).and_then(|c| {
-            let certificates = relais::tls::check(&c).map_err(|e| e.to_string())?;
+            let certificates = relais::tls::check(&c).map_err(|e| c.file_error(e.file, e.reason).to_string())?;
             Ok((c, certificates))
         }) {
             Ok((c, certificates)) => {
                 print!("{}", summary(&config, &c));
+                for warning in c.warnings() {
+                    eprintln!("relais: warning: {warning}");
+                }
                 let now = std::time::SystemTime::now();
                 let mut expired = false;
                 for cert in &certificates {

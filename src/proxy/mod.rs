@@ -106,7 +106,7 @@ impl Pipeline {
     /// and health.
     pub fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
         let Lasting { cache, metrics, issued, https_port } = lasting.clone();
-        let file_error = |e: crate::tls::TlsError| ConfigError::File { file: e.file, reason: e.reason };
+        let file_error = |e: crate::tls::TlsError| config.file_error(e.file, e.reason);
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
             let kept = previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.config == *u);
