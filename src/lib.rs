@@ -92,7 +92,14 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     let acme = config.acme.clone();
     let cache = cache::Cache::open(&config.cache, metrics.clone()).await?;
     let https_port = tls_addrs.first().map(SocketAddr::port);
-    let lasting = proxy::Lasting { cache: cache.clone(), metrics: metrics.clone(), issued: issued.clone(), https_port };
+    let request_disk = Default::default();
+    let lasting = proxy::Lasting {
+        cache: cache.clone(),
+        metrics: metrics.clone(),
+        issued: issued.clone(),
+        https_port,
+        request_disk,
+    };
     let pipeline = Pipeline::new(config, &lasting, None)?;
     cache.index_disk();
     let shared = Arc::new(ArcSwap::from_pointee(pipeline));

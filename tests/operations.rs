@@ -136,3 +136,20 @@ async fn a_second_process_on_the_same_cache_refuses_to_start() {
 fn lock_holder(cache: &Path) -> Option<u32> {
     std::fs::read_to_string(cache.join("relais.lock")).ok()?.trim().parse().ok()
 }
+
+#[test]
+fn check_warns_of_request_buffering_without_a_body_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let route = "request_buffering = true\n";
+    write(&path, &config(dir.path(), 8080, "127.0.0.1:3000".parse().unwrap(), route));
+    let out = Command::new(bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: routes[0].request_buffering") && err.contains("server.max_request_body"), "{err}");
+    let limited = config(dir.path(), 8080, "127.0.0.1:3000".parse().unwrap(), route)
+        .replace("[server]\n", "[server]\nmax_request_body = \"10MiB\"\n");
+    write(&path, &limited);
+    let out = Command::new(bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}

@@ -29,7 +29,7 @@ pub(super) fn unknown_env() -> Vec<String> {
 impl Config {
     /// One line per thing worth a warning.
     pub fn warnings(&self) -> Vec<String> {
-        let out: Vec<String> = self
+        let mut out: Vec<String> = self
             .unknown_env
             .iter()
             .map(|name| {
@@ -39,6 +39,15 @@ impl Config {
                 )
             })
             .collect();
+        if self.server.max_request_body.is_none() {
+            for (i, _) in self.routes.iter().enumerate().filter(|(_, r)| r.request_buffering) {
+                out.push(format!(
+                    "routes[{i}].request_buffering is on without server.max_request_body: one upload may \
+                     take all of buffering.request_disk ({}), and others are refused until it is sent",
+                    self.buffering.request_disk
+                ));
+            }
+        }
         out
     }
 }
@@ -70,5 +79,15 @@ mod tests {
             assert!(warnings[0].contains("RELAIS_ADMIN_TOKEN") && warnings[0].contains("RELAIS_ADMIN__TOKEN"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn request_buffering_without_a_body_limit_is_a_warning() {
+        let toml = format!("{MINIMAL}request_buffering = true\n");
+        let warnings = Config::from_toml(&toml, "t.toml").unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("routes[0].request_buffering") && warnings[0].contains("max_request_body"));
+        let limited = format!("[server]\nmax_request_body = \"10MiB\"\n{toml}");
+        assert!(Config::from_toml(&limited, "t.toml").unwrap().warnings().is_empty());
     }
 }
