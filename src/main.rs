@@ -260,7 +260,13 @@ fn summary(path: &Path, c: &Config) -> String {
         ),
         false => "responses not read ahead".into(),
     };
-    let _ = writeln!(s, "  buffer   {buffering}");
+    let uploads = match c.routes.iter().any(|r| r.request_buffering) {
+        true => {
+            format!(" · uploads read whole: {} each in memory, {} on disk for all", b.request_memory, b.request_disk)
+        }
+        false => String::new(),
+    };
+    let _ = writeln!(s, "  buffer   {buffering}{uploads}");
     let _ = writeln!(s, "  upstreams");
     for (name, u) in &c.upstreams {
         let servers: Vec<String> = u
