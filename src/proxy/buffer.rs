@@ -121,6 +121,11 @@ impl Buffering {
         }
     }
 
+    /// `buffering.memory`, which decoders count against too.
+    pub fn memory(&self) -> &Arc<Semaphore> {
+        &self.shared
+    }
+
     /// The process's budget for buffered uploads, for the next configuration.
     pub fn request_disk(&self) -> Arc<DiskBudget> {
         self.disk.clone()

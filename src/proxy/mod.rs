@@ -224,17 +224,15 @@ pub async fn handle(
             (e.into_response(), None, None)
         }
     };
-    record.status = response.status();
     record.upstream = upstream;
     record.route = route.map(|r| r.index);
     record.route_label = route.map(|r| r.label.clone());
     record.cache = cache.as_ref().map(|c| c.outcome);
     let response = match (wants, route) {
-        (Some((method, accept)), Some(r)) if r.compression => {
-            compress(&pipeline.compression, &method, &accept, response)
-        }
+        (Some((method, accept)), Some(r)) if r.compression => compress(&pipeline, &method, &accept, response).await,
         _ => response,
     };
+    record.status = response.status();
     let (mut parts, body) = response.into_parts();
     finish(&pipeline, &record, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
     Ok(Response::from_parts(parts, LoggedBody::new(body, Some(record))))
@@ -245,15 +243,24 @@ fn accepted_encodings(headers: &http::HeaderMap) -> http::HeaderMap {
 }
 
 /// Compresses a response on the fly for a client that accepts it (a HEAD
-/// gets the headers the GET would have).
-fn compress(
-    c: &crate::compress::Compression,
+/// gets the headers the GET would have), or decodes the origin's coding for
+/// one that does not (a decoder it cannot afford is a 502 or 503).
+async fn compress(
+    p: &Pipeline,
     method: &http::Method,
     accept: &http::HeaderMap,
     mut response: Response<crate::body::Body>,
 ) -> Response<crate::body::Body> {
+    let c = &p.compression;
     if let Some(e) = c.to_decode(response.status(), accept, response.headers()) {
-        return crate::compress::decode(response, e, *method == http::Method::HEAD);
+        let head = *method == http::Method::HEAD;
+        return match crate::compress::decode(response, e, head, p.buffering.memory()).await {
+            Ok(decoded) => decoded,
+            Err(refused) => {
+                tracing::warn!(error = %refused, "response not decoded");
+                error::error_response(refused.status())
+            }
+        };
     }
     let get = if *method == http::Method::HEAD { &http::Method::GET } else { method };
     if !c.eligible(get, response.status(), response.headers()) {
