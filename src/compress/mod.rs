@@ -236,14 +236,14 @@ impl DecodeError {
 
 /// `res` with the origin's coding `e` undone as it streams (HEAD: the headers
 /// only). The body's first bytes say what the decoder needs: a window larger
-/// than relais decodes is refused, and the decoder's memory is taken from
-/// `memory` (`buffering.memory`) for as long as it runs, or refused when there is
-/// no room; either before any of the response is sent.
+/// than relais decodes is refused, and the decoder's memory is taken with
+/// `memory` (from `buffering.memory`) for as long as it runs, or refused when
+/// there is no room; either before any of the response is sent.
 pub async fn decode(
     res: Response<Body>,
     e: Encoding,
     head: bool,
-    memory: &std::sync::Arc<tokio::sync::Semaphore>,
+    memory: impl FnOnce(u64) -> Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Response<Body>, DecodeError> {
     use http_body_util::BodyExt;
     let (mut parts, mut body) = res.into_parts();
@@ -278,8 +278,7 @@ pub async fn decode(
         // Said only before the body's end.
         window::Need::More => return Err(DecodeError::Broken("the body ended early".into())),
     };
-    let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-    let budget = memory.clone().try_acquire_many_owned(permits).map_err(|_| DecodeError::Memory(bytes))?;
+    let budget = memory(bytes).ok_or(DecodeError::Memory(bytes))?;
     let decoded = encode::Encoded::decoding(started, body, e, window_log, budget)
         .map_err(|err| DecodeError::Broken(format!("cannot start a decoder: {err}")))?;
     Ok(Response::from_parts(parts, Body::boxed(decoded)))

@@ -121,9 +121,17 @@ impl Buffering {
         }
     }
 
-    /// `buffering.memory`, which decoders count against too.
-    pub fn memory(&self) -> &Arc<Semaphore> {
-        &self.shared
+    /// `bytes` of `buffering.memory` for a decoder (`compression.decode`), held
+    /// until dropped; none unless one response's read-ahead (`response_memory`)
+    /// stays free beside it. Decoders so never hold the whole budget: a
+    /// decoder's own read-ahead, waiting for memory, waits only for other
+    /// responses' pieces, which their clients drain, and not for decoders
+    /// that wait on it in turn.
+    pub fn for_decoder(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let bytes = u32::try_from(bytes).ok()?;
+        let mut permit = self.shared.clone().try_acquire_many_owned(bytes.checked_add(self.per_response)?).ok()?;
+        drop(permit.split(self.per_response as usize));
+        Some(permit)
     }
 
     /// The process's budget for buffered uploads, for the next configuration.

@@ -254,7 +254,7 @@ async fn compress(
     let c = &p.compression;
     if let Some(e) = c.to_decode(response.status(), accept, response.headers()) {
         let head = *method == http::Method::HEAD;
-        return match crate::compress::decode(response, e, head, p.buffering.memory()).await {
+        return match crate::compress::decode(response, e, head, |n| p.buffering.for_decoder(n)).await {
             Ok(decoded) => decoded,
             Err(refused) => {
                 tracing::warn!(error = %refused, "response not decoded");
