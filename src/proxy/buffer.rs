@@ -68,11 +68,6 @@ impl DiskBudget {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| used.checked_add(n).filter(|&t| t <= limit))
             .is_ok()
     }
-
-    /// Bytes taken now.
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Acquire)
-    }
 }
 
 /// Bytes of [`DiskBudget`] held by one upload's temp file, given back when it is dropped
