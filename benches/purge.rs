@@ -45,7 +45,7 @@ fn purge(c: &mut Criterion) {
     let (res, ()) = Response::builder().header(header::CACHE_CONTROL, "max-age=3600").body(()).unwrap().into_parts();
     let policy = Policy::new(&req, &res, &Rules::default(), now, now).unwrap();
     let cache = rt.block_on(async {
-        let cache = Cache::open(&config, std::sync::Arc::new(relais::metrics::Metrics::new())).await;
+        let cache = Cache::open(&config, std::sync::Arc::new(relais::metrics::Metrics::new())).await.unwrap();
         for i in 0..ENTRIES {
             let (k, v) = entry(i, &policy);
             cache.put(k, v).await;

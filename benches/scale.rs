@@ -52,7 +52,7 @@ fn entry(i: usize, policy: &Policy) -> (String, Stored) {
 }
 
 async fn open(config: &CacheConfig) -> Arc<Cache> {
-    Cache::open(config, Arc::new(Metrics::new())).await
+    Cache::open(config, Arc::new(Metrics::new())).await.unwrap()
 }
 
 fn main() {

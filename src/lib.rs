@@ -52,6 +52,9 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `cache.disk_path` is another process's.
+    #[error("cache.disk_path: {0}")]
+    Cache(#[from] cache::disk::DiskError),
 }
 
 /// A running proxy.
@@ -74,6 +77,9 @@ fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, StartE
 pub async fn start(config: Config) -> Result<Handle, StartError> {
     // A Config built in code has not been through `Config::load`.
     config.validate("configuration")?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let admin_listen = config.admin.listen;
     let listeners = bind_all(&config.server.listen)?;
     let tls_listeners = bind_all(config.server.tls.as_ref().map_or(&[][..], |t| &t.listen))?;
@@ -85,9 +91,16 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let issued = Arc::new(tls::Issued::default());
     let acme = config.acme.clone();
-    let cache = cache::Cache::open(&config.cache, metrics.clone()).await;
+    let cache = cache::Cache::open(&config.cache, metrics.clone()).await?;
     let https_port = tls_addrs.first().map(SocketAddr::port);
-    let lasting = proxy::Lasting { cache: cache.clone(), metrics: metrics.clone(), issued: issued.clone(), https_port };
+    let request_disk = Default::default();
+    let lasting = proxy::Lasting {
+        cache: cache.clone(),
+        metrics: metrics.clone(),
+        issued: issued.clone(),
+        https_port,
+        request_disk,
+    };
     let pipeline = Pipeline::new(config, &lasting, None)?;
     cache.index_disk();
     let shared = Arc::new(ArcSwap::from_pointee(pipeline));
@@ -134,6 +147,7 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Co
     if config.acme != current.config.acme {
         tracing::warn!("[acme] changed: restart relais to apply it");
     }
+    let warnings = config.warnings();
     // New log files are opened first: one that cannot be refuses the reload.
     let logs = logs::prepare(&config.log);
     let next = logs.and_then(|logs| Ok((logs, Pipeline::new(config, &current.lasting(), Some(&current))?)));
@@ -147,6 +161,9 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Co
     };
     logs.commit();
     shared.store(Arc::new(next));
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     metrics.reload(true);
     tracing::info!("configuration reloaded");
     Ok(())
@@ -216,6 +233,8 @@ impl Handle {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
-        self.shared.load().cache.flush().await;
+        let cache = self.shared.load().cache.clone();
+        cache.flush().await;
+        cache.close();
     }
 }

@@ -57,11 +57,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Config::load(&config).map_err(|e| e.to_string()).and_then(|c| {
             relais::logs::check(&c.log).map_err(|e| e.to_string())?;
-            let certificates = relais::tls::check(&c).map_err(|e| e.to_string())?;
+            let certificates = relais::tls::check(&c).map_err(|e| c.file_error(e.file, e.reason).to_string())?;
             Ok((c, certificates))
         }) {
             Ok((c, certificates)) => {
                 say_out(&summary(&config, &c));
+                for warning in c.warnings() {
+                    say(&format!("warning: {warning}"));
+                }
                 let now = std::time::SystemTime::now();
                 let mut expired = false;
                 for cert in &certificates {
@@ -306,7 +309,13 @@ fn summary(path: &Path, c: &Config) -> String {
         ),
         false => "responses not read ahead".into(),
     };
-    let _ = writeln!(s, "  buffer   {buffering}");
+    let uploads = match c.routes.iter().any(|r| r.request_buffering) {
+        true => {
+            format!(" · uploads read whole: {} each in memory, {} on disk for all", b.request_memory, b.request_disk)
+        }
+        false => String::new(),
+    };
+    let _ = writeln!(s, "  buffer   {buffering}{uploads}");
     let l = &c.log;
     let place = |f: &Option<PathBuf>| f.as_ref().map_or("stderr".to_string(), |f| f.display().to_string());
     let access = match l.access {

@@ -157,3 +157,74 @@ async fn a_buffered_upload_reaches_the_origin_whole() {
         }
     }
 }
+
+/// `buffering.request_disk` bounds every buffered upload's temp file together:
+/// one that would pass it is refused (507 while others hold it, 413 if it
+/// could never fit) before anything reaches the origin; the room comes back
+/// once the upload holding it has been sent.
+#[tokio::test]
+async fn buffered_uploads_share_one_disk_budget() {
+    let o = origin()
+        .route("/", |req: http::Request<hyper::body::Incoming>| async move {
+            let len = req.into_body().collect().await.unwrap().to_bytes().len();
+            text(200, &len.to_string(), &[])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!(
+        "[buffering]\nrequest_memory = \"64KiB\"\nrequest_disk = \"1MiB\"\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\nrequest_buffering = true\n",
+        o.addr
+    ))
+    .await;
+    let addr = proxy.handle.addrs()[0];
+    // A slow upload holds about 836 KiB of its file, and is not done.
+    let mut holder = tokio::net::TcpStream::connect(addr).await.unwrap();
+    holder.write_all(b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    for _ in 0..9 {
+        holder.write_all(format!("{:x}\r\n", 100_000).as_bytes()).await.unwrap();
+        holder.write_all(&[b'a'; 100_000]).await.unwrap();
+        holder.write_all(b"\r\n").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let declared = |len: usize| async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_until_quiet(&mut tcp, Duration::from_millis(500)).await;
+        (tcp, answer)
+    };
+    let (_, answer) = declared(600_000).await;
+    assert!(answer.starts_with("HTTP/1.1 507"), "no room while the other upload holds it: {answer}");
+    assert!(answer.contains("no room to hold this upload"), "{answer}");
+    let (_, answer) = declared(2 * MIB).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "larger than the whole budget: {answer}");
+    let mut streamed = tokio::net::TcpStream::connect(addr).await.unwrap();
+    streamed.write_all(b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    for _ in 0..4 {
+        let _ = streamed.write_all(format!("{:x}\r\n", 100_000).as_bytes()).await;
+        let _ = streamed.write_all(&[b'c'; 100_000]).await;
+        let _ = streamed.write_all(b"\r\n").await;
+    }
+    let answer = read_until_quiet(&mut streamed, Duration::from_millis(500)).await;
+    assert!(answer.starts_with("HTTP/1.1 507"), "a chunked upload finds the budget spent: {answer}");
+    assert_eq!(o.total_hits(), 0, "nothing refused reached the origin");
+
+    holder.write_all(b"0\r\n\r\n").await.unwrap();
+    let answer = read_until_quiet(&mut holder, Duration::from_millis(500)).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("900000"), "{answer}");
+    // Its file is gone once sent: the room is back.
+    let mut answer = String::new();
+    for _ in 0..20 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = "POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 600000\r\n\r\n";
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(&vec![b'b'; 600_000]).await.unwrap();
+        answer = read_until_quiet(&mut tcp, Duration::from_millis(500)).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("600000"), "{answer}");
+    assert_eq!(o.total_hits(), 2);
+}

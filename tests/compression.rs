@@ -336,3 +336,74 @@ async fn the_cache_keeps_one_copy_whatever_the_clients_accept() {
     }
     assert_eq!(seen.lock().unwrap().as_slice(), [None], "one origin fetch, asked for identity");
 }
+
+/// `data` as one zstd frame with a window of `2^window_log` (its size unknown
+/// to the header, as when an origin streams it).
+fn zstd_window(data: &[u8], window_log: u32) -> Vec<u8> {
+    let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    e.set_parameter(zstd::zstd_safe::CParameter::WindowLog(window_log)).unwrap();
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Decoding for a client that does not accept the origin's coding is bounded:
+/// a zstd frame whose window passes 8 MiB (RFC 9659's cap) is refused with 502
+/// before anything is sent (it cost 64 MiB per client), and every decoder's
+/// memory is taken from `buffering.memory`: one that finds no room gets 503,
+/// and the room comes back when a decoding response ends.
+#[tokio::test]
+async fn decoders_are_bounded_by_their_window_and_buffering_memory() {
+    let answer = |body: Vec<u8>, coding: &'static str| {
+        let body = Bytes::from(body);
+        move |_| {
+            let body = body.clone();
+            async move {
+                http::Response::builder()
+                    .header("content-type", "text/plain")
+                    .header("content-encoding", coding)
+                    .header("cache-control", "max-age=60")
+                    .body(full(body))
+                    .unwrap()
+            }
+        }
+    };
+    const LONG: usize = 32 << 20;
+    let mut br = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 18);
+    br.write_all(page().as_bytes()).unwrap();
+    let o = origin()
+        .route("/wide", answer(zstd_window(page().as_bytes(), 26), "zstd"))
+        .route("/long", answer(zstd_window(&vec![0u8; LONG], 21), "zstd"))
+        .route("/br", answer(br.into_inner(), "br"))
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(&o, "[buffering]\nmemory = \"4MiB\"\nresponse_memory = \"256KiB\"\n", "")).await;
+
+    let r = get(&proxy.url("/wide")).await;
+    assert_eq!(r.status, 502, "a 64 MiB window is not decoded: {}", r.text());
+    assert_eq!(r.header("content-encoding"), None);
+    let r = get_with(&proxy.url("/wide"), &[("accept-encoding", "zstd")]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("content-encoding")),
+        (200, Some("zstd")),
+        "passed on to a client that takes it"
+    );
+
+    // A client reading nothing holds its decoder (2 MiB window): 2.5 MiB of the 4.
+    let holder = client().request(Request::get(proxy.url("/long")).body(full("")).unwrap()).await.unwrap();
+    assert_eq!(holder.status(), 200);
+    let r = get(&proxy.url("/long")).await;
+    assert_eq!(r.status, 503, "no room for a second decoder: {}", r.text());
+    let r = get(&proxy.url("/br")).await;
+    assert!(r.status == 200 && r.text() == page(), "a small brotli window fits beside it");
+    drop(holder);
+    let mut r = get(&proxy.url("/long")).await;
+    for _ in 0..20 {
+        if r.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = get(&proxy.url("/long")).await;
+    }
+    assert_eq!(r.status, 200, "the room came back");
+    assert!(r.body.len() == LONG && r.body.iter().all(|b| *b == 0));
+}

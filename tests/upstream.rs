@@ -577,3 +577,72 @@ async fn a_burst_to_a_silent_h2_server_fails_together() {
     // One at a time they would take 8 × 300 ms.
     assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
 }
+
+/// An origin that serves pages as `name` and fails its health check when `sick`.
+fn checked_origin(name: &'static str, sick: bool) -> OriginBuilder {
+    let status = if sick { 500 } else { 200 };
+    origin().route("/healthz", move |_| async move { text(status, "", &[]) }).text("/", name)
+}
+
+/// A server that fails its first health check gets no client request, though
+/// it would answer them: at start it is `unchecked` until its check says. A
+/// pool none of whose servers passes still answers (they are tried anyway).
+#[tokio::test]
+async fn a_server_that_fails_its_first_health_check_gets_no_client_request() {
+    let sick = checked_origin("sick", true).start().await;
+    let good = checked_origin("good", false).start().await;
+    let (sick2, sick3) = (checked_origin("sick", true).start().await, checked_origin("sick", true).start().await);
+    let proxy = relais(&format!(
+        "[upstreams.o]\nservers = [\"{}\", \"{}\"]\nhealth = {{ path = \"/healthz\" }}\n\
+         [upstreams.all_sick]\nservers = [\"{}\", \"{}\"]\nhealth = {{ path = \"/healthz\" }}\n\
+         [[routes]]\nupstream = \"o\"\ncache = {{ bypass = true }}\n\
+         [[routes]]\npath = \"/all-sick/\"\nupstream = \"all_sick\"\ncache = {{ bypass = true }}\n",
+        sick.addr, good.addr, sick2.addr, sick3.addr
+    ))
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(&proxy.url("/page")).await.text(), "good");
+    }
+    assert_eq!(sick.hits("/page"), 0, "no client request reached the server that failed its check");
+    let stats = proxy.admin("GET", "/stats", "").await.text();
+    assert_eq!(stats.matches("\"state\":\"check_failed\"").count(), 3, "{stats}");
+    assert_eq!(get(&proxy.url("/all-sick/x")).await.text(), "sick", "no server passes: tried anyway");
+}
+
+/// Origins on 127.0.0.1 (healthy) and 127.0.0.2 (failing its check) at one port.
+async fn a_healthy_and_a_sick_origin_one_port() -> (Origin, Origin, u16) {
+    for _ in 0..20 {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = a.local_addr().unwrap().port();
+        let Ok(b) = tokio::net::TcpListener::bind(("127.0.0.2", port)).await else { continue };
+        return (checked_origin("one", false).start_on(a).await, checked_origin("two", true).start_on(b).await, port);
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+/// A name that resolves to a new address adds a server that is checked at
+/// once and gets no client request before its check passes.
+#[tokio::test]
+async fn a_new_address_gets_no_client_request_before_its_first_check() {
+    let (_one, two, port) = a_healthy_and_a_sick_origin_one_port().await;
+    let dns = Dns::start(&["127.0.0.1".parse().unwrap()]).await;
+    let proxy = relais(&pass_through(&format!(
+        "[upstreams.o]\nservers = [\"app.test:{port}\"]\nresolver = [\"{}\"]\nhealth = {{ path = \"/healthz\" }}\n",
+        dns.addr
+    )))
+    .await;
+    assert_eq!(get(&proxy.url("/")).await.text(), "one");
+    dns.answer(&["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()]);
+    let listed = format!("server=\"app.test:{port}@127.0.0.2\"");
+    for _ in 0..100 {
+        if proxy.admin("GET", "/metrics", "").await.text().contains(&listed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(get(&proxy.url("/")).await.text(), "one");
+    }
+    assert_eq!(two.hits("/"), 0, "the new server failed its first check: no client request");
+    assert!(two.hits("/healthz") >= 1);
+}

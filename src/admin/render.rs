@@ -37,7 +37,8 @@ pub struct ServerGauge {
     pub upstream: String,
     pub address: String,
     pub up: bool,
-    /// `up`, `down` (passive health, for `fail_timeout`), `check_failed` or `ejected`.
+    /// `up`, `unchecked` (no health check answered yet), `check_failed`, `ejected`
+    /// or `down` (passive health, for `fail_timeout`).
     pub state: &'static str,
     /// Outlier ejections so far.
     pub ejections: u64,

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::config::CacheConfig;
 use crate::metrics::{Metrics, Tier};
-use disk::DiskTier;
+use disk::{DiskError, DiskTier};
 pub use entry::{Entry, Stored, VaryRecord};
 use memory::MemoryTier;
 
@@ -60,13 +60,15 @@ const PASS_TTL: Duration = Duration::from_secs(30);
 
 impl Cache {
     /// Opens both tiers. A disk tier that cannot be opened is logged, and relais
-    /// runs with memory only.
-    pub async fn open(config: &CacheConfig, metrics: Arc<Metrics>) -> Arc<Cache> {
+    /// runs with memory only; but a directory another process has open is an
+    /// error ([`DiskError::Locked`]): two processes must not share one.
+    pub async fn open(config: &CacheConfig, metrics: Arc<Metrics>) -> Result<Arc<Cache>, DiskError> {
         let disk = match DiskTier::open(config.disk_path.clone(), config.disk_capacity.bytes()).await {
             Ok(d) => {
                 d.schedule_sweeps(config.sweep_interval.get(), config.sweep_after_writes);
                 Some(d)
             }
+            Err(e @ DiskError::Locked { .. }) => return Err(e),
             Err(e) => {
                 tracing::error!(path = %config.disk_path.display(), error = %e, "disk cache unavailable; caching in memory only");
                 None
@@ -123,7 +125,7 @@ impl Cache {
             }
             cache.delete_behind(left);
         }
-        cache
+        Ok(cache)
     }
 
     /// Rebuilds the purge index from the disk tier, in the background.
@@ -321,6 +323,14 @@ impl Cache {
         let pending = std::mem::take(&mut *self.deletions.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for task in pending {
             let _ = task.await;
+        }
+    }
+
+    /// Lets go of the disk directory (a proxy that stopped), so that another
+    /// can open it at once.
+    pub fn close(&self) {
+        if let Some(disk) = &self.disk {
+            disk.unlock();
         }
     }
 

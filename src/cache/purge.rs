@@ -221,7 +221,7 @@ mod tests {
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let config = crate::config::CacheConfig { disk_path: dir.path().to_path_buf(), ..Default::default() };
-            let cache = Cache::open(&config, Arc::new(crate::metrics::Metrics::new())).await;
+            let cache = Cache::open(&config, Arc::new(crate::metrics::Metrics::new())).await.unwrap();
             let url = "http://site.test/p";
             cache.put(key::primary(url), stored(url)).await;
             let journal = dir.path().join("purge-journal");

@@ -42,11 +42,16 @@ impl Coder {
         })
     }
 
-    fn decoder(encoding: Encoding) -> io::Result<Coder> {
+    /// A decoder; a zstd one refuses frames whose window passes `2^window_log`.
+    fn decoder(encoding: Encoding, window_log: Option<u32>) -> io::Result<Coder> {
         Ok(match encoding {
             Encoding::Gzip => Coder::Gunzip(flate2::write::GzDecoder::new(Vec::new())),
             Encoding::Br => Coder::Unbr(Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096))),
-            Encoding::Zstd => Coder::Unzstd(zstd::stream::write::Decoder::new(Vec::new())?),
+            Encoding::Zstd => {
+                let mut d = zstd::stream::write::Decoder::new(Vec::new())?;
+                d.window_log_max(window_log.unwrap_or(super::window::ZSTD_WINDOW_LOG_MAX))?;
+                Coder::Unzstd(d)
+            }
         })
     }
 
@@ -119,17 +124,28 @@ pin_project_lite::pin_project! {
         pending: bool,
         // Input not written yet: fed in pieces, so one frame cannot inflate without bound.
         rest: Bytes,
+        // A decoder's share of `buffering.memory`, given back with the body.
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
     }
 }
 
 impl Encoded {
     pub fn new(inner: Body, encoding: Encoding, level: i32) -> io::Result<Encoded> {
-        Ok(Encoded { inner, coder: Some(Coder::new(encoding, level)?), pending: false, rest: Bytes::new() })
+        let coder = Some(Coder::new(encoding, level)?);
+        Ok(Encoded { inner, coder, pending: false, rest: Bytes::new(), budget: None })
     }
 
-    /// `inner`, encoded with `encoding`, decoded.
-    pub fn decoding(inner: Body, encoding: Encoding) -> io::Result<Encoded> {
-        Ok(Encoded { inner, coder: Some(Coder::decoder(encoding)?), pending: false, rest: Bytes::new() })
+    /// `started` then `inner`, encoded with `encoding`, decoded (see [`super::window`]
+    /// for `window_log`), holding `budget` until done.
+    pub fn decoding(
+        started: Bytes,
+        inner: Body,
+        encoding: Encoding,
+        window_log: Option<u32>,
+        budget: tokio::sync::OwnedSemaphorePermit,
+    ) -> io::Result<Encoded> {
+        let coder = Some(Coder::decoder(encoding, window_log)?);
+        Ok(Encoded { inner, coder, pending: false, rest: started, budget: Some(budget) })
     }
 }
 
@@ -160,11 +176,12 @@ impl http_body::Body for Encoded {
                     *this.rest = data;
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    *this.coder = None;
+                    (*this.coder, *this.budget) = (None, None);
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {
                     let out = this.coder.take().map(Coder::finish).transpose()?.unwrap_or_default();
+                    *this.budget = None;
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
                 Poll::Pending => {

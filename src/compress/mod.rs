@@ -7,6 +7,7 @@
 mod encode;
 mod negotiate;
 mod stored;
+mod window;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -209,24 +210,78 @@ pub fn encode_stored(res: Response<Body>, source: &Source, e: Encoding, c: &Comp
     }
 }
 
-/// `res` with the origin's coding `e` undone as it streams (HEAD: the headers only).
-pub fn decode(res: Response<Body>, e: Encoding, head: bool) -> Response<Body> {
-    let (mut parts, body) = res.into_parts();
+/// Why a body was not decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Its window is larger than relais decodes (zstd past 8 MiB, large-window brotli).
+    #[error("the origin's {0} body needs a {1}-byte window, more than relais decodes")]
+    Window(&'static str, u64),
+    /// `buffering.memory` has no room for the decoder now.
+    #[error("no room in buffering.memory for a {0}-byte decoder")]
+    Memory(u64),
+    /// The origin's body failed before its first bytes, or no decoder could be made.
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl DecodeError {
+    /// 502 for what the origin sent, 503 for relais's own lack of room.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            DecodeError::Memory(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// `res` with the origin's coding `e` undone as it streams (HEAD: the headers
+/// only). The body's first bytes say what the decoder needs: a window larger
+/// than relais decodes is refused, and the decoder's memory is taken with
+/// `memory` (from `buffering.memory`) for as long as it runs, or refused when
+/// there is no room; either before any of the response is sent.
+pub async fn decode(
+    res: Response<Body>,
+    e: Encoding,
+    head: bool,
+    memory: impl FnOnce(u64) -> Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Response<Body>, DecodeError> {
+    use http_body_util::BodyExt;
+    let (mut parts, mut body) = res.into_parts();
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::ACCEPT_RANGES);
     weaken_etag(&mut parts.headers);
     vary_on_encoding(&mut parts.headers);
     if head {
-        return Response::from_parts(parts, body);
+        return Ok(Response::from_parts(parts, body));
     }
-    match encode::Encoded::decoding(body, e) {
-        Ok(decoded) => Response::from_parts(parts, Body::boxed(decoded)),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot start a decoder");
-            Response::from_parts(parts, Body::empty())
+    let mut started = bytes::Bytes::new();
+    let need = loop {
+        let at_end = http_body::Body::is_end_stream(&body);
+        match window::need(e, &started, at_end) {
+            window::Need::More => {}
+            need => break need,
         }
-    }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    started = if started.is_empty() { data } else { [started, data].concat().into() };
+                }
+            }
+            Some(Err(err)) => return Err(DecodeError::Broken(err.to_string())),
+            None => break window::need(e, &started, true),
+        }
+    };
+    let (bytes, window_log) = match need {
+        window::Need::Memory { bytes, window_log } => (bytes, window_log),
+        window::Need::TooLarge { window } => return Err(DecodeError::Window(e.token(), window)),
+        // Said only before the body's end.
+        window::Need::More => return Err(DecodeError::Broken("the body ended early".into())),
+    };
+    let budget = memory(bytes).ok_or(DecodeError::Memory(bytes))?;
+    let decoded = encode::Encoded::decoding(started, body, e, window_log, budget)
+        .map_err(|err| DecodeError::Broken(format!("cannot start a decoder: {err}")))?;
+    Ok(Response::from_parts(parts, Body::boxed(decoded)))
 }
 
 /// `res` with its body encoded as it streams.

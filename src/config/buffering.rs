@@ -23,6 +23,9 @@ pub struct BufferingConfig {
     /// A request body read whole first (a route's `request_buffering`) keeps this
     /// much in memory, the rest in a temp file (nginx's `client_body_buffer_size`).
     pub request_memory: Size,
+    /// All buffered request bodies' temp files together, at most: past it a new
+    /// upload is refused (507) before anything goes upstream. Default 1GiB.
+    pub request_disk: Size,
     /// Where those temp files go (deleted as soon as they are created). Default: the system's temp folder.
     pub temp_path: Option<PathBuf>,
 }
@@ -35,6 +38,7 @@ impl Default for BufferingConfig {
             memory: Size::mib(64),
             response_file: Size::mib(1024),
             request_memory: Size::mib(1),
+            request_disk: Size::mib(1024),
             temp_path: None,
         }
     }

@@ -11,7 +11,8 @@ use super::{Dur, FieldName, Size};
 pub struct CacheConfig {
     /// Memory tier budget (bodies + headers). Default 256MiB.
     pub memory_capacity: Size,
-    /// Directory of the disk tier. Default `./relais-cache`.
+    /// Directory of the disk tier (relative: to the configuration file's folder).
+    /// Default `relais-cache`.
     pub disk_path: PathBuf,
     /// Disk tier budget. Default 4GiB.
     pub disk_capacity: Size,

@@ -30,7 +30,7 @@ pub struct GuardConfig {
     /// Request rules, in order, before the routes' own.
     pub rules: Vec<RuleConfig>,
     /// A TOML file of more `[[rules]]`, checked after `rules`; read with the
-    /// configuration and again on every reload. Relative to the configuration file.
+    /// configuration and again on every reload. Relative to the configuration file's folder.
     pub rules_file: Option<PathBuf>,
     /// The rules read from `rules_file`.
     #[serde(skip)]
@@ -347,18 +347,15 @@ pub struct RulesFile {
 }
 
 impl GuardConfig {
-    /// Reads `rules_file`, relative to `base` (the configuration file's folder).
-    pub(super) fn read_rules(&mut self, base: Option<&std::path::Path>) -> Result<(), ConfigError> {
+    /// Reads `rules_file` (already resolved against the configuration file's folder).
+    pub(super) fn read_rules(&mut self) -> Result<(), ConfigError> {
         use figment::providers::{Format, Toml};
-        let Some(file) = &self.rules_file else { return Ok(()) };
-        let path = match base {
-            Some(dir) if file.is_relative() => dir.join(file),
-            _ => file.clone(),
-        };
+        let Some(path) = &self.rules_file else { return Ok(()) };
         if !path.is_file() {
-            return Err(ConfigError::File { file: path, reason: "guard.rules_file does not exist".into() });
+            let (file, key, reason) = (path.clone(), "guard.rules_file".into(), "does not exist".into());
+            return Err(ConfigError::File { file, key, reason });
         }
-        let parsed: RulesFile = figment::Figment::from(Toml::file_exact(&path)).extract().map_err(|e| {
+        let parsed: RulesFile = figment::Figment::from(Toml::file_exact(path)).extract().map_err(|e| {
             let name = path.display().to_string();
             ConfigError::Parse(e.into_iter().map(|e| super::describe(&e, &name)).collect::<Vec<_>>().join("\n"))
         })?;

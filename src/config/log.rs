@@ -1,7 +1,7 @@
 //! `[log]`: where the access and error logs go, in which format, and how much
 //! the error log says.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -34,18 +34,6 @@ impl Default for LogConfig {
             color: LogColor::Auto,
             file: None,
             error_file: None,
-        }
-    }
-}
-
-impl LogConfig {
-    /// Makes relative file names relative to `dir`, the configuration file's folder.
-    pub(super) fn resolve(&mut self, dir: Option<&Path>) {
-        let Some(dir) = dir else { return };
-        for file in [&mut self.file, &mut self.error_file].into_iter().flatten() {
-            if file.is_relative() {
-                *file = dir.join(&*file);
-            }
         }
     }
 }
@@ -145,17 +133,5 @@ mod tests {
         for bad in ["loud", "", "info,", "relais::=debug", "x=loud", "a b=info", "relais[span]=info"] {
             assert!(LogLevel::try_from(bad.to_string()).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn relative_files_are_relative_to_the_configuration() {
-        let mut c = LogConfig {
-            file: Some("logs/access.log".into()),
-            error_file: Some("/var/log/relais/error.log".into()),
-            ..LogConfig::default()
-        };
-        c.resolve(Some(Path::new("/etc/relais")));
-        assert_eq!(c.file.as_deref(), Some(Path::new("/etc/relais/logs/access.log")));
-        assert_eq!(c.error_file.as_deref(), Some(Path::new("/var/log/relais/error.log")));
     }
 }

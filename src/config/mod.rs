@@ -11,12 +11,14 @@ mod cache;
 mod compression;
 mod guard;
 mod log;
+mod paths;
 mod route;
 mod server;
 mod tls;
 mod types;
 mod units;
 mod upstream;
+mod warnings;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,6 +79,9 @@ pub struct Config {
     /// The file this was read from, for reloads.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// `RELAIS_*` environment variables that matched no key (see [`Config::warnings`]).
+    #[serde(skip)]
+    pub unknown_env: Vec<String>,
 }
 
 /// A configuration that could not be loaded: the message names the source and key.
@@ -88,25 +93,29 @@ pub enum ConfigError {
     Parse(String),
     #[error("{source_name}: {key}: {msg}")]
     Invalid { source_name: String, key: String, msg: String },
-    /// A file the configuration names (a certificate, a key) cannot be used.
-    #[error("{}: {reason}", file.display())]
-    File { file: PathBuf, reason: String },
+    /// A file the configuration names (a certificate, a key) cannot be used;
+    /// `key` is the key(s) naming it (see [`Config::file_error`]).
+    #[error("{}{}: {reason}", if key.is_empty() { String::new() } else { format!("{key}: ") }, file.display())]
+    File { file: PathBuf, key: String, reason: String },
 }
 
 impl Config {
-    /// Reads `path`, then `RELAIS_*` variables over it, and validates.
+    /// Reads `path`, then `RELAIS_*` variables over it, and validates. Relative
+    /// paths in it are made relative to `path`'s folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         if !path.is_file() {
             return Err(ConfigError::Missing(path.to_path_buf()));
         }
         let figment = Figment::new().merge(Toml::file_exact(path)).merge(env());
-        let mut config = Self::extract(figment, &path.display().to_string(), path.parent())?;
+        let dir = std::path::absolute(path).map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+        let mut config = Self::extract(figment, &path.display().to_string(), dir.parent())?;
         config.source = Some(path.to_path_buf());
+        config.unknown_env = warnings::unknown_env();
         Ok(config)
     }
 
-    /// Parses a TOML string (no environment); `name` is used in errors, and a
-    /// `guard.rules_file` is read relative to the working directory.
+    /// Parses a TOML string (no environment); `name` is used in errors, and
+    /// relative paths stay relative to the working directory.
     pub fn from_toml(toml: &str, name: &str) -> Result<Config, ConfigError> {
         Self::extract(Figment::from(Toml::string(toml)), name, None)
     }
@@ -116,8 +125,10 @@ impl Config {
             let lines: Vec<String> = e.into_iter().map(|e| describe(&e, name)).collect();
             ConfigError::Parse(lines.join("\n"))
         })?;
-        config.guard.read_rules(dir)?;
-        config.log.resolve(dir);
+        if let Some(dir) = dir {
+            config.resolve_paths(dir);
+        }
+        config.guard.read_rules()?;
         config.validate(name)?;
         Ok(config)
     }

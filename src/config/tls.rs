@@ -1,6 +1,7 @@
 //! `[server.tls]` (TLS listeners and their certificates), `[acme]`
 //! (certificates obtained and renewed by relais), and an upstream's `tls`.
 //! Only paths and choices live here; reading the files is `crate::tls`'s.
+//! Relative paths are resolved against the configuration file's folder (`paths.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -128,7 +129,8 @@ pub struct AcmeConfig {
     /// Names to obtain certificates for; the word `"routes"` among them adds
     /// every exact route host. Each name gets a certificate of its own.
     pub names: Vec<String>,
-    /// Account and certificates, kept across restarts. Default `./relais-acme`.
+    /// Account and certificates, kept across restarts. Default `relais-acme`
+    /// (relative paths: to the configuration file's folder).
     #[serde(default = "acme_storage")]
     pub storage: PathBuf,
     /// `tls-alpn-01` (default: answered on the TLS listeners) or `http-01`

@@ -104,7 +104,8 @@ fn open(log: &LogConfig, current: &[Arc<Writer>]) -> Result<(Arc<Writer>, Arc<Wr
         }
         let failed = |e: io::Error| ConfigError::File {
             file: file.map_or_else(|| "stderr".into(), |f| f.to_path_buf()),
-            reason: format!("{key}: cannot open it: {e}"),
+            key: key.into(),
+            reason: format!("cannot open it: {e}"),
         };
         let w = Arc::new(Writer::start(target.clone(), target.open().map_err(failed)?).map_err(failed)?);
         made.push(w.clone());
@@ -130,9 +131,11 @@ fn distinct(writers: &[Arc<Writer>]) -> Vec<Arc<Writer>> {
 pub fn check(log: &LogConfig) -> Result<(), ConfigError> {
     for (file, key) in [(&log.file, "log.file"), (&log.error_file, "log.error_file")] {
         if let Some(file) = file {
-            Target::File(file.clone())
-                .open()
-                .map_err(|e| ConfigError::File { file: file.clone(), reason: format!("{key}: cannot open it: {e}") })?;
+            Target::File(file.clone()).open().map_err(|e| ConfigError::File {
+                file: file.clone(),
+                key: key.into(),
+                reason: format!("cannot open it: {e}"),
+            })?;
         }
     }
     Ok(())

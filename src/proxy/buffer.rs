@@ -5,6 +5,12 @@
 //! done and back in its pool while a slow client drains the rest. Past both,
 //! reading waits for the client, as without buffering. Stored responses need
 //! none of this: their fill reads the origin on its own.
+//!
+//! Request bodies read whole first (a route's `request_buffering`) keep
+//! `request_memory` in memory and the rest in temp files, all of whose bytes
+//! together stay within `buffering.request_disk` ([`DiskBudget`], one per
+//! process): an upload that would pass it is refused before anything goes
+//! upstream, so one client cannot fill the disk.
 
 use std::io;
 use std::path::PathBuf;
@@ -28,6 +34,9 @@ pub struct Buffering {
     enabled: bool,
     /// A request body read whole before it goes upstream keeps this much in memory.
     request_memory: usize,
+    /// ... and the rest in temp files, within this for all of them.
+    request_disk: u64,
+    disk: Arc<DiskBudget>,
     per_response: u32,
     file_max: u64,
     dir: PathBuf,
@@ -45,17 +54,84 @@ enum Piece {
     Failed(BoxError),
 }
 
+/// Bytes in buffered uploads' temp files, for the whole process (kept across
+/// reloads: a new configuration does not get a fresh disk).
+#[derive(Debug, Default)]
+pub struct DiskBudget {
+    used: AtomicU64,
+}
+
+impl DiskBudget {
+    /// Takes `n` bytes if the total stays within `limit`.
+    fn take(&self, n: u64, limit: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| used.checked_add(n).filter(|&t| t <= limit))
+            .is_ok()
+    }
+}
+
+/// Bytes of [`DiskBudget`] held by one upload's temp file, given back when it is dropped
+/// (with the file: the body has been sent, or abandoned).
+struct Held {
+    budget: Arc<DiskBudget>,
+    bytes: u64,
+}
+
+impl Held {
+    fn more(&mut self, n: u64, limit: u64) -> bool {
+        let ok = self.budget.take(n, limit);
+        self.bytes += if ok { n } else { 0 };
+        ok
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Why a request body was not read whole.
+#[derive(Debug)]
+pub enum RequestError {
+    /// The client's body failed (its limits, its framing), or the temp file did.
+    Body(BoxError),
+    /// Its temp file does not fit `buffering.request_disk`: now (`ever` false:
+    /// other uploads hold it), or ever (a declared length larger than it all).
+    NoRoom { ever: bool },
+}
+
 impl Buffering {
-    pub fn new(c: &BufferingConfig) -> Buffering {
+    pub fn new(c: &BufferingConfig, disk: Arc<DiskBudget>) -> Buffering {
         let per_response = u32::try_from(c.response_memory.bytes()).unwrap_or(u32::MAX).max(1);
         Buffering {
             enabled: c.response,
             request_memory: usize::try_from(c.request_memory.bytes()).unwrap_or(usize::MAX),
+            request_disk: c.request_disk.bytes(),
+            disk,
             per_response,
             file_max: c.response_file.bytes(),
             dir: c.temp_path.clone().unwrap_or_else(std::env::temp_dir),
             shared: Arc::new(Semaphore::new(usize::try_from(c.memory.bytes()).unwrap_or(usize::MAX).max(1))),
         }
+    }
+
+    /// `bytes` of `buffering.memory` for a decoder (`compression.decode`), held
+    /// until dropped; none unless one response's read-ahead (`response_memory`)
+    /// stays free beside it. Decoders so never hold the whole budget: a
+    /// decoder's own read-ahead, waiting for memory, waits only for other
+    /// responses' pieces, which their clients drain, and not for decoders
+    /// that wait on it in turn.
+    pub fn for_decoder(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let bytes = u32::try_from(bytes).ok()?;
+        let mut permit = self.shared.clone().try_acquire_many_owned(bytes.checked_add(self.per_response)?).ok()?;
+        drop(permit.split(self.per_response as usize));
+        Some(permit)
+    }
+
+    /// The process's budget for buffered uploads, for the next configuration.
+    pub fn request_disk(&self) -> Arc<DiskBudget> {
+        self.disk.clone()
     }
 
     /// `res` with its body read ahead, when it is worth it.
@@ -90,13 +166,27 @@ impl Buffering {
     /// a temp file. The body it returns has an exact length, so the request
     /// upstream carries `Content-Length`. The client's limits (size, time,
     /// rate) apply while it is read, through `body` itself.
-    pub async fn read_request(&self, mut body: Body) -> Result<Body, BoxError> {
+    ///
+    /// What goes to the temp file is taken from the process's `request_disk`
+    /// first: a declared length that cannot fit is refused before a byte is
+    /// read, and a body that finds the budget spent is refused when it does.
+    pub async fn read_request(&self, mut body: Body) -> Result<Body, RequestError> {
+        let mut room = Held { budget: self.disk.clone(), bytes: 0 };
+        if let Some(len) = http_body::Body::size_hint(&body).exact() {
+            let to_file = len.saturating_sub(self.request_memory as u64);
+            if to_file > self.request_disk {
+                return Err(RequestError::NoRoom { ever: true });
+            }
+            if !room.more(to_file, self.request_disk) {
+                return Err(RequestError::NoRoom { ever: false });
+            }
+        }
         let (mut memory, mut held) = (Vec::new(), 0usize);
         let mut file: Option<(tokio::fs::File, tokio::fs::File)> = None;
         let mut filed = 0u64;
         let mut trailers = None;
         while let Some(frame) = body.frame().await {
-            let data = match frame?.into_data() {
+            let data = match frame.map_err(RequestError::Body)?.into_data() {
                 Ok(data) => data,
                 Err(frame) => {
                     trailers = frame.into_trailers().ok();
@@ -108,11 +198,15 @@ impl Buffering {
                 memory.push(data);
                 continue;
             }
+            let to_file = filed + data.len() as u64;
+            if to_file > room.bytes && !room.more(to_file - room.bytes, self.request_disk) {
+                return Err(RequestError::NoRoom { ever: to_file > self.request_disk });
+            }
             if file.is_none() {
-                file = Some(temp_file(&self.dir)?);
+                file = Some(temp_file(&self.dir).map_err(|e| RequestError::Body(e.into()))?);
             }
             if let Some((w, _)) = file.as_mut() {
-                w.write_all(&data).await?;
+                w.write_all(&data).await.map_err(|e| RequestError::Body(e.into()))?;
             }
             filed += data.len() as u64;
         }
@@ -120,12 +214,14 @@ impl Buffering {
         let (tx, rx) = mpsc::channel(2);
         let reader = match file {
             Some((mut w, r)) => {
-                w.flush().await?;
+                w.flush().await.map_err(|e| RequestError::Body(e.into()))?;
                 Some(r)
             }
             None => None,
         };
         tokio::spawn(async move {
+            // The file's share of the budget goes when the file does.
+            let _room = room;
             for data in memory {
                 if tx.send(Ok(Frame::data(data))).await.is_err() {
                     return;

@@ -21,6 +21,9 @@ pub enum ProxyError {
     MethodNotAllowed,
     #[error("request body too large")]
     BodyTooLarge,
+    /// A buffered upload finds `buffering.request_disk` spent by others.
+    #[error("no room to buffer the request body (buffering.request_disk)")]
+    NoRoomForBody,
     /// The client stopped sending its body (`guard.body_timeout`).
     #[error("request body timed out")]
     BodyTimeout,
@@ -49,6 +52,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoRoomForBody => StatusCode::INSUFFICIENT_STORAGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
@@ -71,6 +75,12 @@ impl ProxyError {
     pub fn into_response(self) -> Response<Body> {
         match self {
             ProxyError::Rejected(r) => r.response(),
+            ProxyError::NoRoomForBody => {
+                let mut res = error_response(StatusCode::INSUFFICIENT_STORAGE);
+                *res.body_mut() =
+                    Body::full("507 Insufficient Storage: no room to hold this upload now; try again later\n");
+                res
+            }
             e => error_response(e.status()),
         }
     }

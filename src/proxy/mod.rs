@@ -34,6 +34,7 @@ use crate::guard::{Guard, Subject};
 use crate::metrics::Metrics;
 use crate::tls::{Issued, Tls};
 use crate::upstream::Upstream;
+pub use buffer::DiskBudget;
 pub use error::{ProxyError, error_response};
 use log::AccessRecord;
 pub use log::{LoggedBody, Received};
@@ -70,6 +71,8 @@ pub struct Lasting {
     pub issued: Arc<Issued>,
     /// The first TLS listener's port, as bound (the configuration may say 0).
     pub https_port: Option<u16>,
+    /// Buffered uploads' temp files (`buffering.request_disk`).
+    pub request_disk: Arc<buffer::DiskBudget>,
 }
 
 /// What the pipeline knows about the client connection (and, once the guard
@@ -105,8 +108,8 @@ impl Pipeline {
     /// settings did not change are taken over from `previous` with their pools
     /// and health.
     pub fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
-        let Lasting { cache, metrics, issued, https_port } = lasting.clone();
-        let file_error = |e: crate::tls::TlsError| ConfigError::File { file: e.file, reason: e.reason };
+        let Lasting { cache, metrics, issued, https_port, request_disk } = lasting.clone();
+        let file_error = |e: crate::tls::TlsError| config.file_error(e.file, e.reason);
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
             let kept = previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.config == *u);
@@ -143,7 +146,7 @@ impl Pipeline {
             hide_headers,
             hide_targeted,
             compression: crate::compress::Compression::new(&config_compression),
-            buffering: buffer::Buffering::new(&config_buffering),
+            buffering: buffer::Buffering::new(&config_buffering, request_disk),
         })
     }
 
@@ -154,6 +157,7 @@ impl Pipeline {
             metrics: self.metrics.clone(),
             issued: self.issued.clone(),
             https_port: self.https_port,
+            request_disk: self.buffering.request_disk(),
         }
     }
 }
@@ -225,18 +229,16 @@ pub async fn handle(
             (e.into_response(), None, None)
         }
     };
-    record.status = response.status();
     record.upstream_time = response.extensions().get::<crate::upstream::HeadTime>().map(|t| t.0);
     record.upstream = upstream;
     record.route = route.map(|r| r.index);
     record.route_label = route.map(|r| r.label.clone());
     record.cache = cache.as_ref().map(|c| c.outcome);
     let response = match (wants, route) {
-        (Some((method, accept)), Some(r)) if r.compression => {
-            compress(&pipeline.compression, &method, &accept, response)
-        }
+        (Some((method, accept)), Some(r)) if r.compression => compress(&pipeline, &method, &accept, response).await,
         _ => response,
     };
+    record.status = response.status();
     let (mut parts, body) = response.into_parts();
     finish(&pipeline, &record, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
     Ok(Response::from_parts(parts, LoggedBody::new(body, Some(record))))
@@ -247,15 +249,24 @@ fn accepted_encodings(headers: &http::HeaderMap) -> http::HeaderMap {
 }
 
 /// Compresses a response on the fly for a client that accepts it (a HEAD
-/// gets the headers the GET would have).
-fn compress(
-    c: &crate::compress::Compression,
+/// gets the headers the GET would have), or decodes the origin's coding for
+/// one that does not (a decoder it cannot afford is a 502 or 503).
+async fn compress(
+    p: &Pipeline,
     method: &http::Method,
     accept: &http::HeaderMap,
     mut response: Response<crate::body::Body>,
 ) -> Response<crate::body::Body> {
+    let c = &p.compression;
     if let Some(e) = c.to_decode(response.status(), accept, response.headers()) {
-        return crate::compress::decode(response, e, *method == http::Method::HEAD);
+        let head = *method == http::Method::HEAD;
+        return match crate::compress::decode(response, e, head, |n| p.buffering.for_decoder(n)).await {
+            Ok(decoded) => decoded,
+            Err(refused) => {
+                tracing::warn!(error = %refused, "response not decoded");
+                error::error_response(refused.status())
+            }
+        };
     }
     let get = if *method == http::Method::HEAD { &http::Method::GET } else { method };
     if !c.eligible(get, response.status(), response.headers()) {

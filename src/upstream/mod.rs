@@ -31,6 +31,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Protocol, ServerAddress, ServerEntry, UpstreamConfig};
 use balance::Balancer;
+use check::Checked;
 use connect::{Connector, Endpoint};
 use health::Health;
 use pool::{Pool, SendError};
@@ -45,8 +46,8 @@ pub struct Server {
     in_flight: AtomicUsize,
     /// Reached over TLS (`https://`).
     tls: bool,
-    /// Active health checks say it is down.
-    checked_down: std::sync::atomic::AtomicBool,
+    /// What active health checks say (`Unchecked` until the first answers).
+    checked: check::CheckState,
     /// Active checks failed and passed in a row.
     check_streak: std::sync::Mutex<(u32, u32)>,
     /// While it ramps up after coming back (`slow_start`): the share of picks
@@ -63,6 +64,7 @@ impl Server {
         ip: Option<std::net::IpAddr>,
         tls_name: Option<&rustls_pki_types::ServerName<'static>>,
         settings: &Arc<pool::Settings>,
+        checked: bool,
     ) -> Server {
         let a = entry.address();
         let mut endpoint = endpoint(a, tls_name);
@@ -77,7 +79,7 @@ impl Server {
             weight: entry.weight(),
             health: Health::default(),
             in_flight: AtomicUsize::new(0),
-            checked_down: Default::default(),
+            checked: check::CheckState::new(checked),
             check_streak: Default::default(),
             ramp_credit: AtomicUsize::new(0),
             endpoint,
@@ -95,11 +97,14 @@ impl Server {
     }
 
     pub fn is_up(&self) -> bool {
-        self.health.is_up() && !self.checked_down.load(Ordering::Relaxed)
+        self.health.is_up() && self.checked.get() == Checked::Up
     }
-    /// Why it is out, if it is: `down` (passive health), `check_failed`, `ejected`; else `up`.
+    /// Why it is out, if it is: `unchecked` (no health check answered yet),
+    /// `check_failed`, `ejected`, `down` (passive health); else `up`.
     pub fn state(&self) -> &'static str {
-        if self.checked_down.load(Ordering::Relaxed) {
+        if self.checked.get() == Checked::Unchecked {
+            "unchecked"
+        } else if self.checked.get() == Checked::Failed {
             "check_failed"
         } else if self.health.is_ejected() {
             "ejected"
@@ -162,6 +167,12 @@ pub struct Upstream {
     budget: retry::Budget,
     connector: Connector,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Told of each health check's result (requests waiting for a first one).
+    checked: tokio::sync::Notify,
+    /// Wakes the health checks when the members change (a name resolved anew).
+    checks_due: Arc<tokio::sync::Notify>,
+    /// No server is up and requests go to any (logged once, until one is up again).
+    none_up: std::sync::atomic::AtomicBool,
 }
 
 /// Why no response came back from a pool.
@@ -233,6 +244,9 @@ impl Upstream {
             budget: retry::Budget::new(config.retry_budget),
             connector: Connector::new(tls, config.connect_timeout.get()),
             metrics,
+            checked: tokio::sync::Notify::new(),
+            checks_due: Arc::new(tokio::sync::Notify::new()),
+            none_up: Default::default(),
         };
         let unresolved = vec![None; config.servers.len()];
         up.members.store(Arc::new(up.members_for(&unresolved)));
@@ -255,7 +269,13 @@ impl Upstream {
                 let kept = current.servers.iter().position(|s| s.address == label);
                 servers.push(match kept {
                     Some(j) => current.servers[j].clone(),
-                    None => Arc::new(Server::new(entry, ip, self.server_name.as_ref(), &self.settings)),
+                    None => Arc::new(Server::new(
+                        entry,
+                        ip,
+                        self.server_name.as_ref(),
+                        &self.settings,
+                        self.config.health.is_some(),
+                    )),
                 });
                 kept_at.push(kept);
             }
@@ -321,11 +341,41 @@ impl Upstream {
         self.members.load_full()
     }
 
+    /// A pool whose servers have not answered a health check yet (just built, or
+    /// every server new): waits until one is in service or every first check has
+    /// answered, at most the check's `timeout`, so that no client request goes
+    /// to a server before its check says it may.
+    async fn first_checks(&self, members: &Members) {
+        let Some(h) = &self.config.health else { return };
+        let deadline = tokio::time::Instant::now() + h.timeout.get();
+        loop {
+            let answered = self.checked.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            let s = &members.servers;
+            if s.iter().any(|s| s.is_up()) || s.iter().all(|s| s.checked.get() != Checked::Unchecked) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, answered).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Sends `out` to a live server; returns the response head (with its
     /// [`HeadTime`]) and the server's address.
     pub async fn send(&self, out: Outgoing) -> Result<(Response<Body>, Arc<str>), UpstreamError> {
         let members = self.members.load_full();
-        let mut order = order(&members, self.affinity(&out));
+        if self.config.health.is_some() && !members.servers.iter().any(|s| s.is_up()) {
+            self.first_checks(&members).await;
+        }
+        let (mut order, any_up) = order(&members, self.affinity(&out));
+        if !any_up && !self.none_up.swap(true, Ordering::Relaxed) {
+            tracing::warn!(upstream = %self.name, "no server is up (health checks, passive health); trying them anyway");
+        } else if any_up && self.none_up.load(Ordering::Relaxed) {
+            self.none_up.store(false, Ordering::Relaxed);
+            tracing::info!(upstream = %self.name, "a server is up again");
+        }
         self.slow_start(&members, &mut order);
         let attempts = if out.retryable { order.len() } else { 1 };
         self.budget.deposit();
@@ -485,17 +535,23 @@ impl Upstream {
     }
 }
 
-/// Live servers in balancing order; if none is live, the one due back
-/// first, so a pool recovers as soon as its server does.
-fn order(m: &Members, key: Option<u64>) -> Vec<usize> {
+/// Live servers in balancing order, and whether there are any. If none is
+/// live (every server failing or yet to pass its health check, or down), the
+/// servers passive health lets through, checked or not; if none, the one due
+/// back first, so a pool recovers as soon as its server does.
+fn order(m: &Members, key: Option<u64>) -> (Vec<usize>, bool) {
     let s = &m.servers;
     let mut order = m.balancer.candidates(s.len(), |i| s[i].in_flight(), |i| s[i].weight, key);
-    order.retain(|&i| s[i].is_up());
+    if order.iter().any(|&i| s[i].is_up()) {
+        order.retain(|&i| s[i].is_up());
+        return (order, true);
+    }
+    order.retain(|&i| s[i].health.is_up());
     if order.is_empty() {
         let soonest = (0..s.len()).min_by_key(|&i| s[i].health.down_until()).unwrap_or(0);
         order.push(soonest);
     }
-    order
+    (order, false)
 }
 
 /// Where `address` is reached. A name is resolved at each connect.

@@ -72,6 +72,8 @@ pub async fn run(upstream: Weak<Upstream>) {
         if changed {
             let Some(up) = upstream.upgrade() else { return };
             up.members.store(Arc::new(up.members_for(&resolved)));
+            // New servers are checked at once, not at the next interval.
+            up.checks_due.notify_one();
         }
         tokio::time::sleep(next).await;
         if upstream.strong_count() == 0 {

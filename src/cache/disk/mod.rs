@@ -30,7 +30,9 @@
 //!   leaves no state behind; the next write tries the disk again.
 //!
 //! One process owns a directory: two processes writing the same directory would each keep
-//! their own byte accounting, and `open` moves the `tmp` folder of a previous run aside.
+//! their own byte accounting, and `open` moves the `tmp` folder of a previous run aside. So
+//! `open` takes an exclusive lock on `relais.lock` in it first (see `lock.rs`) and refuses a
+//! directory another process holds.
 //!
 //! Startup does not scan: [`DiskTier::open`] returns at once and a background task rebuilds the
 //! map from `cacache::index::ls` (see [`DiskTier::open`] for what happens meanwhile).
@@ -39,6 +41,7 @@ mod accounting;
 mod evict;
 mod layout;
 mod load;
+mod lock;
 mod read;
 mod sweep;
 #[cfg(test)]
@@ -78,11 +81,16 @@ pub enum DiskError {
     /// A write panicked on a writer thread, or the writer threads are gone.
     #[error("disk cache writer failed")]
     Writer,
+    /// Another process has the directory open (its lock file names it).
+    #[error("{}", lock::locked_message(dir, pid))]
+    Locked { dir: PathBuf, pid: Option<u32> },
 }
 
 /// The disk tier. `Send + Sync`; share it behind the `Arc` that [`DiskTier::open`] returns.
 pub struct DiskTier {
     inner: Arc<Inner>,
+    /// The directory's lock, held until [`DiskTier::unlock`] or the tier is dropped.
+    lock: Mutex<Option<lock::DirLock>>,
 }
 
 impl std::fmt::Debug for DiskTier {
@@ -111,10 +119,17 @@ impl DiskTier {
     ///   key might share them) and deleted once the load is done.
     ///
     /// Temp files left by a killed process are moved aside here (one rename) and deleted by the
-    /// load task.
+    /// load task. Before that, the directory's lock is taken: a directory another process has
+    /// open is [`DiskError::Locked`].
     pub async fn open(dir: PathBuf, capacity: u64) -> Result<Arc<DiskTier>, DiskError> {
         let prepare = dir.clone();
-        spawn_blocking(move || prepare_dir(&prepare)).await??;
+        let lock = spawn_blocking(move || {
+            std::fs::create_dir_all(&prepare)?;
+            let lock = lock::DirLock::take(&prepare)?;
+            prepare_dir(&prepare)?;
+            Ok::<_, DiskError>(lock)
+        })
+        .await??;
         let (loaded, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             dir,
@@ -132,7 +147,13 @@ impl DiskTier {
             on_evict: std::sync::OnceLock::new(),
         });
         tokio::spawn(inner.clone().load());
-        Ok(Arc::new(DiskTier { inner }))
+        Ok(Arc::new(DiskTier { inner, lock: Mutex::new(Some(lock)) }))
+    }
+
+    /// Lets go of the directory's lock (a stopped proxy, so that the next can open it at
+    /// once); nothing must be written after this.
+    pub fn unlock(&self) {
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 
     /// Calls `f` with each key evicted to stay under the capacity (set once; later calls are ignored).

@@ -24,6 +24,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use super::buffer::RequestError;
 use super::error::ProxyError;
 use super::forward::{forward, request_body};
 use super::present::{self, present};
@@ -123,7 +124,11 @@ pub async fn serve(
         let mut body = request_body(&p, &parts, body);
         // A gRPC call streams its messages both ways: read whole first, it would never start.
         if route.request_buffering && !http_body::Body::is_end_stream(&body) && !is_grpc(&parts.headers) {
-            body = p.buffering.read_request(body).await.map_err(|e| super::forward::client_error(&e))?;
+            body = p.buffering.read_request(body).await.map_err(|e| match e {
+                RequestError::Body(e) => super::forward::client_error(&e),
+                RequestError::NoRoom { ever: true } => ProxyError::BodyTooLarge,
+                RequestError::NoRoom { ever: false } => ProxyError::NoRoomForBody,
+            })?;
         }
         let fwd = Box::pin(forward(&p, &route, &conn, host.as_ref(), Request::from_parts(parts, body))).await?;
         if !method.is_safe() {

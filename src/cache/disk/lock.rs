@@ -1,0 +1,70 @@
+//! One process per cache directory: an exclusive `flock` on `relais.lock` in
+//! it, held while the tier is open. Two processes on one directory would each
+//! keep their own byte accounting and move each other's temp files aside.
+//!
+//! The lock belongs to the open file, not the process: a process that
+//! inherits the descriptor (a binary upgrade handing over) holds it too, and
+//! the kernel drops it when the last holder exits, however it exits.
+
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+
+use super::DiskError;
+
+/// The lock file's name in the cache directory; it holds the owner's pid.
+pub const LOCK_FILE: &str = "relais.lock";
+
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock on `dir` (which exists), or says who holds it.
+    pub fn take(dir: &Path) -> Result<DirLock, DiskError> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim().parse().ok();
+                return Err(DiskError::Locked { dir: dir.to_path_buf(), pid });
+            }
+            Err(TryLockError::Error(e)) => return Err(DiskError::Io(e)),
+        }
+        // For the operator who finds the directory in use: who has it.
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// The message of [`DiskError::Locked`].
+pub fn locked_message(dir: &Path, pid: &Option<u32>) -> String {
+    let by = pid.map_or_else(|| "another process".to_string(), |p| format!("process {p}"));
+    format!(
+        "cache directory {} is in use by {by} (it holds {}): two processes cannot share a disk cache",
+        dir.display(),
+        dir.join(LOCK_FILE).display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::take(dir.path()).unwrap();
+        let msg = DirLock::take(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert!(msg.contains(&format!("process {}", std::process::id())), "{msg}");
+        drop(first);
+        DirLock::take(dir.path()).unwrap();
+    }
+}
