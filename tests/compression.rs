@@ -123,6 +123,12 @@ async fn a_route_can_turn_it_off_and_levels_are_checked() {
     let bad = "[compression]\nlevels = { br = 12 }\n[upstreams.o]\nservers = [\"127.0.0.1:1\"]\n";
     let msg = relais::config::Config::from_toml(bad, "x.toml").unwrap_err().to_string();
     assert!(msg.contains("compression.levels.br") && msg.contains("0..11"), "{msg}");
+    // zstd's ultra levels are for copies made once, not for every streamed response.
+    let bad = "[compression]\nlevels = { zstd = 22 }\n[upstreams.o]\nservers = [\"127.0.0.1:1\"]\n";
+    let msg = relais::config::Config::from_toml(bad, "x.toml").unwrap_err().to_string();
+    assert!(msg.contains("compression.levels.zstd") && msg.contains("ultra"), "{msg}");
+    let ok = "[compression]\nstored_levels = { zstd = 22 }\n[upstreams.o]\nservers = [\"127.0.0.1:1\"]\n";
+    relais::config::Config::from_toml(ok, "x.toml").unwrap();
     let bad = "[compression]\nencodings = [\"deflate\"]\n[upstreams.o]\nservers = [\"127.0.0.1:1\"]\n";
     let msg = relais::config::Config::from_toml(bad, "x.toml").unwrap_err().to_string();
     assert!(msg.contains("compression.encodings[0]"), "{msg}");

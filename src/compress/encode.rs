@@ -130,9 +130,12 @@ pin_project_lite::pin_project! {
 }
 
 impl Encoded {
-    pub fn new(inner: Body, encoding: Encoding, level: i32) -> io::Result<Encoded> {
-        let coder = Some(Coder::new(encoding, level)?);
-        Ok(Encoded { inner, coder, pending: false, rest: Bytes::new(), budget: None })
+    /// `inner` encoded with `encoding` at `level`; the body back, unread, if no encoder starts.
+    pub fn new(inner: Body, encoding: Encoding, level: i32) -> Result<Encoded, (Body, io::Error)> {
+        match Coder::new(encoding, level) {
+            Ok(coder) => Ok(Encoded { inner, coder: Some(coder), pending: false, rest: Bytes::new(), budget: None }),
+            Err(e) => Err((inner, e)),
+        }
     }
 
     /// `started` then `inner`, encoded with `encoding`, decoded (see [`super::window`]

@@ -292,9 +292,9 @@ pub fn encode(res: Response<Body>, e: Encoding, level: i32) -> Response<Body> {
             encoded_headers(&mut parts.headers, e, None);
             Response::from_parts(parts, Body::boxed(encoded))
         }
-        Err(e) => {
+        Err((body, e)) => {
             tracing::warn!(error = %e, "cannot start an encoder; sent as it is");
-            Response::from_parts(parts, Body::empty())
+            Response::from_parts(parts, body)
         }
     }
 }

@@ -80,6 +80,14 @@ impl CompressionConfig {
                 }
             }
         }
+        // zstd's ultra levels use windows of up to 128 MiB: per response being
+        // compressed as it streams, that is memory no budget accounts for.
+        if let Some(level) = self.levels.get("zstd").filter(|&&l| l > 19) {
+            let msg = format!(
+                "{level} is an ultra level (windows up to 128 MiB per response); at most 19 here, use stored_levels for more"
+            );
+            return Some(("compression.levels.zstd".into(), msg));
+        }
         for (i, t) in self.types.iter().enumerate() {
             if t.split_once('/').is_none_or(|(a, b)| a.is_empty() || b.is_empty()) {
                 return Some((format!("compression.types[{i}]"), format!("{t:?} is not a media type like text/html")));
