@@ -93,13 +93,12 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     let acme = config.acme.clone();
     let cache = cache::Cache::open(&config.cache, metrics.clone()).await?;
     let https_port = tls_addrs.first().map(SocketAddr::port);
-    let request_disk = Default::default();
     let lasting = proxy::Lasting {
         cache: cache.clone(),
         metrics: metrics.clone(),
         issued: issued.clone(),
         https_port,
-        request_disk,
+        temp_files: Default::default(),
     };
     let pipeline = Pipeline::new(config, &lasting, None)?;
     cache.index_disk();

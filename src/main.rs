@@ -304,8 +304,8 @@ fn summary(path: &Path, c: &Config) -> String {
     let b = &c.buffering;
     let buffering = match b.response {
         true => format!(
-            "responses read ahead: {} each in memory, then up to {} on disk",
-            b.response_memory, b.response_file
+            "responses read ahead: {} each in memory, then up to {} on disk ({} for all)",
+            b.response_memory, b.response_file, b.response_disk
         ),
         false => "responses not read ahead".into(),
     };

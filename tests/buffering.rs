@@ -76,6 +76,34 @@ async fn without_buffering_the_slow_client_holds_the_origin() {
     assert!(!origin_done_within("[buffering]\nresponse_file = \"0\"", Duration::from_secs(2)).await);
 }
 
+/// Slow readers could fill the disk with read-ahead files (each up to
+/// `response_file`, with no total): all of them now share `response_disk`.
+#[tokio::test]
+async fn read_ahead_files_share_one_disk_budget() {
+    // 8 MiB for every temp file: 20 MiB for one slow client cannot all be read ahead.
+    assert!(!origin_done_within("[buffering]\nresponse_disk = \"8MiB\"", Duration::from_secs(2)).await);
+    // 24 MiB: one answer at a time fits, and its share comes back when its client goes.
+    let (o, done) = big_origin().await;
+    let proxy = relais(&format!(
+        "[buffering]\nresponse_disk = \"24MiB\"\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
+        o.addr
+    ))
+    .await;
+    let addr = proxy.handle.addrs()[0];
+    for round in 0..2 {
+        done.store(false, Ordering::SeqCst);
+        let client = tokio::spawn(slow_client(addr, Duration::from_secs(3)));
+        let started = Instant::now();
+        while !done.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(done.load(Ordering::SeqCst), "round {round}: the answer was not read ahead");
+        client.abort();
+        // The client's connection closes; its file and share go with it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_buffered_body_arrives_whole_and_in_order() {
     let o = origin()

@@ -20,6 +20,9 @@ pub struct BufferingConfig {
     /// Past its memory, a response is read ahead into a temp file up to this
     /// size (0: not at all); past that, reading waits for the client.
     pub response_file: Size,
+    /// All responses' temp files together, at most: past it read-ahead waits
+    /// for the client, as without a file. Default 1GiB.
+    pub response_disk: Size,
     /// A request body read whole first (a route's `request_buffering`) keeps this
     /// much in memory, the rest in a temp file (nginx's `client_body_buffer_size`).
     pub request_memory: Size,
@@ -37,6 +40,7 @@ impl Default for BufferingConfig {
             response_memory: Size(256 * 1024),
             memory: Size::mib(64),
             response_file: Size::mib(1024),
+            response_disk: Size::mib(1024),
             request_memory: Size::mib(1),
             request_disk: Size::mib(1024),
             temp_path: None,

@@ -1,16 +1,17 @@
 //! Response buffering for pass-through responses (nginx's `proxy_buffering`):
 //! a task reads the origin's body ahead of the client, into memory up to
 //! `buffering.response_memory` (and the shared `buffering.memory`), then into
-//! a temp file up to `buffering.response_file`, so the origin's connection is
+//! a temp file up to `buffering.response_file` (all responses' temp files
+//! together within `buffering.response_disk`), so the origin's connection is
 //! done and back in its pool while a slow client drains the rest. Past both,
 //! reading waits for the client, as without buffering. Stored responses need
 //! none of this: their fill reads the origin on its own.
 //!
 //! Request bodies read whole first (a route's `request_buffering`) keep
 //! `request_memory` in memory and the rest in temp files, all of whose bytes
-//! together stay within `buffering.request_disk` ([`DiskBudget`], one per
+//! together stay within `buffering.request_disk` ([`TempFiles`], one per
 //! process): an upload that would pass it is refused before anything goes
-//! upstream, so one client cannot fill the disk.
+//! upstream, so one client cannot fill the disk; slow readers cannot either.
 
 use std::io;
 use std::path::PathBuf;
@@ -36,9 +37,11 @@ pub struct Buffering {
     request_memory: usize,
     /// ... and the rest in temp files, within this for all of them.
     request_disk: u64,
-    disk: Arc<DiskBudget>,
+    disk: Arc<TempFiles>,
     per_response: u32,
     file_max: u64,
+    /// All responses' temp files together, at most.
+    response_disk: u64,
     dir: PathBuf,
     shared: Arc<Semaphore>,
 }
@@ -54,11 +57,18 @@ enum Piece {
     Failed(BoxError),
 }
 
-/// Bytes in buffered uploads' temp files, for the whole process (kept across
-/// reloads: a new configuration does not get a fresh disk).
+/// Bytes in temp files, for the whole process (kept across reloads: a new
+/// configuration does not get a fresh disk).
 #[derive(Debug, Default)]
 pub struct DiskBudget {
     used: AtomicU64,
+}
+
+/// The process's temp-file budgets: buffered uploads', read-ahead responses'.
+#[derive(Debug, Default)]
+pub struct TempFiles {
+    requests: Arc<DiskBudget>,
+    responses: Arc<DiskBudget>,
 }
 
 impl DiskBudget {
@@ -102,7 +112,7 @@ pub enum RequestError {
 }
 
 impl Buffering {
-    pub fn new(c: &BufferingConfig, disk: Arc<DiskBudget>) -> Buffering {
+    pub fn new(c: &BufferingConfig, disk: Arc<TempFiles>) -> Buffering {
         let per_response = u32::try_from(c.response_memory.bytes()).unwrap_or(u32::MAX).max(1);
         Buffering {
             enabled: c.response,
@@ -111,6 +121,7 @@ impl Buffering {
             disk,
             per_response,
             file_max: c.response_file.bytes(),
+            response_disk: c.response_disk.bytes(),
             dir: c.temp_path.clone().unwrap_or_else(std::env::temp_dir),
             shared: Arc::new(Semaphore::new(usize::try_from(c.memory.bytes()).unwrap_or(usize::MAX).max(1))),
         }
@@ -129,8 +140,8 @@ impl Buffering {
         Some(permit)
     }
 
-    /// The process's budget for buffered uploads, for the next configuration.
-    pub fn request_disk(&self) -> Arc<DiskBudget> {
+    /// The process's temp-file budgets, for the next configuration.
+    pub fn temp_files(&self) -> Arc<TempFiles> {
         self.disk.clone()
     }
 
@@ -148,14 +159,17 @@ impl Buffering {
             _ => temp_file(&self.dir).map_err(|e| tracing::warn!(dir = %self.dir.display(), error = %e, "no temp file for buffering; memory only")).ok(),
         };
         let (writer, reader) = file.map_or((None, None), |(w, r)| (Some(w), Some(r)));
+        let disk = Arc::new(std::sync::Mutex::new(Held { budget: self.disk.responses.clone(), bytes: 0 }));
         let ahead = ReadAhead {
             own: Arc::new(Semaphore::new(self.per_response as usize)),
             own_cap: self.per_response,
             shared: self.shared.clone(),
             file_max: self.file_max,
+            disk: disk.clone(),
+            disk_limit: self.response_disk,
         };
         tokio::spawn(ahead.read(body, writer, pieces_tx));
-        tokio::spawn(drain(pieces_rx, reader, out_tx));
+        tokio::spawn(drain(pieces_rx, reader, out_tx, disk));
         Response::from_parts(parts, Body::channel(out_rx))
     }
 }
@@ -171,7 +185,7 @@ impl Buffering {
     /// first: a declared length that cannot fit is refused before a byte is
     /// read, and a body that finds the budget spent is refused when it does.
     pub async fn read_request(&self, mut body: Body) -> Result<Body, RequestError> {
-        let mut room = Held { budget: self.disk.clone(), bytes: 0 };
+        let mut room = Held { budget: self.disk.requests.clone(), bytes: 0 };
         if let Some(len) = http_body::Body::size_hint(&body).exact() {
             let to_file = len.saturating_sub(self.request_memory as u64);
             if to_file > self.request_disk {
@@ -285,6 +299,10 @@ struct ReadAhead {
     own_cap: u32,
     shared: Arc<Semaphore>,
     file_max: u64,
+    /// This response's share of `response_disk`, given back when both the
+    /// reading and the draining task are done with its file.
+    disk: Arc<std::sync::Mutex<Held>>,
+    disk_limit: u64,
 }
 
 impl ReadAhead {
@@ -316,7 +334,14 @@ impl ReadAhead {
             let piece = match permits {
                 (Ok(a), Ok(b)) => Piece::Memory(data, [a, b]),
                 // Memory full: to the file while it has room.
-                _ if file.is_some() && filed_total + data.len() as u64 <= self.file_max => {
+                _ if file.is_some()
+                    && filed_total + data.len() as u64 <= self.file_max
+                    && self
+                        .disk
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .more(data.len() as u64, self.disk_limit) =>
+                {
                     let Some(f) = file.as_mut() else { return };
                     // Flushed, so the reading handle finds it (tokio buffers file writes).
                     if let Err(e) = async {
@@ -353,6 +378,8 @@ async fn drain(
     mut pieces: mpsc::UnboundedReceiver<Piece>,
     mut file: Option<tokio::fs::File>,
     out: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    // The file's share of `response_disk`, given back once it is read back or abandoned.
+    _disk: Arc<std::sync::Mutex<Held>>,
 ) {
     while let Some(piece) = pieces.recv().await {
         let next = match piece {

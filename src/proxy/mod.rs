@@ -71,8 +71,8 @@ pub struct Lasting {
     pub issued: Arc<Issued>,
     /// The first TLS listener's port, as bound (the configuration may say 0).
     pub https_port: Option<u16>,
-    /// Buffered uploads' temp files (`buffering.request_disk`).
-    pub request_disk: Arc<buffer::DiskBudget>,
+    /// Temp files of buffered uploads and responses (`buffering.request_disk`, `response_disk`).
+    pub temp_files: Arc<buffer::TempFiles>,
 }
 
 /// What the pipeline knows about the client connection (and, once the guard
@@ -108,7 +108,7 @@ impl Pipeline {
     /// settings did not change are taken over from `previous` with their pools
     /// and health.
     pub fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
-        let Lasting { cache, metrics, issued, https_port, request_disk } = lasting.clone();
+        let Lasting { cache, metrics, issued, https_port, temp_files } = lasting.clone();
         let file_error = |e: crate::tls::TlsError| config.file_error(e.file, e.reason);
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
@@ -146,7 +146,7 @@ impl Pipeline {
             hide_headers,
             hide_targeted,
             compression: crate::compress::Compression::new(&config_compression),
-            buffering: buffer::Buffering::new(&config_buffering, request_disk),
+            buffering: buffer::Buffering::new(&config_buffering, temp_files),
         })
     }
 
@@ -157,7 +157,7 @@ impl Pipeline {
             metrics: self.metrics.clone(),
             issued: self.issued.clone(),
             https_port: self.https_port,
-            request_disk: self.buffering.request_disk(),
+            temp_files: self.buffering.temp_files(),
         }
     }
 }
