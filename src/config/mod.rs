@@ -169,6 +169,8 @@ impl Config {
         let positive = [
             ("server.header_read_timeout", self.server.header_read_timeout),
             ("server.idle_timeout", self.server.idle_timeout),
+            ("server.send_timeout", self.server.send_timeout),
+            ("server.tunnel_idle_timeout", self.server.tunnel_idle_timeout),
             ("guard.body_timeout", self.guard.body_timeout),
             ("cache.sweep_interval", self.cache.sweep_interval),
         ];

@@ -5,7 +5,11 @@
 //! A connection's first bytes are read under `header_read_timeout` to choose
 //! the protocol, so a socket that sends nothing is closed like a slow header.
 //! A connection with no request in flight for `idle_timeout` is closed (HTTP/2
-//! with a GOAWAY), whatever PINGs it answers (see [`activity`]). Each connection reads the
+//! with a GOAWAY), whatever PINGs it answers (see [`activity`]). A client that
+//! takes nothing of a response for `send_timeout` is cut off: its connection
+//! closed ([`gather`]), or on HTTP/2 its stream reset ([`stall`]); a closing
+//! connection with nothing in flight that still does not end within that time
+//! is dropped. Each connection reads the
 //! current [`Pipeline`] per request, so a reload applies to the next request
 //! even on a kept-alive connection, while a request in flight keeps the
 //! pipeline it started with.
@@ -14,6 +18,7 @@ mod activity;
 mod frames;
 mod gather;
 mod proxy_protocol;
+mod stall;
 
 use std::convert::Infallible;
 use std::io;
@@ -25,7 +30,7 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -178,6 +183,7 @@ impl Backoff {
 struct Settings {
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
     max_header_size: u64,
     max_headers: usize,
     max_requests: usize,
@@ -192,6 +198,7 @@ impl Settings {
         Settings {
             header_read_timeout: c.header_read_timeout.get(),
             idle_timeout: c.idle_timeout.get(),
+            send_timeout: c.send_timeout.get(),
             max_header_size: c.max_header_size.bytes(),
             max_headers: c.max_headers,
             max_requests: usize::try_from(g.max_requests_per_connection).unwrap_or(usize::MAX),
@@ -251,7 +258,8 @@ where
         }
     };
     let handler = make(Arc::new(Conn::plain(peer)));
-    serve_io(Gather::new(tcp, http2, first), http2, peer, settings, handler, stop, &metrics).await;
+    let io = Gather::new(tcp, http2, first).send_timeout(settings.send_timeout);
+    serve_io(io, http2, peer, settings, handler, stop, &metrics).await;
 }
 
 /// A TLS connection: the handshake under its timeout and the cap on those in
@@ -297,7 +305,8 @@ where
     let client_subject = session.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::subject_of);
     let conn = Conn::new(peer, "https", client_subject.map(Arc::from));
     let handler = make(Arc::new(conn));
-    serve_io(Gather::new(stream, http2, Bytes::new()), http2, peer, settings, handler, stop, &metrics).await;
+    let io = Gather::new(stream, http2, Bytes::new()).send_timeout(settings.send_timeout);
+    serve_io(io, http2, peer, settings, handler, stop, &metrics).await;
 }
 
 /// Serves HTTP on `io` until it ends, the stop signal, or idleness.
@@ -319,13 +328,16 @@ async fn serve_io<I, H, F, B>(
     let flooded = io.flood_alarm();
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin(), !http2))
+        hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin(), http2))
     };
     let io = TokioIo::new(io);
     let builder = builder(&s, http2);
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut idle = std::pin::pin!(activity.idle(s.idle_timeout));
+    // Once closing: nothing in flight, yet not ended (an HTTP/2 client that
+    // leaves the last frames of its answers unread).
+    let mut stuck = std::pin::pin!(activity.idle(s.send_timeout));
     let mut closing = false;
     loop {
         tokio::select! {
@@ -352,6 +364,10 @@ async fn serve_io<I, H, F, B>(
                 tracing::debug!(%peer, "idle connection closed");
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+            }
+            () = &mut stuck, if closing => {
+                tracing::debug!(%peer, "closing connection whose client reads nothing dropped");
+                return;
             }
         }
     }
@@ -395,8 +411,8 @@ async fn first_bytes(tcp: &mut TcpStream, mut buf: BytesMut) -> io::Result<Optio
 }
 
 /// hyper's connection settings from `[server]`, for the protocol the first bytes chose.
-fn builder(s: &Settings, http2: bool) -> auto::Builder<TokioExecutor> {
-    let b = auto::Builder::new(TokioExecutor::new());
+fn builder(s: &Settings, http2: bool) -> auto::Builder<stall::Streams> {
+    let b = auto::Builder::new(stall::Streams { send_timeout: s.send_timeout });
     let mut b = if http2 { b.http2_only() } else { b.http1_only() };
     b.http1()
         // Without a timer the header-read timeout is silently off.
