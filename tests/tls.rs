@@ -246,19 +246,76 @@ async fn client_certificates_are_required_and_their_subject_reaches_the_origin()
     assert_eq!(r.text(), "proto=http subject=");
 }
 
+/// A socket that sends nothing is closed after the header timeout, as on the
+/// cleartext listeners; one that starts a handshake and stalls, after the
+/// handshake timeout.
 #[tokio::test]
 async fn a_handshake_that_never_comes_is_cut_off() {
     let o = scheme_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
     let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
-    let proxy = tls_relais(&o, &[cert], "handshake_timeout = \"500ms\"", "").await;
-    let mut silent = tokio::net::TcpStream::connect(proxy.handle.tls_addrs()[0]).await.unwrap();
-    let started = std::time::Instant::now();
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_secs(2));
+    let proxy = tls_relais(&o, &[cert], "handshake_timeout = \"500ms\"", "header_read_timeout = \"500ms\"").await;
+    for start in [&[][..], &[0x16, 0x03, 0x01, 0x02, 0x00][..]] {
+        let mut socket = tokio::net::TcpStream::connect(proxy.handle.tls_addrs()[0]).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut socket, start).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
+
+/// Sockets that send nothing hold no handshake place: with many of them
+/// open, a real client's handshake starts at once rather than after theirs
+/// time out.
+#[tokio::test]
+async fn silent_sockets_hold_no_handshake_place() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = tls_relais(&o, &[cert], "max_handshakes = 16", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = tokio::time::timeout(Duration::from_secs(3), tls_get(addr, "a.test", &ca.pem, false, "/")).await;
+    assert_eq!(r.expect("handshake within 3 s").unwrap().status, 200);
+}
+
+/// One source that holds handshakes open gets `max_handshakes_per_source` of
+/// the places, and a client from elsewhere still gets one at once.
+#[tokio::test]
+async fn one_source_cannot_take_every_handshake_place() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = tls_relais(&o, &[cert], "max_handshakes = 80", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let mut stuck = Vec::new();
+    for _ in 0..80 {
+        // Half a ClientHello, then nothing.
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, &[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+        stuck.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let elsewhere = async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config(&ca.pem, &[b"h2"], None)));
+        let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        Connection::open(stream).await.get("a.test", "/").await
+    };
+    let r = tokio::time::timeout(Duration::from_secs(3), elsewhere).await;
+    assert_eq!(r.expect("handshake within 3 s").status, 200);
 }
 
 #[tokio::test]

@@ -310,6 +310,9 @@ impl Config {
             if tls.max_handshakes == 0 {
                 return Err(bad("server.tls.max_handshakes".into(), "must be at least 1".into()));
             }
+            if tls.max_handshakes_per_source == 0 {
+                return Err(bad("server.tls.max_handshakes_per_source".into(), "must be at least 1".into()));
+            }
             if tls.handshake_timeout.get().is_zero() {
                 return Err(bad("server.tls.handshake_timeout".into(), "must be more than 0".into()));
             }

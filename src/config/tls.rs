@@ -31,9 +31,14 @@ pub struct TlsConfig {
     #[serde(default = "ten_seconds")]
     pub handshake_timeout: Dur,
     /// Handshakes in progress at most; more connections wait to start theirs.
-    /// Default 1024.
+    /// A connection takes its place once its ClientHello starts to arrive:
+    /// until then it waits under `server.header_read_timeout`. Default 1024.
     #[serde(default = "handshakes")]
     pub max_handshakes: usize,
+    /// Handshakes in progress at most from one source (an IPv4 address or an
+    /// IPv6 /64). Default 64.
+    #[serde(default = "handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
     /// Client certificates (mTLS): CA certificates (PEM) that sign them.
     pub client_ca: Option<PathBuf>,
     /// With `client_ca`: `required` (default) or `optional`.
@@ -55,6 +60,9 @@ fn ten_seconds() -> Dur {
 }
 fn handshakes() -> usize {
     1024
+}
+fn handshakes_per_source() -> usize {
+    64
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

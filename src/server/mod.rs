@@ -3,7 +3,9 @@
 //! gracefully.
 //!
 //! A connection's first bytes are read under `header_read_timeout` to choose
-//! the protocol, so a socket that sends nothing is closed like a slow header.
+//! the protocol (on a TLS listener, before the handshake takes one of the
+//! places in [`handshakes`]), so a socket that sends nothing is closed like a
+//! slow header and costs one timer.
 //! A connection with no request in flight for `idle_timeout` is closed (HTTP/2
 //! with a GOAWAY), whatever PINGs it answers (see [`activity`]). A client that
 //! takes nothing of a response for `send_timeout` is cut off: its connection
@@ -17,6 +19,7 @@
 mod activity;
 mod frames;
 mod gather;
+mod handshakes;
 mod proxy_protocol;
 mod stall;
 
@@ -44,6 +47,7 @@ use crate::proxy::{self, Conn, Pipeline};
 use crate::tls::Tls;
 use activity::{Activity, Counted};
 use gather::Gather;
+use handshakes::Handshakes;
 
 /// Binds a listening socket with address reuse and a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -97,8 +101,9 @@ pub async fn accept<M, H, F, B>(
     let mut backoff = Backoff::default();
     // Handshakes in progress, for this listener's life (`server.tls.max_handshakes`).
     let handshakes = {
-        let most = shared.load().config.server.tls.as_ref().map_or(1, |t| t.max_handshakes.max(1));
-        Arc::new(Semaphore::new(most))
+        let tls = shared.load().config.server.tls.clone();
+        tls.as_ref()
+            .map_or_else(|| Handshakes::new(1, 1), |t| Handshakes::new(t.max_handshakes, t.max_handshakes_per_source))
     };
     let slots = Arc::new(Semaphore::new(shared.load().config.server.max_connections.max(1)));
     let mut full = false;
@@ -130,7 +135,7 @@ pub async fn accept<M, H, F, B>(
                         Listener::Tls => {
                             // The certificates in force now: a reload applies to the next handshake.
                             let Some(tls) = pipeline.tls.clone() else { continue };
-                            let handshake = Handshake { tls, permits: handshakes.clone() };
+                            let handshake = Handshake { tls, places: handshakes.clone() };
                             connections.spawn(secure(opened, handshake, make.clone()));
                         }
                     }
@@ -226,7 +231,7 @@ struct Opened {
 /// What a TLS connection needs for its handshake.
 struct Handshake {
     tls: Arc<Tls>,
-    permits: Arc<Semaphore>,
+    places: Arc<Handshakes>,
 }
 
 /// A cleartext connection: its first bytes, under the header timeout, tell h2c from HTTP/1.
@@ -262,9 +267,10 @@ where
     serve_io(io, http2, peer, settings, handler, stop, &metrics).await;
 }
 
-/// A TLS connection: the handshake under its timeout and the cap on those in
-/// progress, then the protocol ALPN chose. An ACME validation's handshake
-/// (`acme-tls/1`) ends there.
+/// A TLS connection: its first bytes under the header timeout (a silent
+/// socket holds no handshake place), then the handshake under its timeout and
+/// the caps on those in progress, then the protocol ALPN chose. An ACME
+/// validation's handshake (`acme-tls/1`) ends there.
 async fn secure<M, H, F, B>(opened: Opened, handshake: Handshake, make: M)
 where
     M: Fn(Arc<Conn>) -> H,
@@ -274,19 +280,35 @@ where
 {
     let Opened { mut tcp, peer, settings, stop, metrics, _slot } = opened;
     let _ = tcp.set_nodelay(true);
-    let timeout = handshake.tls.handshake_timeout;
-    let shaken = tokio::time::timeout(timeout, async {
+    let opening = async {
         // What a PROXY header was followed by is the start of the handshake.
-        let (peer, read) = proxy_protocol::source(&mut tcp, peer, settings.proxy_protocol)
-            .await?
-            .ok_or(io::ErrorKind::UnexpectedEof)?;
-        let _permit = handshake.permits.acquire().await;
-        let stream = handshake.tls.acceptor.accept(Gather::new(tcp, false, read.freeze())).await?;
-        Ok::<_, io::Error>((peer, stream))
+        let Some((peer, mut read)) = proxy_protocol::source(&mut tcp, peer, settings.proxy_protocol).await? else {
+            return Ok(None);
+        };
+        if read.is_empty() && tcp.read_buf(&mut read).await? == 0 {
+            return Ok(None);
+        }
+        Ok::<_, io::Error>(Some((peer, read)))
+    };
+    let (peer, read) = match tokio::time::timeout(settings.header_read_timeout, opening).await {
+        Ok(Ok(Some(found))) => found,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection failed before its TLS handshake");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no TLS handshake within the header timeout; closed");
+            return;
+        }
+    };
+    let shaken = tokio::time::timeout(handshake.tls.handshake_timeout, async {
+        let _place = handshake.places.enter(peer.ip()).await;
+        handshake.tls.acceptor.accept(Gather::new(tcp, false, read.freeze())).await
     })
     .await;
-    let (peer, stream) = match shaken {
-        Ok(Ok(found)) => found,
+    let stream = match shaken {
+        Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             return;
