@@ -485,3 +485,38 @@ async fn a_client_certificate_for_the_origin() {
     let proxy = relais(&upstream(String::new())).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
 }
+
+/// With `strict_host`, a connection made for one certificate cannot carry
+/// requests for a host that only another certificate serves: 421, on
+/// HTTP/1.1 and HTTP/2. Without it, as nginx, any host goes.
+#[tokio::test]
+async fn a_host_outside_the_connections_certificate_is_misdirected() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let a = ca.issue(&["a.test", "*.w.test"]).write(dir.path(), "a");
+    let b = ca.issue(&["b.test"]).write(dir.path(), "b");
+    let certs = [a, b];
+    let status = |addr: std::net::SocketAddr, h2: bool, sni: &'static str, host: &'static str| {
+        let ca = ca.pem.clone();
+        async move {
+            let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+            let stream = connect(addr, sni, client_config(&ca, alpn, None)).await.unwrap();
+            Connection::open(stream).await.get(host, "/").await.status.as_u16()
+        }
+    };
+    let proxy = tls_relais(&o, &certs, "unknown_name = \"reject\"", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    assert_eq!(status(addr, false, "a.test", "b.test").await, 200, "by default, as nginx");
+    drop(proxy);
+
+    let proxy = tls_relais(&o, &certs, "unknown_name = \"reject\"\nstrict_host = true", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    for h2 in [false, true] {
+        assert_eq!(status(addr, h2, "a.test", "a.test").await, 200);
+        assert_eq!(status(addr, h2, "a.test", "b.test").await, 421, "h2: {h2}");
+        assert_eq!(status(addr, h2, "x.w.test", "y.w.test").await, 200, "the wildcard covers both");
+        assert_eq!(status(addr, h2, "x.w.test", "b.test").await, 421);
+        assert_eq!(status(addr, h2, "b.test", "a.test").await, 421);
+    }
+}

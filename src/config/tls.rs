@@ -26,6 +26,11 @@ pub struct TlsConfig {
     /// or a failed handshake (`reject`).
     #[serde(default)]
     pub unknown_name: UnknownName,
+    /// A request whose host is not a name of the certificate its connection
+    /// got (exact or `*.` wildcard) is answered 421 Misdirected Request, on
+    /// HTTP/1.1 and HTTP/2. Default false: any host, as nginx.
+    #[serde(default)]
+    pub strict_host: bool,
     /// A client must finish its handshake within this (a slow handshake is a
     /// slowloris too). Default 10s.
     #[serde(default = "ten_seconds")]

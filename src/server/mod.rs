@@ -325,7 +325,8 @@ where
     }
     let http2 = alpn.as_deref() == Some(b"h2");
     let client_subject = session.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::subject_of);
-    let conn = Conn::new(peer, "https", client_subject.map(Arc::from));
+    let mut conn = Conn::new(peer, "https", client_subject.map(Arc::from));
+    conn.served_names = handshake.tls.served_names(session.server_name());
     let handler = make(Arc::new(conn));
     let io = Gather::new(stream, http2, Bytes::new()).send_timeout(settings.send_timeout);
     serve_io(io, http2, peer, settings, handler, stop, &metrics).await;

@@ -26,7 +26,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 
 pub use certs::{CertInfo, Loaded};
-pub use resolve::ACME_TLS_ALPN;
+pub use resolve::{ACME_TLS_ALPN, covers};
 
 use crate::config::{ClientAuth, FieldName, TlsConfig, TlsVersion, UnknownName};
 
@@ -59,6 +59,9 @@ pub struct Tls {
     /// Where the client certificate's subject goes, when configured.
     pub client_subject_header: Option<FieldName>,
     pub handshake_timeout: std::time::Duration,
+    /// Picks certificates; with `strict_host`, also tells a connection's names.
+    resolver: Arc<resolve::Resolver>,
+    strict_host: bool,
 }
 
 impl Tls {
@@ -92,7 +95,8 @@ impl Tls {
             }
         };
         let reject = config.unknown_name == UnknownName::Reject;
-        let mut server = builder.with_cert_resolver(Arc::new(resolve::Resolver::new(&loaded, reject, issued)));
+        let resolver = Arc::new(resolve::Resolver::new(&loaded, reject, issued));
+        let mut server = builder.with_cert_resolver(resolver.clone());
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
         server.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
         server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
@@ -104,7 +108,18 @@ impl Tls {
             hsts,
             client_subject_header: config.client_subject_header.clone(),
             handshake_timeout: config.handshake_timeout.get(),
+            resolver,
+            strict_host: config.strict_host,
         })
+    }
+
+    /// With `strict_host`: the names of the certificate a handshake that named
+    /// `sni` got, which every request on its connection must be for.
+    pub fn served_names(&self, sni: Option<&str>) -> Option<Arc<[String]>> {
+        if !self.strict_host {
+            return None;
+        }
+        self.resolver.names(sni)
     }
 }
 
