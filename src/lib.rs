@@ -104,6 +104,14 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     for l in tls_listeners {
         tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), server::Listener::Tls));
     }
+    let served = {
+        let (shared, issued) = (shared.clone(), issued.clone());
+        move || {
+            let configured = shared.load().tls.as_ref().map_or_else(Vec::new, |t| t.certificates.clone());
+            configured.into_iter().chain(issued.infos()).collect()
+        }
+    };
+    tasks.spawn(tls::watch_expiry(served, stopped.clone()));
     if let Some((acme, names)) = acme {
         tasks.spawn(tls::acme::run(acme, names, issued, metrics.clone(), stopped.clone()));
     }

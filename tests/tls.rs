@@ -181,6 +181,20 @@ async fn a_reload_swaps_certificates_and_refuses_bad_files() {
     assert!(err.contains(&cert.display().to_string()), "{err}");
     let still = tls_get(addr, "a.test", &ca.pem, false, "/").await.unwrap();
     assert_eq!(still.names, ["a.test", "v2.a.test"], "the running certificates stay");
+
+    // An expired certificate, or one not valid yet, is refused as `check` and a start refuse it.
+    let day = time::Duration::days(1);
+    let now = time::OffsetDateTime::now_utc();
+    for (not_before, not_after, why) in
+        [(now - day * 30, now - day, "expired on"), (now + day, now + day * 30, "not valid before")]
+    {
+        ca.issue_with(&["a.test"], |p| (p.not_before, p.not_after) = (not_before, not_after)).write(dir.path(), "a");
+        let err = proxy.handle.reload(proxy.handle.config().as_ref().clone()).unwrap_err().to_string();
+        assert!(err.contains(&cert.display().to_string()), "{err}");
+        assert!(err.contains("server.tls.certificates[0].cert") && err.contains(why), "{err}");
+        let still = tls_get(addr, "a.test", &ca.pem, false, "/").await.unwrap();
+        assert_eq!(still.names, ["a.test", "v2.a.test"], "the running certificates stay");
+    }
 }
 
 #[tokio::test]
@@ -362,6 +376,12 @@ async fn certificate_expiry_is_a_metric() {
     let expiry: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!(expiry > now && expiry <= now + 86_400 + 60, "{line}");
+    // And in /stats, as a date.
+    let stats: serde_json::Value = serde_json::from_slice(&proxy.admin("GET", "/stats", "").await.body).unwrap();
+    let certs = stats["tls_certificates"].as_array().unwrap();
+    let www = certs.iter().find(|c| c["name"] == "www.a.test").unwrap();
+    assert_eq!(www["expires"], httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(expiry)));
+    assert!(www["days_left"].as_u64().is_some_and(|d| d <= 1), "valid for a day: {www}");
 }
 
 /// RSA, ECDSA and Ed25519 keys, in PKCS#8, PKCS#1 (RSA) and SEC1 (EC) files.

@@ -5,9 +5,11 @@
 //! aws-lc-rs rather than ring: its RSA and P-256 handshakes are faster, which
 //! is what a connection-per-request client pays for, and it is rustls's default.
 //!
-//! A [`Tls`] is built from one configuration, reading every file it names; a
-//! reload builds a new one or is refused, and the listener takes the current
-//! one for each new handshake, so open connections keep theirs.
+//! A [`Tls`] is built from one configuration, reading every file it names and
+//! refusing a certificate that is expired or not yet valid; a reload builds a
+//! new one or is refused, and the listener takes the current one for each new
+//! handshake, so open connections keep theirs. [`watch_expiry`] warns daily
+//! about certificates that end while relais runs.
 
 pub mod acme;
 mod certs;
@@ -71,6 +73,12 @@ impl Tls {
         let provider = provider();
         let loaded: Vec<Loaded> =
             config.certificates.iter().map(|c| certs::load(&c.cert, &c.key, &provider)).collect::<Result<_, _>>()?;
+        let now = std::time::SystemTime::now();
+        for (i, l) in loaded.iter().enumerate() {
+            if let Some(why) = l.info.unusable(now) {
+                return Err(TlsError::file(&l.info.source, format!("server.tls.certificates[{i}].cert: {why}")));
+            }
+        }
         let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -176,6 +184,22 @@ impl Issued {
             Some(a) => tokens.insert(token.to_string(), a),
             None => tokens.remove(token),
         };
+    }
+}
+
+/// Logs every certificate `served` returns that ends within 14 days (a
+/// warning) or has ended (an error): now, then once a day until `stop`.
+pub async fn watch_expiry(served: impl Fn() -> Vec<CertInfo>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut day = tokio::time::interval(std::time::Duration::from_secs(86_400));
+    loop {
+        tokio::select! {
+            _ = day.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = std::time::SystemTime::now();
+        for cert in served() {
+            cert.log_expiry(now);
+        }
     }
 }
 
