@@ -187,9 +187,9 @@ impl Issued {
     }
 }
 
-/// Logs every certificate `served` returns that ends within 14 days (a
-/// warning) or has ended (an error): now, then once a day until `stop`.
-pub async fn watch_expiry(served: impl Fn() -> Vec<CertInfo>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Logs every certificate `certificates` returns that ends within 14 days
+/// (a warning) or has ended (an error): now, then once a day until `stop`.
+pub async fn watch_expiry(certificates: impl Fn() -> Vec<CertInfo>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut day = tokio::time::interval(std::time::Duration::from_secs(86_400));
     loop {
         tokio::select! {
@@ -197,7 +197,7 @@ pub async fn watch_expiry(served: impl Fn() -> Vec<CertInfo>, mut stop: tokio::s
             _ = stop.changed() => return,
         }
         let now = std::time::SystemTime::now();
-        for cert in served() {
+        for cert in certificates() {
             cert.log_expiry(now);
         }
     }
