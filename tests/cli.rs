@@ -105,9 +105,20 @@ async fn run_refuses_an_expired_certificate_and_warns_of_one_ending_soon() {
     };
     let old = dir.path().join("old.toml");
     write(&old, &toml(&old_cert, &old_key));
-    let out = Command::new(bin()).args(["run", "-c"]).arg(&old).env("RUST_LOG", "warn").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let mut command = Command::new(bin());
+    command.args(["run", "-c"]).arg(&old).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut refused = Running(command.spawn().unwrap());
+    let mut exited = None;
+    for _ in 0..100 {
+        exited = refused.0.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(exited.and_then(|s| s.code()), Some(1), "still serving an expired certificate after 5 s");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.0.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("old.pem") && stderr.contains("server.tls.certificates[0].cert"), "{stderr}");
     assert!(stderr.contains("expired on"), "{stderr}");
 
