@@ -262,6 +262,7 @@ async fn big_and_small(extra: &str) -> (Origin, Relais) {
         .route("/big", move |_| async move { text(200, big, &[("cache-control", "no-store")]) })
         .route("/cached", move |_| async move { text(200, big, &[("cache-control", "max-age=60")]) })
         .text("/small", "small")
+        .route("/page", move |_| async move { text(200, &big[..10_000], &[("cache-control", "max-age=60")]) })
         .start()
         .await;
     let proxy = relais(&format!(
@@ -398,4 +399,25 @@ async fn an_http2_stream_never_read_is_reset_and_the_connection_kept() {
     let mut client = client.ready().await.unwrap();
     let (response, _) = client.send_request(request("/small"), true).unwrap();
     assert_eq!(response.await.unwrap().status(), 200);
+}
+
+/// An HTTP/2 answer short enough to be queued whole (a cached page), to a
+/// client whose window is narrower: hyper counts it done, and its last frames
+/// wait on the client. The connection then has nothing in flight: closed at
+/// `idle_timeout`, it is dropped `send_timeout` later rather than waiting for
+/// ever.
+#[tokio::test]
+async fn an_http2_connection_left_with_unread_last_frames_is_dropped() {
+    let (_o, proxy) = big_and_small("idle_timeout = \"1s\"").await;
+    let host = [("host", "a.test")];
+    get_with(&proxy.url("/page"), &host).await;
+    assert!(get_with(&proxy.url("/page"), &host).await.header("cache-status").is_some_and(|s| s.contains("hit")));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new().initial_window_size(100).handshake::<_, Bytes>(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(Request::get("http://a.test/page").body(()).unwrap(), true).unwrap();
+    let _unread = response.await.unwrap().into_body();
+    let ended = tokio::time::timeout(Duration::from_secs(6), conn).await;
+    assert!(ended.is_ok(), "the connection is still open");
 }

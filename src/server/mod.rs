@@ -6,15 +6,17 @@
 //! the protocol (on a TLS listener, before the handshake takes one of the
 //! places in [`handshakes`]), so a socket that sends nothing is closed like a
 //! slow header and costs one timer.
+//!
 //! A connection with no request in flight for `idle_timeout` is closed (HTTP/2
 //! with a GOAWAY), whatever PINGs it answers (see [`activity`]). A client that
 //! takes nothing of a response for `send_timeout` is cut off: its connection
 //! closed ([`gather`]), or on HTTP/2 its stream reset ([`stall`]); a closing
-//! connection with nothing in flight that still does not end within that time
-//! is dropped. Each connection reads the
-//! current [`Pipeline`] per request, so a reload applies to the next request
-//! even on a kept-alive connection, while a request in flight keeps the
-//! pipeline it started with.
+//! HTTP/2 connection with nothing in flight that still does not end within
+//! that time is dropped.
+//!
+//! Each connection reads the current [`Pipeline`] per request, so a reload
+//! applies to the next request even on a kept-alive connection, while a
+//! request in flight keeps the pipeline it started with.
 
 mod activity;
 mod frames;
@@ -358,8 +360,9 @@ async fn serve_io<I, H, F, B>(
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut idle = std::pin::pin!(activity.idle(s.idle_timeout));
-    // Once closing: nothing in flight, yet not ended (an HTTP/2 client that
-    // leaves the last frames of its answers unread).
+    // HTTP/2, once closing: nothing in flight, yet not ended (a client that
+    // leaves the last frames of its answers unread; hyper counts a stream done
+    // once they are queued). On HTTP/1 the socket's own timer covers it.
     let mut stuck = std::pin::pin!(activity.idle(s.send_timeout));
     let mut closing = false;
     loop {
@@ -388,7 +391,7 @@ async fn serve_io<I, H, F, B>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = &mut stuck, if closing => {
+            () = &mut stuck, if closing && http2 => {
                 tracing::debug!(%peer, "closing connection whose client reads nothing dropped");
                 return;
             }
