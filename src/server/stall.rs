@@ -10,36 +10,34 @@
 //! asked for the next. hyper asks only once the stream's window has room, so a
 //! body left waiting for `send_timeout` is a client that took nothing in that
 //! time: the task is dropped, and dropping an h2 stream before its end sends
-//! RST_STREAM (CANCEL). Waiting on the origin does not count.
+//! RST_STREAM (CANCEL). Waiting on the origin does not count. The report is
+//! a `Cell` set for the length of one poll: nothing is allocated per stream
+//! until a body first waits on its client.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
 tokio::task_local! {
-    static STREAM: Arc<Progress>;
+    static STREAM: Cell<Progress>;
 }
 
 /// What the body of the stream being polled has done.
-#[derive(Default)]
-pub struct Progress {
+#[derive(Clone, Copy, Default)]
+struct Progress {
     /// The body was asked for a frame since the last look.
-    moved: AtomicBool,
+    moved: bool,
     /// Its last answer was data, and it has not been asked again.
-    waiting: AtomicBool,
+    waiting: bool,
 }
 
 /// Called by the response body at every poll: whether it just handed over data.
 pub fn report(yielded_data: bool) {
-    let _ = STREAM.try_with(|p| {
-        p.moved.store(true, Ordering::Relaxed);
-        p.waiting.store(yielded_data, Ordering::Relaxed);
-    });
+    let _ = STREAM.try_with(|p| p.set(Progress { moved: true, waiting: yielded_data }));
 }
 
 /// hyper's executor for a connection: spawns each HTTP/2 stream's task under
@@ -54,7 +52,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::spawn(Watched { inner: fut, progress: Arc::default(), timeout: self.send_timeout, stall: None });
+        tokio::spawn(Watched::new(fut, self.send_timeout));
     }
 }
 
@@ -63,10 +61,16 @@ pin_project_lite::pin_project! {
     pub struct Watched<F> {
         #[pin]
         inner: F,
-        progress: Arc<Progress>,
+        waiting: bool,
         timeout: Duration,
         // Set while the body waits on the client; made at the first wait.
         stall: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+impl<F> Watched<F> {
+    fn new(inner: F, timeout: Duration) -> Self {
+        Watched { inner, waiting: false, timeout, stall: None }
     }
 }
 
@@ -76,11 +80,13 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let inner = this.inner;
-        if STREAM.sync_scope(this.progress.clone(), || inner.poll(cx)).is_ready() {
+        let before = Progress { moved: false, waiting: *this.waiting };
+        let (polled, after) = STREAM.sync_scope(Cell::new(before), || (inner.poll(cx), STREAM.with(Cell::get)));
+        if polled.is_ready() {
             return Poll::Ready(());
         }
-        let moved = this.progress.moved.swap(false, Ordering::Relaxed);
-        if !this.progress.waiting.load(Ordering::Relaxed) {
+        *this.waiting = after.waiting;
+        if !after.waiting {
             // Waiting on the origin, or not streaming yet.
             *this.stall = None;
             return Poll::Pending;
@@ -88,7 +94,7 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         let timeout = *this.timeout;
         let fresh = this.stall.is_none();
         let stall = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if moved && !fresh {
+        if after.moved && !fresh {
             // It was asked again, and handed over more: the client took some.
             stall.as_mut().reset(Instant::now() + timeout);
         }
@@ -131,7 +137,7 @@ mod tests {
     }
 
     fn watched<F>(inner: F) -> Watched<F> {
-        Watched { inner, progress: Arc::default(), timeout: Duration::from_secs(60), stall: None }
+        Watched::new(inner, Duration::from_secs(60))
     }
 
     #[tokio::test(start_paused = true)]
@@ -139,6 +145,28 @@ mod tests {
         let started = Instant::now();
         watched(Handed(false)).await;
         assert_eq!(started.elapsed(), Duration::from_secs(60));
+    }
+
+    /// A body asked again after 40 s (its client took the piece) and never after.
+    struct TookOne(Pin<Box<Sleep>>, u8);
+
+    impl Future for TookOne {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let due = self.1 < 2 && self.0.as_mut().poll(cx).is_ready();
+            if self.1 == 0 || (self.1 == 1 && due) {
+                report(true);
+                self.1 += 1;
+            }
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_a_piece_gets_the_timeout_again() {
+        let started = Instant::now();
+        watched(TookOne(Box::pin(tokio::time::sleep(Duration::from_secs(40))), 0)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(100));
     }
 
     #[tokio::test(start_paused = true)]
