@@ -117,6 +117,12 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     for l in tls_listeners {
         tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), server::Listener::Tls));
     }
+    // The configured files, which an operator replaces (ACME renews its own and logs its failures).
+    let configured = {
+        let shared = shared.clone();
+        move || shared.load().tls.as_ref().map_or_else(Vec::new, |t| t.certificates.clone())
+    };
+    tasks.spawn(tls::watch_expiry(configured, stopped.clone()));
     if let Some((acme, names)) = acme {
         tasks.spawn(tls::acme::run(acme, names, issued, metrics.clone(), stopped.clone()));
     }

@@ -75,6 +75,66 @@ fn check_validates_certificates() {
     assert!(stderr.contains("old.key") && stderr.contains("does not match"), "{stderr}");
 }
 
+/// `relais run` refuses what `check` refuses: an expired certificate stops
+/// the start, naming the file and the key. One that ends within 14 days is
+/// served, with a warning at start (and daily).
+#[tokio::test]
+async fn run_refuses_an_expired_certificate_and_warns_of_one_ending_soon() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use support::tls::TestCa;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let now = time::OffsetDateTime::now_utc();
+    let (old_cert, old_key) = ca
+        .issue_with(&["old.test"], |p| {
+            (p.not_before, p.not_after) = (now - time::Duration::days(30), now - time::Duration::days(1))
+        })
+        .write(dir.path(), "old");
+    let (soon_cert, soon_key) = ca
+        .issue_with(&["soon.test"], |p| p.not_after = now + time::Duration::days(3) + time::Duration::hours(1))
+        .write(dir.path(), "soon");
+    let port = free_port();
+    let toml = |cert: &std::path::Path, key: &std::path::Path| {
+        let base = config(dir.path(), port, "127.0.0.1:3000".parse().unwrap(), "");
+        format!(
+            "{base}[server.tls]\nlisten = [\"127.0.0.1:0\"]\n[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let old = dir.path().join("old.toml");
+    write(&old, &toml(&old_cert, &old_key));
+    let mut command = Command::new(bin());
+    command.args(["run", "-c"]).arg(&old).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut refused = Running(command.spawn().unwrap());
+    let mut exited = None;
+    for _ in 0..100 {
+        exited = refused.0.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(exited.and_then(|s| s.code()), Some(1), "still serving an expired certificate after 5 s");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("old.pem") && stderr.contains("server.tls.certificates[0].cert"), "{stderr}");
+    assert!(stderr.contains("expired on"), "{stderr}");
+
+    let soon = dir.path().join("soon.toml");
+    write(&soon, &toml(&soon_cert, &soon_key));
+    let mut command = Command::new(bin());
+    command.args(["run", "-c"]).arg(&soon).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut running = start_command(&mut command, port).await;
+    let stderr = running.0.stderr.take().unwrap();
+    let warned = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr).lines().map_while(Result::ok).find(|l| l.contains("expires soon"))
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), warned).await.expect("a warning").unwrap().unwrap();
+    assert!(line.contains("soon.pem") && line.contains("days_left=3"), "{line}");
+}
+
 /// Every configuration in `examples/` is one `relais check` accepts.
 #[test]
 fn every_example_config_passes_check() {

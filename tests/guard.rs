@@ -509,7 +509,7 @@ async fn a_body_slower_than_the_minimum_rate_gets_408() {
         })
         .start()
         .await;
-    let toml = format!("[guard]\nbody_timeout = \"5s\"\nbody_min_rate = \"10KiB\"\n{}", proxy_to(o.addr, ""));
+    let toml = format!("[guard]\nbody_timeout = \"1s\"\nbody_min_rate = \"10KiB\"\n{}", proxy_to(o.addr, ""));
     let proxy = relais(&toml).await;
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100000\r\n\r\n").await.unwrap();
@@ -528,6 +528,37 @@ async fn a_body_slower_than_the_minimum_rate_gets_408() {
     assert_eq!(status_of(&answer), "408", "{answer:?}");
     let took = start.elapsed();
     assert!(took < Duration::from_secs(3), "cut off by the rate, not the timeout: {took:?}");
+}
+
+/// `body_min_rate` is on by default (500 bytes per second, as Apache's
+/// mod_reqtimeout): a byte every half second never trips `body_timeout`, but
+/// is cut off once the waiting passes `body_timeout` plus a second per 500
+/// bytes.
+#[tokio::test]
+async fn a_trickling_upload_is_cut_off_by_default() {
+    let o = origin()
+        .route("/up", |req: Request<hyper::body::Incoming>| async move {
+            use http_body_util::BodyExt;
+            let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+            text(200, &format!("read {n}"), &[])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!("[guard]\nbody_timeout = \"2s\"\n{}", proxy_to(o.addr, ""))).await;
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1000\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    for _ in 0..12 {
+        if tcp.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf)).await {
+            answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+            break;
+        }
+    }
+    assert_eq!(status_of(&answer), "408", "{answer:?}");
 }
 
 #[tokio::test]

@@ -667,3 +667,41 @@ async fn websocket_echo_through_the_proxy() {
         assert_eq!(echo.into_text().unwrap().as_str(), format!("hello {i}"));
     }
 }
+
+/// A tunnel that carries nothing either way for `tunnel_idle_timeout` is
+/// closed; one in use stays open past it.
+#[tokio::test]
+async fn an_idle_websocket_tunnel_is_closed() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = relais(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\ntunnel_idle_timeout = \"1s\"\n{}[[routes]]\nupstream = \"ws\"\n",
+        upstreams(&[("ws", &[ws_addr])])
+    ))
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", proxy.addr)).await.unwrap();
+    // In use for twice the timeout: still open.
+    for i in 0..8 {
+        ws.send(Message::text(format!("ping {i}"))).await.unwrap();
+        assert!(ws.next().await.unwrap().unwrap().is_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Then idle: closed within the timeout and a quarter (and some slack).
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(4), ws.next()).await;
+    assert!(matches!(ended, Ok(None | Some(Err(_)))), "still open after {:?}: {ended:?}", started.elapsed());
+}

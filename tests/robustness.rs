@@ -9,6 +9,10 @@
 //! place in a connection, see each request at most once, and receive exactly
 //! the body the client framed; and no client may get an answer made for a
 //! request sent on another connection.
+//!
+//! Then clients that never read what they asked for: `server.send_timeout`
+//! closes their connections (HTTP/1.1, an HTTP/2 connection that reads
+//! nothing) or resets their stream (one HTTP/2 stream whose window stays shut).
 
 mod support;
 
@@ -16,7 +20,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
+use http::Request;
 use support::raw::{RawOrigin, Reads, Seen};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -246,4 +252,172 @@ async fn hostile_requests_never_desync_relais_from_its_origins() {
     assert!(requests > 2000, "{requests}");
     assert!(seen.len() > requests as usize / 4, "only {} of {requests} reached an origin", seen.len());
     assert!(with_body > 100, "only {with_body} bodies reached an origin");
+}
+
+/// An origin with a large uncacheable answer and a small one, and relais in
+/// front with a one-second send timeout.
+async fn big_and_small(extra: &str) -> (Origin, Relais) {
+    let big: &'static str = Box::leak("x".repeat(BIG).into_boxed_str());
+    let o = origin()
+        .route("/big", move |_| async move { text(200, big, &[("cache-control", "no-store")]) })
+        .route("/cached", move |_| async move { text(200, big, &[("cache-control", "max-age=60")]) })
+        .text("/small", "small")
+        .route("/page", move |_| async move { text(200, &big[..10_000], &[("cache-control", "max-age=60")]) })
+        .start()
+        .await;
+    let proxy = relais(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nsend_timeout = \"1s\"\n{extra}\n\
+         [upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
+        o.addr
+    ))
+    .await;
+    (o, proxy)
+}
+
+const BIG: usize = 16 << 20;
+
+/// A connection to `addr` with a small receive buffer, so that a client that
+/// does not read fills it quickly.
+async fn narrow(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// An HTTP/2 GET of `path` with windows opened wide, as raw frames: the
+/// client lets relais send as fast as the socket takes it.
+fn h2_get_wide_open(path: &str) -> Vec<u8> {
+    fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 2^31 - 1; the connection's window likewise.
+    frame(&mut out, 0x4, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]);
+    frame(&mut out, 0x8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes());
+    // HPACK: :method GET, :scheme http, :path and :authority as literals.
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 6]);
+    block.extend_from_slice(b"a.test");
+    frame(&mut out, 0x1, 0x5, 1, &block);
+    out
+}
+
+/// Clients that ask for a large answer and read none of it are cut off after
+/// `send_timeout`, on HTTP/1.1 and on an HTTP/2 connection that reads
+/// nothing: with `max_connections = 2` they would otherwise keep relais from
+/// accepting anyone else for ever.
+#[tokio::test]
+async fn clients_that_never_read_are_closed_after_the_send_timeout() {
+    let (_o, proxy) = big_and_small("max_connections = 2").await;
+    let mut h1 = narrow(proxy.addr).await;
+    h1.write_all(b"GET /big HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+    let mut h2 = narrow(proxy.addr).await;
+    h2.write_all(&h2_get_wide_open("/big")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Both places are taken until the send timeout frees them.
+    let r = get(&proxy.url("/small")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "small"));
+
+    // What they did get was cut short.
+    for (name, mut tcp) in [("HTTP/1.1", h1), ("HTTP/2", h2)] {
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(n) = tcp.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "{name}: still open");
+        assert!(got < BIG, "{name}: got all {got} bytes");
+    }
+}
+
+/// On HTTP/2 one stream whose client never opens its window is reset after
+/// `send_timeout`, while the connection goes on serving other streams: a
+/// pass-through answer and a cached one (one buffer, handed over in pieces).
+#[tokio::test]
+async fn an_http2_stream_never_read_is_reset_and_the_connection_kept() {
+    let (_o, proxy) = big_and_small("").await;
+    let host = [("host", "a.test")];
+    assert_eq!(get_with(&proxy.url("/cached"), &host).await.body.len(), BIG);
+    let hit = get_with(&proxy.url("/cached"), &host).await;
+    assert!(hit.header("cache-status").is_some_and(|s| s.contains("hit")), "{:?}", hit.headers);
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(65_535)
+        .initial_connection_window_size(256 << 20)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = |path: &str| Request::get(format!("http://a.test{path}")).body(()).unwrap();
+    let mut client = client.ready().await.unwrap();
+    let mut unread = Vec::new();
+    for path in ["/big", "/cached"] {
+        let (response, _) = client.send_request(request(path), true).unwrap();
+        unread.push((path, response.await.unwrap().into_body()));
+        client = client.ready().await.unwrap();
+    }
+    // Another stream, read as it comes, completes meanwhile.
+    let (response, _) = client.send_request(request("/small"), true).unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let mut small = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        small.extend_from_slice(&chunk);
+    }
+    assert_eq!(small, b"small");
+
+    for (path, mut body) in unread {
+        // What the window let through, then a reset.
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut got = 0;
+            loop {
+                match body.data().await {
+                    Some(Ok(chunk)) => got += chunk.len(),
+                    Some(Err(e)) => return (got, e.reason()),
+                    None => return (got, None),
+                }
+            }
+        })
+        .await;
+        let (got, reason) = ended.unwrap_or_else(|_| panic!("{path}: never reset"));
+        assert!(got <= 65_535, "{path}: {got} bytes past a shut window");
+        assert_eq!(reason, Some(h2::Reason::CANCEL), "{path}");
+    }
+    // The connection still serves.
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(request("/small"), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+}
+
+/// An HTTP/2 answer short enough to be queued whole (a cached page), to a
+/// client whose window is narrower: hyper counts it done, and its last frames
+/// wait on the client. The connection then has nothing in flight: closed at
+/// `idle_timeout`, it is dropped `send_timeout` later rather than waiting for
+/// ever.
+#[tokio::test]
+async fn an_http2_connection_left_with_unread_last_frames_is_dropped() {
+    let (_o, proxy) = big_and_small("idle_timeout = \"1s\"").await;
+    let host = [("host", "a.test")];
+    get_with(&proxy.url("/page"), &host).await;
+    assert!(get_with(&proxy.url("/page"), &host).await.header("cache-status").is_some_and(|s| s.contains("hit")));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new().initial_window_size(100).handshake::<_, Bytes>(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(Request::get("http://a.test/page").body(()).unwrap(), true).unwrap();
+    let _unread = response.await.unwrap().into_body();
+    let ended = tokio::time::timeout(Duration::from_secs(6), conn).await;
+    assert!(ended.is_ok(), "the connection is still open");
 }

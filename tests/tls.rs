@@ -181,6 +181,20 @@ async fn a_reload_swaps_certificates_and_refuses_bad_files() {
     assert!(err.contains(&cert.display().to_string()), "{err}");
     let still = tls_get(addr, "a.test", &ca.pem, false, "/").await.unwrap();
     assert_eq!(still.names, ["a.test", "v2.a.test"], "the running certificates stay");
+
+    // An expired certificate, or one not valid yet, is refused as `check` and a start refuse it.
+    let day = time::Duration::days(1);
+    let now = time::OffsetDateTime::now_utc();
+    for (not_before, not_after, why) in
+        [(now - day * 30, now - day, "expired on"), (now + day, now + day * 30, "not valid before")]
+    {
+        ca.issue_with(&["a.test"], |p| (p.not_before, p.not_after) = (not_before, not_after)).write(dir.path(), "a");
+        let err = proxy.handle.reload(proxy.handle.config().as_ref().clone()).unwrap_err().to_string();
+        assert!(err.contains(&cert.display().to_string()), "{err}");
+        assert!(err.contains("server.tls.certificates[0].cert") && err.contains(why), "{err}");
+        let still = tls_get(addr, "a.test", &ca.pem, false, "/").await.unwrap();
+        assert_eq!(still.names, ["a.test", "v2.a.test"], "the running certificates stay");
+    }
 }
 
 #[tokio::test]
@@ -246,19 +260,76 @@ async fn client_certificates_are_required_and_their_subject_reaches_the_origin()
     assert_eq!(r.text(), "proto=http subject=");
 }
 
+/// A socket that sends nothing is closed after the header timeout, as on the
+/// cleartext listeners; one that starts a handshake and stalls, after the
+/// handshake timeout.
 #[tokio::test]
 async fn a_handshake_that_never_comes_is_cut_off() {
     let o = scheme_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
     let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
-    let proxy = tls_relais(&o, &[cert], "handshake_timeout = \"500ms\"", "").await;
-    let mut silent = tokio::net::TcpStream::connect(proxy.handle.tls_addrs()[0]).await.unwrap();
-    let started = std::time::Instant::now();
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_secs(2));
+    let proxy = tls_relais(&o, &[cert], "handshake_timeout = \"500ms\"", "header_read_timeout = \"500ms\"").await;
+    for start in [&[][..], &[0x16, 0x03, 0x01, 0x02, 0x00][..]] {
+        let mut socket = tokio::net::TcpStream::connect(proxy.handle.tls_addrs()[0]).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut socket, start).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
+
+/// Sockets that send nothing hold no handshake place: with many of them
+/// open, a real client's handshake starts at once rather than after theirs
+/// time out.
+#[tokio::test]
+async fn silent_sockets_hold_no_handshake_place() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = tls_relais(&o, &[cert], "max_handshakes = 16", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = tokio::time::timeout(Duration::from_secs(3), tls_get(addr, "a.test", &ca.pem, false, "/")).await;
+    assert_eq!(r.expect("handshake within 3 s").unwrap().status, 200);
+}
+
+/// One source that holds handshakes open gets `max_handshakes_per_source` of
+/// the places, and a client from elsewhere still gets one at once.
+#[tokio::test]
+async fn one_source_cannot_take_every_handshake_place() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = tls_relais(&o, &[cert], "max_handshakes = 80", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let mut stuck = Vec::new();
+    for _ in 0..80 {
+        // Half a ClientHello, then nothing.
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, &[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+        stuck.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let elsewhere = async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config(&ca.pem, &[b"h2"], None)));
+        let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        Connection::open(stream).await.get("a.test", "/").await
+    };
+    let r = tokio::time::timeout(Duration::from_secs(3), elsewhere).await;
+    assert_eq!(r.expect("handshake within 3 s").status, 200);
 }
 
 #[tokio::test]
@@ -305,6 +376,12 @@ async fn certificate_expiry_is_a_metric() {
     let expiry: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!(expiry > now && expiry <= now + 86_400 + 60, "{line}");
+    // And in /stats, as a date.
+    let stats: serde_json::Value = serde_json::from_slice(&proxy.admin("GET", "/stats", "").await.body).unwrap();
+    let certs = stats["tls_certificates"].as_array().unwrap();
+    let www = certs.iter().find(|c| c["name"] == "www.a.test").unwrap();
+    assert_eq!(www["expires"], httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(expiry)));
+    assert!(www["days_left"].as_u64().is_some_and(|d| d <= 1), "valid for a day: {www}");
 }
 
 /// RSA, ECDSA and Ed25519 keys, in PKCS#8, PKCS#1 (RSA) and SEC1 (EC) files.
@@ -427,4 +504,39 @@ async fn a_client_certificate_for_the_origin() {
     assert_eq!(get(&proxy.url("/")).await.text(), "hello relais");
     let proxy = relais(&upstream(String::new())).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
+}
+
+/// With `strict_host`, a connection made for one certificate cannot carry
+/// requests for a host that only another certificate serves: 421, on
+/// HTTP/1.1 and HTTP/2. Without it, as nginx, any host goes.
+#[tokio::test]
+async fn a_host_outside_the_connections_certificate_is_misdirected() {
+    let o = scheme_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let a = ca.issue(&["a.test", "*.w.test"]).write(dir.path(), "a");
+    let b = ca.issue(&["b.test"]).write(dir.path(), "b");
+    let certs = [a, b];
+    let status = |addr: std::net::SocketAddr, h2: bool, sni: &'static str, host: &'static str| {
+        let ca = ca.pem.clone();
+        async move {
+            let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+            let stream = connect(addr, sni, client_config(&ca, alpn, None)).await.unwrap();
+            Connection::open(stream).await.get(host, "/").await.status.as_u16()
+        }
+    };
+    let proxy = tls_relais(&o, &certs, "unknown_name = \"reject\"", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    assert_eq!(status(addr, false, "a.test", "b.test").await, 200, "by default, as nginx");
+    drop(proxy);
+
+    let proxy = tls_relais(&o, &certs, "unknown_name = \"reject\"\nstrict_host = true", "").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    for h2 in [false, true] {
+        assert_eq!(status(addr, h2, "a.test", "a.test").await, 200);
+        assert_eq!(status(addr, h2, "a.test", "b.test").await, 421, "h2: {h2}");
+        assert_eq!(status(addr, h2, "x.w.test", "y.w.test").await, 200, "the wildcard covers both");
+        assert_eq!(status(addr, h2, "x.w.test", "b.test").await, 421);
+        assert_eq!(status(addr, h2, "b.test", "a.test").await, 421);
+    }
 }

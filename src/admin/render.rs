@@ -235,7 +235,19 @@ pub fn stats(m: &Metrics, gauges: &Gauges) -> Value {
         "disk_writes_skipped": m.disk_writes_skipped(),
         "log_dropped": m.logs_dropped(),
         "guard_rejections": guard_json(m),
+        "tls_certificates": certificates_json(&gauges.certificates),
     })
+}
+
+/// Each served certificate name, when it expires and the whole days left.
+fn certificates_json(certificates: &[(String, u64)]) -> Vec<Value> {
+    let epoch = std::time::UNIX_EPOCH;
+    let now = epoch.elapsed().map_or(0, |d| d.as_secs());
+    let expires = |at: u64| httpdate::fmt_http_date(epoch + std::time::Duration::from_secs(at));
+    certificates
+        .iter()
+        .map(|(name, at)| json!({"name": name, "expires": expires(*at), "days_left": at.saturating_sub(now) / 86_400}))
+        .collect()
 }
 
 /// Hit-ratio inputs: hits are served from storage, lookups are requests that consulted it at all.

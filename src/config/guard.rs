@@ -16,9 +16,11 @@ pub struct GuardConfig {
     /// (the client's fault; the origin is not blamed). Default 30s (nginx's
     /// client_body_timeout).
     pub body_timeout: Dur,
-    /// A request body slower than this (bytes per second, averaged once a
-    /// second has passed) is cut off with 408. Default: none.
-    pub body_min_rate: Option<Size>,
+    /// A request body slower than this is cut off with 408: the time spent
+    /// waiting for it may reach `body_timeout` plus one second per this many
+    /// bytes received (Apache mod_reqtimeout's `MinRate`). `0` turns it off.
+    /// Default 500 (bytes per second).
+    pub body_min_rate: Size,
     /// The client's address behind trusted proxies. Default: the peer's.
     pub real_ip: Option<RealIp>,
     /// Addresses that pass (checked first).
@@ -59,7 +61,7 @@ impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
             body_timeout: Dur::secs(30),
-            body_min_rate: None,
+            body_min_rate: Size(500),
             real_ip: None,
             allow: Cidrs::default(),
             deny: Cidrs::default(),
@@ -376,9 +378,6 @@ pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) 
     }
     if g.http2_max_concurrent_streams == 0 {
         return Err(bad("guard.http2_max_concurrent_streams".into(), "must be at least 1".into()));
-    }
-    if g.body_min_rate.is_some_and(|r| r.bytes() == 0) {
-        return Err(bad("guard.body_min_rate".into(), "must be more than 0 (or absent)".into()));
     }
     status(bad, "guard.deny_status", g.deny_status)?;
     if let Some(r) = &g.real_ip

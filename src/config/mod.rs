@@ -183,6 +183,8 @@ impl Config {
         let positive = [
             ("server.header_read_timeout", self.server.header_read_timeout),
             ("server.idle_timeout", self.server.idle_timeout),
+            ("server.send_timeout", self.server.send_timeout),
+            ("server.tunnel_idle_timeout", self.server.tunnel_idle_timeout),
             ("guard.body_timeout", self.guard.body_timeout),
             ("cache.sweep_interval", self.cache.sweep_interval),
         ];
@@ -321,6 +323,9 @@ impl Config {
             }
             if tls.max_handshakes == 0 {
                 return Err(bad("server.tls.max_handshakes".into(), "must be at least 1".into()));
+            }
+            if tls.max_handshakes_per_source == 0 {
+                return Err(bad("server.tls.max_handshakes_per_source".into(), "must be at least 1".into()));
             }
             if tls.handshake_timeout.get().is_zero() {
                 return Err(bad("server.tls.handshake_timeout".into(), "must be more than 0".into()));

@@ -21,6 +21,14 @@ pub struct ServerConfig {
     /// A connection with no request in flight is closed after this (HTTP/2
     /// with GOAWAY), however often it pings. Default 75s (nginx's keepalive_timeout).
     pub idle_timeout: Dur,
+    /// A client that takes nothing of a response for this long is cut off:
+    /// its connection closed (HTTP/1.1, or an HTTP/2 connection that reads
+    /// nothing), or its stream reset (one HTTP/2 stream whose window stays
+    /// shut). Default 60s (nginx's send_timeout).
+    pub send_timeout: Dur,
+    /// A WebSocket (or other upgraded) tunnel that carries no byte either way
+    /// for this long is closed. Default 5m.
+    pub tunnel_idle_timeout: Dur,
     /// Largest request header block; beyond it the client gets 431. Default 64KiB.
     pub max_header_size: Size,
     /// Most request header fields; beyond it the client gets 431. Default 100.
@@ -56,6 +64,8 @@ impl Default for ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             header_read_timeout: Dur::secs(10),
             idle_timeout: Dur::secs(75),
+            send_timeout: Dur::secs(60),
+            tunnel_idle_timeout: Dur::secs(300),
             max_header_size: Size(64 * 1024),
             max_headers: 100,
             max_request_body: None,

@@ -27,14 +27,24 @@ pub struct TlsConfig {
     /// or a failed handshake (`reject`).
     #[serde(default)]
     pub unknown_name: UnknownName,
+    /// A request whose host is not a name of the certificate its connection
+    /// got (exact or `*.` wildcard) is answered 421 Misdirected Request, on
+    /// HTTP/1.1 and HTTP/2. Default false: any host, as nginx.
+    #[serde(default)]
+    pub strict_host: bool,
     /// A client must finish its handshake within this (a slow handshake is a
     /// slowloris too). Default 10s.
     #[serde(default = "ten_seconds")]
     pub handshake_timeout: Dur,
     /// Handshakes in progress at most; more connections wait to start theirs.
-    /// Default 1024.
+    /// A connection takes its place once its ClientHello starts to arrive:
+    /// until then it waits under `server.header_read_timeout`. Default 1024.
     #[serde(default = "handshakes")]
     pub max_handshakes: usize,
+    /// Handshakes in progress at most from one source (an IPv4 address or an
+    /// IPv6 /64). Default 64.
+    #[serde(default = "handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
     /// Client certificates (mTLS): CA certificates (PEM) that sign them.
     pub client_ca: Option<PathBuf>,
     /// With `client_ca`: `required` (default) or `optional`.
@@ -56,6 +66,9 @@ fn ten_seconds() -> Dur {
 }
 fn handshakes() -> usize {
     1024
+}
+fn handshakes_per_source() -> usize {
+    64
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

@@ -16,6 +16,9 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("no route")]
     NoRoute,
+    /// A host outside the connection's certificate (`server.tls.strict_host`).
+    #[error("host not served on this connection")]
+    Misdirected,
     /// CONNECT: relais is a reverse proxy, not a tunnel.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -50,6 +53,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoomForBody => StatusCode::INSUFFICIENT_STORAGE,

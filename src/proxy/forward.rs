@@ -84,7 +84,7 @@ pub async fn forward(
         }
         res_parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         res_parts.headers.insert(header::UPGRADE, protocol);
-        super::upgrade::tunnel(client, origin);
+        super::upgrade::tunnel(client, origin, pipeline.config.server.tunnel_idle_timeout.get());
     }
     Ok(Forwarded { response: Response::from_parts(res_parts, res_body), server })
 }
@@ -197,6 +197,6 @@ pub fn request_body(pipeline: &Pipeline, parts: &Parts, body: Incoming) -> Body 
     let limit = pipeline.config.server.max_request_body.map(|l| l.bytes());
     let received = parts.extensions.get::<Received>().cloned().unwrap_or_default();
     let guard = &pipeline.config.guard;
-    let min_rate = guard.body_min_rate.map(|r| r.bytes());
+    let min_rate = Some(guard.body_min_rate.bytes()).filter(|&r| r > 0);
     Body::boxed(Upload::new(body, limit, guard.body_timeout.get(), min_rate, received))
 }

@@ -90,11 +90,14 @@ pub struct Conn {
     pub proto: &'static str,
     /// The subject of the client's verified certificate (mTLS).
     pub client_subject: Option<Arc<str>>,
+    /// With `server.tls.strict_host`: the names of the connection's
+    /// certificate; a request for another host is misdirected (421).
+    pub served_names: Option<Arc<[String]>>,
 }
 
 impl Conn {
     pub fn new(peer: SocketAddr, proto: &'static str, client_subject: Option<Arc<str>>) -> Conn {
-        Conn { peer, client: peer.ip(), forwarded_for: None, proto, client_subject }
+        Conn { peer, client: peer.ip(), forwarded_for: None, proto, client_subject, served_names: None }
     }
 
     pub fn plain(peer: SocketAddr) -> Conn {
@@ -350,6 +353,11 @@ async fn respond<'a>(
         return Err(ProxyError::MethodNotAllowed);
     }
     let authority = authority.map_err(ProxyError::BadRequest)?;
+    if let Some(names) = &conn.served_names
+        && !crate::tls::covers(names, authority.as_ref().map_or("", |a| a.host()))
+    {
+        return Err(ProxyError::Misdirected);
+    }
     // What the origin will not get, nothing here decides by: the guard, the
     // router and the cache key see the request as it will be forwarded.
     if let Some(upgrade) = headers::strip_hop_by_hop(req.headers_mut()) {

@@ -1,10 +1,26 @@
 //! Protocol upgrades (WebSocket): once the origin answers 101, the two
-//! connections are joined byte for byte until either side closes.
+//! connections are joined byte for byte until either side closes, or until
+//! no byte has passed either way for `server.tunnel_idle_timeout`.
+//!
+//! Idleness is sampled, not timed per read: the tunnel looks four times per
+//! timeout and closes once five looks in a row saw nothing pass, that is after
+//! between one and one and a quarter timeouts.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub fn tunnel(client: OnUpgrade, origin: OnUpgrade) {
+/// Looks taken per idle timeout.
+const LOOKS: u32 = 4;
+
+pub fn tunnel(client: OnUpgrade, origin: OnUpgrade, idle: Duration) {
     tokio::spawn(async move {
         let (client, origin) = match tokio::try_join!(client, origin) {
             Ok(pair) => pair,
@@ -13,10 +29,70 @@ pub fn tunnel(client: OnUpgrade, origin: OnUpgrade) {
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut origin = TokioIo::new(origin);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut origin).await {
-            tracing::debug!(error = %e, "tunnel closed with an error");
+        let passed = Arc::new(AtomicU64::new(0));
+        let mut client = Counting { io: TokioIo::new(client), passed: passed.clone() };
+        let mut origin = Counting { io: TokioIo::new(origin), passed: passed.clone() };
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut origin) => {
+                if let Err(e) = copied {
+                    tracing::debug!(error = %e, "tunnel closed with an error");
+                }
+            }
+            () = quiet(&passed, idle) => {
+                tracing::debug!(?idle, "tunnel idle for server.tunnel_idle_timeout; closed");
+            }
         }
     });
+}
+
+/// Resolves once nothing has passed for `idle` (to `idle` × 5/4).
+async fn quiet(passed: &AtomicU64, idle: Duration) {
+    let mut tick = tokio::time::interval(idle / LOOKS);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let (mut seen, mut still) = (passed.load(Ordering::Relaxed), 0);
+    loop {
+        tick.tick().await;
+        let now = passed.load(Ordering::Relaxed);
+        if now != seen {
+            (seen, still) = (now, 0);
+        } else {
+            still += 1;
+            if still > LOOKS {
+                return;
+            }
+        }
+    }
+}
+
+/// One side of a tunnel, adding what it reads to the tunnel's count.
+struct Counting<T> {
+    io: T,
+    passed: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.passed.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

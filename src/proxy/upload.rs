@@ -7,9 +7,11 @@
 //! The timeout counts only time spent waiting for the client: it starts when a
 //! read finds nothing, not while relais connects or the origin is slow to take
 //! what was read (as nginx's `client_body_timeout` between two reads). So does
-//! `guard.body_min_rate`: after a second of waiting, the bytes received must
-//! keep up with the rate over the time spent waiting for them (a client that
-//! trickles a byte just often enough to beat the timeout is cut off too).
+//! `guard.body_min_rate`, as Apache's mod_reqtimeout counts it: the time spent
+//! waiting for the body may reach `body_timeout` plus one second per
+//! `body_min_rate` bytes received, so a client that trickles a byte just often
+//! enough to beat the timeout is cut off too, while one that sent a lot may
+//! pause for as long as `body_timeout` at a time.
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -65,9 +67,6 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Waiting time granted before `min_rate` is enforced.
-const GRACE: Duration = Duration::from_secs(1);
-
 impl Upload {
     pub fn new(
         inner: Incoming,
@@ -84,8 +83,8 @@ impl Upload {
 /// How long the next wait may last: the timeout, or less if the rate would fall behind.
 fn allowance(timeout: Duration, min_rate: Option<u64>, bytes: u64, waited: Duration) -> Duration {
     let Some(rate) = min_rate else { return timeout };
-    let earned = Duration::try_from_secs_f64(bytes as f64 / rate.max(1) as f64).unwrap_or(Duration::MAX).max(GRACE);
-    timeout.min(earned.saturating_sub(waited))
+    let earned = Duration::try_from_secs_f64(bytes as f64 / rate.max(1) as f64).unwrap_or(Duration::MAX);
+    timeout.min(timeout.saturating_add(earned).saturating_sub(waited))
 }
 
 impl http_body::Body for Upload {
@@ -135,5 +134,25 @@ impl http_body::Body for Upload {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_allowed_grows_with_what_was_received() {
+        let s = Duration::from_secs;
+        // No rate: the timeout, whatever was waited.
+        assert_eq!(allowance(s(30), None, 0, s(300)), s(30));
+        // body_timeout, plus a second per 500 bytes, minus what was waited.
+        assert_eq!(allowance(s(30), Some(500), 0, s(0)), s(30));
+        assert_eq!(allowance(s(30), Some(500), 0, s(20)), s(10));
+        assert_eq!(allowance(s(30), Some(500), 5_000, s(35)), s(5));
+        assert_eq!(allowance(s(30), Some(500), 6, s(30)), Duration::from_millis(12));
+        // Never more than the timeout at a time, however much was received.
+        assert_eq!(allowance(s(30), Some(500), 1 << 30, s(0)), s(30));
+        assert_eq!(allowance(s(30), Some(500), 0, s(31)), Duration::ZERO);
     }
 }

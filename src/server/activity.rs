@@ -8,6 +8,10 @@
 //! timeout, and is idle once five looks in a row found no request in flight
 //! and none begun since the last, that is after between one and one and a
 //! quarter idle timeouts.
+//!
+//! On HTTP/2 the response body also tells [`super::stall`] when it waits on
+//! the client, and hands data over in pieces of at most [`PIECE`], so that
+//! waiting on one piece means the client took less than that.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -99,15 +103,16 @@ pin_project_lite::pin_project! {
         inner: F,
         busy: Option<Busy>,
         close: bool,
+        http2: bool,
     }
 }
 
 impl<F> Counted<F> {
-    /// With `http1`, the response to a connection's last allowed request says
+    /// On HTTP/1, the response to a connection's last allowed request says
     /// `Connection: close`, so the client knows not to send another.
-    pub fn new(inner: F, busy: Busy, http1: bool) -> Self {
-        let close = http1 && busy.1;
-        Counted { inner, busy: Some(busy), close }
+    pub fn new(inner: F, busy: Busy, http2: bool) -> Self {
+        let close = !http2 && busy.1;
+        Counted { inner, busy: Some(busy), close, http2 }
     }
 }
 
@@ -121,15 +126,20 @@ where
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
         let busy = this.busy.take();
-        let close = *this.close;
+        let (close, http2) = (*this.close, *this.http2);
         Poll::Ready(out.map(|mut r| {
             if close {
                 r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
-            r.map(|inner| Tracked { inner, busy })
+            r.map(|inner| Tracked { inner, busy, http2, rest: Bytes::new() })
         }))
     }
 }
+
+/// The most data an HTTP/2 response body hands over at once: one frame at
+/// h2's default size. (A cached body is one buffer; whole, it would be queued
+/// in one go and its client never seen waiting.)
+pub const PIECE: usize = 16 * 1024;
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request counted until it ends.
@@ -137,6 +147,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         busy: Option<Busy>,
+        http2: bool,
+        // HTTP/2: what is left of a frame larger than a piece.
+        rest: Bytes,
     }
 }
 
@@ -146,7 +159,31 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for Tracked<B> {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        if !*this.http2 {
+            let polled = this.inner.poll_frame(cx);
+            if let Poll::Ready(None) = polled {
+                this.busy.take();
+            }
+            return polled;
+        }
+        if !this.rest.is_empty() {
+            super::stall::report(true);
+            let n = this.rest.len().min(PIECE);
+            return Poll::Ready(Some(Ok(Frame::data(this.rest.split_to(n)))));
+        }
+        let polled = match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) if data.len() > PIECE => {
+                    *this.rest = data.split_off(PIECE);
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        };
+        let handed = matches!(&polled, Poll::Ready(Some(Ok(f))) if f.is_data());
+        super::stall::report(handed);
         if let Poll::Ready(None) = polled {
             this.busy.take();
         }
@@ -154,11 +191,18 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for Tracked<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint.set_lower(inner.lower().saturating_add(rest));
+        hint
     }
 }
 

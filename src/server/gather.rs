@@ -12,13 +12,20 @@
 //!
 //! On HTTP/2 it also follows the frames the client sends, and ends a
 //! connection that floods ([`super::frames`]).
+//!
+//! It holds `server.send_timeout` for the connection: a write that the
+//! socket has refused for that long (the client reads nothing) fails with
+//! `TimedOut`, which ends the connection. The timer is armed only while a
+//! write waits, so a client that reads costs no timer at all.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use super::frames::Frames;
 
@@ -40,13 +47,51 @@ pub struct Gather<T> {
     stalled: bool,
     /// HTTP/2: the client's frames, watched for floods.
     frames: Option<Box<Frames>>,
+    /// How long a write may wait on the client (`server.send_timeout`).
+    send_timeout: Option<Duration>,
+    /// Runs while a write waits; made at the first wait.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// A write is waiting and `stall` is set for it.
+    waiting: bool,
 }
 
 impl<T> Gather<T> {
     /// `replay` is what was read from `io` before; `http2` turns gathering on.
     pub fn new(io: T, http2: bool, replay: Bytes) -> Self {
         let frames = http2.then(Box::default);
-        Gather { io, gather: http2, replay, out: BytesMut::new(), stalled: false, frames }
+        Gather {
+            io,
+            gather: http2,
+            replay,
+            out: BytesMut::new(),
+            stalled: false,
+            frames,
+            send_timeout: None,
+            stall: None,
+            waiting: false,
+        }
+    }
+
+    /// Fails writes that wait on the client for longer than `timeout`.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = Some(timeout);
+        self
+    }
+
+    /// `polled`, unless it is a write that has now waited past the send timeout.
+    fn timed<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        let Some(timeout) = self.send_timeout else { return polled };
+        if polled.is_ready() {
+            self.waiting = false;
+            return polled;
+        }
+        let stall = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if !self.waiting {
+            stall.as_mut().reset(Instant::now() + timeout);
+            self.waiting = true;
+        }
+        ready!(stall.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client read nothing for server.send_timeout")))
     }
 
     /// HTTP/2: set once the connection is ended for a flood.
@@ -73,7 +118,7 @@ impl<T: AsyncWrite + Unpin> Gather<T> {
                 io.poll_write_vectored(cx, &slices)
             };
             self.stalled = written.is_pending();
-            let n = ready!(written)?;
+            let n = ready!(self.timed(cx, written))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -125,7 +170,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if !this.gather {
-            return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+            let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+            return this.timed(cx, written);
         }
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         if this.out.len() + len <= GATHER {
@@ -154,14 +200,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Gather<T> {
                 ready!(self.poll_send(cx, &[]))?;
             }
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        let flushed = Pin::new(&mut self.io).poll_flush(cx);
+        self.timed(cx, flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {
             ready!(self.poll_send(cx, &[]))?;
         }
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let shut = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.timed(cx, shut)
     }
 }
 
@@ -202,6 +250,27 @@ mod tests {
         assert!(g.out.capacity() <= KEEP, "a drained buffer of {} bytes kept", g.out.capacity());
         drop(g);
         assert!(reader.await.unwrap() == data);
+    }
+
+    /// A peer that reads nothing: once the socket is full, writes wait, and
+    /// fail after the send timeout, gathering or not.
+    #[tokio::test]
+    async fn a_write_the_peer_never_takes_times_out() {
+        for http2 in [false, true] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let near = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (_far, _) = listener.accept().await.unwrap();
+            socket2::SockRef::from(&near).set_send_buffer_size(4096).unwrap();
+            let mut g = Gather::new(near, http2, Bytes::new()).send_timeout(std::time::Duration::from_millis(200));
+            let chunk = vec![0u8; 64 * 1024];
+            let failed = loop {
+                let written = g.write(&chunk).await.and(g.flush().await);
+                if let Err(e) = written {
+                    break e;
+                }
+            };
+            assert_eq!(failed.kind(), io::ErrorKind::TimedOut);
+        }
     }
 
     #[tokio::test]

@@ -3,17 +3,27 @@
 //! gracefully.
 //!
 //! A connection's first bytes are read under `header_read_timeout` to choose
-//! the protocol, so a socket that sends nothing is closed like a slow header.
+//! the protocol (on a TLS listener, before the handshake takes one of the
+//! places in [`handshakes`]), so a socket that sends nothing is closed like a
+//! slow header and costs one timer.
+//!
 //! A connection with no request in flight for `idle_timeout` is closed (HTTP/2
-//! with a GOAWAY), whatever PINGs it answers (see [`activity`]). Each connection reads the
-//! current [`Pipeline`] per request, so a reload applies to the next request
-//! even on a kept-alive connection, while a request in flight keeps the
-//! pipeline it started with.
+//! with a GOAWAY), whatever PINGs it answers (see [`activity`]). A client that
+//! takes nothing of a response for `send_timeout` is cut off: its connection
+//! closed ([`gather`]), or on HTTP/2 its stream reset ([`stall`]); a closing
+//! HTTP/2 connection with nothing in flight that still does not end within
+//! that time is dropped.
+//!
+//! Each connection reads the current [`Pipeline`] per request, so a reload
+//! applies to the next request even on a kept-alive connection, while a
+//! request in flight keeps the pipeline it started with.
 
 mod activity;
 mod frames;
 mod gather;
+mod handshakes;
 mod proxy_protocol;
+mod stall;
 
 use std::convert::Infallible;
 use std::io;
@@ -25,7 +35,7 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -39,6 +49,7 @@ use crate::proxy::{self, Conn, Pipeline};
 use crate::tls::Tls;
 use activity::{Activity, Counted};
 use gather::Gather;
+use handshakes::Handshakes;
 
 /// Binds a listening socket with address reuse and a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -92,8 +103,9 @@ pub async fn accept<M, H, F, B>(
     let mut backoff = Backoff::default();
     // Handshakes in progress, for this listener's life (`server.tls.max_handshakes`).
     let handshakes = {
-        let most = shared.load().config.server.tls.as_ref().map_or(1, |t| t.max_handshakes.max(1));
-        Arc::new(Semaphore::new(most))
+        let tls = shared.load().config.server.tls.clone();
+        tls.as_ref()
+            .map_or_else(|| Handshakes::new(1, 1), |t| Handshakes::new(t.max_handshakes, t.max_handshakes_per_source))
     };
     let slots = Arc::new(Semaphore::new(shared.load().config.server.max_connections.max(1)));
     let mut full = false;
@@ -125,7 +137,7 @@ pub async fn accept<M, H, F, B>(
                         Listener::Tls => {
                             // The certificates in force now: a reload applies to the next handshake.
                             let Some(tls) = pipeline.tls.clone() else { continue };
-                            let handshake = Handshake { tls, permits: handshakes.clone() };
+                            let handshake = Handshake { tls, places: handshakes.clone() };
                             connections.spawn(secure(opened, handshake, make.clone()));
                         }
                     }
@@ -178,6 +190,7 @@ impl Backoff {
 struct Settings {
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
     max_header_size: u64,
     max_headers: usize,
     max_requests: usize,
@@ -192,6 +205,7 @@ impl Settings {
         Settings {
             header_read_timeout: c.header_read_timeout.get(),
             idle_timeout: c.idle_timeout.get(),
+            send_timeout: c.send_timeout.get(),
             max_header_size: c.max_header_size.bytes(),
             max_headers: c.max_headers,
             max_requests: usize::try_from(g.max_requests_per_connection).unwrap_or(usize::MAX),
@@ -219,7 +233,7 @@ struct Opened {
 /// What a TLS connection needs for its handshake.
 struct Handshake {
     tls: Arc<Tls>,
-    permits: Arc<Semaphore>,
+    places: Arc<Handshakes>,
 }
 
 /// A cleartext connection: its first bytes, under the header timeout, tell h2c from HTTP/1.
@@ -251,12 +265,14 @@ where
         }
     };
     let handler = make(Arc::new(Conn::plain(peer)));
-    serve_io(Gather::new(tcp, http2, first), http2, peer, settings, handler, stop, &metrics).await;
+    let io = Gather::new(tcp, http2, first).send_timeout(settings.send_timeout);
+    serve_io(io, http2, peer, settings, handler, stop, &metrics).await;
 }
 
-/// A TLS connection: the handshake under its timeout and the cap on those in
-/// progress, then the protocol ALPN chose. An ACME validation's handshake
-/// (`acme-tls/1`) ends there.
+/// A TLS connection: its first bytes under the header timeout (a silent
+/// socket holds no handshake place), then the handshake under its timeout and
+/// the caps on those in progress, then the protocol ALPN chose. An ACME
+/// validation's handshake (`acme-tls/1`) ends there.
 async fn secure<M, H, F, B>(opened: Opened, handshake: Handshake, make: M)
 where
     M: Fn(Arc<Conn>) -> H,
@@ -266,19 +282,35 @@ where
 {
     let Opened { mut tcp, peer, settings, stop, metrics, _slot } = opened;
     let _ = tcp.set_nodelay(true);
-    let timeout = handshake.tls.handshake_timeout;
-    let shaken = tokio::time::timeout(timeout, async {
+    let opening = async {
         // What a PROXY header was followed by is the start of the handshake.
-        let (peer, read) = proxy_protocol::source(&mut tcp, peer, settings.proxy_protocol)
-            .await?
-            .ok_or(io::ErrorKind::UnexpectedEof)?;
-        let _permit = handshake.permits.acquire().await;
-        let stream = handshake.tls.acceptor.accept(Gather::new(tcp, false, read.freeze())).await?;
-        Ok::<_, io::Error>((peer, stream))
+        let Some((peer, mut read)) = proxy_protocol::source(&mut tcp, peer, settings.proxy_protocol).await? else {
+            return Ok(None);
+        };
+        if read.is_empty() && tcp.read_buf(&mut read).await? == 0 {
+            return Ok(None);
+        }
+        Ok::<_, io::Error>(Some((peer, read)))
+    };
+    let (peer, read) = match tokio::time::timeout(settings.header_read_timeout, opening).await {
+        Ok(Ok(Some(found))) => found,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection failed before its TLS handshake");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no TLS handshake within the header timeout; closed");
+            return;
+        }
+    };
+    let shaken = tokio::time::timeout(handshake.tls.handshake_timeout, async {
+        let _place = handshake.places.enter(peer.ip()).await;
+        handshake.tls.acceptor.accept(Gather::new(tcp, false, read.freeze())).await
     })
     .await;
-    let (peer, stream) = match shaken {
-        Ok(Ok(found)) => found,
+    let stream = match shaken {
+        Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             return;
@@ -295,9 +327,11 @@ where
     }
     let http2 = alpn.as_deref() == Some(b"h2");
     let client_subject = session.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::subject_of);
-    let conn = Conn::new(peer, "https", client_subject.map(Arc::from));
+    let mut conn = Conn::new(peer, "https", client_subject.map(Arc::from));
+    conn.served_names = handshake.tls.served_names(session.server_name());
     let handler = make(Arc::new(conn));
-    serve_io(Gather::new(stream, http2, Bytes::new()), http2, peer, settings, handler, stop, &metrics).await;
+    let io = Gather::new(stream, http2, Bytes::new()).send_timeout(settings.send_timeout);
+    serve_io(io, http2, peer, settings, handler, stop, &metrics).await;
 }
 
 /// Serves HTTP on `io` until it ends, the stop signal, or idleness.
@@ -319,13 +353,17 @@ async fn serve_io<I, H, F, B>(
     let flooded = io.flood_alarm();
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin(), !http2))
+        hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin(), http2))
     };
     let io = TokioIo::new(io);
     let builder = builder(&s, http2);
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut idle = std::pin::pin!(activity.idle(s.idle_timeout));
+    // HTTP/2, once closing: nothing in flight, yet not ended (a client that
+    // leaves the last frames of its answers unread; hyper counts a stream done
+    // once they are queued). On HTTP/1 the socket's own timer covers it.
+    let mut stuck = std::pin::pin!(activity.idle(s.send_timeout));
     let mut closing = false;
     loop {
         tokio::select! {
@@ -352,6 +390,10 @@ async fn serve_io<I, H, F, B>(
                 tracing::debug!(%peer, "idle connection closed");
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+            }
+            () = &mut stuck, if closing && http2 => {
+                tracing::debug!(%peer, "closing connection whose client reads nothing dropped");
+                return;
             }
         }
     }
@@ -395,8 +437,8 @@ async fn first_bytes(tcp: &mut TcpStream, mut buf: BytesMut) -> io::Result<Optio
 }
 
 /// hyper's connection settings from `[server]`, for the protocol the first bytes chose.
-fn builder(s: &Settings, http2: bool) -> auto::Builder<TokioExecutor> {
-    let b = auto::Builder::new(TokioExecutor::new());
+fn builder(s: &Settings, http2: bool) -> auto::Builder<stall::Streams> {
+    let b = auto::Builder::new(stall::Streams { send_timeout: s.send_timeout });
     let mut b = if http2 { b.http2_only() } else { b.http1_only() };
     b.http1()
         // Without a timer the header-read timeout is silently off.

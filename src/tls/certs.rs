@@ -30,9 +30,43 @@ pub struct CertInfo {
     pub source: PathBuf,
 }
 
+/// Days before its end from which a certificate is warned about.
+pub const WARN_DAYS: u64 = 14;
+
 impl CertInfo {
     pub fn is_expired(&self, now: SystemTime) -> bool {
         now >= self.not_after || now < self.not_before
+    }
+
+    /// Whole days left before it ends (0 in its last day and after).
+    pub fn days_left(&self, now: SystemTime) -> u64 {
+        self.not_after.duration_since(now).map_or(0, |d| d.as_secs() / 86_400)
+    }
+
+    /// Why it cannot be served at `now`, if it cannot.
+    pub fn unusable(&self, now: SystemTime) -> Option<String> {
+        let names = self.names.join(", ");
+        if now >= self.not_after {
+            let date = httpdate::fmt_http_date(self.not_after);
+            Some(format!("the certificate for {names} expired on {date}"))
+        } else if now < self.not_before {
+            let date = httpdate::fmt_http_date(self.not_before);
+            Some(format!("the certificate for {names} is not valid before {date}"))
+        } else {
+            None
+        }
+    }
+
+    /// Logs it if it ends within [`WARN_DAYS`] (a warning) or has ended (an error).
+    pub fn log_expiry(&self, now: SystemTime) {
+        let (source, names) = (self.source.display(), self.names.join(", "));
+        let expires = httpdate::fmt_http_date(self.not_after);
+        if now >= self.not_after {
+            tracing::error!(cert = %source, %names, %expires, "TLS certificate expired: clients refuse it; replace it and reload");
+        } else if self.days_left(now) < WARN_DAYS {
+            let days_left = self.days_left(now);
+            tracing::warn!(cert = %source, %names, %expires, days_left, "TLS certificate expires soon: replace it and reload");
+        }
     }
 }
 
@@ -155,6 +189,14 @@ mod tests {
         let loaded = load(&cert, &key_file, &provider()).unwrap();
         assert_eq!(loaded.info.names, ["shop.test", "*.shop.test"]);
         assert!(!loaded.info.is_expired(SystemTime::now()));
+        assert_eq!(loaded.info.unusable(SystemTime::now()), None);
+        let day = Duration::from_secs(86_400);
+        let later = loaded.info.not_after + day;
+        assert!(loaded.info.unusable(later).is_some_and(|e| e.contains("shop.test") && e.contains("expired on")));
+        let earlier = loaded.info.not_before - day;
+        assert!(loaded.info.unusable(earlier).is_some_and(|e| e.contains("not valid before")));
+        assert_eq!(loaded.info.days_left(loaded.info.not_after - day * 3 - Duration::from_secs(5)), 3);
+        assert_eq!(loaded.info.days_left(later), 0);
 
         // Out of order: the CA first.
         let wrong = write(dir.path(), "wrong.pem", &format!("{}{}", ca.pem(), leaf.pem()));

@@ -5,9 +5,11 @@
 //! aws-lc-rs rather than ring: its RSA and P-256 handshakes are faster, which
 //! is what a connection-per-request client pays for, and it is rustls's default.
 //!
-//! A [`Tls`] is built from one configuration, reading every file it names; a
-//! reload builds a new one or is refused, and the listener takes the current
-//! one for each new handshake, so open connections keep theirs.
+//! A [`Tls`] is built from one configuration, reading every file it names and
+//! refusing a certificate that is expired or not yet valid; a reload builds a
+//! new one or is refused, and the listener takes the current one for each new
+//! handshake, so open connections keep theirs. [`watch_expiry`] warns daily
+//! about certificates that end while relais runs.
 
 pub mod acme;
 mod certs;
@@ -26,7 +28,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 
 pub use certs::{CertInfo, Loaded};
-pub use resolve::ACME_TLS_ALPN;
+pub use resolve::{ACME_TLS_ALPN, covers};
 
 use crate::config::{ClientAuth, FieldName, TlsConfig, TlsVersion, UnknownName};
 
@@ -59,6 +61,9 @@ pub struct Tls {
     /// Where the client certificate's subject goes, when configured.
     pub client_subject_header: Option<FieldName>,
     pub handshake_timeout: std::time::Duration,
+    /// Picks certificates; with `strict_host`, also tells a connection's names.
+    resolver: Arc<resolve::Resolver>,
+    strict_host: bool,
 }
 
 impl Tls {
@@ -68,6 +73,12 @@ impl Tls {
         let provider = provider();
         let loaded: Vec<Loaded> =
             config.certificates.iter().map(|c| certs::load(&c.cert, &c.key, &provider)).collect::<Result<_, _>>()?;
+        let now = std::time::SystemTime::now();
+        for (i, l) in loaded.iter().enumerate() {
+            if let Some(why) = l.info.unusable(now) {
+                return Err(TlsError::file(&l.info.source, format!("server.tls.certificates[{i}].cert: {why}")));
+            }
+        }
         let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -92,7 +103,8 @@ impl Tls {
             }
         };
         let reject = config.unknown_name == UnknownName::Reject;
-        let mut server = builder.with_cert_resolver(Arc::new(resolve::Resolver::new(&loaded, reject, issued)));
+        let resolver = Arc::new(resolve::Resolver::new(&loaded, reject, issued));
+        let mut server = builder.with_cert_resolver(resolver.clone());
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
         server.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
         server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
@@ -104,7 +116,18 @@ impl Tls {
             hsts,
             client_subject_header: config.client_subject_header.clone(),
             handshake_timeout: config.handshake_timeout.get(),
+            resolver,
+            strict_host: config.strict_host,
         })
+    }
+
+    /// With `strict_host`: the names of the certificate a handshake that named
+    /// `sni` got, which every request on its connection must be for.
+    pub fn served_names(&self, sni: Option<&str>) -> Option<Arc<[String]>> {
+        if !self.strict_host {
+            return None;
+        }
+        self.resolver.names(sni)
     }
 }
 
@@ -161,6 +184,22 @@ impl Issued {
             Some(a) => tokens.insert(token.to_string(), a),
             None => tokens.remove(token),
         };
+    }
+}
+
+/// Logs every certificate `certificates` returns that ends within 14 days
+/// (a warning) or has ended (an error): now, then once a day until `stop`.
+pub async fn watch_expiry(certificates: impl Fn() -> Vec<CertInfo>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut day = tokio::time::interval(std::time::Duration::from_secs(86_400));
+    loop {
+        tokio::select! {
+            _ = day.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = std::time::SystemTime::now();
+        for cert in certificates() {
+            cert.log_expiry(now);
+        }
     }
 }
 
