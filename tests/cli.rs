@@ -120,6 +120,7 @@ async fn run_refuses_an_expired_certificate_and_warns_of_one_ending_soon() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut refused.0.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("old.pem") && stderr.contains("server.tls.certificates[0].cert"), "{stderr}");
+    assert_eq!(stderr.matches("certificates[0]").count(), 1, "the key named once: {stderr}");
     assert!(stderr.contains("expired on"), "{stderr}");
 
     let soon = dir.path().join("soon.toml");

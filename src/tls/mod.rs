@@ -74,9 +74,10 @@ impl Tls {
         let loaded: Vec<Loaded> =
             config.certificates.iter().map(|c| certs::load(&c.cert, &c.key, &provider)).collect::<Result<_, _>>()?;
         let now = std::time::SystemTime::now();
-        for (i, l) in loaded.iter().enumerate() {
+        // The key that names the file is added by the caller (`Config::file_error`).
+        for l in &loaded {
             if let Some(why) = l.info.unusable(now) {
-                return Err(TlsError::file(&l.info.source, format!("server.tls.certificates[{i}].cert: {why}")));
+                return Err(TlsError::file(&l.info.source, why));
             }
         }
         let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
