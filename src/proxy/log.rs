@@ -116,6 +116,9 @@ pin_project_lite::pin_project! {
         inner: Body,
         record: Option<Box<AccessRecord>>,
         bytes: u64,
+        // The response's Content-Length: hyper stops asking once it has sent that
+        // many bytes, and drops a body that never said it had ended.
+        length: Option<u64>,
     }
 
     impl PinnedDrop for LoggedBody {
@@ -123,7 +126,7 @@ pin_project_lite::pin_project! {
             let this = this.project();
             if let Some(rec) = this.record.take() {
                 // A body hyper never polled (empty, HEAD, 304) still ended cleanly.
-                let complete = http_body::Body::is_end_stream(&*this.inner);
+                let complete = http_body::Body::is_end_stream(&*this.inner) || *this.length == Some(*this.bytes);
                 rec.emit(*this.bytes, complete);
             }
         }
@@ -131,8 +134,8 @@ pin_project_lite::pin_project! {
 }
 
 impl LoggedBody {
-    pub fn new(inner: Body, record: Option<Box<AccessRecord>>) -> LoggedBody {
-        LoggedBody { inner, record, bytes: 0 }
+    pub fn new(inner: Body, length: Option<u64>, record: Option<Box<AccessRecord>>) -> LoggedBody {
+        LoggedBody { inner, record, bytes: 0, length }
     }
 }
 

@@ -244,7 +244,8 @@ pub async fn handle(
     record.status = response.status();
     let (mut parts, body) = response.into_parts();
     finish(&pipeline, &record, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
-    Ok(Response::from_parts(parts, LoggedBody::new(body, Some(record))))
+    let length = crate::body::content_length(&parts.headers);
+    Ok(Response::from_parts(parts, LoggedBody::new(body, length, Some(record))))
 }
 
 fn accepted_encodings(headers: &http::HeaderMap) -> http::HeaderMap {
