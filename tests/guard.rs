@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::Request;
+use support::process;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -454,6 +455,35 @@ async fn a_dry_run_zone_refuses_nothing_and_cache_hits_count_only_when_the_zone_
     }
     let m = metrics(&proxy).await;
     assert!(m.contains("relais_guard_dry_run_total{reason=\"limit_req\",route=\"routes[1]\"} 2"), "{m}");
+}
+
+/// A zone keyed by a header remembered each key whole: `max_keys` (100,000)
+/// keys of up to 64 KiB (the header size) are 6 GiB, where nginx's zone is a
+/// size in bytes. A long key is remembered by its SHA-256 and still limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_keyed_by_long_headers_stays_small() {
+    let o = echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = process::free_port();
+    let zone = "[[limit_req]]\nname = \"k\"\nkey = \"header:x-key\"\nrate = \"1r/m\"\n[guard]\nlimit_req = [\"k\"]\n";
+    let path = dir.path().join("relais.toml");
+    process::write(&path, &process::config(dir.path(), port, o.addr, zone));
+    let child = process::start(&path, port).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let long = |i: usize| format!("{i:08}{}", "k".repeat(56 << 10));
+    let client = client();
+    let ask = |i: usize| send_with(&client, Request::get(&url).header("x-key", long(i)).body(full("")).unwrap());
+    assert_eq!(ask(0).await.status, 200);
+    assert_eq!(ask(0).await.status, 429, "a long key is limited as any other");
+    let start = process::rss_kib(child.pid());
+    for batch in 0..375 {
+        let four = (1..=4).map(|i| ask(batch * 4 + i));
+        for r in futures_util::future::join_all(four).await {
+            assert_eq!(r.status, 200);
+        }
+    }
+    let grown = process::rss_kib(child.pid()).saturating_sub(start);
+    assert!(grown < 24 * 1024, "1,500 keys of 56 KiB grew RSS by {grown} KiB");
 }
 
 #[tokio::test]
