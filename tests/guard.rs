@@ -323,6 +323,46 @@ async fn route_prefixes_match_whole_segments_so_strip_prefix_cannot_reopen_dots(
     assert_eq!(api.hits("/../admin/x") + api.hits("/admin/x"), 0, "the api origin never saw its admin");
 }
 
+/// Tomcat, Jetty and other servlet containers drop a segment's parameters
+/// before they route: `/private;x/acct` is their `/private/acct` and `/admin;x`
+/// their `/admin`. Both reached the `/` route's origin, past routes and rules
+/// on `/private/` and `/admin` (a route on `/admin` covered `/admin;x` before
+/// prefixes matched whole segments). Parameters before the last segment are
+/// refused, as `..;` is; on the last one they belong to its segment, so a
+/// route or rule on the segment covers them.
+#[tokio::test]
+async fn a_segment_with_parameters_cannot_slip_past_a_route_or_rule() {
+    let o = echo().await;
+    let toml = format!(
+        "[[guard.rules]]\npath_prefix = \"/secret/\"\n[[guard.rules]]\npath = \"/login\"\n{}\
+         [[routes]]\npath = \"/private/\"\nupstream = \"o\"\nguard = {{ deny = [\"all\"] }}\n\
+         [[routes]]\npath = \"/admin\"\nupstream = \"o\"\nguard = {{ deny = [\"all\"] }}\n",
+        proxy_to(o.addr, "")
+    );
+    let proxy = relais(&toml).await;
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    for (path, want, location) in [
+        ("/private;x/acct", "400", None),
+        ("/private/;x/acct", "400", None),
+        ("/secret;jsessionid=1/a", "400", None),
+        ("/a;b/private/acct", "400", None),
+        ("/admin;x", "403", None),
+        ("/admin;jsessionid=AB?q=1", "403", None),
+        ("/login;x", "403", None),
+        ("/secret;x", "403", None),
+        ("/private;x", "301", Some("/private/")),
+        ("/private;x?a=1", "301", Some("/private/?a=1")),
+    ] {
+        let r = raw(proxy.addr, request(path).as_bytes()).await;
+        assert_eq!(status_of(&r), want, "{path}: {r}");
+        let got = r.lines().find_map(|l| l.strip_prefix("location: "));
+        assert_eq!(got, location, "{path}: {r}");
+    }
+    assert_eq!(o.total_hits(), 0, "nothing reached the origin");
+    let r = raw(proxy.addr, request("/shop/cart.do;jsessionid=AB12?x=1").as_bytes()).await;
+    assert!(r.ends_with("/shop/cart.do;jsessionid=AB12 127.0.0.1"), "a session in the last segment passes: {r}");
+}
+
 /// A literal backslash is what `%5C` is: refused with `reject_encoded_slashes`
 /// (an origin that reads `\` as `/` would see `/private/acct`), kept encoded
 /// without it. It used to be forwarded as it came, past a `/private/` rule.

@@ -401,7 +401,7 @@ async fn respond<'a>(
         Found::Route(route) => route,
         Found::Directory(route) => {
             *route_found = Some(route);
-            return Ok(Answer { response: to_directory(&parts.uri)?, upstream: None, status: None });
+            return Ok(Answer { response: to_directory(route.directory(), &parts.uri)?, upstream: None, status: None });
         }
     };
     *route_found = Some(route);
@@ -430,12 +430,13 @@ async fn respond<'a>(
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
-/// 301 to the directory a path names without its slash, query kept, as nginx
-/// answers `/private` for `location /private/`. The Location is relative: it
-/// repeats nothing the client sent but the (normalised) path and the query.
-fn to_directory(uri: &http::Uri) -> Result<Response<crate::body::Body>, ProxyError> {
+/// 301 to `directory`, the route's, for a path that names it without its
+/// slash (its parameters, if any, dropped), query kept, as nginx answers
+/// `/private` for `location /private/`. The Location is relative: it repeats
+/// nothing the client sent but the query.
+fn to_directory(directory: &str, uri: &http::Uri) -> Result<Response<crate::body::Body>, ProxyError> {
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let location = HeaderValue::try_from(format!("{}/{query}", uri.path()))
+    let location = HeaderValue::try_from(format!("{directory}{query}"))
         .map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;
     let mut res = error_response(http::StatusCode::MOVED_PERMANENTLY);
     res.headers_mut().insert(http::header::LOCATION, location);
