@@ -93,11 +93,14 @@ pub struct Conn {
     /// With `server.tls.strict_host`: the names of the connection's
     /// certificate; a request for another host is misdirected (421).
     pub served_names: Option<Arc<[String]>>,
+    /// The connection's place under `server.max_connections`: a tunnel the
+    /// connection becomes (an upgrade) keeps it once hyper is done with it.
+    pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Conn {
     pub fn new(peer: SocketAddr, proto: &'static str, client_subject: Option<Arc<str>>) -> Conn {
-        Conn { peer, client: peer.ip(), forwarded_for: None, proto, client_subject, served_names: None }
+        Conn { peer, client: peer.ip(), forwarded_for: None, proto, client_subject, served_names: None, slot: None }
     }
 
     pub fn plain(peer: SocketAddr) -> Conn {
@@ -233,6 +236,10 @@ pub async fn handle(
         }
     };
     record.upstream_time = response.extensions().get::<crate::upstream::HeadTime>().map(|t| t.0);
+    if let Some(tunnel) = response.extensions().get::<upgrade::Held>() {
+        // The request goes on as a tunnel: its places in limit_conn zones go with it.
+        tunnel.keep(std::mem::take(&mut record.permits));
+    }
     record.upstream = upstream;
     record.route = route.map(|r| r.index);
     record.route_label = route.map(|r| r.label.clone());
