@@ -306,10 +306,16 @@ struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Reads the origin's body to its end (or until the client is gone).
+    /// Reads the origin's body to its end, or until the client is gone (at
+    /// once, not at the origin's next piece, which may never come).
     async fn read(self, mut body: Body, mut file: Option<tokio::fs::File>, tx: mpsc::UnboundedSender<Piece>) {
         let mut filed_total = 0u64;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                () = tx.closed() => return,
+            };
+            let Some(frame) = frame else { break };
             let data = match frame.map(|f| f.into_data()) {
                 Ok(Ok(data)) => data,
                 Ok(Err(frame)) => {
@@ -381,7 +387,13 @@ async fn drain(
     // The file's share of `response_disk`, given back once it is read back or abandoned.
     _disk: Arc<std::sync::Mutex<Held>>,
 ) {
-    while let Some(piece) = pieces.recv().await {
+    loop {
+        // A client gone while nothing comes (a stalled origin) ends this at once.
+        let piece = tokio::select! {
+            piece = pieces.recv() => piece,
+            () = out.closed() => return,
+        };
+        let Some(piece) = piece else { return };
         let next = match piece {
             Piece::Memory(data, _permits) => Ok(Frame::data(data)),
             Piece::Trailers(trailers) => Ok(Frame::trailers(trailers)),
