@@ -363,6 +363,34 @@ async fn a_segment_with_parameters_cannot_slip_past_a_route_or_rule() {
     assert!(r.ends_with("/shop/cart.do;jsessionid=AB12 127.0.0.1"), "a session in the last segment passes: {r}");
 }
 
+/// Rules and zones that read the Host header read the host the request is
+/// routed, keyed and sent by: an absolute-form target names it over Host, and
+/// HTTP/2 carries it in `:authority`, with no Host at all. A rule on Host was
+/// passed by `GET http://admin.test/` with `Host: www.test`, and a zone keyed
+/// by Host limited no HTTP/2 client.
+#[tokio::test]
+async fn rules_and_zones_on_host_see_the_host_the_request_is_for() {
+    let o = echo().await;
+    let toml = format!(
+        "[[guard.rules]]\nheader = {{ host = \"^admin\\\\.\" }}\n[[limit_req]]\nname = \"by_host\"\nkey = \"header:host\"\nrate = \"1r/m\"\n{}limit_req = [\"by_host\"]\n",
+        proxy_to(o.addr, "")
+    );
+    let proxy = relais(&toml).await;
+    let r = raw(proxy.addr, b"GET http://admin.test/x HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status_of(&r), "403", "{r}");
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut ask = |host: &str| {
+        let (res, _) = h2.send_request(Request::get(format!("http://{host}/x")).body(()).unwrap(), true).unwrap();
+        async move { res.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ask("admin.test").await, 403, "HTTP/2 :authority");
+    assert_eq!(ask("shop.test").await, 200);
+    assert_eq!(ask("shop.test").await, 429, "one a minute per host, over HTTP/2 too");
+    assert_eq!(o.hits("/x"), 1);
+}
+
 /// A literal backslash is what `%5C` is: refused with `reject_encoded_slashes`
 /// (an origin that reads `\` as `/` would see `/private/acct`), kept encoded
 /// without it. It used to be forwarded as it came, past a `/private/` rule.

@@ -370,6 +370,12 @@ async fn respond<'a>(
     if let Some(upgrade) = headers::strip_hop_by_hop(req.headers_mut()) {
         req.extensions_mut().insert(headers::Upgrade(upgrade));
     }
+    // Host is the host the request is routed, keyed and sent by (an absolute
+    // target's, HTTP/2's `:authority`), for rules and zones that read it.
+    match &authority {
+        Some(a) => req.headers_mut().insert(http::header::HOST, a.value.clone()),
+        None => req.headers_mut().remove(http::header::HOST),
+    };
     if let Some(limit) = pipeline.config.server.max_request_body {
         // The declared length, as hyper read it from Content-Length.
         let declared = http_body::Body::size_hint(req.body()).exact();
