@@ -309,3 +309,45 @@ async fn a_read_ahead_ends_with_its_client_even_when_the_origin_stalls() {
     }
     assert!(released.load(Ordering::SeqCst), "the stalled origin was held after its client left");
 }
+
+/// Uploads read whole kept up to `request_memory` each in memory, outside
+/// every budget: uploads that sent their first MiB and paused held a MiB each
+/// (and `body_min_rate` lets a client that sent 1 MB pause for half an hour).
+/// That memory now comes from `buffering.memory`; past it, bodies go to their
+/// temp files (within `request_disk`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_uploads_take_their_memory_from_the_shared_budget() {
+    let o = origin()
+        .route("/", |req: http::Request<hyper::body::Incoming>| async move {
+            let len = req.into_body().collect().await.unwrap().to_bytes().len();
+            text(200, &len.to_string(), &[])
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::process::free_port();
+    let extra = "request_buffering = true\n[buffering]\nmemory = \"4MiB\"\n";
+    let path = dir.path().join("relais.toml");
+    support::process::write(&path, &support::process::config(dir.path(), port, o.addr, extra));
+    let child = support::process::start(&path, port).await;
+    let start = support::process::rss_kib(child.pid());
+    let peak = support::process::PeakRss::watch(child.pid());
+    let mut paused = Vec::new();
+    for _ in 0..96 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tcp.write_all(format!("POST /u HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", 2 * MIB).as_bytes())
+            .await
+            .unwrap();
+        tcp.write_all(&vec![b'u'; MIB]).await.unwrap();
+        paused.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = peak.peak().saturating_sub(start);
+    assert!(grown < 40 * 1024, "96 paused uploads of 1 MiB each grew RSS by {grown} KiB");
+    // They still go through whole.
+    for tcp in paused.iter_mut().take(4) {
+        tcp.write_all(&vec![b'v'; MIB]).await.unwrap();
+        let answer = read_until_quiet(tcp, Duration::from_millis(500)).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with(&(2 * MIB).to_string()), "{answer}");
+    }
+}

@@ -8,7 +8,8 @@
 //! none of this: their fill reads the origin on its own.
 //!
 //! Request bodies read whole first (a route's `request_buffering`) keep
-//! `request_memory` in memory and the rest in temp files, all of whose bytes
+//! `request_memory` in memory, taken from the shared `buffering.memory`, and
+//! the rest (all of it when that is spent) in temp files, all of whose bytes
 //! together stay within `buffering.request_disk` ([`TempFiles`], one per
 //! process): an upload that would pass it is refused before anything goes
 //! upstream, so one client cannot fill the disk; slow readers cannot either.
@@ -176,8 +177,8 @@ impl Buffering {
 
 impl Buffering {
     /// The whole request body, read before anything goes upstream (nginx's
-    /// `proxy_request_buffering`): up to `request_memory` in memory, the rest in
-    /// a temp file. The body it returns has an exact length, so the request
+    /// `proxy_request_buffering`): up to `request_memory` in memory while
+    /// `buffering.memory` has room, the rest in a temp file. The body it returns has an exact length, so the request
     /// upstream carries `Content-Length`. The client's limits (size, time,
     /// rate) apply while it is read, through `body` itself.
     ///
@@ -196,6 +197,8 @@ impl Buffering {
             }
         }
         let (mut memory, mut held) = (Vec::new(), 0usize);
+        // `held` bytes of `buffering.memory`, given back when the body has been sent.
+        let mut permits: Option<OwnedSemaphorePermit> = None;
         let mut file: Option<(tokio::fs::File, tokio::fs::File)> = None;
         let mut filed = 0u64;
         let mut trailers = None;
@@ -207,7 +210,8 @@ impl Buffering {
                     continue;
                 }
             };
-            if file.is_none() && held + data.len() <= self.request_memory {
+            if file.is_none() && held + data.len() <= self.request_memory && self.take_memory(&mut permits, data.len())
+            {
                 held += data.len();
                 memory.push(data);
                 continue;
@@ -234,8 +238,8 @@ impl Buffering {
             None => None,
         };
         tokio::spawn(async move {
-            // The file's share of the budget goes when the file does.
-            let _room = room;
+            // The file's share of the budget goes when the file does, the memory's with the task.
+            let _held = (room, permits);
             for data in memory {
                 if tx.send(Ok(Frame::data(data))).await.is_err() {
                     return;
@@ -259,6 +263,20 @@ impl Buffering {
             }
         });
         Ok(Body::boxed(Known { inner: Body::channel(rx), len }))
+    }
+}
+
+impl Buffering {
+    /// `n` more bytes of `buffering.memory` into `permits`, if it has them.
+    fn take_memory(&self, permits: &mut Option<OwnedSemaphorePermit>, n: usize) -> bool {
+        let Ok(taken) = self.shared.clone().try_acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX)) else {
+            return false;
+        };
+        match permits {
+            Some(all) => all.merge(taken),
+            None => *permits = Some(taken),
+        }
+        true
     }
 }
 
