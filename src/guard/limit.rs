@@ -7,8 +7,9 @@
 //! `delay`; `nodelay` means no wait at all), so excess goes out at the rate.
 //! A zone holds at most `max_keys` keys (quick_cache, whose hit is one
 //! atomic bit), each at most 32 bytes (a longer one is its digest): past it
-//! the coldest go first, and a forgotten key starts again with a full bucket. An empty key (a header the request does not
-//! carry) is not limited, as in nginx.
+//! the coldest go first, and a forgotten key starts again with a full
+//! bucket. An empty key (a header the request does not carry) is not
+//! limited, as in nginx.
 //!
 //! A `[[limit_conn]]` zone counts requests in progress per key; a
 //! [`ConnPermit`] gives its place back when the response has been sent. When

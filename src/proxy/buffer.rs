@@ -178,9 +178,10 @@ impl Buffering {
 impl Buffering {
     /// The whole request body, read before anything goes upstream (nginx's
     /// `proxy_request_buffering`): up to `request_memory` in memory while
-    /// `buffering.memory` has room, the rest in a temp file. The body it returns has an exact length, so the request
-    /// upstream carries `Content-Length`. The client's limits (size, time,
-    /// rate) apply while it is read, through `body` itself.
+    /// `buffering.memory` has room, the rest in a temp file. The body it
+    /// returns has an exact length, so the request upstream carries
+    /// `Content-Length`. The client's limits (size, time, rate) apply while it
+    /// is read, through `body` itself.
     ///
     /// What goes to the temp file is taken from the process's `request_disk`
     /// first: a declared length that cannot fit is refused before a byte is
@@ -264,9 +265,7 @@ impl Buffering {
         });
         Ok(Body::boxed(Known { inner: Body::channel(rx), len }))
     }
-}
 
-impl Buffering {
     /// `n` more bytes of `buffering.memory` into `permits`, if it has them.
     fn take_memory(&self, permits: &mut Option<OwnedSemaphorePermit>, n: usize) -> bool {
         let Ok(taken) = self.shared.clone().try_acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX)) else {
