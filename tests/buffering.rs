@@ -256,3 +256,98 @@ async fn buffered_uploads_share_one_disk_budget() {
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("600000"), "{answer}");
     assert_eq!(o.total_hits(), 2);
 }
+
+/// A read-ahead whose client has gone stops reading the origin at once. It
+/// noticed only when the origin's next piece came, so an origin that stalls
+/// mid-body held its connection, the read-ahead task and its temp file's share
+/// of `response_disk` for ever.
+#[tokio::test]
+async fn a_read_ahead_ends_with_its_client_even_when_the_origin_stalls() {
+    /// Set when the origin's body is dropped: relais let go of it.
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let released = Arc::new(AtomicBool::new(false));
+    let flag = released.clone();
+    let o = origin()
+        .route("/", move |_| {
+            let guard = Dropped(flag.clone());
+            async move {
+                let start = futures_util::stream::iter(
+                    (0..3).map(|_| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![b'x'; MIB])))),
+                );
+                let stalled = futures_util::stream::unfold(guard, |guard| async move {
+                    std::future::pending::<()>().await;
+                    Some((Ok(http_body::Frame::data(Bytes::new())), guard))
+                });
+                http::Response::builder()
+                    .header("cache-control", "no-store")
+                    .body(
+                        http_body_util::StreamBody::new(futures_util::StreamExt::chain(start, stalled))
+                            .map_err(|e| Box::new(e) as _)
+                            .boxed(),
+                    )
+                    .unwrap()
+            }
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n", o.addr)).await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.handle.addrs()[0]).await.unwrap();
+    tcp.write_all(b"GET /stall HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let _ = tcp.read(&mut buf).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!released.load(Ordering::SeqCst), "the origin is still read while the client is there");
+    drop(tcp);
+    let started = Instant::now();
+    while !released.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(released.load(Ordering::SeqCst), "the stalled origin was held after its client left");
+}
+
+/// Uploads read whole kept up to `request_memory` each in memory, outside
+/// every budget: uploads that sent their first MiB and paused held a MiB each
+/// (and `body_min_rate` lets a client that sent 1 MB pause for half an hour).
+/// That memory now comes from `buffering.memory`; past it, bodies go to their
+/// temp files (within `request_disk`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_uploads_take_their_memory_from_the_shared_budget() {
+    let o = origin()
+        .route("/", |req: http::Request<hyper::body::Incoming>| async move {
+            let len = req.into_body().collect().await.unwrap().to_bytes().len();
+            text(200, &len.to_string(), &[])
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::process::free_port();
+    let extra = "request_buffering = true\n[buffering]\nmemory = \"4MiB\"\n";
+    let path = dir.path().join("relais.toml");
+    support::process::write(&path, &support::process::config(dir.path(), port, o.addr, extra));
+    let child = support::process::start(&path, port).await;
+    let start = support::process::rss_kib(child.pid());
+    let peak = support::process::PeakRss::watch(child.pid());
+    let mut paused = Vec::new();
+    for _ in 0..96 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tcp.write_all(format!("POST /u HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", 2 * MIB).as_bytes())
+            .await
+            .unwrap();
+        tcp.write_all(&vec![b'u'; MIB]).await.unwrap();
+        paused.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = peak.peak().saturating_sub(start);
+    assert!(grown < 40 * 1024, "96 paused uploads of 1 MiB each grew RSS by {grown} KiB");
+    // They still go through whole.
+    for tcp in paused.iter_mut().take(4) {
+        tcp.write_all(&vec![b'v'; MIB]).await.unwrap();
+        let answer = read_until_quiet(tcp, Duration::from_millis(500)).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with(&(2 * MIB).to_string()), "{answer}");
+    }
+}

@@ -309,6 +309,54 @@ async fn a_highly_compressed_body_streams_out_in_pieces() {
     assert!(largest <= 2 << 20, "pieces of at most about 1 MiB, not {largest} bytes at once");
 }
 
+/// 405 bytes of brotli are 256 MiB of zeros: relais decoded each such body
+/// for a client that does not take brotli in one call, 256 MiB at once per
+/// client, whatever the client read. Now the decoder's output is taken in
+/// small pieces as the client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brotli_bomb_costs_its_window_not_its_length() {
+    let mut zeros = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+    for _ in 0..256 {
+        zeros.write_all(&[0u8; 1 << 20]).unwrap();
+    }
+    let bomb = Bytes::from(zeros.into_inner());
+    assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+    let o = origin()
+        .route("/", move |_| {
+            let bomb = bomb.clone();
+            async move {
+                http::Response::builder()
+                    .header("content-type", "text/plain")
+                    .header("content-encoding", "br")
+                    .header("cache-control", "no-store")
+                    .body(full(bomb))
+                    .unwrap()
+            }
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::process::free_port();
+    let toml = support::process::config(dir.path(), port, o.addr, "[compression]\nenabled = true\n");
+    let path = dir.path().join("relais.toml");
+    support::process::write(&path, &toml);
+    let child = support::process::start(&path, port).await;
+    let start = support::process::rss_kib(child.pid());
+    let peak = support::process::PeakRss::watch(child.pid());
+    let readers = (0..2).map(|_| async move {
+        let url = format!("http://127.0.0.1:{port}/bomb");
+        let res = client().request(Request::get(url).body(full("")).unwrap()).await.unwrap();
+        assert_eq!(res.headers().get("content-encoding"), None, "decoded for a client that does not take br");
+        let mut body = res.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(first.iter().all(|b| *b == 0));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    });
+    futures_util::future::join_all(readers).await;
+    let grown = peak.peak().saturating_sub(start);
+    assert!(grown < 48 * 1024, "two clients of a 256 MiB brotli bomb grew RSS by {grown} KiB");
+}
+
 /// An origin that compresses itself and says `Vary: Accept-Encoding`: relais asks
 /// it for the identity form, stores one copy and encodes for each client.
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::Request;
+use support::process;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -322,6 +323,74 @@ async fn route_prefixes_match_whole_segments_so_strip_prefix_cannot_reopen_dots(
     assert_eq!(api.hits("/../admin/x") + api.hits("/admin/x"), 0, "the api origin never saw its admin");
 }
 
+/// Tomcat, Jetty and other servlet containers drop a segment's parameters
+/// before they route: `/private;x/acct` is their `/private/acct` and `/admin;x`
+/// their `/admin`. Both reached the `/` route's origin, past routes and rules
+/// on `/private/` and `/admin` (a route on `/admin` covered `/admin;x` before
+/// prefixes matched whole segments). Parameters before the last segment are
+/// refused, as `..;` is; on the last one they belong to its segment, so a
+/// route or rule on the segment covers them.
+#[tokio::test]
+async fn a_segment_with_parameters_cannot_slip_past_a_route_or_rule() {
+    let o = echo().await;
+    let toml = format!(
+        "[[guard.rules]]\npath_prefix = \"/secret/\"\n[[guard.rules]]\npath = \"/login\"\n{}\
+         [[routes]]\npath = \"/private/\"\nupstream = \"o\"\nguard = {{ deny = [\"all\"] }}\n\
+         [[routes]]\npath = \"/admin\"\nupstream = \"o\"\nguard = {{ deny = [\"all\"] }}\n",
+        proxy_to(o.addr, "")
+    );
+    let proxy = relais(&toml).await;
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    for (path, want, location) in [
+        ("/private;x/acct", "400", None),
+        ("/private/;x/acct", "400", None),
+        ("/secret;jsessionid=1/a", "400", None),
+        ("/a;b/private/acct", "400", None),
+        ("/admin;x", "403", None),
+        ("/admin;jsessionid=AB?q=1", "403", None),
+        ("/login;x", "403", None),
+        ("/secret;x", "403", None),
+        ("/private;x", "301", Some("/private/")),
+        ("/private;x?a=1", "301", Some("/private/?a=1")),
+    ] {
+        let r = raw(proxy.addr, request(path).as_bytes()).await;
+        assert_eq!(status_of(&r), want, "{path}: {r}");
+        let got = r.lines().find_map(|l| l.strip_prefix("location: "));
+        assert_eq!(got, location, "{path}: {r}");
+    }
+    assert_eq!(o.total_hits(), 0, "nothing reached the origin");
+    let r = raw(proxy.addr, request("/shop/cart.do;jsessionid=AB12?x=1").as_bytes()).await;
+    assert!(r.ends_with("/shop/cart.do;jsessionid=AB12 127.0.0.1"), "a session in the last segment passes: {r}");
+}
+
+/// Rules and zones that read the Host header read the host the request is
+/// routed, keyed and sent by: an absolute-form target names it over Host, and
+/// HTTP/2 carries it in `:authority`, with no Host at all. A rule on Host was
+/// passed by `GET http://admin.test/` with `Host: www.test`, and a zone keyed
+/// by Host limited no HTTP/2 client.
+#[tokio::test]
+async fn rules_and_zones_on_host_see_the_host_the_request_is_for() {
+    let o = echo().await;
+    let toml = format!(
+        "[[guard.rules]]\nheader = {{ host = \"^admin\\\\.\" }}\n[[limit_req]]\nname = \"by_host\"\nkey = \"header:host\"\nrate = \"1r/m\"\n{}limit_req = [\"by_host\"]\n",
+        proxy_to(o.addr, "")
+    );
+    let proxy = relais(&toml).await;
+    let r = raw(proxy.addr, b"GET http://admin.test/x HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status_of(&r), "403", "{r}");
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut ask = |host: &str| {
+        let (res, _) = h2.send_request(Request::get(format!("http://{host}/x")).body(()).unwrap(), true).unwrap();
+        async move { res.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ask("admin.test").await, 403, "HTTP/2 :authority");
+    assert_eq!(ask("shop.test").await, 200);
+    assert_eq!(ask("shop.test").await, 429, "one a minute per host, over HTTP/2 too");
+    assert_eq!(o.hits("/x"), 1);
+}
+
 /// A literal backslash is what `%5C` is: refused with `reject_encoded_slashes`
 /// (an origin that reads `\` as `/` would see `/private/acct`), kept encoded
 /// without it. It used to be forwarded as it came, past a `/private/` rule.
@@ -454,6 +523,35 @@ async fn a_dry_run_zone_refuses_nothing_and_cache_hits_count_only_when_the_zone_
     }
     let m = metrics(&proxy).await;
     assert!(m.contains("relais_guard_dry_run_total{reason=\"limit_req\",route=\"routes[1]\"} 2"), "{m}");
+}
+
+/// A zone keyed by a header remembered each key whole: `max_keys` (100,000)
+/// keys of up to 64 KiB (the header size) are 6 GiB, where nginx's zone is a
+/// size in bytes. A long key is remembered by its SHA-256 and still limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_keyed_by_long_headers_stays_small() {
+    let o = echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = process::free_port();
+    let zone = "[[limit_req]]\nname = \"k\"\nkey = \"header:x-key\"\nrate = \"1r/m\"\n[guard]\nlimit_req = [\"k\"]\n";
+    let path = dir.path().join("relais.toml");
+    process::write(&path, &process::config(dir.path(), port, o.addr, zone));
+    let child = process::start(&path, port).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let long = |i: usize| format!("{i:08}{}", "k".repeat(56 << 10));
+    let client = client();
+    let ask = |i: usize| send_with(&client, Request::get(&url).header("x-key", long(i)).body(full("")).unwrap());
+    assert_eq!(ask(0).await.status, 200);
+    assert_eq!(ask(0).await.status, 429, "a long key is limited as any other");
+    let start = process::rss_kib(child.pid());
+    for batch in 0..375 {
+        let four = (1..=4).map(|i| ask(batch * 4 + i));
+        for r in futures_util::future::join_all(four).await {
+            assert_eq!(r.status, 200);
+        }
+    }
+    let grown = process::rss_kib(child.pid()).saturating_sub(start);
+    assert!(grown < 24 * 1024, "1,500 keys of 56 KiB grew RSS by {grown} KiB");
 }
 
 #[tokio::test]

@@ -668,6 +668,69 @@ async fn websocket_echo_through_the_proxy() {
     }
 }
 
+/// A WebSocket tunnel is a connection: it keeps its place under
+/// `server.max_connections` until it closes. The place was given back with
+/// the 101, so tunnels (two descriptors and an origin connection each) could
+/// be opened without bound.
+#[tokio::test]
+async fn a_tunnel_keeps_its_place_under_max_connections() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = relais(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 2\n{}[[routes]]\nupstream = \"ws\"\n",
+        upstreams(&[("ws", &[ws_addr])])
+    ))
+    .await;
+    let url = format!("ws://{}/chat", proxy.addr);
+    let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (_second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let third = tokio::time::timeout(Duration::from_millis(500), tokio_tungstenite::connect_async(&url)).await;
+    assert!(third.is_err(), "a third tunnel past max_connections = 2");
+    first.send(Message::Close(None)).await.unwrap();
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(&url)).await;
+    assert!(matches!(third, Ok(Ok(_))), "a place came back when a tunnel closed: {third:?}");
+
+    // A `[[limit_conn]]` zone counts a tunnel as the request in progress it is (it let go at the 101).
+    let proxy = relais(&format!(
+        "[[limit_conn]]\nname = \"one\"\nmax = 1\n[guard]\nlimit_conn = [\"one\"]\n{}[[routes]]\nupstream = \"ws\"\n",
+        upstreams(&[("ws", &[ws_addr])])
+    ))
+    .await;
+    let url = format!("ws://{}/chat", proxy.addr);
+    let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let refused = tokio_tungstenite::connect_async(&url).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "a second tunnel from the one client: {refused:?}"
+    );
+    first.send(Message::Close(None)).await.unwrap();
+    drop(first);
+    let mut again = Err(String::new());
+    for _ in 0..50 {
+        again = tokio_tungstenite::connect_async(&url).await.map(|_| ()).map_err(|e| e.to_string());
+        if again.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_ok(), "the place came back when the tunnel closed: {again:?}");
+}
+
 /// A tunnel that carries nothing either way for `tunnel_idle_timeout` is
 /// closed; one in use stays open past it.
 #[tokio::test]

@@ -251,6 +251,43 @@ async fn origin_dying_mid_body_is_an_error_and_nothing_is_stored() {
     assert_eq!(o.hits("/"), 2);
 }
 
+/// An origin that stops sending in the middle of a body is cut off after
+/// `response_timeout` of silence, as nginx's `proxy_read_timeout` does. The
+/// timeout covered only the head: the fill waited for ever, and every later
+/// request for the key joined it, got the first bytes and hung.
+#[tokio::test]
+async fn an_origin_silent_mid_body_is_cut_off_and_the_key_is_fetched_again() {
+    let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = origin.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut held = Vec::new();
+        while let Ok((mut tcp, _)) = origin.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = vec![0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\ncache-control: max-age=60\r\n\r\n";
+            let _ = tcp.write_all(format!("{head}{}", "x".repeat(100)).as_bytes()).await;
+            held.push(tcp);
+        }
+    });
+    let proxy = relais(&format!(
+        "[upstreams.o]\nservers = [\"{addr}\"]\nresponse_timeout = \"1s\"\n[[routes]]\nupstream = \"o\"\n"
+    ))
+    .await;
+    for round in 1..=2 {
+        let started = Instant::now();
+        let res = client().request(Request::get(proxy.url("/stalls")).body(full("")).unwrap()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let body = tokio::time::timeout(Duration::from_secs(5), res.into_body().collect()).await;
+        assert!(matches!(body, Ok(Err(_))), "round {round}: a broken body, cut off (got {body:?})");
+        assert!(started.elapsed() >= Duration::from_millis(900), "not before the timeout");
+        assert_eq!(accepted.load(Ordering::SeqCst), round, "round {round}: fetched again, not joined to a dead fill");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_hanging_up_does_not_cancel_the_fill_for_others() {
     let o = origin()

@@ -6,9 +6,10 @@
 //! beyond the rate waits its turn in a second bucket of `delay + 1` (nginx's
 //! `delay`; `nodelay` means no wait at all), so excess goes out at the rate.
 //! A zone holds at most `max_keys` keys (quick_cache, whose hit is one
-//! atomic bit): past it the coldest go first, and a forgotten key starts
-//! again with a full bucket. An empty key (a header the request does not
-//! carry) is not limited, as in nginx.
+//! atomic bit), each at most 32 bytes (a longer one is its digest): past it
+//! the coldest go first, and a forgotten key starts again with a full
+//! bucket. An empty key (a header the request does not carry) is not
+//! limited, as in nginx.
 //!
 //! A `[[limit_conn]]` zone counts requests in progress per key; a
 //! [`ConnPermit`] gives its place back when the response has been sent. When
@@ -166,6 +167,12 @@ impl ConnZone {
     }
 }
 
+/// Keys this long or longer are remembered by their SHA-256 (as long as
+/// this), so that a zone's memory is `max_keys` times a small size whatever
+/// the headers or paths its keys are made of. Shorter keys are kept as they
+/// are: the two kinds never meet.
+const DIGESTED: usize = 32;
+
 /// The zone key of a request: its parts joined by a NUL (which no part can
 /// hold); None when a part is empty (nginx leaves such requests unlimited).
 fn key_of(key: &LimitKey, s: &Subject<'_>) -> Option<Box<[u8]>> {
@@ -186,6 +193,10 @@ fn key_of(key: &LimitKey, s: &Subject<'_>) -> Option<Box<[u8]>> {
             KeyPart::Route => out.extend_from_slice(s.route.as_bytes()),
             KeyPart::Path => out.extend_from_slice(s.path.as_bytes()),
         }
+    }
+    if out.len() >= DIGESTED {
+        use sha2::Digest;
+        return Some(Box::from(&sha2::Sha256::digest(&out)[..]));
     }
     Some(out.into_boxed_slice())
 }

@@ -28,7 +28,7 @@ use http::{Method, Response, StatusCode, Uri};
 pub use access::{Access, Verdict};
 pub use client::Client;
 pub use limit::{ConnPermit, ConnZone, ReqZone};
-pub use path::{PathError, Paths};
+pub use path::{PathError, Paths, without_parameters};
 pub use rules::{Outcome, Rules};
 
 use crate::body::Body;

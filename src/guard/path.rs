@@ -4,7 +4,11 @@
 //! percent-encoding, an encoded NUL, and encoded `/` or `\` are refused: they
 //! are how `/x/..%2Fprivate` would slip past a `/private/` rule. A raw `\` is
 //! what `%5C` is (origins on Windows read either as `/`): refused with them,
-//! or, where encoded slashes are let through, sent on as `%5C`.
+//! or, where encoded slashes are let through, sent on as `%5C`. Servlet
+//! containers drop a segment's parameters (`;x`) before they route, so
+//! `/private;x/acct` is their `/private/acct`: parameters are refused on any
+//! segment but the last (where a session id, `;jsessionid=`, goes), and there
+//! the router and the rules read them as part of the segment they follow.
 //!
 //! The result is what routing, rules, limits and the cache key see, and what
 //! the origin is sent: the origin never gets a path the router did not.
@@ -29,6 +33,9 @@ pub enum PathError {
     /// other servlet containers drop the parameters and read a dot-segment
     /// relais did not resolve.
     DotParameters,
+    /// Parameters on a segment before the last (`/private;x/acct`), which
+    /// servlet containers read without them (`/private/acct`).
+    SegmentParameters,
 }
 
 impl PathError {
@@ -39,6 +46,7 @@ impl PathError {
             PathError::EncodedSlash => "an encoded slash or a backslash in the path",
             PathError::NotNormal => "the path left once the route's prefix is stripped is not in normal form",
             PathError::DotParameters => "a dot-segment with parameters in the path",
+            PathError::SegmentParameters => "parameters (;) on a segment before the last in the path",
         }
     }
 }
@@ -66,15 +74,29 @@ impl Paths {
         if decoded.split('/').any(|seg| seg.starts_with(".;") || seg.starts_with("..;")) {
             return Err(PathError::DotParameters);
         }
+        if parameters_before_last(&decoded) {
+            return Err(PathError::SegmentParameters);
+        }
         Ok(remove_dots(&decoded, self.merge_slashes).into())
     }
 }
 
+/// A `;` with a `/` after it.
+fn parameters_before_last(path: &str) -> bool {
+    path.find(';').is_some_and(|i| path[i..].contains('/'))
+}
+
+/// The path as a servlet container routes it: without the last segment's
+/// parameters (a normal path has none before it).
+pub fn without_parameters(path: &str) -> &str {
+    path.split_once(';').map_or(path, |(name, _)| name)
+}
+
 /// No escapes or backslashes, no `//` (when merging), no `.` or `..` segment
-/// (with or without parameters).
+/// (with or without parameters), no parameters before the last segment.
 fn is_normal(path: &str, merge: bool) -> bool {
     let b = path.as_bytes();
-    if b.contains(&b'%') || b.contains(&b'\\') {
+    if b.contains(&b'%') || b.contains(&b'\\') || parameters_before_last(path) {
         return false;
     }
     // The leading `/` opens the first segment.
@@ -219,7 +241,15 @@ mod tests {
         for tomcat in ["/x/..;/private/", "/x/..;jsessionid=1/private", "/.;x/private", "/x/%2e%2e;/private"] {
             assert_eq!(n(tomcat), Err(PathError::DotParameters), "{tomcat}");
         }
-        assert_eq!(n("/a;b/c").unwrap(), "/a;b/c", "parameters elsewhere are the origin's business");
+        for servlet in ["/private;x/acct", "/a;b/c", "/private/;x/a", "/a;b/../private"] {
+            assert_eq!(n(servlet), Err(PathError::SegmentParameters), "{servlet}");
+        }
+        assert_eq!(
+            n("/a/b;jsessionid=1").unwrap(),
+            "/a/b;jsessionid=1",
+            "the last segment's are the origin's business"
+        );
+        assert_eq!(without_parameters("/a/b;jsessionid=1"), "/a/b");
         let allow = Paths { reject_encoded_slashes: false, ..ON };
         assert_eq!(allow.normalize("/a%2fb").unwrap(), "/a%2Fb", "kept encoded, upper-cased");
         let off = Paths { normalize: false, ..ON };

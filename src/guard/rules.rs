@@ -223,7 +223,8 @@ impl Rules {
         if !r.methods.is_empty() && !r.methods.contains(s.method) {
             return false;
         }
-        if r.path.as_deref().is_some_and(|p| p != s.path) || r.prefix.as_deref().is_some_and(|p| !covers(p, s.path)) {
+        let named = |p: &str| p == s.path || p == super::without_parameters(s.path);
+        if r.path.as_deref().is_some_and(|p| !named(p)) || r.prefix.as_deref().is_some_and(|p| !covers(p, s.path)) {
             return false;
         }
         if r.cidr.as_ref().is_some_and(|c| !c.contains(s.ip)) {
@@ -241,8 +242,10 @@ impl Rules {
 /// prefix: `/wp-` covers `/wp-login.php`), and one that ends in `/` also for
 /// the directory itself: a rule on `/private/` holds for `/private`, which a
 /// route on `/private/` redirects and another route would otherwise take.
+/// A `path` holds for its path and for it with parameters (`/login;x`, which
+/// servlet containers read as `/login`); so does a directory.
 fn covers(prefix: &str, path: &str) -> bool {
-    path.starts_with(prefix) || prefix.strip_suffix('/').is_some_and(|dir| dir == path)
+    path.starts_with(prefix) || prefix.strip_suffix('/').is_some_and(|dir| dir == super::without_parameters(path))
 }
 
 /// Which patterns matched this request; `None` and absent mean none did.

@@ -8,7 +8,8 @@
 //! none of this: their fill reads the origin on its own.
 //!
 //! Request bodies read whole first (a route's `request_buffering`) keep
-//! `request_memory` in memory and the rest in temp files, all of whose bytes
+//! `request_memory` in memory, taken from the shared `buffering.memory`, and
+//! the rest (all of it when that is spent) in temp files, all of whose bytes
 //! together stay within `buffering.request_disk` ([`TempFiles`], one per
 //! process): an upload that would pass it is refused before anything goes
 //! upstream, so one client cannot fill the disk; slow readers cannot either.
@@ -176,10 +177,11 @@ impl Buffering {
 
 impl Buffering {
     /// The whole request body, read before anything goes upstream (nginx's
-    /// `proxy_request_buffering`): up to `request_memory` in memory, the rest in
-    /// a temp file. The body it returns has an exact length, so the request
-    /// upstream carries `Content-Length`. The client's limits (size, time,
-    /// rate) apply while it is read, through `body` itself.
+    /// `proxy_request_buffering`): up to `request_memory` in memory while
+    /// `buffering.memory` has room, the rest in a temp file. The body it
+    /// returns has an exact length, so the request upstream carries
+    /// `Content-Length`. The client's limits (size, time, rate) apply while it
+    /// is read, through `body` itself.
     ///
     /// What goes to the temp file is taken from the process's `request_disk`
     /// first: a declared length that cannot fit is refused before a byte is
@@ -196,6 +198,8 @@ impl Buffering {
             }
         }
         let (mut memory, mut held) = (Vec::new(), 0usize);
+        // `held` bytes of `buffering.memory`, given back when the body has been sent.
+        let mut permits: Option<OwnedSemaphorePermit> = None;
         let mut file: Option<(tokio::fs::File, tokio::fs::File)> = None;
         let mut filed = 0u64;
         let mut trailers = None;
@@ -207,7 +211,8 @@ impl Buffering {
                     continue;
                 }
             };
-            if file.is_none() && held + data.len() <= self.request_memory {
+            if file.is_none() && held + data.len() <= self.request_memory && self.take_memory(&mut permits, data.len())
+            {
                 held += data.len();
                 memory.push(data);
                 continue;
@@ -234,8 +239,8 @@ impl Buffering {
             None => None,
         };
         tokio::spawn(async move {
-            // The file's share of the budget goes when the file does.
-            let _room = room;
+            // The file's share of the budget goes when the file does, the memory's with the task.
+            let _held = (room, permits);
             for data in memory {
                 if tx.send(Ok(Frame::data(data))).await.is_err() {
                     return;
@@ -259,6 +264,18 @@ impl Buffering {
             }
         });
         Ok(Body::boxed(Known { inner: Body::channel(rx), len }))
+    }
+
+    /// `n` more bytes of `buffering.memory` into `permits`, if it has them.
+    fn take_memory(&self, permits: &mut Option<OwnedSemaphorePermit>, n: usize) -> bool {
+        let Ok(taken) = self.shared.clone().try_acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX)) else {
+            return false;
+        };
+        match permits {
+            Some(all) => all.merge(taken),
+            None => *permits = Some(taken),
+        }
+        true
     }
 }
 
@@ -306,10 +323,16 @@ struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Reads the origin's body to its end (or until the client is gone).
+    /// Reads the origin's body to its end, or until the client is gone (at
+    /// once, not at the origin's next piece, which may never come).
     async fn read(self, mut body: Body, mut file: Option<tokio::fs::File>, tx: mpsc::UnboundedSender<Piece>) {
         let mut filed_total = 0u64;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                () = tx.closed() => return,
+            };
+            let Some(frame) = frame else { break };
             let data = match frame.map(|f| f.into_data()) {
                 Ok(Ok(data)) => data,
                 Ok(Err(frame)) => {
@@ -381,7 +404,13 @@ async fn drain(
     // The file's share of `response_disk`, given back once it is read back or abandoned.
     _disk: Arc<std::sync::Mutex<Held>>,
 ) {
-    while let Some(piece) = pieces.recv().await {
+    loop {
+        // A client gone while nothing comes (a stalled origin) ends this at once.
+        let piece = tokio::select! {
+            piece = pieces.recv() => piece,
+            () = out.closed() => return,
+        };
+        let Some(piece) = piece else { return };
         let next = match piece {
             Piece::Memory(data, _permits) => Ok(Frame::data(data)),
             Piece::Trailers(trailers) => Ok(Frame::trailers(trailers)),

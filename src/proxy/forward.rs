@@ -84,7 +84,9 @@ pub async fn forward(
         }
         res_parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         res_parts.headers.insert(header::UPGRADE, protocol);
-        super::upgrade::tunnel(client, origin, pipeline.config.server.tunnel_idle_timeout.get());
+        let held =
+            super::upgrade::tunnel(client, origin, pipeline.config.server.tunnel_idle_timeout.get(), conn.slot.clone());
+        res_parts.extensions.insert(held);
     }
     Ok(Forwarded { response: Response::from_parts(res_parts, res_body), server })
 }

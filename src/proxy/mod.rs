@@ -93,11 +93,14 @@ pub struct Conn {
     /// With `server.tls.strict_host`: the names of the connection's
     /// certificate; a request for another host is misdirected (421).
     pub served_names: Option<Arc<[String]>>,
+    /// The connection's place under `server.max_connections`: a tunnel the
+    /// connection becomes (an upgrade) keeps it once hyper is done with it.
+    pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Conn {
     pub fn new(peer: SocketAddr, proto: &'static str, client_subject: Option<Arc<str>>) -> Conn {
-        Conn { peer, client: peer.ip(), forwarded_for: None, proto, client_subject, served_names: None }
+        Conn { peer, client: peer.ip(), forwarded_for: None, proto, client_subject, served_names: None, slot: None }
     }
 
     pub fn plain(peer: SocketAddr) -> Conn {
@@ -233,6 +236,10 @@ pub async fn handle(
         }
     };
     record.upstream_time = response.extensions().get::<crate::upstream::HeadTime>().map(|t| t.0);
+    if let Some(tunnel) = response.extensions().get::<upgrade::Held>() {
+        // The request goes on as a tunnel: its places in limit_conn zones go with it.
+        tunnel.keep(std::mem::take(&mut record.permits));
+    }
     record.upstream = upstream;
     record.route = route.map(|r| r.index);
     record.route_label = route.map(|r| r.label.clone());
@@ -364,6 +371,12 @@ async fn respond<'a>(
     if let Some(upgrade) = headers::strip_hop_by_hop(req.headers_mut()) {
         req.extensions_mut().insert(headers::Upgrade(upgrade));
     }
+    // Host is the host the request is routed, keyed and sent by (an absolute
+    // target's, HTTP/2's `:authority`), for rules and zones that read it.
+    match &authority {
+        Some(a) => req.headers_mut().insert(http::header::HOST, a.value.clone()),
+        None => req.headers_mut().remove(http::header::HOST),
+    };
     if let Some(limit) = pipeline.config.server.max_request_body {
         // The declared length, as hyper read it from Content-Length.
         let declared = http_body::Body::size_hint(req.body()).exact();
@@ -402,7 +415,7 @@ async fn respond<'a>(
         Found::Route(route) => route,
         Found::Directory(route) => {
             *route_found = Some(route);
-            return Ok(Answer { response: to_directory(&parts.uri)?, upstream: None, status: None });
+            return Ok(Answer { response: to_directory(route.directory(), &parts.uri)?, upstream: None, status: None });
         }
     };
     *route_found = Some(route);
@@ -431,12 +444,13 @@ async fn respond<'a>(
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
-/// 301 to the directory a path names without its slash, query kept, as nginx
-/// answers `/private` for `location /private/`. The Location is relative: it
-/// repeats nothing the client sent but the (normalised) path and the query.
-fn to_directory(uri: &http::Uri) -> Result<Response<crate::body::Body>, ProxyError> {
+/// 301 to `directory`, the route's, for a path that names it without its
+/// slash (its parameters, if any, dropped), query kept, as nginx answers
+/// `/private` for `location /private/`. The Location is relative: it repeats
+/// nothing the client sent but the query.
+fn to_directory(directory: &str, uri: &http::Uri) -> Result<Response<crate::body::Body>, ProxyError> {
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let location = HeaderValue::try_from(format!("{}/{query}", uri.path()))
+    let location = HeaderValue::try_from(format!("{directory}{query}"))
         .map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;
     let mut res = error_response(http::StatusCode::MOVED_PERMANENTLY);
     res.headers_mut().insert(http::header::LOCATION, location);

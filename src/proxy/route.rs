@@ -10,7 +10,9 @@
 //! once `strip_prefix` cuts it is a path of its own segments. A route whose
 //! prefix is a directory (`/private/`) owns the directory itself: `/private`
 //! is answered with a redirect to `/private/` before any shorter route can
-//! take it, as nginx answers it, unless a route has exactly that path.
+//! take it, as nginx answers it, unless a route has exactly that path. The
+//! last segment's parameters belong to it (`/api;jsessionid=1` is `/api`'s,
+//! as a servlet container reads it; the guard refuses them on other segments).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Config, ConfigError, FieldName, FieldValue, HeaderMatch, HeaderRules, HostPattern, RouteConfig};
-use crate::guard::{Guard, PathError, Paths, RouteGuard};
+use crate::guard::{Guard, PathError, Paths, RouteGuard, without_parameters};
 use crate::upstream::Upstream;
 
 /// A compiled `[[routes]]` entry.
@@ -129,15 +131,22 @@ impl Route {
         }
     }
 
-    /// The prefix covers `path` on a segment boundary.
+    /// The prefix covers `path` on a segment boundary (parameters end a segment).
     fn covers(&self, path: &str) -> bool {
         path.starts_with(&self.prefix)
-            && (self.prefix.ends_with('/') || matches!(path.as_bytes().get(self.prefix.len()), None | Some(b'/')))
+            && (self.prefix.ends_with('/')
+                || matches!(path.as_bytes().get(self.prefix.len()), None | Some(b'/' | b';')))
     }
 
-    /// `path` is this route's directory (`/private/`) without its slash.
+    /// `path` is this route's directory (`/private/`) without its slash (with
+    /// or without parameters).
     fn is_directory(&self, path: &str) -> bool {
-        self.prefix.strip_suffix('/').is_some_and(|dir| dir == path && !dir.is_empty())
+        self.prefix.strip_suffix('/').is_some_and(|dir| dir == without_parameters(path) && !dir.is_empty())
+    }
+
+    /// The directory [`Found::Directory`] redirects to: the prefix.
+    pub fn directory(&self) -> &str {
+        &self.prefix
     }
 
     fn headers_match(&self, headers: &HeaderMap) -> bool {
@@ -234,7 +243,7 @@ impl Router {
                 }
                 if r.covers(path) {
                     return Some(match directory {
-                        Some(d) if r.prefix != path => Found::Directory(d),
+                        Some(d) if r.prefix != without_parameters(path) => Found::Directory(d),
                         _ => Found::Route(r),
                     });
                 }
@@ -330,10 +339,12 @@ upstream = "b"
         assert_eq!(up(&r, "x.test", "/api", &[]), "301 to /api/");
         assert_eq!(up(&r, "x.test", "/api", &[("x-canary", "1")]), "301 to /api/");
         assert_eq!(up(&r, "x.test", "/apix", &[]), "a");
+        assert_eq!(up(&r, "x.test", "/api;jsessionid=1", &[]), "301 to /api/", "a servlet's /api");
         assert_eq!(up(&r, "www.example.com", "/static", &[]), "301 to /static/");
         assert_eq!(up(&r, "a.example.com", "/static", &[]), "c", "another host's directory");
         let r = router(&ROUTES.replace("path = \"/api/\"\nupstream = \"b\"", "path = \"/api\"\nupstream = \"b\""));
         assert_eq!(up(&r, "x.test", "/api", &[]), "b", "a route for exactly the path wins");
+        assert_eq!(up(&r, "x.test", "/api;x", &[]), "b", "with its parameters too");
         assert_eq!(up(&r, "x.test", "/api/x", &[]), "b");
         assert_eq!(up(&r, "x.test", "/api/x", &[("x-canary", "1")]), "c");
         for other in ["/apix", "/api..", "/api.x/y", "/ap"] {

@@ -1,6 +1,8 @@
 //! Protocol upgrades (WebSocket): once the origin answers 101, the two
 //! connections are joined byte for byte until either side closes, or until
-//! no byte has passed either way for `server.tunnel_idle_timeout`.
+//! no byte has passed either way for `server.tunnel_idle_timeout`. The tunnel
+//! keeps the client connection's place under `server.max_connections`, and
+//! the request's places in `[[limit_conn]]` zones ([`Held`]).
 //!
 //! Idleness is sampled, not timed per read: the tunnel looks four times per
 //! timeout and closes once five looks in a row saw nothing pass, that is after
@@ -20,8 +22,29 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Looks taken per idle timeout.
 const LOOKS: u32 = 4;
 
-pub fn tunnel(client: OnUpgrade, origin: OnUpgrade, idle: Duration) {
+/// What a tunnel keeps until it closes, given to it once the 101 is answered
+/// (a response extension): the request's places in `[[limit_conn]]` zones.
+#[derive(Clone, Default)]
+pub struct Held(Arc<std::sync::Mutex<Vec<crate::guard::ConnPermit>>>);
+
+impl Held {
+    pub fn keep(&self, permits: Vec<crate::guard::ConnPermit>) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(permits);
+    }
+}
+
+/// Joins `client` and `origin` once both are upgraded; the tunnel keeps
+/// `slot` and what `Held` is given. Returns the `Held`.
+pub fn tunnel(
+    client: OnUpgrade,
+    origin: OnUpgrade,
+    idle: Duration,
+    slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+) -> Held {
+    let held = Held::default();
+    let kept = (slot, held.clone());
     tokio::spawn(async move {
+        let _kept = kept;
         let (client, origin) = match tokio::try_join!(client, origin) {
             Ok(pair) => pair,
             Err(e) => {
@@ -43,6 +66,7 @@ pub fn tunnel(client: OnUpgrade, origin: OnUpgrade, idle: Duration) {
             }
         }
     });
+    held
 }
 
 /// Resolves once nothing has passed for `idle` (to `idle` × 5/4).

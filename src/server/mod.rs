@@ -129,7 +129,7 @@ pub async fn accept<M, H, F, B>(
                     let pipeline = shared.load();
                     let settings = Settings::of(&pipeline.config, kind);
                     let metrics = pipeline.metrics.clone();
-                    let opened = Opened { tcp, peer, settings, stop: stop.clone(), metrics, _slot: slot };
+                    let opened = Opened { tcp, peer, settings, stop: stop.clone(), metrics, slot };
                     match kind {
                         Listener::Plain | Listener::Admin => {
                             connections.spawn(plain(opened, make.clone()));
@@ -226,8 +226,8 @@ struct Opened {
     settings: Settings,
     stop: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
-    /// Its place under `server.max_connections`.
-    _slot: OwnedSemaphorePermit,
+    /// Its place under `server.max_connections` (kept by a tunnel it becomes, see [`Conn::slot`]).
+    slot: OwnedSemaphorePermit,
 }
 
 /// What a TLS connection needs for its handshake.
@@ -244,7 +244,7 @@ where
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
-    let Opened { mut tcp, peer, settings, stop, metrics, _slot } = opened;
+    let Opened { mut tcp, peer, settings, stop, metrics, slot } = opened;
     let _ = tcp.set_nodelay(true);
     let opening = async {
         let Some((peer, read)) = proxy_protocol::source(&mut tcp, peer, settings.proxy_protocol).await? else {
@@ -264,7 +264,7 @@ where
             return;
         }
     };
-    let handler = make(Arc::new(Conn::plain(peer)));
+    let handler = make(Arc::new(Conn { slot: Some(Arc::new(slot)), ..Conn::plain(peer) }));
     let io = Gather::new(tcp, http2, first).send_timeout(settings.send_timeout);
     serve_io(io, http2, peer, settings, handler, stop, &metrics).await;
 }
@@ -280,7 +280,7 @@ where
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
-    let Opened { mut tcp, peer, settings, stop, metrics, _slot } = opened;
+    let Opened { mut tcp, peer, settings, stop, metrics, slot } = opened;
     let _ = tcp.set_nodelay(true);
     let opening = async {
         // What a PROXY header was followed by is the start of the handshake.
@@ -329,6 +329,7 @@ where
     let client_subject = session.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::subject_of);
     let mut conn = Conn::new(peer, "https", client_subject.map(Arc::from));
     conn.served_names = handshake.tls.served_names(session.server_name());
+    conn.slot = Some(Arc::new(slot));
     let handler = make(Arc::new(conn));
     let io = Gather::new(stream, http2, Bytes::new()).send_timeout(settings.send_timeout);
     serve_io(io, http2, peer, settings, handler, stop, &metrics).await;

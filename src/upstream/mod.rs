@@ -7,9 +7,11 @@
 //! caller said it is safe (idempotent method, no body). A timeout is never
 //! retried: the origin may be working on it. The response timeout starts once
 //! the request body has been sent: a slow upload is not the origin's delay,
-//! and a failed one (the client's fault) never marks a server down.
+//! and a failed one (the client's fault) never marks a server down. It holds
+//! again between the pieces of the response body ([`silence`]).
 
 mod sent;
+mod silence;
 
 pub mod balance;
 mod check;
@@ -425,7 +427,7 @@ impl Upstream {
                         last = Some(UpstreamError::Connect(server.address.clone()));
                         continue;
                     }
-                    let mut res = res;
+                    let mut res = res.map(|body| silence::limit(body, timeout, server.address.clone()));
                     res.extensions_mut().insert(HeadTime(started.elapsed()));
                     return Ok((res, server.address.clone()));
                 }
