@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -49,6 +50,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     for name in &cache_policy::HOP_BY_HOP {
         headers.remove(name);
     }
+    // Connection-specific by definition (RFC 7540 §3.2.1), named in Connection or not.
+    headers.remove(&HTTP2_SETTINGS);
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -109,6 +112,7 @@ mod tests {
             ("te", "gzip"),
             ("transfer-encoding", "chunked"),
             ("proxy-authenticate", "Basic realm=x"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
             ("accept", "*/*"),
         ]);
         assert_eq!(strip_hop_by_hop(&mut h), None);
