@@ -152,6 +152,15 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Co
     if config.acme != current.config.acme {
         tracing::warn!("[acme] changed: restart relais to apply it");
     }
+    let fixed = |c: &Config| {
+        let tls = c.server.tls.as_ref().map(|t| (t.max_handshakes, t.max_handshakes_per_source));
+        (c.workers(), c.server.max_connections, tls)
+    };
+    if fixed(&config) != fixed(&current.config) {
+        tracing::warn!(
+            "server.workers, server.max_connections or server.tls.max_handshakes(_per_source) changed: restart relais to apply it"
+        );
+    }
     let warnings = config.warnings();
     // New log files are opened first: one that cannot be refuses the reload.
     let logs = logs::prepare(&config.log);

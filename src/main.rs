@@ -334,7 +334,7 @@ fn summary(path: &Path, c: &Config) -> String {
         if !u.retry_on.is_empty() {
             extra.push_str(&format!(" · retry on {}", u.retry_on.join(", ")));
         }
-        let _ = writeln!(s, "    {name:<12} {:?}: {}{extra}", u.balance, servers.join(", "));
+        let _ = writeln!(s, "    {name:<12} {}: {}{extra}", u.balance.as_str(), servers.join(", "));
     }
     let _ = writeln!(s, "  routes");
     for (i, r) in c.routes.iter().enumerate() {

@@ -272,6 +272,19 @@ pub enum Balance {
     IpHash,
 }
 
+impl Balance {
+    /// The configuration's word for it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConn => "least_conn",
+            Balance::Ewma => "ewma",
+            Balance::Hash => "hash",
+            Balance::IpHash => "ip_hash",
+        }
+    }
+}
+
 /// What `balance = "hash"` hashes: `uri`, `header:NAME`, `cookie:NAME` or `ip`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum HashKey {
