@@ -411,6 +411,35 @@ async fn bodies_sent_whole_are_logged_complete() {
     assert!(incomplete.is_empty(), "{} of 160 whole bodies logged incomplete: {}", incomplete.len(), incomplete[0]);
 }
 
+/// Requests hyper refuses before relais sees them (a bad request line, a
+/// header block too large) are logged and counted, as nginx logs its 400s:
+/// fail2ban reads them.
+#[tokio::test]
+async fn requests_the_parser_refuses_are_logged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = origin().text("/", "ok").start().await;
+    let s = setup(o.addr, "[log]\nformat = \"combined\"\nfile = \"access.log\"\n");
+    let _child = start(&s.path, s.port).await;
+    let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(80 * 1024));
+    for (raw, status) in [("GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n".to_string(), "400"), (big, "431")] {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+        let _ = tcp.write_all(raw.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+    }
+    let text = wait_for(&s.file("access.log"), |t| t.lines().count() == 2).await;
+    for (line, status) in text.lines().zip(["400", "431"]) {
+        assert!(
+            line.starts_with("127.0.0.1 - - [") && line.contains(&format!("] \"-\" {status} 0 \"-\" \"-\"")),
+            "{line}"
+        );
+    }
+    let m = get(&format!("http://127.0.0.1:{}/metrics", s.admin)).await.text();
+    assert!(m.contains("relais_requests_total{route=\"none\",status=\"400\",cache=\"-\"} 1"), "{m}");
+}
+
 /// A reload applies `[log]`: the level, the access log's file and format; a
 /// file that cannot be opened refuses the reload and the logs stay.
 #[tokio::test]

@@ -89,9 +89,16 @@ impl Line<'_> {
 
     fn combined(&self) -> String {
         let mut o = String::with_capacity(256);
-        let _ = write!(o, "{} - - [{}] \"{} ", self.client, clf_time(self.time), esc(self.method));
-        push(&mut o, self.target.as_bytes());
-        let _ = write!(o, " {}\" {} {} \"", self.protocol, self.status, self.bytes);
+        let _ = write!(o, "{} - - [{}] \"", self.client, clf_time(self.time));
+        if self.method == "-" {
+            // No request line could be read (nginx writes "-" too).
+            o.push('-');
+        } else {
+            let _ = write!(o, "{} ", esc(self.method));
+            push(&mut o, self.target.as_bytes());
+            let _ = write!(o, " {}", self.protocol);
+        }
+        let _ = write!(o, "\" {} {} \"", self.status, self.bytes);
         push(&mut o, self.referer.unwrap_or(b"-"));
         o.push_str("\" \"");
         push(&mut o, self.user_agent.unwrap_or(b"-"));

@@ -197,6 +197,10 @@ struct Settings {
     max_streams: u32,
     /// The connection starts with a PROXY protocol header.
     proxy_protocol: bool,
+    /// `http` or `https`, for the access log.
+    scheme: &'static str,
+    /// The access log's format, when requests on this listener are logged.
+    access: Option<crate::config::LogFormat>,
 }
 
 impl Settings {
@@ -215,6 +219,8 @@ impl Settings {
                 Listener::Tls => c.tls.as_ref().is_some_and(|t| t.proxy_protocol),
                 Listener::Admin => false,
             },
+            scheme: if kind == Listener::Tls { "https" } else { "http" },
+            access: (kind != Listener::Admin && config.log.access).then_some(config.log.format),
         }
     }
 }
@@ -374,6 +380,9 @@ async fn serve_io<I, H, F, B>(
                     metrics.guard(Reason::H2Flood, "none", false);
                     tracing::info!(%peer, "HTTP/2 flood; connection ended");
                 } else if let Err(e) = ended {
+                    if let Some(status) = refused_by_parser(&*e) {
+                        log_refused(peer, status, &s, metrics);
+                    }
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
@@ -398,6 +407,50 @@ async fn serve_io<I, H, F, B>(
             }
         }
     }
+}
+
+/// The status hyper answered a request it could not parse with (HTTP/1), if
+/// it answered one: these never reach the pipeline, but are requests all the same.
+fn refused_by_parser(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
+        return None;
+    }
+    // hyper says which of its two "too large" answers it sent only in its message.
+    Some(match e.is_parse_too_large() {
+        true if e.to_string().contains("URI too long") => 414,
+        true => 431,
+        false => 400,
+    })
+}
+
+/// An access line and a count for a request hyper refused before relais saw it
+/// (nginx logs its 400s too; fail2ban reads them): no method, path or host is known.
+fn log_refused(peer: SocketAddr, status: u16, s: &Settings, metrics: &Metrics) {
+    metrics.request("none", status, None, 0, 0);
+    let Some(format) = s.access else { return };
+    let line = crate::logs::access::Line {
+        time: std::time::SystemTime::now(),
+        client: peer.ip(),
+        method: "-",
+        scheme: s.scheme,
+        protocol: "HTTP/1.1",
+        host: "-",
+        target: "-",
+        status,
+        bytes: 0,
+        duration: Duration::ZERO,
+        upstream: None,
+        upstream_time: None,
+        cache: "-",
+        route: None,
+        refused: "-",
+        rule: None,
+        referer: None,
+        user_agent: None,
+        complete: true,
+    };
+    crate::logs::access(&line, format);
 }
 
 /// Whether h2 ended the connection with ENHANCE_YOUR_CALM: its own flood
