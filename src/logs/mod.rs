@@ -241,7 +241,7 @@ struct ErrorLine;
 impl io::Write for ErrorLine {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some(logs) = LOGS.get() {
-            logs.error.load().line(&one_line(buf, logs.ansi));
+            logs.error.load().line(&one_line(buf, logs.ansi, logs.json));
         }
         Ok(buf.len())
     }
@@ -252,9 +252,11 @@ impl io::Write for ErrorLine {
 }
 
 /// An event as one line: control bytes in it (a newline an origin's error
-/// message carried, a terminal escape) become `\xHH`, as in the access log;
-/// the colour codes relais adds itself stay when the log is in colour.
-fn one_line(event: &[u8], ansi: bool) -> Vec<u8> {
+/// message carried, a terminal escape) become `\xHH`, as in the access log
+/// (in JSON, which has no `\x`, `\u00HH`: the JSON formatter has escaped all
+/// but DEL and the C1 controls); the colour codes relais adds itself stay when
+/// the log is in colour.
+fn one_line(event: &[u8], ansi: bool, json: bool) -> Vec<u8> {
     let body = event.strip_suffix(b"\n").unwrap_or(event);
     let mut out = Vec::with_capacity(body.len() + 1);
     let mut i = 0;
@@ -264,8 +266,14 @@ fn one_line(event: &[u8], ansi: bool) -> Vec<u8> {
         let c1 = b == 0xc2 && body.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n));
         if (b < 0x20 && !(b == 0x1b && ansi) && b != b'\t') || b == 0x7f || c1 {
             let n = if c1 { 2 } else { 1 };
-            for &x in &body[i..i + n] {
-                out.extend_from_slice(format!("\\x{x:02X}").as_bytes());
+            if json {
+                // The character, not its UTF-8 bytes: C2 9B is U+009B.
+                let c = if c1 { u32::from(body[i + 1]) } else { u32::from(b) };
+                out.extend_from_slice(format!("\\u{c:04X}").as_bytes());
+            } else {
+                for &x in &body[i..i + n] {
+                    out.extend_from_slice(format!("\\x{x:02X}").as_bytes());
+                }
             }
             i += n;
         } else {
@@ -283,10 +291,21 @@ mod tests {
 
     #[test]
     fn an_error_event_stays_one_line() {
-        let out = one_line(b"origin said \"a\nb\r\" \x1b[2J \xc2\x9b done\n", false);
+        let out = one_line(b"origin said \"a\nb\r\" \x1b[2J \xc2\x9b done\n", false, false);
         assert_eq!(out, b"origin said \"a\\x0Ab\\x0D\" \\x1B[2J \\xC2\\x9B done\n");
-        let coloured = one_line(b"\x1b[2mtime\x1b[0m a\nb\n", true);
+        let coloured = one_line(b"\x1b[2mtime\x1b[0m a\nb\n", true, false);
         assert_eq!(coloured, b"\x1b[2mtime\x1b[0m a\\x0Ab\n");
-        assert_eq!(one_line("d\u{e9}j\u{e0} vu\n".as_bytes(), false), "d\u{e9}j\u{e0} vu\n".as_bytes());
+        assert_eq!(one_line("d\u{e9}j\u{e0} vu\n".as_bytes(), false, false), "d\u{e9}j\u{e0} vu\n".as_bytes());
+    }
+
+    #[test]
+    fn a_json_event_stays_json() {
+        // What tracing's JSON formatter leaves: DEL and the C1 controls as they are.
+        let event = "{\"fields\":{\"message\":\"a\u{7f}b\u{9b}c\u{e9}\"}}\n";
+        let out = one_line(event.as_bytes(), false, true);
+        let line = std::str::from_utf8(&out).unwrap();
+        assert!(line.ends_with('\n') && line.bytes().all(|b| b != 0x7f), "{line:?}");
+        let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(parsed["fields"]["message"], "a\u{7f}b\u{9b}c\u{e9}");
     }
 }
