@@ -78,20 +78,20 @@ LUA
 sed -i "1i MODE = \"$MODE\"" "$run/flood.lua"
 rss() { awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$relais/status"; }
 stats() {
-    curl -s 127.0.0.1:18192/stats | python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["requests"]["total"], d["cache"]["disk"]["entries"], d["disk_writes_skipped"])'
+    curl -s 127.0.0.1:18192/stats | python3 -c 'import json, sys; d = json.load(sys.stdin); c = d["cache"]; print(d["requests"]["total"], c["disk"]["entries"], d["disk_writes_skipped"], c["memory"]["entries"], c["memory"]["bytes"] >> 20)'
 }
 echo "relais: memory_capacity $MEMORY, fill_memory $FILL, disk_write_backlog $BACKLOG; new $MODE per request, $CONNS connections, ${DURATION}s"
 echo "RSS at start: $(rss) MiB"
-printf '%8s %10s %12s %14s %14s\n' seconds "RSS MiB" requests "disk entries" "disk skipped"
+printf '%8s %10s %12s %14s %14s %16s %14s\n' seconds "RSS MiB" requests "disk entries" "disk skipped" "memory entries" "memory MiB"
 taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$run/flood.lua" http://127.0.0.1:18190/ >"$run/wrk.out" &
 wrk=$!
 peak=0 t=0
 while kill -0 "$wrk" 2>/dev/null; do
     sleep "$STEP"; t=$((t + STEP))
     r=$(rss); ((r > peak)) && peak=$r
-    read -r total disk skipped < <(stats)
-    printf '%8s %10s %12s %14s %14s\n' "$t" "$r" "$total" "$disk" "$skipped"
+    read -r total disk skipped mem mem_mib < <(stats)
+    printf '%8s %10s %12s %14s %14s %16s %14s\n' "$t" "$r" "$total" "$disk" "$skipped" "$mem" "$mem_mib"
 done
 sleep 2
-read -r total disk skipped < <(stats)
+read -r total disk skipped mem mem_mib < <(stats)
 echo "peak RSS ${peak} MiB; after the flood $(rss) MiB with $disk entries on disk ($total requests, $skipped kept in memory only)"

@@ -226,9 +226,9 @@ impl Cache {
     async fn persist(&self, epoch: u64, key: String, value: Arc<Stored>, meta: serde_json::Value, body: bytes::Bytes) {
         let Some(disk) = &self.disk else { return };
         // A body larger than the whole backlog needs all of it free. Each write counts
-        // at least 4KiB: its metadata and task wait too, and a small entry's cost is
-        // its files, not its bytes.
-        let need = u32::try_from(body.len()).unwrap_or(u32::MAX).max(4096).min(self.disk_backlog_bytes);
+        // its body and 12KiB: what waits with it (its metadata as a JSON tree, its
+        // task, the entry it keeps alive) measured about that (`benches/flood.sh`).
+        let need = u32::try_from(body.len()).unwrap_or(u32::MAX).saturating_add(12 * 1024).min(self.disk_backlog_bytes);
         let Ok(_writing) = self.disk_backlog.try_acquire_many(need) else {
             self.metrics.disk_write_skipped();
             tracing::debug!(key, "disk write backlog full; entry kept in memory only");
