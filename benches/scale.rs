@@ -114,6 +114,7 @@ fn main() {
             rss.saturating_sub(before) as f64 / entries as f64,
             before as f64 / 1e6
         );
+        cache.close();
         drop(cache);
     });
     // A restart: a new runtime, the same directory.
