@@ -52,7 +52,9 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::spawn(Watched::new(fut, self.send_timeout));
+        // Boxed: a stream's future is several KiB, which tokio would otherwise
+        // copy into its task and again each time it sets the task's stage.
+        tokio::spawn(Watched::new(Box::pin(fut), self.send_timeout));
     }
 }
 
