@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::Response;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::os::unix::fs::FileExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::body::{Body, BoxError};
@@ -157,9 +157,9 @@ impl Buffering {
         let (out_tx, out_rx) = mpsc::channel(2);
         let file = match self.file_max {
             0 => None,
-            _ => temp_file(&self.dir).map_err(|e| tracing::warn!(dir = %self.dir.display(), error = %e, "no temp file for buffering; memory only")).ok(),
+            _ => Spill::create(&self.dir).map_err(|e| tracing::warn!(dir = %self.dir.display(), error = %e, "no temp file for buffering; memory only")).ok(),
         };
-        let (writer, reader) = file.map_or((None, None), |(w, r)| (Some(w), Some(r)));
+        let (writer, reader) = (file.clone(), file);
         let disk = Arc::new(std::sync::Mutex::new(Held { budget: self.disk.responses.clone(), bytes: 0 }));
         let ahead = ReadAhead {
             own: Arc::new(Semaphore::new(self.per_response as usize)),
@@ -200,7 +200,7 @@ impl Buffering {
         let (mut memory, mut held) = (Vec::new(), 0usize);
         // `held` bytes of `buffering.memory`, given back when the body has been sent.
         let mut permits: Option<OwnedSemaphorePermit> = None;
-        let mut file: Option<(tokio::fs::File, tokio::fs::File)> = None;
+        let mut file: Option<Spill> = None;
         let mut filed = 0u64;
         let mut trailers = None;
         while let Some(frame) = body.frame().await {
@@ -222,22 +222,16 @@ impl Buffering {
                 return Err(RequestError::NoRoom { ever: to_file > self.request_disk });
             }
             if file.is_none() {
-                file = Some(temp_file(&self.dir).map_err(|e| RequestError::Body(e.into()))?);
+                file = Some(Spill::create(&self.dir).map_err(|e| RequestError::Body(e.into()))?);
             }
-            if let Some((w, _)) = file.as_mut() {
-                w.write_all(&data).await.map_err(|e| RequestError::Body(e.into()))?;
+            let n = data.len() as u64;
+            if let Some(spill) = file.as_mut() {
+                spill.append(data).await.map_err(|e| RequestError::Body(e.into()))?;
             }
-            filed += data.len() as u64;
+            filed += n;
         }
         let len = held as u64 + filed;
         let (tx, rx) = mpsc::channel(2);
-        let reader = match file {
-            Some((mut w, r)) => {
-                w.flush().await.map_err(|e| RequestError::Body(e.into()))?;
-                Some(r)
-            }
-            None => None,
-        };
         tokio::spawn(async move {
             // The file's share of the budget goes when the file does, the memory's with the task.
             let _held = (room, permits);
@@ -246,14 +240,14 @@ impl Buffering {
                     return;
                 }
             }
-            if let Some(mut r) = reader {
+            if let Some(mut spill) = file {
                 let mut left = filed;
                 while left > 0 {
-                    let mut buf = vec![0u8; left.min(64 * 1024) as usize];
-                    let read = r.read_exact(&mut buf).await.map_err(|e| Box::new(e) as BoxError);
+                    let n = left.min(64 * 1024);
+                    let read = spill.read(n as usize).await.map_err(|e| Box::new(e) as BoxError);
                     let failed = read.is_err();
-                    left -= buf.len() as u64;
-                    if tx.send(read.map(|_| Frame::data(Bytes::from(buf)))).await.is_err() || failed {
+                    left -= n;
+                    if tx.send(read.map(Frame::data)).await.is_err() || failed {
                         return;
                     }
                 }
@@ -325,7 +319,7 @@ struct ReadAhead {
 impl ReadAhead {
     /// Reads the origin's body to its end, or until the client is gone (at
     /// once, not at the origin's next piece, which may never come).
-    async fn read(self, mut body: Body, mut file: Option<tokio::fs::File>, tx: mpsc::UnboundedSender<Piece>) {
+    async fn read(self, mut body: Body, mut file: Option<Spill>, tx: mpsc::UnboundedSender<Piece>) {
         let mut filed_total = 0u64;
         loop {
             let frame = tokio::select! {
@@ -365,19 +359,14 @@ impl ReadAhead {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .more(data.len() as u64, self.disk_limit) =>
                 {
-                    let Some(f) = file.as_mut() else { return };
-                    // Flushed, so the reading handle finds it (tokio buffers file writes).
-                    if let Err(e) = async {
-                        f.write_all(&data).await?;
-                        f.flush().await
-                    }
-                    .await
-                    {
+                    let Some(spill) = file.as_mut() else { return };
+                    let n = data.len();
+                    if let Err(e) = spill.append(data).await {
                         let _ = tx.send(Piece::Failed(Box::new(e)));
                         return;
                     }
-                    filed_total += data.len() as u64;
-                    Piece::File(data.len())
+                    filed_total += n as u64;
+                    Piece::File(n)
                 }
                 // Both full: wait for the client, as without buffering.
                 _ => {
@@ -399,7 +388,7 @@ impl ReadAhead {
 /// Passes the pieces on to the client in order, reading filed ones back.
 async fn drain(
     mut pieces: mpsc::UnboundedReceiver<Piece>,
-    mut file: Option<tokio::fs::File>,
+    mut file: Option<Spill>,
     out: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
     // The file's share of `response_disk`, given back once it is read back or abandoned.
     _disk: Arc<std::sync::Mutex<Held>>,
@@ -415,12 +404,11 @@ async fn drain(
             Piece::Memory(data, _permits) => Ok(Frame::data(data)),
             Piece::Trailers(trailers) => Ok(Frame::trailers(trailers)),
             Piece::File(n) => {
-                let mut buf = vec![0u8; n];
                 let read = match file.as_mut() {
-                    Some(f) => f.read_exact(&mut buf).await.map(|_| ()),
+                    Some(spill) => spill.read(n).await,
                     None => Err(io::Error::other("no temp file")),
                 };
-                read.map(|()| Frame::data(Bytes::from(buf))).map_err(|e| Box::new(e) as BoxError)
+                read.map(Frame::data).map_err(|e| Box::new(e) as BoxError)
             }
             Piece::Failed(e) => Err(e),
         };
@@ -431,12 +419,46 @@ async fn drain(
     }
 }
 
-/// A temp file already unlinked: one handle to append, one to read back.
-fn temp_file(dir: &std::path::Path) -> io::Result<(tokio::fs::File, tokio::fs::File)> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let path = dir.join(format!("relais-buffer-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
-    let writer = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-    let reader = std::fs::File::open(&path);
-    let _ = std::fs::remove_file(&path);
-    Ok((tokio::fs::File::from_std(writer), tokio::fs::File::from_std(reader?)))
+/// A temp file already unlinked, written at its end and read back from its
+/// start on a blocking thread, straight from and into the pieces themselves:
+/// tokio's `File` would copy each piece and keep a buffer of its size for the
+/// file's life (about 100 KiB for each paused upload).
+#[derive(Clone)]
+struct Spill {
+    file: Arc<std::fs::File>,
+    written: u64,
+    read: u64,
+}
+
+impl Spill {
+    fn create(dir: &std::path::Path) -> io::Result<Spill> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let path = dir.join(format!("relais-buffer-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let _ = std::fs::remove_file(&path);
+        Ok(Spill { file: Arc::new(file), written: 0, read: 0 })
+    }
+
+    async fn append(&mut self, data: Bytes) -> io::Result<()> {
+        let (file, at, n) = (self.file.clone(), self.written, data.len() as u64);
+        blocking(move || file.write_all_at(&data, at)).await?;
+        self.written += n;
+        Ok(())
+    }
+
+    /// The next `n` bytes written.
+    async fn read(&mut self, n: usize) -> io::Result<Bytes> {
+        let (file, at) = (self.file.clone(), self.read);
+        let data = blocking(move || {
+            let mut buf = vec![0u8; n];
+            file.read_exact_at(&mut buf, at).map(|()| Bytes::from(buf))
+        })
+        .await?;
+        self.read += n as u64;
+        Ok(data)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(io::Error::other(e)))
 }
