@@ -22,12 +22,12 @@
 //! ```
 
 pub mod admin;
-pub mod body;
 pub mod cache;
 pub mod compress;
 pub mod config;
 pub mod demo;
 pub mod guard;
+pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod proxy;

@@ -23,10 +23,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::body::Body;
 use crate::cache::purge::Target;
 use crate::cache::{Cache, Stored, key};
 use crate::guard::Guard;
+use crate::http::body::Body;
 use crate::metrics::{Metrics, PurgeMode};
 use crate::proxy::Pipeline;
 

@@ -218,7 +218,7 @@ impl Stored {
                 // A Content-Length that disagrees with the body would be a wrong answer.
                 if let Some(body) = &body
                     && map.contains_key(http::header::CONTENT_LENGTH)
-                    && crate::body::content_length(&map)? != body.len() as u64
+                    && crate::http::body::content_length(&map)? != body.len() as u64
                 {
                     return None;
                 }

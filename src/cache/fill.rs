@@ -29,7 +29,7 @@ use http::{HeaderMap, StatusCode};
 use http_body::{Frame, SizeHint};
 use tokio::sync::watch;
 
-use crate::body::BoxError;
+use crate::http::body::BoxError;
 
 /// What waiters learn about a fill once the origin has answered.
 #[derive(Clone)]

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::body::{Body, BoxError};
+use crate::http::body::{Body, BoxError};
 
 pub type Commit = Box<dyn FnOnce(Bytes) + Send + Sync>;
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::Encoding;
-use crate::body::{Body, BoxError};
+use crate::http::body::{Body, BoxError};
 
 /// Output is passed on once this much has built up.
 const OUTPUT_CHUNK: usize = 16 * 1024;

@@ -16,8 +16,8 @@ pub use encode::encode_all;
 pub use negotiate::{Encoding, accepts, choose};
 pub use stored::{Encodings, Source};
 
-use crate::body::Body;
 use crate::config::CompressionConfig;
+use crate::http::body::Body;
 
 /// `[compression]`, compiled once per configuration.
 pub struct Compression {
@@ -89,7 +89,7 @@ impl Compression {
             && !res.contains_key(header::CONTENT_RANGE)
             && res.get(header::CONTENT_ENCODING).is_none_or(|e| e.as_bytes().eq_ignore_ascii_case(b"identity"))
             && !no_transform(res)
-            && crate::body::content_length(res).is_none_or(|n| n >= self.min_length)
+            && crate::http::body::content_length(res).is_none_or(|n| n >= self.min_length)
             && self.media_type_listed(res)
     }
 

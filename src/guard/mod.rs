@@ -31,8 +31,8 @@ pub use limit::{ConnPermit, ConnZone, ReqZone};
 pub use path::{PathError, Paths, without_parameters};
 pub use rules::{Outcome, Rules};
 
-use crate::body::Body;
 use crate::config::{Config, ConfigError, RouteConfig};
+use crate::http::body::Body;
 use crate::metrics::{Metrics, Reason};
 
 /// The global part of the guard, from `[guard]`, `[admin]` and the zones.

@@ -26,8 +26,8 @@ use http_body_util::BodyExt;
 use std::os::unix::fs::FileExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::body::{Body, BoxError};
 use crate::config::BufferingConfig;
+use crate::http::body::{Body, BoxError};
 
 /// A body known to be at most this long fits the sockets' own buffers: not worth a task.
 const SMALL: u64 = 64 * 1024;

@@ -5,8 +5,8 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::Body;
 use crate::guard::Rejection;
+use crate::http::body::Body;
 use crate::metrics::Reason;
 use crate::upstream::UpstreamError;
 

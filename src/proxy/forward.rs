@@ -23,7 +23,7 @@ use super::headers::{Upgrade, add_forwarded, add_via, strip_hop_by_hop};
 use super::route::Route;
 use super::upload::{ClientBodyError, Upload};
 use super::{Conn, Pipeline, Received};
-use crate::body::Body;
+use crate::http::body::Body;
 use crate::upstream::{Outgoing, UpstreamError};
 
 /// The forwarded response and the server that answered.
@@ -180,7 +180,7 @@ fn body_error(e: &ClientBodyError) -> ProxyError {
 
 /// A failure while reading the client's body in relais (request buffering):
 /// the client's, or relais's own temp file's.
-pub fn client_error(e: &crate::body::BoxError) -> ProxyError {
+pub fn client_error(e: &crate::http::body::BoxError) -> ProxyError {
     match ClientBodyError::find(e.as_ref()) {
         Some(e) => body_error(e),
         None => {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 
-use crate::body::{Body, BoxError};
+use crate::http::body::{Body, BoxError};
 use crate::metrics::{CacheOutcome, Metrics, Reason};
 
 /// Request body bytes read so far, shared by the body being forwarded and the

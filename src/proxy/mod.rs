@@ -251,7 +251,7 @@ pub async fn handle(
     record.status = response.status();
     let (mut parts, body) = response.into_parts();
     finish(&pipeline, &record, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
-    let length = crate::body::content_length(&parts.headers);
+    let length = crate::http::body::content_length(&parts.headers);
     Ok(Response::from_parts(parts, LoggedBody::new(body, length, Some(record))))
 }
 
@@ -266,8 +266,8 @@ async fn compress(
     p: &Pipeline,
     method: &http::Method,
     accept: &http::HeaderMap,
-    mut response: Response<crate::body::Body>,
-) -> Response<crate::body::Body> {
+    mut response: Response<crate::http::body::Body>,
+) -> Response<crate::http::body::Body> {
     let c = &p.compression;
     if let Some(e) = c.to_decode(response.status(), accept, response.headers()) {
         let head = *method == http::Method::HEAD;
@@ -294,7 +294,7 @@ async fn compress(
     let stored = response.extensions().get::<crate::compress::Source>().cloned();
     match stored {
         // A cached body sent whole: its stored copy in `e`.
-        Some(source) if matches!(response.body(), crate::body::Body::Full { .. }) => {
+        Some(source) if matches!(response.body(), crate::http::body::Body::Full { .. }) => {
             crate::compress::encode_stored(response, &source, e, c)
         }
         _ => crate::compress::encode(response, e, c.level(e)),
@@ -341,7 +341,7 @@ static SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 static CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
 struct Answer {
-    response: Response<crate::body::Body>,
+    response: Response<crate::http::body::Body>,
     upstream: Option<Arc<str>>,
     /// What the cache did; None when it was not reached (a redirect).
     status: Option<CacheStatus>,
@@ -406,7 +406,7 @@ async fn respond<'a>(
         && let Some(authorization) = pipeline.issued.token(token)
     {
         // An ACME http-01 validation of a certificate relais is obtaining.
-        let mut res = Response::new(crate::body::Body::full(authorization));
+        let mut res = Response::new(crate::http::body::Body::full(authorization));
         res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return Ok(Answer { response: res, upstream: None, status: None });
     }
@@ -448,7 +448,7 @@ const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 /// slash (its parameters, if any, dropped), query kept, as nginx answers
 /// `/private` for `location /private/`. The Location is relative: it repeats
 /// nothing the client sent but the query.
-fn to_directory(directory: &str, uri: &http::Uri) -> Result<Response<crate::body::Body>, ProxyError> {
+fn to_directory(directory: &str, uri: &http::Uri) -> Result<Response<crate::http::body::Body>, ProxyError> {
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let location = HeaderValue::try_from(format!("{directory}{query}"))
         .map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;
@@ -462,13 +462,13 @@ fn redirect_to_https(
     pipeline: &Pipeline,
     authority: Option<&target::Authority>,
     uri: &http::Uri,
-) -> Result<Response<crate::body::Body>, ProxyError> {
+) -> Result<Response<crate::http::body::Body>, ProxyError> {
     let host = authority.ok_or(ProxyError::BadRequest("no host to redirect to"))?.host();
     let port = pipeline.https_port.filter(|&p| p != 443).map(|p| format!(":{p}")).unwrap_or_default();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let location = HeaderValue::try_from(format!("https://{host}{port}{path}"))
         .map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;
-    let mut res = Response::new(crate::body::Body::empty());
+    let mut res = Response::new(crate::http::body::Body::empty());
     *res.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
     res.headers_mut().insert(http::header::LOCATION, location);
     Ok(res)

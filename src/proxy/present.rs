@@ -22,7 +22,7 @@ use http_body::{Frame, SizeHint};
 
 use cache_policy::{ByteRange, Ranged};
 
-use crate::body::{Body, BoxError};
+use crate::http::body::{Body, BoxError};
 
 /// Cuts `res` (a full 200, a stored or fetched part, or any other status,
 /// passed as is) to what `req` asked for.
@@ -30,7 +30,7 @@ pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
     if res.status() == StatusCode::PARTIAL_CONTENT {
         // A part is cut only when its body is the range it claims: one that
         // disagrees (an origin's lie) is passed on as it came.
-        let length = crate::body::content_length(res.headers());
+        let length = crate::http::body::content_length(res.headers());
         return match (cache_policy::content_range(res.headers()), client_range(req, res.headers(), None)) {
             (Some(part), Some(Ranged::One(want))) if part.covers(&want) && length.is_none_or(|n| n == part.len()) => {
                 cut(req, res, want, want.start - part.start)
@@ -47,7 +47,7 @@ pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
         keep_304_headers(&mut parts.headers);
         return Response::from_parts(parts, Body::empty());
     }
-    let Some(len) = crate::body::content_length(res.headers()) else { return head_only(req, res) };
+    let Some(len) = crate::http::body::content_length(res.headers()) else { return head_only(req, res) };
     match client_range(req, res.headers(), Some(len)) {
         Some(Ranged::One(want)) => cut(req, res, want, want.start),
         Some(Ranged::Unsatisfiable) => unsatisfiable(res, len),

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::Received;
-use crate::body::BoxError;
+use crate::http::body::BoxError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBodyError {

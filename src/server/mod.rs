@@ -42,8 +42,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::body::BoxError;
 use crate::config::Config;
+use crate::http::body::BoxError;
 use crate::metrics::{Metrics, Reason};
 use crate::proxy::{self, Conn, Pipeline};
 use crate::tls::Tls;

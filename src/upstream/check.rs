@@ -20,8 +20,8 @@ use http::{Request, Uri, header};
 use http_body_util::BodyExt;
 
 use super::{Server, Upstream};
-use crate::body::Body;
 use crate::config::HealthCheck;
+use crate::http::body::Body;
 
 /// A body is read this far for `expect_body`.
 const BODY_LIMIT: usize = 64 * 1024;

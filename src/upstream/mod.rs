@@ -28,7 +28,7 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 
-use crate::body::Body;
+use crate::http::body::Body;
 use arc_swap::ArcSwap;
 
 use crate::config::{Protocol, ServerAddress, ServerEntry, UpstreamConfig};

@@ -27,7 +27,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::connect::{Connector, Endpoint, Stream};
-use crate::body::{Body, BoxError};
+use crate::http::body::{Body, BoxError};
 
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send + Sync>>;
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 
-use crate::body::{Body, BoxError};
+use crate::http::body::{Body, BoxError};
 
 /// Wraps `body` so that the returned [`Sent`] resolves once it has ended,
 /// failed or been dropped by the connection.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{Body, BoxError};
+use crate::http::body::{Body, BoxError};
 
 /// `body`, from `server`, failing once it has kept its reader waiting for `timeout`.
 pub fn limit(body: Body, timeout: Duration, server: Arc<str>) -> Body {

@@ -30,10 +30,10 @@ use super::forward::{forward, request_body};
 use super::present::{self, present};
 use super::route::Route;
 use super::{Conn, Pipeline};
-use crate::body::Body;
 use crate::cache::fill::{Fill, Head, Leader, Role};
 use crate::cache::tee::{Storing, TeeBody};
 use crate::cache::{Cache, Entry, Stored, VaryRecord, key};
+use crate::http::body::Body;
 use crate::metrics::WaitEnd;
 
 mod slice;
@@ -532,7 +532,7 @@ async fn complete(ask: &Ask, slot: Slot, stored: Arc<Stored>, status: CacheStatu
     }
     let fits = cache_policy::content_range(&parts.headers) == Some(piece)
         && parts.headers.get(header::ETAG) == Some(&etag)
-        && crate::body::content_length(&parts.headers).is_none_or(|n| n == piece.len());
+        && crate::http::body::content_length(&parts.headers).is_none_or(|n| n == piece.len());
     if !fits {
         drop(body);
         return Box::pin(fetch(ask, slot, status)).await;
@@ -542,9 +542,9 @@ async fn complete(ask: &Ask, slot: Slot, stored: Arc<Stored>, status: CacheStatu
     parts.headers.remove(header::CONTENT_RANGE);
     parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(piece.total));
     let body = if piece.start == 0 {
-        crate::body::chain(body, Body::full(entry.body.clone()))
+        crate::http::body::chain(body, Body::full(entry.body.clone()))
     } else {
-        crate::body::chain(Body::full(entry.body.clone()), body)
+        crate::http::body::chain(Body::full(entry.body.clone()), body)
     };
     Ok(store(ask, slot, Response::from_parts(parts, body), fwd.server, times, status.detail("completed")))
 }
@@ -580,7 +580,7 @@ fn store(
             return pass(res_parts, body, status.detail(reason.as_str()));
         }
     };
-    let expected = crate::body::content_length(&res_parts.headers);
+    let expected = crate::http::body::content_length(&res_parts.headers);
     // A part is kept only if its body is exactly the range it claims.
     let part =
         cache_policy::content_range(&res_parts.headers).filter(|_| res_parts.status == StatusCode::PARTIAL_CONTENT);

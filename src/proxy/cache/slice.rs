@@ -14,7 +14,7 @@
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::body::BoxError;
+use crate::http::body::BoxError;
 use cache_policy::Ranged;
 
 /// Answers a GET or HEAD on a sliced route.
