@@ -36,7 +36,7 @@ impl RealIp {
     pub fn new(c: &RealIpConfig) -> RealIp {
         RealIp {
             trusted: Access::new(&c.trusted.0, &[]),
-            xff: c.header.0 == crate::proxy::headers::X_FORWARDED_FOR,
+            xff: c.header.0 == crate::http::names::X_FORWARDED_FOR,
             header: c.header.0.clone(),
         }
     }

@@ -1,4 +1,6 @@
 //! The ground floor every layer stands on, beside `config/` and `metrics.rs`:
-//! the one body type. It imports no stage.
+//! the one body type and the header names shared between layers. It imports
+//! no stage.
 
 pub mod body;
+pub mod names;

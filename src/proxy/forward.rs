@@ -123,7 +123,7 @@ fn prepare_request_headers(
     match &conn.forwarded_for {
         // The chain `real_ip` read, ending with the client.
         Some(chain) => {
-            headers.insert(super::headers::X_FORWARDED_FOR.clone(), chain.clone());
+            headers.insert(crate::http::names::X_FORWARDED_FOR.clone(), chain.clone());
             add_forwarded(headers, None, conn.proto, host);
         }
         None => add_forwarded(headers, Some(conn.client), conn.proto, host),

@@ -315,8 +315,8 @@ fn finish(
     }
     if !pipeline.config.cache.expose_tag_headers {
         // Stored with the entry (for purge by tag), not shown to clients.
-        headers.remove(SURROGATE_KEY.clone());
-        headers.remove(CACHE_TAG.clone());
+        headers.remove(&crate::http::names::SURROGATE_KEY);
+        headers.remove(&crate::http::names::CACHE_TAG);
     }
     for name in &pipeline.hide_targeted {
         headers.remove(name);
@@ -337,8 +337,6 @@ fn finish(
 }
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-static SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
-static CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
 struct Answer {
     response: Response<crate::http::body::Body>,
