@@ -9,8 +9,9 @@
 //! ([`Guard::check`]), then after routing the route's methods, lists and rules
 //! ([`RouteGuard::check`]) and its limits ([`RouteGuard::admit`]); zones that
 //! do not count cache hits are asked only on the way to the origin
-//! ([`RouteGuard::admit_origin`]). A refusal is a [`Rejection`]: a status,
-//! a short body, and its reason for the metrics and the access log.
+//! ([`RouteGuard::admit_origin`]). A refusal is a [`Rejection`], a value: a
+//! status, a short body, and its reason for the metrics and the access log;
+//! `proxy/` turns it into the response.
 
 mod access;
 mod client;
@@ -22,8 +23,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Response, StatusCode, Uri};
+use http::header::{HeaderMap, HeaderValue};
+use http::{Method, StatusCode, Uri};
 
 pub use access::{Access, Verdict};
 pub use client::Client;
@@ -32,7 +33,6 @@ pub use path::{PathError, Paths, without_parameters};
 pub use rules::{Outcome, Rules};
 
 use crate::config::{Config, ConfigError, RouteConfig};
-use crate::http::body::Body;
 use crate::metrics::{Metrics, Reason};
 
 /// The global part of the guard, from `[guard]`, `[admin]` and the zones.
@@ -266,15 +266,19 @@ impl RouteGuard {
     }
 }
 
-/// A request the guard refused: the status and short body the client gets,
-/// and the reason counted and logged.
+/// A request the guard refused, as data: the status and short body the
+/// client gets, and the reason counted and logged. `proxy/` makes the
+/// response (`proxy::error`); the guard never builds one.
 #[derive(Debug)]
 pub struct Rejection {
     pub reason: Reason,
     pub status: StatusCode,
-    body: Option<Arc<str>>,
-    retry_after: Option<u64>,
-    allow: Option<HeaderValue>,
+    /// The body instead of the status line (a rule's `body`, a path's fault).
+    pub body: Option<Arc<str>>,
+    /// Seconds for `Retry-After` (a rate zone that refused).
+    pub retry_after: Option<u64>,
+    /// The route's methods, for `Allow` with a 405.
+    pub allow: Option<HeaderValue>,
     /// The rule that refused, for the log.
     pub rule: Option<Arc<str>>,
 }
@@ -298,25 +302,5 @@ impl Rejection {
 
     fn rule(self, name: &Arc<str>) -> Rejection {
         Rejection { rule: Some(name.clone()), ..self }
-    }
-
-    /// The answer: the rule's body, or the status line.
-    pub fn response(&self) -> Response<Body> {
-        let mut res = crate::proxy::error_response(self.status);
-        if let Some(body) = &self.body {
-            let mut text = body.to_string();
-            if !text.ends_with('\n') {
-                text.push('\n');
-            }
-            *res.body_mut() = Body::full(text);
-        }
-        let h = res.headers_mut();
-        if let Some(s) = self.retry_after {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        if let Some(allow) = &self.allow {
-            h.insert(header::ALLOW, allow.clone());
-        }
-        res
     }
 }

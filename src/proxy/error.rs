@@ -78,7 +78,7 @@ impl ProxyError {
 
     pub fn into_response(self) -> Response<Body> {
         match self {
-            ProxyError::Rejected(r) => r.response(),
+            ProxyError::Rejected(r) => rejection_response(&r),
             ProxyError::NoRoomForBody => {
                 let mut res = error_response(StatusCode::INSUFFICIENT_STORAGE);
                 *res.body_mut() =
@@ -88,6 +88,26 @@ impl ProxyError {
             e => error_response(e.status()),
         }
     }
+}
+
+/// What a client refused by the guard gets: the rule's body, or the status line.
+fn rejection_response(r: &Rejection) -> Response<Body> {
+    let mut res = error_response(r.status);
+    if let Some(body) = &r.body {
+        let mut text = body.to_string();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        *res.body_mut() = Body::full(text);
+    }
+    let h = res.headers_mut();
+    if let Some(s) = r.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if let Some(allow) = &r.allow {
+        h.insert(header::ALLOW, allow.clone());
+    }
+    res
 }
 
 /// A short plain-text response for `status`.
