@@ -63,6 +63,8 @@ pub struct Handle {
     tls_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
     shared: Arc<ArcSwap<Pipeline>>,
+    /// What the listeners read of the configuration in force, swapped with `shared`.
+    conns: Arc<ArcSwap<server::ConnSettings>>,
     metrics: Arc<metrics::Metrics>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -102,6 +104,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     };
     let pipeline = Pipeline::new(config, &lasting, None)?;
     cache.index_disk();
+    let conns = Arc::new(ArcSwap::from_pointee(conn_settings(&pipeline)));
     let shared = Arc::new(ArcSwap::from_pointee(pipeline));
     let (stop, stopped) = watch::channel(false);
     // Stored certificates are in place before the first handshake.
@@ -112,10 +115,10 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     });
     let mut tasks = JoinSet::new();
     for l in listeners {
-        tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), server::Listener::Plain));
+        tasks.spawn(server::serve(l, shared.clone(), conns.clone(), stopped.clone(), server::Listener::Plain));
     }
     for l in tls_listeners {
-        tasks.spawn(server::serve(l, shared.clone(), stopped.clone(), server::Listener::Tls));
+        tasks.spawn(server::serve(l, shared.clone(), conns.clone(), stopped.clone(), server::Listener::Tls));
     }
     // The configured files, which an operator replaces (ACME renews its own and logs its failures).
     let configured = {
@@ -127,17 +130,27 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         tasks.spawn(tls::acme::run(acme, names, issued, metrics.clone(), stopped.clone()));
     }
     let reload = {
-        let (shared, metrics) = (shared.clone(), metrics.clone());
-        Box::new(move || reload_from_source(&shared, &metrics))
+        let (shared, conns, metrics) = (shared.clone(), conns.clone(), metrics.clone());
+        Box::new(move || reload_from_source(&shared, &conns, &metrics))
     };
     let admin = Arc::new(admin::Admin { shared: shared.clone(), metrics: metrics.clone(), reload });
-    tasks.spawn(admin::serve(admin_listener, admin, stopped));
-    Ok(Handle { addrs, tls_addrs, admin_addr, shared, metrics, stop, tasks })
+    tasks.spawn(admin::serve(admin_listener, admin, conns.clone(), stopped));
+    Ok(Handle { addrs, tls_addrs, admin_addr, shared, conns, metrics, stop, tasks })
+}
+
+/// What the listeners read of a pipeline's configuration.
+fn conn_settings(p: &Pipeline) -> server::ConnSettings {
+    server::ConnSettings::new(&p.config, p.tls.clone(), p.metrics.clone())
 }
 
 /// Swaps in a new, validated configuration for new requests; refused (and the
 /// running one kept) when a file it names cannot be used.
-fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Config) -> Result<(), ConfigError> {
+fn apply(
+    shared: &ArcSwap<Pipeline>,
+    conns: &ArcSwap<server::ConnSettings>,
+    metrics: &Arc<metrics::Metrics>,
+    config: Config,
+) -> Result<(), ConfigError> {
     let current = shared.load();
     let tls_listen = |c: &Config| c.server.tls.as_ref().map(|t| t.listen.clone());
     if config.server.listen != current.config.server.listen || tls_listen(&config) != tls_listen(&current.config) {
@@ -174,6 +187,7 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Co
         }
     };
     logs.commit();
+    conns.store(Arc::new(conn_settings(&next)));
     shared.store(Arc::new(next));
     for warning in warnings {
         tracing::warn!("{warning}");
@@ -185,13 +199,17 @@ fn apply(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>, config: Co
 
 /// Re-reads the file the running configuration came from; a bad file is
 /// rejected and the running configuration stays.
-fn reload_from_source(shared: &ArcSwap<Pipeline>, metrics: &Arc<metrics::Metrics>) -> Result<(), String> {
+fn reload_from_source(
+    shared: &ArcSwap<Pipeline>,
+    conns: &ArcSwap<server::ConnSettings>,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<(), String> {
     let Some(path) = shared.load().config.source.clone() else {
         metrics.reload(false);
         return Err("the running configuration was not read from a file".into());
     };
     match Config::load(&path) {
-        Ok(config) => apply(shared, metrics, config).map_err(|e| e.to_string()),
+        Ok(config) => apply(shared, conns, metrics, config).map_err(|e| e.to_string()),
         Err(e) => {
             metrics.reload(false);
             tracing::error!("reload rejected, keeping the running configuration: {e}");
@@ -224,12 +242,12 @@ impl Handle {
             self.metrics.reload(false);
             return Err(e);
         }
-        apply(&self.shared, &self.metrics, config)
+        apply(&self.shared, &self.conns, &self.metrics, config)
     }
 
     /// Re-reads the configuration file (what SIGHUP and `POST /reload` do).
     pub fn reload_from_source(&self) -> Result<(), String> {
-        reload_from_source(&self.shared, &self.metrics)
+        reload_from_source(&self.shared, &self.conns, &self.metrics)
     }
 
     /// The cache shared by every configuration this proxy runs.

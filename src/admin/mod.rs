@@ -40,8 +40,12 @@ pub struct Admin {
 
 /// Serves the admin API on `listener` until `stop` changes, with the client
 /// listeners' connection limits and timeouts.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: watch::Receiver<bool>) {
-    let shared = admin.shared.clone();
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    conns: Arc<ArcSwap<crate::server::ConnSettings>>,
+    stop: watch::Receiver<bool>,
+) {
     let make = move |conn: Arc<crate::proxy::Conn>| {
         let admin = admin.clone();
         move |req| {
@@ -49,7 +53,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: watch::Receiv
             async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
         }
     };
-    crate::server::accept(listener, shared, stop, crate::server::Listener::Admin, make).await;
+    crate::server::accept(listener, conns, stop, crate::server::Listener::Admin, make).await;
 }
 
 async fn handle(admin: &Admin, peer: std::net::IpAddr, req: Request<Incoming>) -> Response<Body> {

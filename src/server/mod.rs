@@ -16,7 +16,9 @@
 //!
 //! Each connection reads the current [`Pipeline`] per request, so a reload
 //! applies to the next request even on a kept-alive connection, while a
-//! request in flight keeps the pipeline it started with.
+//! request in flight keeps the pipeline it started with. What the listeners
+//! themselves read of a configuration (timeouts, limits, certificates) is a
+//! [`ConnSettings`], built once with it and swapped beside it.
 
 mod activity;
 mod frames;
@@ -74,13 +76,18 @@ pub enum Listener {
 }
 
 /// Serves the proxy on `listener` until `stop` changes.
-pub async fn serve(listener: TcpListener, shared: Arc<ArcSwap<Pipeline>>, stop: watch::Receiver<bool>, kind: Listener) {
-    let pipelines = shared.clone();
+pub async fn serve(
+    listener: TcpListener,
+    pipelines: Arc<ArcSwap<Pipeline>>,
+    conns: Arc<ArcSwap<ConnSettings>>,
+    stop: watch::Receiver<bool>,
+    kind: Listener,
+) {
     let make = move |info: Arc<Conn>| {
-        let shared = pipelines.clone();
-        move |req| proxy::handle(shared.load_full(), info.clone(), req)
+        let pipelines = pipelines.clone();
+        move |req| proxy::handle(pipelines.load_full(), info.clone(), req)
     };
-    accept(listener, shared, stop, kind, make).await;
+    accept(listener, conns, stop, kind, make).await;
 }
 
 /// Accepts on `listener` until `stop` changes, serving each connection with the
@@ -89,7 +96,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<ArcSwap<Pipeline>>, stop: 
 /// `server.max_connections` open, it stops accepting until one closes.
 pub async fn accept<M, H, F, B>(
     listener: TcpListener,
-    shared: Arc<ArcSwap<Pipeline>>,
+    conns: Arc<ArcSwap<ConnSettings>>,
     mut stop: watch::Receiver<bool>,
     kind: Listener,
     make: M,
@@ -101,13 +108,12 @@ pub async fn accept<M, H, F, B>(
 {
     let mut connections = JoinSet::new();
     let mut backoff = Backoff::default();
-    // Handshakes in progress, for this listener's life (`server.tls.max_handshakes`).
-    let handshakes = {
-        let tls = shared.load().config.server.tls.clone();
-        tls.as_ref()
-            .map_or_else(|| Handshakes::new(1, 1), |t| Handshakes::new(t.max_handshakes, t.max_handshakes_per_source))
+    // Handshakes in progress and the connection cap, for this listener's life.
+    let (handshakes, slots) = {
+        let now = conns.load();
+        let (all, per_source) = now.handshakes;
+        (Handshakes::new(all, per_source), Arc::new(Semaphore::new(now.max_connections)))
     };
-    let slots = Arc::new(Semaphore::new(shared.load().config.server.max_connections.max(1)));
     let mut full = false;
     loop {
         while connections.try_join_next().is_some() {}
@@ -126,9 +132,9 @@ pub async fn accept<M, H, F, B>(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     backoff.reset();
-                    let pipeline = shared.load();
-                    let settings = Settings::of(&pipeline.config, kind);
-                    let metrics = pipeline.metrics.clone();
+                    let now = conns.load();
+                    let settings = now.settings(kind);
+                    let metrics = now.metrics.clone();
                     let opened = Opened { tcp, peer, settings, stop: stop.clone(), metrics, slot };
                     match kind {
                         Listener::Plain | Listener::Admin => {
@@ -136,7 +142,7 @@ pub async fn accept<M, H, F, B>(
                         }
                         Listener::Tls => {
                             // The certificates in force now: a reload applies to the next handshake.
-                            let Some(tls) = pipeline.tls.clone() else { continue };
+                            let Some(tls) = now.tls.clone() else { continue };
                             let handshake = Handshake { tls, places: handshakes.clone() };
                             connections.spawn(secure(opened, handshake, make.clone()));
                         }
@@ -148,7 +154,7 @@ pub async fn accept<M, H, F, B>(
         }
     }
     drop(listener);
-    let grace = shared.load().config.grace_period();
+    let grace = conns.load().grace_period;
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(?grace, left = connections.len(), "grace period over; closing remaining connections");
@@ -182,6 +188,48 @@ impl Backoff {
             tracing::warn!(failures = self.failures, "accepting again");
         }
         *self = Backoff::default();
+    }
+}
+
+/// What the listeners read of one configuration: built once with it, stored
+/// beside its pipeline on every reload, read by a connection when accepted.
+pub struct ConnSettings {
+    plain: Settings,
+    secure: Settings,
+    admin: Settings,
+    /// The TLS listeners' certificates: a reload applies to the next handshake.
+    tls: Option<Arc<Tls>>,
+    /// `server.max_connections`, read when a listener starts.
+    max_connections: usize,
+    /// `server.tls.max_handshakes` and `max_handshakes_per_source`, read when a listener starts.
+    handshakes: (usize, usize),
+    /// `server.grace_period`, read when the listener stops.
+    grace_period: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnSettings {
+    /// `tls` is the configuration's, as its pipeline built it (files read once).
+    pub fn new(config: &Config, tls: Option<Arc<Tls>>, metrics: Arc<Metrics>) -> ConnSettings {
+        let handshakes = config.server.tls.as_ref().map_or((1, 1), |t| (t.max_handshakes, t.max_handshakes_per_source));
+        ConnSettings {
+            plain: Settings::of(config, Listener::Plain),
+            secure: Settings::of(config, Listener::Tls),
+            admin: Settings::of(config, Listener::Admin),
+            tls,
+            max_connections: config.server.max_connections.max(1),
+            handshakes,
+            grace_period: config.grace_period(),
+            metrics,
+        }
+    }
+
+    fn settings(&self, kind: Listener) -> Settings {
+        match kind {
+            Listener::Plain => self.plain,
+            Listener::Tls => self.secure,
+            Listener::Admin => self.admin,
+        }
     }
 }
 
