@@ -2,7 +2,8 @@
 //! coding, and the header changes a transformed body needs.
 //!
 //! A leaf: it knows HTTP and the encoders, not the cache or the routes. The
-//! pipeline asks [`Compression::pick`] for each response and [`encode`]s it.
+//! pipeline asks [`Compression::to_decode`], [`Compression::eligible`] and
+//! [`choose`] for each response and [`encode()`]s it.
 
 mod encode;
 mod negotiate;

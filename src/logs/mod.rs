@@ -1,5 +1,5 @@
 //! The logs: the error log (everything relais says through `tracing`) and the
-//! access log (one line per request, formatted in [`access`]).
+//! access log (one line per request, formatted in [`access`](mod@access)).
 //!
 //! Both are written through a [`writer::Writer`]: a bounded buffer and a
 //! thread per destination, so a reader that is slow, stalled or gone costs
