@@ -332,7 +332,8 @@ fn summary(path: &Path, c: &Config) -> String {
             extra.push_str(" · outlier ejection");
         }
         if !u.retry_on.is_empty() {
-            extra.push_str(&format!(" · retry on {}", u.retry_on.join(", ")));
+            let on: Vec<String> = u.retry_on.iter().map(ToString::to_string).collect();
+            extra.push_str(&format!(" · retry on {}", on.join(", ")));
         }
         let _ = writeln!(s, "    {name:<12} {}: {}{extra}", u.balance.as_str(), servers.join(", "));
     }

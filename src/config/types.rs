@@ -1,12 +1,13 @@
 //! Values parsed once, when the configuration is read: header names and
-//! values, host patterns, server addresses. Each is a type that cannot hold a
-//! wrong value, so nothing built from a [`Config`](super::Config) parses it
-//! again or can panic on it.
+//! values, host patterns, server addresses, TLS names, statuses. Each is a
+//! type that cannot hold a wrong value, so nothing built from a
+//! [`Config`](super::Config) parses it again or can panic on it.
 
 use std::fmt;
 
 use http::uri::Authority;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue, StatusCode};
+use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
 /// A header field name (`x-canary`), lower-cased.
@@ -216,6 +217,66 @@ impl fmt::Display for ServerAddress {
     }
 }
 
+/// A name TLS verifies a server as (`tls.server_name`): a DNS name or an address.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TlsName(pub ServerName<'static>);
+
+impl TryFrom<String> for TlsName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ServerName::try_from(s.clone()).map(TlsName).map_err(|e| format!("{s:?} is not a DNS name or address: {e}"))
+    }
+}
+
+/// A status relais refuses a request with (`deny_status`, a zone's or a rule's
+/// `status`): 400 to 599.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u16")]
+pub struct ErrorStatus(pub StatusCode);
+
+impl TryFrom<u16> for ErrorStatus {
+    type Error = String;
+    fn try_from(code: u16) -> Result<Self, String> {
+        match StatusCode::from_u16(code) {
+            Ok(s) if (400..=599).contains(&code) => Ok(ErrorStatus(s)),
+            _ => Err(format!("{code} is not an error status (400 to 599)")),
+        }
+    }
+}
+
+impl ErrorStatus {
+    pub const fn new(s: StatusCode) -> ErrorStatus {
+        ErrorStatus(s)
+    }
+}
+
+/// Statuses as a range, `"200-399"` or `"200"` (a health check's `expect_status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, status: StatusCode) -> bool {
+        (self.low..=self.high).contains(&status.as_u16())
+    }
+}
+
+impl TryFrom<String> for StatusRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (a, b) = s.split_once('-').unwrap_or((&s, &s));
+        let range = match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+            (Ok(low), Ok(high)) if 100 <= low && low <= high && high <= 599 => Some(StatusRange { low, high }),
+            _ => None,
+        };
+        range.ok_or_else(|| format!("{s:?} is not like 200-399"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +309,13 @@ mod tests {
         let unix = ServerAddress::try_from("unix:/run/app.sock".to_string()).unwrap();
         assert_eq!(unix.unix_path(), Some(std::path::Path::new("/run/app.sock")));
         assert_eq!(unix.host_value(), "localhost");
+        assert_eq!(StatusRange::try_from("200".to_string()), Ok(StatusRange { low: 200, high: 200 }));
+        assert_eq!(StatusRange::try_from(" 200 - 399".to_string()), Ok(StatusRange { low: 200, high: 399 }));
+        for bad in ["2xx", "399-200", "200-600", "99"] {
+            assert!(StatusRange::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+        assert_eq!(ErrorStatus::try_from(429), Ok(ErrorStatus(StatusCode::TOO_MANY_REQUESTS)));
+        assert!(ErrorStatus::try_from(200).unwrap_err().contains("not an error status"));
         for (bad, says) in [
             ("localhost", "needs a port"),
             ("[::1]", "needs a port"),
