@@ -337,6 +337,7 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
     fn statuses_and_tls_names_are_parsed_as_they_are_read() {
         let up = |extra: &str| format!("[upstreams.a]\nservers=[\"https://a..b:8443\"]\n{extra}\n");
         for (toml, key, says) in [
+            (up(""), "upstreams.a.servers[0]", "tls.server_name"),
             (up("tls = { server_name = \"a..b\" }"), "upstreams.a.tls.server_name", "not a DNS name"),
             (
                 up("tls = { server_name = \"app\" }\nhealth = { path = \"/\", expect_status = \"2xx\" }"),

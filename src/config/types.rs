@@ -1,5 +1,5 @@
 //! Values parsed once, when the configuration is read: header names and
-//! values, host patterns, server addresses, TLS names, statuses. Each is a
+//! values, host patterns, server addresses and TLS names, statuses. Each is a
 //! type that cannot hold a wrong value, so nothing built from a
 //! [`Config`](super::Config) parses it again or can panic on it.
 
@@ -126,6 +126,8 @@ pub struct ServerAddress {
     authority: Authority,
     host_value: HeaderValue,
     tls: bool,
+    /// The host as a TLS name (SNI, verification), when it is one.
+    tls_name: Option<ServerName<'static>>,
     unix: Option<std::path::PathBuf>,
 }
 
@@ -144,6 +146,12 @@ impl ServerAddress {
     /// Reached over TLS.
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// The host as TLS verifies it: a DNS name or an address; `None` when it
+    /// is neither (a `https://` server then needs the upstream's `tls.server_name`).
+    pub fn tls_name(&self) -> Option<&ServerName<'static>> {
+        self.tls_name.as_ref()
     }
 
     /// The socket of a `unix:` server.
@@ -179,6 +187,7 @@ impl TryFrom<String> for ServerAddress {
                 authority: Authority::from_static("localhost"),
                 host_value: HeaderValue::from_static("localhost"),
                 tls: false,
+                tls_name: None,
             });
         }
         let (rest, tls, default) = match (s.strip_prefix("https://"), s.strip_prefix("http://")) {
@@ -207,7 +216,9 @@ impl TryFrom<String> for ServerAddress {
         let authority: Authority = format!("{host}:{port}").parse().map_err(|_| format!("{s:?} is not host:port"))?;
         let host_value = if Some(port) == default { host.to_string() } else { format!("{host}:{port}") };
         let host_value = HeaderValue::try_from(host_value).map_err(|_| format!("{s:?} is not host:port"))?;
-        Ok(ServerAddress { label: s, authority, host_value, tls, unix: None })
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let tls_name = ServerName::try_from(bare.to_string()).ok();
+        Ok(ServerAddress { label: s, authority, host_value, tls, tls_name, unix: None })
     }
 }
 
@@ -309,6 +320,9 @@ mod tests {
         let unix = ServerAddress::try_from("unix:/run/app.sock".to_string()).unwrap();
         assert_eq!(unix.unix_path(), Some(std::path::Path::new("/run/app.sock")));
         assert_eq!(unix.host_value(), "localhost");
+        let named = |s: &str| ServerAddress::try_from(s.to_string()).unwrap().tls_name().cloned();
+        assert!(matches!(named("https://[::1]:8443"), Some(ServerName::IpAddress(_))));
+        assert!(matches!(named("https://app.internal"), Some(ServerName::DnsName(_))));
         assert_eq!(StatusRange::try_from("200".to_string()), Ok(StatusRange { low: 200, high: 200 }));
         assert_eq!(StatusRange::try_from(" 200 - 399".to_string()), Ok(StatusRange { low: 200, high: 399 }));
         for bad in ["2xx", "399-200", "200-600", "99"] {

@@ -350,7 +350,8 @@ impl<'de> Deserialize<'de> for HashKey {
     }
 }
 
-/// What the types cannot check in `[upstreams.NAME]`: counts and ranges.
+/// What the types cannot check in `[upstreams.NAME]`: counts and ranges, and
+/// that every `https://` server has a name to verify.
 pub(super) fn validate(
     up: &str,
     u: &UpstreamConfig,
@@ -363,6 +364,11 @@ pub(super) fn validate(
         let key = format!("upstreams.{up}.servers[{i}]");
         if s.weight() == 0 || s.weight() > 1000 {
             return Err(bad(key, "weight must be between 1 and 1000".into()));
+        }
+        let a = s.address();
+        if a.is_tls() && a.tls_name().is_none() && u.tls.server_name.is_none() {
+            let msg = format!("{:?} is not a name TLS can verify: set tls.server_name", a.host());
+            return Err(bad(key, msg));
         }
     }
     if u.max_fails == 0 {

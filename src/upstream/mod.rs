@@ -548,15 +548,14 @@ fn order(m: &Members, key: Option<u64>) -> (Vec<usize>, bool) {
     (order, false)
 }
 
-/// Where `address` is reached. A name is resolved at each connect.
+/// Where `address` is reached. A name is resolved at each connect. The TLS
+/// name is `tls.server_name`, else the host's own (validation saw that a
+/// `https://` server has one).
 fn endpoint(address: &ServerAddress, server_name: Option<&rustls_pki_types::ServerName<'static>>) -> Endpoint {
     if let Some(path) = address.unix_path() {
         return Endpoint::Unix(path.to_path_buf());
     }
-    let name = server_name.cloned().unwrap_or_else(|| {
-        rustls_pki_types::ServerName::try_from(address.host().to_string())
-            .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("invalid").expect("a valid name"))
-    });
+    let name = server_name.or(address.tls_name()).cloned();
     Endpoint::Tcp { host: Arc::from(address.host()), port: address.port(), name }
 }
 
