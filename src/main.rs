@@ -282,7 +282,7 @@ fn summary(path: &Path, c: &Config) -> String {
     let compression = match z.enabled {
         true => format!(
             "{} from {} · copies of cached bodies up to {}",
-            z.encodings.join(", "),
+            z.encodings.iter().map(|e| e.token()).collect::<Vec<_>>().join(", "),
             z.min_length,
             z.stored_memory
         ),
@@ -350,7 +350,7 @@ fn summary(path: &Path, c: &Config) -> String {
         let guard = if guarded { " · own guard" } else { "" };
         let slice = r.cache.slice.map_or(String::new(), |sz| format!(" · slices of {sz}"));
         let mut plain = Vec::new();
-        if !r.compression && z.enabled {
+        if !r.compression.on && z.enabled {
             plain.push("no compression");
         }
         if r.request_buffering {

@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 pub use buffering::BufferingConfig;
 pub use cache::CacheConfig;
-pub use compression::CompressionConfig;
+pub use compression::{CompressionConfig, Encoding, Level, Levels, MediaType, RouteCompression};
 pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
     RouteGuard, RuleAction, RuleConfig,
@@ -158,9 +158,7 @@ impl Config {
         {
             return Err(bad("buffering.memory".into(), "must be at least response_memory and at most 4GiB".into()));
         }
-        if let Some((key, msg)) = self.compression.problem() {
-            return Err(bad(key, msg));
-        }
+        compression::validate(self, &bad)?;
         guard::validate(self, &bad)?;
         if self.server.max_connections == 0 {
             return Err(bad("server.max_connections".into(), "must be at least 1".into()));

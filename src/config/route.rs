@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError, Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteGuard, Size};
+use super::{
+    Config, ConfigError, Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteCompression, RouteGuard,
+    Size,
+};
 
 /// `[[routes]]`: which requests go where, and how they are treated.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -49,9 +52,10 @@ pub struct RouteConfig {
     /// This route's own access lists and rules, after the global ones.
     #[serde(default)]
     pub guard: RouteGuard,
-    /// `false` turns `[compression]` off here. Default: on when it is.
-    #[serde(default = "yes")]
-    pub compression: bool,
+    /// `false` turns `[compression]` off here; a table sets this route's own
+    /// levels (`{ levels = { gzip = 9 } }`). Default: on when `[compression]` is.
+    #[serde(default)]
+    pub compression: RouteCompression,
     /// Read a request's whole body before sending anything upstream, so a slow
     /// upload does not hold an origin connection. Default false.
     #[serde(default)]
