@@ -34,7 +34,7 @@ use crate::guard::{Guard, Subject};
 use crate::metrics::Metrics;
 use crate::tls::{Issued, Tls};
 use crate::upstream::Upstream;
-pub use buffer::DiskBudget;
+pub use buffer::{DiskBudget, MemoryBudget};
 pub use error::{ProxyError, error_response};
 use log::AccessRecord;
 pub use log::{LoggedBody, Received};
@@ -76,6 +76,8 @@ pub struct Lasting {
     /// Encoded copies of cached bodies (`compression.stored_memory`), which
     /// stay valid as long as the cache's entries do.
     pub copies: Arc<crate::compress::Encodings>,
+    /// `buffering.memory`: what uploads and read-ahead hold counts across reloads.
+    pub memory: Arc<buffer::MemoryBudget>,
 }
 
 /// What the pipeline knows about the client connection (and, once the guard
@@ -117,7 +119,7 @@ impl Pipeline {
     /// settings did not change are taken over from `previous` with their pools
     /// and health.
     pub fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
-        let Lasting { cache, metrics, issued, https_port, temp_files, copies } = lasting.clone();
+        let Lasting { cache, metrics, issued, https_port, temp_files, copies, memory } = lasting.clone();
         let file_error = |e: crate::tls::TlsError| config.file_error(e.file, e.reason);
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
@@ -155,7 +157,7 @@ impl Pipeline {
             hide_headers,
             hide_targeted,
             compression: crate::compress::Compression::new(&config_compression, copies),
-            buffering: buffer::Buffering::new(&config_buffering, temp_files),
+            buffering: buffer::Buffering::new(&config_buffering, temp_files, memory),
         })
     }
 
@@ -168,6 +170,7 @@ impl Pipeline {
             https_port: self.https_port,
             temp_files: self.buffering.temp_files(),
             copies: self.compression.copies.clone(),
+            memory: self.buffering.memory(),
         }
     }
 }
