@@ -101,6 +101,8 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         issued: issued.clone(),
         https_port,
         temp_files: Default::default(),
+        copies: Arc::new(compress::Encodings::new(0)),
+        memory: Default::default(),
     };
     let pipeline = Pipeline::new(config, &lasting, None)?;
     cache.index_disk();

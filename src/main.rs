@@ -282,7 +282,7 @@ fn summary(path: &Path, c: &Config) -> String {
     let compression = match z.enabled {
         true => format!(
             "{} from {} · copies of cached bodies up to {}",
-            z.encodings.join(", "),
+            z.encodings.iter().map(|e| e.token()).collect::<Vec<_>>().join(", "),
             z.min_length,
             z.stored_memory
         ),
@@ -332,7 +332,8 @@ fn summary(path: &Path, c: &Config) -> String {
             extra.push_str(" · outlier ejection");
         }
         if !u.retry_on.is_empty() {
-            extra.push_str(&format!(" · retry on {}", u.retry_on.join(", ")));
+            let on: Vec<String> = u.retry_on.iter().map(ToString::to_string).collect();
+            extra.push_str(&format!(" · retry on {}", on.join(", ")));
         }
         let _ = writeln!(s, "    {name:<12} {}: {}{extra}", u.balance.as_str(), servers.join(", "));
     }
@@ -349,7 +350,7 @@ fn summary(path: &Path, c: &Config) -> String {
         let guard = if guarded { " · own guard" } else { "" };
         let slice = r.cache.slice.map_or(String::new(), |sz| format!(" · slices of {sz}"));
         let mut plain = Vec::new();
-        if !r.compression && z.enabled {
+        if !r.compression.on && z.enabled {
             plain.push("no compression");
         }
         if r.request_buffering {

@@ -351,3 +351,59 @@ async fn buffered_uploads_take_their_memory_from_the_shared_budget() {
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with(&(2 * MIB).to_string()), "{answer}");
     }
 }
+
+/// `buffering.memory` is the process's, not one configuration's: an upload
+/// held in memory under the configuration before a reload still counts
+/// against the one after it (a reload used to start a fresh budget).
+#[tokio::test]
+async fn the_memory_budget_outlives_a_reload() {
+    let o = origin()
+        .route("/", |req: http::Request<hyper::body::Incoming>| async move {
+            let len = req.into_body().collect().await.unwrap().to_bytes().len();
+            text(200, &len.to_string(), &[])
+        })
+        .start()
+        .await;
+    let proxy = relais(&format!(
+        "[buffering]\nmemory = \"1MiB\"\nrequest_memory = \"1MiB\"\nrequest_disk = \"64KiB\"\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\nrequest_buffering = true\n",
+        o.addr
+    ))
+    .await;
+    let addr = proxy.handle.addrs()[0];
+    // A slow upload holds 900,000 bytes of the 1 MiB, and is not done.
+    let mut holder = tokio::net::TcpStream::connect(addr).await.unwrap();
+    holder.write_all(b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    for _ in 0..9 {
+        holder.write_all(format!("{:x}\r\n", 100_000).as_bytes()).await.unwrap();
+        holder.write_all(&[b'a'; 100_000]).await.unwrap();
+        holder.write_all(b"\r\n").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another of 600,000 bytes finds the memory left too small, and the rest
+    // does not fit request_disk.
+    let upload = || async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 600000\r\n\r\n").await.unwrap();
+        let _ = tcp.write_all(&vec![b'b'; 600_000]).await;
+        read_until_quiet(&mut tcp, Duration::from_millis(500)).await
+    };
+    let answer = upload().await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "no memory left beside the held upload: {answer}");
+
+    proxy.handle.reload(proxy.handle.config().as_ref().clone()).unwrap();
+    let answer = upload().await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "the held upload still counts after a reload: {answer}");
+    assert_eq!(o.total_hits(), 0);
+
+    holder.write_all(b"0\r\n\r\n").await.unwrap();
+    let answer = read_until_quiet(&mut holder, Duration::from_millis(500)).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("900000"), "{answer}");
+    let mut answer = String::new();
+    for _ in 0..20 {
+        answer = upload().await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("600000"), "its memory is back: {answer}");
+}

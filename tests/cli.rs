@@ -165,6 +165,11 @@ fn check_refuses_what_run_would_refuse() {
         ("[cache]\nmax_object_size = \"99999999999999999999GiB\"\n", "cache.max_object_size"),
         ("[upstreams.a]\nservers = [\"127.0.0.1:99999\"]\n", "out of range"),
         ("[server]\nheader_read_timeout = \"0s\"\n", "server.header_read_timeout"),
+        (
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n[routes.compression]\nlevels = { gzip = 0 }\n",
+            "routes[0].compression.levels.gzip",
+        ),
+        ("[upstreams.a]\nservers = [\"https://a..b\"]\n", "upstreams.a.servers[0]"),
     ];
     for (i, (toml, says)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("case{i}.toml"));

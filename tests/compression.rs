@@ -134,6 +134,47 @@ async fn a_route_can_turn_it_off_and_levels_are_checked() {
     assert!(msg.contains("compression.encodings[0]"), "{msg}");
 }
 
+/// A route sets its own levels (nginx's `gzip_comp_level` in a `location`):
+/// the same body at gzip 1 and 9 comes out at different sizes, and a level
+/// out of range is refused, naming the route's key.
+#[tokio::test]
+async fn a_route_has_levels_of_its_own() {
+    let o = origin().route("/", |_| async { html(page(), &[("cache-control", "no-store")]) }).start().await;
+    let toml = format!(
+        "[compression]\nenabled = true\n[upstreams.o]\nservers = [\"{}\"]\n\
+         [[routes]]\npath = \"/fast/\"\nupstream = \"o\"\n[routes.compression]\nlevels = {{ gzip = 1 }}\n\
+         [[routes]]\npath = \"/small/\"\nupstream = \"o\"\ncompression = {{ levels = {{ gzip = 9 }} }}\n\
+         [[routes]]\npath = \"/\"\nupstream = \"o\"\ncompression = true\n",
+        o.addr
+    );
+    let proxy = relais(&toml).await;
+    let mut sizes = Vec::new();
+    for path in ["/fast/p", "/small/p", "/p"] {
+        let r = get_with(&proxy.url(path), &[("accept-encoding", "gzip")]).await;
+        assert_eq!(r.header("content-encoding"), Some("gzip"), "{path}");
+        assert!(decode("gzip", &r.body) == page().as_bytes(), "{path}");
+        sizes.push(r.body.len());
+    }
+    assert!(sizes[0] > sizes[1], "gzip 1 is larger than gzip 9: {sizes:?}");
+    assert!(sizes[0] > sizes[2] && sizes[2] >= sizes[1], "the default (5) is between: {sizes:?}");
+
+    let route = |levels: &str| {
+        format!(
+            "[upstreams.o]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"o\"\ncompression = {{ {levels} }}\n"
+        )
+    };
+    for (levels, key, says) in [
+        ("levels = { gzip = 10 }", "routes[0].compression.levels.gzip", "1..9"),
+        ("levels = { zstd = 20 }", "routes[0].compression.levels.zstd", "ultra"),
+        ("levels = { deflate = 1 }", "routes[0].compression.levels", "deflate"),
+        ("level = 1", "routes[0].compression", "level"),
+    ] {
+        let msg = relais::config::Config::from_toml(&route(levels), "x.toml").unwrap_err().to_string();
+        assert!(msg.contains(&format!("x.toml: {key}")) && msg.contains(says), "{levels}: {msg}");
+    }
+    relais::config::Config::from_toml(&route("stored_levels = { zstd = 22 }"), "x.toml").unwrap();
+}
+
 /// Server-sent events stay live through the encoder: the first event is
 /// readable, decoded, while the origin is still holding the stream open.
 #[tokio::test]
@@ -235,6 +276,40 @@ async fn cached_bodies_are_encoded_once_and_purged_with_their_entry() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(made().await, 3);
+}
+
+/// A reload keeps the encoded copies: the first hit after it is sent from
+/// the copy made before (with its length), and no copy is made again.
+#[tokio::test]
+async fn encoded_copies_survive_a_reload() {
+    let o = origin().route("/", |_| async { html(page(), &[]) }).start().await;
+    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let metrics = || async { proxy.admin("GET", "/metrics", "").await.text() };
+    let gzip = [("accept-encoding", "gzip")];
+    get_with(&proxy.url("/p"), &gzip).await; // the miss, encoded as it streams
+    get_with(&proxy.url("/p"), &gzip).await; // the first hit has the copy made
+    let mut copied = None;
+    for _ in 0..100 {
+        let r = get_with(&proxy.url("/p"), &gzip).await;
+        if r.header("content-length").is_some() {
+            copied = Some(r.body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copied = copied.expect("a hit sent from the stored copy");
+    let before = metrics().await;
+
+    proxy.handle.reload(proxy.handle.config().as_ref().clone()).unwrap();
+    let r = get_with(&proxy.url("/p"), &gzip).await;
+    assert!(r.header("cache-status").unwrap().starts_with("relais; hit"));
+    assert_eq!(r.header("content-length"), Some(copied.len().to_string().as_str()), "sent from the copy");
+    assert!(r.body == copied);
+    let after = metrics().await;
+    for name in ["relais_compression_copies_made_total", "relais_compression_copies_bytes"] {
+        assert_eq!(metric(&after, name), metric(&before, name), "{name}");
+    }
+    assert_eq!(metric(&after, "relais_compression_copies_made_total"), 1);
 }
 
 fn gzipped(data: &[u8]) -> Vec<u8> {

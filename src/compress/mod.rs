@@ -1,23 +1,30 @@
-//! Compression on the way out (`[compression]`): which responses, which
-//! coding, and the header changes a transformed body needs.
+//! Compression on the way out (`[compression]`, a route's `compression`):
+//! which responses, which coding, and the header changes a transformed body needs.
 //!
-//! A leaf: it knows HTTP and the encoders, not the cache or the routes. The
-//! pipeline asks [`Compression::to_decode`], [`Compression::eligible`] and
-//! [`choose`] for each response and [`encode()`]s it.
+//! A leaf: it knows HTTP and the encoders, not the cache or the routes. One
+//! entry point decides: [`Compression::for_route`] says whether relais
+//! compresses a route's responses at all; the [`RoutePlan`] it returns
+//! [`apply`](RoutePlan::apply)s to each response on its way out, and answers
+//! the cache stage's questions (ask the origin for identity, key without
+//! `Accept-Encoding`, name a stored body for its copies).
 
 mod encode;
 mod negotiate;
 mod stored;
 mod window;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
 
 pub use encode::encode_all;
 pub use negotiate::{Encoding, accepts, choose};
 pub use stored::{Encodings, Source};
 
-use crate::config::CompressionConfig;
+use crate::config::{CompressionConfig, Levels, MediaType, RouteCompression};
 use crate::http::body::Body;
 
 /// `[compression]`, compiled once per configuration.
@@ -27,13 +34,9 @@ pub struct Compression {
     decode: bool,
     preference: Vec<Encoding>,
     min_length: u64,
-    /// The media types compressed, parsed once.
-    types: Vec<MediaPattern>,
-    levels: [i32; 3],
-    /// Levels of the copies made once for cached bodies.
-    stored_levels: [i32; 3],
-    /// Encoded copies of cached bodies.
-    pub copies: Encodings,
+    types: Vec<MediaType>,
+    /// Encoded copies of cached bodies, kept for the life of the process.
+    pub copies: Arc<Encodings>,
 }
 
 /// Levels for compressing on the fly (zstd, br, gzip): cheap enough per
@@ -45,38 +48,60 @@ const DEFAULT_LEVELS: [i32; 3] = [3, 4, 5];
 /// gzip 6 is 7% smaller than nginx's level 5).
 const STORED_LEVELS: [i32; 3] = [9, 9, 6];
 
-impl Compression {
-    pub fn new(c: &CompressionConfig) -> Compression {
-        let configured = |defaults: [i32; 3], set: &std::collections::BTreeMap<String, i32>| {
-            let mut levels = defaults;
-            for (name, level) in set {
-                if let Some(e) = Encoding::parse(name) {
-                    levels[e as usize] = *level;
-                }
-            }
-            levels
+/// A route's part of compression, built with the route: whether
+/// `[compression]` applies there, and its levels (the route's own over
+/// `[compression]`'s over the defaults), indexed by [`Encoding`].
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSettings {
+    on: bool,
+    levels: [i32; 3],
+    stored_levels: [i32; 3],
+}
+
+impl RouteSettings {
+    pub fn new(c: &CompressionConfig, route: &RouteCompression) -> RouteSettings {
+        let resolve = |set: Levels, defaults: [i32; 3]| {
+            [Encoding::Zstd, Encoding::Br, Encoding::Gzip].map(|e| set.get(e).unwrap_or(defaults[e as usize]))
         };
-        let levels = configured(DEFAULT_LEVELS, &c.levels);
-        let stored_levels = configured(STORED_LEVELS, &c.stored_levels);
-        let types = c.types.iter().map(|t| MediaPattern::new(t)).collect();
+        RouteSettings {
+            on: route.on,
+            levels: resolve(route.levels.or(c.levels), DEFAULT_LEVELS),
+            stored_levels: resolve(route.stored_levels.or(c.stored_levels), STORED_LEVELS),
+        }
+    }
+}
+
+/// What relais does with one route's responses, when it compresses them.
+#[derive(Clone, Copy)]
+pub struct RoutePlan<'a> {
+    c: &'a Compression,
+    levels: [i32; 3],
+    stored_levels: [i32; 3],
+}
+
+impl Compression {
+    /// `copies` is the process's store of encoded copies; its budget becomes
+    /// this configuration's `stored_memory` (none when compression is off).
+    pub fn new(c: &CompressionConfig, copies: Arc<Encodings>) -> Compression {
+        copies.resize(if c.enabled { c.stored_memory.bytes() } else { 0 });
         Compression {
             enabled: c.enabled,
             decode: c.decode,
-            preference: c.encodings.iter().filter_map(|e| Encoding::parse(e)).collect(),
+            preference: c.encodings.clone(),
             min_length: c.min_length.bytes(),
-            types,
-            levels,
-            stored_levels,
-            copies: Encodings::new(if c.enabled { c.stored_memory.bytes() } else { 0 }),
+            types: c.types.clone(),
+            copies,
         }
     }
 
-    pub fn preference(&self) -> &[Encoding] {
-        &self.preference
-    }
-
-    pub fn level(&self, e: Encoding) -> i32 {
-        self.levels[e as usize]
+    /// Whether relais compresses (and decodes) this route's responses itself:
+    /// the one question every stage asks.
+    pub fn for_route(&self, route: &RouteSettings) -> Option<RoutePlan<'_>> {
+        (self.enabled && route.on).then_some(RoutePlan {
+            c: self,
+            levels: route.levels,
+            stored_levels: route.stored_levels,
+        })
     }
 
     /// Whether relais would compress a response like this one for some client:
@@ -96,7 +121,7 @@ impl Compression {
 
     /// The origin's coding to undo for a client that does not accept it (nginx's
     /// `gunzip`): gzip, br or zstd, alone, on a 2xx other than 206.
-    pub fn to_decode(&self, status: StatusCode, request: &HeaderMap, res: &HeaderMap) -> Option<Encoding> {
+    fn to_decode(&self, status: StatusCode, request: &HeaderMap, res: &HeaderMap) -> Option<Encoding> {
         if !self.enabled
             || !self.decode
             || !status.is_success()
@@ -117,39 +142,68 @@ impl Compression {
     }
 }
 
-/// A `compression.types` entry: `text/html`, a family `text/*`, or a
-/// structured suffix `application/*+json` (any `application/...+json`).
-enum MediaPattern {
-    Exact(String),
-    /// `text/`.
-    Family(String),
-    /// `application/` and `+json`.
-    Suffixed(String, String),
-}
-
-impl MediaPattern {
-    fn new(t: &str) -> MediaPattern {
-        let t = t.to_ascii_lowercase();
-        if let Some((family, suffix)) = t.split_once("/*+") {
-            return MediaPattern::Suffixed(format!("{family}/"), format!("+{suffix}"));
+impl RoutePlan<'_> {
+    /// The response as this client gets it: compressed on the fly when it
+    /// accepts a coding (a HEAD gets the headers the GET would have; a cached
+    /// body sent whole, marked by [`offer_stored`](Self::offer_stored), gets
+    /// its copy made once), or with the origin's coding undone when it does
+    /// not accept that one. `memory` gives a decoder its room in
+    /// `buffering.memory`; a decoder refused is the error, which the caller
+    /// answers with its status (502 or 503).
+    pub async fn apply(
+        self,
+        method: &Method,
+        accept: &HeaderMap,
+        mut response: Response<Body>,
+        memory: impl FnOnce(u64) -> Option<OwnedSemaphorePermit>,
+    ) -> Result<Response<Body>, DecodeError> {
+        let c = self.c;
+        let head = *method == Method::HEAD;
+        if let Some(e) = c.to_decode(response.status(), accept, response.headers()) {
+            return decode(response, e, head, memory).await;
         }
-        match t.strip_suffix('*') {
-            Some(family) if family.ends_with('/') => MediaPattern::Family(family.to_string()),
-            _ => MediaPattern::Exact(t),
+        let get = if head { &Method::GET } else { method };
+        if !c.eligible(get, response.status(), response.headers()) {
+            return Ok(response);
         }
+        let Some(e) = choose(accept, &c.preference) else {
+            vary_on_encoding(response.headers_mut());
+            return Ok(response);
+        };
+        if head {
+            encoded_headers(response.headers_mut(), e, None);
+            return Ok(response);
+        }
+        let level = self.levels[e as usize];
+        let stored = response.extensions().get::<Source>().cloned();
+        Ok(match stored {
+            // A cached body sent whole: its stored copy in `e`.
+            Some(source) if matches!(response.body(), Body::Full { .. }) => {
+                encode_stored(response, &source, e, (level, self.stored_levels[e as usize]), &c.copies)
+            }
+            _ => encode(response, e, level),
+        })
     }
 
-    /// `media` is compared without regard to case, and without allocating.
-    fn matches(&self, media: &str) -> bool {
-        let starts = |p: &str| media.len() >= p.len() && media.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
-        match self {
-            MediaPattern::Exact(t) => media.eq_ignore_ascii_case(t),
-            MediaPattern::Family(f) => starts(f),
-            MediaPattern::Suffixed(f, s) => {
-                starts(f)
-                    && media.len() >= f.len() + s.len()
-                    && media.as_bytes()[media.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
-            }
+    /// The origin is asked for the identity form (no `Accept-Encoding`): the
+    /// one copy stored serves every client, and relais encodes it.
+    pub fn ask_identity(&self, request: &mut HeaderMap) {
+        request.remove(header::ACCEPT_ENCODING);
+    }
+
+    /// The `Vary` names a stored response is keyed by, without
+    /// `Accept-Encoding`: the origin was asked without it, and relais's own
+    /// `Vary: Accept-Encoding` is about its encoding, not the stored body.
+    pub fn vary_names(&self, names: &mut Vec<HeaderName>) {
+        names.retain(|n| n != header::ACCEPT_ENCODING);
+    }
+
+    /// Marks a hit's response (`url`'s entry stored at `stored_at`, its body
+    /// `body`) so that [`apply`](Self::apply) sends the copy made once per
+    /// encoding; only a 200 with a body has copies.
+    pub fn offer_stored(&self, res: &mut Response<Body>, url: &str, stored_at: std::time::SystemTime, body: &Bytes) {
+        if res.status() == StatusCode::OK && !body.is_empty() {
+            res.extensions_mut().insert(Source::new(url, stored_at, body));
         }
     }
 }
@@ -163,7 +217,7 @@ fn no_transform(res: &HeaderMap) -> bool {
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it is there (or `Vary: *`).
-pub fn vary_on_encoding(headers: &mut HeaderMap) {
+fn vary_on_encoding(headers: &mut HeaderMap) {
     let listed = headers
         .get_all(header::VARY)
         .iter()
@@ -178,7 +232,7 @@ pub fn vary_on_encoding(headers: &mut HeaderMap) {
 /// The header changes of a body encoded with `e`: the coding named, the length
 /// dropped (or set, when known), a strong ETag made weak (RFC 9110 §8.8.1: the
 /// bytes differ, the meaning does not), ranges no longer offered.
-pub fn encoded_headers(headers: &mut HeaderMap, e: Encoding, len: Option<u64>) {
+fn encoded_headers(headers: &mut HeaderMap, e: Encoding, len: Option<u64>) {
     headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e.token()));
     match len {
         Some(n) => headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n)),
@@ -198,16 +252,22 @@ fn weaken_etag(headers: &mut HeaderMap) {
     }
 }
 
-/// `res`, whose body is the cached `source`, with its stored copy in `e`;
-/// encoded as it streams while that copy is being made.
-pub fn encode_stored(res: Response<Body>, source: &Source, e: Encoding, c: &Compression) -> Response<Body> {
-    match c.copies.get(source, e, c.stored_levels[e as usize]) {
+/// `res`, whose body is the cached `source`, with its stored copy in `e` at
+/// `stored_level`; encoded as it streams at `level` while that copy is being made.
+fn encode_stored(
+    res: Response<Body>,
+    source: &Source,
+    e: Encoding,
+    (level, stored_level): (i32, i32),
+    copies: &Arc<Encodings>,
+) -> Response<Body> {
+    match copies.get(source, e, stored_level) {
         Some(bytes) => {
             let (mut parts, _identity) = res.into_parts();
             encoded_headers(&mut parts.headers, e, Some(bytes.len() as u64));
             Response::from_parts(parts, Body::full(bytes))
         }
-        None => encode(res, e, c.level(e)),
+        None => encode(res, e, level),
     }
 }
 
@@ -240,11 +300,11 @@ impl DecodeError {
 /// than relais decodes is refused, and the decoder's memory is taken with
 /// `memory` (from `buffering.memory`) for as long as it runs, or refused when
 /// there is no room; either before any of the response is sent.
-pub async fn decode(
+async fn decode(
     res: Response<Body>,
     e: Encoding,
     head: bool,
-    memory: impl FnOnce(u64) -> Option<tokio::sync::OwnedSemaphorePermit>,
+    memory: impl FnOnce(u64) -> Option<OwnedSemaphorePermit>,
 ) -> Result<Response<Body>, DecodeError> {
     use http_body_util::BodyExt;
     let (mut parts, mut body) = res.into_parts();
@@ -286,7 +346,7 @@ pub async fn decode(
 }
 
 /// `res` with its body encoded as it streams.
-pub fn encode(res: Response<Body>, e: Encoding, level: i32) -> Response<Body> {
+fn encode(res: Response<Body>, e: Encoding, level: i32) -> Response<Body> {
     let (mut parts, body) = res.into_parts();
     match encode::Encoded::new(body, e, level) {
         Ok(encoded) => {
@@ -297,24 +357,5 @@ pub fn encode(res: Response<Body>, e: Encoding, level: i32) -> Response<Body> {
             tracing::warn!(error = %e, "cannot start an encoder; sent as it is");
             Response::from_parts(parts, body)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MediaPattern;
-
-    #[test]
-    fn media_patterns_match_without_regard_to_case() {
-        let exact = MediaPattern::new("application/json");
-        assert!(exact.matches("application/json") && exact.matches("Application/JSON"));
-        assert!(!exact.matches("application/json5"));
-        let family = MediaPattern::new("text/*");
-        assert!(family.matches("text/html") && family.matches("TEXT/plain"));
-        assert!(!family.matches("textual/html") && !family.matches("text"));
-        let suffixed = MediaPattern::new("application/*+json");
-        assert!(suffixed.matches("application/problem+json") && suffixed.matches("application/LD+JSON"));
-        assert!(!suffixed.matches("application/json") && !suffixed.matches("text/x+json"));
-        assert!(!suffixed.matches("application/+jso"));
     }
 }

@@ -3,32 +3,7 @@
 use http::HeaderMap;
 use http::header::ACCEPT_ENCODING;
 
-/// The codings relais produces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    Zstd,
-    Br,
-    Gzip,
-}
-
-impl Encoding {
-    pub fn token(self) -> &'static str {
-        match self {
-            Encoding::Zstd => "zstd",
-            Encoding::Br => "br",
-            Encoding::Gzip => "gzip",
-        }
-    }
-
-    pub fn parse(token: &str) -> Option<Encoding> {
-        match token.to_ascii_lowercase().as_str() {
-            "zstd" => Some(Encoding::Zstd),
-            "br" => Some(Encoding::Br),
-            "gzip" | "x-gzip" => Some(Encoding::Gzip),
-            _ => None,
-        }
-    }
-}
+pub use crate::config::Encoding;
 
 /// The coding to send: the acceptable one with the highest q-value, ties broken
 /// by `preference` (relais's order). `None` is identity: no `Accept-Encoding`

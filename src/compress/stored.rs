@@ -7,6 +7,7 @@
 //! page costs no compression per request (nginx's `gzip` recompresses on every
 //! hit). A copy is keyed by the entry's identity: a replaced, refreshed or
 //! purged entry has a new one, and its old copies are never served again.
+//! The store lives as long as the process (the cache does): a reload keeps it.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
@@ -14,6 +15,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use super::{Encoding, encode_all};
@@ -40,44 +42,77 @@ impl Source {
     }
 }
 
+/// The store of encoded copies, one per process: a reload changes its budget
+/// (`stored_memory`), it does not drop its copies.
 pub struct Encodings {
-    copies: moka::sync::Cache<(u64, Encoding), Bytes>,
+    copies: ArcSwap<moka::sync::Cache<Key, Bytes>>,
+    /// The budget `copies` was built with.
+    budget: Mutex<u64>,
     /// Copies being made.
-    making: Arc<Mutex<HashSet<(u64, Encoding)>>>,
-    made: Arc<AtomicU64>,
+    making: Mutex<HashSet<Key>>,
+    made: AtomicU64,
+}
+
+/// A stored body, an encoding and its level: a route with levels of its own
+/// has copies of its own.
+type Key = (u64, Encoding, i32);
+
+fn store(budget: u64) -> moka::sync::Cache<Key, Bytes> {
+    moka::sync::Cache::builder()
+        .max_capacity(budget)
+        .weigher(|_, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
+        .build()
 }
 
 impl Encodings {
     pub fn new(budget: u64) -> Encodings {
-        let copies = moka::sync::Cache::builder()
-            .max_capacity(budget)
-            .weigher(|_, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
-            .build();
-        Encodings { copies, making: Default::default(), made: Default::default() }
+        Encodings {
+            copies: ArcSwap::from_pointee(store(budget)),
+            budget: Mutex::new(budget),
+            making: Default::default(),
+            made: Default::default(),
+        }
     }
 
-    /// The stored copy of `source` in `e`, if it is made. If not, it is made now
-    /// on the blocking pool (once, however many ask meanwhile), and the caller
-    /// encodes as it streams until then: nobody waits for a high level.
-    pub fn get(&self, source: &Source, e: Encoding, level: i32) -> Option<Bytes> {
-        let key = (source.id, e);
-        if let Some(copy) = self.copies.get(&key) {
+    /// Gives the store a new budget, keeping its copies (the least recently
+    /// used go first if they no longer fit). Moka's capacity is fixed, so a
+    /// new budget is a new store, filled from the old.
+    pub fn resize(&self, budget: u64) {
+        let mut current = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+        if *current == budget {
+            return;
+        }
+        let resized = store(budget);
+        if budget > 0 {
+            for (key, copy) in self.copies.load().iter() {
+                resized.insert(*key, copy);
+            }
+        }
+        self.copies.store(Arc::new(resized));
+        *current = budget;
+    }
+
+    /// The stored copy of `source` in `e` at `level`, if it is made. If not, it
+    /// is made now on the blocking pool (once, however many ask meanwhile), and
+    /// the caller encodes as it streams until then: nobody waits for a high level.
+    pub fn get(self: &Arc<Self>, source: &Source, e: Encoding, level: i32) -> Option<Bytes> {
+        let key = (source.id, e, level);
+        if let Some(copy) = self.copies.load().get(&key) {
             return Some(copy);
         }
         if !self.making.lock().unwrap_or_else(PoisonError::into_inner).insert(key) {
             return None;
         }
-        let (copies, making, made, body) =
-            (self.copies.clone(), self.making.clone(), self.made.clone(), source.body.clone());
+        let (this, body) = (self.clone(), source.body.clone());
         tokio::task::spawn_blocking(move || {
             match encode_all(&body, e, level) {
                 Ok(copy) => {
-                    made.fetch_add(1, Ordering::Relaxed);
-                    copies.insert(key, copy);
+                    this.made.fetch_add(1, Ordering::Relaxed);
+                    this.copies.load().insert(key, copy);
                 }
                 Err(err) => tracing::warn!(error = %err, "cannot encode a cached body"),
             }
-            making.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+            this.making.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         });
         None
     }
@@ -87,7 +122,32 @@ impl Encodings {
     }
 
     pub fn bytes(&self) -> u64 {
-        self.copies.run_pending_tasks();
-        self.copies.weighted_size()
+        let copies = self.copies.load();
+        copies.run_pending_tasks();
+        copies.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_budget_keeps_the_copies_that_fit() {
+        let store = Arc::new(Encodings::new(1 << 20));
+        let source = Source { id: 7, body: Bytes::from(vec![b'a'; 10_000]) };
+        assert!(store.get(&source, Encoding::Gzip, 6).is_none(), "made on the blocking pool");
+        for _ in 0..200 {
+            if store.made() == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let copy = store.get(&source, Encoding::Gzip, 6).expect("made");
+        assert!(store.get(&source, Encoding::Gzip, 1).is_none(), "another level is another copy");
+        store.resize(2 << 20);
+        assert_eq!(store.get(&source, Encoding::Gzip, 6), Some(copy), "kept across a new budget");
+        store.resize(0);
+        assert_eq!((store.get(&source, Encoding::Gzip, 6), store.bytes()), (None, 0), "no budget, no copies");
     }
 }

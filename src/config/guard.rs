@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError, Dur, FieldName, Size};
+use http::StatusCode;
+
+use super::{Config, ConfigError, Dur, ErrorStatus, FieldName, Size};
 
 /// `[guard]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -28,7 +30,7 @@ pub struct GuardConfig {
     /// Addresses refused with `deny_status`.
     pub deny: Cidrs,
     /// Status for a refused address. Default 403.
-    pub deny_status: u16,
+    pub deny_status: ErrorStatus,
     /// Request rules, in order, before the routes' own.
     pub rules: Vec<RuleConfig>,
     /// A TOML file of more `[[rules]]`, checked after `rules`; read with the
@@ -65,7 +67,7 @@ impl Default for GuardConfig {
             real_ip: None,
             allow: Cidrs::default(),
             deny: Cidrs::default(),
-            deny_status: 403,
+            deny_status: ErrorStatus::new(StatusCode::FORBIDDEN),
             rules: Vec::new(),
             rules_file: None,
             file_rules: Vec::new(),
@@ -160,7 +162,7 @@ pub struct RuleConfig {
     /// `deny` (default), `allow` (skip the remaining rules), `log` (dry run).
     pub action: RuleAction,
     /// With `deny`. Default 403.
-    pub status: Option<u16>,
+    pub status: Option<ErrorStatus>,
     /// With `deny`: the body. Default: the status line.
     pub body: Option<String>,
 }
@@ -222,7 +224,7 @@ pub struct LimitReqConfig {
     pub delay: u32,
     /// Status for excess requests. Default 429 (nginx: 503).
     #[serde(default = "too_many")]
-    pub status: u16,
+    pub status: ErrorStatus,
     /// Count and log, refuse nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -245,18 +247,18 @@ pub struct LimitConnConfig {
     pub max: u32,
     /// Default 503 (nginx's).
     #[serde(default = "unavailable")]
-    pub status: u16,
+    pub status: ErrorStatus,
     #[serde(default)]
     pub dry_run: bool,
     #[serde(default = "keys")]
     pub max_keys: u64,
 }
 
-fn too_many() -> u16 {
-    429
+fn too_many() -> ErrorStatus {
+    ErrorStatus::new(StatusCode::TOO_MANY_REQUESTS)
 }
-fn unavailable() -> u16 {
-    503
+fn unavailable() -> ErrorStatus {
+    ErrorStatus::new(StatusCode::SERVICE_UNAVAILABLE)
 }
 fn keys() -> u64 {
     100_000
@@ -367,7 +369,7 @@ impl GuardConfig {
 }
 
 /// What the types cannot check in `[guard]`, the zones and the routes' guards:
-/// zone names, regexes, statuses and ranges.
+/// zone names, regexes and ranges.
 pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) -> Result<(), ConfigError> {
     let g = &c.guard;
     if g.max_uri_length.bytes() < 256 {
@@ -379,7 +381,6 @@ pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) 
     if g.http2_max_concurrent_streams == 0 {
         return Err(bad("guard.http2_max_concurrent_streams".into(), "must be at least 1".into()));
     }
-    status(bad, "guard.deny_status", g.deny_status)?;
     if let Some(r) = &g.real_ip
         && r.trusted.is_empty()
     {
@@ -412,7 +413,6 @@ pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) 
         if z.max_keys == 0 {
             return Err(bad(key("max_keys"), "must be at least 1".into()));
         }
-        status(bad, &key("status"), z.status)?;
     }
     for (i, z) in c.limit_conn.iter().enumerate() {
         let key = |k: &str| format!("limit_conn[{i}].{k}");
@@ -425,7 +425,6 @@ pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) 
         if z.max_keys == 0 {
             return Err(bad(key("max_keys"), "must be at least 1".into()));
         }
-        status(bad, &key("status"), z.status)?;
     }
     let zone = |kind: &str, key: String, used: &[String]| {
         let known: Vec<&str> = names.iter().filter(|(k, _)| *k == kind).map(|(_, n)| *n).collect();
@@ -443,14 +442,6 @@ pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) 
         rules(bad, &format!("routes[{i}].guard.rules"), &r.guard.rules)?;
     }
     Ok(())
-}
-
-fn status(bad: &dyn Fn(String, String) -> ConfigError, key: &str, code: u16) -> Result<(), ConfigError> {
-    if (400..=599).contains(&code) {
-        Ok(())
-    } else {
-        Err(bad(key.into(), format!("{code} is not an error status (400 to 599)")))
-    }
 }
 
 /// The same block in `allow` and `deny` would leave the answer to an accident of order.
@@ -487,11 +478,8 @@ fn rules(bad: &dyn Fn(String, String) -> ConfigError, at: &str, rules: &[RuleCon
                 format!("{p:?} must start with '/'"),
             ));
         }
-        if let Some(code) = r.status {
-            if r.action != RuleAction::Deny {
-                return Err(bad(key("status"), "only a deny rule has a status".into()));
-            }
-            status(bad, &key("status"), code)?;
+        if r.status.is_some() && r.action != RuleAction::Deny {
+            return Err(bad(key("status"), "only a deny rule has a status".into()));
         }
         if r.body.as_ref().is_some_and(|b| b.len() > 4096) {
             return Err(bad(key("body"), "must be at most 4KiB".into()));

@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 pub use buffering::BufferingConfig;
 pub use cache::CacheConfig;
-pub use compression::CompressionConfig;
+pub use compression::{CompressionConfig, Encoding, Level, Levels, MediaType, RouteCompression};
 pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
     RouteGuard, RuleAction, RuleConfig,
@@ -42,9 +42,9 @@ pub use server::{AdminConfig, ServerConfig};
 pub use tls::{
     AcmeConfig, CertificateFiles, Challenge, ClientAuth, Hsts, TlsConfig, TlsVersion, UnknownName, UpstreamTls,
 };
-pub use types::{FieldName, FieldValue, HeaderMatch, HostPattern, ServerAddress};
+pub use types::{ErrorStatus, FieldName, FieldValue, HeaderMatch, HostPattern, ServerAddress, StatusRange, TlsName};
 pub use units::{Dur, Size};
-pub use upstream::{Balance, HashKey, HealthCheck, Protocol, ServerEntry, UpstreamConfig};
+pub use upstream::{Balance, HashKey, HealthCheck, Protocol, RetryOn, ServerEntry, UpstreamConfig};
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -153,14 +153,12 @@ impl Config {
                 ));
             }
         }
-        self.validate_tls(&bad)?;
+        tls::validate(self, &bad)?;
         if self.buffering.memory.bytes() > u64::from(u32::MAX) || self.buffering.response_memory > self.buffering.memory
         {
             return Err(bad("buffering.memory".into(), "must be at least response_memory and at most 4GiB".into()));
         }
-        if let Some((key, msg)) = self.compression.problem() {
-            return Err(bad(key, msg));
-        }
+        compression::validate(self, &bad)?;
         guard::validate(self, &bad)?;
         if self.server.max_connections == 0 {
             return Err(bad("server.max_connections".into(), "must be at least 1".into()));
@@ -200,155 +198,10 @@ impl Config {
             return Err(bad("server.max_header_size".into(), "must be at least 8KiB".into()));
         }
         for (up, u) in &self.upstreams {
-            if u.servers.is_empty() {
-                return Err(bad(format!("upstreams.{up}.servers"), "needs at least one server".into()));
-            }
-            for (i, s) in u.servers.iter().enumerate() {
-                let key = format!("upstreams.{up}.servers[{i}]");
-                if s.weight() == 0 || s.weight() > 1000 {
-                    return Err(bad(key, "weight must be between 1 and 1000".into()));
-                }
-            }
-            if u.max_fails == 0 {
-                return Err(bad(format!("upstreams.{up}.max_fails"), "must be at least 1".into()));
-            }
-            for (i, r) in u.retry_on.iter().enumerate() {
-                let status = r.parse::<u16>().ok().filter(|s| (500..=599).contains(s) || *s == 429);
-                if r != "reset" && status.is_none() {
-                    return Err(bad(
-                        format!("upstreams.{up}.retry_on[{i}]"),
-                        format!("{r:?} is not \"reset\", 429 or a 5xx status"),
-                    ));
-                }
-            }
-            if let Some(h) = &u.health {
-                let key = |k: &str| format!("upstreams.{up}.health.{k}");
-                if !h.path.starts_with('/') {
-                    return Err(bad(key("path"), format!("{:?} must start with '/'", h.path)));
-                }
-                if h.statuses().is_none() {
-                    return Err(bad(key("expect_status"), format!("{:?} is not like 200-399", h.expect_status)));
-                }
-                if h.fails == 0 || h.passes == 0 {
-                    return Err(bad(key("fails"), "fails and passes must be at least 1".into()));
-                }
-                if h.interval.get().is_zero() || h.timeout.get().is_zero() {
-                    return Err(bad(key("interval"), "interval and timeout must be more than 0".into()));
-                }
-            }
-            if let Some(o) = &u.outlier
-                && (o.consecutive_5xx == 0 || o.max_ejection_percent > 100)
-            {
-                return Err(bad(
-                    format!("upstreams.{up}.outlier"),
-                    "consecutive_5xx must be at least 1 and max_ejection_percent at most 100".into(),
-                ));
-            }
-            if (1..100).contains(&u.hash_balance_factor) {
-                return Err(bad(
-                    format!("upstreams.{up}.hash_balance_factor"),
-                    "is a percentage of the average load: 0 (off) or at least 100".into(),
-                ));
-            }
-            if !(0.0..=1.0).contains(&u.retry_budget) {
-                return Err(bad(format!("upstreams.{up}.retry_budget"), "must be between 0 and 1".into()));
-            }
-            if u.max_streams == 0 {
-                return Err(bad(format!("upstreams.{up}.max_streams"), "must be at least 1".into()));
-            }
-            for (key, d) in [
-                ("connect_timeout", u.connect_timeout),
-                ("response_timeout", u.response_timeout),
-                ("idle_timeout", u.idle_timeout),
-            ] {
-                if d.get().is_zero() {
-                    return Err(bad(format!("upstreams.{up}.{key}"), "must be more than 0".into()));
-                }
-            }
+            upstream::validate(up, u, &bad)?;
         }
         for (i, r) in self.routes.iter().enumerate() {
-            let key = |k: &str| format!("routes[{i}].{k}");
-            if !self.upstreams.contains_key(&r.upstream) {
-                let known: Vec<&str> = self.upstreams.keys().map(String::as_str).collect();
-                return Err(bad(
-                    key("upstream"),
-                    format!("unknown upstream {:?} (defined: {})", r.upstream, known.join(", ")),
-                ));
-            }
-            if !r.path.starts_with('/') {
-                return Err(bad(key("path"), format!("{:?} must start with '/'", r.path)));
-            }
-            let c = &r.cache;
-            if let (Some(min), Some(max)) = (c.min_ttl, c.max_ttl)
-                && min > max
-            {
-                return Err(bad(key("cache.min_ttl"), format!("{min} is more than max_ttl {max}")));
-            }
-            if let Some(slice) = c.slice {
-                if slice.bytes() < 1024 {
-                    return Err(bad(key("cache.slice"), format!("{slice} is less than 1KiB")));
-                }
-                if slice > self.cache.max_object_size {
-                    let max = self.cache.max_object_size;
-                    return Err(bad(key("cache.slice"), format!("{slice} is more than cache.max_object_size ({max})")));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `[server.tls]`, `[acme]` and the upstreams' `tls`: what must go together.
-    fn validate_tls(&self, bad: &dyn Fn(String, String) -> ConfigError) -> Result<(), ConfigError> {
-        if let Some(tls) = &self.server.tls {
-            if tls.listen.is_empty() {
-                return Err(bad("server.tls.listen".into(), "needs at least one address".into()));
-            }
-            for (i, a) in tls.listen.iter().enumerate() {
-                let clash = self.server.listen.iter().chain(tls.listen[..i].iter()).find(|b| overlaps(a, b));
-                if let Some(b) = clash {
-                    return Err(bad(format!("server.tls.listen[{i}]"), format!("{a} overlaps {b}")));
-                }
-                if overlaps(a, &self.admin.listen) {
-                    return Err(bad(
-                        "admin.listen".into(),
-                        format!("{} is also server.tls.listen[{i}]", self.admin.listen),
-                    ));
-                }
-            }
-            if tls.certificates.is_empty() && self.acme.is_none() {
-                return Err(bad(
-                    "server.tls.certificates".into(),
-                    "needs a certificate (or [acme] to obtain them)".into(),
-                ));
-            }
-            if tls.max_handshakes == 0 {
-                return Err(bad("server.tls.max_handshakes".into(), "must be at least 1".into()));
-            }
-            if tls.max_handshakes_per_source == 0 {
-                return Err(bad("server.tls.max_handshakes_per_source".into(), "must be at least 1".into()));
-            }
-            if tls.handshake_timeout.get().is_zero() {
-                return Err(bad("server.tls.handshake_timeout".into(), "must be more than 0".into()));
-            }
-            if tls.client_subject_header.is_some() && tls.client_ca.is_none() {
-                return Err(bad("server.tls.client_subject_header".into(), "needs client_ca".into()));
-            }
-        }
-        if let Some(acme) = &self.acme {
-            if acme.names.is_empty() {
-                return Err(bad("acme.names".into(), "needs at least one name (or \"routes\")".into()));
-            }
-            if !(acme.renew_at > 0.0 && acme.renew_at < 1.0) {
-                return Err(bad("acme.renew_at".into(), "must be between 0 and 1 (a fraction of the lifetime)".into()));
-            }
-            if acme.challenge == Challenge::TlsAlpn01 && self.server.tls.is_none() {
-                return Err(bad("acme.challenge".into(), "tls-alpn-01 needs [server.tls] listeners".into()));
-            }
-        }
-        for (up, u) in &self.upstreams {
-            if u.tls.client_cert.is_some() != u.tls.client_key.is_some() {
-                return Err(bad(format!("upstreams.{up}.tls"), "client_cert and client_key go together".into()));
-            }
+            route::validate(i, r, self, &bad)?;
         }
         Ok(())
     }
@@ -476,6 +329,45 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
             let msg = Config::from_toml(&toml, "x.toml").unwrap_err().to_string();
             assert!(msg.contains(&format!("upstreams.a.{key}")), "{msg}");
         }
+    }
+
+    #[test]
+    fn statuses_and_tls_names_are_parsed_as_they_are_read() {
+        let up = |extra: &str| format!("[upstreams.a]\nservers=[\"https://a..b:8443\"]\n{extra}\n");
+        for (toml, key, says) in [
+            (up(""), "upstreams.a.servers[0]", "tls.server_name"),
+            (up("tls = { server_name = \"a..b\" }"), "upstreams.a.tls.server_name", "not a DNS name"),
+            (
+                up("tls = { server_name = \"app\" }\nhealth = { path = \"/\", expect_status = \"2xx\" }"),
+                "upstreams.a.health.expect_status",
+                "like 200-399",
+            ),
+            (
+                up("tls = { server_name = \"app\" }\nhealth = { path = \"/\", host = \"a\\nb\" }"),
+                "upstreams.a.health.host",
+                "header value",
+            ),
+            ("[guard]\ndeny_status = 302\n".into(), "guard.deny_status", "not an error status"),
+            (
+                "[[limit_conn]]\nname = \"z\"\nmax = 1\nstatus = 600\n".into(),
+                "limit_conn[0].status",
+                "not an error status",
+            ),
+            ("[guard]\nrules = [{ status = 200 }]\n".into(), "guard.rules[0].status", "not an error status"),
+        ] {
+            let msg = Config::from_toml(&toml, "x.toml").unwrap_err().to_string();
+            assert!(msg.contains(&format!("x.toml: {key}")) && msg.contains(says), "{toml}: {msg}");
+        }
+        let c = Config::from_toml(
+            &up("tls = { server_name = \"app.internal\" }\nretry_on = [\"reset\", \"502\"]"),
+            "x.toml",
+        )
+        .unwrap();
+        let u = &c.upstreams["a"];
+        assert!(u.retries_reset() && u.retries_status(http::StatusCode::BAD_GATEWAY));
+        assert!(!u.retries_status(http::StatusCode::SERVICE_UNAVAILABLE));
+        let shown: Vec<String> = u.retry_on.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["reset", "502"]);
     }
 
     #[test]

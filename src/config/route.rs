@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteGuard, Size};
+use super::{
+    Config, ConfigError, Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteCompression, RouteGuard,
+    Size,
+};
 
 /// `[[routes]]`: which requests go where, and how they are treated.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -49,9 +52,10 @@ pub struct RouteConfig {
     /// This route's own access lists and rules, after the global ones.
     #[serde(default)]
     pub guard: RouteGuard,
-    /// `false` turns `[compression]` off here. Default: on when it is.
-    #[serde(default = "yes")]
-    pub compression: bool,
+    /// `false` turns `[compression]` off here; a table sets this route's own
+    /// levels (`{ levels = { gzip = 9 } }`). Default: on when `[compression]` is.
+    #[serde(default)]
+    pub compression: RouteCompression,
     /// Read a request's whole body before sending anything upstream, so a slow
     /// upload does not hold an origin connection. Default false.
     #[serde(default)]
@@ -161,4 +165,38 @@ impl CacheRules {
             targeted,
         }
     }
+}
+
+/// What the types cannot check in `routes[i]`: the upstream it names, its
+/// path, its cache rules against `[cache]`.
+pub(super) fn validate(
+    i: usize,
+    r: &RouteConfig,
+    c: &Config,
+    bad: &dyn Fn(String, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    if !c.upstreams.contains_key(&r.upstream) {
+        let known: Vec<&str> = c.upstreams.keys().map(String::as_str).collect();
+        return Err(bad(key("upstream"), format!("unknown upstream {:?} (defined: {})", r.upstream, known.join(", "))));
+    }
+    if !r.path.starts_with('/') {
+        return Err(bad(key("path"), format!("{:?} must start with '/'", r.path)));
+    }
+    let rules = &r.cache;
+    if let (Some(min), Some(max)) = (rules.min_ttl, rules.max_ttl)
+        && min > max
+    {
+        return Err(bad(key("cache.min_ttl"), format!("{min} is more than max_ttl {max}")));
+    }
+    if let Some(slice) = rules.slice {
+        if slice.bytes() < 1024 {
+            return Err(bad(key("cache.slice"), format!("{slice} is less than 1KiB")));
+        }
+        let max = c.cache.max_object_size;
+        if slice > max {
+            return Err(bad(key("cache.slice"), format!("{slice} is more than cache.max_object_size ({max})")));
+        }
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{Dur, FieldName};
+use super::{Config, ConfigError, Dur, FieldName, TlsName, overlaps};
 
 /// `[server.tls]`: listeners that speak TLS, HTTP/1.1 and HTTP/2 chosen by ALPN.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -186,10 +186,60 @@ pub struct UpstreamTls {
     /// CA certificates (PEM) to verify the servers against, instead of the system's.
     pub ca_file: Option<PathBuf>,
     /// Name sent in SNI and verified in the certificate, instead of each server's host.
-    pub server_name: Option<String>,
+    pub server_name: Option<TlsName>,
     /// Accept any certificate. Never in production: logged at start.
     pub insecure_skip_verify: bool,
     /// Client certificate (PEM chain) and key for mTLS to the origin.
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
+}
+
+/// `[server.tls]`, `[acme]` and the upstreams' `tls`: what must go together.
+pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) -> Result<(), ConfigError> {
+    if let Some(tls) = &c.server.tls {
+        if tls.listen.is_empty() {
+            return Err(bad("server.tls.listen".into(), "needs at least one address".into()));
+        }
+        for (i, a) in tls.listen.iter().enumerate() {
+            let clash = c.server.listen.iter().chain(tls.listen[..i].iter()).find(|b| overlaps(a, b));
+            if let Some(b) = clash {
+                return Err(bad(format!("server.tls.listen[{i}]"), format!("{a} overlaps {b}")));
+            }
+            if overlaps(a, &c.admin.listen) {
+                return Err(bad("admin.listen".into(), format!("{} is also server.tls.listen[{i}]", c.admin.listen)));
+            }
+        }
+        if tls.certificates.is_empty() && c.acme.is_none() {
+            return Err(bad("server.tls.certificates".into(), "needs a certificate (or [acme] to obtain them)".into()));
+        }
+        if tls.max_handshakes == 0 {
+            return Err(bad("server.tls.max_handshakes".into(), "must be at least 1".into()));
+        }
+        if tls.max_handshakes_per_source == 0 {
+            return Err(bad("server.tls.max_handshakes_per_source".into(), "must be at least 1".into()));
+        }
+        if tls.handshake_timeout.get().is_zero() {
+            return Err(bad("server.tls.handshake_timeout".into(), "must be more than 0".into()));
+        }
+        if tls.client_subject_header.is_some() && tls.client_ca.is_none() {
+            return Err(bad("server.tls.client_subject_header".into(), "needs client_ca".into()));
+        }
+    }
+    if let Some(acme) = &c.acme {
+        if acme.names.is_empty() {
+            return Err(bad("acme.names".into(), "needs at least one name (or \"routes\")".into()));
+        }
+        if !(acme.renew_at > 0.0 && acme.renew_at < 1.0) {
+            return Err(bad("acme.renew_at".into(), "must be between 0 and 1 (a fraction of the lifetime)".into()));
+        }
+        if acme.challenge == Challenge::TlsAlpn01 && c.server.tls.is_none() {
+            return Err(bad("acme.challenge".into(), "tls-alpn-01 needs [server.tls] listeners".into()));
+        }
+    }
+    for (up, u) in &c.upstreams {
+        if u.tls.client_cert.is_some() != u.tls.client_key.is_some() {
+            return Err(bad(format!("upstreams.{up}.tls"), "client_cert and client_key go together".into()));
+        }
+    }
+    Ok(())
 }

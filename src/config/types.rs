@@ -1,12 +1,13 @@
 //! Values parsed once, when the configuration is read: header names and
-//! values, host patterns, server addresses. Each is a type that cannot hold a
-//! wrong value, so nothing built from a [`Config`](super::Config) parses it
-//! again or can panic on it.
+//! values, host patterns, server addresses and TLS names, statuses. Each is a
+//! type that cannot hold a wrong value, so nothing built from a
+//! [`Config`](super::Config) parses it again or can panic on it.
 
 use std::fmt;
 
 use http::uri::Authority;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue, StatusCode};
+use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
 /// A header field name (`x-canary`), lower-cased.
@@ -125,6 +126,8 @@ pub struct ServerAddress {
     authority: Authority,
     host_value: HeaderValue,
     tls: bool,
+    /// The host as a TLS name (SNI, verification), when it is one.
+    tls_name: Option<ServerName<'static>>,
     unix: Option<std::path::PathBuf>,
 }
 
@@ -143,6 +146,12 @@ impl ServerAddress {
     /// Reached over TLS.
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// The host as TLS verifies it: a DNS name or an address; `None` when it
+    /// is neither (a `https://` server then needs the upstream's `tls.server_name`).
+    pub fn tls_name(&self) -> Option<&ServerName<'static>> {
+        self.tls_name.as_ref()
     }
 
     /// The socket of a `unix:` server.
@@ -178,6 +187,7 @@ impl TryFrom<String> for ServerAddress {
                 authority: Authority::from_static("localhost"),
                 host_value: HeaderValue::from_static("localhost"),
                 tls: false,
+                tls_name: None,
             });
         }
         let (rest, tls, default) = match (s.strip_prefix("https://"), s.strip_prefix("http://")) {
@@ -206,13 +216,75 @@ impl TryFrom<String> for ServerAddress {
         let authority: Authority = format!("{host}:{port}").parse().map_err(|_| format!("{s:?} is not host:port"))?;
         let host_value = if Some(port) == default { host.to_string() } else { format!("{host}:{port}") };
         let host_value = HeaderValue::try_from(host_value).map_err(|_| format!("{s:?} is not host:port"))?;
-        Ok(ServerAddress { label: s, authority, host_value, tls, unix: None })
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let tls_name = ServerName::try_from(bare.to_string()).ok();
+        Ok(ServerAddress { label: s, authority, host_value, tls, tls_name, unix: None })
     }
 }
 
 impl fmt::Display for ServerAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A name TLS verifies a server as (`tls.server_name`): a DNS name or an address.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TlsName(pub ServerName<'static>);
+
+impl TryFrom<String> for TlsName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ServerName::try_from(s.clone()).map(TlsName).map_err(|e| format!("{s:?} is not a DNS name or address: {e}"))
+    }
+}
+
+/// A status relais refuses a request with (`deny_status`, a zone's or a rule's
+/// `status`): 400 to 599.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u16")]
+pub struct ErrorStatus(pub StatusCode);
+
+impl TryFrom<u16> for ErrorStatus {
+    type Error = String;
+    fn try_from(code: u16) -> Result<Self, String> {
+        match StatusCode::from_u16(code) {
+            Ok(s) if (400..=599).contains(&code) => Ok(ErrorStatus(s)),
+            _ => Err(format!("{code} is not an error status (400 to 599)")),
+        }
+    }
+}
+
+impl ErrorStatus {
+    pub const fn new(s: StatusCode) -> ErrorStatus {
+        ErrorStatus(s)
+    }
+}
+
+/// Statuses as a range, `"200-399"` or `"200"` (a health check's `expect_status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, status: StatusCode) -> bool {
+        (self.low..=self.high).contains(&status.as_u16())
+    }
+}
+
+impl TryFrom<String> for StatusRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (a, b) = s.split_once('-').unwrap_or((&s, &s));
+        let range = match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+            (Ok(low), Ok(high)) if 100 <= low && low <= high && high <= 599 => Some(StatusRange { low, high }),
+            _ => None,
+        };
+        range.ok_or_else(|| format!("{s:?} is not like 200-399"))
     }
 }
 
@@ -248,6 +320,16 @@ mod tests {
         let unix = ServerAddress::try_from("unix:/run/app.sock".to_string()).unwrap();
         assert_eq!(unix.unix_path(), Some(std::path::Path::new("/run/app.sock")));
         assert_eq!(unix.host_value(), "localhost");
+        let named = |s: &str| ServerAddress::try_from(s.to_string()).unwrap().tls_name().cloned();
+        assert!(matches!(named("https://[::1]:8443"), Some(ServerName::IpAddress(_))));
+        assert!(matches!(named("https://app.internal"), Some(ServerName::DnsName(_))));
+        assert_eq!(StatusRange::try_from("200".to_string()), Ok(StatusRange { low: 200, high: 200 }));
+        assert_eq!(StatusRange::try_from(" 200 - 399".to_string()), Ok(StatusRange { low: 200, high: 399 }));
+        for bad in ["2xx", "399-200", "200-600", "99"] {
+            assert!(StatusRange::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+        assert_eq!(ErrorStatus::try_from(429), Ok(ErrorStatus(StatusCode::TOO_MANY_REQUESTS)));
+        assert!(ErrorStatus::try_from(200).unwrap_err().contains("not an error status"));
         for (bad, says) in [
             ("localhost", "needs a port"),
             ("[::1]", "needs a port"),

@@ -1,8 +1,11 @@
 //! `[upstreams.NAME]`: pools of origin servers.
 
+use std::fmt;
+
+use http::StatusCode;
 use serde::Deserialize;
 
-use super::{Dur, ServerAddress, UpstreamTls};
+use super::{ConfigError, Dur, FieldValue, ServerAddress, StatusRange, UpstreamTls};
 
 /// `[upstreams.NAME]`: a pool of origin servers.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -56,7 +59,7 @@ pub struct UpstreamConfig {
     /// request without a body to the next server: statuses (`"502"`) and
     /// `"reset"` (the connection broke before the response head). Default none.
     #[serde(default)]
-    pub retry_on: Vec<String>,
+    pub retry_on: Vec<RetryOn>,
     /// Most retries of one request on such answers. Default 1.
     #[serde(default = "one_retry")]
     pub max_retries: u32,
@@ -137,21 +140,57 @@ pub struct HealthCheck {
     pub passes: u32,
     /// Statuses that pass, `"200-399"` (the default) or `"200"`.
     #[serde(default = "default_expect_status")]
-    pub expect_status: String,
+    pub expect_status: StatusRange,
     /// Text the body must contain, if set.
     pub expect_body: Option<String>,
     /// Host header sent; default the server's address.
-    pub host: Option<String>,
+    pub host: Option<FieldValue>,
     #[serde(default)]
-    pub headers: std::collections::BTreeMap<super::FieldName, super::FieldValue>,
+    pub headers: std::collections::BTreeMap<super::FieldName, FieldValue>,
 }
 
-impl HealthCheck {
-    /// The statuses that pass, as an inclusive range; `None` if malformed.
-    pub fn statuses(&self) -> Option<(u16, u16)> {
-        let (a, b) = self.expect_status.split_once('-').unwrap_or((&self.expect_status, &self.expect_status));
-        let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-        (100 <= a && a <= b && b <= 599).then_some((a, b))
+/// A `retry_on` entry: a status (429 or a 5xx) or `reset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum RetryOn {
+    Status(StatusCode),
+    /// The connection broke before the response head.
+    Reset,
+}
+
+impl TryFrom<String> for RetryOn {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "reset" {
+            return Ok(RetryOn::Reset);
+        }
+        let status = s.parse::<u16>().ok().filter(|s| (500..=599).contains(s) || *s == 429);
+        match status.and_then(|s| StatusCode::from_u16(s).ok()) {
+            Some(code) => Ok(RetryOn::Status(code)),
+            None => Err(format!("{s:?} is not \"reset\", 429 or a 5xx status")),
+        }
+    }
+}
+
+/// As written: `502`, `reset`.
+impl fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryOn::Status(code) => write!(f, "{}", code.as_u16()),
+            RetryOn::Reset => f.write_str("reset"),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// An answer with `status` goes to the next server (`retry_on`).
+    pub fn retries_status(&self, status: StatusCode) -> bool {
+        self.retry_on.contains(&RetryOn::Status(status))
+    }
+
+    /// A connection that broke before the response head is retried (`retry_on = ["reset"]`).
+    pub fn retries_reset(&self) -> bool {
+        self.retry_on.contains(&RetryOn::Reset)
     }
 }
 
@@ -167,8 +206,8 @@ fn default_check_fails() -> u32 {
 fn default_check_passes() -> u32 {
     2
 }
-fn default_expect_status() -> String {
-    "200-399".into()
+fn default_expect_status() -> StatusRange {
+    StatusRange { low: 200, high: 399 }
 }
 
 fn one_retry() -> u32 {
@@ -309,4 +348,72 @@ impl<'de> Deserialize<'de> for HashKey {
             _ => Err(bad()),
         }
     }
+}
+
+/// What the types cannot check in `[upstreams.NAME]`: counts and ranges, and
+/// that every `https://` server has a name to verify.
+pub(super) fn validate(
+    up: &str,
+    u: &UpstreamConfig,
+    bad: &dyn Fn(String, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if u.servers.is_empty() {
+        return Err(bad(format!("upstreams.{up}.servers"), "needs at least one server".into()));
+    }
+    for (i, s) in u.servers.iter().enumerate() {
+        let key = format!("upstreams.{up}.servers[{i}]");
+        if s.weight() == 0 || s.weight() > 1000 {
+            return Err(bad(key, "weight must be between 1 and 1000".into()));
+        }
+        let a = s.address();
+        if a.is_tls() && a.tls_name().is_none() && u.tls.server_name.is_none() {
+            let msg = format!("{:?} is not a name TLS can verify: set tls.server_name", a.host());
+            return Err(bad(key, msg));
+        }
+    }
+    if u.max_fails == 0 {
+        return Err(bad(format!("upstreams.{up}.max_fails"), "must be at least 1".into()));
+    }
+    if let Some(h) = &u.health {
+        let key = |k: &str| format!("upstreams.{up}.health.{k}");
+        if !h.path.starts_with('/') {
+            return Err(bad(key("path"), format!("{:?} must start with '/'", h.path)));
+        }
+        if h.fails == 0 || h.passes == 0 {
+            return Err(bad(key("fails"), "fails and passes must be at least 1".into()));
+        }
+        if h.interval.get().is_zero() || h.timeout.get().is_zero() {
+            return Err(bad(key("interval"), "interval and timeout must be more than 0".into()));
+        }
+    }
+    if let Some(o) = &u.outlier
+        && (o.consecutive_5xx == 0 || o.max_ejection_percent > 100)
+    {
+        return Err(bad(
+            format!("upstreams.{up}.outlier"),
+            "consecutive_5xx must be at least 1 and max_ejection_percent at most 100".into(),
+        ));
+    }
+    if (1..100).contains(&u.hash_balance_factor) {
+        return Err(bad(
+            format!("upstreams.{up}.hash_balance_factor"),
+            "is a percentage of the average load: 0 (off) or at least 100".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&u.retry_budget) {
+        return Err(bad(format!("upstreams.{up}.retry_budget"), "must be between 0 and 1".into()));
+    }
+    if u.max_streams == 0 {
+        return Err(bad(format!("upstreams.{up}.max_streams"), "must be at least 1".into()));
+    }
+    for (key, d) in [
+        ("connect_timeout", u.connect_timeout),
+        ("response_timeout", u.response_timeout),
+        ("idle_timeout", u.idle_timeout),
+    ] {
+        if d.get().is_zero() {
+            return Err(bad(format!("upstreams.{up}.{key}"), "must be more than 0".into()));
+        }
+    }
+    Ok(())
 }

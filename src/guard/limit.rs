@@ -67,7 +67,7 @@ impl ReqZone {
             RandomState::new(),
             DefaultLifecycle::default(),
         );
-        let status = StatusCode::from_u16(config.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        let status = config.status.0;
         ReqZone { config: config.clone(), admit, pace, clock: DefaultClock::default(), keys, status }
     }
 
@@ -136,7 +136,7 @@ impl Drop for ConnPermit {
 
 impl ConnZone {
     pub fn new(config: &LimitConnConfig) -> ConnZone {
-        let status = StatusCode::from_u16(config.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let status = config.status.0;
         ConnZone { config: config.clone(), counts: Mutex::default(), status }
     }
 

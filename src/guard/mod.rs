@@ -103,7 +103,7 @@ impl Guard {
             },
             max_uri: usize::try_from(g.max_uri_length.bytes()).unwrap_or(usize::MAX),
             access: Access::new(&g.allow.0, &g.deny.0),
-            deny_status: StatusCode::from_u16(g.deny_status).unwrap_or(StatusCode::FORBIDDEN),
+            deny_status: g.deny_status.0,
             rules,
             admin: Access::new(&config.admin.allow.0, &config.admin.deny.0),
             req_zones,

@@ -104,7 +104,7 @@ impl Rules {
                 };
                 headers.push((at, rules.headers[at].1.add(re, i)));
             }
-            let status = c.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::FORBIDDEN);
+            let status = c.status.map_or(StatusCode::FORBIDDEN, |s| s.0);
             let rule = Rule {
                 name: Arc::from(c.name.clone().unwrap_or_else(|| format!("{label}[{i}]"))),
                 methods: c.method.0.clone(),

@@ -13,11 +13,15 @@
 //! together stay within `buffering.request_disk` ([`TempFiles`], one per
 //! process): an upload that would pass it is refused before anything goes
 //! upstream, so one client cannot fill the disk; slow readers cannot either.
+//!
+//! `buffering.memory` ([`MemoryBudget`]) and the temp-file budgets belong to
+//! the process, not to one configuration: a reload changes their limits, and
+//! what requests of the old configuration hold still counts.
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::Response;
@@ -45,6 +49,48 @@ pub struct Buffering {
     response_disk: u64,
     dir: PathBuf,
     shared: Arc<Semaphore>,
+    memory: Arc<MemoryBudget>,
+}
+
+/// `buffering.memory`, for the whole process: read-ahead, decoders and
+/// uploads read whole take their bytes from it as permits.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    permits: Arc<Semaphore>,
+    /// The limit the permits add up to (once any owed by a shrink are taken back).
+    limit: Mutex<usize>,
+}
+
+/// No memory until a configuration sets its limit.
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        MemoryBudget { permits: Arc::new(Semaphore::new(0)), limit: Mutex::new(0) }
+    }
+}
+
+impl MemoryBudget {
+    /// Sets the limit to `limit` bytes. A larger one adds permits at once; a
+    /// smaller one takes back what is free now and the rest as it is given
+    /// back, before anyone waiting for memory gets it (the semaphore is fair).
+    pub fn resize(&self, limit: usize) {
+        let mut current = self.limit.lock().unwrap_or_else(PoisonError::into_inner);
+        if limit > *current {
+            self.permits.add_permits(limit - *current);
+        } else if limit < *current {
+            let owed = (*current - limit) - self.permits.forget_permits(*current - limit);
+            if owed > 0
+                && let (Ok(runtime), Ok(owed)) = (tokio::runtime::Handle::try_current(), u32::try_from(owed))
+            {
+                let permits = self.permits.clone();
+                runtime.spawn(async move {
+                    if let Ok(taken) = permits.acquire_many_owned(owed).await {
+                        taken.forget();
+                    }
+                });
+            }
+        }
+        *current = limit;
+    }
 }
 
 /// One piece of a body on its way to the client, in order.
@@ -113,8 +159,11 @@ pub enum RequestError {
 }
 
 impl Buffering {
-    pub fn new(c: &BufferingConfig, disk: Arc<TempFiles>) -> Buffering {
+    /// `disk` and `memory` are the process's budgets; `memory` takes this
+    /// configuration's `buffering.memory` as its limit.
+    pub fn new(c: &BufferingConfig, disk: Arc<TempFiles>, memory: Arc<MemoryBudget>) -> Buffering {
         let per_response = u32::try_from(c.response_memory.bytes()).unwrap_or(u32::MAX).max(1);
+        memory.resize(usize::try_from(c.memory.bytes()).unwrap_or(usize::MAX).max(1));
         Buffering {
             enabled: c.response,
             request_memory: usize::try_from(c.request_memory.bytes()).unwrap_or(usize::MAX),
@@ -124,7 +173,8 @@ impl Buffering {
             file_max: c.response_file.bytes(),
             response_disk: c.response_disk.bytes(),
             dir: c.temp_path.clone().unwrap_or_else(std::env::temp_dir),
-            shared: Arc::new(Semaphore::new(usize::try_from(c.memory.bytes()).unwrap_or(usize::MAX).max(1))),
+            shared: memory.permits.clone(),
+            memory,
         }
     }
 
@@ -144,6 +194,11 @@ impl Buffering {
     /// The process's temp-file budgets, for the next configuration.
     pub fn temp_files(&self) -> Arc<TempFiles> {
         self.disk.clone()
+    }
+
+    /// The process's `buffering.memory`, for the next configuration.
+    pub fn memory(&self) -> Arc<MemoryBudget> {
+        self.memory.clone()
     }
 
     /// `res` with its body read ahead, when it is worth it.
@@ -461,4 +516,23 @@ impl Spill {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_limit_counts_what_is_held() {
+        let budget = MemoryBudget::default();
+        budget.resize(100);
+        let held = budget.permits.clone().try_acquire_many_owned(80).unwrap();
+        budget.resize(50);
+        assert_eq!(budget.permits.available_permits(), 0, "what is free is taken back at once");
+        drop(held);
+        tokio::task::yield_now().await;
+        assert_eq!(budget.permits.available_permits(), 50, "the rest as it is given back");
+        budget.resize(120);
+        assert_eq!(budget.permits.available_permits(), 120);
+    }
 }

@@ -34,7 +34,7 @@ use crate::guard::{Guard, Subject};
 use crate::metrics::Metrics;
 use crate::tls::{Issued, Tls};
 use crate::upstream::Upstream;
-pub use buffer::DiskBudget;
+pub use buffer::{DiskBudget, MemoryBudget};
 pub use error::{ProxyError, error_response};
 use log::AccessRecord;
 pub use log::{LoggedBody, Received};
@@ -73,6 +73,11 @@ pub struct Lasting {
     pub https_port: Option<u16>,
     /// Temp files of buffered uploads and responses (`buffering.request_disk`, `response_disk`).
     pub temp_files: Arc<buffer::TempFiles>,
+    /// Encoded copies of cached bodies (`compression.stored_memory`), which
+    /// stay valid as long as the cache's entries do.
+    pub copies: Arc<crate::compress::Encodings>,
+    /// `buffering.memory`: what uploads and read-ahead hold counts across reloads.
+    pub memory: Arc<buffer::MemoryBudget>,
 }
 
 /// What the pipeline knows about the client connection (and, once the guard
@@ -114,7 +119,7 @@ impl Pipeline {
     /// settings did not change are taken over from `previous` with their pools
     /// and health.
     pub fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
-        let Lasting { cache, metrics, issued, https_port, temp_files } = lasting.clone();
+        let Lasting { cache, metrics, issued, https_port, temp_files, copies, memory } = lasting.clone();
         let file_error = |e: crate::tls::TlsError| config.file_error(e.file, e.reason);
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
@@ -151,8 +156,8 @@ impl Pipeline {
             https_port,
             hide_headers,
             hide_targeted,
-            compression: crate::compress::Compression::new(&config_compression),
-            buffering: buffer::Buffering::new(&config_buffering, temp_files),
+            compression: crate::compress::Compression::new(&config_compression, copies),
+            buffering: buffer::Buffering::new(&config_buffering, temp_files, memory),
         })
     }
 
@@ -164,6 +169,8 @@ impl Pipeline {
             issued: self.issued.clone(),
             https_port: self.https_port,
             temp_files: self.buffering.temp_files(),
+            copies: self.compression.copies.clone(),
+            memory: self.buffering.memory(),
         }
     }
 }
@@ -245,7 +252,7 @@ pub async fn handle(
     record.route_label = route.map(|r| r.label.clone());
     record.cache = cache.as_ref().map(|c| c.outcome);
     let response = match (wants, route) {
-        (Some((method, accept)), Some(r)) if r.compression => compress(&pipeline, &method, &accept, response).await,
+        (Some((method, accept)), Some(r)) => compress(&pipeline, r, &method, &accept, response).await,
         _ => response,
     };
     record.status = response.status();
@@ -259,46 +266,21 @@ fn accepted_encodings(headers: &http::HeaderMap) -> http::HeaderMap {
     headers.get_all(http::header::ACCEPT_ENCODING).iter().map(|v| (http::header::ACCEPT_ENCODING, v.clone())).collect()
 }
 
-/// Compresses a response on the fly for a client that accepts it (a HEAD
-/// gets the headers the GET would have), or decodes the origin's coding for
-/// one that does not (a decoder it cannot afford is a 502 or 503).
+/// Compresses a response for a client that accepts it, or decodes the
+/// origin's coding for one that does not (a decoder it cannot afford is a 502
+/// or 503), where the route has relais compress.
 async fn compress(
     p: &Pipeline,
+    route: &Route,
     method: &http::Method,
     accept: &http::HeaderMap,
-    mut response: Response<crate::http::body::Body>,
+    response: Response<crate::http::body::Body>,
 ) -> Response<crate::http::body::Body> {
-    let c = &p.compression;
-    if let Some(e) = c.to_decode(response.status(), accept, response.headers()) {
-        let head = *method == http::Method::HEAD;
-        return match crate::compress::decode(response, e, head, |n| p.buffering.for_decoder(n)).await {
-            Ok(decoded) => decoded,
-            Err(refused) => {
-                tracing::warn!(error = %refused, "response not decoded");
-                error::error_response(refused.status())
-            }
-        };
-    }
-    let get = if *method == http::Method::HEAD { &http::Method::GET } else { method };
-    if !c.eligible(get, response.status(), response.headers()) {
-        return response;
-    }
-    let Some(e) = crate::compress::choose(accept, c.preference()) else {
-        crate::compress::vary_on_encoding(response.headers_mut());
-        return response;
-    };
-    if *method == http::Method::HEAD {
-        crate::compress::encoded_headers(response.headers_mut(), e, None);
-        return response;
-    }
-    let stored = response.extensions().get::<crate::compress::Source>().cloned();
-    match stored {
-        // A cached body sent whole: its stored copy in `e`.
-        Some(source) if matches!(response.body(), crate::http::body::Body::Full { .. }) => {
-            crate::compress::encode_stored(response, &source, e, c)
-        }
-        _ => crate::compress::encode(response, e, c.level(e)),
-    }
+    let Some(plan) = p.compression.for_route(&route.compress) else { return response };
+    plan.apply(method, accept, response, |n| p.buffering.for_decoder(n)).await.unwrap_or_else(|refused| {
+        tracing::warn!(error = %refused, "response not decoded");
+        error::error_response(refused.status())
+    })
 }
 
 /// A response on its way out: what the route adds, Via, Cache-Status, and

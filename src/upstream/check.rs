@@ -118,17 +118,15 @@ fn record(up: &Upstream, server: &Server, result: Result<(), String>, check: &He
 async fn probe(up: &Upstream, server: &Server, check: &HealthCheck) -> Result<(), String> {
     let uri = Uri::try_from(check.path.as_str()).map_err(|e| e.to_string())?;
     let mut req = Request::get(uri).body(Body::empty()).map_err(|e| e.to_string())?;
-    let host = check.host.as_deref().and_then(|h| h.parse().ok()).unwrap_or_else(|| server.host_value.clone());
+    let host = check.host.as_ref().map_or_else(|| server.host_value.clone(), |h| h.0.clone());
     req.headers_mut().insert(header::HOST, host);
     for (k, v) in &check.headers {
         req.headers_mut().insert(k.0.clone(), v.0.clone());
     }
-    let (lo, hi) = check.statuses().unwrap_or((200, 399));
     let asked = async {
         let res = up.request_on(server, req).await?;
-        let status = res.status().as_u16();
-        if !(lo..=hi).contains(&status) {
-            return Err(format!("status {status}"));
+        if !check.expect_status.contains(res.status()) {
+            return Err(format!("status {}", res.status().as_u16()));
         }
         if let Some(want) = &check.expect_body {
             let body = http_body_util::Limited::new(res.into_body(), BODY_LIMIT).collect().await;

@@ -17,11 +17,12 @@ use tokio_rustls::client::TlsStream;
 /// Where a server listens.
 #[derive(Clone, Debug)]
 pub enum Endpoint {
-    /// A host (an address, or a name resolved at connect) and port, and the name the TLS handshake uses.
+    /// A host (an address, or a name resolved at connect) and port, and the
+    /// name the TLS handshake uses (none for a cleartext host that is not one).
     Tcp {
         host: Arc<str>,
         port: u16,
-        name: ServerName<'static>,
+        name: Option<ServerName<'static>>,
     },
     Unix(PathBuf),
 }
@@ -67,7 +68,8 @@ impl Connector {
                     socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
                     match (&self.tls, tls) {
                         (Some(connector), true) => {
-                            Ok(Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?)))
+                            let name = name.clone().ok_or_else(|| io::Error::other("no TLS name for this server"))?;
+                            Ok(Stream::Tls(Box::new(connector.connect(name, tcp).await?)))
                         }
                         _ => Ok(Stream::Tcp(tcp)),
                     }

@@ -217,13 +217,7 @@ impl Upstream {
             idle_timeout: config.idle_timeout.get(),
             max_streams: config.max_streams,
         });
-        let server_name = match &config.tls.server_name {
-            Some(n) => Some(rustls_pki_types::ServerName::try_from(n.clone()).map_err(|e| crate::tls::TlsError {
-                file: format!("upstreams.{name}.tls.server_name").into(),
-                reason: e.to_string(),
-            })?),
-            None => None,
-        };
+        let server_name = config.tls.server_name.as_ref().map(|n| n.0.clone());
         let tls = if config.servers.iter().any(|s| s.address().is_tls()) {
             if config.tls.insecure_skip_verify {
                 tracing::warn!(upstream = name, "tls.insecure_skip_verify: the servers' certificates are not verified");
@@ -421,8 +415,8 @@ impl Upstream {
                         tracing::info!(upstream = %self.name, server = %server.address, "server answered again; back up");
                     }
                     self.note_answer(&members, server, res.status().is_server_error());
-                    let code = res.status().as_u16().to_string();
-                    if self.config.retry_on.contains(&code) && retry(attempt) {
+                    if self.config.retries_status(res.status()) && retry(attempt) {
+                        let code = res.status().as_u16();
                         tracing::info!(upstream = %self.name, server = %server.address, status = %code, "retrying on the next server");
                         last = Some(UpstreamError::Connect(server.address.clone()));
                         continue;
@@ -437,9 +431,7 @@ impl Upstream {
                     last = Some(UpstreamError::Connect(server.address.clone()));
                 }
                 Ok(Err(SendError::Request(e)))
-                    if !sent::body_failed(&e)
-                        && self.config.retry_on.iter().any(|r| r == "reset")
-                        && retry(attempt) =>
+                    if !sent::body_failed(&e) && self.config.retries_reset() && retry(attempt) =>
                 {
                     tracing::info!(upstream = %self.name, server = %server.address, error = %e, "connection broke; retrying on the next server");
                     last = Some(UpstreamError::Connect(server.address.clone()));
@@ -556,15 +548,14 @@ fn order(m: &Members, key: Option<u64>) -> (Vec<usize>, bool) {
     (order, false)
 }
 
-/// Where `address` is reached. A name is resolved at each connect.
+/// Where `address` is reached. A name is resolved at each connect. The TLS
+/// name is `tls.server_name`, else the host's own (validation saw that a
+/// `https://` server has one).
 fn endpoint(address: &ServerAddress, server_name: Option<&rustls_pki_types::ServerName<'static>>) -> Endpoint {
     if let Some(path) = address.unix_path() {
         return Endpoint::Unix(path.to_path_buf());
     }
-    let name = server_name.cloned().unwrap_or_else(|| {
-        rustls_pki_types::ServerName::try_from(address.host().to_string())
-            .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("invalid").expect("a valid name"))
-    });
+    let name = server_name.or(address.tls_name()).cloned();
     Endpoint::Tcp { host: Arc::from(address.host()), port: address.port(), name }
 }
 
