@@ -37,7 +37,7 @@ pub enum Head {
     /// Not known yet.
     Pending,
     /// A shareable response: read its body with [`Fill::body`].
-    Shared { status: StatusCode, headers: HeaderMap, cache_status: cache_policy::CacheStatus },
+    Shared { status: StatusCode, headers: HeaderMap, cache_status: Option<cache_policy::CacheStatus> },
     /// Not shareable, or the fetch failed before a head: fetch on your own.
     Released,
     /// The origin could not be reached: the status to answer with.
