@@ -10,7 +10,7 @@
 //! too slow (`cache.lock_timeout`).
 //!
 //! Hit-for-pass lives here alone: a leader whose response was refused (a
-//! [`Bypass`] reason) or proved too large to store marks the key, and for
+//! [`cache_policy::Bypass`] reason) or proved too large to store marks the key, and for
 //! [`PASS_TTL`] requests for it fetch on their own at once instead of waiting
 //! on a fill that would release them; a response being stored clears the mark.
 
