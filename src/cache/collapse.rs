@@ -32,7 +32,32 @@ use crate::body::Body;
 use crate::metrics::WaitEnd;
 
 /// How long a key stays known as uncacheable (Varnish's hit-for-miss).
-pub(super) const PASS_TTL: Duration = Duration::from_secs(30);
+const PASS_TTL: Duration = Duration::from_secs(30);
+
+/// The keys known uncacheable, for [`PASS_TTL`].
+pub(super) struct Pass(moka::sync::Cache<String, ()>);
+
+impl Default for Pass {
+    fn default() -> Pass {
+        Pass(moka::sync::Cache::builder().max_capacity(100_000).time_to_live(PASS_TTL).build())
+    }
+}
+
+impl Pass {
+    fn holds(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    fn mark(&self, key: String) {
+        self.0.insert(key, ());
+    }
+
+    fn clear(&self, key: &str) {
+        if self.0.contains_key(key) {
+            self.0.invalidate(key);
+        }
+    }
+}
 
 /// A miss's part in its key's fill.
 pub enum Role {
@@ -64,7 +89,7 @@ pub type Reply<E> = oneshot::Sender<Result<Answer, E>>;
 impl HttpCache<'_> {
     /// Whether `miss` leads its key's fill, waits for it, or fetches alone.
     pub fn join(&self, miss: Miss) -> Role {
-        if self.cache.pass.contains_key(&miss.slot.key) {
+        if self.cache.pass.holds(&miss.slot.key) {
             // Known uncacheable: waiting for someone else's fetch would only delay us.
             return Role::Alone(miss);
         }
@@ -100,10 +125,10 @@ async fn ask<O: Origin>(
     miss: Miss,
     key: &str,
 ) -> Result<Fetched, O::Error> {
-    let as_head = miss.head && cache.pass.contains_key(key);
+    let as_head = miss.head && cache.pass.holds(key);
     let fetched = revalidate::ask(cache, origin, head, miss, as_head).await?;
-    if matches!(fetched.kept, Kept::Storing(_)) && cache.pass.contains_key(key) {
-        cache.pass.invalidate(key);
+    if matches!(fetched.kept, Kept::Storing(_)) {
+        cache.pass.clear(key);
     }
     Ok(fetched)
 }
@@ -129,7 +154,7 @@ impl Lead {
                 leader.close();
                 if let Kept::Refused(reason) = kept {
                     tracing::debug!(key, %reason, "not stored; the key skips the wait for a while");
-                    cache.pass.insert(key, ());
+                    cache.pass.mark(key);
                 }
                 if let Some(tx) = client {
                     let _ = tx.send(Ok(answer));
@@ -154,7 +179,7 @@ impl Lead {
                 };
                 let not_stored = || {
                     leader.close();
-                    cache.pass.insert(key, ());
+                    cache.pass.mark(key);
                 };
                 let complete = pump(&mut body, fill, storing, not_stored).await;
                 fill.finish(complete);

@@ -54,7 +54,7 @@ pub struct Cache {
     /// How long a collapsed request waits for another's fetch before going itself.
     lock_timeout: Duration,
     /// Keys whose last response was uncacheable: not collapsed for a while.
-    pass: moka::sync::Cache<String, ()>,
+    pass: collapse::Pass,
     /// Which keys hold which URLs and tags.
     index: Arc<index::PurgeIndex>,
     /// Recent purges, so a fill that started before one is not stored after it.
@@ -122,7 +122,7 @@ impl Cache {
             fill_budget: Arc::new(tee::Budget::new(config.fill_memory.bytes())),
             fills: fill::Fills::default(),
             lock_timeout: config.lock_timeout.get(),
-            pass: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(collapse::PASS_TTL).build(),
+            pass: collapse::Pass::default(),
             index,
             purges: purge::Log::default(),
             doomed: Default::default(),
