@@ -39,7 +39,7 @@ pub use conditional::not_modified;
 pub use headers::{HOP_BY_HOP, connection_named, storable_headers};
 pub use invalidate::invalidations;
 pub use policy::{Freshness, Policy};
-pub use range::{ByteRange, Ranged, content_range, resolve};
+pub use range::{ByteRange, Ranged, asked, content_range, part_covers, resolve};
 pub use reason::Bypass;
 pub use request::{lookup_allowed, only_if_cached};
 pub use revalidate::Revalidation;

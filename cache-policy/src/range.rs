@@ -4,8 +4,8 @@
 //! Only single ranges are served: several ranges get the whole response
 //! (allowed by §14.2), and a multipart 206 is neither stored nor cut.
 
-use http::HeaderMap;
-use http::header::CONTENT_RANGE;
+use http::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use http::{HeaderMap, Method};
 
 /// A part of a representation: inclusive byte positions and the whole length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +88,39 @@ pub fn content_range(headers: &HeaderMap) -> Option<ByteRange> {
     let digits = |s: &str| Some(s).filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))?.parse().ok();
     let part = ByteRange { start: digits(start)?, end: digits(end)?, total: digits(total)? };
     (part.start <= part.end && part.end < part.total).then_some(part)
+}
+
+/// The single range a GET (`method`, `req` its headers) asks of the
+/// representation `res` describes (of `len` bytes, or of the whole a part's
+/// `Content-Range` names), if `If-Range` allows.
+pub fn asked(method: &Method, req: &HeaderMap, res: &HeaderMap, len: Option<u64>) -> Option<Ranged> {
+    if method != Method::GET {
+        return None;
+    }
+    let spec = req.get(RANGE)?.to_str().ok()?;
+    let total = len.or_else(|| content_range(res).map(|p| p.total))?;
+    if !if_range_matches(req, res) {
+        return None;
+    }
+    resolve(spec, total)
+}
+
+/// Whether a stored part answers a request on its own: a single range within it.
+pub fn part_covers(method: &Method, req: &HeaderMap, stored: &HeaderMap) -> bool {
+    match (content_range(stored), asked(method, req, stored, None)) {
+        (Some(part), Some(Ranged::One(want))) => part.covers(&want),
+        _ => false,
+    }
+}
+
+/// `If-Range`: a strong ETag equal to the response's, or its exact Last-Modified date.
+fn if_range_matches(req: &HeaderMap, res: &HeaderMap) -> bool {
+    let Some(cond) = req.get(IF_RANGE) else { return true };
+    let Ok(cond) = cond.to_str() else { return false };
+    if cond.starts_with('"') {
+        return res.get(ETAG).and_then(|e| e.to_str().ok()).is_some_and(|e| e == cond);
+    }
+    res.get(LAST_MODIFIED).and_then(|l| l.to_str().ok()).is_some_and(|l| l == cond)
 }
 
 #[cfg(test)]

@@ -44,11 +44,16 @@ pub enum Bypass {
     RequestBody,
     /// The memory for bodies being stored is taken by other fetches (decided by the caller).
     FillMemory,
+    /// A request to switch protocols (WebSocket): tunnelled, never stored
+    /// (decided by the caller).
+    Upgrade,
+    /// A sliced route's file is empty: no slice exists to store (decided by the caller).
+    SliceEmpty,
 }
 
 impl Bypass {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Bypass; 16] = [
+    pub const ALL: [Bypass; 18] = [
         Bypass::Route,
         Bypass::Method,
         Bypass::RequestNoStore,
@@ -65,6 +70,8 @@ impl Bypass {
         Bypass::Cookie,
         Bypass::RequestBody,
         Bypass::FillMemory,
+        Bypass::Upgrade,
+        Bypass::SliceEmpty,
     ];
 
     /// A short kebab-case word for `Cache-Status` `detail=`, logs and metrics.
@@ -86,6 +93,8 @@ impl Bypass {
             Bypass::Cookie => "cookie",
             Bypass::RequestBody => "request-body",
             Bypass::FillMemory => "fill-memory",
+            Bypass::Upgrade => "upgrade",
+            Bypass::SliceEmpty => "slice-empty",
         }
     }
 }

@@ -294,7 +294,7 @@ async fn gauges(pipeline: &Pipeline) -> render::Gauges {
         memory_capacity: pipeline.config.cache.memory_capacity.bytes(),
         disk_capacity: pipeline.config.cache.disk_capacity.bytes(),
         indexed_keys: cache.indexed_keys() as u64,
-        fill_bytes: cache.fill_budget.used(),
+        fill_bytes: cache.fill_bytes(),
         encoded_bytes: pipeline.compression.copies.bytes(),
         encoded_made: pipeline.compression.copies.made(),
         ..Default::default()

@@ -6,8 +6,7 @@
 //! else waits for the response head, then reads the body from a shared buffer
 //! as it arrives (a waiter's first byte does not wait for the last). A head
 //! that is not shareable (uncacheable response) releases the waiters to fetch
-//! on their own, and the key is remembered as uncacheable for a while so later
-//! requests skip the wait (Varnish's hit-for-miss).
+//! on their own (`collapse.rs` decides who leads and remembers such keys).
 //!
 //! Memory: while the body may still be stored, the buffer keeps it whole (new
 //! waiters read from the first byte), up to `max_object_size` and within the
@@ -37,7 +36,7 @@ pub enum Head {
     /// Not known yet.
     Pending,
     /// A shareable response: read its body with [`Fill::body`].
-    Shared { status: StatusCode, headers: HeaderMap, cache_status: cache_policy::CacheStatus },
+    Shared { status: StatusCode, headers: HeaderMap, cache_status: Option<cache_policy::CacheStatus> },
     /// Not shareable, or the fetch failed before a head: fetch on your own.
     Released,
     /// The origin could not be reached: the status to answer with.

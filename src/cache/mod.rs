@@ -1,10 +1,20 @@
-//! The two-tier cache: memory (moka) in front of disk (cacache).
+//! The HTTP cache, one layer: [`HttpCache`] (in `phase.rs`) over [`Cache`],
+//! the two-tier store.
 //!
-//! Lookup order is memory, then disk (a disk hit is promoted into memory); a
-//! store goes to both. The tiers hold the same keys and values; the disk tier
-//! survives restarts. Any disk failure is logged and treated as a miss: the
-//! proxy keeps serving from memory and the origin.
+//! `HttpCache` owns the HTTP side: a lookup returns a [`Phase`]; a miss goes
+//! to the origin through the key's shared fill (`collapse.rs`, `fill.rs`), with
+//! a ticket (`ticket.rs`) that carries it to the decision to store and to the
+//! commit; revalidation, stale-if-error and part completion are in
+//! `revalidate.rs`. The origin itself is the proxy's, handed in as an
+//! [`Origin`]; nothing here knows a route or a connection.
+//!
+//! `Cache` is memory (moka) in front of disk (cacache). Lookup order is
+//! memory, then disk (a disk hit is promoted into memory); a store goes to
+//! both. The tiers hold the same keys and values; the disk tier survives
+//! restarts. Any disk failure is logged and treated as a miss: the proxy keeps
+//! serving from memory and the origin.
 
+mod collapse;
 pub mod disk;
 mod entry;
 pub mod fill;
@@ -12,31 +22,39 @@ mod index;
 mod journal;
 pub mod key;
 mod memory;
+mod origin;
+mod phase;
 pub mod purge;
+mod revalidate;
 pub mod tee;
+mod ticket;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::CacheConfig;
 use crate::metrics::{Metrics, Tier};
+pub use collapse::{Lead, Reply, Role, Wait};
 use disk::{DiskError, DiskTier};
 pub use entry::{Entry, Stored, VaryRecord};
 use memory::MemoryTier;
+pub use origin::{Answer, Origin};
+pub use phase::{Asked, Hit, HttpCache, Miss, Phase, fill_head, fill_head_of};
+pub use revalidate::upstream_request;
 
 pub struct Cache {
     memory: MemoryTier,
     disk: Option<Arc<DiskTier>>,
     /// Larger bodies are streamed through and not stored.
-    pub max_object_size: u64,
+    max_object_size: u64,
     /// Bytes of bodies being stored, at most (`cache.fill_memory`).
-    pub fill_budget: Arc<tee::Budget>,
+    fill_budget: Arc<tee::Budget>,
     /// Fetches in flight, for request collapsing.
-    pub fills: fill::Fills,
+    fills: fill::Fills,
     /// How long a collapsed request waits for another's fetch before going itself.
-    pub lock_timeout: Duration,
+    lock_timeout: Duration,
     /// Keys whose last response was uncacheable: not collapsed for a while.
-    pass: moka::sync::Cache<String, ()>,
+    pass: collapse::Pass,
     /// Which keys hold which URLs and tags.
     index: Arc<index::PurgeIndex>,
     /// Recent purges, so a fill that started before one is not stored after it.
@@ -54,9 +72,6 @@ pub struct Cache {
 }
 
 type Doomed = std::sync::Mutex<std::collections::HashSet<String>>;
-
-/// How long a key stays known as uncacheable (Varnish's hit-for-miss).
-const PASS_TTL: Duration = Duration::from_secs(30);
 
 impl Cache {
     /// Opens both tiers. A disk tier that cannot be opened is logged, and relais
@@ -107,7 +122,7 @@ impl Cache {
             fill_budget: Arc::new(tee::Budget::new(config.fill_memory.bytes())),
             fills: fill::Fills::default(),
             lock_timeout: config.lock_timeout.get(),
-            pass: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(PASS_TTL).build(),
+            pass: collapse::Pass::default(),
             index,
             purges: purge::Log::default(),
             doomed: Default::default(),
@@ -150,20 +165,6 @@ impl Cache {
                 }
             }
         });
-    }
-
-    pub fn is_pass(&self, key: &str) -> bool {
-        self.pass.contains_key(key)
-    }
-
-    pub fn mark_pass(&self, key: &str) {
-        self.pass.insert(key.to_string(), ());
-    }
-
-    pub fn unmark_pass(&self, key: &str) {
-        if self.pass.contains_key(key) {
-            self.pass.invalidate(key);
-        }
     }
 
     /// Memory, then disk. A disk hit is promoted into memory.
@@ -356,6 +357,11 @@ impl Cache {
 
     pub async fn memory_bytes(&self) -> u64 {
         self.memory.weighted_size().await
+    }
+
+    /// Bytes of bodies being stored now (`cache.fill_memory` in use).
+    pub fn fill_bytes(&self) -> u64 {
+        self.fill_budget.used()
     }
 
     pub fn indexed_keys(&self) -> usize {

@@ -104,6 +104,24 @@ impl Cache {
         }
     }
 
+    /// RFC 9111 §4.4: a successful unsafe request (`method`, answered with
+    /// `status` and `headers`) invalidates its URL and the same-origin URLs
+    /// in Location and Content-Location, in both tiers.
+    pub async fn invalidate_after(
+        &self,
+        method: &http::Method,
+        status: http::StatusCode,
+        url: &str,
+        headers: &http::HeaderMap,
+    ) {
+        let Ok(uri) = url.parse::<http::Uri>() else { return };
+        for target in cache_policy::invalidations(method, status, &uri, headers) {
+            if let Some(u) = super::key::url_of(&target) {
+                self.invalidate(&u).await;
+            }
+        }
+    }
+
     /// Purges what matches; returns the number of entries (responses; a URL's
     /// Vary record is not counted) removed, or marked stale when soft.
     pub async fn purge(&self, target: Target, mode: PurgeMode) -> u64 {

@@ -145,7 +145,7 @@ impl Compression {
 impl RoutePlan<'_> {
     /// The response as this client gets it: compressed on the fly when it
     /// accepts a coding (a HEAD gets the headers the GET would have; a cached
-    /// body sent whole, marked by [`offer_stored`](Self::offer_stored), gets
+    /// body sent whole, marked by [`stored_source`](Self::stored_source), gets
     /// its copy made once), or with the origin's coding undone when it does
     /// not accept that one. `memory` gives a decoder its room in
     /// `buffering.memory`; a decoder refused is the error, which the caller
@@ -198,13 +198,17 @@ impl RoutePlan<'_> {
         names.retain(|n| n != header::ACCEPT_ENCODING);
     }
 
-    /// Marks a hit's response (`url`'s entry stored at `stored_at`, its body
-    /// `body`) so that [`apply`](Self::apply) sends the copy made once per
+    /// What a hit (`url`'s entry stored at `stored_at`, its body `body`)
+    /// carries so that [`apply`](Self::apply) sends the copy made once per
     /// encoding; only a 200 with a body has copies.
-    pub fn offer_stored(&self, res: &mut Response<Body>, url: &str, stored_at: std::time::SystemTime, body: &Bytes) {
-        if res.status() == StatusCode::OK && !body.is_empty() {
-            res.extensions_mut().insert(Source::new(url, stored_at, body));
-        }
+    pub fn stored_source(
+        &self,
+        status: StatusCode,
+        url: &str,
+        stored_at: std::time::SystemTime,
+        body: &Bytes,
+    ) -> Option<Source> {
+        (status == StatusCode::OK && !body.is_empty()).then(|| Source::new(url, stored_at, body))
     }
 }
 

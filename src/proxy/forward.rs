@@ -16,21 +16,15 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use std::sync::Arc;
 
 use super::error::ProxyError;
 use super::headers::{Upgrade, add_forwarded, add_via, strip_hop_by_hop};
 use super::route::Route;
 use super::upload::{ClientBodyError, Upload};
 use super::{Conn, Pipeline, Received};
+use crate::cache::Answer;
 use crate::http::body::Body;
 use crate::upstream::{Outgoing, UpstreamError};
-
-/// The forwarded response and the server that answered.
-pub struct Forwarded {
-    pub response: Response<Body>,
-    pub server: Arc<str>,
-}
 
 pub async fn forward(
     pipeline: &Pipeline,
@@ -38,7 +32,7 @@ pub async fn forward(
     conn: &Conn,
     host: Option<&HeaderValue>,
     req: Request<Body>,
-) -> Result<Forwarded, ProxyError> {
+) -> Result<Answer, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let upgrade = parts.extensions.remove::<Upgrade>().map(|u| u.0);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
@@ -88,7 +82,7 @@ pub async fn forward(
             super::upgrade::tunnel(client, origin, pipeline.config.server.tunnel_idle_timeout.get(), conn.slot.clone());
         res_parts.extensions.insert(held);
     }
-    Ok(Forwarded { response: Response::from_parts(res_parts, res_body), server })
+    Ok(Answer { response: Response::from_parts(res_parts, res_body), upstream: Some(server), cache: None })
 }
 
 /// Whether every protocol of the origin's `Upgrade` is one the request

@@ -11,6 +11,7 @@ mod error;
 mod forward;
 pub mod headers;
 mod log;
+mod pass;
 mod present;
 mod route;
 pub(crate) mod target;
@@ -28,7 +29,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
-use crate::cache::Cache;
+use crate::cache::{Answer, Cache};
 use crate::config::{Config, ConfigError};
 use crate::guard::{Guard, Subject};
 use crate::metrics::Metrics;
@@ -227,7 +228,7 @@ pub async fn handle(
     let wants = pipeline.compression.enabled.then(|| (req.method().clone(), accepted_encodings(req.headers())));
     let mut route = None;
     let (response, upstream, cache) = match respond(&pipeline, conn, authority, req, &mut record, &mut route).await {
-        Ok(a) => (a.response, a.upstream, a.status),
+        Ok(a) => (a.response, a.upstream, a.cache),
         Err(e) => {
             if let Some(reason) = e.guard_reason() {
                 let label = route.map_or("none", |r: &Arc<Route>| &*r.label);
@@ -320,13 +321,6 @@ fn finish(
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-struct Answer {
-    response: Response<crate::http::body::Body>,
-    upstream: Option<Arc<str>>,
-    /// What the cache did; None when it was not reached (a redirect).
-    status: Option<CacheStatus>,
-}
-
 /// The stages in order; `route` is set as soon as one is found, and the guard
 /// records in `record` who the client is and the permits it holds.
 async fn respond<'a>(
@@ -388,14 +382,14 @@ async fn respond<'a>(
         // An ACME http-01 validation of a certificate relais is obtaining.
         let mut res = Response::new(crate::http::body::Body::full(authorization));
         res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        return Ok(Answer { response: res, upstream: None, status: None });
+        return Ok(Answer::local(res));
     }
     let host = authority.as_ref().map_or("", |a| a.host());
     let route = match pipeline.router.find(host, path, &parts.headers).ok_or(ProxyError::NoRoute)? {
         Found::Route(route) => route,
         Found::Directory(route) => {
             *route_found = Some(route);
-            return Ok(Answer { response: to_directory(route.directory(), &parts.uri)?, upstream: None, status: None });
+            return Ok(Answer::local(to_directory(route.directory(), &parts.uri)?));
         }
     };
     *route_found = Some(route);
@@ -412,14 +406,13 @@ async fn respond<'a>(
     route.guard.check(&subject, skip_rules, &pipeline.metrics)?;
     if conn.proto == "http" && route.redirect_https {
         let response = redirect_to_https(pipeline, authority.as_ref(), &parts.uri)?;
-        return Ok(Answer { response, upstream: None, status: None });
+        return Ok(Answer::local(response));
     }
     if route.guard.has_limits() {
         record.permits = route.guard.admit(&subject, &pipeline.metrics).await?;
     }
     let req = Request::from_parts(parts, body);
-    let s = cache::serve(pipeline.clone(), route.clone(), conn, authority.map(|a| a.value), req).await?;
-    Ok(Answer { response: s.response, upstream: s.upstream, status: Some(s.status) })
+    cache::serve(pipeline.clone(), route.clone(), conn, authority.map(|a| a.value), req).await
 }
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";

@@ -16,7 +16,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 
@@ -25,33 +24,33 @@ use cache_policy::{ByteRange, Ranged};
 use crate::http::body::{Body, BoxError};
 
 /// Cuts `res` (a full 200, a stored or fetched part, or any other status,
-/// passed as is) to what `req` asked for.
-pub fn present(req: &Parts, res: Response<Body>) -> Response<Body> {
+/// passed as is) to what the client's `method` and `headers` asked for.
+pub fn present(method: &Method, headers: &HeaderMap, res: Response<Body>) -> Response<Body> {
     if res.status() == StatusCode::PARTIAL_CONTENT {
         // A part is cut only when its body is the range it claims: one that
         // disagrees (an origin's lie) is passed on as it came.
         let length = crate::http::body::content_length(res.headers());
-        return match (cache_policy::content_range(res.headers()), client_range(req, res.headers(), None)) {
+        return match (cache_policy::content_range(res.headers()), client_range(method, headers, res.headers(), None)) {
             (Some(part), Some(Ranged::One(want))) if part.covers(&want) && length.is_none_or(|n| n == part.len()) => {
-                cut(req, res, want, want.start - part.start)
+                cut(method, res, want, want.start - part.start)
             }
-            _ => head_only(req, res),
+            _ => head_only(method, res),
         };
     }
     if res.status() != StatusCode::OK {
-        return head_only(req, res);
+        return head_only(method, res);
     }
-    if cache_policy::not_modified(&req.headers, res.headers()) {
+    if cache_policy::not_modified(headers, res.headers()) {
         let (mut parts, _unread) = res.into_parts();
         parts.status = StatusCode::NOT_MODIFIED;
         keep_304_headers(&mut parts.headers);
         return Response::from_parts(parts, Body::empty());
     }
-    let Some(len) = crate::http::body::content_length(res.headers()) else { return head_only(req, res) };
-    match client_range(req, res.headers(), Some(len)) {
-        Some(Ranged::One(want)) => cut(req, res, want, want.start),
+    let Some(len) = crate::http::body::content_length(res.headers()) else { return head_only(method, res) };
+    match client_range(method, headers, res.headers(), Some(len)) {
+        Some(Ranged::One(want)) => cut(method, res, want, want.start),
         Some(Ranged::Unsatisfiable) => unsatisfiable(res, len),
-        None => head_only(req, res),
+        None => head_only(method, res),
     }
 }
 
@@ -66,16 +65,8 @@ pub fn unsatisfiable(res: Response<Body>, total: u64) -> Response<Body> {
     Response::from_parts(parts, Body::empty())
 }
 
-/// Whether a stored part answers `req` on its own: a single range within it.
-pub fn part_covers(req: &Parts, stored: &HeaderMap) -> bool {
-    match (cache_policy::content_range(stored), client_range(req, stored, None)) {
-        (Some(part), Some(Ranged::One(want))) => part.covers(&want),
-        _ => false,
-    }
-}
-
-fn head_only(req: &Parts, res: Response<Body>) -> Response<Body> {
-    if req.method != Method::HEAD {
+fn head_only(method: &Method, res: Response<Body>) -> Response<Body> {
+    if method != Method::HEAD {
         return res;
     }
     let (parts, _unread) = res.into_parts();
@@ -84,30 +75,12 @@ fn head_only(req: &Parts, res: Response<Body>) -> Response<Body> {
 
 /// The single range a GET asks of the representation `res` describes (of
 /// `len` bytes, or of the whole a part's `Content-Range` names), if `If-Range` allows.
-pub fn client_range(req: &Parts, res: &HeaderMap, len: Option<u64>) -> Option<Ranged> {
-    if req.method != Method::GET {
-        return None;
-    }
-    let spec = req.headers.get(header::RANGE)?.to_str().ok()?;
-    let total = len.or_else(|| cache_policy::content_range(res).map(|p| p.total))?;
-    if !if_range_matches(req, res) {
-        return None;
-    }
-    cache_policy::resolve(spec, total)
-}
-
-/// `If-Range`: a strong ETag equal to the response's, or its exact Last-Modified date.
-fn if_range_matches(req: &Parts, res: &HeaderMap) -> bool {
-    let Some(cond) = req.headers.get(header::IF_RANGE) else { return true };
-    let Ok(cond) = cond.to_str() else { return false };
-    if cond.starts_with('"') {
-        return res.get(header::ETAG).and_then(|e| e.to_str().ok()).is_some_and(|e| e == cond);
-    }
-    res.get(header::LAST_MODIFIED).and_then(|l| l.to_str().ok()).is_some_and(|l| l == cond)
+pub fn client_range(method: &Method, headers: &HeaderMap, res: &HeaderMap, len: Option<u64>) -> Option<Ranged> {
+    cache_policy::asked(method, headers, res, len)
 }
 
 /// A 206 of `want`, whose first byte is at `offset` in `res`'s body.
-fn cut(req: &Parts, res: Response<Body>, want: ByteRange, offset: u64) -> Response<Body> {
+fn cut(method: &Method, res: Response<Body>, want: ByteRange, offset: u64) -> Response<Body> {
     let (mut parts, body) = res.into_parts();
     parts.status = StatusCode::PARTIAL_CONTENT;
     let n = want.len();
@@ -123,7 +96,7 @@ fn cut(req: &Parts, res: Response<Body>, want: ByteRange, offset: u64) -> Respon
         Body::Full { data: Some(data) } if data.get(from..to).is_some() => Body::full(data.slice(from..to)),
         other => Body::boxed(RangeBody { inner: other, skip: offset, left: n }),
     };
-    head_only(req, Response::from_parts(parts, body))
+    head_only(method, Response::from_parts(parts, body))
 }
 
 /// RFC 9110 §15.4.5: a 304 carries the fields a 200 would have that describe
@@ -212,7 +185,7 @@ mod tests {
             .header(header::ETAG, "\"e\"")
             .body(Body::full("0123456789"))
             .unwrap();
-        present(&req, res)
+        present(&req.method, &req.headers, res)
     }
 
     fn text(res: Response<Body>) -> (u16, Option<String>, String) {
@@ -258,7 +231,10 @@ mod tests {
                 .header(header::CONTENT_LENGTH, "6")
                 .body(Body::full("456789"))
                 .unwrap();
-            (part_covers(&req, res.headers()), text(present(&req, res)))
+            (
+                cache_policy::part_covers(&req.method, &req.headers, res.headers()),
+                text(present(&req.method, &req.headers, res)),
+            )
         };
         assert_eq!(asked("bytes=6-8"), (true, (206, Some("bytes 6-8/10".into()), "678".into())));
         assert_eq!(asked("bytes=-1"), (true, (206, Some("bytes 9-9/10".into()), "9".into())));
@@ -279,7 +255,7 @@ mod tests {
             .header(header::CONTENT_LENGTH, "5")
             .body(Body::full("56789"))
             .unwrap();
-        assert_eq!(text(present(&req, res)), (206, Some("bytes 4-9/10".into()), "56789".into()));
+        assert_eq!(text(present(&req.method, &req.headers, res)), (206, Some("bytes 4-9/10".into()), "56789".into()));
     }
 
     #[tokio::test]

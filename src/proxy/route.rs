@@ -40,9 +40,6 @@ pub struct Route {
     pub cache: cache_policy::Rules,
     /// Responses are fetched and stored in ranges of this many bytes.
     pub slice: Option<u64>,
-    /// `[compression]` applies here. (The cache stage reads this; it is
-    /// `compress`'s `on`, to be asked through `Compression::for_route`.)
-    pub compression: bool,
     /// Whether and at what levels relais compresses here.
     pub compress: crate::compress::RouteSettings,
     /// Request bodies are read whole before they go upstream.
@@ -125,7 +122,6 @@ impl Route {
             response_headers: CompiledRules::new(&r.response_headers),
             cache: r.cache.to_rules(config.cache.targeted()),
             slice: r.cache.slice.map(|s| s.bytes()),
-            compression: r.compression.on,
             compress: crate::compress::RouteSettings::new(&config.compression, &r.compression),
             request_buffering: r.request_buffering,
             redirect_https: r.redirect_https.unwrap_or(config.server.redirect_https),

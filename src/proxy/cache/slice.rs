@@ -15,7 +15,16 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::http::body::BoxError;
-use cache_policy::Ranged;
+use bytes::Bytes;
+use cache_policy::{Bypass, ByteRange, CacheStatus, Ranged};
+
+/// What every slice of one client's request is fetched with.
+#[derive(Clone)]
+struct Ask {
+    origin: ToOrigin,
+    /// The client's request as the fills ask it (GET).
+    head: Arc<Parts>,
+}
 
 /// Answers a GET or HEAD on a sliced route.
 pub(super) async fn serve(
@@ -26,16 +35,12 @@ pub(super) async fn serve(
     parts: Parts,
     url: String,
     size: u64,
-) -> Result<Served, ProxyError> {
-    let ask = Ask {
-        req: Arc::new(origin_head(p, route, as_get(&parts))),
-        range: None,
-        p: p.clone(),
-        route: route.clone(),
-        conn: conn.clone(),
-        host,
-    };
-    let spec = Some(&parts).filter(|p| p.method == Method::GET).and_then(|p| p.headers.get(header::RANGE));
+) -> Result<Answer, ProxyError> {
+    let method = parts.method.clone();
+    let origin = ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host };
+    let ask = Ask { origin, head: fill_head(parts) };
+    let client = &ask.head.headers;
+    let spec = Some(client).filter(|_| method == Method::GET).and_then(|h| h.get(header::RANGE));
     let first = spec.and_then(|v| first_byte(v.to_str().ok()?)).map_or(0, |b| b / size * size);
     let mut head = one(&ask, &url, first, size).await?;
     let mut got = fits(&head.response, first, size, None, None);
@@ -47,22 +52,20 @@ pub(super) async fn serve(
     let Some(part) = got else {
         if head.response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
             // Slice 0 past the end: an empty file. Asked for as it is, not stored.
-            let req = upstream_request(&ask.req, Method::GET);
-            let fwd = forward(p, route, conn, ask.host.as_ref(), req).await?;
-            let status = CacheStatus::new(CacheOutcome::Bypass).detail("slice-empty");
-            let served =
-                Served { response: fwd.response, upstream: Some(fwd.server), status, shareable: false, storing: None };
-            return Ok(client_view(&parts, served));
+            let req = crate::cache::upstream_request(&ask.head, Method::GET);
+            let fwd = ask.origin.fetch(req).await?;
+            let answer = Answer { cache: Some(CacheStatus::bypass(Bypass::SliceEmpty)), ..fwd };
+            return Ok(client_view(&method, &ask.head, answer));
         }
         // An error, or an origin that ignores ranges: shown as it is.
-        return Ok(client_view(&parts, head));
+        return Ok(client_view(&method, &ask.head, head));
     };
     let total = part.total;
     let etag = head.response.headers().get(header::ETAG).cloned();
-    let (want, ranged) = match present::client_range(&parts, head.response.headers(), Some(total)) {
+    let (want, ranged) = match present::client_range(&method, client, head.response.headers(), Some(total)) {
         Some(Ranged::One(want)) => (want, true),
         Some(Ranged::Unsatisfiable) => {
-            return Ok(Served { response: present::unsatisfiable(head.response, total), ..head });
+            return Ok(Answer { response: present::unsatisfiable(head.response, total), ..head });
         }
         None => (ByteRange { start: 0, end: total - 1, total }, false),
     };
@@ -83,12 +86,12 @@ pub(super) async fn serve(
         if let Ok(v) = HeaderValue::try_from(want.content_range()) {
             res_parts.headers.insert(header::CONTENT_RANGE, v);
         }
-    } else if cache_policy::not_modified(&parts.headers, &res_parts.headers) {
+    } else if cache_policy::not_modified(client, &res_parts.headers) {
         res_parts.status = StatusCode::NOT_MODIFIED;
         present::keep_304_headers(&mut res_parts.headers);
-        return Ok(Served { response: Response::from_parts(res_parts, Body::empty()), ..head });
+        return Ok(Answer { response: Response::from_parts(res_parts, Body::empty()), ..head });
     }
-    let body = if parts.method == Method::HEAD {
+    let body = if method == Method::HEAD {
         Body::empty()
     } else {
         let (tx, rx) = mpsc::channel(4);
@@ -96,30 +99,26 @@ pub(super) async fn serve(
         tokio::spawn(slices.send(body, at, tx));
         Body::channel(rx)
     };
-    Ok(Served { response: Response::from_parts(res_parts, body), ..head })
+    Ok(Answer { response: Response::from_parts(res_parts, body), ..head })
 }
 
 /// One slice: its fresh stored part, or the origin's answer to its range
 /// (stored as it streams, and shared with concurrent requests for it).
-async fn one(ask: &Ask, url: &str, start: u64, size: u64) -> Result<Served, ProxyError> {
-    let (mut slot, found, miss) = lookup(&ask.p.cache, format!("{url}#slice={start}"), &ask.req.headers).await;
-    slot.url = url.to_string();
-    let now = SystemTime::now();
-    if let Some(entry) = found.as_deref().map(entry_of)
-        && entry.policy.evaluate(&ask.req, now) == Freshness::Fresh
-    {
-        let status = CacheStatus::new(CacheOutcome::Hit).ttl(entry.policy.ttl_secs(now));
-        return Ok(from_entry(entry, now, status, None));
-    }
-    if cache_policy::only_if_cached(&ask.req) {
+async fn one(ask: &Ask, url: &str, start: u64, size: u64) -> Result<Answer, ProxyError> {
+    let p = &ask.origin.p;
+    let cache = HttpCache::new(&p.cache);
+    let miss = match cache.lookup_slice(url, start, &ask.head).await {
+        Phase::Fresh(hit) => return Ok(hit.into_answer()),
+        Phase::StaleWhileRevalidate(_, miss) | Phase::Stale { miss, .. } | Phase::Part(miss) | Phase::Miss(miss) => {
+            miss
+        }
+    };
+    if cache_policy::only_if_cached(&ask.head) {
         return Err(ProxyError::NotCached);
     }
-    admit_origin(&ask.p, &ask.route, &ask.conn, &ask.req).await?;
+    admit_origin(p, &ask.origin.route, &ask.origin.conn, &ask.head).await?;
     let range = HeaderValue::try_from(format!("bytes={start}-{}", last_of(start, size))).ok();
-    let ask = Ask { range, ..ask.clone() };
-    // A stale slice is fetched again, not revalidated: a conditional GET would bring the whole file.
-    let fetch = Fetch { slot, found: None, within_sie: false, by_request: false, status: CacheStatus::new(miss) };
-    Box::pin(collapsed(&ask, fetch)).await
+    Box::pin(fill(cache, miss.with_range(range), ask.origin.clone(), ask.head.clone())).await
 }
 
 /// The part `res` carries if it is the slice at `start` of the file the first

@@ -1,0 +1,228 @@
+//! Asking the origin for a [`Miss`]: a plain fetch, a revalidation of a
+//! stale entry, or the completion of a stored part; and what each answer
+//! means for the store.
+//!
+//! Revalidation sends the stored validators (If-None-Match /
+//! If-Modified-Since): a 304 refreshes the entry's headers and freshness (and
+//! is served from it), a 304 that may not be kept is served once and the entry
+//! removed, a new response replaces it, and a failure within stale-if-error
+//! serves it stale. A part one piece short of the whole is completed with a
+//! range request `If-Range` its strong ETag, and stored whole.
+//!
+//! What is asked is always the full GET, without the client's conditionals
+//! and Range: each client's HEAD, 304 or range is cut from it afterwards.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use cache_policy::{ByteRange, CacheOutcome, CacheStatus, Revalidation};
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+
+use super::origin::{Answer, Origin};
+use super::phase::{Miss, Slot, entry_of, from_entry};
+use super::ticket::{Fetched, Ticket};
+use super::{Cache, Entry, Stored};
+use crate::http::body::Body;
+
+/// Asks the origin for `miss`: a revalidation if an entry is held, a
+/// completion if it is a part, else a plain fetch. `as_head`: the key is
+/// known uncacheable and the client asked HEAD, so HEAD is what is sent.
+pub(super) async fn ask<O: Origin>(
+    cache: &Arc<Cache>,
+    origin: &O,
+    head: &Parts,
+    miss: Miss,
+    as_head: bool,
+) -> Result<Fetched, O::Error> {
+    let Miss { slot, found, within_sie, by_request, status, range, .. } = miss;
+    match found {
+        Some(stored) if entry_of(&stored).status == StatusCode::PARTIAL_CONTENT => {
+            complete(cache, origin, (head, as_head), slot, stored, status).await
+        }
+        Some(stored) => revalidate(cache, origin, (head, as_head), slot, stored, (within_sie, by_request)).await,
+        None => fetch(cache, origin, (head, as_head), slot, range, status).await,
+    }
+}
+
+/// A stale entry: ask the origin whether it still holds.
+async fn revalidate<O: Origin>(
+    cache: &Arc<Cache>,
+    origin: &O,
+    (head, as_head): (&Parts, bool),
+    slot: Slot,
+    stored: Arc<Stored>,
+    (within_sie, by_request): (bool, bool),
+) -> Result<Fetched, O::Error> {
+    let entry = entry_of(&stored);
+    // RFC 9211: a fresh entry the request would not take is `fwd=request`, a stale one `fwd=stale`.
+    let (confirmed, replaced) = match by_request {
+        true => (CacheOutcome::Request, CacheOutcome::Request),
+        false => (CacheOutcome::Revalidated, CacheOutcome::Expired),
+    };
+    let mut upstream = upstream_request(head, Method::GET);
+    upstream.headers_mut().extend(entry.policy.revalidation_headers(&entry.headers));
+    let ticket = Ticket::new(cache, slot);
+    let result = origin.fetch(upstream).await;
+    let response_time = SystemTime::now();
+    let fwd = match result {
+        Ok(fwd) => fwd,
+        Err(e) if within_sie => {
+            tracing::warn!(url = %ticket.url(), error = %e, "origin failed; serving stale (stale-if-error)");
+            let status = CacheStatus::new(CacheOutcome::StaleIfError).ttl(entry.policy.ttl_secs(response_time));
+            return Ok(Fetched::entry(from_entry(entry, response_time, status, None)));
+        }
+        Err(e) => return Err(e),
+    };
+    let code = fwd.response.status();
+    if within_sie && is_server_error(code) {
+        let status = CacheStatus::new(CacheOutcome::StaleIfError)
+            .fwd_status(code.as_u16())
+            .ttl(entry.policy.ttl_secs(response_time));
+        return Ok(Fetched::entry(from_entry(entry, response_time, status, fwd.upstream)));
+    }
+    let (res_parts, res_body) = fwd.response.into_parts();
+    let rules = origin.rules();
+    match entry.policy.revalidate(head, &entry.headers, &res_parts, rules, ticket.request_time, response_time) {
+        Revalidation::NotModified { policy, headers } => {
+            let refreshed = Entry { headers, policy, stored_at: response_time, ..entry.clone() };
+            let status =
+                CacheStatus::new(confirmed).fwd_status(304).stored().ttl(refreshed.policy.ttl_secs(response_time));
+            let served = from_entry(&refreshed, response_time, status, fwd.upstream);
+            ticket.refresh(cache, refreshed).await;
+            Ok(Fetched::entry(served))
+        }
+        Revalidation::NotModifiedUncacheable { headers, reason } => {
+            let once = Entry { headers, ..entry.clone() };
+            cache.remove(ticket.key()).await;
+            let status = CacheStatus::new(confirmed).fwd_status(304).detail(reason.as_str());
+            Ok(Fetched::entry(from_entry(&once, response_time, status, fwd.upstream)))
+        }
+        Revalidation::Modified if code == StatusCode::NOT_MODIFIED => {
+            // A 304 that does not match what we hold: fetch the whole thing.
+            drop(res_body);
+            let slot = ticket.into_slot();
+            Box::pin(fetch(cache, origin, (head, as_head), slot, None, CacheStatus::new(replaced))).await
+        }
+        Revalidation::Modified => {
+            let answer = Answer { response: Response::from_parts(res_parts, res_body), ..fwd };
+            let status = CacheStatus::new(replaced).fwd_status(code.as_u16());
+            Ok(ticket.store(cache, origin, head, answer, response_time, status))
+        }
+    }
+}
+
+/// A miss: fetch as GET without the client's conditionals, store if allowed.
+/// A HEAD for a URL known to be uncacheable is sent as HEAD: its body could
+/// not be stored, so the origin need not send it.
+async fn fetch<O: Origin>(
+    cache: &Arc<Cache>,
+    origin: &O,
+    (head, as_head): (&Parts, bool),
+    slot: Slot,
+    range: Option<HeaderValue>,
+    status: CacheStatus,
+) -> Result<Fetched, O::Error> {
+    if as_head {
+        let answer = origin.fetch(upstream_request(head, Method::HEAD)).await?;
+        return Ok(Fetched::passed(answer, status));
+    }
+    let mut req = upstream_request(head, Method::GET);
+    let sliced = range.is_some();
+    if let Some(range) = range {
+        req.headers_mut().insert(header::RANGE, range);
+    }
+    let ticket = Ticket::new(cache, slot);
+    let answer = origin.fetch(req).await?;
+    let response_time = SystemTime::now();
+    if sliced && answer.response.status() != StatusCode::PARTIAL_CONTENT {
+        // Not the slice asked for: never stored under the slice's key.
+        return Ok(Fetched::passed(answer, status));
+    }
+    Ok(ticket.store(cache, origin, head, answer, response_time, status))
+}
+
+/// What a stored part lacks when it is one piece short of the whole (it
+/// starts at 0 or ends at the last byte), and the strong ETag that lets the
+/// two be combined (RFC 9111 §3.4); `None` if it cannot be completed so.
+pub(super) fn missing_piece(entry: &Entry) -> Option<(ByteRange, HeaderValue)> {
+    let part = cache_policy::content_range(&entry.headers)?;
+    let etag = entry.headers.get(header::ETAG).filter(|e| e.as_bytes().starts_with(b"\""))?.clone();
+    let (start, end) = match part {
+        p if p.start == 0 && p.end + 1 < p.total => (p.end + 1, p.total - 1),
+        p if p.start > 0 && p.end + 1 == p.total => (0, p.start - 1),
+        _ => return None,
+    };
+    Some((ByteRange { start, end, total: part.total }, etag))
+}
+
+/// Completes a stored part: asks for the piece it lacks, `If-Range` its
+/// ETag, and stores part and piece as one full response. An origin that
+/// answers with the whole (the object changed, or it ignores ranges) is
+/// stored as it is; a piece that does not fit is dropped and the whole fetched.
+async fn complete<O: Origin>(
+    cache: &Arc<Cache>,
+    origin: &O,
+    (head, as_head): (&Parts, bool),
+    slot: Slot,
+    stored: Arc<Stored>,
+    status: CacheStatus,
+) -> Result<Fetched, O::Error> {
+    let entry = entry_of(&stored);
+    let Some((piece, etag)) = missing_piece(entry) else {
+        return fetch(cache, origin, (head, as_head), slot, None, status).await;
+    };
+    let mut req = upstream_request(head, Method::GET);
+    if let Ok(range) = HeaderValue::try_from(format!("bytes={}-{}", piece.start, piece.end)) {
+        req.headers_mut().insert(header::RANGE, range);
+    }
+    req.headers_mut().insert(header::IF_RANGE, etag.clone());
+    let ticket = Ticket::new(cache, slot);
+    let fwd = origin.fetch(req).await?;
+    let response_time = SystemTime::now();
+    let (mut parts, body) = fwd.response.into_parts();
+    if parts.status != StatusCode::PARTIAL_CONTENT {
+        let answer = Answer { response: Response::from_parts(parts, body), ..fwd };
+        return Ok(ticket.store(cache, origin, head, answer, response_time, status));
+    }
+    let fits = cache_policy::content_range(&parts.headers) == Some(piece)
+        && parts.headers.get(header::ETAG) == Some(&etag)
+        && crate::http::body::content_length(&parts.headers).is_none_or(|n| n == piece.len());
+    if !fits {
+        drop(body);
+        return Box::pin(fetch(cache, origin, (head, as_head), ticket.into_slot(), None, status)).await;
+    }
+    // The new response's fields describe the whole (RFC 9111 §3.4), its body the piece.
+    parts.status = StatusCode::OK;
+    parts.headers.remove(header::CONTENT_RANGE);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(piece.total));
+    let body = if piece.start == 0 {
+        crate::http::body::chain(body, Body::full(entry.body.clone()))
+    } else {
+        crate::http::body::chain(Body::full(entry.body.clone()), body)
+    };
+    let answer = Answer { response: Response::from_parts(parts, body), ..fwd };
+    Ok(ticket.store(cache, origin, head, answer, response_time, status.detail("completed")))
+}
+
+/// The request sent upstream for the cache: `method` (GET, so the answer can
+/// be stored), without a body and without the client's conditionals and
+/// Range (the full response is stored; each client's part is cut from it).
+/// The one copy of the request's headers a fetch makes.
+pub fn upstream_request(head: &Parts, method: Method) -> Request<Body> {
+    let mut req = Request::new(Body::empty());
+    *req.method_mut() = method;
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    let mut headers = head.headers.clone();
+    for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_RANGE, header::RANGE] {
+        headers.remove(h);
+    }
+    *req.headers_mut() = headers;
+    req
+}
+
+fn is_server_error(code: StatusCode) -> bool {
+    matches!(code.as_u16(), 500 | 502 | 503 | 504)
+}
