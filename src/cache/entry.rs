@@ -88,6 +88,20 @@ fn compact(headers: &HeaderMap) -> HeaderMap {
 }
 
 impl Entry {
+    /// What a stored part lacks when it is one piece short of the whole (it
+    /// starts at 0 or ends at the last byte), and the strong ETag that lets the
+    /// two be combined (RFC 9111 §3.4); `None` if it cannot be completed so.
+    pub fn missing_piece(&self) -> Option<(cache_policy::ByteRange, HeaderValue)> {
+        let part = cache_policy::content_range(&self.headers)?;
+        let etag = self.headers.get(http::header::ETAG).filter(|e| e.as_bytes().starts_with(b"\""))?.clone();
+        let (start, end) = match part {
+            p if p.start == 0 && p.end + 1 < p.total => (p.end + 1, p.total - 1),
+            p if p.start > 0 && p.end + 1 == p.total => (0, p.start - 1),
+            _ => return None,
+        };
+        Some((cache_policy::ByteRange { start, end, total: part.total }, etag))
+    }
+
     /// The tags an origin attached: `Surrogate-Key` is space-separated, `Cache-Tag` comma-separated.
     pub fn tags_of(headers: &HeaderMap) -> Vec<String> {
         let mut tags: Vec<String> = Vec::new();

@@ -149,7 +149,7 @@ impl<'a> HttpCache<'a> {
                 let status = CacheStatus::new(CacheOutcome::Hit).ttl(entry.policy.ttl_secs(now));
                 return Phase::Fresh(Hit { stored, status, now });
             }
-            if !fresh || super::revalidate::missing_piece(entry).is_none() {
+            if !fresh || entry.missing_piece().is_none() {
                 return Phase::Miss(miss(None, false, false, status));
             }
             return Phase::Part(miss(Some(stored), false, false, status));

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use cache_policy::{ByteRange, CacheOutcome, CacheStatus, Revalidation};
+use cache_policy::{CacheOutcome, CacheStatus, Revalidation};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
@@ -143,20 +143,6 @@ async fn fetch<O: Origin>(
     Ok(ticket.store(cache, origin, head, answer, response_time, status))
 }
 
-/// What a stored part lacks when it is one piece short of the whole (it
-/// starts at 0 or ends at the last byte), and the strong ETag that lets the
-/// two be combined (RFC 9111 §3.4); `None` if it cannot be completed so.
-pub(super) fn missing_piece(entry: &Entry) -> Option<(ByteRange, HeaderValue)> {
-    let part = cache_policy::content_range(&entry.headers)?;
-    let etag = entry.headers.get(header::ETAG).filter(|e| e.as_bytes().starts_with(b"\""))?.clone();
-    let (start, end) = match part {
-        p if p.start == 0 && p.end + 1 < p.total => (p.end + 1, p.total - 1),
-        p if p.start > 0 && p.end + 1 == p.total => (0, p.start - 1),
-        _ => return None,
-    };
-    Some((ByteRange { start, end, total: part.total }, etag))
-}
-
 /// Completes a stored part: asks for the piece it lacks, `If-Range` its
 /// ETag, and stores part and piece as one full response. An origin that
 /// answers with the whole (the object changed, or it ignores ranges) is
@@ -170,7 +156,7 @@ async fn complete<O: Origin>(
     status: CacheStatus,
 ) -> Result<Fetched, O::Error> {
     let entry = entry_of(&stored);
-    let Some((piece, etag)) = missing_piece(entry) else {
+    let Some((piece, etag)) = entry.missing_piece() else {
         return fetch(cache, origin, (head, as_head), slot, None, status).await;
     };
     let mut req = upstream_request(head, Method::GET);

@@ -196,3 +196,17 @@ pub fn request_body(pipeline: &Pipeline, parts: &Parts, body: Incoming) -> Body 
     let min_rate = Some(guard.body_min_rate.bytes()).filter(|&r| r > 0);
     Body::boxed(Upload::new(body, limit, guard.body_timeout.get(), min_rate, received))
 }
+
+/// The route's zones that count only what goes to the origin (`count_hits = false`).
+pub(super) async fn admit_origin(
+    p: &Pipeline,
+    route: &Route,
+    conn: &Conn,
+    parts: &http::request::Parts,
+) -> Result<(), ProxyError> {
+    if route.guard.limits_origin() {
+        let subject = crate::guard::Subject::new(conn.client, parts, &route.label);
+        route.guard.admit_origin(&subject, &p.metrics).await?;
+    }
+    Ok(())
+}

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 
 use super::buffer::RequestError;
 use super::error::ProxyError;
-use super::forward::{client_error, forward, request_body};
+use super::forward::{admit_origin, client_error, forward, request_body};
 use super::route::Route;
 use super::{Conn, Pipeline};
 use crate::cache::Answer;
@@ -31,10 +31,10 @@ pub async fn serve(
     body: Incoming,
     reason: Bypass,
 ) -> Result<Answer, ProxyError> {
-    super::cache::admit_origin(p, route, conn, &parts).await?;
+    admit_origin(p, route, conn, &parts).await?;
     let method = parts.method.clone();
     // Only what an unsafe method may invalidate needs its canonical URL.
-    let url = (!method.is_safe()).then(|| super::cache::url_of(conn, host, &parts));
+    let url = (!method.is_safe()).then(|| super::target::url_of(conn, host, &parts));
     let mut body = request_body(p, &parts, body);
     if route.request_buffering && !http_body::Body::is_end_stream(&body) && !is_grpc(&parts.headers) {
         body = p.buffering.read_request(body).await.map_err(|e| match e {

@@ -123,6 +123,12 @@ fn split_port(raw: &str) -> Result<(&str, Option<u16>), &'static str> {
     }
 }
 
+/// The request's canonical URL, as the cache keys it.
+pub(super) fn url_of(conn: &super::Conn, host: Option<&http::HeaderValue>, parts: &http::request::Parts) -> String {
+    let authority = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+    crate::cache::key::url(conn.proto, authority, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

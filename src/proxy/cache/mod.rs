@@ -19,12 +19,13 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::error::ProxyError;
-use super::forward::forward;
+use super::forward::{admit_origin, forward};
 use super::headers::Upgrade;
 use super::present::{self, present};
 use super::route::Route;
+use super::target::url_of;
 use super::{Conn, Pipeline};
-use crate::cache::{Answer, Asked, Hit, HttpCache, Miss, Origin, Phase, Role, fill_head, fill_head_of, key};
+use crate::cache::{Answer, Asked, Hit, HttpCache, Miss, Origin, Phase, Role, fill_head, fill_head_of};
 use crate::http::body::Body;
 
 mod slice;
@@ -69,21 +70,6 @@ pub async fn serve(
     let head = fill_head(parts);
     let answer = Box::pin(fill(cache, miss, origin(), head.clone())).await?;
     Ok(client_view(&method, &head, answer))
-}
-
-/// The request's canonical URL, as the cache keys it.
-pub(super) fn url_of(conn: &Conn, host: Option<&HeaderValue>, parts: &Parts) -> String {
-    let authority = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-    key::url(conn.proto, authority, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()))
-}
-
-/// The route's zones that count only what goes to the origin (`count_hits = false`).
-pub(super) async fn admit_origin(p: &Pipeline, route: &Route, conn: &Conn, parts: &Parts) -> Result<(), ProxyError> {
-    if route.guard.limits_origin() {
-        let subject = crate::guard::Subject::new(conn.client, parts, &route.label);
-        route.guard.admit_origin(&subject, &p.metrics).await?;
-    }
-    Ok(())
 }
 
 /// Goes to the origin through the key's shared fill: lead it (in a task of
