@@ -226,8 +226,14 @@ pub async fn handle(
 
     // What compression needs of the request, which `respond` consumes.
     let wants = pipeline.compression.enabled.then(|| (req.method().clone(), accepted_encodings(req.headers())));
-    let mut route = None;
-    let (response, upstream, cache) = match respond(&pipeline, conn, authority, req, &mut record, &mut route).await {
+    let mut trip = Trip::default();
+    let result = respond(&pipeline, conn, authority, req, &mut trip).await;
+    let Trip { route, client, permits } = trip;
+    if let Some(client) = client {
+        record.client = client;
+    }
+    record.permits = permits;
+    let (response, upstream, cache) = match result {
         Ok(a) => (a.response, a.upstream, a.cache),
         Err(e) => {
             if let Some(reason) = e.guard_reason() {
@@ -321,15 +327,25 @@ fn finish(
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-/// The stages in order; `route` is set as soon as one is found, and the guard
-/// records in `record` who the client is and the permits it holds.
+/// What the stages learn about a request on its way, which the log, the
+/// metrics and compression need whether it is answered or refused.
+#[derive(Default)]
+struct Trip<'a> {
+    route: Option<&'a Arc<Route>>,
+    /// The client `real_ip` found, when it is not the peer.
+    client: Option<IpAddr>,
+    /// Places held in the route's `limit_conn` zones.
+    permits: Vec<crate::guard::ConnPermit>,
+}
+
+/// The stages in order; `trip` learns the route as soon as one is found, and
+/// from the guard who the client is and the places it holds.
 async fn respond<'a>(
     pipeline: &'a Arc<Pipeline>,
     conn: Arc<Conn>,
     authority: Result<Option<target::Authority>, &'static str>,
     mut req: Request<Incoming>,
-    record: &mut AccessRecord,
-    route_found: &mut Option<&'a Arc<Route>>,
+    trip: &mut Trip<'a>,
 ) -> Result<Answer, ProxyError> {
     if req.method() == http::Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
@@ -364,7 +380,7 @@ async fn respond<'a>(
     }
     let conn = match guard.client(conn.peer.ip(), req.headers()) {
         Some(c) => {
-            record.client = c.ip;
+            trip.client = Some(c.ip);
             Arc::new(Conn { client: c.ip, forwarded_for: c.forwarded_for, ..(*conn).clone() })
         }
         None => conn,
@@ -388,11 +404,11 @@ async fn respond<'a>(
     let route = match pipeline.router.find(host, path, &parts.headers).ok_or(ProxyError::NoRoute)? {
         Found::Route(route) => route,
         Found::Directory(route) => {
-            *route_found = Some(route);
+            trip.route = Some(route);
             return Ok(Answer::local(to_directory(route.directory(), &parts.uri)?));
         }
     };
-    *route_found = Some(route);
+    trip.route = Some(route);
     // Only the protocols the route allows are asked of the origin; anything
     // else goes as an ordinary request (nginx sends no Upgrade unless told to).
     if let Some(headers::Upgrade(asked)) = parts.extensions.remove::<headers::Upgrade>()
@@ -409,7 +425,7 @@ async fn respond<'a>(
         return Ok(Answer::local(response));
     }
     if route.guard.has_limits() {
-        record.permits = route.guard.admit(&subject, &pipeline.metrics).await?;
+        trip.permits = route.guard.admit(&subject, &pipeline.metrics).await?;
     }
     let req = Request::from_parts(parts, body);
     cache::serve(pipeline.clone(), route.clone(), conn, authority.map(|a| a.value), req).await
