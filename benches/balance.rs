@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use relais::config::Balance;
-use relais::upstream::balance::{Balancer, hash};
+use relais::internals::{Balancer, hash};
 
 fn pick(c: &mut Criterion) {
     let addresses: Vec<String> = (0..100).map(|i| format!("10.0.{}.{}:8080", i / 250, i % 250)).collect();

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use cache_policy::{Policy, Rules};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request, Response, header};
-use relais::cache::key;
+use relais::internals::key;
 
 fn request() -> http::request::Parts {
     Request::get("http://example.test/products/42?lang=en")

@@ -4,7 +4,8 @@
 //! Run with `cargo bench --bench compress`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use relais::compress::{Encoding, encode_all};
+use relais::config::Encoding;
+use relais::internals::encode_all;
 
 fn page() -> Vec<u8> {
     std::fs::read("/var/tmp/relais-compare/www/html/100k").unwrap_or_else(|_| {

@@ -6,11 +6,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{Request, header};
 use relais::config::Config;
-use relais::guard::{Guard, Subject};
-use relais::metrics::Metrics;
+use relais::internals::Metrics;
+use relais::internals::{Guard, Subject};
 
 #[path = "../examples/busy-guard.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod busy_guard;
 
 fn busy_config() -> String {
@@ -48,7 +48,7 @@ fn through(c: &mut Criterion, name: &str, toml: &str) {
             assert!(guard.target(&parts.uri).unwrap().is_none());
             let ip = guard.client(peer, &parts.headers).map_or(peer, |c| c.ip);
             let global = Subject::new(ip, &parts, "none");
-            let skip = matches!(guard.check(&global, &metrics).unwrap(), relais::guard::Outcome::Allowed);
+            let skip = matches!(guard.check(&global, &metrics).unwrap(), relais::internals::Outcome::Allowed);
             let subject = Subject::new(ip, &parts, "routes[0]");
             route.check(&subject, skip, &metrics).unwrap();
             if route.has_limits() {

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use cache_policy::{Policy, Rules};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Request, Response, StatusCode, header};
-use relais::cache::purge::Target;
-use relais::cache::{Cache, Entry, Stored, key};
 use relais::config::{CacheConfig, Size};
-use relais::metrics::PurgeMode;
+use relais::internals::PurgeMode;
+use relais::internals::Target;
+use relais::internals::{Cache, Entry, Stored, key};
 
 const ENTRIES: usize = 100_000;
 const PER_TAG: usize = 1_000;
@@ -45,7 +45,7 @@ fn purge(c: &mut Criterion) {
     let (res, ()) = Response::builder().header(header::CACHE_CONTROL, "max-age=3600").body(()).unwrap().into_parts();
     let policy = Policy::new(&req, &res, &Rules::default(), now, now).unwrap();
     let cache = rt.block_on(async {
-        let cache = Cache::open(&config, std::sync::Arc::new(relais::metrics::Metrics::new())).await.unwrap();
+        let cache = Cache::open(&config, std::sync::Arc::new(relais::internals::Metrics::new())).await.unwrap();
         for i in 0..ENTRIES {
             let (k, v) = entry(i, &policy);
             cache.put(k, v).await;

@@ -17,9 +17,9 @@ use bytes::Bytes;
 use cache_policy::{Policy, Rules};
 use futures_util::StreamExt;
 use http::{HeaderMap, Request, Response, StatusCode, header};
-use relais::cache::{Cache, Entry, Stored, key};
 use relais::config::{CacheConfig, Size};
-use relais::metrics::Metrics;
+use relais::internals::Metrics;
+use relais::internals::{Cache, Entry, Stored, key};
 
 // The allocator relais runs with, so RSS means the same as in production.
 #[global_allocator]

@@ -21,19 +21,24 @@
 //! # Ok(()) }
 //! ```
 
-pub mod admin;
-pub mod cache;
-pub mod compress;
+// What an embedder uses: the configuration, `start` and its `Handle`, the
+// logs' set-up, the demo, and their errors (below). The rest is the crate's own.
+mod admin;
+mod cache;
+mod compress;
 pub mod config;
 pub mod demo;
-pub mod guard;
-pub mod http;
+mod guard;
+mod http;
 pub mod logs;
-pub mod metrics;
-pub mod proxy;
-pub mod server;
-pub mod tls;
-pub mod upstream;
+mod metrics;
+mod proxy;
+mod server;
+mod tls;
+mod upstream;
+
+#[doc(hidden)]
+pub mod internals;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,8 +47,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use cache::disk::DiskError;
 pub use config::{Config, ConfigError};
 use proxy::Pipeline;
+pub use tls::CertInfo;
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +79,14 @@ pub struct Handle {
 
 fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
     addrs.iter().map(|&addr| server::bind(addr).map_err(|source| StartError::Bind { addr, source })).collect()
+}
+
+/// What `relais check` verifies beyond the configuration's own validity:
+/// the log files can be opened, and every certificate and key it names can
+/// be used (and is valid now). Returns the listeners' certificates.
+pub fn check(config: &Config) -> Result<Vec<CertInfo>, String> {
+    logs::check(&config.log).map_err(|e| e.to_string())?;
+    tls::check(config).map_err(|e| config.file_error(e.file, e.reason).to_string())
 }
 
 /// Binds every `server.listen` and `server.tls.listen` address and the admin

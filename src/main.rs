@@ -56,8 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config).map_err(|e| e.to_string()).and_then(|c| {
-            relais::logs::check(&c.log).map_err(|e| e.to_string())?;
-            let certificates = relais::tls::check(&c).map_err(|e| c.file_error(e.file, e.reason).to_string())?;
+            let certificates = relais::check(&c)?;
             Ok((c, certificates))
         }) {
             Ok((c, certificates)) => {

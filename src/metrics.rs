@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use cache_policy::CacheOutcome;
+pub(crate) use cache_policy::CacheOutcome;
 
 /// Upper bounds of the origin latency histogram, in seconds (`+Inf` is implied).
-pub const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub(crate) const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// A cache tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,7 +154,7 @@ type RequestMap = HashMap<String, HashMap<Option<CacheOutcome>, HashMap<u16, Ato
 static LOGS_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// `n` log lines dropped (see [`Metrics::logs_dropped`]).
-pub fn log_lines_dropped(n: u64) {
+pub(crate) fn log_lines_dropped(n: u64) {
     LOGS_DROPPED.fetch_add(n, Relaxed);
 }
 
@@ -372,7 +372,7 @@ impl Metrics {
 }
 
 /// The word for a cache outcome in labels: `-` when the cache was not reached.
-pub fn word(cache: Option<CacheOutcome>) -> &'static str {
+pub(crate) fn word(cache: Option<CacheOutcome>) -> &'static str {
     cache.map_or("-", |c| c.as_str())
 }
 

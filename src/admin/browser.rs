@@ -28,7 +28,7 @@ use crate::proxy::target;
 
 /// Whether `req`'s Host and Origin are the admin API's own: an error with
 /// the status and reason if not.
-pub fn check<B>(req: &Request<B>, hosts: &[HostPattern]) -> Result<(), (StatusCode, String)> {
+pub(super) fn check<B>(req: &Request<B>, hosts: &[HostPattern]) -> Result<(), (StatusCode, String)> {
     let forbidden = |why: String| Err((StatusCode::FORBIDDEN, why));
     let own = match target::authority(req, "http") {
         Ok(a) => a,
@@ -56,7 +56,7 @@ pub fn check<B>(req: &Request<B>, hosts: &[HostPattern]) -> Result<(), (StatusCo
 }
 
 /// 415 for an action whose body is not declared JSON (`POST /purge` must be).
-pub fn check_body<B>(req: &Request<B>) -> Result<(), (StatusCode, String)> {
+pub(super) fn check_body<B>(req: &Request<B>) -> Result<(), (StatusCode, String)> {
     let action = req.method() == Method::POST || req.method() == "PURGE";
     let json = is_json(req.headers());
     let needs_body = req.method() == Method::POST && req.uri().path() == "/purge";

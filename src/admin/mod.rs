@@ -31,7 +31,7 @@ use crate::metrics::{Metrics, PurgeMode};
 use crate::proxy::Pipeline;
 
 /// What the admin endpoints reach.
-pub struct Admin {
+pub(crate) struct Admin {
     pub shared: Arc<ArcSwap<Pipeline>>,
     pub metrics: Arc<Metrics>,
     /// Re-reads the configuration source and applies it (`POST /reload`).
@@ -40,7 +40,7 @@ pub struct Admin {
 
 /// Serves the admin API on `listener` until `stop` changes, with the client
 /// listeners' connection limits and timeouts.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     admin: Arc<Admin>,
     conns: Arc<ArcSwap<crate::server::ConnSettings>>,

@@ -12,7 +12,7 @@ use crate::metrics::{BUCKETS, CacheOutcome, HistogramSnapshot, Metrics, RequestS
 
 /// Values the caller reads at scrape time.
 #[derive(Default, Clone, Debug)]
-pub struct Gauges {
+pub(super) struct Gauges {
     pub memory_bytes: u64,
     pub memory_entries: u64,
     pub memory_capacity: u64,
@@ -33,7 +33,7 @@ pub struct Gauges {
 
 /// One upstream server as the balancer sees it now.
 #[derive(Clone, Debug)]
-pub struct ServerGauge {
+pub(super) struct ServerGauge {
     pub upstream: String,
     pub address: String,
     pub up: bool,
@@ -48,7 +48,7 @@ pub struct ServerGauge {
 }
 
 /// Every metric in Prometheus text format 0.0.4, with `gauges` as gauge families.
-pub fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
+pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let o = &mut out;
     let requests = m.requests();
@@ -187,7 +187,7 @@ fn guard_json(m: &Metrics) -> Value {
 }
 
 /// The same numbers as compact JSON for `/stats`.
-pub fn stats(m: &Metrics, gauges: &Gauges) -> Value {
+pub(super) fn stats(m: &Metrics, gauges: &Gauges) -> Value {
     let requests = m.requests();
     let (mut by_cache, mut by_status, mut by_route) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for r in &requests {

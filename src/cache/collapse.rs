@@ -60,7 +60,7 @@ impl Pass {
 }
 
 /// A miss's part in its key's fill.
-pub enum Role {
+pub(crate) enum Role {
     /// Fetch, in a task of its own ([`Lead::run`]), and share the answer.
     Leader(Lead),
     /// Wait for the leader's answer ([`Wait::answer`]).
@@ -70,25 +70,25 @@ pub enum Role {
 }
 
 /// The one fetch of a key, to be run in a task of its own.
-pub struct Lead {
+pub(crate) struct Lead {
     cache: Arc<Cache>,
     miss: Miss,
     leader: Leader,
 }
 
 /// A request waiting for another's fetch of its key.
-pub struct Wait {
+pub(crate) struct Wait {
     cache: Arc<Cache>,
     miss: Miss,
     fill: Arc<Fill>,
 }
 
 /// Where a leader sends its own client's answer.
-pub type Reply<E> = oneshot::Sender<Result<Answer, E>>;
+pub(crate) type Reply<E> = oneshot::Sender<Result<Answer, E>>;
 
 impl HttpCache<'_> {
     /// Whether `miss` leads its key's fill, waits for it, or fetches alone.
-    pub fn join(&self, miss: Miss) -> Role {
+    pub(crate) fn join(&self, miss: Miss) -> Role {
         if self.cache.pass.holds(&miss.slot.key) {
             // Known uncacheable: waiting for someone else's fetch would only delay us.
             return Role::Alone(miss);
@@ -101,7 +101,7 @@ impl HttpCache<'_> {
     }
 
     /// Within stale-while-revalidate: one background revalidation, unless one is running.
-    pub fn revalidate_behind<O: Origin>(&self, miss: Miss, origin: O, head: Arc<Parts>) {
+    pub(crate) fn revalidate_behind<O: Origin>(&self, miss: Miss, origin: O, head: Arc<Parts>) {
         if let fill::Role::Leader(leader) = self.cache.fills.join(&miss.slot.key) {
             let lead = Lead { cache: self.cache.clone(), miss, leader };
             tokio::spawn(lead.run(origin, head, None));
@@ -109,7 +109,7 @@ impl HttpCache<'_> {
     }
 
     /// Asks the origin for `miss` alone, sharing nothing.
-    pub async fn fetch<O: Origin>(&self, miss: Miss, origin: O, head: Arc<Parts>) -> Result<Answer, O::Error> {
+    pub(crate) async fn fetch<O: Origin>(&self, miss: Miss, origin: O, head: Arc<Parts>) -> Result<Answer, O::Error> {
         let key = miss.slot.key.clone();
         ask(self.cache, &origin, &head, miss, &key).await.map(|f| f.answer)
     }
@@ -137,7 +137,7 @@ impl Lead {
     /// The leader's fetch: publish the head, send the leader's client (if it
     /// has one) its answer, and pump a shareable body into the fill.
     /// However this ends, dropping the leader tells the waiters.
-    pub async fn run<O: Origin>(self, origin: O, head: Arc<Parts>, client: Option<Reply<O::Error>>) {
+    pub(crate) async fn run<O: Origin>(self, origin: O, head: Arc<Parts>, client: Option<Reply<O::Error>>) {
         let Lead { cache, miss, leader } = self;
         let key = miss.slot.key.clone();
         let fill = leader.fill();
@@ -223,7 +223,7 @@ async fn pump(body: &mut Body, fill: &Fill, storing: Option<Storing>, not_stored
 impl Wait {
     /// The leader's answer, read from the shared fill; or, when the fill will
     /// not share it, this request's own fetch.
-    pub async fn answer<O: Origin>(self, origin: O, head: Arc<Parts>) -> Result<Answer, O::Error> {
+    pub(crate) async fn answer<O: Origin>(self, origin: O, head: Arc<Parts>) -> Result<Answer, O::Error> {
         let Wait { cache, miss, fill } = self;
         let metrics = &cache.metrics;
         let head_of_fill = fill.head(cache.lock_timeout).await;

@@ -32,7 +32,7 @@ use crate::http::body::BoxError;
 
 /// What waiters learn about a fill once the origin has answered.
 #[derive(Clone)]
-pub enum Head {
+pub(crate) enum Head {
     /// Not known yet.
     Pending,
     /// A shareable response: read its body with [`Fill::body`].
@@ -46,7 +46,7 @@ pub enum Head {
 }
 
 /// Unread bytes the slowest reader may leave behind once a fill streams only.
-pub const WINDOW: u64 = 256 << 10;
+pub(crate) const WINDOW: u64 = 256 << 10;
 
 #[derive(Default)]
 struct Buffer {
@@ -90,7 +90,7 @@ impl Buffer {
 }
 
 /// One in-flight fetch.
-pub struct Fill {
+pub(crate) struct Fill {
     head: watch::Sender<Head>,
     buffer: Mutex<Buffer>,
 }
@@ -104,12 +104,12 @@ impl Fill {
         self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn publish(&self, head: Head) {
+    pub(crate) fn publish(&self, head: Head) {
         self.head.send_replace(head);
     }
 
     /// Appends a chunk and wakes readers.
-    pub fn push(&self, chunk: Bytes) {
+    pub(crate) fn push(&self, chunk: Bytes) {
         let wakers = {
             let mut b = self.buffer();
             b.held += chunk.len() as u64;
@@ -121,7 +121,7 @@ impl Fill {
 
     /// The body will not be stored (it passed `max_object_size`): from now on
     /// the buffer holds only what some reader has yet to read.
-    pub fn stream_only(&self) {
+    pub(crate) fn stream_only(&self) {
         let mut b = self.buffer();
         b.streaming = true;
         b.release();
@@ -129,7 +129,7 @@ impl Fill {
 
     /// Once streaming only: waits until the slowest reader is within
     /// [`WINDOW`] of the end. False when no reader is left, and the fetch should stop.
-    pub async fn room(&self) -> bool {
+    pub(crate) async fn room(&self) -> bool {
         std::future::poll_fn(|cx| {
             let mut b = self.buffer();
             if b.live_readers().next().is_none() {
@@ -145,7 +145,7 @@ impl Fill {
     }
 
     /// Marks the body complete (`true`) or broken (`false`).
-    pub fn finish(&self, complete: bool) {
+    pub(crate) fn finish(&self, complete: bool) {
         let wakers = {
             let mut b = self.buffer();
             b.end.get_or_insert(complete);
@@ -156,7 +156,7 @@ impl Fill {
 
     /// Waits for the head, at most `timeout`; None when it did not come in time
     /// (go to the origin yourself).
-    pub async fn head(&self, timeout: Duration) -> Option<Head> {
+    pub(crate) async fn head(&self, timeout: Duration) -> Option<Head> {
         let mut rx = self.head.subscribe();
         let wait = rx.wait_for(|h| !matches!(h, Head::Pending));
         match tokio::time::timeout(timeout, wait).await {
@@ -168,7 +168,7 @@ impl Fill {
 
     /// A reader of the shared body from its first byte; None if that byte
     /// was freed already (the fill streams only).
-    pub fn body(self: &Arc<Self>) -> Option<FillBody> {
+    pub(crate) fn body(self: &Arc<Self>) -> Option<FillBody> {
         let mut b = self.buffer();
         if b.first > 0 {
             return None;
@@ -186,7 +186,7 @@ impl Fill {
 }
 
 /// Streams a fill's body to one client.
-pub struct FillBody {
+pub(crate) struct FillBody {
     fill: Arc<Fill>,
     /// Index in the body of the next chunk to read.
     next: usize,
@@ -208,7 +208,7 @@ impl Drop for FillBody {
 
 #[derive(Debug, thiserror::Error)]
 #[error("the origin's response broke off")]
-pub struct BrokenFill;
+pub(crate) struct BrokenFill;
 
 impl http_body::Body for FillBody {
     type Data = Bytes;
@@ -254,11 +254,11 @@ impl http_body::Body for FillBody {
 
 /// The fills in flight, by cache key.
 #[derive(Default)]
-pub struct Fills {
+pub(crate) struct Fills {
     map: Arc<Mutex<HashMap<String, Arc<Fill>>>>,
 }
 
-pub enum Role {
+pub(crate) enum Role {
     /// Fetch and publish; dropping the leader ends the fill.
     Leader(Leader),
     Waiter(Arc<Fill>),
@@ -269,19 +269,19 @@ pub enum Role {
 /// nothing was published, breaks a body left unfinished, and takes the fill
 /// out of the map, so no later request waits `lock_timeout` on a fetch that
 /// is gone.
-pub struct Leader {
+pub(crate) struct Leader {
     fill: Arc<Fill>,
     key: String,
     map: Arc<Mutex<HashMap<String, Arc<Fill>>>>,
 }
 
 impl Leader {
-    pub fn fill(&self) -> &Arc<Fill> {
+    pub(crate) fn fill(&self) -> &Arc<Fill> {
         &self.fill
     }
 
     /// No new waiters (the readers it has keep reading).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.fill)) {
             map.remove(&self.key);
@@ -305,7 +305,7 @@ impl Drop for Leader {
 }
 
 impl Fills {
-    pub fn join(&self, key: &str) -> Role {
+    pub(crate) fn join(&self, key: &str) -> Role {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(fill) = map.get(key) {
             return Role::Waiter(fill.clone());

@@ -14,7 +14,7 @@ use super::key::{Key, KeyHash};
 /// Kept small: one of these lives for every entry of both tiers. Keys are held as
 /// 32 bytes and each URL once, shared by its two maps.
 #[derive(Default)]
-pub struct PurgeIndex {
+pub(super) struct PurgeIndex {
     inner: Mutex<Inner>,
 }
 
@@ -35,7 +35,7 @@ struct Known {
 
 /// What a key holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Held {
+pub(super) enum Held {
     /// A response.
     Entry,
     /// A URL's Vary record (purges remove it, and do not count it).
@@ -47,7 +47,7 @@ impl PurgeIndex {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn insert(&self, key: &str, url: &str, tags: &[String], held: Held) {
+    pub(super) fn insert(&self, key: &str, url: &str, tags: &[String], held: Held) {
         let key = Key::of(key);
         let mut inner = self.lock();
         inner.remove(&key);
@@ -62,17 +62,17 @@ impl PurgeIndex {
         inner.keys.insert(key, Known { url, tags: tags.into(), held });
     }
 
-    pub fn remove(&self, key: &str) {
+    pub(super) fn remove(&self, key: &str) {
         self.lock().remove(&Key::of(key));
     }
 
     /// Keys stored for exactly this URL (the entry or Vary record and every variant).
-    pub fn url(&self, url: &str) -> Vec<String> {
+    pub(super) fn url(&self, url: &str) -> Vec<String> {
         hex_sorted(self.lock().by_url.get(url).into_iter().flatten())
     }
 
     /// Keys of every URL starting with `prefix`.
-    pub fn prefix(&self, prefix: &str) -> Vec<String> {
+    pub(super) fn prefix(&self, prefix: &str) -> Vec<String> {
         let inner = self.lock();
         let within = inner
             .by_url
@@ -82,26 +82,26 @@ impl PurgeIndex {
     }
 
     /// Keys carrying any of `tags`.
-    pub fn tags(&self, tags: &[String]) -> Vec<String> {
+    pub(super) fn tags(&self, tags: &[String]) -> Vec<String> {
         let inner = self.lock();
         hex_sorted(tags.iter().filter_map(|t| inner.by_tag.get(t)).flatten())
     }
 
-    pub fn contains(&self, key: &str) -> bool {
+    pub(super) fn contains(&self, key: &str) -> bool {
         self.lock().keys.contains_key(&Key::of(key))
     }
 
-    pub fn all(&self) -> Vec<String> {
+    pub(super) fn all(&self) -> Vec<String> {
         hex_sorted(self.lock().keys.keys())
     }
 
     /// (url, tags, what it holds) recorded for a key.
-    pub fn describe(&self, key: &str) -> Option<(String, Vec<String>, Held)> {
+    pub(super) fn describe(&self, key: &str) -> Option<(String, Vec<String>, Held)> {
         self.lock().keys.get(&Key::of(key)).map(|k| (k.url.to_string(), k.tags.to_vec(), k.held))
     }
 
     #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.lock().keys.len()
     }
 }

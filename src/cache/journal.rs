@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Keys purged from memory whose disk copies are not yet deleted, one per line in
 /// `<disk_path>/purge-journal`. Written before a purge answers (no fsync: it guards
 /// against a killed process, not a lost disk); emptied when no deletion is running.
-pub struct Journal {
+pub(super) struct Journal {
     path: Option<PathBuf>,
     state: Mutex<JournalState>,
 }
@@ -33,7 +33,7 @@ const JOURNAL_REWRITE: u64 = 1 << 20;
 impl Journal {
     /// The journal in `dir`, and the keys a previous process left in it (their
     /// deletion counts as running until [`Journal::done`]).
-    pub async fn open(dir: Option<PathBuf>) -> (Arc<Journal>, Vec<String>) {
+    pub(super) async fn open(dir: Option<PathBuf>) -> (Arc<Journal>, Vec<String>) {
         let fallback = dir.clone();
         tokio::task::spawn_blocking(move || Self::open_blocking(dir)).await.unwrap_or_else(|_| {
             let state = JournalState { running: 0, clean: true, file: None, written: 0 };
@@ -57,7 +57,11 @@ impl Journal {
 
     /// Appends `keys` (one deletion more is running). Past [`JOURNAL_REWRITE`] bytes (purges that keep coming before
     /// the deletions drain) the file is rewritten with `pending()`, every key still owed.
-    pub async fn record(self: &Arc<Self>, keys: Vec<String>, pending: impl FnOnce() -> Vec<String> + Send + 'static) {
+    pub(super) async fn record(
+        self: &Arc<Self>,
+        keys: Vec<String>,
+        pending: impl FnOnce() -> Vec<String> + Send + 'static,
+    ) {
         let journal = self.clone();
         let _ = tokio::task::spawn_blocking(move || journal.record_blocking(&keys, pending)).await;
     }
@@ -99,7 +103,7 @@ impl Journal {
     }
 
     /// One deletion finished; `all_gone` if it removed every key.
-    pub async fn done(self: &Arc<Self>, all_gone: bool) {
+    pub(super) async fn done(self: &Arc<Self>, all_gone: bool) {
         let journal = self.clone();
         let _ = tokio::task::spawn_blocking(move || journal.done_blocking(all_gone)).await;
     }

@@ -18,7 +18,7 @@ use super::entry::Stored;
 use super::key::{Key, KeyHash};
 
 #[derive(Clone)]
-pub struct MemoryTier {
+pub(super) struct MemoryTier {
     cache: Cache<Key, Arc<Stored>, KeyHash>,
 }
 
@@ -55,7 +55,7 @@ impl Expiry<Key, Arc<Stored>> for UntilUseless {
 impl MemoryTier {
     /// `dropped` is told each key the tier drops on its own: evicted to stay under
     /// `capacity` (`true`), or expired once useless (`false`).
-    pub fn new(capacity: u64, dropped: impl Fn(&Key, bool) + Send + Sync + 'static) -> MemoryTier {
+    pub(super) fn new(capacity: u64, dropped: impl Fn(&Key, bool) + Send + Sync + 'static) -> MemoryTier {
         let cache = Cache::builder()
             .max_capacity(capacity)
             .weigher(|_: &Key, v: &Arc<Stored>| v.weight())
@@ -70,32 +70,32 @@ impl MemoryTier {
         MemoryTier { cache }
     }
 
-    pub async fn get(&self, key: &str) -> Option<Arc<Stored>> {
+    pub(super) async fn get(&self, key: &str) -> Option<Arc<Stored>> {
         self.cache.get(&Key::of(key)).await
     }
 
-    pub async fn insert(&self, key: &str, value: Arc<Stored>) {
+    pub(super) async fn insert(&self, key: &str, value: Arc<Stored>) {
         self.cache.insert(Key::of(key), value).await;
         // moka evicts in batches during later calls; without this, the last
         // inserts before a quiet period would keep the tier over its cap.
         self.cache.run_pending_tasks().await;
     }
 
-    pub fn contains(&self, key: &str) -> bool {
+    pub(super) fn contains(&self, key: &str) -> bool {
         self.cache.contains_key(&Key::of(key))
     }
 
-    pub async fn remove(&self, key: &str) -> bool {
+    pub(super) async fn remove(&self, key: &str) -> bool {
         self.cache.remove(&Key::of(key)).await.is_some()
     }
 
     /// Bytes held (after pending evictions have run).
-    pub async fn weighted_size(&self) -> u64 {
+    pub(super) async fn weighted_size(&self) -> u64 {
         self.cache.run_pending_tasks().await;
         self.cache.weighted_size()
     }
 
-    pub fn entry_count(&self) -> u64 {
+    pub(super) fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }
 }

@@ -15,18 +15,18 @@
 //! serving from memory and the origin.
 
 mod collapse;
-pub mod disk;
+pub(crate) mod disk;
 mod entry;
-pub mod fill;
+pub(crate) mod fill;
 mod index;
 mod journal;
 pub mod key;
 mod memory;
 mod origin;
 mod phase;
-pub mod purge;
+pub(crate) mod purge;
 mod revalidate;
-pub mod tee;
+pub(crate) mod tee;
 mod ticket;
 
 use std::sync::Arc;
@@ -34,13 +34,14 @@ use std::time::Duration;
 
 use crate::config::CacheConfig;
 use crate::metrics::{Metrics, Tier};
-pub use collapse::{Lead, Reply, Role, Wait};
+pub(crate) use collapse::Role;
 use disk::{DiskError, DiskTier};
-pub use entry::{Entry, Stored, VaryRecord};
+pub(crate) use entry::VaryRecord;
+pub use entry::{Entry, Stored};
 use memory::MemoryTier;
-pub use origin::{Answer, Origin};
-pub use phase::{Asked, Hit, HttpCache, Miss, Phase, fill_head, fill_head_of};
-pub use revalidate::upstream_request;
+pub(crate) use origin::{Answer, Origin};
+pub(crate) use phase::{Asked, Hit, HttpCache, Miss, Phase, fill_head, fill_head_of};
+pub(crate) use revalidate::upstream_request;
 
 pub struct Cache {
     memory: MemoryTier,

@@ -16,7 +16,7 @@ use crate::http::body::Body;
 
 /// A response on its way back to the client, and how it was made: the one
 /// carrier from the origin through the cache and the proxy to the log.
-pub struct Answer {
+pub(crate) struct Answer {
     pub response: Response<Body>,
     /// The server that answered, when the origin was asked.
     pub upstream: Option<Arc<str>>,
@@ -26,14 +26,14 @@ pub struct Answer {
 
 impl Answer {
     /// A response made here, that no origin and no cache had a part in.
-    pub fn local(response: Response<Body>) -> Answer {
+    pub(crate) fn local(response: Response<Body>) -> Answer {
         Answer { response, upstream: None, cache: None }
     }
 }
 
 /// The way to the origin for one request's route. A fill runs in a task of
 /// its own and may outlive the client, so an `Origin` is owned and cheap to clone.
-pub trait Origin: Clone + Send + Sync + 'static {
+pub(crate) trait Origin: Clone + Send + Sync + 'static {
     type Error: std::fmt::Display + Send + 'static;
 
     /// Sends `req` (a body-less GET or HEAD, in origin form, with the client's

@@ -26,20 +26,20 @@ use crate::http::body::Body;
 /// The HTTP semantics over the two-tier [`Cache`]: lookups, fills, what is
 /// stored. A view for one request, free to make.
 #[derive(Clone, Copy)]
-pub struct HttpCache<'a> {
+pub(crate) struct HttpCache<'a> {
     pub(super) cache: &'a Arc<Cache>,
 }
 
 /// What a lookup found, and so what the proxy does next.
-pub enum Phase {
+pub(crate) enum Phase {
     /// A fresh stored response, or a stored part covering the range asked: serve it.
     Fresh(Hit),
     /// Stale within stale-while-revalidate: serve it, and revalidate it once in
     /// the background ([`HttpCache::revalidate_behind`]).
     StaleWhileRevalidate(Hit, Miss),
     /// Stale, or fresh but refused by the request's own directives: revalidate.
-    /// `usable_on_error`: within stale-if-error, it answers if the origin fails.
-    Stale { miss: Miss, usable_on_error: bool },
+    /// Within stale-if-error, the `Miss` keeps it to answer if the origin fails.
+    Stale(Miss),
     /// A stored part one piece short of the whole: complete it from the origin.
     Part(Miss),
     /// Nothing usable stored: fetch, leading the key's fill or waiting for it.
@@ -47,7 +47,7 @@ pub enum Phase {
 }
 
 /// A stored response to serve.
-pub struct Hit {
+pub(crate) struct Hit {
     stored: Arc<Stored>,
     pub status: CacheStatus,
     /// The clock it was judged by, and its Age is counted to.
@@ -55,12 +55,12 @@ pub struct Hit {
 }
 
 impl Hit {
-    pub fn entry(&self) -> &Entry {
+    pub(crate) fn entry(&self) -> &Entry {
         entry_of(&self.stored)
     }
 
     /// The full stored response, with its Age.
-    pub fn into_answer(self) -> Answer {
+    pub(crate) fn into_answer(self) -> Answer {
         from_entry(entry_of(&self.stored), self.now, self.status, None)
     }
 }
@@ -79,7 +79,7 @@ pub(super) struct Slot {
 /// What one origin fetch is for: where its answer goes, the entry it
 /// revalidates or completes (if any), whether that entry may stand in for an
 /// error, and the Cache-Status it starts from.
-pub struct Miss {
+pub(crate) struct Miss {
     pub(super) slot: Slot,
     pub(super) found: Option<Arc<Stored>>,
     pub(super) within_sie: bool,
@@ -94,14 +94,14 @@ pub struct Miss {
 
 impl Miss {
     /// Asks the origin for this range (a slice) instead of the whole.
-    pub fn with_range(self, range: Option<HeaderValue>) -> Miss {
+    pub(crate) fn with_range(self, range: Option<HeaderValue>) -> Miss {
         Miss { range, ..self }
     }
 }
 
 /// What the proxy knows of a request beyond its head.
 #[derive(Clone, Copy)]
-pub struct Asked<'a> {
+pub(crate) struct Asked<'a> {
     pub rules: &'a Rules,
     /// It carries a body (a GET or HEAD with one: the body may select the answer).
     pub with_body: bool,
@@ -110,13 +110,13 @@ pub struct Asked<'a> {
 }
 
 impl<'a> HttpCache<'a> {
-    pub fn new(cache: &'a Arc<Cache>) -> HttpCache<'a> {
+    pub(crate) fn new(cache: &'a Arc<Cache>) -> HttpCache<'a> {
         HttpCache { cache }
     }
 
     /// Whether the cache takes `req` at all; if not, why (the one verdict for
     /// every request the cache never sees).
-    pub fn admit(&self, req: &Parts, asked: Asked<'_>) -> Result<(), Bypass> {
+    pub(crate) fn admit(&self, req: &Parts, asked: Asked<'_>) -> Result<(), Bypass> {
         match cache_policy::lookup_allowed(req, asked.rules) {
             Ok(()) if asked.with_body => Err(Bypass::RequestBody),
             Ok(()) if asked.upgrade => Err(Bypass::Upgrade),
@@ -125,7 +125,7 @@ impl<'a> HttpCache<'a> {
     }
 
     /// Looks up `req`, admitted, whose canonical URL ([`key::url`]) is `url`.
-    pub async fn lookup(&self, req: &Parts, url: String) -> Phase {
+    pub(crate) async fn lookup(&self, req: &Parts, url: String) -> Phase {
         let (slot, found, outcome) = self.find(url, &req.headers).await;
         let now = SystemTime::now();
         let head = req.method == Method::HEAD;
@@ -165,22 +165,16 @@ impl<'a> HttpCache<'a> {
                 let behind = CacheStatus::new(CacheOutcome::Stale);
                 Phase::StaleWhileRevalidate(hit, miss(Some(stored), false, false, behind))
             }
-            Freshness::Stale { within_sie, .. } => {
-                Phase::Stale { miss: miss(Some(stored), within_sie, false, status), usable_on_error: within_sie }
-            }
-            Freshness::MustRevalidate => {
-                Phase::Stale { miss: miss(Some(stored), false, false, status), usable_on_error: false }
-            }
-            Freshness::RequestRevalidates => {
-                Phase::Stale { miss: miss(Some(stored), false, true, status), usable_on_error: false }
-            }
+            Freshness::Stale { within_sie, .. } => Phase::Stale(miss(Some(stored), within_sie, false, status)),
+            Freshness::MustRevalidate => Phase::Stale(miss(Some(stored), false, false, status)),
+            Freshness::RequestRevalidates => Phase::Stale(miss(Some(stored), false, true, status)),
         }
     }
 
     /// Looks up the slice of `url` at `start`, for `head`, the request as the
     /// fill asks it. A stale slice is fetched again, not revalidated: a
     /// conditional GET would bring the whole file.
-    pub async fn lookup_slice(&self, url: &str, start: u64, head: &Parts) -> Phase {
+    pub(crate) async fn lookup_slice(&self, url: &str, start: u64, head: &Parts) -> Phase {
         let (mut slot, found, outcome) = self.find(format!("{url}#slice={start}"), &head.headers).await;
         slot.url = url.to_string();
         let now = SystemTime::now();
@@ -216,14 +210,14 @@ impl<'a> HttpCache<'a> {
 /// The request head a fill asks with, made from the client's own (moved, not
 /// copied): as GET, whose response is stored (HEAD is served from it), without
 /// extensions.
-pub fn fill_head(mut parts: Parts) -> Arc<Parts> {
+pub(crate) fn fill_head(mut parts: Parts) -> Arc<Parts> {
     parts.method = Method::GET;
     parts.extensions = http::Extensions::new();
     Arc::new(parts)
 }
 
 /// [`fill_head`] of a request head still in use: its one copy.
-pub fn fill_head_of(parts: &Parts) -> Arc<Parts> {
+pub(crate) fn fill_head_of(parts: &Parts) -> Arc<Parts> {
     let (mut p, ()) = Request::new(()).into_parts();
     p.method = Method::GET;
     p.uri = parts.uri.clone();

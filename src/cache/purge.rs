@@ -47,7 +47,7 @@ impl Target {
 
 /// The most recent purges, by epoch.
 #[derive(Default)]
-pub struct Log {
+pub(crate) struct Log {
     epoch: AtomicU64,
     recent: Mutex<VecDeque<(u64, Target)>>,
 }
@@ -56,7 +56,7 @@ pub struct Log {
 const KEPT: usize = 1024;
 
 impl Log {
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
 
@@ -70,7 +70,7 @@ impl Log {
     }
 
     /// Whether a purge after `epoch` matches this URL or these tags.
-    pub fn purged_since(&self, epoch: u64, url: &str, tags: &[String]) -> bool {
+    pub(crate) fn purged_since(&self, epoch: u64, url: &str, tags: &[String]) -> bool {
         if self.epoch() == epoch {
             return false;
         }

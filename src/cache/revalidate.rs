@@ -196,7 +196,7 @@ async fn complete<O: Origin>(
 /// be stored), without a body and without the client's conditionals and
 /// Range (the full response is stored; each client's part is cut from it).
 /// The one copy of the request's headers a fetch makes.
-pub fn upstream_request(head: &Parts, method: Method) -> Request<Body> {
+pub(crate) fn upstream_request(head: &Parts, method: Method) -> Request<Body> {
     let mut req = Request::new(Body::empty());
     *req.method_mut() = method;
     *req.uri_mut() = head.uri.clone();

@@ -22,39 +22,39 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::body::{Body, BoxError};
 
-pub type Commit = Box<dyn FnOnce(Bytes) + Send + Sync>;
+pub(crate) type Commit = Box<dyn FnOnce(Bytes) + Send + Sync>;
 
 /// Whether a [`TeeBody`] still keeps its copy.
 #[derive(Clone, Default)]
-pub struct Storing(Arc<AtomicBool>);
+pub(crate) struct Storing(Arc<AtomicBool>);
 
 impl Storing {
     /// False once the body is known not to be stored (too large, no budget, broken).
-    pub fn still(&self) -> bool {
+    pub(crate) fn still(&self) -> bool {
         !self.0.load(Ordering::Relaxed)
     }
 }
 
 /// Bytes of bodies being stored, at most (`cache.fill_memory`), in permits of one byte.
-pub struct Budget {
+pub(crate) struct Budget {
     permits: Arc<Semaphore>,
     max: u32,
 }
 
 impl Budget {
-    pub fn new(bytes: u64) -> Budget {
+    pub(crate) fn new(bytes: u64) -> Budget {
         let max = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
         Budget { permits: Arc::new(Semaphore::new(max as usize)), max }
     }
 
     /// `n` bytes, if free now (a body larger than the whole budget never is).
-    pub fn reserve(&self, n: u64) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn reserve(&self, n: u64) -> Option<OwnedSemaphorePermit> {
         let n = u32::try_from(n).ok().filter(|&n| n <= self.max)?;
         self.permits.clone().try_acquire_many_owned(n).ok()
     }
 
     /// Bytes reserved now, for metrics.
-    pub fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         u64::from(self.max) - self.permits.available_permits() as u64
     }
 }
@@ -92,7 +92,7 @@ impl TeeBody {
     /// `expected` is the response's Content-Length, if any; bodies over `limit`
     /// are not kept. `reserved` is the budget taken for an expected length up
     /// front; without it the body takes from `budget` chunk by chunk.
-    pub fn new(
+    pub(crate) fn new(
         inner: Body,
         expected: Option<u64>,
         limit: u64,
@@ -105,7 +105,7 @@ impl TeeBody {
         TeeBody { inner, chunks: Vec::new(), len: 0, limit, expected, commit, reserved, budget, storing }
     }
 
-    pub fn storing(&self) -> Storing {
+    pub(crate) fn storing(&self) -> Storing {
         self.storing.clone()
     }
 }

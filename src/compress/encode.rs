@@ -272,7 +272,7 @@ pin_project_lite::pin_project! {
 
 impl Encoded {
     /// `inner` encoded with `encoding` at `level`; the body back, unread, if no encoder starts.
-    pub fn new(inner: Body, encoding: Encoding, level: i32) -> Result<Encoded, (Body, io::Error)> {
+    pub(super) fn new(inner: Body, encoding: Encoding, level: i32) -> Result<Encoded, (Body, io::Error)> {
         match Coder::new(encoding, level) {
             Ok(coder) => {
                 Ok(Encoded { inner, coder: Some(coder), pending: false, rest: Bytes::new(), more: false, budget: None })
@@ -283,7 +283,7 @@ impl Encoded {
 
     /// `started` then `inner`, encoded with `encoding`, decoded (see [`super::window`]
     /// for `window_log`), holding `budget` until done.
-    pub fn decoding(
+    pub(super) fn decoding(
         started: Bytes,
         inner: Body,
         encoding: Encoding,

@@ -16,19 +16,19 @@ mod window;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use encode::encode_all;
-pub use negotiate::{Encoding, accepts, choose};
-pub use stored::{Encodings, Source};
+pub(crate) use negotiate::{Encoding, accepts, choose};
+pub(crate) use stored::{Encodings, Source};
 
 use crate::config::{CompressionConfig, Levels, MediaType, RouteCompression};
 use crate::http::body::Body;
 
 /// `[compression]`, compiled once per configuration.
-pub struct Compression {
+pub(crate) struct Compression {
     pub enabled: bool,
     /// Undo the origin's coding for clients that do not accept it.
     decode: bool,
@@ -52,14 +52,14 @@ const STORED_LEVELS: [i32; 3] = [9, 9, 6];
 /// `[compression]` applies there, and its levels (the route's own over
 /// `[compression]`'s over the defaults), indexed by [`Encoding`].
 #[derive(Clone, Copy, Debug)]
-pub struct RouteSettings {
+pub(crate) struct RouteSettings {
     on: bool,
     levels: [i32; 3],
     stored_levels: [i32; 3],
 }
 
 impl RouteSettings {
-    pub fn new(c: &CompressionConfig, route: &RouteCompression) -> RouteSettings {
+    pub(crate) fn new(c: &CompressionConfig, route: &RouteCompression) -> RouteSettings {
         let resolve = |set: Levels, defaults: [i32; 3]| {
             [Encoding::Zstd, Encoding::Br, Encoding::Gzip].map(|e| set.get(e).unwrap_or(defaults[e as usize]))
         };
@@ -73,7 +73,7 @@ impl RouteSettings {
 
 /// What relais does with one route's responses, when it compresses them.
 #[derive(Clone, Copy)]
-pub struct RoutePlan<'a> {
+pub(crate) struct RoutePlan<'a> {
     c: &'a Compression,
     levels: [i32; 3],
     stored_levels: [i32; 3],
@@ -82,7 +82,7 @@ pub struct RoutePlan<'a> {
 impl Compression {
     /// `copies` is the process's store of encoded copies; its budget becomes
     /// this configuration's `stored_memory` (none when compression is off).
-    pub fn new(c: &CompressionConfig, copies: Arc<Encodings>) -> Compression {
+    pub(crate) fn new(c: &CompressionConfig, copies: Arc<Encodings>) -> Compression {
         copies.resize(if c.enabled { c.stored_memory.bytes() } else { 0 });
         Compression {
             enabled: c.enabled,
@@ -96,7 +96,7 @@ impl Compression {
 
     /// Whether relais compresses (and decodes) this route's responses itself:
     /// the one question every stage asks.
-    pub fn for_route(&self, route: &RouteSettings) -> Option<RoutePlan<'_>> {
+    pub(crate) fn for_route(&self, route: &RouteSettings) -> Option<RoutePlan<'_>> {
         (self.enabled && route.on).then_some(RoutePlan {
             c: self,
             levels: route.levels,
@@ -106,7 +106,7 @@ impl Compression {
 
     /// Whether relais would compress a response like this one for some client:
     /// then every answer for it says `Vary: Accept-Encoding`.
-    pub fn eligible(&self, method: &Method, status: StatusCode, res: &HeaderMap) -> bool {
+    pub(crate) fn eligible(&self, method: &Method, status: StatusCode, res: &HeaderMap) -> bool {
         self.enabled
             && *method != Method::HEAD
             && status.is_success()
@@ -150,7 +150,7 @@ impl RoutePlan<'_> {
     /// not accept that one. `memory` gives a decoder its room in
     /// `buffering.memory`; a decoder refused is the error, which the caller
     /// answers with its status (502 or 503).
-    pub async fn apply(
+    pub(crate) async fn apply(
         self,
         method: &Method,
         accept: &HeaderMap,
@@ -187,21 +187,14 @@ impl RoutePlan<'_> {
 
     /// The origin is asked for the identity form (no `Accept-Encoding`): the
     /// one copy stored serves every client, and relais encodes it.
-    pub fn ask_identity(&self, request: &mut HeaderMap) {
+    pub(crate) fn ask_identity(&self, request: &mut HeaderMap) {
         request.remove(header::ACCEPT_ENCODING);
-    }
-
-    /// The `Vary` names a stored response is keyed by, without
-    /// `Accept-Encoding`: the origin was asked without it, and relais's own
-    /// `Vary: Accept-Encoding` is about its encoding, not the stored body.
-    pub fn vary_names(&self, names: &mut Vec<HeaderName>) {
-        names.retain(|n| n != header::ACCEPT_ENCODING);
     }
 
     /// What a hit (`url`'s entry stored at `stored_at`, its body `body`)
     /// carries so that [`apply`](Self::apply) sends the copy made once per
     /// encoding; only a 200 with a body has copies.
-    pub fn stored_source(
+    pub(crate) fn stored_source(
         &self,
         status: StatusCode,
         url: &str,
@@ -277,7 +270,7 @@ fn encode_stored(
 
 /// Why a body was not decoded.
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Its window is larger than relais decodes (zstd past 8 MiB, large-window brotli).
     #[error("the origin's {0} body needs a {1}-byte window, more than relais decodes")]
     Window(&'static str, u64),
@@ -291,7 +284,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// 502 for what the origin sent, 503 for relais's own lack of room.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             DecodeError::Memory(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,

@@ -3,7 +3,7 @@
 use http::HeaderMap;
 use http::header::ACCEPT_ENCODING;
 
-pub use crate::config::Encoding;
+pub(crate) use crate::config::Encoding;
 
 /// The coding to send: the acceptable one with the highest q-value, ties broken
 /// by `preference` (relais's order). `None` is identity: no `Accept-Encoding`
@@ -11,7 +11,7 @@ pub use crate::config::Encoding;
 /// or identity listed with a higher q than any coding. When even identity is
 /// refused (`identity;q=0`, or `*;q=0` without identity) and no coding fits,
 /// identity is sent anyway, as RFC 9110 allows instead of a 406.
-pub fn choose(request: &HeaderMap, preference: &[Encoding]) -> Option<Encoding> {
+pub(crate) fn choose(request: &HeaderMap, preference: &[Encoding]) -> Option<Encoding> {
     let mut listed = false;
     let (mut star, mut identity) = (None, None);
     let mut q_of: [Option<u16>; 3] = [None; 3];
@@ -52,7 +52,7 @@ pub fn choose(request: &HeaderMap, preference: &[Encoding]) -> Option<Encoding> 
 
 /// Whether the client accepts content coded with `e`: listed (or `*`) with a
 /// q above zero. No `Accept-Encoding` counts as identity only, as for `choose`.
-pub fn accepts(request: &HeaderMap, e: Encoding) -> bool {
+pub(crate) fn accepts(request: &HeaderMap, e: Encoding) -> bool {
     let (mut own, mut star) = (None, None);
     for value in request.get_all(ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()) {
         for item in value.split(',').map(str::trim) {

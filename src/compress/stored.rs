@@ -22,7 +22,7 @@ use super::{Encoding, encode_all};
 
 /// A cached body that can be encoded, attached to the response that carries it.
 #[derive(Clone)]
-pub struct Source {
+pub(crate) struct Source {
     pub id: u64,
     pub body: Bytes,
 }
@@ -30,7 +30,7 @@ pub struct Source {
 impl Source {
     /// `url`, when it was stored, and the body itself (its length and address)
     /// name one stored response.
-    pub fn new(url: &str, stored_at: std::time::SystemTime, body: &Bytes) -> Source {
+    pub(crate) fn new(url: &str, stored_at: std::time::SystemTime, body: &Bytes) -> Source {
         // A fixed seed is enough: the id names entries relais stored, not client input.
         let mut h =
             std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
@@ -44,7 +44,7 @@ impl Source {
 
 /// The store of encoded copies, one per process: a reload changes its budget
 /// (`stored_memory`), it does not drop its copies.
-pub struct Encodings {
+pub(crate) struct Encodings {
     copies: ArcSwap<moka::sync::Cache<Key, Bytes>>,
     /// The budget `copies` was built with.
     budget: Mutex<u64>,
@@ -65,7 +65,7 @@ fn store(budget: u64) -> moka::sync::Cache<Key, Bytes> {
 }
 
 impl Encodings {
-    pub fn new(budget: u64) -> Encodings {
+    pub(crate) fn new(budget: u64) -> Encodings {
         Encodings {
             copies: ArcSwap::from_pointee(store(budget)),
             budget: Mutex::new(budget),
@@ -77,7 +77,7 @@ impl Encodings {
     /// Gives the store a new budget, keeping its copies (the least recently
     /// used go first if they no longer fit). Moka's capacity is fixed, so a
     /// new budget is a new store, filled from the old.
-    pub fn resize(&self, budget: u64) {
+    pub(crate) fn resize(&self, budget: u64) {
         let mut current = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
         if *current == budget {
             return;
@@ -95,7 +95,7 @@ impl Encodings {
     /// The stored copy of `source` in `e` at `level`, if it is made. If not, it
     /// is made now on the blocking pool (once, however many ask meanwhile), and
     /// the caller encodes as it streams until then: nobody waits for a high level.
-    pub fn get(self: &Arc<Self>, source: &Source, e: Encoding, level: i32) -> Option<Bytes> {
+    pub(crate) fn get(self: &Arc<Self>, source: &Source, e: Encoding, level: i32) -> Option<Bytes> {
         let key = (source.id, e, level);
         if let Some(copy) = self.copies.load().get(&key) {
             return Some(copy);
@@ -117,11 +117,11 @@ impl Encodings {
         None
     }
 
-    pub fn made(&self) -> u64 {
+    pub(crate) fn made(&self) -> u64 {
         self.made.load(Ordering::Relaxed)
     }
 
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         let copies = self.copies.load();
         copies.run_pending_tasks();
         copies.weighted_size()

@@ -8,7 +8,7 @@
 use super::Encoding;
 
 /// The largest zstd window decoded (RFC 9659 §3: 8 MiB).
-pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+pub(super) const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// A zstd decoder beside its window: two blocks of 128 KiB and its context.
 const ZSTD_OVERHEAD: u64 = 512 * 1024;
 /// A brotli decoder beside its window: Huffman tables, context maps, 4 KiB of output.
@@ -19,7 +19,7 @@ const GZIP_MEMORY: u64 = 160 * 1024;
 
 /// What the first bytes say.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Need {
+pub(super) enum Need {
     /// Not enough bytes yet to tell.
     More,
     /// This much memory, and (zstd) the window log to hold the decoder to.
@@ -30,7 +30,7 @@ pub enum Need {
 
 /// The decoder's memory for a body that starts with `head` (`at_end`: that
 /// is the whole body, so no more will come).
-pub fn need(e: Encoding, head: &[u8], at_end: bool) -> Need {
+pub(super) fn need(e: Encoding, head: &[u8], at_end: bool) -> Need {
     let found = match e {
         Encoding::Gzip => Some(Need::Memory { bytes: GZIP_MEMORY, window_log: None }),
         Encoding::Br => brotli(head),

@@ -345,7 +345,7 @@ impl fmt::Display for Rate {
 /// A rules file: `[[rules]]` tables.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RulesFile {
+pub(super) struct RulesFile {
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
 }
@@ -489,7 +489,7 @@ fn rules(bad: &dyn Fn(String, String) -> ConfigError, at: &str, rules: &[RuleCon
 }
 
 /// Compiles `re` as the guard will, with the same size limit.
-pub fn regex_ok(re: &str) -> Result<(), String> {
+pub(super) fn regex_ok(re: &str) -> Result<(), String> {
     regex::RegexBuilder::new(re).size_limit(REGEX_SIZE).build().map(|_| ()).map_err(|e| e.to_string())
 }
 

@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::access::Access;
 use crate::config::RealIp as RealIpConfig;
 
-pub struct RealIp {
+pub(super) struct RealIp {
     trusted: Access,
     header: HeaderName,
     xff: bool,
@@ -33,7 +33,7 @@ pub struct Client {
 }
 
 impl RealIp {
-    pub fn new(c: &RealIpConfig) -> RealIp {
+    pub(super) fn new(c: &RealIpConfig) -> RealIp {
         RealIp {
             trusted: Access::new(&c.trusted.0, &[]),
             xff: c.header.0 == crate::http::names::X_FORWARDED_FOR,
@@ -43,7 +43,7 @@ impl RealIp {
 
     /// The client of a request from `peer`; None when the peer is not trusted
     /// or says nothing usable (the peer is the client).
-    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<Client> {
+    pub(super) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<Client> {
         if !self.trusted.contains(peer) {
             return None;
         }

@@ -34,7 +34,7 @@ use crate::config::{KeyPart, LimitConnConfig, LimitKey, LimitReqConfig};
 use crate::metrics::{Metrics, Reason};
 
 /// A `[[limit_req]]` zone.
-pub struct ReqZone {
+pub(crate) struct ReqZone {
     pub config: LimitReqConfig,
     admit: Quota,
     pace: Option<Quota>,
@@ -50,7 +50,7 @@ struct Buckets {
 }
 
 impl ReqZone {
-    pub fn new(config: &LimitReqConfig) -> ReqZone {
+    pub(crate) fn new(config: &LimitReqConfig) -> ReqZone {
         let period = config.rate.per / config.rate.requests;
         let period = period.max(Duration::from_nanos(1));
         let quota = |burst: u32| {
@@ -73,7 +73,7 @@ impl ReqZone {
 
     /// Admits the request now, after its turn, or refuses it. A dry-run zone
     /// counts and logs what it would refuse, and never waits.
-    pub async fn admit(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<(), Rejection> {
+    pub(crate) async fn admit(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<(), Rejection> {
         let Some(key) = key_of(&self.config.key, s) else { return Ok(()) };
         let Ok::<_, Infallible>(buckets) = self.keys.get_or_insert_with(&key[..], || {
             Ok(Arc::new(Buckets {
@@ -102,15 +102,10 @@ impl ReqZone {
         }
         Ok(())
     }
-
-    /// Keys held now.
-    pub fn keys(&self) -> u64 {
-        self.keys.len() as u64
-    }
 }
 
 /// A `[[limit_conn]]` zone.
-pub struct ConnZone {
+pub(crate) struct ConnZone {
     pub config: LimitConnConfig,
     counts: Mutex<HashMap<Box<[u8]>, u32>>,
     status: StatusCode,
@@ -135,14 +130,14 @@ impl Drop for ConnPermit {
 }
 
 impl ConnZone {
-    pub fn new(config: &LimitConnConfig) -> ConnZone {
+    pub(crate) fn new(config: &LimitConnConfig) -> ConnZone {
         let status = config.status.0;
         ConnZone { config: config.clone(), counts: Mutex::default(), status }
     }
 
     /// A place for this request, or a refusal. None: the request is not counted
     /// (an empty key, or a dry run that would have refused it).
-    pub fn acquire(
+    pub(crate) fn acquire(
         self: &Arc<Self>,
         s: &Subject<'_>,
         metrics: &Metrics,
@@ -230,7 +225,7 @@ mod tests {
             let [_, b, c, d] = i.to_be_bytes();
             admitted(&z, [10, b, c, d]);
         }
-        assert!(z.keys() <= 1100, "{} keys held", z.keys());
+        assert!(z.keys.len() <= 1100, "{} keys held", z.keys.len());
         assert!(!admitted(&z, [192, 0, 2, 1]), "still limited after the flood");
     }
 }

@@ -26,11 +26,12 @@ use std::sync::Arc;
 use http::header::{HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Uri};
 
-pub use access::{Access, Verdict};
-pub use client::Client;
-pub use limit::{ConnPermit, ConnZone, ReqZone};
-pub use path::{PathError, Paths, without_parameters};
-pub use rules::{Outcome, Rules};
+pub(crate) use access::{Access, Verdict};
+pub(crate) use client::Client;
+pub(crate) use limit::{ConnPermit, ConnZone, ReqZone};
+pub(crate) use path::{PathError, Paths, without_parameters};
+pub use rules::Outcome;
+pub(crate) use rules::Rules;
 
 use crate::config::{Config, ConfigError, RouteConfig};
 use crate::metrics::{Metrics, Reason};

@@ -88,7 +88,7 @@ fn parameters_before_last(path: &str) -> bool {
 
 /// The path as a servlet container routes it: without the last segment's
 /// parameters (a normal path has none before it).
-pub fn without_parameters(path: &str) -> &str {
+pub(crate) fn without_parameters(path: &str) -> &str {
     path.split_once(';').map_or(path, |(name, _)| name)
 }
 

@@ -13,7 +13,7 @@ use super::{Rejection, Subject};
 use crate::config::{RuleAction, RuleConfig};
 use crate::metrics::{Metrics, Reason};
 
-pub struct Rules {
+pub(crate) struct Rules {
     rules: Vec<Rule>,
     /// Rules without a regex: the only ones that can hold when no pattern matched.
     plain: Vec<usize>,
@@ -83,7 +83,7 @@ pub enum Outcome {
 
 impl Rules {
     /// `label` names the rules in logs (`guard.rules`, `routes[2].guard.rules`).
-    pub fn new(label: &str, configs: &[&RuleConfig]) -> Result<Rules, String> {
+    pub(crate) fn new(label: &str, configs: &[&RuleConfig]) -> Result<Rules, String> {
         let mut rules = Rules {
             rules: Vec::new(),
             plain: Vec::new(),
@@ -133,13 +133,9 @@ impl Rules {
         Ok(rules)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Walks the rules that can hold, in order. `log` rules log and count,
     /// and the walk goes on.
-    pub fn check(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<Outcome, Rejection> {
+    pub(crate) fn check(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<Outcome, Rejection> {
         if self.rules.is_empty() {
             return Ok(Outcome::Pass);
         }

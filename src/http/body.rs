@@ -11,11 +11,11 @@ use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A message's declared body length: its one `Content-Length`, if valid. (A
 /// request's is read by hyper and known from its body's size hint.)
-pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
     let one = values.next()?;
     if values.next().is_some() {
@@ -35,20 +35,20 @@ pin_project_lite::pin_project! {
 }
 
 impl Body {
-    pub fn empty() -> Body {
+    pub(crate) fn empty() -> Body {
         Body::Empty
     }
 
-    pub fn full(data: impl Into<Bytes>) -> Body {
+    pub(crate) fn full(data: impl Into<Bytes>) -> Body {
         let data: Bytes = data.into();
         if data.is_empty() { Body::Empty } else { Body::Full { data: Some(data) } }
     }
 
-    pub fn channel(rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>) -> Body {
+    pub(crate) fn channel(rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>) -> Body {
         Body::boxed(Channel(rx))
     }
 
-    pub fn boxed<B>(body: B) -> Body
+    pub(crate) fn boxed<B>(body: B) -> Body
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -59,7 +59,7 @@ impl Body {
 }
 
 /// A body fed through a channel by a task of its own; an error ends it.
-pub struct Channel(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>);
+pub(crate) struct Channel(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>);
 
 impl http_body::Body for Channel {
     type Data = Bytes;
@@ -72,7 +72,7 @@ impl http_body::Body for Channel {
 
 /// `first`'s data, then `second`'s (trailers dropped): a stored part and the
 /// piece that completes it, in order.
-pub fn chain(first: Body, second: Body) -> Body {
+pub(crate) fn chain(first: Body, second: Body) -> Body {
     use futures_util::StreamExt;
     use http_body_util::BodyExt;
     let data = first.into_data_stream().chain(second.into_data_stream());

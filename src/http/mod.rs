@@ -2,5 +2,5 @@
 //! the one body type and the header names shared between layers. It imports
 //! no stage.
 
-pub mod body;
-pub mod names;
+pub(crate) mod body;
+pub(crate) mod names;

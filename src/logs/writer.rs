@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// Bytes of lines waiting for one destination, at most (about a thousand
 /// access lines; more than one more line is never held).
-pub const BUDGET: usize = 256 << 10;
+pub(super) const BUDGET: usize = 256 << 10;
 /// Drops are reported at most this often.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -58,7 +58,7 @@ impl Target {
 
 /// Lines for one destination, written by a thread of its own; the thread
 /// ends (after writing what is left) when the writer is dropped.
-pub struct Writer {
+pub(super) struct Writer {
     target: Target,
     shared: Arc<Shared>,
 }
@@ -90,19 +90,19 @@ impl Shared {
 
 impl Writer {
     /// Starts the thread writing to `file`, which `target` names.
-    pub fn start(target: Target, file: File) -> io::Result<Writer> {
+    pub(super) fn start(target: Target, file: File) -> io::Result<Writer> {
         let shared = Arc::new(Shared { state: Mutex::default(), wake: Condvar::new(), idle: Condvar::new() });
         let thread = Thread { shared: shared.clone(), target: target.clone(), file, healthy: true };
         std::thread::Builder::new().name("relais-log".into()).spawn(move || thread.run())?;
         Ok(Writer { target, shared })
     }
 
-    pub fn target(&self) -> &Target {
+    pub(super) fn target(&self) -> &Target {
         &self.target
     }
 
     /// Queues `line` (ending with a newline) unless the buffer is full; never waits.
-    pub fn line(&self, line: &[u8]) {
+    pub(super) fn line(&self, line: &[u8]) {
         let mut s = self.shared.lock();
         // One line of any length fits an empty buffer: memory stays within
         // the budget and one line, and no request is left out for its size.
@@ -121,7 +121,7 @@ impl Writer {
     }
 
     /// Opens the file again by its name (logrotate renamed the old one).
-    pub fn reopen(&self) {
+    pub(super) fn reopen(&self) {
         if matches!(self.target, Target::File(_)) {
             self.shared.lock().reopen = true;
             self.shared.wake.notify_one();
@@ -129,7 +129,7 @@ impl Writer {
     }
 
     /// Waits until everything queued is written, or `deadline` passes; true if written.
-    pub fn flush(&self, deadline: Instant) -> bool {
+    pub(super) fn flush(&self, deadline: Instant) -> bool {
         let mut s = self.shared.lock();
         while !s.buf.is_empty() || s.writing {
             let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {

@@ -36,7 +36,7 @@ use crate::http::body::{Body, BoxError};
 /// A body known to be at most this long fits the sockets' own buffers: not worth a task.
 const SMALL: u64 = 64 * 1024;
 
-pub struct Buffering {
+pub(super) struct Buffering {
     enabled: bool,
     /// A request body read whole before it goes upstream keeps this much in memory.
     request_memory: usize,
@@ -55,7 +55,7 @@ pub struct Buffering {
 /// `buffering.memory`, for the whole process: read-ahead, decoders and
 /// uploads read whole take their bytes from it as permits.
 #[derive(Debug)]
-pub struct MemoryBudget {
+pub(crate) struct MemoryBudget {
     permits: Arc<Semaphore>,
     /// The limit the permits add up to (once any owed by a shrink are taken back).
     limit: Mutex<usize>,
@@ -72,7 +72,7 @@ impl MemoryBudget {
     /// Sets the limit to `limit` bytes. A larger one adds permits at once; a
     /// smaller one takes back what is free now and the rest as it is given
     /// back, before anyone waiting for memory gets it (the semaphore is fair).
-    pub fn resize(&self, limit: usize) {
+    pub(crate) fn resize(&self, limit: usize) {
         let mut current = self.limit.lock().unwrap_or_else(PoisonError::into_inner);
         if limit > *current {
             self.permits.add_permits(limit - *current);
@@ -107,13 +107,13 @@ enum Piece {
 /// Bytes in temp files, for the whole process (kept across reloads: a new
 /// configuration does not get a fresh disk).
 #[derive(Debug, Default)]
-pub struct DiskBudget {
+pub(crate) struct DiskBudget {
     used: AtomicU64,
 }
 
 /// The process's temp-file budgets: buffered uploads', read-ahead responses'.
 #[derive(Debug, Default)]
-pub struct TempFiles {
+pub(crate) struct TempFiles {
     requests: Arc<DiskBudget>,
     responses: Arc<DiskBudget>,
 }
@@ -150,7 +150,7 @@ impl Drop for Held {
 
 /// Why a request body was not read whole.
 #[derive(Debug)]
-pub enum RequestError {
+pub(super) enum RequestError {
     /// The client's body failed (its limits, its framing), or the temp file did.
     Body(BoxError),
     /// Its temp file does not fit `buffering.request_disk`: now (`ever` false:
@@ -161,7 +161,7 @@ pub enum RequestError {
 impl Buffering {
     /// `disk` and `memory` are the process's budgets; `memory` takes this
     /// configuration's `buffering.memory` as its limit.
-    pub fn new(c: &BufferingConfig, disk: Arc<TempFiles>, memory: Arc<MemoryBudget>) -> Buffering {
+    pub(super) fn new(c: &BufferingConfig, disk: Arc<TempFiles>, memory: Arc<MemoryBudget>) -> Buffering {
         let per_response = u32::try_from(c.response_memory.bytes()).unwrap_or(u32::MAX).max(1);
         memory.resize(usize::try_from(c.memory.bytes()).unwrap_or(usize::MAX).max(1));
         Buffering {
@@ -184,7 +184,7 @@ impl Buffering {
     /// decoder's own read-ahead, waiting for memory, waits only for other
     /// responses' pieces, which their clients drain, and not for decoders
     /// that wait on it in turn.
-    pub fn for_decoder(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+    pub(super) fn for_decoder(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
         let bytes = u32::try_from(bytes).ok()?;
         let mut permit = self.shared.clone().try_acquire_many_owned(bytes.checked_add(self.per_response)?).ok()?;
         drop(permit.split(self.per_response as usize));
@@ -192,17 +192,17 @@ impl Buffering {
     }
 
     /// The process's temp-file budgets, for the next configuration.
-    pub fn temp_files(&self) -> Arc<TempFiles> {
+    pub(super) fn temp_files(&self) -> Arc<TempFiles> {
         self.disk.clone()
     }
 
     /// The process's `buffering.memory`, for the next configuration.
-    pub fn memory(&self) -> Arc<MemoryBudget> {
+    pub(super) fn memory(&self) -> Arc<MemoryBudget> {
         self.memory.clone()
     }
 
     /// `res` with its body read ahead, when it is worth it.
-    pub fn apply(&self, res: Response<Body>) -> Response<Body> {
+    pub(super) fn apply(&self, res: Response<Body>) -> Response<Body> {
         let small = http_body::Body::size_hint(res.body()).upper().is_some_and(|n| n <= SMALL);
         if !self.enabled || small || http_body::Body::is_end_stream(res.body()) {
             return res;
@@ -241,7 +241,7 @@ impl Buffering {
     /// What goes to the temp file is taken from the process's `request_disk`
     /// first: a declared length that cannot fit is refused before a byte is
     /// read, and a body that finds the budget spent is refused when it does.
-    pub async fn read_request(&self, mut body: Body) -> Result<Body, RequestError> {
+    pub(super) async fn read_request(&self, mut body: Body) -> Result<Body, RequestError> {
         let mut room = Held { budget: self.disk.requests.clone(), bytes: 0 };
         if let Some(len) = http_body::Body::size_hint(&body).exact() {
             let to_file = len.saturating_sub(self.request_memory as u64);

@@ -11,7 +11,7 @@ use crate::metrics::Reason;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error("no route")]
@@ -49,7 +49,7 @@ impl From<Rejection> for ProxyError {
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
@@ -67,7 +67,7 @@ impl ProxyError {
     }
 
     /// The guard's reason, when the guard (or a guard limit on the body) refused.
-    pub fn guard_reason(&self) -> Option<Reason> {
+    pub(crate) fn guard_reason(&self) -> Option<Reason> {
         match self {
             ProxyError::Rejected(r) => Some(r.reason),
             ProxyError::BodyTimeout => Some(Reason::BodyTimeout),
@@ -76,7 +76,7 @@ impl ProxyError {
         }
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         match self {
             ProxyError::Rejected(r) => rejection_response(&r),
             ProxyError::NoRoomForBody => {
@@ -111,7 +111,7 @@ fn rejection_response(r: &Rejection) -> Response<Body> {
 }
 
 /// A short plain-text response for `status`.
-pub fn error_response(status: StatusCode) -> Response<Body> {
+pub(crate) fn error_response(status: StatusCode) -> Response<Body> {
     let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
     let mut res = Response::new(Body::full(text));
     *res.status_mut() = status;

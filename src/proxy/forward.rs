@@ -26,7 +26,7 @@ use crate::cache::Answer;
 use crate::http::body::Body;
 use crate::upstream::{Outgoing, UpstreamError};
 
-pub async fn forward(
+pub(super) async fn forward(
     pipeline: &Pipeline,
     route: &Route,
     conn: &Conn,
@@ -174,7 +174,7 @@ fn body_error(e: &ClientBodyError) -> ProxyError {
 
 /// A failure while reading the client's body in relais (request buffering):
 /// the client's, or relais's own temp file's.
-pub fn client_error(e: &crate::http::body::BoxError) -> ProxyError {
+pub(super) fn client_error(e: &crate::http::body::BoxError) -> ProxyError {
     match ClientBodyError::find(e.as_ref()) {
         Some(e) => body_error(e),
         None => {
@@ -186,7 +186,7 @@ pub fn client_error(e: &crate::http::body::BoxError) -> ProxyError {
 
 /// The client's request body as sent upstream (see [`Upload`]), counted into
 /// the request's [`Received`]; none if it is empty.
-pub fn request_body(pipeline: &Pipeline, parts: &Parts, body: Incoming) -> Body {
+pub(super) fn request_body(pipeline: &Pipeline, parts: &Parts, body: Incoming) -> Body {
     if body.is_end_stream() {
         return Body::empty();
     }

@@ -18,7 +18,7 @@ static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 /// `Upgrade`), kept as a request extension once the headers are stripped;
 /// after routing, only what the route allows of it (see `Route::upgrade`).
 #[derive(Clone, Debug)]
-pub struct Upgrade(pub HeaderValue);
+pub(crate) struct Upgrade(pub HeaderValue);
 
 /// Removes hop-by-hop headers. Returns the `Upgrade` value when the message
 /// asked for a protocol upgrade (`Connection: upgrade` + `Upgrade`), which the
@@ -27,7 +27,7 @@ pub struct Upgrade(pub HeaderValue);
 /// A request is stripped once, as it arrives, before the guard, the router
 /// and the cache key look at it: a header the client names in `Connection`
 /// is not sent upstream, so nothing may decide by it.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     // Most requests carry none: one pass over the names, instead of a lookup each.
     if !headers.keys().any(|n| cache_policy::HOP_BY_HOP.contains(n) || *n == HTTP2_SETTINGS) {
         return None;
@@ -63,7 +63,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 
 /// Sets the headers that tell the origin about the client: `client` is
 /// appended to `X-Forwarded-For` (None: it is complete already).
-pub fn add_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, proto: &'static str, host: Option<&HeaderValue>) {
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: Option<IpAddr>,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
     if let Some(client) = client {
         let ip = HeaderValue::from_str(&client.to_string()).expect("an IP is a valid header value");
         // Several X-Forwarded-For lines are one list (RFC 9110 §5.3).
@@ -84,7 +89,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, proto: &'s
 }
 
 /// Appends relais to `Via` with the protocol version of the hop it received.
-pub fn add_via(headers: &mut HeaderMap, version: Version) {
+pub(crate) fn add_via(headers: &mut HeaderMap, version: Version) {
     let me = match version {
         Version::HTTP_10 => "1.0 relais",
         Version::HTTP_2 => "2 relais",

@@ -19,18 +19,18 @@ use crate::metrics::{CacheOutcome, Metrics, Reason};
 /// Request body bytes read so far, shared by the body being forwarded and the
 /// record that reports them.
 #[derive(Clone, Default)]
-pub struct Received(Arc<std::sync::atomic::AtomicU64>);
+pub(crate) struct Received(Arc<std::sync::atomic::AtomicU64>);
 
 impl Received {
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
-pub struct AccessRecord {
+pub(crate) struct AccessRecord {
     pub start: Instant,
     pub method: Method,
     /// `http` or `https`.
@@ -134,7 +134,7 @@ pin_project_lite::pin_project! {
 }
 
 impl LoggedBody {
-    pub fn new(inner: Body, length: Option<u64>, record: Option<Box<AccessRecord>>) -> LoggedBody {
+    pub(crate) fn new(inner: Body, length: Option<u64>, record: Option<Box<AccessRecord>>) -> LoggedBody {
         LoggedBody { inner, record, bytes: 0, length }
     }
 }

@@ -9,7 +9,7 @@ mod buffer;
 mod cache;
 mod error;
 mod forward;
-pub mod headers;
+pub(crate) mod headers;
 mod log;
 mod pass;
 mod present;
@@ -35,14 +35,13 @@ use crate::guard::{Guard, Subject};
 use crate::metrics::Metrics;
 use crate::tls::{Issued, Tls};
 use crate::upstream::Upstream;
-pub use buffer::{DiskBudget, MemoryBudget};
-pub use error::{ProxyError, error_response};
+pub(crate) use error::{ProxyError, error_response};
 use log::AccessRecord;
-pub use log::{LoggedBody, Received};
-pub use route::{Found, Route, Router};
+pub(crate) use log::{LoggedBody, Received};
+pub(crate) use route::{Found, Route, Router};
 
 /// Everything built from one configuration.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub config: Arc<Config>,
     pub router: Router,
     /// What requests must get past (the routes hold their own part).
@@ -66,7 +65,7 @@ pub struct Pipeline {
 
 /// What every configuration's pipeline shares for the life of the process.
 #[derive(Clone)]
-pub struct Lasting {
+pub(crate) struct Lasting {
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
     pub issued: Arc<Issued>,
@@ -84,7 +83,7 @@ pub struct Lasting {
 /// What the pipeline knows about the client connection (and, once the guard
 /// has read `real_ip`, about the client of one request).
 #[derive(Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The connection's source: the TCP peer, or the PROXY protocol's source.
     pub peer: SocketAddr,
     /// The client's address: the peer's, or the one trusted proxies gave.
@@ -105,11 +104,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(peer: SocketAddr, proto: &'static str, client_subject: Option<Arc<str>>) -> Conn {
+    pub(crate) fn new(peer: SocketAddr, proto: &'static str, client_subject: Option<Arc<str>>) -> Conn {
         Conn { peer, client: peer.ip(), forwarded_for: None, proto, client_subject, served_names: None, slot: None }
     }
 
-    pub fn plain(peer: SocketAddr) -> Conn {
+    pub(crate) fn plain(peer: SocketAddr) -> Conn {
         Conn::new(peer, "http", None)
     }
 }
@@ -119,7 +118,7 @@ impl Pipeline {
     /// (a file that cannot be used is an error naming it). Upstreams whose
     /// settings did not change are taken over from `previous` with their pools
     /// and health.
-    pub fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
+    pub(crate) fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
         let Lasting { cache, metrics, issued, https_port, temp_files, copies, memory } = lasting.clone();
         let file_error = |e: crate::tls::TlsError| config.file_error(e.file, e.reason);
         let mut upstreams = HashMap::new();
@@ -163,7 +162,7 @@ impl Pipeline {
     }
 
     /// What outlives this configuration, for building the next.
-    pub fn lasting(&self) -> Lasting {
+    pub(crate) fn lasting(&self) -> Lasting {
         Lasting {
             cache: self.cache.clone(),
             metrics: self.metrics.clone(),
@@ -177,7 +176,7 @@ impl Pipeline {
 }
 
 /// Serves one request. Never fails: errors become responses here.
-pub async fn handle(
+pub(crate) async fn handle(
     pipeline: Arc<Pipeline>,
     conn: Arc<Conn>,
     req: Request<Incoming>,

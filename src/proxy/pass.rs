@@ -22,7 +22,7 @@ use super::route::Route;
 use super::{Conn, Pipeline};
 use crate::cache::Answer;
 
-pub async fn serve(
+pub(super) async fn serve(
     p: &Arc<Pipeline>,
     route: &Route,
     conn: &Conn,

@@ -25,7 +25,7 @@ use crate::http::body::{Body, BoxError};
 
 /// Cuts `res` (a full 200, a stored or fetched part, or any other status,
 /// passed as is) to what the client's `method` and `headers` asked for.
-pub fn present(method: &Method, headers: &HeaderMap, res: Response<Body>) -> Response<Body> {
+pub(super) fn present(method: &Method, headers: &HeaderMap, res: Response<Body>) -> Response<Body> {
     if res.status() == StatusCode::PARTIAL_CONTENT {
         // A part is cut only when its body is the range it claims: one that
         // disagrees (an origin's lie) is passed on as it came.
@@ -55,7 +55,7 @@ pub fn present(method: &Method, headers: &HeaderMap, res: Response<Body>) -> Res
 }
 
 /// A 416 for a representation of `total` bytes, with `res`'s other fields.
-pub fn unsatisfiable(res: Response<Body>, total: u64) -> Response<Body> {
+pub(super) fn unsatisfiable(res: Response<Body>, total: u64) -> Response<Body> {
     let (mut parts, _unread) = res.into_parts();
     parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -75,7 +75,7 @@ fn head_only(method: &Method, res: Response<Body>) -> Response<Body> {
 
 /// The single range a GET asks of the representation `res` describes (of
 /// `len` bytes, or of the whole a part's `Content-Range` names), if `If-Range` allows.
-pub fn client_range(method: &Method, headers: &HeaderMap, res: &HeaderMap, len: Option<u64>) -> Option<Ranged> {
+pub(super) fn client_range(method: &Method, headers: &HeaderMap, res: &HeaderMap, len: Option<u64>) -> Option<Ranged> {
     cache_policy::asked(method, headers, res, len)
 }
 
@@ -101,7 +101,7 @@ fn cut(method: &Method, res: Response<Body>, want: ByteRange, offset: u64) -> Re
 
 /// RFC 9110 §15.4.5: a 304 carries the fields a 200 would have that describe
 /// caching and validation, and no content fields.
-pub fn keep_304_headers(headers: &mut HeaderMap) {
+pub(super) fn keep_304_headers(headers: &mut HeaderMap) {
     const KEEP: [HeaderName; 8] = [
         header::CACHE_CONTROL,
         header::CONTENT_LOCATION,

@@ -25,7 +25,7 @@ use crate::guard::{Guard, PathError, Paths, RouteGuard, without_parameters};
 use crate::upstream::Upstream;
 
 /// A compiled `[[routes]]` entry.
-pub struct Route {
+pub(crate) struct Route {
     /// Position in the file, for logs: `routes[3]`.
     pub index: usize,
     /// `routes[3]`, for metrics labels.
@@ -55,7 +55,7 @@ pub struct Route {
 }
 
 /// What routing found for a request.
-pub enum Found<'a> {
+pub(crate) enum Found<'a> {
     Route(&'a Arc<Route>),
     /// The path is this route's directory without its slash: redirect to it.
     Directory(&'a Arc<Route>),
@@ -63,7 +63,7 @@ pub enum Found<'a> {
 
 /// Header rules with names parsed once.
 #[derive(Default)]
-pub struct CompiledRules {
+pub(crate) struct CompiledRules {
     remove: Vec<HeaderName>,
     set: Vec<(HeaderName, HeaderValue)>,
     add: Vec<(HeaderName, HeaderValue)>,
@@ -77,7 +77,7 @@ impl CompiledRules {
         CompiledRules { remove: r.remove.iter().map(|n| n.0.clone()).collect(), set: pairs(&r.set), add: pairs(&r.add) }
     }
 
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         for n in &self.remove {
             headers.remove(n);
         }
@@ -145,7 +145,7 @@ impl Route {
     }
 
     /// The directory [`Found::Directory`] redirects to: the prefix.
-    pub fn directory(&self) -> &str {
+    pub(crate) fn directory(&self) -> &str {
         &self.prefix
     }
 
@@ -161,7 +161,7 @@ impl Route {
     /// when `strip_prefix`. What is left is a new path, so it is checked
     /// again: it must be in normal form as the client's was, or the request
     /// is refused (the origin would read a path the router and rules did not).
-    pub fn upstream_path<'a>(&self, target: &'a str) -> Result<Cow<'a, str>, PathError> {
+    pub(crate) fn upstream_path<'a>(&self, target: &'a str) -> Result<Cow<'a, str>, PathError> {
         if !self.strip_prefix || self.prefix == "/" {
             return Ok(target.into());
         }
@@ -176,7 +176,7 @@ impl Route {
 
     /// The protocols of a client's `Upgrade` this route lets through (never
     /// h2c), as the value to send; None when there are none.
-    pub fn upgrade(&self, asked: &HeaderValue) -> Option<HeaderValue> {
+    pub(crate) fn upgrade(&self, asked: &HeaderValue) -> Option<HeaderValue> {
         let asked = asked.to_str().ok()?;
         let allowed: Vec<&str> = asked
             .split(',')
@@ -194,7 +194,7 @@ impl Route {
 }
 
 #[derive(Default)]
-pub struct Router {
+pub(crate) struct Router {
     exact: HashMap<String, Vec<Arc<Route>>>,
     /// (".example.com", routes), longest suffix first.
     wildcard: Vec<(String, Vec<Arc<Route>>)>,
@@ -202,7 +202,7 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         upstreams: &HashMap<String, Arc<Upstream>>,
         guard: &Guard,
@@ -232,7 +232,7 @@ impl Router {
     }
 
     /// `host` is lower-case without port, `path` normalised.
-    pub fn find(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<Found<'_>> {
+    pub(crate) fn find(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<Found<'_>> {
         /// Longest prefix first: a directory route (one byte longer than
         /// `path`) is met before any route that covers `path`.
         fn pick<'a>(list: &'a [Arc<Route>], path: &str, headers: &HeaderMap) -> Option<Found<'a>> {

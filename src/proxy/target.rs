@@ -16,7 +16,7 @@ use http::{Request, Version};
 
 /// A request's host, as every later stage uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Authority {
+pub(crate) struct Authority {
     /// `host[:port]`, lower-case, the port only when not the scheme's default:
     /// the Host relais sends upstream and the authority of the cache key.
     pub value: HeaderValue,
@@ -26,14 +26,14 @@ pub struct Authority {
 
 impl Authority {
     /// Lower-case host without port (IPv6 in brackets), for routing.
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         // `value` was built from a str and is ASCII.
         self.value.to_str().map_or("", |v| &v[..self.host_len])
     }
 }
 
 /// The request's authority; `None` for an HTTP/1.0 request without one.
-pub fn authority<B>(req: &Request<B>, scheme: &str) -> Result<Option<Authority>, &'static str> {
+pub(crate) fn authority<B>(req: &Request<B>, scheme: &str) -> Result<Option<Authority>, &'static str> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {

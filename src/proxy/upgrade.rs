@@ -25,17 +25,17 @@ const LOOKS: u32 = 4;
 /// What a tunnel keeps until it closes, given to it once the 101 is answered
 /// (a response extension): the request's places in `[[limit_conn]]` zones.
 #[derive(Clone, Default)]
-pub struct Held(Arc<std::sync::Mutex<Vec<crate::guard::ConnPermit>>>);
+pub(super) struct Held(Arc<std::sync::Mutex<Vec<crate::guard::ConnPermit>>>);
 
 impl Held {
-    pub fn keep(&self, permits: Vec<crate::guard::ConnPermit>) {
+    pub(super) fn keep(&self, permits: Vec<crate::guard::ConnPermit>) {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(permits);
     }
 }
 
 /// Joins `client` and `origin` once both are upgraded; the tunnel keeps
 /// `slot` and what `Held` is given. Returns the `Held`.
-pub fn tunnel(
+pub(super) fn tunnel(
     client: OnUpgrade,
     origin: OnUpgrade,
     idle: Duration,

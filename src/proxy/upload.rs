@@ -25,7 +25,7 @@ use super::Received;
 use crate::http::body::BoxError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientBodyError {
+pub(super) enum ClientBodyError {
     #[error("request body larger than server.max_request_body")]
     TooLarge,
     #[error("request body sent nothing for guard.body_timeout, or fell below guard.body_min_rate")]
@@ -37,7 +37,7 @@ pub enum ClientBodyError {
 
 impl ClientBodyError {
     /// The client error in `e`'s chain of sources, if any.
-    pub fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientBodyError> {
+    pub(super) fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientBodyError> {
         let mut source = Some(e);
         while let Some(err) = source {
             if let Some(found) = err.downcast_ref::<ClientBodyError>() {
@@ -68,7 +68,7 @@ pin_project_lite::pin_project! {
 }
 
 impl Upload {
-    pub fn new(
+    pub(super) fn new(
         inner: Incoming,
         limit: Option<u64>,
         timeout: Duration,

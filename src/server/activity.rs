@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http::Response;
 use http_body::{Frame, SizeHint};
 
-pub struct Activity {
+pub(super) struct Activity {
     in_flight: AtomicUsize,
     /// Requests begun, ever: a change between two looks means activity.
     begun: AtomicUsize,
@@ -45,11 +45,11 @@ const LOOKS: u32 = 4;
 
 impl Activity {
     /// For a connection that may serve `most` requests.
-    pub fn new(most: usize) -> Activity {
+    pub(super) fn new(most: usize) -> Activity {
         Activity { in_flight: AtomicUsize::new(0), begun: AtomicUsize::new(0), most, spent: tokio::sync::Notify::new() }
     }
 
-    pub fn begin(self: &Arc<Self>) -> Busy {
+    pub(super) fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let last = self.begun.fetch_add(1, Ordering::Relaxed) + 1 == self.most;
         if last {
@@ -59,12 +59,12 @@ impl Activity {
     }
 
     /// Resolves once the connection has begun its last allowed request.
-    pub async fn spent(&self) {
+    pub(super) async fn spent(&self) {
         self.spent.notified().await;
     }
 
     /// Resolves once the connection has been idle for `idle` (to `idle` × 5/4).
-    pub async fn idle(&self, idle: Duration) {
+    pub(super) async fn idle(&self, idle: Duration) {
         let mut tick = tokio::time::interval(idle / LOOKS);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -86,7 +86,7 @@ impl Activity {
 
 /// One request in flight; dropping it ends the request. The flag: it is the
 /// last the connection may serve.
-pub struct Busy(Arc<Activity>, bool);
+pub(super) struct Busy(Arc<Activity>, bool);
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -110,7 +110,7 @@ pin_project_lite::pin_project! {
 impl<F> Counted<F> {
     /// On HTTP/1, the response to a connection's last allowed request says
     /// `Connection: close`, so the client knows not to send another.
-    pub fn new(inner: F, busy: Busy, http2: bool) -> Self {
+    pub(super) fn new(inner: F, busy: Busy, http2: bool) -> Self {
         let close = !http2 && busy.1;
         Counted { inner, busy: Some(busy), close, http2 }
     }
@@ -139,7 +139,7 @@ where
 /// The most data an HTTP/2 response body hands over at once: one frame at
 /// h2's default size. (A cached body is one buffer; whole, it would be queued
 /// in one go and its client never seen waiting.)
-pub const PIECE: usize = 16 * 1024;
+pub(super) const PIECE: usize = 16 * 1024;
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request counted until it ends.

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Tokens a connection starts with.
-pub const BURST: f64 = 500.0;
+pub(super) const BURST: f64 = 500.0;
 /// Tokens regained per second.
-pub const REFILL: f64 = 50.0;
+pub(super) const REFILL: f64 = 50.0;
 
 const PREFACE_LEN: usize = 24;
 const HEADER_LEN: usize = 9;
@@ -33,10 +33,10 @@ const ACK: u8 = 1;
 /// an I/O error, so the connection learns of it through [`Frames::alarm`].)
 #[derive(Debug, thiserror::Error)]
 #[error("HTTP/2 flood: {0} frames beyond the allowance")]
-pub struct Flood(pub &'static str);
+pub(super) struct Flood(pub &'static str);
 
 /// Follows the frame boundaries of the client's byte stream.
-pub struct Frames {
+pub(super) struct Frames {
     /// Set when the connection is ended for a flood.
     pub alarm: Arc<AtomicBool>,
     /// Bytes to pass over before the next frame header (the preface, then payloads).
@@ -63,7 +63,7 @@ impl Default for Frames {
 
 impl Frames {
     /// Reads the frame headers in `bytes`, the next bytes from the client.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Flood> {
+    pub(super) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Flood> {
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());

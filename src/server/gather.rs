@@ -36,7 +36,7 @@ const GATHER: usize = 64 * 1024;
 /// connections keep little.
 const KEEP: usize = 16 * 1024;
 
-pub struct Gather<T> {
+pub(super) struct Gather<T> {
     io: T,
     /// HTTP/2: gather writes.
     gather: bool,
@@ -57,7 +57,7 @@ pub struct Gather<T> {
 
 impl<T> Gather<T> {
     /// `replay` is what was read from `io` before; `http2` turns gathering on.
-    pub fn new(io: T, http2: bool, replay: Bytes) -> Self {
+    pub(super) fn new(io: T, http2: bool, replay: Bytes) -> Self {
         let frames = http2.then(Box::default);
         Gather {
             io,
@@ -73,7 +73,7 @@ impl<T> Gather<T> {
     }
 
     /// Fails writes that wait on the client for longer than `timeout`.
-    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+    pub(super) fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = Some(timeout);
         self
     }
@@ -95,7 +95,7 @@ impl<T> Gather<T> {
     }
 
     /// HTTP/2: set once the connection is ended for a flood.
-    pub fn flood_alarm(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    pub(super) fn flood_alarm(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
         self.frames.as_ref().map(|f| f.alarm.clone())
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub struct Handshakes {
+pub(super) struct Handshakes {
     all: Arc<Semaphore>,
     per_source: usize,
     sources: Mutex<HashMap<Source, Arc<Semaphore>>>,
@@ -37,7 +37,7 @@ impl Source {
 }
 
 impl Handshakes {
-    pub fn new(all: usize, per_source: usize) -> Arc<Handshakes> {
+    pub(super) fn new(all: usize, per_source: usize) -> Arc<Handshakes> {
         Arc::new(Handshakes {
             all: Arc::new(Semaphore::new(all.max(1))),
             per_source: per_source.max(1),
@@ -47,7 +47,7 @@ impl Handshakes {
 
     /// Waits for a place for a handshake from `ip`; it is held until the
     /// returned value is dropped.
-    pub async fn enter(self: &Arc<Self>, ip: IpAddr) -> Place {
+    pub(super) async fn enter(self: &Arc<Self>, ip: IpAddr) -> Place {
         let source = Source::of(ip);
         let own = {
             let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
@@ -69,7 +69,7 @@ impl Handshakes {
 
 /// A handshake's place (or its wait for one); dropping it frees the place and
 /// forgets a source that nobody else holds or waits for.
-pub struct Place {
+pub(super) struct Place {
     handshakes: Arc<Handshakes>,
     source: Source,
     own: Option<Arc<Semaphore>>,

@@ -54,7 +54,7 @@ use gather::Gather;
 use handshakes::Handshakes;
 
 /// Binds a listening socket with address reuse and a deep backlog.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -66,7 +66,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Which protocol a listener speaks.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// HTTP/1.1 and h2c, told apart by the first bytes.
     Plain,
     /// TLS, with HTTP/1.1 or h2 chosen by ALPN (`[server.tls]`).
@@ -76,7 +76,7 @@ pub enum Listener {
 }
 
 /// Serves the proxy on `listener` until `stop` changes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     pipelines: Arc<ArcSwap<Pipeline>>,
     conns: Arc<ArcSwap<ConnSettings>>,
@@ -94,7 +94,7 @@ pub async fn serve(
 /// handler `make` returns for it; then gives open connections
 /// `server.grace_period` to finish their requests and closes the rest. With
 /// `server.max_connections` open, it stops accepting until one closes.
-pub async fn accept<M, H, F, B>(
+pub(crate) async fn accept<M, H, F, B>(
     listener: TcpListener,
     conns: Arc<ArcSwap<ConnSettings>>,
     mut stop: watch::Receiver<bool>,
@@ -193,7 +193,7 @@ impl Backoff {
 
 /// What the listeners read of one configuration: built once with it, stored
 /// beside its pipeline on every reload, read by a connection when accepted.
-pub struct ConnSettings {
+pub(crate) struct ConnSettings {
     plain: Settings,
     secure: Settings,
     admin: Settings,
@@ -210,7 +210,7 @@ pub struct ConnSettings {
 
 impl ConnSettings {
     /// `tls` is the configuration's, as its pipeline built it (files read once).
-    pub fn new(config: &Config, tls: Option<Arc<Tls>>, metrics: Arc<Metrics>) -> ConnSettings {
+    pub(crate) fn new(config: &Config, tls: Option<Arc<Tls>>, metrics: Arc<Metrics>) -> ConnSettings {
         let handshakes = config.server.tls.as_ref().map_or((1, 1), |t| (t.max_handshakes, t.max_handshakes_per_source));
         ConnSettings {
             plain: Settings::of(config, Listener::Plain),

@@ -18,7 +18,7 @@ const MOST: usize = 16 + 4096;
 /// Where a connection comes from: with `expected`, the PROXY header's source
 /// and the bytes read after the header (None if the peer closed before sending
 /// one); else the peer, nothing read.
-pub async fn source(
+pub(super) async fn source(
     tcp: &mut TcpStream,
     peer: SocketAddr,
     expected: bool,

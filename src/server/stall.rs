@@ -36,14 +36,14 @@ struct Progress {
 }
 
 /// Called by the response body at every poll: whether it just handed over data.
-pub fn report(yielded_data: bool) {
+pub(super) fn report(yielded_data: bool) {
     let _ = STREAM.try_with(|p| p.set(Progress { moved: true, waiting: yielded_data }));
 }
 
 /// hyper's executor for a connection: spawns each HTTP/2 stream's task under
 /// `send_timeout`.
 #[derive(Clone, Copy)]
-pub struct Streams {
+pub(super) struct Streams {
     pub send_timeout: Duration,
 }
 

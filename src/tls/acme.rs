@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 
 /// The names to obtain certificates for: those listed, with `"routes"`
 /// standing for every exact route host.
-pub fn names(acme: &AcmeConfig, config: &Config) -> Vec<String> {
+pub(crate) fn names(acme: &AcmeConfig, config: &Config) -> Vec<String> {
     let mut names = Vec::new();
     for n in &acme.names {
         if n == "routes" {
@@ -57,7 +57,7 @@ enum AcmeError {
 
 /// Serves the stored, still valid certificates: called before the listeners
 /// accept, so a restart serves them from its first handshake.
-pub fn install_stored(acme: &AcmeConfig, names: &[String], issued: &Issued) {
+pub(crate) fn install_stored(acme: &AcmeConfig, names: &[String], issued: &Issued) {
     if let Err(e) = std::fs::create_dir_all(&acme.storage) {
         tracing::error!(dir = %acme.storage.display(), error = %e, "acme: cannot create the storage directory");
     }
@@ -73,7 +73,7 @@ pub fn install_stored(acme: &AcmeConfig, names: &[String], issued: &Issued) {
 }
 
 /// Keeps every name's certificate valid until `stop` (after [`install_stored`]).
-pub async fn run(
+pub(crate) async fn run(
     acme: AcmeConfig,
     names: Vec<String>,
     issued: Arc<Issued>,

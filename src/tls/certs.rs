@@ -14,7 +14,7 @@ use super::TlsError;
 
 /// A certificate ready to serve, and what it says of itself.
 #[derive(Clone, Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub key: Arc<CertifiedKey>,
     pub info: CertInfo,
 }
@@ -31,7 +31,7 @@ pub struct CertInfo {
 }
 
 /// Days before its end from which a certificate is warned about.
-pub const WARN_DAYS: u64 = 14;
+pub(super) const WARN_DAYS: u64 = 14;
 
 impl CertInfo {
     pub fn is_expired(&self, now: SystemTime) -> bool {
@@ -72,7 +72,7 @@ impl CertInfo {
 
 /// Reads a PEM chain (leaf first) and its key; checks that they match and that
 /// the chain is in order (each certificate issued by the next).
-pub fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+pub(super) fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
     let chain = read_chain(cert)?;
     let der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| TlsError::file(key, format!("no private key (PKCS#8, PKCS#1 or SEC1) read: {e}")))?;
@@ -80,7 +80,7 @@ pub fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Loaded
 }
 
 /// The same from DER already in memory (a certificate obtained over ACME).
-pub fn from_der(
+pub(super) fn from_der(
     chain: Vec<CertificateDer<'static>>,
     der: PrivateKeyDer<'static>,
     provider: &CryptoProvider,
@@ -100,7 +100,7 @@ pub fn from_der(
 }
 
 /// Every certificate in a PEM file; at least one.
-pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(super) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| TlsError::file(path, format!("unreadable: {e}")))?
         .collect::<Result<_, _>>()

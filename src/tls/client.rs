@@ -14,7 +14,7 @@ use super::{TlsError, certs, provider};
 use crate::config::UpstreamTls;
 
 /// The TLS client settings of one upstream.
-pub fn config(tls: &UpstreamTls) -> Result<ClientConfig, TlsError> {
+pub(crate) fn config(tls: &UpstreamTls) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -11,9 +11,9 @@
 //! handshake, so open connections keep theirs. [`watch_expiry`] warns daily
 //! about certificates that end while relais runs.
 
-pub mod acme;
+pub(crate) mod acme;
 mod certs;
-pub mod client;
+pub(crate) mod client;
 mod resolve;
 
 use std::collections::HashMap;
@@ -27,32 +27,33 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 
-pub use certs::{CertInfo, Loaded};
-pub use resolve::{ACME_TLS_ALPN, covers};
+pub use certs::CertInfo;
+pub(crate) use certs::Loaded;
+pub(crate) use resolve::{ACME_TLS_ALPN, covers};
 
 use crate::config::{ClientAuth, FieldName, TlsConfig, TlsVersion, UnknownName};
 
 /// A file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {reason}", file.display())]
-pub struct TlsError {
+pub(crate) struct TlsError {
     pub file: PathBuf,
     pub reason: String,
 }
 
 impl TlsError {
-    pub fn file(file: &Path, reason: String) -> TlsError {
+    pub(crate) fn file(file: &Path, reason: String) -> TlsError {
         TlsError { file: file.to_path_buf(), reason }
     }
 }
 
 /// The crypto provider every TLS object here uses.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// The TLS listeners' setup for one configuration.
-pub struct Tls {
+pub(crate) struct Tls {
     pub acceptor: tokio_rustls::TlsAcceptor,
     /// The configured certificates, in order.
     pub certificates: Vec<CertInfo>,
@@ -69,7 +70,7 @@ pub struct Tls {
 impl Tls {
     /// Reads every certificate and key `config` names. `issued` holds what ACME
     /// obtained, kept across reloads.
-    pub fn new(config: &TlsConfig, issued: Arc<Issued>) -> Result<Tls, TlsError> {
+    pub(crate) fn new(config: &TlsConfig, issued: Arc<Issued>) -> Result<Tls, TlsError> {
         let provider = provider();
         let loaded: Vec<Loaded> =
             config.certificates.iter().map(|c| certs::load(&c.cert, &c.key, &provider)).collect::<Result<_, _>>()?;
@@ -124,7 +125,7 @@ impl Tls {
 
     /// With `strict_host`: the names of the certificate a handshake that named
     /// `sni` got, which every request on its connection must be for.
-    pub fn served_names(&self, sni: Option<&str>) -> Option<Arc<[String]>> {
+    pub(crate) fn served_names(&self, sni: Option<&str>) -> Option<Arc<[String]>> {
         if !self.strict_host {
             return None;
         }
@@ -135,7 +136,7 @@ impl Tls {
 /// Certificates obtained over ACME, by name, and the challenge certificates of
 /// orders in progress (tls-alpn-01). Shared by every [`Tls`] and kept across reloads.
 #[derive(Debug, Default)]
-pub struct Issued {
+pub(crate) struct Issued {
     certificates: ArcSwap<HashMap<String, Loaded>>,
     challenges: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     /// http-01 tokens and their key authorizations.
@@ -143,11 +144,11 @@ pub struct Issued {
 }
 
 impl Issued {
-    pub fn certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         self.certificates.load().get(name).map(|l| l.key.clone())
     }
 
-    pub fn install(&self, name: &str, loaded: Loaded) {
+    pub(crate) fn install(&self, name: &str, loaded: Loaded) {
         self.certificates.rcu(|current| {
             let mut next = HashMap::clone(current);
             next.insert(name.to_string(), loaded.clone());
@@ -156,17 +157,17 @@ impl Issued {
     }
 
     /// What ACME certificates there are, for metrics and logs.
-    pub fn infos(&self) -> Vec<CertInfo> {
+    pub(crate) fn infos(&self) -> Vec<CertInfo> {
         let mut all: Vec<CertInfo> = self.certificates.load().values().map(|l| l.info.clone()).collect();
         all.sort_by(|a, b| a.names.cmp(&b.names));
         all
     }
 
-    pub fn challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         self.challenges.lock().unwrap_or_else(PoisonError::into_inner).get(&name.to_ascii_lowercase()).cloned()
     }
 
-    pub fn set_challenge(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
+    pub(crate) fn set_challenge(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
         let mut challenges = self.challenges.lock().unwrap_or_else(PoisonError::into_inner);
         match key {
             Some(k) => challenges.insert(name.to_ascii_lowercase(), k),
@@ -175,11 +176,11 @@ impl Issued {
     }
 
     /// The key authorization for an http-01 token.
-    pub fn token(&self, token: &str) -> Option<String> {
+    pub(crate) fn token(&self, token: &str) -> Option<String> {
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner).get(token).cloned()
     }
 
-    pub fn set_token(&self, token: &str, authorization: Option<String>) {
+    pub(crate) fn set_token(&self, token: &str, authorization: Option<String>) {
         let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
         match authorization {
             Some(a) => tokens.insert(token.to_string(), a),
@@ -190,7 +191,10 @@ impl Issued {
 
 /// Logs every certificate `certificates` returns that ends within 14 days
 /// (a warning) or has ended (an error): now, then once a day until `stop`.
-pub async fn watch_expiry(certificates: impl Fn() -> Vec<CertInfo>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn watch_expiry(
+    certificates: impl Fn() -> Vec<CertInfo>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut day = tokio::time::interval(std::time::Duration::from_secs(86_400));
     loop {
         tokio::select! {
@@ -207,7 +211,7 @@ pub async fn watch_expiry(certificates: impl Fn() -> Vec<CertInfo>, mut stop: to
 /// What `relais check` verifies: every certificate and key the configuration
 /// names can be used (the TLS listeners' and the upstreams' client files).
 /// Returns the listeners' certificates, to print.
-pub fn check(config: &crate::config::Config) -> Result<Vec<CertInfo>, TlsError> {
+pub(crate) fn check(config: &crate::config::Config) -> Result<Vec<CertInfo>, TlsError> {
     for u in config.upstreams.values() {
         if u.servers.iter().any(|s| s.address().is_tls()) {
             client::config(&u.tls)?;
@@ -220,7 +224,7 @@ pub fn check(config: &crate::config::Config) -> Result<Vec<CertInfo>, TlsError> 
 }
 
 /// The subject of a verified client certificate, as `CN=…,O=…`.
-pub fn subject_of(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<String> {
+pub(crate) fn subject_of(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     Some(parsed.subject().to_string())
 }

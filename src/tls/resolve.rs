@@ -15,10 +15,10 @@ use rustls::sign::CertifiedKey;
 use super::Issued;
 use super::certs::Loaded;
 
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 #[derive(Debug)]
-pub struct Resolver {
+pub(super) struct Resolver {
     exact: HashMap<String, Served>,
     /// By the suffix after `*.`: `example.com` for `*.example.com`.
     wildcard: HashMap<String, Served>,
@@ -36,7 +36,7 @@ struct Served {
 impl Resolver {
     /// `loaded` in the order configured: the first is the default, and a name
     /// in two certificates goes to the first.
-    pub fn new(loaded: &[Loaded], reject_unknown: bool, issued: Arc<Issued>) -> Resolver {
+    pub(super) fn new(loaded: &[Loaded], reject_unknown: bool, issued: Arc<Issued>) -> Resolver {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let served: Vec<Served> =
@@ -71,7 +71,7 @@ impl Resolver {
     }
 
     /// The names of the certificate a handshake naming `sni` got.
-    pub fn names(&self, sni: Option<&str>) -> Option<Arc<[String]>> {
+    pub(super) fn names(&self, sni: Option<&str>) -> Option<Arc<[String]>> {
         let Some(name) = sni.map(normal) else { return self.default.as_ref().map(|d| d.names.clone()) };
         if let Some(s) = self.configured(&name) {
             return Some(s.names.clone());
@@ -90,7 +90,7 @@ fn normal(name: &str) -> String {
 
 /// Whether a certificate for `names` covers `host` (lower-cased): one of them
 /// exactly, or a `*.` wildcard one label up.
-pub fn covers(names: &[String], host: &str) -> bool {
+pub(crate) fn covers(names: &[String], host: &str) -> bool {
     let parent = host.split_once('.').map(|(_, p)| p);
     names.iter().any(|n| match n.strip_prefix("*.") {
         Some(suffix) => parent == Some(suffix),

@@ -29,7 +29,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// What the active checks say of a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Checked {
+pub(super) enum Checked {
     /// Passing (or the pool has no checks).
     Up = 0,
     /// New to the pool: no check has answered yet.
@@ -40,15 +40,15 @@ pub enum Checked {
 
 /// A server's [`Checked`], shared between the check task and requests.
 #[derive(Debug)]
-pub struct CheckState(AtomicU8);
+pub(super) struct CheckState(AtomicU8);
 
 impl CheckState {
     /// `Unchecked` in a pool with checks, else `Up`.
-    pub fn new(checked: bool) -> CheckState {
+    pub(super) fn new(checked: bool) -> CheckState {
         CheckState(AtomicU8::new(if checked { Checked::Unchecked } else { Checked::Up } as u8))
     }
 
-    pub fn get(&self) -> Checked {
+    pub(super) fn get(&self) -> Checked {
         match self.0.load(Ordering::Relaxed) {
             0 => Checked::Up,
             1 => Checked::Unchecked,
@@ -63,7 +63,7 @@ impl CheckState {
 
 /// Checks every server of `upstream` until it is dropped (a reload that replaced it):
 /// every `interval`, and at once when its members change.
-pub async fn run(upstream: Weak<Upstream>, check: HealthCheck) {
+pub(super) async fn run(upstream: Weak<Upstream>, check: HealthCheck) {
     let Some(due) = upstream.upgrade().map(|u| u.checks_due.clone()) else { return };
     let mut tick = tokio::time::interval(check.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 
 /// Where a server listens.
 #[derive(Clone, Debug)]
-pub enum Endpoint {
+pub(super) enum Endpoint {
     /// A host (an address, or a name resolved at connect) and port, and the
     /// name the TLS handshake uses (none for a cleartext host that is not one).
     Tcp {
@@ -28,7 +28,7 @@ pub enum Endpoint {
 }
 
 /// A connected stream of any kind.
-pub enum Stream {
+pub(super) enum Stream {
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     Unix(UnixStream),
@@ -36,7 +36,7 @@ pub enum Stream {
 
 impl Stream {
     /// The server chose HTTP/2 by ALPN.
-    pub fn alpn_h2(&self) -> bool {
+    pub(super) fn alpn_h2(&self) -> bool {
         match self {
             Stream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
             _ => false,
@@ -45,19 +45,19 @@ impl Stream {
 }
 
 /// What every connection of a pool shares.
-pub struct Connector {
+pub(super) struct Connector {
     /// For `https://` servers.
     pub tls: Option<TlsConnector>,
     pub timeout: Duration,
 }
 
 impl Connector {
-    pub fn new(tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Connector {
+    pub(super) fn new(tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Connector {
         Connector { tls: tls.map(TlsConnector::from), timeout }
     }
 
     /// Connects within the connect timeout (TLS handshake included).
-    pub async fn connect(&self, endpoint: &Endpoint, tls: bool) -> io::Result<Stream> {
+    pub(super) async fn connect(&self, endpoint: &Endpoint, tls: bool) -> io::Result<Stream> {
         let connecting = async {
             match endpoint {
                 Endpoint::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),

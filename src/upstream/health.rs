@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
-pub struct Health {
+pub(super) struct Health {
     fails: AtomicU32,
     /// Milliseconds since [`epoch`] until which the server is skipped; 0 = up.
     down_until: AtomicU64,
@@ -22,19 +22,19 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn is_up(&self) -> bool {
+    pub(super) fn is_up(&self) -> bool {
         let until = self.down_until.load(Ordering::Relaxed);
         (until == 0 || now_ms() >= until) && !self.is_ejected()
     }
 
-    pub fn is_ejected(&self) -> bool {
+    pub(super) fn is_ejected(&self) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
         until != 0 && now_ms() < until
     }
 
     /// Counts an answer for outlier ejection; true when this one should eject
     /// the server (the caller checks the pool's share first, then calls [`Health::eject`]).
-    pub fn answered(&self, bad: bool, threshold: u32) -> bool {
+    pub(super) fn answered(&self, bad: bool, threshold: u32) -> bool {
         if !bad {
             if self.bad_answers.load(Ordering::Relaxed) != 0 {
                 self.bad_answers.store(0, Ordering::Relaxed);
@@ -45,7 +45,7 @@ impl Health {
     }
 
     /// Ejects for `base` times the number of ejections so far (capped); returns how long.
-    pub fn eject(&self, base: Duration, max: Duration) -> Duration {
+    pub(super) fn eject(&self, base: Duration, max: Duration) -> Duration {
         self.bad_answers.store(0, Ordering::Relaxed);
         let n = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         let length = base.saturating_mul(n).min(max);
@@ -54,17 +54,17 @@ impl Health {
         length
     }
 
-    pub fn ejections(&self) -> u32 {
+    pub(super) fn ejections(&self) -> u32 {
         self.ejections.load(Ordering::Relaxed)
     }
 
     /// When a down server is due back (ms since epoch); 0 if up.
-    pub fn down_until(&self) -> u64 {
+    pub(super) fn down_until(&self) -> u64 {
         self.down_until.load(Ordering::Relaxed)
     }
 
     /// Records a success; true if it ended a passive down time.
-    pub fn success(&self) -> bool {
+    pub(super) fn success(&self) -> bool {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
@@ -78,13 +78,13 @@ impl Health {
     }
 
     /// An active check brought the server back.
-    pub fn came_back(&self) {
+    pub(super) fn came_back(&self) {
         self.back_at.fetch_max(now_ms(), Ordering::Relaxed);
     }
 
     /// The share of its weight a server that came back has regained within
     /// `slow_start` (nginx's `slow_start`): from near 0 to 1, linearly.
-    pub fn ramp(&self, slow_start: Duration) -> f64 {
+    pub(super) fn ramp(&self, slow_start: Duration) -> f64 {
         let now = now_ms();
         let past = |t: u64| if t <= now { t } else { 0 };
         let back = self
@@ -100,7 +100,7 @@ impl Health {
     }
 
     /// Records a failure; true if this one took the server down.
-    pub fn failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
+    pub(super) fn failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
         let fails = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if fails >= max_fails {
             self.fails.store(0, Ordering::Relaxed);

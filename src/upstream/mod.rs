@@ -13,7 +13,7 @@
 mod sent;
 mod silence;
 
-pub mod balance;
+pub(crate) mod balance;
 mod check;
 mod connect;
 mod health;
@@ -39,7 +39,7 @@ use health::Health;
 use pool::{Pool, SendError};
 
 /// One origin server of a pool.
-pub struct Server {
+pub(crate) struct Server {
     pub address: Arc<str>,
     authority: Authority,
     host_value: HeaderValue,
@@ -98,12 +98,12 @@ impl Server {
         }
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.health.is_up() && self.checked.get() == Checked::Up
     }
     /// Why it is out, if it is: `unchecked` (no health check answered yet),
     /// `check_failed`, `ejected`, `down` (passive health); else `up`.
-    pub fn state(&self) -> &'static str {
+    pub(crate) fn state(&self) -> &'static str {
         if self.checked.get() == Checked::Unchecked {
             "unchecked"
         } else if self.checked.get() == Checked::Failed {
@@ -116,13 +116,13 @@ impl Server {
             "up"
         }
     }
-    pub fn ejections(&self) -> u64 {
+    pub(crate) fn ejections(&self) -> u64 {
         self.health.ejections().into()
     }
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
-    pub fn open_connections(&self) -> usize {
+    pub(crate) fn open_connections(&self) -> usize {
         self.pool.open_connections()
     }
 }
@@ -148,7 +148,7 @@ impl Drop for InFlight<'_> {
 /// A pool's servers as they are now and the balancer over them, replaced
 /// whole when a name resolves to other addresses.
 #[derive(Default)]
-pub struct Members {
+pub(crate) struct Members {
     pub servers: Vec<Arc<Server>>,
     balancer: Balancer,
 }
@@ -156,10 +156,10 @@ pub struct Members {
 /// How long the server took from the request to its response head (nginx's
 /// `$upstream_header_time`), carried in the response's extensions for the access log.
 #[derive(Clone, Copy, Debug)]
-pub struct HeadTime(pub std::time::Duration);
+pub(crate) struct HeadTime(pub std::time::Duration);
 
 /// A named pool of servers.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub name: String,
     pub config: UpstreamConfig,
     members: ArcSwap<Members>,
@@ -179,7 +179,7 @@ pub struct Upstream {
 
 /// Why no response came back from a pool.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("could not connect to {0}")]
     Connect(Arc<str>),
     #[error("no response from {0} within the response timeout")]
@@ -191,7 +191,7 @@ pub enum UpstreamError {
 }
 
 /// What to send: the parts of the request that stay the same on every attempt.
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub method: Method,
     pub path: PathAndQuery,
     pub headers: HeaderMap,
@@ -206,7 +206,7 @@ pub struct Outgoing {
 
 impl Upstream {
     /// Builds the pool; reads the TLS files its `https://` servers need.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         config: &UpstreamConfig,
         metrics: Arc<crate::metrics::Metrics>,
@@ -289,7 +289,7 @@ impl Upstream {
     }
 
     /// Starts the pool's active health checks, if it has any; they stop when it is dropped.
-    pub fn start_checks(self: &Arc<Self>) {
+    pub(crate) fn start_checks(self: &Arc<Self>) {
         if let Some(check) = self.config.health.clone() {
             tokio::spawn(check::run(Arc::downgrade(self), check));
         }
@@ -333,7 +333,7 @@ impl Upstream {
     }
 
     /// The servers as they are now.
-    pub fn members(&self) -> Arc<Members> {
+    pub(crate) fn members(&self) -> Arc<Members> {
         self.members.load_full()
     }
 
@@ -360,7 +360,7 @@ impl Upstream {
 
     /// Sends `out` to a live server; returns the response head (with its
     /// [`HeadTime`]) and the server's address.
-    pub async fn send(&self, out: Outgoing) -> Result<(Response<Body>, Arc<str>), UpstreamError> {
+    pub(crate) async fn send(&self, out: Outgoing) -> Result<(Response<Body>, Arc<str>), UpstreamError> {
         let members = self.members.load_full();
         if self.config.health.is_some() && !members.servers.iter().any(|s| s.is_up()) {
             self.first_checks(&members).await;

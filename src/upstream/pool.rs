@@ -57,7 +57,7 @@ struct H2 {
     streams: Arc<AtomicUsize>,
 }
 
-pub struct Settings {
+pub(super) struct Settings {
     pub h2: bool,
     pub max_idle: usize,
     pub idle_timeout: Duration,
@@ -65,14 +65,14 @@ pub struct Settings {
 }
 
 /// How a request went wrong before a response head came back.
-pub enum SendError {
+pub(super) enum SendError {
     /// No connection could be made: the server never saw the request.
     Connect(String),
     /// The connection failed once the request was handed to it.
     Request(hyper::Error),
 }
 
-pub struct Pool {
+pub(super) struct Pool {
     idle: Mutex<Vec<H1>>,
     h2: Mutex<Vec<H2>>,
     /// Held while an HTTP/2 connection is being opened, so a burst of
@@ -87,7 +87,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(settings: Arc<Settings>) -> Arc<Pool> {
+    pub(super) fn new(settings: Arc<Settings>) -> Arc<Pool> {
         Arc::new(Pool {
             idle: Mutex::default(),
             h2: Mutex::default(),
@@ -98,7 +98,7 @@ impl Pool {
     }
 
     /// Sends `req` on a pooled connection or a new one; also says whether the connection was reused.
-    pub async fn send(
+    pub(super) async fn send(
         self: &Arc<Self>,
         connector: &Connector,
         endpoint: &Endpoint,
@@ -274,7 +274,7 @@ impl Pool {
     }
 
     /// Closes idle connections past `idle_timeout` or closed by the server.
-    pub fn sweep(&self) {
+    pub(super) fn sweep(&self) {
         let timeout = self.settings.idle_timeout;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.retain_mut(|h1| h1.idle_since.elapsed() < timeout && h1.reusable());
@@ -283,7 +283,7 @@ impl Pool {
     }
 
     /// Idle HTTP/1.1 connections and open HTTP/2 ones.
-    pub fn open_connections(&self) -> usize {
+    pub(super) fn open_connections(&self) -> usize {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner).len()
             + self.h2.lock().unwrap_or_else(PoisonError::into_inner).len()
     }

@@ -22,7 +22,7 @@ const MAX_ADDRESSES: usize = 64;
 
 /// Looks the pool's named servers up again whenever their answers expire,
 /// until the pool is dropped; a changed answer changes the servers.
-pub async fn run(upstream: Weak<Upstream>) {
+pub(super) async fn run(upstream: Weak<Upstream>) {
     let Some(up) = upstream.upgrade() else { return };
     let names: Vec<Option<String>> = up
         .config
@@ -82,11 +82,11 @@ pub async fn run(upstream: Weak<Upstream>) {
     }
 }
 
-pub struct Resolver(TokioResolver);
+pub(super) struct Resolver(TokioResolver);
 
 impl Resolver {
     /// Asks `servers`, or those of the system's `/etc/resolv.conf` when empty.
-    pub fn new(servers: &[SocketAddr]) -> Result<Resolver, String> {
+    pub(super) fn new(servers: &[SocketAddr]) -> Result<Resolver, String> {
         let provider = TokioConnectionProvider::default();
         let builder = if servers.is_empty() {
             TokioResolver::builder(provider).map_err(|e| format!("system resolver: {e}"))?
@@ -106,7 +106,7 @@ impl Resolver {
     }
 
     /// The addresses of `host`, sorted, and how long they are valid.
-    pub async fn lookup(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), String> {
+    pub(super) async fn lookup(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), String> {
         let answer = self.0.lookup_ip(host).await.map_err(|e| e.to_string())?;
         let ttl = answer.valid_until().saturating_duration_since(std::time::Instant::now());
         let mut ips: Vec<IpAddr> = answer.iter().collect();

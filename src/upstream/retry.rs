@@ -8,23 +8,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const MILLI: u64 = 1000;
 const CAP: u64 = 10 * MILLI;
 
-pub struct Budget {
+pub(super) struct Budget {
     per_request: u64,
     tokens: AtomicU64,
 }
 
 impl Budget {
-    pub fn new(ratio: f64) -> Budget {
+    pub(super) fn new(ratio: f64) -> Budget {
         Budget { per_request: (ratio.clamp(0.0, 1.0) * MILLI as f64) as u64, tokens: AtomicU64::new(CAP) }
     }
 
-    pub fn deposit(&self) {
+    pub(super) fn deposit(&self) {
         let _ =
             self.tokens.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some((t + self.per_request).min(CAP)));
     }
 
     /// Takes one retry's token, if there is one.
-    pub fn withdraw(&self) -> bool {
+    pub(super) fn withdraw(&self) -> bool {
         self.tokens.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(MILLI)).is_ok()
     }
 }

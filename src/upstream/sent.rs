@@ -12,7 +12,7 @@ use crate::http::body::{Body, BoxError};
 
 /// Wraps `body` so that the returned [`Sent`] resolves once it has ended,
 /// failed or been dropped by the connection.
-pub fn watch(body: Body) -> (Body, Sent) {
+pub(super) fn watch(body: Body) -> (Body, Sent) {
     if http_body::Body::is_end_stream(&body) {
         return (body, Sent(None));
     }
@@ -20,11 +20,11 @@ pub fn watch(body: Body) -> (Body, Sent) {
     (Body::boxed(Watched { inner: body, done: Some(tx) }), Sent(Some(rx)))
 }
 
-pub struct Sent(Option<oneshot::Receiver<()>>);
+pub(super) struct Sent(Option<oneshot::Receiver<()>>);
 
 impl Sent {
     /// Waits until the body is sent, then `timeout`.
-    pub async fn then_sleep(self, timeout: Duration) {
+    pub(super) async fn then_sleep(self, timeout: Duration) {
         if let Some(rx) = self.0 {
             let _ = rx.await;
         }
@@ -33,7 +33,7 @@ impl Sent {
 }
 
 /// Whether a client error came from the request body (hyper's user-body error).
-pub fn body_failed(e: &hyper::Error) -> bool {
+pub(super) fn body_failed(e: &hyper::Error) -> bool {
     e.is_user()
 }
 

@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 use crate::http::body::{Body, BoxError};
 
 /// `body`, from `server`, failing once it has kept its reader waiting for `timeout`.
-pub fn limit(body: Body, timeout: Duration, server: Arc<str>) -> Body {
+pub(super) fn limit(body: Body, timeout: Duration, server: Arc<str>) -> Body {
     if http_body::Body::is_end_stream(&body) {
         return body;
     }

@@ -1,3 +1,4 @@
+#![allow(unreachable_pub)] // shared by every test crate: its items are used across files
 //! Test harness: real origins on 127.0.0.1:0 that count their hits, relais
 //! started in-process through the library API, and a real HTTP client.
 #![allow(dead_code)]

@@ -13,16 +13,16 @@ use std::path::Path;
 use super::DiskError;
 
 /// The lock file's name in the cache directory; it holds the owner's pid.
-pub const LOCK_FILE: &str = "relais.lock";
+pub(super) const LOCK_FILE: &str = "relais.lock";
 
 #[derive(Debug)]
-pub struct DirLock {
+pub(super) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
     /// Takes the lock on `dir` (which exists), or says who holds it.
-    pub fn take(dir: &Path) -> Result<DirLock, DiskError> {
+    pub(super) fn take(dir: &Path) -> Result<DirLock, DiskError> {
         let path = dir.join(LOCK_FILE);
         let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         match file.try_lock() {
@@ -44,7 +44,7 @@ impl DirLock {
 }
 
 /// The message of [`DiskError::Locked`].
-pub fn locked_message(dir: &Path, pid: &Option<u32>) -> String {
+pub(super) fn locked_message(dir: &Path, pid: &Option<u32>) -> String {
     let by = pid.map_or_else(|| "another process".to_string(), |p| format!("process {p}"));
     format!(
         "cache directory {} is in use by {by} (it holds {}): two processes cannot share a disk cache",

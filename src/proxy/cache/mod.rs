@@ -30,7 +30,7 @@ use crate::http::body::Body;
 
 mod slice;
 
-pub async fn serve(
+pub(super) async fn serve(
     p: Arc<Pipeline>,
     route: Arc<Route>,
     conn: Arc<Conn>,
@@ -60,7 +60,7 @@ pub async fn serve(
             cache.revalidate_behind(miss, origin(), fill_head_of(&parts));
             return Ok(hit_answer(&p, &route, &parts, hit));
         }
-        Phase::Stale { miss, .. } | Phase::Part(miss) | Phase::Miss(miss) => miss,
+        Phase::Stale(miss) | Phase::Part(miss) | Phase::Miss(miss) => miss,
     };
     if cache_policy::only_if_cached(&parts) {
         return Err(ProxyError::NotCached);

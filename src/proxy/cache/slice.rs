@@ -109,9 +109,7 @@ async fn one(ask: &Ask, url: &str, start: u64, size: u64) -> Result<Answer, Prox
     let cache = HttpCache::new(&p.cache);
     let miss = match cache.lookup_slice(url, start, &ask.head).await {
         Phase::Fresh(hit) => return Ok(hit.into_answer()),
-        Phase::StaleWhileRevalidate(_, miss) | Phase::Stale { miss, .. } | Phase::Part(miss) | Phase::Miss(miss) => {
-            miss
-        }
+        Phase::StaleWhileRevalidate(_, miss) | Phase::Stale(miss) | Phase::Part(miss) | Phase::Miss(miss) => miss,
     };
     if cache_policy::only_if_cached(&ask.head) {
         return Err(ProxyError::NotCached);

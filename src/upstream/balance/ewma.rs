@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const DECAY: Duration = Duration::from_secs(10);
 
 /// One server's latency average (µs as f64 bits) and when it last moved.
-pub struct Latency {
+pub(super) struct Latency {
     micros: AtomicU64,
     at: AtomicU64,
 }
@@ -29,7 +29,7 @@ impl Default for Latency {
 
 impl Latency {
     /// Records one response time. Racing updates may lose one sample: harmless.
-    pub fn observe(&self, took: Duration) {
+    pub(super) fn observe(&self, took: Duration) {
         static EPOCH: OnceLock<Instant> = OnceLock::new();
         let now = EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64;
         let sample = took.as_micros() as f64;
@@ -45,19 +45,19 @@ impl Latency {
     }
 
     /// Takes `other`'s average and time (a server kept when its pool's servers change).
-    pub fn copy_from(&self, other: &Latency) {
+    pub(super) fn copy_from(&self, other: &Latency) {
         self.micros.store(other.micros.load(Ordering::Relaxed), Ordering::Relaxed);
         self.at.store(other.at.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
-    pub fn micros(&self) -> f64 {
+    pub(super) fn micros(&self) -> f64 {
         f64::from_bits(self.micros.load(Ordering::Relaxed))
     }
 
     /// The cost of one more request with `load` in flight. A server not heard
     /// from yet is free while idle (so it gets tried and learnt), and assumed
     /// at 1 ms once busy (so a burst does not all go to it).
-    pub fn cost(&self, load: usize, weight: u32) -> f64 {
+    pub(super) fn cost(&self, load: usize, weight: u32) -> f64 {
         let micros = self.micros();
         let per = match micros.is_nan() {
             true if load == 0 => return 0.0,
@@ -69,7 +69,7 @@ impl Latency {
 }
 
 /// Two distinct servers out of `n`, from one random number.
-pub fn two(n: usize, random: u64) -> (usize, usize) {
+pub(super) fn two(n: usize, random: u64) -> (usize, usize) {
     let a = (random % n as u64) as usize;
     let b = ((random >> 32) % (n as u64 - 1).max(1)) as usize;
     (a, if b >= a { (b + 1) % n } else { b })

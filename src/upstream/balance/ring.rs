@@ -8,13 +8,13 @@ use std::hash::{BuildHasher, Hasher};
 
 const POINTS_PER_WEIGHT: usize = 160;
 
-pub struct Ring {
+pub(super) struct Ring {
     /// (point, server), sorted by point.
     points: Vec<(u64, usize)>,
 }
 
 impl Ring {
-    pub fn new(addresses: &[&str], weights: &[u32]) -> Ring {
+    pub(super) fn new(addresses: &[&str], weights: &[u32]) -> Ring {
         let mut points = Vec::new();
         for (i, (address, weight)) in addresses.iter().zip(weights).enumerate() {
             for p in 0..POINTS_PER_WEIGHT * *weight as usize {
@@ -27,7 +27,7 @@ impl Ring {
 
     /// Every server once: the key's owner, then the next two distinct servers
     /// around the ring (where its retries go, consistently too), then the rest.
-    pub fn walk(&self, key: u64, n: usize, out: &mut Vec<usize>) {
+    pub(super) fn walk(&self, key: u64, n: usize, out: &mut Vec<usize>) {
         if self.points.is_empty() || n == 0 {
             return;
         }
