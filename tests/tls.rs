@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use http::Request;
-use support::tls::{Connection, TestCa, client_config, connect, https_origin, https_origin_with, tls_get};
+use support::tls::{
+    Connection, TestCa, client_config, connect, https_origin, https_origin_with, tls_get, unverified_config,
+};
 use support::*;
 use tokio::io::AsyncReadExt;
 
@@ -107,48 +109,7 @@ async fn sni_picks_the_certificate_and_unknown_names_get_the_default_or_nothing(
 /// The subject of the certificate a server presents for `sni`, unverified
 /// (to see what an unknown name gets); None if the handshake fails.
 async fn rustls_no_verify(addr: std::net::SocketAddr, sni: &str) -> Option<String> {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    #[derive(Debug)]
-    struct Any;
-    impl ServerCertVerifier for Any {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
-        }
-    }
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(Any))
-            .with_no_client_auth();
-    let stream = connect(addr, sni, config).await.ok()?;
+    let stream = connect(addr, sni, unverified_config()).await.ok()?;
     let leaf = stream.get_ref().1.peer_certificates()?[0].clone();
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
     Some(cert.subject().to_string())
