@@ -36,12 +36,10 @@ async fn tls_relais(
         .iter()
         .map(|(c, k)| format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", c.display(), k.display()))
         .collect();
-    relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n{rest}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_extra}\n{certificates}\
-         [upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
-        o.addr
-    ))
-    .await
+    let server = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{rest}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_extra}\n{certificates}"
+    );
+    relais(proxy_to(o.addr).section(server)).await
 }
 
 #[tokio::test]
@@ -165,15 +163,13 @@ async fn cleartext_is_redirected_to_https_and_tls_answers_carry_hsts() {
     let ca = TestCa::new("test CA");
     let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
     let hsts = "hsts = { max_age = \"365d\", include_subdomains = true }";
-    let proxy = relais(&format!(
+    let server = format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nredirect_https = true\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{hsts}\n\
-         [[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n[upstreams.o]\nservers = [\"{}\"]\n\
-         [[routes]]\nupstream = \"o\"\n[[routes]]\npath = \"/open/\"\nupstream = \"o\"\nredirect_https = false\n",
+         [[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"",
         cert.0.display(),
         cert.1.display(),
-        o.addr
-    ))
-    .await;
+    );
+    let proxy = relais(proxy_to(o.addr).route("/open/", "o").with("redirect_https = false").section(server)).await;
     let port = proxy.handle.tls_addrs()[0].port();
     let r = get_with(&proxy.url("/a/b?c=1"), &[("host", "A.test")]).await;
     assert_eq!(r.status, 308);
@@ -303,10 +299,10 @@ async fn https_upstreams_are_verified() {
     let other_dir = tempfile::tempdir().unwrap();
     let other_file = other.write(other_dir.path());
     let upstream = |tls: String| {
-        format!(
-            "[upstreams.o]\nservers = [\"https://127.0.0.1:{}\"]\ntls = {{ {tls} }}\n[[routes]]\nupstream = \"o\"\n",
-            origin.port()
-        )
+        Conf::new()
+            .upstream("o", format!("https://127.0.0.1:{}", origin.port()))
+            .with(format!("tls = {{ {tls} }}"))
+            .route_all("o")
     };
     let good = format!("ca_file = \"{}\", server_name = \"app.internal\"", ca_file.display());
     let proxy = relais(&upstream(good)).await;
@@ -454,11 +450,10 @@ async fn a_client_certificate_for_the_origin() {
     let ca_file = ca.write(dir.path());
     let (cert, key) = clients.issue(&["relais"]).write(dir.path(), "relais-client");
     let upstream = |tls: String| {
-        format!(
-            "[upstreams.o]\nservers = [\"https://127.0.0.1:{}\"]\ntls = {{ server_name = \"app.internal\", ca_file = \"{}\"{tls} }}\n[[routes]]\nupstream = \"o\"\n",
-            origin.port(),
-            ca_file.display()
-        )
+        Conf::new()
+            .upstream("o", format!("https://127.0.0.1:{}", origin.port()))
+            .with(format!("tls = {{ server_name = \"app.internal\", ca_file = \"{}\"{tls} }}", ca_file.display()))
+            .route_all("o")
     };
     let proxy =
         relais(&upstream(format!(", client_cert = \"{}\", client_key = \"{}\"", cert.display(), key.display()))).await;
