@@ -73,6 +73,16 @@ pub async fn start_command(command: &mut Command, port: u16) -> Running {
     panic!("relais did not listen on {port}");
 }
 
+/// Entries a relais process has committed to the disk tier in `cache`: its
+/// index files, one a key, written once the body is on disk.
+pub fn disk_entries(cache: &Path) -> usize {
+    fn count(dir: &Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        entries.flatten().map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 }).sum()
+    }
+    count(&cache.join("index-v5"))
+}
+
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();

@@ -12,7 +12,7 @@ use super::Relais;
 
 /// How long a condition may take before the test fails: far more than any
 /// should need, so that only a real fault reaches it.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Polls `check` every 10 ms until it holds; panics naming `what` after [`DEADLINE`].
 pub async fn until<F, Fut>(what: &str, mut check: F)
