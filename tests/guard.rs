@@ -57,7 +57,7 @@ async fn a_denied_block_gets_403_and_the_origin_sees_nothing() {
 async fn real_ip_from_a_trusted_forwarded_for_decides_and_is_what_the_origin_is_told() {
     let o = echo().await;
     let guard = "[guard]\nreal_ip = { trusted = [\"127.0.0.1\", \"10.0.0.0/8\"] }\ndeny = [\"203.0.113.0/24\"]\n";
-    let proxy = relais(proxy_to(o.addr).section(&guard)).await;
+    let proxy = relais(proxy_to(o.addr).section(guard)).await;
     // The rightmost untrusted address is the client: denied.
     let r = get_with(&proxy.url("/"), &[("x-forwarded-for", "198.51.100.1, 203.0.113.9, 10.1.1.1")]).await;
     assert_eq!(r.status, 403);
@@ -75,7 +75,7 @@ async fn real_ip_from_a_trusted_forwarded_for_decides_and_is_what_the_origin_is_
 async fn an_untrusted_peer_forwarded_for_is_ignored() {
     let o = echo().await;
     let guard = "[guard]\nreal_ip = { trusted = [\"10.0.0.0/8\"] }\ndeny = [\"203.0.113.0/24\"]\n";
-    let proxy = relais(proxy_to(o.addr).section(&guard)).await;
+    let proxy = relais(proxy_to(o.addr).section(guard)).await;
     let r = get_with(&proxy.url("/"), &[("x-forwarded-for", "10.0.0.1")]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "/ 10.0.0.1, 127.0.0.1", "the claim is passed on, with the real peer after it");
@@ -392,7 +392,7 @@ async fn rules_and_zones_on_host_see_the_host_the_request_is_for() {
 async fn a_raw_backslash_is_refused_as_an_encoded_one_is() {
     let o = echo().await;
     let rule = "[[guard.rules]]\npath_prefix = \"/private/\"\n";
-    let proxy = relais(proxy_to(o.addr).section(&rule)).await;
+    let proxy = relais(proxy_to(o.addr).section(rule)).await;
     for path in ["/x/..\\private/acct", "/static/..\\account", "\\private/", "/a\\b"] {
         let r = raw(proxy.addr, format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").as_bytes())
             .await;
