@@ -336,3 +336,33 @@ pub async fn read_until_quiet(tcp: &mut tokio::net::TcpStream, quiet: Duration) 
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// One HTTP/1.1 response read from `tcp`: its head and the body its
+/// Content-Length announces (none if it announces none), as text. For a
+/// kept-alive connection, where waiting for quiet would cost its timeout.
+pub async fn read_response(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + len {
+                    break;
+                }
+            }
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("a response within 10 s")
+}
