@@ -262,13 +262,13 @@ async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> bool {
     matches!(tokio::time::timeout(limit, tcp.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
     let o = origin().text("/", "ok").start().await;
     let proxy =
         relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"500ms\"\n"))
             .await;
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
     let mut partial_preface = TcpStream::connect(proxy.addr).await.unwrap();
     partial_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
@@ -277,14 +277,14 @@ async fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
     let o = origin().text("/", "ok").start().await;
     let proxy = relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"1s\"\n")).await;
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut h2, mut conn) = h2::client::handshake(tcp).await.unwrap();
     let mut ping_pong = conn.ping_pong().unwrap();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let conn = tokio::spawn(async move { conn.await.is_ok() });
     let (res, _) = h2.send_request(Request::get("http://a.test/").body(()).unwrap(), true).unwrap();
     assert_eq!(res.await.unwrap().status(), 200);
@@ -301,7 +301,7 @@ async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
 }
 
 /// A request in flight keeps its HTTP/2 connection however long it takes.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_http2_request_outlives_the_idle_timeout() {
     let o = origin().late("/slow", Duration::from_millis(2500), "late").start().await;
     let proxy = relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"1s\"\n")).await;
@@ -330,7 +330,7 @@ async fn server_up(proxy: &Relais) -> bool {
     m.lines().any(|l| l.starts_with("relais_upstream_server_up{") && l.ends_with(" 1"))
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_upload_is_not_blamed_on_the_origin() {
     let o = origin()
         .route("/upload", |req: Request<hyper::body::Incoming>| async move {
@@ -340,7 +340,7 @@ async fn a_slow_upload_is_not_blamed_on_the_origin() {
         .start()
         .await;
     let proxy = relais(Conf::new().upstream("o", o.addr).with("response_timeout = \"1s\"").route_all("o")).await;
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let r = send(Request::post(proxy.url("/upload")).body(trickle(10, Duration::from_millis(250))).unwrap()).await;
     assert_eq!(r.status, 200, "10 bytes over 2.5 s against a 1 s response timeout: {}", r.text());
     assert_eq!(r.text(), "10 bytes");
@@ -348,7 +348,7 @@ async fn a_slow_upload_is_not_blamed_on_the_origin() {
     assert!(server_up(&proxy).await);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_stalled_upload_gets_408_and_leaves_the_server_up() {
     let o = origin()
         .route("/upload", |req: Request<hyper::body::Incoming>| async move {
@@ -365,7 +365,7 @@ async fn a_stalled_upload_gets_408_and_leaves_the_server_up() {
             .section("[guard]\nbody_timeout = \"500ms\""),
     )
     .await;
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let r = send(Request::post(proxy.url("/upload")).body(trickle(2, Duration::from_secs(3))).unwrap()).await;
     assert_eq!(r.status, 408, "{}", r.text());
     assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());

@@ -701,7 +701,7 @@ async fn a_tunnel_keeps_its_place_under_max_connections() {
 
 /// A tunnel that carries nothing either way for `tunnel_idle_timeout` is
 /// closed; one in use stays open past it.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_idle_websocket_tunnel_is_closed() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
