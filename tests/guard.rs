@@ -589,7 +589,7 @@ async fn a_kept_alive_connection_closes_after_max_requests() {
     assert_eq!(o.hits("/k"), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_slower_than_the_minimum_rate_gets_408() {
     let o = origin()
         .route("/up", |req: Request<hyper::body::Incoming>| async move {
@@ -603,7 +603,7 @@ async fn a_body_slower_than_the_minimum_rate_gets_408() {
     let proxy = relais(&toml).await;
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100000\r\n\r\n").await.unwrap();
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let mut answer = String::new();
     for _ in 0..40 {
         if tcp.write_all(&[b'x'; 100]).await.is_err() {
@@ -624,7 +624,7 @@ async fn a_body_slower_than_the_minimum_rate_gets_408() {
 /// mod_reqtimeout): a byte every half second never trips `body_timeout`, but
 /// is cut off once the waiting passes `body_timeout` plus a second per 500
 /// bytes.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_trickling_upload_is_cut_off_by_default() {
     let o = origin()
         .route("/up", |req: Request<hyper::body::Incoming>| async move {

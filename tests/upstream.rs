@@ -450,7 +450,7 @@ async fn a_server_back_from_failure_ramps_up_over_slow_start() {
 }
 
 /// `least_conn`: while one server holds slow requests, new ones go to the other.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn least_conn_sends_new_requests_away_from_a_server_holding_slow_ones() {
     let slow = origin().late("/hold", Duration::from_secs(2), "held").text("/", "slow").start().await;
     let quick = origin().text("/", "quick").start().await;
