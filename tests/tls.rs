@@ -220,7 +220,7 @@ async fn client_certificates_are_required_and_their_subject_reaches_the_origin()
 /// A socket that sends nothing is closed after the header timeout, as on the
 /// cleartext listeners; one that starts a handshake and stalls, after the
 /// handshake timeout.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_handshake_that_never_comes_is_cut_off() {
     let o = scheme_origin().await;
     let dir = tempfile::tempdir().unwrap();
@@ -230,7 +230,7 @@ async fn a_handshake_that_never_comes_is_cut_off() {
     for start in [&[][..], &[0x16, 0x03, 0x01, 0x02, 0x00][..]] {
         let mut socket = tokio::net::TcpStream::connect(proxy.handle.tls_addrs()[0]).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut socket, start).await.unwrap();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let mut buf = [0u8; 16];
         let read = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut buf)).await;
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
@@ -401,7 +401,7 @@ async fn min_version_1_3_refuses_tls_1_2_clients() {
 
 /// Handshakes in progress are capped: with room for one, a second client
 /// waits until the first's handshake times out.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn handshakes_in_progress_are_capped() {
     let o = scheme_origin().await;
     let dir = tempfile::tempdir().unwrap();
@@ -413,7 +413,7 @@ async fn handshakes_in_progress_are_capped() {
     let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut stuck, &[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let r = tls_get(addr, "a.test", &ca.pem, false, "/").await.unwrap();
     assert_eq!(r.status, 200);
     assert!(
