@@ -127,16 +127,15 @@ async fn wait_for_serial(addr: SocketAddr, name: &str, root: &str, not: Option<&
 }
 
 fn acme_relais_config(p: &Pebble, o: &Origin, http: u16, tls: u16, storage: &Path, extra: &str) -> String {
-    format!(
+    let acme = format!(
         "[server]\nlisten = [\"127.0.0.1:{http}\"]\n[server.tls]\nlisten = [\"127.0.0.1:{tls}\"]\n\
          [acme]\ndirectory = \"{}\"\nca_root = \"{}\"\nemail = \"ops@shop.test\"\nnames = [\"shop.test\"]\n\
-         storage = \"{}\"\nretry_after = \"1s\"\n{extra}\n\
-         [upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
+         storage = \"{}\"\nretry_after = \"1s\"\n{extra}",
         p.directory,
         p.listener_ca.display(),
         storage.display(),
-        o.addr
-    )
+    );
+    proxy_to(o.addr).section(acme).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,15 +10,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use support::*;
 
-fn proxy_to(o: &Origin) -> String {
-    format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n", o.addr)
-}
-
 const HOST: &[(&str, &str)] = &[("host", "shop.test")];
-
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
 
 fn json(r: &Reply) -> Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON: {}", r.text()))
@@ -43,7 +35,7 @@ fn tagged_origin() -> OriginBuilder {
 #[tokio::test]
 async fn authentication() {
     let o = origin().start().await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     assert_eq!(get(&proxy.admin_url("/health")).await.status, 200, "health needs no token");
     assert_eq!(get(&proxy.admin_url("/stats")).await.status, 401);
     let wrong = get_with(&proxy.admin_url("/stats"), &[("authorization", "Bearer guess")]).await;
@@ -69,17 +61,20 @@ async fn refuses_a_public_admin_listener_without_token() {
 async fn url_purge_in_both_tiers_survives_a_restart() {
     let o = tagged_origin().start().await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!("[cache]\ndisk_path = \"{}\"\n{}", dir.path().display(), proxy_to(&o));
+    let toml = proxy_to(o.addr).disk(dir.path());
     let proxy = relais(&toml).await;
     get_with(&proxy.url("/a"), HOST).await;
     get_with(&proxy.url("/b"), HOST).await;
-    settle().await;
+    proxy.stored("http://shop.test/a").await;
+    proxy.stored("http://shop.test/b").await;
     let r = proxy.admin("POST", "/purge", r#"{"url": "https://shop.test/a"}"#).await;
     assert_eq!(json(&r)["purged"], 1, "{}", r.text());
     assert!(cache_status(&get_with(&proxy.url("/a"), HOST).await).contains("miss"));
     assert!(cache_status(&get_with(&proxy.url("/b"), HOST).await).contains("hit"));
     let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/b"}"#).await;
     assert_eq!(json(&r)["purged"], 1);
+    proxy.stored("http://shop.test/a").await;
+    proxy.on_disk(1).await;
     proxy.handle.shutdown().await;
 
     let proxy = relais(&toml).await;
@@ -91,17 +86,21 @@ async fn url_purge_in_both_tiers_survives_a_restart() {
 async fn tag_purge_of_entries_loaded_from_disk() {
     let o = tagged_origin().start().await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!("[cache]\ndisk_path = \"{}\"\n{}", dir.path().display(), proxy_to(&o));
+    let toml = proxy_to(o.addr).disk(dir.path());
     let proxy = relais(&toml).await;
     for path in ["/products/1", "/products/2", "/about"] {
         let r = get_with(&proxy.url(path), HOST).await;
         assert_eq!(r.header("surrogate-key"), None, "tag headers are not forwarded to clients");
     }
-    settle().await;
+    proxy.on_disk(3).await;
     proxy.handle.shutdown().await;
 
     let proxy = relais(&toml).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // the index is rebuilt in the background
+    until("the index to be rebuilt from disk", || async {
+        // in the background
+        proxy.stats().await["cache"]["indexed_keys"].as_u64() >= Some(3)
+    })
+    .await;
     let r = proxy.admin("POST", "/purge", r#"{"tags": ["product"]}"#).await;
     assert_eq!(json(&r)["purged"], 2, "{}", r.text());
     assert!(cache_status(&get_with(&proxy.url("/products/1"), HOST).await).contains("miss"));
@@ -111,11 +110,11 @@ async fn tag_purge_of_entries_loaded_from_disk() {
 #[tokio::test]
 async fn prefix_and_all() {
     let o = tagged_origin().start().await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for path in ["/static/a.css", "/static/b.js", "/index"] {
         get_with(&proxy.url(path), HOST).await;
+        proxy.stored(&format!("http://shop.test{path}")).await;
     }
-    settle().await;
     let r = proxy.admin("POST", "/purge", r#"{"prefix": "http://shop.test/static/"}"#).await;
     assert_eq!(json(&r)["purged"], 2);
     assert!(cache_status(&get_with(&proxy.url("/index"), HOST).await).contains("hit"));
@@ -133,11 +132,11 @@ async fn url_purge_removes_every_variant() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for enc in ["gzip", "br"] {
         get_with(&proxy.url("/v"), &[("host", "shop.test"), ("accept-encoding", enc)]).await;
     }
-    settle().await;
+    proxy.stored_n("http://shop.test/v", 2).await;
     let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/v"}"#).await;
     assert_eq!(json(&r)["purged"], 2);
     for enc in ["gzip", "br"] {
@@ -155,9 +154,9 @@ async fn soft_purge_serves_stale_while_one_revalidation_runs() {
         })
         .start()
         .await;
-    let proxy = relais(&format!("{}cache = {{ stale_while_revalidate = \"1m\" }}\n", proxy_to(&o))).await;
+    let proxy = relais(proxy_to(o.addr).with("cache = { stale_while_revalidate = \"1m\" }")).await;
     get_with(&proxy.url("/doc"), HOST).await;
-    settle().await;
+    proxy.stored("http://shop.test/doc").await;
     let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/doc", "soft": true}"#).await;
     assert_eq!(json(&r)["purged"], 1);
     let t = std::time::Instant::now();
@@ -167,7 +166,7 @@ async fn soft_purge_serves_stale_while_one_revalidation_runs() {
         assert!(cache_status(&r).contains("hit"), "{}", cache_status(&r));
     }
     assert!(t.elapsed() < Duration::from_millis(250), "stale copies are served without waiting");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until("the revalidated copy to be stored", || async { proxy.ttl("http://shop.test/doc").await > Some(500) }).await;
     assert_eq!(o.hits("/doc"), 2, "exactly one revalidation");
 }
 
@@ -180,10 +179,10 @@ async fn a_purge_during_a_fill_keeps_the_fill_out_of_the_cache() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let url = proxy.url("/slow");
     let fill = tokio::spawn(async move { get_with(&url, HOST).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until("the fill to reach the origin", || async { o.hits("/slow") == 1 }).await;
     let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/slow"}"#).await;
     assert_eq!(r.status, 200);
     assert_eq!(fill.await.unwrap().text(), "old content");
@@ -196,9 +195,9 @@ async fn a_purge_during_a_fill_keeps_the_fill_out_of_the_cache() {
 #[tokio::test]
 async fn purge_method_like_nginx_and_varnish_scripts() {
     let o = tagged_origin().start().await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     get_with(&proxy.url("/page"), HOST).await;
-    settle().await;
+    proxy.stored("http://shop.test/page").await;
     let req = Request::builder()
         .method("PURGE")
         .uri(proxy.admin_url("/page"))
@@ -214,7 +213,7 @@ async fn purge_method_like_nginx_and_varnish_scripts() {
 #[tokio::test]
 async fn malformed_purges_are_400_with_a_reason() {
     let o = origin().start().await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for body in
         ["", "{}", r#"{"url": "/relative"}"#, r#"{"url": "http://a/", "colour": "red"}"#, "not json", r#"{"tags": []}"#]
     {
@@ -236,11 +235,11 @@ fn series(metrics: &str, name_and_labels: &str) -> f64 {
 #[tokio::test]
 async fn metrics_move_with_traffic() {
     let o = tagged_origin().start().await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let before = proxy.admin("GET", "/metrics", "").await.text();
     assert!(before.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).all(|l| l.starts_with("relais_")));
     get_with(&proxy.url("/m"), HOST).await;
-    settle().await;
+    proxy.stored("http://shop.test/m").await;
     get_with(&proxy.url("/m"), HOST).await;
     let after = proxy.admin("GET", "/metrics", "").await.text();
     let hits = "relais_requests_total{route=\"routes[0]\",status=\"200\",cache=\"hit\"}";
@@ -262,7 +261,7 @@ async fn bytes_received_count_chunked_uploads() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let chunks =
         futures_util::stream::iter([&b"hello "[..], b"chunked ", b"world"].map(|c| {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(bytes::Bytes::from(c)))
@@ -276,9 +275,9 @@ async fn bytes_received_count_chunked_uploads() {
 #[tokio::test]
 async fn cache_debug_view() {
     let o = tagged_origin().start().await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     get_with(&proxy.url("/products/9"), HOST).await;
-    settle().await;
+    proxy.stored("http://shop.test/products/9").await;
     let r = proxy.admin("GET", "/cache?url=http%3A%2F%2Fshop.test%2Fproducts%2F9", "").await;
     let v = json(&r);
     let entry = &v["entries"][0];
@@ -292,10 +291,10 @@ async fn cache_debug_view() {
 #[tokio::test]
 async fn a_url_purge_normalises_its_path_like_requests() {
     let o = tagged_origin().start().await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for path in ["/x/../a", "//%61"] {
         get_with(&proxy.url("/a"), HOST).await;
-        settle().await;
+        proxy.stored("http://shop.test/a").await;
         let r = proxy.admin("POST", "/purge", &format!(r#"{{"url": "http://shop.test{path}"}}"#)).await;
         assert_eq!(json(&r)["purged"], 1, "{path}: {}", r.text());
     }
@@ -320,9 +319,9 @@ async fn browser(proxy: &Relais, method: &str, path: &str, headers: &[(&str, &st
 async fn a_web_page_cannot_drive_the_admin_api() {
     let o = tagged_origin().start().await;
     let proxy =
-        relais(&format!("[admin]\nlisten = \"127.0.0.1:0\"\nhosts = [\"admin.internal\"]\n{}", proxy_to(&o))).await;
+        relais(proxy_to(o.addr).section("[admin]\nlisten = \"127.0.0.1:0\"\nhosts = [\"admin.internal\"]")).await;
     get_with(&proxy.url("/a"), HOST).await;
-    settle().await;
+    proxy.stored("http://shop.test/a").await;
     let evil = ("origin", "http://evil.example");
     let plain = ("content-type", "text/plain");
     let json_type = ("content-type", "application/json");

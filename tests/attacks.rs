@@ -16,10 +16,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn proxy_to(addr: std::net::SocketAddr, extra: &str) -> String {
-    format!("[upstreams.o]\nservers = [\"{addr}\"]\n{extra}\n[[routes]]\nupstream = \"o\"\n")
-}
-
 /// Writes `request` on a new connection and reads until relais closes it or
 /// goes quiet for `quiet`.
 async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], quiet: Duration) -> String {
@@ -30,6 +26,13 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], quiet: Duratio
 
 async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
     raw_exchange(addr, request.as_bytes(), Duration::from_millis(500)).await
+}
+
+/// Writes `request` on a new connection and reads the one response it gets.
+async fn exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    read_response(&mut tcp).await
 }
 
 fn status_line(response: &str) -> &str {
@@ -49,7 +52,7 @@ async fn a_get_with_a_body_reaches_an_origin_that_reads_bodies_whole() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(o.addr, "response_timeout = \"1s\"")).await;
+    let proxy = relais(Conf::new().upstream("o", o.addr).with("response_timeout = \"1s\"").route_all("o")).await;
     for client in [client(), h2_client()] {
         let r = send_with(&client, Request::get(proxy.url("/page")).body(full("hello")).unwrap()).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -74,7 +77,7 @@ async fn a_request_hidden_in_a_body_never_reaches_the_origin_as_a_request() {
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: internal.admin\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n";
     for (protocol, client) in [("HTTP/1.1", client()), ("HTTP/2", h2_client())] {
         let o = RawOrigin::start(Reads::AnswerFirst, echo_cacheable()).await;
-        let proxy = relais(&proxy_to(o.addr, "")).await;
+        let proxy = relais(proxy_to(o.addr)).await;
         let carrier = || Request::post(proxy.url("/carrier")).body(full(smuggled)).unwrap();
         // How long is the head relais sends for the carrier? The attacker can measure it.
         assert_eq!(send_with(&client, carrier()).await.text(), "/carrier");
@@ -111,7 +114,7 @@ async fn requests_sent_on_the_cache_path_carry_no_client_framing() {
         }),
     )
     .await;
-    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let r = raw(proxy.addr, "GET /a HTTP/1.1\r\nHost: h.test\r\nContent-Length: 0\r\n\r\n").await;
     assert!(status_line(&r).contains("200"), "{r}");
     // Stale at once: the next GET revalidates.
@@ -138,7 +141,7 @@ fn echo_path_and_host() -> OriginBuilder {
 #[tokio::test]
 async fn a_host_with_a_path_cannot_poison_another_url() {
     let o = echo_path_and_host().start().await;
-    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let r = raw(proxy.addr, "GET /y1 HTTP/1.1\r\nHost: a.test/x1\r\n\r\n").await;
     assert!(status_line(&r).contains("400"), "{r}");
     let r = get_with(&proxy.url("/x1/y1"), &[("host", "a.test")]).await;
@@ -149,7 +152,7 @@ async fn a_host_with_a_path_cannot_poison_another_url() {
 #[tokio::test]
 async fn hosts_that_are_not_authorities_get_400() {
     let o = echo_path_and_host().start().await;
-    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let bad = [
         "a.test/x",
         "a.test?x",
@@ -169,16 +172,16 @@ async fn hosts_that_are_not_authorities_get_400() {
         "a\\b",
     ];
     for host in bad {
-        let r = raw(proxy.addr, &format!("GET /p HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+        let r = exchange(proxy.addr, &format!("GET /p HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
         assert!(status_line(&r).contains(" 400 "), "Host {host:?}: {r}");
     }
-    let r = raw(proxy.addr, "GET /p HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n").await;
+    let r = exchange(proxy.addr, "GET /p HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n").await;
     assert!(status_line(&r).contains(" 400 "), "two Host headers: {r}");
-    let r = raw(proxy.addr, "GET /p HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n").await;
+    let r = exchange(proxy.addr, "GET /p HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n").await;
     assert!(status_line(&r).contains(" 400 "), "two equal Host headers: {r}");
     assert_eq!(o.total_hits(), 0, "none of them reached the origin");
     for good in ["a.test", "A.TEST:8080", "127.0.0.1", "[::1]:8080", "a-b_c.test.", "xn--bcher-kva.test"] {
-        let r = raw(proxy.addr, &format!("GET /p HTTP/1.1\r\nHost: {good}\r\n\r\n")).await;
+        let r = exchange(proxy.addr, &format!("GET /p HTTP/1.1\r\nHost: {good}\r\n\r\n")).await;
         assert!(status_line(&r).contains(" 200 "), "Host {good:?}: {r}");
     }
 }
@@ -188,7 +191,7 @@ async fn hosts_that_are_not_authorities_get_400() {
 #[tokio::test]
 async fn the_origin_is_asked_with_the_host_the_cache_key_uses() {
     let o = echo_path_and_host().start().await;
-    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let r = raw(proxy.addr, "GET /n HTTP/1.1\r\nHost: A.Test.:80\r\n\r\n").await;
     assert!(r.ends_with("/n a.test"), "{r}");
     let r = get_with(&proxy.url("/n"), &[("host", "a.test")]).await;
@@ -204,11 +207,9 @@ async fn the_origin_is_asked_with_the_host_the_cache_key_uses() {
 async fn an_absolute_target_wins_over_host() {
     let a = echo_path_and_host().start().await;
     let b = echo_path_and_host().start().await;
-    let proxy = relais(&format!(
-        "[upstreams.a]\nservers = [\"{}\"]\n[upstreams.b]\nservers = [\"{}\"]\n\
-         [[routes]]\nupstream = \"a\"\n[[routes]]\nhost = \"b.test\"\nupstream = \"b\"\n",
-        a.addr, b.addr
-    ))
+    let proxy = relais(
+        Conf::new().upstream("a", a.addr).upstream("b", b.addr).route_all("a").route_all("b").with("host = \"b.test\""),
+    )
     .await;
     let r = raw(proxy.addr, "GET http://B.test/p HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
     assert!(r.ends_with("/p b.test"), "{r}");
@@ -224,7 +225,7 @@ async fn an_absolute_target_wins_over_host() {
 #[tokio::test]
 async fn an_http2_authority_is_validated_like_a_host() {
     let o = echo_path_and_host().start().await;
-    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let send_h2 = |uri: &'static str, host: Option<&'static str>| {
         let addr = proxy.addr;
         async move {
@@ -261,15 +262,13 @@ async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> bool {
     matches!(tokio::time::timeout(limit, tcp.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
     let o = origin().text("/", "ok").start().await;
-    let proxy = relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"500ms\"\n{}",
-        proxy_to(o.addr, "")
-    ))
-    .await;
-    let started = Instant::now();
+    let proxy =
+        relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"500ms\"\n"))
+            .await;
+    let started = tokio::time::Instant::now();
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
     let mut partial_preface = TcpStream::connect(proxy.addr).await.unwrap();
     partial_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
@@ -278,15 +277,14 @@ async fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
     let o = origin().text("/", "ok").start().await;
-    let proxy =
-        relais(&format!("[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"1s\"\n{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"1s\"\n")).await;
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut h2, mut conn) = h2::client::handshake(tcp).await.unwrap();
     let mut ping_pong = conn.ping_pong().unwrap();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let conn = tokio::spawn(async move { conn.await.is_ok() });
     let (res, _) = h2.send_request(Request::get("http://a.test/").body(()).unwrap(), true).unwrap();
     assert_eq!(res.await.unwrap().status(), 200);
@@ -303,11 +301,10 @@ async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
 }
 
 /// A request in flight keeps its HTTP/2 connection however long it takes.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_http2_request_outlives_the_idle_timeout() {
     let o = origin().late("/slow", Duration::from_millis(2500), "late").start().await;
-    let proxy =
-        relais(&format!("[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"1s\"\n{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"1s\"\n")).await;
     let r = send_with(&h2_client(), Request::get(proxy.url("/slow")).body(full("")).unwrap()).await;
     assert_eq!(r.text(), "late");
 }
@@ -333,7 +330,7 @@ async fn server_up(proxy: &Relais) -> bool {
     m.lines().any(|l| l.starts_with("relais_upstream_server_up{") && l.ends_with(" 1"))
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_upload_is_not_blamed_on_the_origin() {
     let o = origin()
         .route("/upload", |req: Request<hyper::body::Incoming>| async move {
@@ -342,8 +339,8 @@ async fn a_slow_upload_is_not_blamed_on_the_origin() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(o.addr, "response_timeout = \"1s\"")).await;
-    let started = Instant::now();
+    let proxy = relais(Conf::new().upstream("o", o.addr).with("response_timeout = \"1s\"").route_all("o")).await;
+    let started = tokio::time::Instant::now();
     let r = send(Request::post(proxy.url("/upload")).body(trickle(10, Duration::from_millis(250))).unwrap()).await;
     assert_eq!(r.status, 200, "10 bytes over 2.5 s against a 1 s response timeout: {}", r.text());
     assert_eq!(r.text(), "10 bytes");
@@ -351,7 +348,7 @@ async fn a_slow_upload_is_not_blamed_on_the_origin() {
     assert!(server_up(&proxy).await);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_stalled_upload_gets_408_and_leaves_the_server_up() {
     let o = origin()
         .route("/upload", |req: Request<hyper::body::Incoming>| async move {
@@ -360,9 +357,15 @@ async fn a_stalled_upload_gets_408_and_leaves_the_server_up() {
         })
         .start()
         .await;
-    let proxy =
-        relais(&format!("[guard]\nbody_timeout = \"500ms\"\n{}", proxy_to(o.addr, "response_timeout = \"5s\""))).await;
-    let started = Instant::now();
+    let proxy = relais(
+        Conf::new()
+            .upstream("o", o.addr)
+            .with("response_timeout = \"5s\"")
+            .route_all("o")
+            .section("[guard]\nbody_timeout = \"500ms\""),
+    )
+    .await;
+    let started = tokio::time::Instant::now();
     let r = send(Request::post(proxy.url("/upload")).body(trickle(2, Duration::from_secs(3))).unwrap()).await;
     assert_eq!(r.status, 408, "{}", r.text());
     assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
@@ -382,7 +385,7 @@ async fn a_malformed_chunked_request_body_gets_400() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     for chunk in [
         "zz\r\nhello\r\n0\r\n\r\n",
         "fffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
@@ -407,12 +410,7 @@ async fn cookie_requests_bypass_the_cache_where_the_route_says_so() {
         })
         .start()
         .await;
-    let proxy = relais(&format!(
-        "[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n\
-         [[routes]]\npath = \"/account/\"\nupstream = \"o\"\ncache = {{ cookie_requests = \"bypass\" }}\n",
-        o.addr
-    ))
-    .await;
+    let proxy = relais(proxy_to(o.addr).route("/account/", "o").with("cache = { cookie_requests = \"bypass\" }")).await;
     // Default: the origin decides, as RFC 9111 allows.
     get_with(&proxy.url("/page"), &[("cookie", "id=alice")]).await;
     let r = get_with(&proxy.url("/page"), &[("cookie", "id=bob")]).await;
@@ -440,14 +438,14 @@ async fn a_header_named_in_connection_cannot_poison_a_variant() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let r = raw(
         proxy.addr,
         "GET /v HTTP/1.1\r\nHost: a.test\r\nAccept-Language: fr\r\nConnection: close, Accept-Language\r\n\r\n",
     )
     .await;
     assert!(r.ends_with("lang=none"), "the origin was not told the language: {r}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.stored("http://a.test/v").await;
     let fr = get_with(&proxy.url("/v"), &[("host", "a.test"), ("accept-language", "fr")]).await;
     assert_eq!(fr.text(), "lang=fr", "{:?}", fr.header("cache-status"));
     let none = get_with(&proxy.url("/v"), &[("host", "a.test")]).await;
@@ -475,7 +473,7 @@ async fn switching_origin(to: &'static str) -> RawOrigin {
 #[tokio::test]
 async fn only_allowed_upgrades_reach_the_origin_and_h2c_never() {
     let o = switching_origin("h2c").await;
-    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let r = raw(
         proxy.addr,
         "GET /private/x HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
@@ -491,11 +489,8 @@ async fn only_allowed_upgrades_reach_the_origin_and_h2c_never() {
     let r = raw(proxy.addr, "GET /y HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n").await;
     assert!(status_line(&r).contains(" 200 "), "not a protocol this route allows: {r}");
 
-    let err = relais::Config::from_toml(
-        &proxy_to(o.addr, "").replace("[[routes]]", "[[routes]]\nupgrades = [\"h2c\"]"),
-        "t.toml",
-    )
-    .expect_err("h2c is never tunnelled");
+    let err = relais::Config::from_toml(&proxy_to(o.addr).with("upgrades = [\"h2c\"]").to_string(), "t.toml")
+        .expect_err("h2c is never tunnelled");
     assert!(err.to_string().contains("routes[0].upgrades"), "{err}");
 }
 
@@ -503,9 +498,9 @@ async fn only_allowed_upgrades_reach_the_origin_and_h2c_never() {
 /// origin's 101 is tunnelled only when it names a protocol the client asked for.
 #[tokio::test]
 async fn a_route_can_allow_a_protocol_and_the_origin_must_switch_to_it() {
-    let route = "[[routes]]\nupgrades = [\"websocket\", \"foo\"]\n";
+    let upgrades = "upgrades = [\"websocket\", \"foo\"]";
     let foo = switching_origin("foo").await;
-    let proxy = relais(&proxy_to(foo.addr, "").replace("[[routes]]\n", route)).await;
+    let proxy = relais(proxy_to(foo.addr).with(upgrades)).await;
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(b"GET /t HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: h2c, Foo/2\r\n\r\n")
         .await
@@ -515,7 +510,7 @@ async fn a_route_can_allow_a_protocol_and_the_origin_must_switch_to_it() {
     assert_eq!(foo.seen()[0].header("upgrade"), Some("Foo/2"), "only the allowed protocol");
 
     let bar = switching_origin("bar").await;
-    let proxy = relais(&proxy_to(bar.addr, "").replace("[[routes]]\n", route)).await;
+    let proxy = relais(proxy_to(bar.addr).with(upgrades)).await;
     let r = raw(proxy.addr, "GET /t HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n").await;
     assert!(status_line(&r).contains(" 502 "), "switched to a protocol nobody asked for: {r}");
 }

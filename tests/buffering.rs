@@ -53,8 +53,7 @@ async fn slow_client(addr: std::net::SocketAddr, for_how_long: Duration) {
 
 async fn origin_done_within(extra: &str, wait: Duration) -> bool {
     let (o, done) = big_origin().await;
-    let proxy =
-        relais(&format!("{extra}\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n", o.addr)).await;
+    let proxy = relais(proxy_to(o.addr).section(extra)).await;
     let addr = proxy.handle.addrs()[0];
     let client = tokio::spawn(slow_client(addr, wait + Duration::from_millis(500)));
     tokio::time::sleep(wait).await;
@@ -84,11 +83,7 @@ async fn read_ahead_files_share_one_disk_budget() {
     assert!(!origin_done_within("[buffering]\nresponse_disk = \"8MiB\"", Duration::from_secs(2)).await);
     // 24 MiB: one answer at a time fits, and its share comes back when its client goes.
     let (o, done) = big_origin().await;
-    let proxy = relais(&format!(
-        "[buffering]\nresponse_disk = \"24MiB\"\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
-        o.addr
-    ))
-    .await;
+    let proxy = relais(proxy_to(o.addr).section("[buffering]\nresponse_disk = \"24MiB\"")).await;
     let addr = proxy.handle.addrs()[0];
     for round in 0..2 {
         done.store(false, Ordering::SeqCst);
@@ -118,11 +113,7 @@ async fn a_buffered_body_arrives_whole_and_in_order() {
         })
         .start()
         .await;
-    let proxy = relais(&format!(
-        "[buffering]\nresponse_memory = \"128KiB\"\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
-        o.addr
-    ))
-    .await;
+    let proxy = relais(proxy_to(o.addr).section("[buffering]\nresponse_memory = \"128KiB\"")).await;
     let r = get(&proxy.url("/x")).await;
     assert_eq!(r.body.len(), 4_000_000);
     for (i, chunk) in r.body.chunks(100_000).enumerate() {
@@ -155,11 +146,8 @@ async fn a_buffered_upload_reaches_the_origin_whole() {
     for (buffered, memory) in [(true, "64KiB"), (false, "1MiB")] {
         seen.lock().unwrap().clear();
         let route = if buffered { "request_buffering = true" } else { "" };
-        let proxy = relais(&format!(
-            "[buffering]\nrequest_memory = \"{memory}\"\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n{route}\n",
-            o.addr
-        ))
-        .await;
+        let proxy =
+            relais(proxy_to(o.addr).with(route).section(format!("[buffering]\nrequest_memory = \"{memory}\""))).await;
         // 400 KB in 8 chunks over about 1.6 s, chunked.
         let mut tcp = tokio::net::TcpStream::connect(proxy.handle.addrs()[0]).await.unwrap();
         tcp.write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
@@ -199,10 +187,11 @@ async fn buffered_uploads_share_one_disk_budget() {
         })
         .start()
         .await;
-    let proxy = relais(&format!(
-        "[buffering]\nrequest_memory = \"64KiB\"\nrequest_disk = \"1MiB\"\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\nrequest_buffering = true\n",
-        o.addr
-    ))
+    let proxy = relais(
+        proxy_to(o.addr)
+            .with("request_buffering = true")
+            .section("[buffering]\nrequest_memory = \"64KiB\"\nrequest_disk = \"1MiB\""),
+    )
     .await;
     let addr = proxy.handle.addrs()[0];
     // A slow upload holds about 836 KiB of its file, and is not done.
@@ -295,7 +284,7 @@ async fn a_read_ahead_ends_with_its_client_even_when_the_origin_stalls() {
         })
         .start()
         .await;
-    let proxy = relais(&format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n", o.addr)).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let mut tcp = tokio::net::TcpStream::connect(proxy.handle.addrs()[0]).await.unwrap();
     tcp.write_all(b"GET /stall HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 64 * 1024];

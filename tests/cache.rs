@@ -10,17 +10,8 @@ use http::Request;
 use hyper::body::Incoming;
 use support::*;
 
-fn proxy_to(o: &Origin, route_extra: &str) -> String {
-    format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n{route_extra}\n", o.addr)
-}
-
 /// Restarted proxies listen on new ports: name the site so the key is the same.
 const HOST: &[(&str, &str)] = &[("host", "site.test")];
-
-/// Stores are written by a task after the body ends; give it a moment.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
 
 #[tokio::test]
 async fn second_request_is_a_hit_and_age_grows() {
@@ -28,13 +19,13 @@ async fn second_request_is_a_hit_and_age_grows() {
         .route("/page", |_| async { text(200, "cached body", &[("cache-control", "max-age=60")]) })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
 
     let first = get(&proxy.url("/page")).await;
     assert_eq!(first.text(), "cached body");
     assert!(first.header("cache-status").unwrap().contains("fwd=uri-miss"), "{:?}", first.header("cache-status"));
     assert!(first.header("cache-status").unwrap().contains("stored"));
-    settle().await;
+    proxy.stored("/page").await;
 
     let second = get(&proxy.url("/page")).await;
     assert_eq!(second.text(), "cached body");
@@ -42,10 +33,11 @@ async fn second_request_is_a_hit_and_age_grows() {
     assert_eq!(o.hits("/page"), 1);
     assert!(second.header("date").is_some_and(|d| d.ends_with("GMT")));
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let third = get(&proxy.url("/page")).await;
-    let age: u64 = third.header("age").unwrap().parse().unwrap();
-    assert!(age >= 1, "age {age}");
+    until("Age to grow", || async {
+        let third = get(&proxy.url("/page")).await;
+        third.header("age").unwrap().parse::<u64>().unwrap() >= 1
+    })
+    .await;
     assert_eq!(o.hits("/page"), 1);
 }
 
@@ -57,7 +49,7 @@ async fn uncacheable_responses_are_not_stored() {
         .route("/cookie", |_| async { text(200, "x", &[("cache-control", "max-age=60"), ("set-cookie", "s=1")]) })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for path in ["/nostore", "/private", "/cookie"] {
         let r = get(&proxy.url(path)).await;
         assert!(r.header("cache-status").unwrap().contains("detail="), "{path}: {:?}", r.header("cache-status"));
@@ -75,10 +67,10 @@ async fn set_cookie_is_never_served_to_another_client() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "cache = { store_set_cookie = true }")).await;
+    let proxy = relais(&proxy_to(o.addr).with("cache = { store_set_cookie = true }")).await;
     let first = get(&proxy.url("/")).await;
     assert_eq!(first.header("set-cookie"), Some("session=alice"), "the client that caused the fetch gets its cookie");
-    settle().await;
+    proxy.stored("/").await;
     let second = get(&proxy.url("/")).await;
     assert!(second.header("cache-status").unwrap().contains("hit"));
     assert_eq!(second.header("set-cookie"), None);
@@ -94,13 +86,13 @@ async fn vary_keeps_variants_apart_and_normalises_values() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     assert_eq!(get_with(&proxy.url("/"), &[("accept-language", "en-US, fr")]).await.text(), "en-US, fr");
-    settle().await;
+    proxy.stored("/").await;
     let de = get_with(&proxy.url("/"), &[("accept-language", "de")]).await;
     assert_eq!(de.text(), "de");
     assert!(de.header("cache-status").unwrap().contains("fwd=vary-miss"), "{:?}", de.header("cache-status"));
-    settle().await;
+    proxy.stored_n("/", 2).await;
     assert_eq!(get_with(&proxy.url("/"), &[("accept-language", "en-us,fr")]).await.text(), "en-US, fr");
     assert_eq!(get_with(&proxy.url("/"), &[("accept-language", "de")]).await.text(), "de");
     assert_eq!(o.hits("/"), 2);
@@ -108,15 +100,16 @@ async fn vary_keeps_variants_apart_and_normalises_values() {
 
 #[tokio::test]
 async fn stale_entry_is_revalidated_and_304_merges_new_headers() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let seen = n.clone();
     let o = origin()
-        .route("/doc", move |req: Request<Incoming>| {
-            let n = seen.clone();
+        .numbered("/doc", |i, req: Request<Incoming>| {
             async move {
-                let i = n.fetch_add(1, Ordering::SeqCst);
                 if i == 0 {
-                    return text(200, "the document", &[("cache-control", "max-age=1"), ("etag", "\"v1\"")]);
+                    // Stale as soon as stored: its Age is all of its max-age.
+                    return text(
+                        200,
+                        "the document",
+                        &[("cache-control", "max-age=1"), ("age", "1"), ("etag", "\"v1\"")],
+                    );
                 }
                 assert_eq!(req.headers()["if-none-match"], "\"v1\"");
                 let mut r = text(304, "", &[("cache-control", "max-age=60"), ("etag", "\"v1\""), ("x-new", "fresh")]);
@@ -126,29 +119,29 @@ async fn stale_entry_is_revalidated_and_304_merges_new_headers() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     assert_eq!(get(&proxy.url("/doc")).await.text(), "the document");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    proxy.stored("/doc").await;
     let r = get(&proxy.url("/doc")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "the document");
     assert_eq!(r.header("x-new"), Some("fresh"), "header new in the 304 is merged");
     assert!(r.header("cache-status").unwrap().contains("fwd-status=304"), "{:?}", r.header("cache-status"));
-    settle().await;
+    until("the 304 to refresh the entry", || async { proxy.ttl("/doc").await > Some(1) }).await;
     let again = get(&proxy.url("/doc")).await;
     assert!(again.header("cache-status").unwrap().contains("hit"));
     assert_eq!(again.header("x-new"), Some("fresh"));
-    assert_eq!(n.load(Ordering::SeqCst), 2);
+    assert_eq!(o.hits("/doc"), 2);
 }
 
 #[tokio::test]
 async fn head_is_served_from_get_and_get_never_from_head() {
     let o = origin().route("/", |_| async { text(200, "body", &[("cache-control", "max-age=60")]) }).start().await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let head = send(Request::head(proxy.url("/")).body(full("")).unwrap()).await;
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
-    settle().await;
+    proxy.stored("/").await;
     // The HEAD was fetched as GET, so the GET is a hit with the full body.
     let r = get(&proxy.url("/")).await;
     assert_eq!(r.text(), "body");
@@ -174,10 +167,10 @@ async fn client_conditionals_get_304_from_the_cache() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let first = get_with(&proxy.url("/"), &[("if-none-match", "\"abc\"")]).await;
     assert_eq!(first.status, 304, "answered on the miss too, while the body is stored");
-    settle().await;
+    proxy.stored("/").await;
     let r = get_with(&proxy.url("/"), &[("if-none-match", "\"abc\"")]).await;
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
@@ -200,11 +193,11 @@ async fn unsafe_methods_invalidate_url_and_location() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for path in ["/items", "/items/7"] {
         get(&proxy.url(path)).await;
+        proxy.stored(path).await;
     }
-    settle().await;
     for path in ["/items", "/items/7"] {
         assert!(get(&proxy.url(path)).await.header("cache-status").unwrap().contains("hit"));
     }
@@ -233,13 +226,13 @@ async fn an_invalidation_during_a_fetch_keeps_the_fetched_response_out() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let url = proxy.url("/doc");
     let fetching = tokio::spawn({
         let url = url.clone();
         async move { get(&url).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until("the fetch to reach the origin", || async { o.hits("/doc") == 1 }).await;
     assert_eq!(send(Request::post(url.clone()).body(full("new")).unwrap()).await.status, 200);
     // The client that asked first still gets its answer; the cache does not keep it.
     assert_eq!(fetching.await.unwrap().text(), "before the post");
@@ -251,11 +244,11 @@ async fn an_invalidation_during_a_fetch_keeps_the_fetched_response_out() {
 #[tokio::test]
 async fn request_directives() {
     let o = origin().route("/", |_| async { text(200, "x", &[("cache-control", "max-age=60")]) }).start().await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let only = get_with(&proxy.url("/"), &[("cache-control", "only-if-cached")]).await;
     assert_eq!(only.status, 504, "only-if-cached with nothing stored");
     get(&proxy.url("/")).await;
-    settle().await;
+    proxy.stored("/").await;
     assert_eq!(get_with(&proxy.url("/"), &[("cache-control", "only-if-cached")]).await.status, 200);
     let r = get_with(&proxy.url("/"), &[("cache-control", "no-cache")]).await;
     assert_eq!(o.hits("/"), 2, "no-cache goes to the origin");
@@ -282,9 +275,9 @@ async fn a_range_with_a_precondition_goes_to_the_origin() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     get(&proxy.url("/")).await;
-    settle().await;
+    proxy.stored("/").await;
     let r = get_with(&proxy.url("/"), &[("range", "bytes=0-3")]).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "0123"), "a plain range is cut from the cache");
     assert_eq!(o.hits("/"), 1);
@@ -298,14 +291,14 @@ async fn a_range_with_a_precondition_goes_to_the_origin() {
 async fn looking_at_the_cache_does_not_change_it() {
     let o = origin().route("/", |_| async { text(200, "kept", &[("cache-control", "max-age=600")]) }).start().await;
     let dir = tempfile::tempdir().unwrap();
-    let with_cache = format!("[cache]\ndisk_path = \"{}\"\n{}", dir.path().display(), proxy_to(&o, ""));
+    let with_cache = proxy_to(o.addr).disk(dir.path());
     let proxy = relais(&with_cache).await;
     get_with(&proxy.url("/"), HOST).await;
-    settle().await;
+    proxy.on_disk(1).await;
     proxy.handle.shutdown().await;
 
     let proxy = relais(&with_cache).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // the purge index is rebuilt from disk
+    proxy.stored("http://site.test/").await; // the purge index is rebuilt from disk
     let look = || proxy.admin("GET", "/cache?url=http%3A%2F%2Fsite.test%2F", "");
     for _ in 0..2 {
         let view = look().await.text();
@@ -322,15 +315,14 @@ async fn route_rules_default_and_bypass() {
         .route("/never", |_| async { text(200, "x", &[("cache-control", "max-age=60")]) })
         .start()
         .await;
-    let toml = format!(
-        "[upstreams.o]\nservers = [\"{a}\"]\n[[routes]]\nupstream = \"o\"\ncache = {{ default_ttl = \"1m\" }}\n\
-         [[routes]]\npath = \"/never\"\nupstream = \"o\"\ncache = {{ bypass = true }}\n",
-        a = o.addr
-    );
+    let toml = proxy_to(o.addr)
+        .with("cache = { default_ttl = \"1m\" }")
+        .route("/never", "o")
+        .with("cache = { bypass = true }");
     let proxy = relais(&toml).await;
     get(&proxy.url("/plain")).await;
     get(&proxy.url("/never")).await;
-    settle().await;
+    proxy.stored("/plain").await;
     assert!(get(&proxy.url("/plain")).await.header("cache-status").unwrap().contains("hit"));
     let r = get(&proxy.url("/never")).await;
     assert!(r.header("cache-status").unwrap().contains("detail=route"), "{:?}", r.header("cache-status"));
@@ -343,12 +335,10 @@ async fn restart_is_a_disk_hit() {
     let o =
         origin().route("/", |_| async { text(200, "persisted", &[("cache-control", "max-age=600")]) }).start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let toml = proxy_to(&o, "");
-    let with_cache = format!("[cache]\ndisk_path = \"{}\"\n{toml}", path.display());
+    let with_cache = proxy_to(o.addr).disk(dir.path());
     let proxy = relais(&with_cache).await;
     get_with(&proxy.url("/"), HOST).await;
-    settle().await;
+    proxy.on_disk(1).await;
     proxy.handle.shutdown().await;
 
     let proxy = relais(&with_cache).await;
@@ -372,10 +362,10 @@ async fn corrupt_disk_entry_is_a_miss_and_removed() {
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let with_cache = format!("[cache]\ndisk_path = \"{}\"\n{}", dir.path().display(), proxy_to(&o, ""));
+    let with_cache = proxy_to(o.addr).disk(dir.path());
     let proxy = relais(&with_cache).await;
     get_with(&proxy.url("/"), HOST).await;
-    settle().await;
+    proxy.on_disk(1).await;
     proxy.handle.shutdown().await;
 
     // Overwrite every content file with bytes of the same length.
@@ -392,7 +382,7 @@ async fn corrupt_disk_entry_is_a_miss_and_removed() {
     assert!(r.text() == good);
     assert!(r.header("cache-status").unwrap().contains("miss"), "{:?}", r.header("cache-status"));
     assert_eq!(o.hits("/"), 2);
-    settle().await;
+    proxy.stored("http://site.test/").await;
     assert!(get_with(&proxy.url("/"), HOST).await.header("cache-status").unwrap().contains("hit"));
 }
 
@@ -419,20 +409,24 @@ async fn memory_and_disk_stay_under_their_caps() {
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[cache]\ndisk_path = \"{}\"\nmemory_capacity = \"1MiB\"\ndisk_capacity = \"2MiB\"\n{}",
-        dir.path().display(),
-        proxy_to(&o, "")
-    );
+    let toml = proxy_to(o.addr).disk(dir.path()).with("memory_capacity = \"1MiB\"\ndisk_capacity = \"2MiB\"");
     let proxy = relais(&toml).await;
     for i in 0..40 {
         assert!(get(&proxy.url(&format!("/obj/{i}"))).await.body.len() > 100 * 1024);
     }
-    settle().await;
+    proxy.stored("/obj/39").await;
+    until("both tiers to evict", || async {
+        let evictions = &proxy.stats().await["evictions"];
+        evictions["memory"].as_u64() >= Some(20) && evictions["disk"].as_u64() >= Some(10)
+    })
+    .await;
+    settle().await; // the last writes, and the deletions of what they evicted
     let memory = proxy.handle.cache().memory_bytes().await;
     assert!(memory <= 1 << 20, "memory tier holds {memory} bytes, over its 1MiB cap");
     assert!(memory >= 512 << 10, "memory tier holds something ({memory})");
-    let used: u64 = walk(&dir.path().join("content-v2")).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    // A file evicted between the listing and its size takes no room.
+    let used: u64 =
+        walk(&dir.path().join("content-v2")).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     assert!(used <= 2 << 20, "disk content {used} bytes over the 2MiB cap");
     assert!(used >= 1 << 20, "disk holds something ({used})");
     // The newest objects are still served from the cache.
@@ -472,16 +466,12 @@ async fn a_disk_behind_keeps_entries_in_memory_and_never_serves_an_older_copy() 
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[cache]\ndisk_path = \"{}\"\ndisk_write_backlog = \"1MiB\"\n{}",
-        dir.path().display(),
-        proxy_to(&o, "")
-    );
+    let toml = proxy_to(o.addr).disk(dir.path()).with("disk_write_backlog = \"1MiB\"");
     // Round 1 one at a time (all reach the disk); round 2 replaces every entry at once.
     let proxy = relais(&toml).await;
     for i in 0..N {
         assert!(get_with(&proxy.url(&format!("/v/{i}")), HOST).await.text().contains("version 1;"));
-        settle().await;
+        proxy.on_disk(i as u64 + 1).await;
     }
     *gate.lock().unwrap() = Arc::new(tokio::sync::Barrier::new(N));
     let round: Vec<_> = (0..N)
@@ -523,8 +513,7 @@ async fn large_objects_stream_through_unstored() {
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let toml =
-        format!("[cache]\ndisk_path = \"{}\"\nmax_object_size = \"64KiB\"\n{}", dir.path().display(), proxy_to(&o, ""));
+    let toml = proxy_to(o.addr).disk(dir.path()).with("max_object_size = \"64KiB\"");
     let proxy = relais(&toml).await;
     let r = get(&proxy.url("/big")).await;
     assert_eq!(r.body.len(), 200 * 1024);
@@ -552,11 +541,13 @@ async fn response_directives() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for path in ["/smax", "/expires", "/bad-expires", "/heuristic", "/no-cache", "/pragma"] {
         get(&proxy.url(path)).await;
     }
-    settle().await;
+    for path in ["/smax", "/expires", "/heuristic"] {
+        proxy.stored(path).await;
+    }
     for path in ["/smax", "/expires", "/bad-expires", "/heuristic", "/no-cache", "/pragma"] {
         get(&proxy.url(path)).await;
     }
@@ -575,10 +566,11 @@ async fn authorization_is_shared_only_when_the_response_allows() {
         .route("/public", |_| async { text(200, "shared", &[("cache-control", "public, max-age=60")]) })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for path in ["/private-by-default", "/public"] {
         get_with(&proxy.url(path), &[("authorization", "Bearer alice")]).await;
     }
+    proxy.stored("/public").await;
     settle().await;
     let bob = get(&proxy.url("/private-by-default")).await;
     assert!(bob.header("cache-status").unwrap().contains("miss"), "alice's response is not served to bob");
@@ -600,10 +592,10 @@ async fn put_and_delete_invalidate_too() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for method in ["PUT", "DELETE", "PATCH"] {
         get(&proxy.url("/thing")).await;
-        settle().await;
+        proxy.stored("/thing").await;
         assert!(get(&proxy.url("/thing")).await.header("cache-status").unwrap().contains("hit"));
         let status =
             send(Request::builder().method(method).uri(proxy.url("/thing")).body(full("")).unwrap()).await.status;
@@ -611,7 +603,7 @@ async fn put_and_delete_invalidate_too() {
         let missed = after.header("cache-status").unwrap().contains("miss");
         // A failed PATCH (500) invalidates nothing.
         assert_eq!(missed, status.is_success(), "{method} ({status}): {:?}", after.header("cache-status"));
-        settle().await;
+        proxy.stored("/thing").await;
     }
 }
 
@@ -640,9 +632,9 @@ async fn a_304_without_validators_refreshes_the_entry_it_was_asked_about() {
             })
             .start()
             .await;
-        let proxy = relais(&proxy_to(&o, "")).await;
+        let proxy = relais(&proxy_to(o.addr)).await;
         assert_eq!(get(&proxy.url("/doc")).await.text(), "the document");
-        settle().await;
+        proxy.stored("/doc").await;
         let headers: Vec<(&str, &str)> = request_cc.map(|cc| ("cache-control", cc)).into_iter().collect();
         let r = get_with(&proxy.url("/doc"), &headers).await;
         assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "the document"), "{stored:?}");
@@ -673,10 +665,10 @@ async fn odd_but_meaningful_response_headers() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for path in ["/age-list", "/age-lines", "/asctime", "/rfc850", "/lower"] {
         get(&proxy.url(path)).await;
-        settle().await;
+        proxy.stored(path).await;
         let r = get(&proxy.url(path)).await;
         assert!(r.header("cache-status").unwrap().contains("hit"), "{path}: {:?}", r.header("cache-status"));
         assert_eq!(o.hits(path), 1, "{path}");
@@ -694,10 +686,10 @@ async fn odd_but_meaningful_response_headers() {
 #[tokio::test]
 async fn if_modified_since_is_judged_by_the_stored_date() {
     let o = origin().route("/", |_| async { text(200, "body", &[("cache-control", "max-age=600")]) }).start().await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let first = get(&proxy.url("/")).await;
     let date = first.header("date").expect("the origin's Date").to_string();
-    settle().await;
+    proxy.stored("/").await;
     let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
     let r = get_with(&proxy.url("/"), &[("if-modified-since", &later)]).await;
     assert_eq!(r.status, 304, "{:?}", r.header("cache-status"));
@@ -714,15 +706,13 @@ async fn if_modified_since_is_judged_by_the_stored_date() {
 /// the origin fails again, the client gets the new answer.
 #[tokio::test]
 async fn errors_with_explicit_freshness_are_stored_but_never_served_stale() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let seen = n.clone();
     let o = origin()
-        .route("/", move |_| {
-            let i = seen.fetch_add(1, Ordering::SeqCst);
+        .numbered("/", |i, _| {
             async move {
                 match i {
-                    // Two seconds: Date has a resolution of one, so the copy may be nearly one old when stored.
-                    0 => text(503, "busy, try later", &[("cache-control", "max-age=2")]),
+                    // Fresh for about one second: its Age is half its max-age (Date has
+                    // a resolution of one second, so the Age decides, not the Date).
+                    0 => text(503, "busy, try later", &[("cache-control", "max-age=2"), ("age", "1")]),
                     _ => text(500, "broken now", &[]),
                 }
             }
@@ -730,13 +720,13 @@ async fn errors_with_explicit_freshness_are_stored_but_never_served_stale() {
         .route("/teapot", |_| async { text(499, "odd", &[("cache-control", "max-age=60")]) })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "cache = { stale_if_error = \"1m\" }")).await;
+    let proxy = relais(&proxy_to(o.addr).with("cache = { stale_if_error = \"1m\" }")).await;
     assert_eq!(get(&proxy.url("/")).await.status, 503);
-    settle().await;
+    proxy.stored("/").await;
     let hit = get(&proxy.url("/")).await;
     assert_eq!((hit.status.as_u16(), hit.text().as_str()), (503, "busy, try later"));
     assert!(hit.header("cache-status").unwrap().contains("hit"), "{:?}", hit.header("cache-status"));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    until("the stored 503 to go stale", || async { proxy.ttl("/").await < Some(0) }).await;
     let after = get(&proxy.url("/")).await;
     assert_eq!(
         (after.status.as_u16(), after.text().as_str()),
@@ -744,9 +734,9 @@ async fn errors_with_explicit_freshness_are_stored_but_never_served_stale() {
         "{:?}",
         after.header("cache-status")
     );
-    assert_eq!(n.load(Ordering::SeqCst), 2);
+    assert_eq!(o.hits("/"), 2);
     get(&proxy.url("/teapot")).await;
-    settle().await;
+    proxy.stored("/teapot").await;
     assert!(get(&proxy.url("/teapot")).await.header("cache-status").unwrap().contains("hit"));
     assert_eq!(o.hits("/teapot"), 1);
 }
@@ -760,9 +750,9 @@ async fn vary_values_that_mean_the_same_share_a_variant() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     get_with(&proxy.url("/"), &[("accept-encoding", "gzip, br"), ("accept-language", "fr;q=0.5, en")]).await;
-    settle().await;
+    proxy.stored("/").await;
     for (ae, al) in [("br, gzip", "en, fr;q=0.5"), ("br;q=1.0,x-gzip", "EN,fr; q=0.50")] {
         let r = get_with(&proxy.url("/"), &[("accept-encoding", ae), ("accept-language", al)]).await;
         assert!(r.header("cache-status").unwrap().contains("hit"), "{ae} / {al}: {:?}", r.header("cache-status"));
@@ -782,7 +772,7 @@ async fn a_new_variant_is_found_as_soon_as_its_vary_record() {
         .route("/", |_| async { text(200, "v", &[("cache-control", "max-age=60"), ("vary", "accept-language")]) })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let urls: Vec<String> = (0..40).map(|i| proxy.url(&format!("/page/{i}"))).collect();
     let twice = urls.iter().map(|url| async move {
         let lang = [("accept-language", "fr")];
@@ -830,11 +820,11 @@ async fn informational_responses_are_neither_final_nor_stored() {
             });
         }
     });
-    let proxy = relais(&format!("[upstreams.o]\nservers = [\"{addr}\"]\n[[routes]]\nupstream = \"o\"\n")).await;
+    let proxy = relais(proxy_to(addr)).await;
     let r = get(&proxy.url("/page")).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "final"));
     assert_eq!(r.header("link"), None, "the hint's fields are not the final response's");
-    settle().await;
+    proxy.stored("/page").await;
     let again = get(&proxy.url("/page")).await;
     assert_eq!((again.status.as_u16(), again.text().as_str()), (200, "final"));
     assert!(again.header("cache-status").unwrap().contains("hit"), "{:?}", again.header("cache-status"));
@@ -861,15 +851,14 @@ async fn targeted_cache_control_decides_for_relais() {
         .await;
     for expose in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let cache = format!(
-            "[cache]\ndisk_path = \"{}\"\ntargeted_field = \"X-Edge-CC\"\nexpose_targeted = {expose}\n",
-            dir.path().display()
-        );
-        let proxy = relais(&format!("{cache}{}", proxy_to(&o, ""))).await;
+        let conf = proxy_to(o.addr)
+            .disk(dir.path())
+            .with(format!("targeted_field = \"X-Edge-CC\"\nexpose_targeted = {expose}"));
+        let proxy = relais(conf).await;
         let first = get(&proxy.url("/cdn")).await;
         assert_eq!(first.header("cache-control"), Some("no-store"), "Cache-Control is for the browser");
         assert_eq!(first.header("cdn-cache-control").is_some(), expose);
-        settle().await;
+        proxy.stored("/cdn").await;
         let r = get(&proxy.url("/cdn")).await;
         assert!(r.header("cache-status").unwrap().contains("hit"), "{:?}", r.header("cache-status"));
         assert_eq!(r.header("cdn-cache-control").is_some(), expose, "stored, and hidden on hits too");
@@ -889,30 +878,28 @@ async fn targeted_cache_control_decides_for_relais() {
 /// HEAD learned (RFC 9111 §4.3.5's update, without a second request).
 #[tokio::test]
 async fn a_head_on_a_stale_entry_updates_the_stored_get() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let seen = n.clone();
     let o = origin()
-        .route("/doc", move |req: Request<Incoming>| {
-            let i = seen.fetch_add(1, Ordering::SeqCst);
+        .numbered("/doc", |i, req: Request<Incoming>| {
             async move {
                 assert_eq!(req.method(), http::Method::GET, "relais fetches GET, never HEAD, for a stored URL");
                 match i {
-                    0 => text(200, "v1", &[("cache-control", "max-age=1"), ("etag", "\"v1\"")]),
+                    // Stale as soon as stored: its Age is all of its max-age.
+                    0 => text(200, "v1", &[("cache-control", "max-age=1"), ("age", "1"), ("etag", "\"v1\"")]),
                     _ => text(200, "version 2", &[("cache-control", "max-age=60"), ("etag", "\"v2\"")]),
                 }
             }
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     assert_eq!(get(&proxy.url("/doc")).await.text(), "v1");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    proxy.stored("/doc").await;
     let head = send(Request::head(proxy.url("/doc")).body(full("")).unwrap()).await;
     assert_eq!((head.status.as_u16(), head.header("etag")), (200, Some("\"v2\"")));
     assert!(head.body.is_empty());
-    settle().await;
+    until("version 2 to be stored", || async { proxy.ttl("/doc").await > Some(1) }).await;
     let r = get(&proxy.url("/doc")).await;
     assert_eq!(r.text(), "version 2");
     assert!(r.header("cache-status").unwrap().contains("hit"), "{:?}", r.header("cache-status"));
-    assert_eq!(n.load(Ordering::SeqCst), 2);
+    assert_eq!(o.hits("/doc"), 2);
 }

@@ -195,7 +195,7 @@ async fn logs_to_a_file_carry_no_colour_codes() {
     command.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
     let child = start_command(&mut command, port).await;
     assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.text(), "ok");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until("the access line", || async { std::fs::read_to_string(&log).unwrap().contains("relais::access") }).await;
     drop(child);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("relais listening") && text.contains("relais::access"), "{text}");
@@ -232,8 +232,9 @@ async fn sighup_reloads_and_rejects_a_broken_file() {
         "[upstreams.other]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/blocked\"\nupstream = \"other\"\n";
     write(&path, &config(dir.path(), port, o.addr, extra));
     signal(&child.0, "HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(get(&format!("http://127.0.0.1:{port}/blocked")).await.status, 502);
+    let blocked = format!("http://127.0.0.1:{port}/blocked");
+    until("the new route", || async { get(&blocked).await.text() != "app" }).await;
+    assert_eq!(get(&blocked).await.status, 502);
 }
 
 #[tokio::test]
@@ -247,7 +248,7 @@ async fn sigterm_lets_the_in_flight_request_finish() {
 
     let url = format!("http://127.0.0.1:{port}/slow");
     let in_flight = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the request to reach the origin", || async { o.hits("/slow") == 1 }).await;
     signal(&child.0, "TERM");
     let r = in_flight.await.unwrap();
     assert_eq!(r.text(), "finished");
@@ -302,14 +303,16 @@ async fn sigkill_during_disk_writes_never_leaves_a_bad_entry() {
     let path = dir.path().join("relais.toml");
     let port = free_port();
     write(&path, &config(dir.path(), port, o.addr, ""));
+    let cache = dir.path().join("cache");
     for round in 0..3 {
         let mut child = start(&path, port).await;
+        let before = disk_entries(&cache);
         for i in 0..4 {
             let r = get_host(port, &format!("/big/{}", round * 4 + i)).await;
             assert_eq!(r.body.len(), LEN);
             if i == 2 {
                 // Let the first three reach the disk; the fourth is cut off mid-write.
-                tokio::time::sleep(Duration::from_millis(1500)).await;
+                until("three entries on disk", || async { disk_entries(&cache) >= before + 3 }).await;
             }
         }
         // Killed while the last bodies are still being written to disk.
@@ -384,7 +387,7 @@ async fn a_purge_survives_a_kill_before_its_disk_deletions_finish() {
     for i in 0..N {
         get_site(&client, port, &format!("/p/{i}")).await;
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    until("every entry on disk", || async { disk_entries(&dir.path().join("cache")) >= N }).await;
     let purge = Request::post(format!("http://127.0.0.1:{admin}/purge"))
         .header("content-type", "application/json")
         .body(full(r#"{"prefix": "http://site.test/p/"}"#))
@@ -539,7 +542,10 @@ async fn guard_rules_show_in_the_log() {
     assert_eq!(get(&format!("http://127.0.0.1:{port}/admin/x")).await.text(), "ok");
     let req = http::Request::delete(format!("http://127.0.0.1:{port}/admin/x")).body(full("")).unwrap();
     assert_eq!(send(req).await.status, 403);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until("the refusal's access line", || async {
+        std::fs::read_to_string(&log).unwrap().lines().any(|l| l.contains("relais::access") && l.contains("DELETE"))
+    })
+    .await;
     drop(child);
     let text = std::fs::read_to_string(&log).unwrap();
     let logged = text.lines().find(|l| l.contains("rule matched (log only)")).expect(&text);

@@ -11,12 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use support::*;
 
-fn proxy_to(o: &Origin, extra: &str, route_extra: &str) -> String {
-    format!(
-        "[compression]\nenabled = true\n{extra}\n[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n{route_extra}\n",
-        o.addr
-    )
-}
+const COMPRESSION: &str = "[compression]\nenabled = true";
 
 fn page() -> String {
     (0..2000).map(|i| format!("<p>line {i} of a page that compresses well</p>\n")).collect()
@@ -43,7 +38,7 @@ fn html(body: String, extra: &[(&str, &str)]) -> http::Response<Body> {
 #[tokio::test]
 async fn every_encoding_decodes_to_the_origin_body_from_one_fetch() {
     let o = origin().route("/", |_| async { html(page(), &[]) }).start().await;
-    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let proxy = relais(&proxy_to(o.addr).section(COMPRESSION)).await;
     for (accept, want) in [("gzip", "gzip"), ("br", "br"), ("zstd", "zstd"), ("gzip, deflate, br, zstd", "zstd")] {
         let r = get_with(&proxy.url("/p"), &[("accept-encoding", accept)]).await;
         assert_eq!(r.header("content-encoding"), Some(want), "{accept}");
@@ -80,7 +75,7 @@ async fn what_is_not_compressed() {
         .route("/", |_| async { html(page(), &[]) })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let proxy = relais(&proxy_to(o.addr).section(COMPRESSION)).await;
     let ae = [("accept-encoding", "br, gzip")];
     for path in ["/notransform", "/small", "/png"] {
         let r = get_with(&proxy.url(path), &ae).await;
@@ -104,7 +99,7 @@ async fn what_is_not_compressed() {
 #[tokio::test]
 async fn a_conditional_with_the_weak_etag_is_answered_304() {
     let o = origin().route("/", |_| async { html(page(), &[]) }).start().await;
-    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let proxy = relais(&proxy_to(o.addr).section(COMPRESSION)).await;
     let r = get_with(&proxy.url("/c"), &[("accept-encoding", "gzip")]).await;
     let etag = r.header("etag").unwrap().to_string();
     assert_eq!(etag, "W/\"v1\"");
@@ -116,7 +111,7 @@ async fn a_conditional_with_the_weak_etag_is_answered_304() {
 #[tokio::test]
 async fn a_route_can_turn_it_off_and_levels_are_checked() {
     let o = origin().route("/", |_| async { html(page(), &[]) }).start().await;
-    let proxy = relais(&proxy_to(&o, "", "compression = false")).await;
+    let proxy = relais(&proxy_to(o.addr).with("compression = false").section(COMPRESSION)).await;
     let r = get_with(&proxy.url("/"), &[("accept-encoding", "gzip")]).await;
     assert_eq!((r.header("content-encoding"), r.header("vary")), (None, None));
 
@@ -198,7 +193,7 @@ async fn an_event_stream_is_flushed_event_by_event() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let proxy = relais(&proxy_to(o.addr).section(COMPRESSION)).await;
     let req = Request::get(proxy.url("/events")).header("accept-encoding", "gzip").body(full("")).unwrap();
     let res = client().request(req).await.unwrap();
     assert_eq!(res.headers()["content-encoding"], "gzip");
@@ -238,16 +233,16 @@ async fn cached_bodies_are_encoded_once_and_purged_with_their_entry() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let proxy = relais(&proxy_to(o.addr).section(COMPRESSION)).await;
     let made =
         || async { metric(&proxy.admin("GET", "/metrics", "").await.text(), "relais_compression_copies_made_total") };
     let gzip = [("accept-encoding", "gzip")];
     get_with(&proxy.url("/p"), &gzip).await; // the miss: encoded as it streams
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.stored("/p").await;
     // The first hit has the copy made (on the blocking pool) and streams meanwhile.
     let r = get_with(&proxy.url("/p"), &gzip).await;
     assert!(decode("gzip", &r.body).starts_with(b"version 1\n"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until("the gzip copy to be made", || async { made().await >= 1 }).await;
     for _ in 0..3 {
         let r = get_with(&proxy.url("/p"), &gzip).await;
         assert!(r.header("cache-status").unwrap().starts_with("relais; hit"));
@@ -256,7 +251,7 @@ async fn cached_bodies_are_encoded_once_and_purged_with_their_entry() {
     }
     assert_eq!(made().await, 1, "three gzip hits, one encoding");
     get_with(&proxy.url("/p"), &[("accept-encoding", "br")]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the br copy to be made", || async { made().await >= 2 }).await;
     assert_eq!(made().await, 2, "a second encoding is a copy of its own");
 
     version.store(2, std::sync::atomic::Ordering::SeqCst);
@@ -269,11 +264,11 @@ async fn cached_bodies_are_encoded_once_and_purged_with_their_entry() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     get_with(&proxy.url("/p"), &gzip).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.stored("/p").await;
     for _ in 0..2 {
         let r = get_with(&proxy.url("/p"), &gzip).await;
         assert!(decode("gzip", &r.body).starts_with(b"version 2\n"), "no copy of the purged entry is served");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        until("the new gzip copy to be made", || async { made().await >= 3 }).await;
     }
     assert_eq!(made().await, 3);
 }
@@ -334,7 +329,7 @@ async fn an_encoded_body_is_decoded_for_clients_that_refuse_its_coding() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let proxy = relais(&proxy_to(o.addr).section(COMPRESSION)).await;
     for accept in [None, Some("br"), Some("gzip;q=0, zstd")] {
         let headers: Vec<(&str, &str)> = accept.map(|a| ("accept-encoding", a)).into_iter().collect();
         let r = get_with(&proxy.url("/z"), &headers).await;
@@ -369,7 +364,7 @@ async fn a_highly_compressed_body_streams_out_in_pieces() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let proxy = relais(&proxy_to(o.addr).section(COMPRESSION)).await;
     let res = client().request(Request::get(proxy.url("/b")).body(full("")).unwrap()).await.unwrap();
     let mut body = res.into_body();
     let (mut total, mut largest) = (0, 0);
@@ -453,7 +448,7 @@ async fn the_cache_keeps_one_copy_whatever_the_clients_accept() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let proxy = relais(&proxy_to(o.addr).section(COMPRESSION)).await;
     for accept in ["gzip", "br", "gzip, br, zstd", "identity", "zstd;q=0.5, gzip;q=0.6"] {
         let r = get_with(&proxy.url("/v"), &[("accept-encoding", accept)]).await;
         let body = match r.header("content-encoding") {
@@ -461,7 +456,7 @@ async fn the_cache_keeps_one_copy_whatever_the_clients_accept() {
             None => r.body.to_vec(),
         };
         assert!(body == page().as_bytes(), "{accept}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        proxy.stored("/v").await;
     }
     assert_eq!(seen.lock().unwrap().as_slice(), [None], "one origin fetch, asked for identity");
 }
@@ -505,7 +500,10 @@ async fn decoders_are_bounded_by_their_window_and_buffering_memory() {
         .route("/br", answer(br.into_inner(), "br"))
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "[buffering]\nmemory = \"4MiB\"\nresponse_memory = \"256KiB\"\n", "")).await;
+    let proxy = relais(
+        &proxy_to(o.addr).section(COMPRESSION).section("[buffering]\nmemory = \"4MiB\"\nresponse_memory = \"256KiB\""),
+    )
+    .await;
 
     let r = get(&proxy.url("/wide")).await;
     assert_eq!(r.status, 502, "a 64 MiB window is not decoded: {}", r.text());

@@ -12,10 +12,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn proxy_to(addr: SocketAddr, extra: &str) -> String {
-    format!("[upstreams.o]\nservers = [\"{addr}\"]\n\n[[routes]]\nupstream = \"o\"\n{extra}\n")
-}
-
 /// An origin that answers every path with the X-Forwarded-For and path it saw.
 async fn echo() -> Origin {
     origin()
@@ -46,14 +42,14 @@ async fn metrics(proxy: &Relais) -> String {
 #[tokio::test]
 async fn a_denied_block_gets_403_and_the_origin_sees_nothing() {
     let o = echo().await;
-    let proxy = relais(&format!("[guard]\ndeny = [\"127.0.0.0/8\", \"::1\"]\n{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section("[guard]\ndeny = [\"127.0.0.0/8\", \"::1\"]\n")).await;
     let r = get(&proxy.url("/")).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.text(), "403 Forbidden\n");
     assert_eq!(o.total_hits(), 0);
     assert!(metrics(&proxy).await.contains("relais_guard_rejections_total{reason=\"access\",route=\"none\"} 1"));
     // The narrower block wins inside the wider, whatever the order.
-    let proxy = relais(&format!("[guard]\ndeny = [\"all\"]\nallow = [\"127.0.0.1\"]\n{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section("[guard]\ndeny = [\"all\"]\nallow = [\"127.0.0.1\"]\n")).await;
     assert_eq!(get(&proxy.url("/")).await.status, 200);
 }
 
@@ -61,7 +57,7 @@ async fn a_denied_block_gets_403_and_the_origin_sees_nothing() {
 async fn real_ip_from_a_trusted_forwarded_for_decides_and_is_what_the_origin_is_told() {
     let o = echo().await;
     let guard = "[guard]\nreal_ip = { trusted = [\"127.0.0.1\", \"10.0.0.0/8\"] }\ndeny = [\"203.0.113.0/24\"]\n";
-    let proxy = relais(&format!("{guard}{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section(guard)).await;
     // The rightmost untrusted address is the client: denied.
     let r = get_with(&proxy.url("/"), &[("x-forwarded-for", "198.51.100.1, 203.0.113.9, 10.1.1.1")]).await;
     assert_eq!(r.status, 403);
@@ -79,15 +75,13 @@ async fn real_ip_from_a_trusted_forwarded_for_decides_and_is_what_the_origin_is_
 async fn an_untrusted_peer_forwarded_for_is_ignored() {
     let o = echo().await;
     let guard = "[guard]\nreal_ip = { trusted = [\"10.0.0.0/8\"] }\ndeny = [\"203.0.113.0/24\"]\n";
-    let proxy = relais(&format!("{guard}{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section(guard)).await;
     let r = get_with(&proxy.url("/"), &[("x-forwarded-for", "10.0.0.1")]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "/ 10.0.0.1, 127.0.0.1", "the claim is passed on, with the real peer after it");
-    let proxy = relais(&format!(
-        "[guard]\ndeny = [\"127.0.0.1\"]\nreal_ip = {{ trusted = [\"10.0.0.0/8\"] }}\n{}",
-        proxy_to(o.addr, "")
-    ))
-    .await;
+    let proxy =
+        relais(proxy_to(o.addr).section("[guard]\ndeny = [\"127.0.0.1\"]\nreal_ip = { trusted = [\"10.0.0.0/8\"] }"))
+            .await;
     let r = get_with(&proxy.url("/"), &[("x-forwarded-for", "198.51.100.1")]).await;
     assert_eq!(r.status, 403, "claiming another address does not get an untrusted peer past deny");
 }
@@ -105,9 +99,8 @@ fn proxy_v2(src: [u8; 4], port: u16) -> Vec<u8> {
 #[tokio::test]
 async fn proxy_protocol_v1_and_v2_give_the_client_address() {
     let o = echo().await;
-    let proxy = relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nproxy_protocol = true\n[guard]\ndeny = [\"198.51.100.0/24\"]\n{}",
-        proxy_to(o.addr, "")
+    let proxy = relais(proxy_to(o.addr).section(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nproxy_protocol = true\n[guard]\ndeny = [\"198.51.100.0/24\"]\n",
     ))
     .await;
     let get = b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
@@ -165,7 +158,7 @@ action = "log"
 method = ["DELETE", "PUT"]
 status = 405
 "#;
-    let proxy = relais(&format!("[guard]\n{rules}\n{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section(format!("[guard]\n{rules}"))).await;
     let r = get(&proxy.url("/wp-login.php")).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (404, "nothing here\n"));
     assert_eq!(get_with(&proxy.url("/a"), &[("x-scanner", "yes")]).await.status, 403);
@@ -188,10 +181,10 @@ status = 405
 #[tokio::test]
 async fn normalised_paths_cannot_slip_past_a_rule_and_the_origin_sees_the_normal_path() {
     let o = echo().await;
-    let toml = format!(
-        "[[guard.rules]]\npath_prefix = \"/private/\"\n{}\n[[routes]]\npath = \"/admin/\"\nupstream = \"o\"\nguard = {{ deny = [\"all\"] }}\n",
-        proxy_to(o.addr, "")
-    );
+    let toml = proxy_to(o.addr)
+        .section("[[guard.rules]]\npath_prefix = \"/private/\"")
+        .route("/admin/", "o")
+        .with("guard = { deny = [\"all\"] }");
     let proxy = relais(&toml).await;
     for (path, want) in [
         ("/x/../private/", "403"),
@@ -229,12 +222,13 @@ async fn normalised_paths_cannot_slip_past_a_rule_and_the_origin_sees_the_normal
 #[tokio::test]
 async fn a_directory_without_its_slash_is_redirected_or_refused_in_every_spelling() {
     let o = echo().await;
-    let toml = format!(
-        "[[guard.rules]]\npath_prefix = \"/secret/\"\n{}guard = {{ rules = [{{ path_prefix = \"/internal/\" }}] }}\n\
-         [[routes]]\npath = \"/private/\"\nupstream = \"o\"\nguard = {{ deny = [\"all\"] }}\n\
-         [[routes]]\npath = \"/exact/\"\nupstream = \"o\"\n[[routes]]\npath = \"/exact\"\nupstream = \"o\"\n",
-        proxy_to(o.addr, "")
-    );
+    let toml = proxy_to(o.addr)
+        .with("guard = { rules = [{ path_prefix = \"/internal/\" }] }")
+        .section("[[guard.rules]]\npath_prefix = \"/secret/\"")
+        .route("/private/", "o")
+        .with("guard = { deny = [\"all\"] }")
+        .route("/exact/", "o")
+        .route("/exact", "o");
     let proxy = relais(&toml).await;
     let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
     for (path, want, location) in [
@@ -294,12 +288,13 @@ async fn a_directory_without_its_slash_is_redirected_or_refused_in_every_spellin
 async fn route_prefixes_match_whole_segments_so_strip_prefix_cannot_reopen_dots() {
     let site = echo().await;
     let api = echo().await;
-    let toml = format!(
-        "[[guard.rules]]\npath_prefix = \"/api/admin\"\n[upstreams.site]\nservers = [\"{}\"]\n\
-         [upstreams.api]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"site\"\n\
-         [[routes]]\npath = \"/api\"\nupstream = \"api\"\nstrip_prefix = true\n",
-        site.addr, api.addr
-    );
+    let toml = Conf::new()
+        .section("[[guard.rules]]\npath_prefix = \"/api/admin\"")
+        .upstream("site", site.addr)
+        .upstream("api", api.addr)
+        .route_all("site")
+        .route("/api", "api")
+        .with("strip_prefix = true");
     let proxy = relais(&toml).await;
     let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
     for (path, want) in [
@@ -333,12 +328,12 @@ async fn route_prefixes_match_whole_segments_so_strip_prefix_cannot_reopen_dots(
 #[tokio::test]
 async fn a_segment_with_parameters_cannot_slip_past_a_route_or_rule() {
     let o = echo().await;
-    let toml = format!(
-        "[[guard.rules]]\npath_prefix = \"/secret/\"\n[[guard.rules]]\npath = \"/login\"\n{}\
-         [[routes]]\npath = \"/private/\"\nupstream = \"o\"\nguard = {{ deny = [\"all\"] }}\n\
-         [[routes]]\npath = \"/admin\"\nupstream = \"o\"\nguard = {{ deny = [\"all\"] }}\n",
-        proxy_to(o.addr, "")
-    );
+    let toml = proxy_to(o.addr)
+        .section("[[guard.rules]]\npath_prefix = \"/secret/\"\n[[guard.rules]]\npath = \"/login\"")
+        .route("/private/", "o")
+        .with("guard = { deny = [\"all\"] }")
+        .route("/admin", "o")
+        .with("guard = { deny = [\"all\"] }");
     let proxy = relais(&toml).await;
     let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
     for (path, want, location) in [
@@ -371,9 +366,8 @@ async fn a_segment_with_parameters_cannot_slip_past_a_route_or_rule() {
 #[tokio::test]
 async fn rules_and_zones_on_host_see_the_host_the_request_is_for() {
     let o = echo().await;
-    let toml = format!(
-        "[[guard.rules]]\nheader = {{ host = \"^admin\\\\.\" }}\n[[limit_req]]\nname = \"by_host\"\nkey = \"header:host\"\nrate = \"1r/m\"\n{}limit_req = [\"by_host\"]\n",
-        proxy_to(o.addr, "")
+    let toml = proxy_to(o.addr).with("limit_req = [\"by_host\"]").section(
+        "[[guard.rules]]\nheader = { host = \"^admin\\\\.\" }\n[[limit_req]]\nname = \"by_host\"\nkey = \"header:host\"\nrate = \"1r/m\"",
     );
     let proxy = relais(&toml).await;
     let r = raw(proxy.addr, b"GET http://admin.test/x HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n").await;
@@ -398,14 +392,14 @@ async fn rules_and_zones_on_host_see_the_host_the_request_is_for() {
 async fn a_raw_backslash_is_refused_as_an_encoded_one_is() {
     let o = echo().await;
     let rule = "[[guard.rules]]\npath_prefix = \"/private/\"\n";
-    let proxy = relais(&format!("{rule}{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section(rule)).await;
     for path in ["/x/..\\private/acct", "/static/..\\account", "\\private/", "/a\\b"] {
         let r = raw(proxy.addr, format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").as_bytes())
             .await;
         assert_eq!(status_of(&r), "400", "{path}: {r}");
     }
     assert_eq!(o.total_hits(), 0);
-    let open = relais(&format!("[guard]\nreject_encoded_slashes = false\n{rule}{}", proxy_to(o.addr, ""))).await;
+    let open = relais(proxy_to(o.addr).section(format!("[guard]\nreject_encoded_slashes = false\n{rule}"))).await;
     let r = raw(open.addr, b"GET /x/..\\private/acct HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").await;
     assert!(r.ends_with("/x/..%5Cprivate/acct 127.0.0.1"), "kept encoded, as %5C is: {r}");
 }
@@ -413,10 +407,10 @@ async fn a_raw_backslash_is_refused_as_an_encoded_one_is() {
 #[tokio::test]
 async fn long_targets_get_414_and_methods_405_with_allow() {
     let o = echo().await;
-    let toml = format!(
-        "[guard]\nmax_uri_length = \"1KiB\"\n{}\n[[routes]]\npath = \"/ro/\"\nupstream = \"o\"\nmethods = [\"GET\", \"OPTIONS\"]\n",
-        proxy_to(o.addr, "")
-    );
+    let toml = proxy_to(o.addr)
+        .section("[guard]\nmax_uri_length = \"1KiB\"")
+        .route("/ro/", "o")
+        .with("methods = [\"GET\", \"OPTIONS\"]");
     let proxy = relais(&toml).await;
     let long = format!("/{}", "a".repeat(1100));
     assert_eq!(get(&proxy.url(&long)).await.status, 414);
@@ -451,11 +445,10 @@ fn zone(name: &str, settings: &str) -> String {
 #[tokio::test]
 async fn five_a_second_without_burst_lets_one_of_twenty_through() {
     let o = echo().await;
-    let toml = format!(
-        "{}{}\n[[routes]]\npath = \"/r\"\nupstream = \"o\"\nlimit_req = [\"per_ip\"]\n",
-        zone("per_ip", "rate = \"5r/s\"\nburst = 0"),
-        proxy_to(o.addr, "")
-    );
+    let toml = proxy_to(o.addr)
+        .section(zone("per_ip", "rate = \"5r/s\"\nburst = 0"))
+        .route("/r", "o")
+        .with("limit_req = [\"per_ip\"]");
     let proxy = relais(&toml).await;
     let got = burst(&proxy.url("/r"), 20).await;
     let passed = got.iter().filter(|g| g.0 == 200).count();
@@ -470,15 +463,16 @@ async fn five_a_second_without_burst_lets_one_of_twenty_through() {
 #[tokio::test]
 async fn burst_with_nodelay_passes_at_once_and_without_it_waits_its_turn() {
     let o = echo().await;
-    let toml = format!(
-        "{}{}{}{}\n[[routes]]\npath = \"/r\"\nupstream = \"o\"\nlimit_req = [\"fast\"]\n\
-         [[routes]]\npath = \"/slow/r\"\nupstream = \"o\"\nlimit_req = [\"paced\"]\n\
-         [[routes]]\npath = \"/half/r\"\nupstream = \"o\"\nlimit_req = [\"half\"]\n",
-        zone("fast", "rate = \"4r/s\"\nburst = 3\nnodelay = true"),
-        zone("paced", "rate = \"4r/s\"\nburst = 3"),
-        zone("half", "rate = \"4r/s\"\nburst = 3\ndelay = 1\nstatus = 503"),
-        proxy_to(o.addr, "")
-    );
+    let toml = proxy_to(o.addr)
+        .section(zone("fast", "rate = \"4r/s\"\nburst = 3\nnodelay = true"))
+        .section(zone("paced", "rate = \"4r/s\"\nburst = 3"))
+        .section(zone("half", "rate = \"4r/s\"\nburst = 3\ndelay = 1\nstatus = 503"))
+        .route("/r", "o")
+        .with("limit_req = [\"fast\"]")
+        .route("/slow/r", "o")
+        .with("limit_req = [\"paced\"]")
+        .route("/half/r", "o")
+        .with("limit_req = [\"half\"]");
     let proxy = relais(&toml).await;
     let fast = burst(&proxy.url("/r"), 8).await;
     let passed: Vec<_> = fast.iter().filter(|g| g.0 == 200).collect();
@@ -505,14 +499,14 @@ async fn burst_with_nodelay_passes_at_once_and_without_it_waits_its_turn() {
 #[tokio::test]
 async fn a_dry_run_zone_refuses_nothing_and_cache_hits_count_only_when_the_zone_says() {
     let o = origin().text("/c", "cached").start().await;
-    let toml = format!(
-        "{}{}[upstreams.o]\nservers = [\"{}\"]\n\
-         [[routes]]\npath = \"/c\"\nupstream = \"o\"\nlimit_req = [\"origin_only\"]\ncache = {{ default_ttl = \"1m\" }}\n\
-         [[routes]]\npath = \"/d\"\nupstream = \"o\"\nlimit_req = [\"dry\"]\n",
-        zone("origin_only", "rate = \"1r/m\"\ncount_hits = false"),
-        zone("dry", "rate = \"1r/m\"\ndry_run = true"),
-        o.addr
-    );
+    let toml = Conf::new()
+        .section(zone("origin_only", "rate = \"1r/m\"\ncount_hits = false"))
+        .section(zone("dry", "rate = \"1r/m\"\ndry_run = true"))
+        .upstream("o", o.addr)
+        .route("/c", "o")
+        .with("limit_req = [\"origin_only\"]\ncache = { default_ttl = \"1m\" }")
+        .route("/d", "o")
+        .with("limit_req = [\"dry\"]");
     let proxy = relais(&toml).await;
     for _ in 0..5 {
         assert_eq!(get(&proxy.url("/c")).await.status, 200, "hits do not count");
@@ -557,8 +551,7 @@ async fn a_zone_keyed_by_long_headers_stays_small() {
 #[tokio::test]
 async fn limit_conn_counts_requests_in_progress() {
     let o = origin().late("/slow", Duration::from_millis(400), "slow").start().await;
-    let toml =
-        format!("[[limit_conn]]\nname = \"two\"\nmax = 2\n[guard]\nlimit_conn = [\"two\"]\n{}", proxy_to(o.addr, ""));
+    let toml = proxy_to(o.addr).section("[[limit_conn]]\nname = \"two\"\nmax = 2\n[guard]\nlimit_conn = [\"two\"]\n");
     let proxy = relais(&toml).await;
     let client = client();
     let all = (0..5).map(|_| send_with(&client, Request::get(proxy.url("/slow")).body(full("")).unwrap()));
@@ -571,8 +564,7 @@ async fn limit_conn_counts_requests_in_progress() {
 #[tokio::test]
 async fn past_max_connections_relais_stops_accepting_and_resumes() {
     let o = echo().await;
-    let proxy =
-        relais(&format!("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 2\n{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 2\n")).await;
     let a = TcpStream::connect(proxy.addr).await.unwrap();
     let _b = TcpStream::connect(proxy.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -589,7 +581,7 @@ async fn past_max_connections_relais_stops_accepting_and_resumes() {
 #[tokio::test]
 async fn a_kept_alive_connection_closes_after_max_requests() {
     let o = echo().await;
-    let proxy = relais(&format!("[guard]\nmax_requests_per_connection = 3\n{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section("[guard]\nmax_requests_per_connection = 3\n")).await;
     let one = b"GET /k HTTP/1.1\r\nHost: a.test\r\n\r\n";
     let r = raw(proxy.addr, &one.repeat(5)).await;
     assert_eq!(r.matches("HTTP/1.1 200").count(), 3, "{r}");
@@ -597,7 +589,7 @@ async fn a_kept_alive_connection_closes_after_max_requests() {
     assert_eq!(o.hits("/k"), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_slower_than_the_minimum_rate_gets_408() {
     let o = origin()
         .route("/up", |req: Request<hyper::body::Incoming>| async move {
@@ -607,11 +599,11 @@ async fn a_body_slower_than_the_minimum_rate_gets_408() {
         })
         .start()
         .await;
-    let toml = format!("[guard]\nbody_timeout = \"1s\"\nbody_min_rate = \"10KiB\"\n{}", proxy_to(o.addr, ""));
+    let toml = proxy_to(o.addr).section("[guard]\nbody_timeout = \"1s\"\nbody_min_rate = \"10KiB\"\n");
     let proxy = relais(&toml).await;
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100000\r\n\r\n").await.unwrap();
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let mut answer = String::new();
     for _ in 0..40 {
         if tcp.write_all(&[b'x'; 100]).await.is_err() {
@@ -632,7 +624,7 @@ async fn a_body_slower_than_the_minimum_rate_gets_408() {
 /// mod_reqtimeout): a byte every half second never trips `body_timeout`, but
 /// is cut off once the waiting passes `body_timeout` plus a second per 500
 /// bytes.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_trickling_upload_is_cut_off_by_default() {
     let o = origin()
         .route("/up", |req: Request<hyper::body::Incoming>| async move {
@@ -642,7 +634,7 @@ async fn a_trickling_upload_is_cut_off_by_default() {
         })
         .start()
         .await;
-    let proxy = relais(&format!("[guard]\nbody_timeout = \"2s\"\n{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section("[guard]\nbody_timeout = \"2s\"\n")).await;
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1000\r\n\r\n").await.unwrap();
     let mut answer = String::new();
@@ -674,12 +666,12 @@ async fn rules_file_is_read_relative_to_the_config_and_again_on_reload() {
     std::fs::write(&rules, "[[rules]]\npath_prefix = \"/one\"\n").unwrap();
     let config = dir.path().join("relais.toml");
     let cache = dir.path().join("cache");
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[cache]\ndisk_path = \"{}\"\n\
-         [guard]\nrules_file = \"rules.toml\"\n[[limit_req]]\nname = \"z\"\nrate = \"1r/m\"\nburst = 1\nnodelay = true\n{}limit_req = [\"z\"]\n",
-        cache.display(),
-        proxy_to(o.addr, "")
-    );
+    let text = proxy_to(o.addr)
+        .with("limit_req = [\"z\"]")
+        .section("[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"")
+        .disk(&cache)
+        .section("[guard]\nrules_file = \"rules.toml\"\n[[limit_req]]\nname = \"z\"\nrate = \"1r/m\"\nburst = 1\nnodelay = true")
+        .to_string();
     std::fs::write(&config, text).unwrap();
     let handle = relais::start(relais::Config::load(&config).unwrap()).await.unwrap();
     let url = |p: &str| format!("http://{}{p}", handle.addrs()[0]);
@@ -757,7 +749,7 @@ async fn flood_until_closed(
 #[tokio::test]
 async fn http2_floods_end_their_connection_while_others_are_served() {
     let o = origin().text("/", "fine").start().await;
-    let proxy = relais(&proxy_to(o.addr, "")).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let addr = proxy.addr;
     let url = proxy.url("/ok");
     // A well-behaved client on its own connection, all through the floods.
@@ -800,7 +792,7 @@ async fn http2_floods_end_their_connection_while_others_are_served() {
 #[tokio::test]
 async fn http2_streams_past_the_cap_are_refused() {
     let o = origin().late("/slow", Duration::from_millis(300), "slow").start().await;
-    let proxy = relais(&format!("[guard]\nhttp2_max_concurrent_streams = 3\n{}", proxy_to(o.addr, ""))).await;
+    let proxy = relais(proxy_to(o.addr).section("[guard]\nhttp2_max_concurrent_streams = 3\n")).await;
     let mut tcp = h2_connect(proxy.addr).await;
     let mut out = Vec::new();
     for i in 0..6u32 {

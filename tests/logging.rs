@@ -271,7 +271,7 @@ async fn sigquit_drains_and_exits_0() {
     let child = start_command(&mut command, s.port).await;
     let url = s.url("/slow");
     let in_flight = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the request to reach the origin", || async { o.hits("/slow") == 1 }).await;
     signal(&child.0, "QUIT");
     assert_eq!(in_flight.await.unwrap().text(), "finished");
     assert_eq!(exit_code(child).await, Some(0));

@@ -11,14 +11,6 @@ use http::Request;
 use hyper::body::Incoming;
 use support::*;
 
-fn proxy_to(o: &Origin, route_extra: &str) -> String {
-    format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n{route_extra}\n", o.addr)
-}
-
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
 /// 0..len as digits: every byte says where it is (mod 10).
 fn digits(len: usize) -> String {
     (0..len).map(|i| char::from(b'0' + (i % 10) as u8)).collect()
@@ -66,6 +58,11 @@ fn part_first(body: &'static str, etag: &'static str, first: (usize, usize)) -> 
     (o, asked)
 }
 
+/// Waits until what is stored for `path` is its whole body of `len` bytes.
+async fn stored_whole(proxy: &Relais, path: &str, len: u64) {
+    until("the whole body to be stored", || async { proxy.cached(path).await.iter().any(|e| e["bytes"] == len) }).await;
+}
+
 fn body_of(len: usize) -> &'static str {
     Box::leak(digits(len).into_boxed_str())
 }
@@ -75,11 +72,11 @@ async fn a_stored_part_serves_what_it_covers_and_is_completed_with_one_range() {
     let body = body_of(100);
     let (o, asked) = part_first(body, "\"v1\"", (0, 39));
     let o = o.start().await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
 
     let r = get_with(&proxy.url("/v"), &[("range", "bytes=0-9")]).await;
     assert_eq!((r.status.as_u16(), r.header("content-range"), r.text()), (206, Some("bytes 0-9/100"), digits(10)));
-    settle().await;
+    proxy.stored("/v").await;
 
     // Within the stored part: a hit.
     let r = get_with(&proxy.url("/v"), &[("range", "bytes=10-19")]).await;
@@ -93,7 +90,7 @@ async fn a_stored_part_serves_what_it_covers_and_is_completed_with_one_range() {
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, body));
     assert_eq!(r.header("content-length"), Some("100"));
     assert_eq!(asked.lock().unwrap().as_slice(), ["", "bytes=40-99"]);
-    settle().await;
+    stored_whole(&proxy, "/v", 100).await;
 
     // Now whole in the cache: anything is a hit.
     for (range, want) in [("bytes=90-", &body[90..]), ("bytes=30-49", &body[30..50])] {
@@ -111,9 +108,9 @@ async fn a_part_at_the_end_is_completed_from_the_start() {
     let body = body_of(50);
     let (o, asked) = part_first(body, "\"v1\"", (20, 49));
     let o = o.start().await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     get_with(&proxy.url("/v"), &[("range", "bytes=-5")]).await;
-    settle().await;
+    proxy.stored("/v").await;
     let r = get_with(&proxy.url("/v"), &[("range", "bytes=-5")]).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (206, &body[45..]));
     let r = get(&proxy.url("/v")).await;
@@ -141,13 +138,13 @@ async fn a_changed_object_replaces_the_part_whole() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     get(&proxy.url("/c")).await;
-    settle().await;
+    proxy.stored("/c").await;
     let r = get(&proxy.url("/c")).await;
     assert_eq!((r.status.as_u16(), r.text().as_str(), r.header("etag")), (200, "BBBBBBBB", Some("\"new\"")));
     assert_eq!(asked.lock().unwrap()[1], "bytes=4-7", "completion was tried with the stored ETag");
-    settle().await;
+    stored_whole(&proxy, "/c", 8).await;
     let r = get(&proxy.url("/c")).await;
     assert_eq!(r.text(), "BBBBBBBB", "no stale part mixed in");
     assert_eq!(o.total_hits(), 2);
@@ -159,9 +156,9 @@ async fn parts_that_cannot_be_combined_are_fetched_whole() {
     let body = body_of(30);
     let (o, asked) = part_first(body, "W/\"w\"", (0, 9));
     let o = o.start().await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     get(&proxy.url("/w")).await;
-    settle().await;
+    proxy.stored("/w").await;
     let r = get(&proxy.url("/w")).await;
     assert_eq!(r.text(), body);
     assert_eq!(asked.lock().unwrap().as_slice(), ["", ""]);
@@ -176,7 +173,7 @@ async fn a_part_whose_body_is_not_its_range_is_not_stored() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for _ in 0..2 {
         let r = get_with(&proxy.url("/bad"), &[("range", "bytes=0-4")]).await;
         assert_eq!(r.status, 206);
@@ -205,7 +202,7 @@ const SLICED: &str = "cache = { slice = \"1KiB\" }";
 async fn a_sliced_file_is_fetched_and_stored_slice_by_slice() {
     let body = body_of(5000);
     let (o, asked) = ranged_origin(body).await;
-    let proxy = relais(&proxy_to(&o, SLICED)).await;
+    let proxy = relais(&proxy_to(o.addr).with(SLICED)).await;
     let host = [("host", "files.test")];
 
     // A range costs the origin the one slice that holds it.
@@ -213,7 +210,7 @@ async fn a_sliced_file_is_fetched_and_stored_slice_by_slice() {
     assert_eq!((r.status.as_u16(), r.header("content-range")), (206, Some("bytes 1500-1600/5000")));
     assert_eq!(r.text(), &body[1500..=1600]);
     assert_eq!(asked.lock().unwrap().as_slice(), ["bytes=1024-2047"]);
-    settle().await;
+    proxy.stored("http://files.test/f").await;
 
     // The whole file: the other four slices, the cached one reused.
     let r = get_with(&proxy.url("/f"), &host).await;
@@ -223,7 +220,7 @@ async fn a_sliced_file_is_fetched_and_stored_slice_by_slice() {
         asked.lock().unwrap().as_slice(),
         ["bytes=1024-2047", "bytes=0-1023", "bytes=2048-3071", "bytes=3072-4095", "bytes=4096-5119"]
     );
-    settle().await;
+    proxy.stored_n("http://files.test/f", 5).await;
 
     // Everything from the cache now, whole or in ranges.
     let r = get_with(&proxy.url("/f"), &host).await;
@@ -265,7 +262,7 @@ async fn a_slice_of_another_version_is_never_spliced_in() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, SLICED)).await;
+    let proxy = relais(&proxy_to(o.addr).with(SLICED)).await;
     let res = client().request(Request::get(proxy.url("/f")).body(full("")).unwrap()).await.unwrap();
     assert_eq!(res.status(), 200);
     use http_body_util::BodyExt;
@@ -277,7 +274,7 @@ async fn a_slice_of_another_version_is_never_spliced_in() {
 async fn an_origin_that_ignores_ranges_is_shown_as_it_is_and_not_stored() {
     let o =
         origin().route("/", |_| async { text(200, &digits(3000), &[("cache-control", "max-age=60")]) }).start().await;
-    let proxy = relais(&proxy_to(&o, SLICED)).await;
+    let proxy = relais(&proxy_to(o.addr).with(SLICED)).await;
     for _ in 0..2 {
         let r = get_with(&proxy.url("/f"), &[("range", "bytes=10-19")]).await;
         assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "0123456789"));
@@ -312,7 +309,7 @@ async fn a_range_deep_in_a_huge_sliced_file_costs_one_slice() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "cache = { slice = \"1MiB\" }")).await;
+    let proxy = relais(&proxy_to(o.addr).with("cache = { slice = \"1MiB\" }")).await;
     let at = TOTAL - 3_000_000;
     let r = get_with(&proxy.url("/video"), &[("range", &format!("bytes={at}-{}", at + 9))]).await;
     assert_eq!(r.status, 206);
@@ -332,7 +329,7 @@ async fn a_part_whose_body_is_not_its_range_is_passed_on_as_it_came() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o, "")).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     for _ in 0..2 {
         let r = get_with(&proxy.url("/lying"), &[("range", "bytes=-5")]).await;
         assert_eq!(r.status, 206);

@@ -13,40 +13,25 @@ use http_body_util::{BodyExt, StreamBody};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn upstreams(pairs: &[(&str, &[std::net::SocketAddr])]) -> String {
-    pairs
-        .iter()
-        .map(|(name, addrs)| {
-            let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-            format!("[upstreams.{name}]\nservers = [{}]\n", list.join(", "))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn routes_by_host_path_and_header() {
     let a = origin().text("/", "a").start().await;
     let b = origin().text("/", "b").start().await;
     let c = origin().text("/", "c").start().await;
     let d = origin().text("/", "d").start().await;
-    let proxy = relais(&format!(
-        r#"{}
-[[routes]]
-path = "/"
-upstream = "a"
-[[routes]]
-path = "/api/"
-upstream = "b"
-[[routes]]
-path = "/api/"
-upstream = "c"
-headers = {{ "x-canary" = "yes" }}
-[[routes]]
-host = "*.example.test"
-upstream = "d"
-"#,
-        upstreams(&[("a", &[a.addr]), ("b", &[b.addr]), ("c", &[c.addr]), ("d", &[d.addr])])
-    ))
+    let proxy = relais(
+        Conf::new()
+            .upstream("a", a.addr)
+            .upstream("b", b.addr)
+            .upstream("c", c.addr)
+            .upstream("d", d.addr)
+            .route("/", "a")
+            .route("/api/", "b")
+            .route("/api/", "c")
+            .with(r#"headers = { "x-canary" = "yes" }"#)
+            .route_all("d")
+            .with(r#"host = "*.example.test""#),
+    )
     .await;
 
     assert_eq!(get(&proxy.url("/index.html")).await.text(), "a");
@@ -59,8 +44,7 @@ upstream = "d"
 #[tokio::test]
 async fn no_route_is_404() {
     let a = origin().text("/", "a").start().await;
-    let proxy =
-        relais(&format!("{}[[routes]]\npath = \"/app/\"\nupstream = \"a\"\n", upstreams(&[("a", &[a.addr])]))).await;
+    let proxy = relais(Conf::new().upstream("a", a.addr).route("/app/", "a")).await;
     let r = get(&proxy.url("/other")).await;
     assert_eq!(r.status, 404);
     assert_eq!(a.total_hits(), 0);
@@ -80,16 +64,10 @@ async fn strip_prefix_and_header_rules() {
         })
         .start()
         .await;
-    let proxy = relais(&format!(
-        r#"{}
-[[routes]]
-path = "/api"
-upstream = "o"
-strip_prefix = true
-request_headers = {{ set = {{ "x-env" = "prod" }}, remove = ["cookie"] }}
-response_headers = {{ remove = ["x-debug"], add = {{ "strict-transport-security" = "max-age=60" }} }}
-"#,
-        upstreams(&[("o", &[o.addr])])
+    let proxy = relais(Conf::new().upstream("o", o.addr).route("/api", "o").with(
+        r#"strip_prefix = true
+request_headers = { set = { "x-env" = "prod" }, remove = ["cookie"] }
+response_headers = { remove = ["x-debug"], add = { "strict-transport-security" = "max-age=60" } }"#,
     ))
     .await;
     let r = get_with(&proxy.url("/api/users?x=1"), &[("cookie", "a=b")]).await;
@@ -122,7 +100,7 @@ async fn forwarding_headers_and_hop_by_hop() {
         })
         .start()
         .await;
-    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let r = get_with(
         &proxy.url("/"),
         &[
@@ -151,8 +129,7 @@ async fn pass_host_false_sends_server_address() {
         })
         .start()
         .await;
-    let proxy =
-        relais(&format!("{}[[routes]]\nupstream = \"o\"\npass_host = false\n", upstreams(&[("o", &[o.addr])]))).await;
+    let proxy = relais(proxy_to(o.addr).with("pass_host = false")).await;
     let r = get_with(&proxy.url("/"), &[("host", "public.test")]).await;
     assert_eq!(r.text(), o.addr.to_string());
 }
@@ -180,7 +157,7 @@ async fn streams_large_bodies_both_ways() {
         })
         .start()
         .await;
-    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let proxy = relais(proxy_to(o.addr)).await;
 
     let upload = futures_util::stream::iter((0..64).map(|_| {
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(Bytes::from(vec![7u8; 128 * 1024])))
@@ -198,11 +175,8 @@ async fn streams_large_bodies_both_ways() {
 async fn weighted_round_robin() {
     let a = origin().text("/", "a").start().await;
     let b = origin().text("/", "b").start().await;
-    let proxy = relais(&format!(
-        "[upstreams.pool]\nservers = [{{ address = \"{}\", weight = 3 }}, \"{}\"]\n[[routes]]\nupstream = \"pool\"\n",
-        a.addr, b.addr
-    ))
-    .await;
+    let weighted = format!("[upstreams.pool]\nservers = [{{ address = \"{}\", weight = 3 }}, \"{}\"]", a.addr, b.addr);
+    let proxy = relais(Conf::new().section(weighted).route_all("pool")).await;
     let mut seen = Vec::new();
     for _ in 0..40 {
         seen.push(get(&proxy.url("/")).await.text());
@@ -223,10 +197,9 @@ async fn hash_ip_hash_and_ewma_balance_as_promised() {
         pool.push(origin().text("/", name).start().await);
     }
     let servers = pool.iter().map(|o| format!("\"{}\"", o.addr)).collect::<Vec<_>>().join(", ");
+    let addrs: Vec<_> = pool.iter().map(|o| o.addr).collect();
     let config = |balance: &str| {
-        format!(
-            "[upstreams.pool]\nservers = [{servers}]\n{balance}\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n"
-        )
+        Conf::new().servers("pool", &addrs).with(balance).route_all("pool").with("cache = { bypass = true }")
     };
     let proxy = relais(&config("balance = \"hash\"\nhash_key = \"header:x-user\"")).await;
     let mut used = std::collections::HashSet::new();
@@ -255,10 +228,13 @@ async fn hash_ip_hash_and_ewma_balance_as_promised() {
 async fn ewma_sends_requests_away_from_a_slow_server() {
     let slow = origin().late("/", Duration::from_millis(150), "slow").start().await;
     let fast = origin().text("/", "fast").start().await;
-    let proxy = relais(&format!(
-        "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\nbalance = \"ewma\"\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
-        slow.addr, fast.addr
-    ))
+    let proxy = relais(
+        Conf::new()
+            .servers("pool", &[slow.addr, fast.addr])
+            .with("balance = \"ewma\"")
+            .route_all("pool")
+            .with("cache = { bypass = true }"),
+    )
     .await;
     for _ in 0..12 {
         get(&proxy.url("/")).await; // two random choices: the slow one is tried, its latency learnt
@@ -274,10 +250,11 @@ async fn a_retryable_status_goes_to_the_next_server_within_the_budget() {
     let failing = origin().route("/", |_| async { text(503, "down", &[]) }).start().await;
     let good = origin().text("/", "good").start().await;
     let pool = |a: &Origin, b: &Origin| {
-        format!(
-            "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\nretry_on = [\"503\"]\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
-            a.addr, b.addr
-        )
+        Conf::new()
+            .servers("pool", &[a.addr, b.addr])
+            .with("retry_on = [\"503\"]")
+            .route_all("pool")
+            .with("cache = { bypass = true }")
     };
     let proxy = relais(&pool(&failing, &good)).await;
     for _ in 0..10 {
@@ -320,12 +297,15 @@ async fn an_active_check_takes_a_server_out_before_clients_reach_it() {
         .start()
         .await;
     let good = origin().route("/healthz", |_| async { text(200, "all good", &[]) }).text("/", "good").start().await;
-    let proxy = relais(&format!(
-        "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\nhealth = {{ path = \"/healthz\", interval = \"100ms\", fails = 1, passes = 2, expect_body = \"o\" }}\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
-        sick.addr, good.addr
-    ))
+    let proxy = relais(
+        Conf::new()
+            .servers("pool", &[sick.addr, good.addr])
+            .with("health = { path = \"/healthz\", interval = \"100ms\", fails = 1, passes = 2, expect_body = \"o\" }")
+            .route_all("pool")
+            .with("cache = { bypass = true }"),
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until("the sick server's first check", || async { proxy.stats().await.to_string().contains("\"up\":false") }).await;
     for _ in 0..10 {
         assert_eq!(get(&proxy.url("/page")).await.text(), "good");
     }
@@ -333,7 +313,7 @@ async fn an_active_check_takes_a_server_out_before_clients_reach_it() {
     let stats = proxy.admin("GET", "/stats", "").await.text();
     assert!(stats.contains("\"up\":false"), "{stats}");
     healthy.store(true, std::sync::atomic::Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    until("two passing checks", || async { !proxy.stats().await.to_string().contains("\"up\":false") }).await;
     let answers: Vec<String> =
         futures_util::future::join_all((0..10).map(|_| async { get(&proxy.url("/page")).await.text() })).await;
     assert!(answers.iter().any(|a| a == "sick"), "back after two passes: {answers:?}");
@@ -345,10 +325,11 @@ async fn outliers_are_ejected_within_the_share_of_the_pool() {
     let broken = origin().route("/", |_| async { text(500, "broken", &[]) }).start().await;
     let good = origin().text("/", "good").start().await;
     let config = |a: &Origin, b: &Origin| {
-        format!(
-            "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\noutlier = {{ consecutive_5xx = 3, base_ejection = \"30s\" }}\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
-            a.addr, b.addr
-        )
+        Conf::new()
+            .servers("pool", &[a.addr, b.addr])
+            .with("outlier = { consecutive_5xx = 3, base_ejection = \"30s\" }")
+            .route_all("pool")
+            .with("cache = { bypass = true }")
     };
     let proxy = relais(&config(&broken, &good)).await;
     for _ in 0..6 {
@@ -381,10 +362,13 @@ async fn outliers_are_ejected_within_the_share_of_the_pool() {
 #[tokio::test]
 async fn in_flight_returns_to_zero_after_clients_hang_up() {
     let o = origin().late("/", Duration::from_secs(2), "late").start().await;
-    let proxy = relais(&format!(
-        "[upstreams.pool]\nservers = [\"{}\"]\nbalance = \"least_conn\"\n[[routes]]\nupstream = \"pool\"\ncache = {{ bypass = true }}\n",
-        o.addr
-    ))
+    let proxy = relais(
+        Conf::new()
+            .upstream("pool", o.addr)
+            .with("balance = \"least_conn\"")
+            .route_all("pool")
+            .with("cache = { bypass = true }"),
+    )
     .await;
     let in_flight = || async {
         let m = proxy.admin("GET", "/metrics", "").await.text();
@@ -398,22 +382,17 @@ async fn in_flight_returns_to_zero_after_clients_hang_up() {
         tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
         clients.push(tcp);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(in_flight().await, Some(5), "five requests wait on the origin");
+    until("five requests in flight", || async { in_flight().await == Some(5) }).await;
     drop(clients);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(in_flight().await, Some(0), "hung-up clients leave nothing in flight");
+    until("nothing in flight", || async { in_flight().await == Some(0) }).await;
 }
 
 #[tokio::test]
 async fn failover_to_next_server_and_skip_while_down() {
     let a = origin().text("/", "a").start().await;
     let dead = dead_addr();
-    let proxy = relais(&format!(
-        "[upstreams.pool]\nservers = [\"{dead}\", \"{}\"]\nfail_timeout = \"30s\"\n[[routes]]\nupstream = \"pool\"\n",
-        a.addr
-    ))
-    .await;
+    let proxy =
+        relais(Conf::new().servers("pool", &[dead, a.addr]).with("fail_timeout = \"30s\"").route_all("pool")).await;
     for _ in 0..6 {
         let r = get(&proxy.url("/")).await;
         assert_eq!(r.status, 200, "a GET is retried on the live server");
@@ -424,12 +403,7 @@ async fn failover_to_next_server_and_skip_while_down() {
 
 #[tokio::test]
 async fn all_servers_down_is_502() {
-    let proxy = relais(&format!(
-        "[upstreams.pool]\nservers = [\"{}\", \"{}\"]\n[[routes]]\nupstream = \"pool\"\n",
-        dead_addr(),
-        dead_addr()
-    ))
-    .await;
+    let proxy = relais(Conf::new().servers("pool", &[dead_addr(), dead_addr()]).route_all("pool")).await;
     let r = get(&proxy.url("/")).await;
     assert_eq!(r.status, 502);
     assert!(!r.text().contains("127.0.0.1"), "no internal detail: {}", r.text());
@@ -438,11 +412,7 @@ async fn all_servers_down_is_502() {
 #[tokio::test]
 async fn slow_origin_is_504() {
     let o = origin().late("/", Duration::from_secs(3), "late").start().await;
-    let proxy = relais(&format!(
-        "[upstreams.o]\nservers = [\"{}\"]\nresponse_timeout = \"300ms\"\n[[routes]]\nupstream = \"o\"\n",
-        o.addr
-    ))
-    .await;
+    let proxy = relais(Conf::new().upstream("o", o.addr).with("response_timeout = \"300ms\"").route_all("o")).await;
     let r = get(&proxy.url("/")).await;
     assert_eq!(r.status, 504);
 }
@@ -450,11 +420,8 @@ async fn slow_origin_is_504() {
 #[tokio::test]
 async fn request_body_limit_is_413() {
     let o = origin().text("/", "ok").start().await;
-    let proxy = relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nmax_request_body = \"1KiB\"\n{}[[routes]]\nupstream = \"o\"\n",
-        upstreams(&[("o", &[o.addr])])
-    ))
-    .await;
+    let proxy =
+        relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_request_body = \"1KiB\"\n")).await;
     let req = Request::post(proxy.url("/")).body(full(vec![0u8; 4096])).unwrap();
     assert_eq!(send(req).await.status, 413);
     let req = Request::post(proxy.url("/")).body(full(vec![0u8; 100])).unwrap();
@@ -464,7 +431,7 @@ async fn request_body_limit_is_413() {
 #[tokio::test]
 async fn malformed_request_gets_400_and_next_connection_works() {
     let o = origin().text("/", "ok").start().await;
-    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header Line\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
@@ -483,7 +450,7 @@ async fn malformed_request_gets_400_and_next_connection_works() {
 #[tokio::test]
 async fn oversized_headers_get_431() {
     let o = origin().text("/", "ok").start().await;
-    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let big = "x".repeat(100 * 1024);
     let _ = tcp.write_all(format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes()).await;
@@ -492,17 +459,15 @@ async fn oversized_headers_get_431() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&buf[..n]));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn slowloris_is_cut_off() {
     let o = origin().text("/", "ok").start().await;
-    let proxy = relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"500ms\"\n{}[[routes]]\nupstream = \"o\"\n",
-        upstreams(&[("o", &[o.addr])])
-    ))
-    .await;
+    let proxy =
+        relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"500ms\"\n"))
+            .await;
     let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut closed = false;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -529,7 +494,7 @@ async fn h2c_prior_knowledge() {
         })
         .start()
         .await;
-    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let r = send_with(&h2_client(), Request::get(proxy.url("/x")).body(full("")).unwrap()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), format!("HTTP/1.1 host={}", proxy.addr));
@@ -553,7 +518,7 @@ async fn h2c_many_streams_on_one_connection_get_whole_bodies() {
         })
         .start()
         .await;
-    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let client = h2_client();
     let sizes = [0, 10, 255, 256, 1024, 16_385, 70_000, 300_000, 1_500_000];
     for round in ["miss", "hit"] {
@@ -578,7 +543,7 @@ async fn h2c_many_streams_on_one_connection_get_whole_bodies() {
 #[tokio::test]
 async fn h2c_ping_is_answered() {
     let o = origin().text("/", "ok").start().await;
-    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (_send, mut conn) = h2::client::handshake(tcp).await.unwrap();
     let mut ping_pong = conn.ping_pong().unwrap();
@@ -602,7 +567,7 @@ async fn h2c_request_in_flight_completes_through_a_graceful_stop() {
         })
         .start()
         .await;
-    let proxy = relais(&format!("{}[[routes]]\nupstream = \"o\"\n", upstreams(&[("o", &[o.addr])]))).await;
+    let proxy = relais(proxy_to(o.addr)).await;
     let client = h2_client();
     let url = proxy.url("/slow");
     let in_flight = tokio::spawn(async move { send_with(&client, Request::get(url).body(full("")).unwrap()).await });
@@ -619,7 +584,7 @@ async fn h2c_request_in_flight_completes_through_a_graceful_stop() {
 async fn reload_adds_a_route_while_a_slow_request_completes() {
     let slow = origin().late("/slow", Duration::from_millis(800), "slow done").start().await;
     let fresh = origin().text("/", "new route").start().await;
-    let base = format!("{}[[routes]]\npath = \"/slow\"\nupstream = \"slow\"\n", upstreams(&[("slow", &[slow.addr])]));
+    let base = Conf::new().upstream("slow", slow.addr).route("/slow", "slow");
     let proxy = relais(&base).await;
     assert_eq!(get(&proxy.url("/new")).await.status, 404);
 
@@ -627,12 +592,11 @@ async fn reload_adds_a_route_while_a_slow_request_completes() {
     let in_flight = tokio::spawn(async move { get(&url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let next = format!(
-        "[server]\nlisten = [\"{}\"]\n{base}{}[[routes]]\npath = \"/new\"\nupstream = \"fresh\"\n",
-        proxy.addr,
-        upstreams(&[("fresh", &[fresh.addr])])
-    );
-    proxy.handle.reload(relais::Config::from_toml(&next, "next.toml").unwrap()).unwrap();
+    let next = base
+        .section(format!("[server]\nlisten = [\"{}\"]", proxy.addr))
+        .upstream("fresh", fresh.addr)
+        .route("/new", "fresh");
+    proxy.handle.reload(relais::Config::from_toml(&next.to_string(), "next.toml").unwrap()).unwrap();
     assert_eq!(get(&proxy.url("/new")).await.text(), "new route");
     let r = in_flight.await.unwrap();
     assert_eq!(r.text(), "slow done");
@@ -657,7 +621,7 @@ async fn websocket_echo_through_the_proxy() {
             });
         }
     });
-    let proxy = relais(&format!("{}[[routes]]\nupstream = \"ws\"\n", upstreams(&[("ws", &[ws_addr])]))).await;
+    let proxy = relais(Conf::new().upstream("ws", ws_addr).route_all("ws")).await;
     let (mut ws, res) = tokio_tungstenite::connect_async(format!("ws://{}/chat", proxy.addr)).await.unwrap();
     assert_eq!(res.status(), 101);
     use futures_util::SinkExt;
@@ -690,10 +654,12 @@ async fn a_tunnel_keeps_its_place_under_max_connections() {
             });
         }
     });
-    let proxy = relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 2\n{}[[routes]]\nupstream = \"ws\"\n",
-        upstreams(&[("ws", &[ws_addr])])
-    ))
+    let proxy = relais(
+        Conf::new()
+            .upstream("ws", ws_addr)
+            .route_all("ws")
+            .section("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 2\n"),
+    )
     .await;
     let url = format!("ws://{}/chat", proxy.addr);
     let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
@@ -706,10 +672,12 @@ async fn a_tunnel_keeps_its_place_under_max_connections() {
     assert!(matches!(third, Ok(Ok(_))), "a place came back when a tunnel closed: {third:?}");
 
     // A `[[limit_conn]]` zone counts a tunnel as the request in progress it is (it let go at the 101).
-    let proxy = relais(&format!(
-        "[[limit_conn]]\nname = \"one\"\nmax = 1\n[guard]\nlimit_conn = [\"one\"]\n{}[[routes]]\nupstream = \"ws\"\n",
-        upstreams(&[("ws", &[ws_addr])])
-    ))
+    let proxy = relais(
+        Conf::new()
+            .upstream("ws", ws_addr)
+            .route_all("ws")
+            .section("[[limit_conn]]\nname = \"one\"\nmax = 1\n[guard]\nlimit_conn = [\"one\"]\n"),
+    )
     .await;
     let url = format!("ws://{}/chat", proxy.addr);
     let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
@@ -733,7 +701,7 @@ async fn a_tunnel_keeps_its_place_under_max_connections() {
 
 /// A tunnel that carries nothing either way for `tunnel_idle_timeout` is
 /// closed; one in use stays open past it.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_idle_websocket_tunnel_is_closed() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
@@ -751,10 +719,12 @@ async fn an_idle_websocket_tunnel_is_closed() {
             });
         }
     });
-    let proxy = relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\ntunnel_idle_timeout = \"1s\"\n{}[[routes]]\nupstream = \"ws\"\n",
-        upstreams(&[("ws", &[ws_addr])])
-    ))
+    let proxy = relais(
+        Conf::new()
+            .upstream("ws", ws_addr)
+            .route_all("ws")
+            .section("[server]\nlisten = [\"127.0.0.1:0\"]\ntunnel_idle_timeout = \"1s\"\n"),
+    )
     .await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", proxy.addr)).await.unwrap();
     // In use for twice the timeout: still open.

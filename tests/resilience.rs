@@ -13,14 +13,6 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use support::*;
 
-fn proxy_to(o: &Origin) -> String {
-    format!("[upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n", o.addr)
-}
-
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
 fn status_of(r: &Reply) -> &str {
     r.header("cache-status").unwrap_or("")
 }
@@ -34,7 +26,7 @@ async fn a_cold_key_under_a_herd_is_fetched_once() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let url = proxy.url("/hot");
     let client = client();
     let herd: Vec<_> = (0..200)
@@ -54,7 +46,7 @@ async fn a_cold_key_under_a_herd_is_fetched_once() {
     assert!(collapsed > 100, "most requests waited on the shared fetch ({collapsed})");
     let m = proxy.admin("GET", "/metrics", "").await.text();
     assert_eq!(waits(&m, "shared"), collapsed, "each wait counted with how it ended");
-    settle().await;
+    proxy.stored("/hot").await;
     assert!(status_of(&get(&url).await).contains("hit"));
 }
 
@@ -67,7 +59,7 @@ async fn an_uncacheable_key_does_not_make_clients_queue() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let url = proxy.url("/private");
     let client = client();
     let burst = |n: usize| {
@@ -108,24 +100,24 @@ fn waits(metrics: &str, end: &str) -> usize {
 
 #[tokio::test]
 async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
-    let version = Arc::new(AtomicUsize::new(0));
-    let v = version.clone();
     let o = origin()
-        .route("/news", move |_| {
-            let v = v.clone();
+        .numbered("/news", |n, _| {
             async move {
-                let n = v.fetch_add(1, Ordering::SeqCst);
                 if n > 0 {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                text(200, &format!("edition {n}"), &[("cache-control", "max-age=1, stale-while-revalidate=30")])
+                // The first edition is stale as soon as stored (its Age is all of its
+                // max-age); the next ones stay fresh, to be told apart in the cache.
+                let (max_age, age) = if n == 0 { ("1", "1") } else { ("60", "0") };
+                let cc = format!("max-age={max_age}, stale-while-revalidate=30");
+                text(200, &format!("edition {n}"), &[("cache-control", &cc), ("age", age)])
             }
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     assert_eq!(get(&proxy.url("/news")).await.text(), "edition 0");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    proxy.stored("/news").await;
 
     let t = Instant::now();
     let mut answers = Vec::new();
@@ -137,7 +129,7 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
         assert_eq!(r.text(), "edition 0");
         assert!(status_of(r).contains("hit"), "{}", status_of(r));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    until("the revalidated edition to be stored", || async { proxy.ttl("/news").await > Some(1) }).await;
     assert_eq!(o.hits("/news"), 2, "exactly one background revalidation");
     assert_eq!(get(&proxy.url("/news")).await.text(), "edition 1");
 }
@@ -145,32 +137,36 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
 #[tokio::test]
 async fn stale_if_error_serves_stale_then_502_after_the_window() {
     let o = origin()
-        .route("/", |_| async { text(200, "last good copy", &[("cache-control", "max-age=1, stale-if-error=2")]) })
+        // Stale as soon as stored: its Age is all of its max-age.
+        .route("/", |_| async {
+            text(200, "last good copy", &[("cache-control", "max-age=1, stale-if-error=2"), ("age", "1")])
+        })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     get(&proxy.url("/")).await;
-    settle().await;
+    proxy.stored("/").await;
     o.stop();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
     let r = get(&proxy.url("/")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "last good copy");
     assert!(status_of(&r).contains("fwd=stale"), "{}", status_of(&r));
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert_eq!(get(&proxy.url("/")).await.status, 502);
+    until("the stale-if-error window to close", || async {
+        let r = get(&proxy.url("/")).await;
+        assert!(r.status == 502 || r.text() == "last good copy", "{} {}", r.status, status_of(&r));
+        r.status == 502
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn stale_if_error_covers_5xx_answers() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let seen = n.clone();
     let o = origin()
-        .route("/", move |_| {
-            let n = seen.clone();
+        .numbered("/", |n, _| {
             async move {
-                if n.fetch_add(1, Ordering::SeqCst) == 0 {
-                    text(200, "good", &[("cache-control", "max-age=1")])
+                if n == 0 {
+                    // Stale as soon as stored: its Age is all of its max-age.
+                    text(200, "good", &[("cache-control", "max-age=1"), ("age", "1")])
                 } else {
                     text(503, "down for maintenance", &[])
                 }
@@ -178,9 +174,9 @@ async fn stale_if_error_covers_5xx_answers() {
         })
         .start()
         .await;
-    let proxy = relais(&format!("{}cache = {{ stale_if_error = \"1m\" }}\n", proxy_to(&o))).await;
+    let proxy = relais(proxy_to(o.addr).with("cache = { stale_if_error = \"1m\" }")).await;
     get(&proxy.url("/")).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    proxy.stored("/").await;
     let r = get(&proxy.url("/")).await;
     assert_eq!(r.text(), "good");
     assert!(status_of(&r).contains("fwd-status=503"), "{}", status_of(&r));
@@ -192,11 +188,11 @@ async fn ranges_from_cache() {
         .route("/file", |_| async { text(200, "0123456789", &[("cache-control", "max-age=60"), ("etag", "\"f1\"")]) })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     // A range on a miss fetches and stores the whole object, and answers the range.
     let r = get_with(&proxy.url("/file"), &[("range", "bytes=2-4")]).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "234"));
-    settle().await;
+    proxy.stored("/file").await;
     let r = get_with(&proxy.url("/file"), &[("range", "bytes=-3")]).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "789"));
     assert_eq!(r.header("content-range"), Some("bytes 7-9/10"));
@@ -241,7 +237,7 @@ async fn origin_dying_mid_body_is_an_error_and_nothing_is_stored() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let res = client().request(Request::get(proxy.url("/")).body(full("")).unwrap()).await.unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.into_body().collect().await.is_err(), "the client sees a broken body, not a short clean one");
@@ -255,7 +251,7 @@ async fn origin_dying_mid_body_is_an_error_and_nothing_is_stored() {
 /// `response_timeout` of silence, as nginx's `proxy_read_timeout` does. The
 /// timeout covered only the head: the fill waited for ever, and every later
 /// request for the key joined it, got the first bytes and hung.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_origin_silent_mid_body_is_cut_off_and_the_key_is_fetched_again() {
     let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = origin.local_addr().unwrap();
@@ -273,12 +269,9 @@ async fn an_origin_silent_mid_body_is_cut_off_and_the_key_is_fetched_again() {
             held.push(tcp);
         }
     });
-    let proxy = relais(&format!(
-        "[upstreams.o]\nservers = [\"{addr}\"]\nresponse_timeout = \"1s\"\n[[routes]]\nupstream = \"o\"\n"
-    ))
-    .await;
+    let proxy = relais(Conf::new().upstream("o", addr).with("response_timeout = \"1s\"").route_all("o")).await;
     for round in 1..=2 {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let res = client().request(Request::get(proxy.url("/stalls")).body(full("")).unwrap()).await.unwrap();
         assert_eq!(res.status(), 200);
         let body = tokio::time::timeout(Duration::from_secs(5), res.into_body().collect()).await;
@@ -299,7 +292,7 @@ async fn a_client_hanging_up_does_not_cancel_the_fill_for_others() {
         })
         .start()
         .await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let url = proxy.url("/video");
 
     // The first client reads the head and one chunk, then goes away.
@@ -317,7 +310,7 @@ async fn a_client_hanging_up_does_not_cancel_the_fill_for_others() {
         let r = r.await.unwrap();
         assert_eq!(r.body.len(), 100_000);
     }
-    settle().await;
+    proxy.stored("/video").await;
     let r = get(&url).await;
     assert!(status_of(&r).contains("hit"), "stored although its first client left: {}", status_of(&r));
     assert_eq!(o.hits("/video"), 1);
@@ -329,9 +322,9 @@ async fn an_unwritable_disk_leaves_a_working_memory_cache() {
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"in the way").unwrap();
-    let proxy = relais(&format!("[cache]\ndisk_path = \"{}\"\n{}", not_a_dir.display(), proxy_to(&o))).await;
+    let proxy = relais(proxy_to(o.addr).disk(&not_a_dir)).await;
     assert_eq!(get(&proxy.url("/")).await.text(), "x");
-    settle().await;
+    proxy.stored("/").await;
     assert!(status_of(&get(&proxy.url("/")).await).contains("hit"));
     assert_eq!(o.hits("/"), 1);
 }
@@ -342,17 +335,15 @@ async fn an_unwritable_disk_leaves_a_working_memory_cache() {
 #[tokio::test]
 async fn a_client_hanging_up_leaves_no_request_counted_in_flight() {
     let o = origin().late("/slow", Duration::from_secs(2), "late").start().await;
-    let proxy = relais(&proxy_to(&o)).await;
+    let proxy = relais(&proxy_to(o.addr)).await;
     let url = proxy.url("/slow");
     let gone = tokio::spawn(async move { send(Request::post(url).body(full("x")).unwrap()).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let in_flight = |m: &str| {
         m.lines()
             .find(|l| l.starts_with("relais_upstream_server_in_flight{"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
     };
-    assert_eq!(in_flight(&proxy.admin("GET", "/metrics", "").await.text()), Some(1));
+    until("the request to be in flight", || async { in_flight(&proxy.metrics().await) == Some(1) }).await;
     gone.abort();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(in_flight(&proxy.admin("GET", "/metrics", "").await.text()), Some(0));
+    until("the request to be counted out", || async { in_flight(&proxy.metrics().await) == Some(0) }).await;
 }

@@ -162,13 +162,17 @@ async fn hostile_requests_never_desync_relais_from_its_origins() {
     const CONNECTIONS: u64 = 1000;
     let reads_first = RawOrigin::start(Reads::BodyFirst, answer()).await;
     let answers_first = RawOrigin::start(Reads::AnswerFirst, answer()).await;
-    let proxy = relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"1s\"\nmax_request_body = \"64KiB\"\n\
-         [guard]\nbody_timeout = \"1s\"\n\
-         [upstreams.a]\nservers = [\"{}\"]\nresponse_timeout = \"5s\"\n[upstreams.b]\nservers = [\"{}\"]\nresponse_timeout = \"5s\"\n\
-         [[routes]]\npath = \"/a/\"\nupstream = \"a\"\n[[routes]]\npath = \"/b/\"\nupstream = \"b\"\n",
-        answers_first.addr, reads_first.addr
-    ))
+    let proxy = relais(
+        Conf::new()
+            .section("[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"1s\"\nmax_request_body = \"64KiB\"")
+            .section("[guard]\nbody_timeout = \"1s\"")
+            .upstream("a", answers_first.addr)
+            .with("response_timeout = \"5s\"")
+            .upstream("b", reads_first.addr)
+            .with("response_timeout = \"5s\"")
+            .route("/a/", "a")
+            .route("/b/", "b"),
+    )
     .await;
 
     let mut rng = Rng(0x5eed_1234_abcd_0001);
@@ -265,11 +269,9 @@ async fn big_and_small(extra: &str) -> (Origin, Relais) {
         .route("/page", move |_| async move { text(200, &big[..10_000], &[("cache-control", "max-age=60")]) })
         .start()
         .await;
-    let proxy = relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nsend_timeout = \"1s\"\n{extra}\n\
-         [upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
-        o.addr
-    ))
+    let proxy = relais(
+        proxy_to(o.addr).section(format!("[server]\nlisten = [\"127.0.0.1:0\"]\nsend_timeout = \"1s\"\n{extra}")),
+    )
     .await;
     (o, proxy)
 }

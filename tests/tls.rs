@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use http::Request;
-use support::tls::{Connection, TestCa, client_config, connect, https_origin, https_origin_with, tls_get};
+use support::tls::{
+    Connection, TestCa, client_config, connect, https_origin, https_origin_with, tls_get, unverified_config,
+};
 use support::*;
 use tokio::io::AsyncReadExt;
 
@@ -34,12 +36,10 @@ async fn tls_relais(
         .iter()
         .map(|(c, k)| format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", c.display(), k.display()))
         .collect();
-    relais(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n{rest}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_extra}\n{certificates}\
-         [upstreams.o]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"o\"\n",
-        o.addr
-    ))
-    .await
+    let server = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{rest}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_extra}\n{certificates}"
+    );
+    relais(proxy_to(o.addr).section(server)).await
 }
 
 #[tokio::test]
@@ -107,48 +107,7 @@ async fn sni_picks_the_certificate_and_unknown_names_get_the_default_or_nothing(
 /// The subject of the certificate a server presents for `sni`, unverified
 /// (to see what an unknown name gets); None if the handshake fails.
 async fn rustls_no_verify(addr: std::net::SocketAddr, sni: &str) -> Option<String> {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    #[derive(Debug)]
-    struct Any;
-    impl ServerCertVerifier for Any {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
-        }
-    }
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(Any))
-            .with_no_client_auth();
-    let stream = connect(addr, sni, config).await.ok()?;
+    let stream = connect(addr, sni, unverified_config()).await.ok()?;
     let leaf = stream.get_ref().1.peer_certificates()?[0].clone();
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
     Some(cert.subject().to_string())
@@ -204,15 +163,13 @@ async fn cleartext_is_redirected_to_https_and_tls_answers_carry_hsts() {
     let ca = TestCa::new("test CA");
     let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
     let hsts = "hsts = { max_age = \"365d\", include_subdomains = true }";
-    let proxy = relais(&format!(
+    let server = format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nredirect_https = true\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{hsts}\n\
-         [[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n[upstreams.o]\nservers = [\"{}\"]\n\
-         [[routes]]\nupstream = \"o\"\n[[routes]]\npath = \"/open/\"\nupstream = \"o\"\nredirect_https = false\n",
+         [[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"",
         cert.0.display(),
         cert.1.display(),
-        o.addr
-    ))
-    .await;
+    );
+    let proxy = relais(proxy_to(o.addr).route("/open/", "o").with("redirect_https = false").section(server)).await;
     let port = proxy.handle.tls_addrs()[0].port();
     let r = get_with(&proxy.url("/a/b?c=1"), &[("host", "A.test")]).await;
     assert_eq!(r.status, 308);
@@ -263,7 +220,7 @@ async fn client_certificates_are_required_and_their_subject_reaches_the_origin()
 /// A socket that sends nothing is closed after the header timeout, as on the
 /// cleartext listeners; one that starts a handshake and stalls, after the
 /// handshake timeout.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_handshake_that_never_comes_is_cut_off() {
     let o = scheme_origin().await;
     let dir = tempfile::tempdir().unwrap();
@@ -273,7 +230,7 @@ async fn a_handshake_that_never_comes_is_cut_off() {
     for start in [&[][..], &[0x16, 0x03, 0x01, 0x02, 0x00][..]] {
         let mut socket = tokio::net::TcpStream::connect(proxy.handle.tls_addrs()[0]).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut socket, start).await.unwrap();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let mut buf = [0u8; 16];
         let read = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut buf)).await;
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", started.elapsed());
@@ -342,10 +299,10 @@ async fn https_upstreams_are_verified() {
     let other_dir = tempfile::tempdir().unwrap();
     let other_file = other.write(other_dir.path());
     let upstream = |tls: String| {
-        format!(
-            "[upstreams.o]\nservers = [\"https://127.0.0.1:{}\"]\ntls = {{ {tls} }}\n[[routes]]\nupstream = \"o\"\n",
-            origin.port()
-        )
+        Conf::new()
+            .upstream("o", format!("https://127.0.0.1:{}", origin.port()))
+            .with(format!("tls = {{ {tls} }}"))
+            .route_all("o")
     };
     let good = format!("ca_file = \"{}\", server_name = \"app.internal\"", ca_file.display());
     let proxy = relais(&upstream(good)).await;
@@ -444,7 +401,7 @@ async fn min_version_1_3_refuses_tls_1_2_clients() {
 
 /// Handshakes in progress are capped: with room for one, a second client
 /// waits until the first's handshake times out.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn handshakes_in_progress_are_capped() {
     let o = scheme_origin().await;
     let dir = tempfile::tempdir().unwrap();
@@ -456,7 +413,7 @@ async fn handshakes_in_progress_are_capped() {
     let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut stuck, &[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let r = tls_get(addr, "a.test", &ca.pem, false, "/").await.unwrap();
     assert_eq!(r.status, 200);
     assert!(
@@ -493,11 +450,10 @@ async fn a_client_certificate_for_the_origin() {
     let ca_file = ca.write(dir.path());
     let (cert, key) = clients.issue(&["relais"]).write(dir.path(), "relais-client");
     let upstream = |tls: String| {
-        format!(
-            "[upstreams.o]\nservers = [\"https://127.0.0.1:{}\"]\ntls = {{ server_name = \"app.internal\", ca_file = \"{}\"{tls} }}\n[[routes]]\nupstream = \"o\"\n",
-            origin.port(),
-            ca_file.display()
-        )
+        Conf::new()
+            .upstream("o", format!("https://127.0.0.1:{}", origin.port()))
+            .with(format!("tls = {{ server_name = \"app.internal\", ca_file = \"{}\"{tls} }}", ca_file.display()))
+            .route_all("o")
     };
     let proxy =
         relais(&upstream(format!(", client_cert = \"{}\", client_key = \"{}\"", cert.display(), key.display()))).await;

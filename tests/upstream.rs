@@ -17,14 +17,15 @@ fn sample(metrics: &str, prefix: &str) -> u64 {
         .unwrap_or_else(|| panic!("no sample {prefix} in\n{metrics}"))
 }
 
-fn pass_through(upstream: &str) -> String {
-    format!("{upstream}[[routes]]\nupstream = \"o\"\ncache = {{ bypass = true }}\n")
+/// Upstream `o` as `upstream` configures it, and a route to it that the cache stays out of.
+fn pass_through(upstream: Conf) -> Conf {
+    upstream.route_all("o").with("cache = { bypass = true }")
 }
 
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
     let o = origin().text("/", "ok").start().await;
-    let proxy = relais(&pass_through(&format!("[upstreams.o]\nservers = [\"{}\"]\n", o.addr))).await;
+    let proxy = relais(pass_through(Conf::new().upstream("o", o.addr))).await;
     for i in 0..20 {
         // A fresh client connection each time: reuse is relais's, not the client's.
         let r = get(&proxy.url(&format!("/r{i}"))).await;
@@ -42,7 +43,7 @@ async fn sequential_requests_reuse_one_upstream_connection() {
 #[tokio::test]
 async fn a_pooled_connection_the_origin_closed_is_replaced() {
     let o = origin().route("/", |_| async { text(200, "bye", &[("connection", "close")]) }).start().await;
-    let proxy = relais(&pass_through(&format!("[upstreams.o]\nservers = [\"{}\"]\n", o.addr))).await;
+    let proxy = relais(pass_through(Conf::new().upstream("o", o.addr))).await;
     for _ in 0..5 {
         assert_eq!(get(&proxy.url("/")).await.text(), "bye");
     }
@@ -60,7 +61,7 @@ async fn a_unix_socket_upstream() {
         })
         .start_unix(&socket)
         .await;
-    let proxy = relais(&pass_through(&format!("[upstreams.o]\nservers = [\"unix:{}\"]\n", socket.display()))).await;
+    let proxy = relais(pass_through(Conf::new().upstream("o", format!("unix:{}", socket.display())))).await;
     for _ in 0..3 {
         let r = get(&proxy.url("/app?q=1")).await;
         assert_eq!(r.status, 200);
@@ -72,11 +73,9 @@ async fn a_unix_socket_upstream() {
 #[tokio::test]
 async fn a_missing_unix_socket_is_502() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = relais(&pass_through(&format!(
-        "[upstreams.o]\nservers = [\"unix:{}\"]\n",
-        dir.path().join("none.sock").display()
-    )))
-    .await;
+    let proxy =
+        relais(pass_through(Conf::new().upstream("o", format!("unix:{}", dir.path().join("none.sock").display()))))
+            .await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
 }
 
@@ -92,11 +91,8 @@ async fn an_h2c_upstream_multiplexes_within_max_streams() {
         })
         .start()
         .await;
-    let proxy = relais(&pass_through(&format!(
-        "[upstreams.o]\nservers = [\"{}\"]\nprotocol = \"h2c\"\nmax_streams = 2\n",
-        o.addr
-    )))
-    .await;
+    let proxy =
+        relais(pass_through(Conf::new().upstream("o", o.addr).with("protocol = \"h2c\"\nmax_streams = 2"))).await;
     let url = proxy.url("/slow");
     let answers = futures_util::future::join_all((0..6).map(|_| get(&url))).await;
     for r in &answers {
@@ -208,10 +204,7 @@ mod grpc {
 
     async fn through_relais() -> (Relais, std::net::SocketAddr) {
         let origin = server().await;
-        let proxy = relais(&format!(
-            "[upstreams.g]\nservers = [\"{origin}\"]\nprotocol = \"h2c\"\n[[routes]]\nupstream = \"g\"\n"
-        ))
-        .await;
+        let proxy = relais(Conf::new().upstream("g", origin).with("protocol = \"h2c\"").route_all("g")).await;
         (proxy, origin)
     }
 
@@ -292,6 +285,8 @@ mod grpc {
 struct Dns {
     addr: std::net::SocketAddr,
     addresses: std::sync::Arc<std::sync::Mutex<Vec<std::net::Ipv4Addr>>>,
+    /// A queries answered with no address so far.
+    answered_empty: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Dns {
@@ -302,6 +297,8 @@ impl Dns {
         let addr = socket.local_addr().unwrap();
         let addresses = std::sync::Arc::new(std::sync::Mutex::new(first.to_vec()));
         let answer = addresses.clone();
+        let answered_empty: std::sync::Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let counted = answered_empty.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             loop {
@@ -318,14 +315,22 @@ impl Dns {
                         }
                     }
                 }
+                let empty = reply.answers().is_empty();
                 let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
+                if empty && query.queries().iter().any(|q| q.query_type() == RecordType::A) {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
             }
         });
-        Dns { addr, addresses }
+        Dns { addr, addresses, answered_empty }
     }
 
     fn answer(&self, ips: &[std::net::Ipv4Addr]) {
         *self.addresses.lock().unwrap() = ips.to_vec();
+    }
+
+    fn answered_empty(&self) -> usize {
+        self.answered_empty.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -348,10 +353,11 @@ async fn two_origins_one_port() -> (Origin, Origin, u16) {
 async fn dns_names_are_re_resolved_and_every_address_is_a_server() {
     let (one, two, port) = two_origins_one_port().await;
     let dns = Dns::start(&["127.0.0.1".parse().unwrap()]).await;
-    let proxy = relais(&pass_through(&format!(
-        "[upstreams.o]\nservers = [\"app.test:{port}\"]\nresolver = [\"{}\"]\nresolve_interval = \"30s\"\n",
-        dns.addr
-    )))
+    let proxy = relais(pass_through(
+        Conf::new()
+            .upstream("o", format!("app.test:{port}"))
+            .with(format!("resolver = [\"{}\"]\nresolve_interval = \"30s\"", dns.addr)),
+    ))
     .await;
     let server = |ip: &str| format!("relais_upstream_server_up{{upstream=\"o\",server=\"app.test:{port}@{ip}\"}}");
     // Waits until the servers in metrics are exactly `ips`.
@@ -398,7 +404,7 @@ async fn dns_names_are_re_resolved_and_every_address_is_a_server() {
 
     // An empty answer (or a resolver outage) keeps the last addresses.
     dns.answer(&[]);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    until("a lookup answered with nothing", || async { dns.answered_empty() >= 1 }).await;
     servers_become(&["127.0.0.1", "127.0.0.2"]).await;
 }
 
@@ -410,10 +416,11 @@ async fn a_server_back_from_failure_ramps_up_over_slow_start() {
     let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b_addr = b_listener.local_addr().unwrap();
     let b = origin().text("/", "b").start_on(b_listener).await;
-    let proxy = relais(&pass_through(&format!(
-        "[upstreams.o]\nservers = [\"{}\", \"{b_addr}\"]\nfail_timeout = \"1s\"\nslow_start = \"3s\"\nretry_on = [\"reset\"]\n",
-        a.addr
-    )))
+    let proxy = relais(pass_through(
+        Conf::new()
+            .servers("o", &[a.addr, b_addr])
+            .with("fail_timeout = \"1s\"\nslow_start = \"3s\"\nretry_on = [\"reset\"]"),
+    ))
     .await;
     let share_of_b = |n: usize| {
         let url = proxy.url("/");
@@ -443,15 +450,12 @@ async fn a_server_back_from_failure_ramps_up_over_slow_start() {
 }
 
 /// `least_conn`: while one server holds slow requests, new ones go to the other.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn least_conn_sends_new_requests_away_from_a_server_holding_slow_ones() {
     let slow = origin().late("/hold", Duration::from_secs(2), "held").text("/", "slow").start().await;
     let quick = origin().text("/", "quick").start().await;
-    let proxy = relais(&pass_through(&format!(
-        "[upstreams.o]\nservers = [\"{}\", \"{}\"]\nbalance = \"least_conn\"\n",
-        slow.addr, quick.addr
-    )))
-    .await;
+    let proxy =
+        relais(pass_through(Conf::new().servers("o", &[slow.addr, quick.addr]).with("balance = \"least_conn\""))).await;
     let held: Vec<_> = (0..4)
         .map(|_| {
             let url = proxy.url("/hold");
@@ -496,7 +500,7 @@ async fn an_h2c_origin_that_speaks_garbage_is_502() {
             }
         }
     });
-    let proxy = relais(&pass_through(&format!("[upstreams.o]\nservers = [\"{addr}\"]\nprotocol = \"h2c\"\n"))).await;
+    let proxy = relais(pass_through(Conf::new().upstream("o", addr).with("protocol = \"h2c\""))).await;
     for _ in 0..4 {
         assert_eq!(get(&proxy.url("/")).await.status, 502);
     }
@@ -518,10 +522,13 @@ async fn request_trailers_reach_an_h2_origin_through_request_buffering() {
         .start()
         .await;
     for buffering in [false, true] {
-        let proxy = relais(&format!(
-            "[upstreams.o]\nservers = [\"{}\"]\nprotocol = \"h2c\"\n[[routes]]\nupstream = \"o\"\nrequest_buffering = {buffering}\n",
-            o.addr
-        ))
+        let proxy = relais(
+            Conf::new()
+                .upstream("o", o.addr)
+                .with("protocol = \"h2c\"")
+                .route_all("o")
+                .with(format!("request_buffering = {buffering}")),
+        )
         .await;
         let mut trailers = http::HeaderMap::new();
         trailers.insert("x-check", "sum-42".parse().unwrap());
@@ -543,10 +550,11 @@ async fn bounded_load_hashing_spills_a_hot_key() {
     let hold = |name: &'static str| origin().late("/", Duration::from_millis(400), name);
     let (a, b) = (hold("a").start().await, hold("b").start().await);
     for factor in [0, 125] {
-        let proxy = relais(&pass_through(&format!(
-            "[upstreams.o]\nservers = [\"{}\", \"{}\"]\nbalance = \"hash\"\nhash_key = \"header:x-key\"\nhash_balance_factor = {factor}\n",
-            a.addr, b.addr
-        )))
+        let proxy = relais(pass_through(
+            Conf::new()
+                .servers("o", &[a.addr, b.addr])
+                .with(format!("balance = \"hash\"\nhash_key = \"header:x-key\"\nhash_balance_factor = {factor}")),
+        ))
         .await;
         let url = proxy.url("/hot");
         let answers = futures_util::future::join_all((0..6).map(|_| get_with(&url, &[("x-key", "k")]))).await;
@@ -565,10 +573,11 @@ async fn bounded_load_hashing_spills_a_hot_key() {
 async fn a_burst_to_a_silent_h2_server_fails_together() {
     // Connections complete in the kernel's backlog; nothing ever answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy = relais(&pass_through(&format!(
-        "[upstreams.o]\nservers = [\"https://{}\"]\nprotocol = \"h2c\"\nconnect_timeout = \"300ms\"\n",
-        silent.local_addr().unwrap()
-    )))
+    let proxy = relais(pass_through(
+        Conf::new()
+            .upstream("o", format!("https://{}", silent.local_addr().unwrap()))
+            .with("protocol = \"h2c\"\nconnect_timeout = \"300ms\""),
+    ))
     .await;
     let started = std::time::Instant::now();
     let url = proxy.url("/");
@@ -592,13 +601,18 @@ async fn a_server_that_fails_its_first_health_check_gets_no_client_request() {
     let sick = checked_origin("sick", true).start().await;
     let good = checked_origin("good", false).start().await;
     let (sick2, sick3) = (checked_origin("sick", true).start().await, checked_origin("sick", true).start().await);
-    let proxy = relais(&format!(
-        "[upstreams.o]\nservers = [\"{}\", \"{}\"]\nhealth = {{ path = \"/healthz\" }}\n\
-         [upstreams.all_sick]\nservers = [\"{}\", \"{}\"]\nhealth = {{ path = \"/healthz\" }}\n\
-         [[routes]]\nupstream = \"o\"\ncache = {{ bypass = true }}\n\
-         [[routes]]\npath = \"/all-sick/\"\nupstream = \"all_sick\"\ncache = {{ bypass = true }}\n",
-        sick.addr, good.addr, sick2.addr, sick3.addr
-    ))
+    let checked = "health = { path = \"/healthz\" }";
+    let proxy = relais(
+        Conf::new()
+            .servers("o", &[sick.addr, good.addr])
+            .with(checked)
+            .servers("all_sick", &[sick2.addr, sick3.addr])
+            .with(checked)
+            .route_all("o")
+            .with("cache = { bypass = true }")
+            .route("/all-sick/", "all_sick")
+            .with("cache = { bypass = true }"),
+    )
     .await;
     for _ in 0..20 {
         assert_eq!(get(&proxy.url("/page")).await.text(), "good");
@@ -626,10 +640,11 @@ async fn a_healthy_and_a_sick_origin_one_port() -> (Origin, Origin, u16) {
 async fn a_new_address_gets_no_client_request_before_its_first_check() {
     let (_one, two, port) = a_healthy_and_a_sick_origin_one_port().await;
     let dns = Dns::start(&["127.0.0.1".parse().unwrap()]).await;
-    let proxy = relais(&pass_through(&format!(
-        "[upstreams.o]\nservers = [\"app.test:{port}\"]\nresolver = [\"{}\"]\nhealth = {{ path = \"/healthz\" }}\n",
-        dns.addr
-    )))
+    let proxy = relais(pass_through(
+        Conf::new()
+            .upstream("o", format!("app.test:{port}"))
+            .with(format!("resolver = [\"{}\"]\nhealth = {{ path = \"/healthz\" }}", dns.addr)),
+    ))
     .await;
     assert_eq!(get(&proxy.url("/")).await.text(), "one");
     dns.answer(&["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()]);

@@ -3,9 +3,16 @@
 //! started in-process through the library API, and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod conf;
 pub mod process;
 pub mod raw;
 pub mod tls;
+pub mod wait;
+
+#[allow(unused_imports)]
+pub use conf::{Conf, proxy_to};
+#[allow(unused_imports)]
+pub use wait::{settle, until};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,6 +76,18 @@ impl OriginBuilder {
         self.routes.push((prefix.to_string(), Arc::new(move |r| Box::pin(f(r)))));
         self.routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         self
+    }
+
+    /// Handles paths starting with `prefix`, telling `f` how many requests
+    /// this route answered before (0 for the first): an origin whose answers
+    /// change from one request to the next.
+    pub fn numbered<F, Fut>(self, prefix: &str, f: F) -> Self
+    where
+        F: Fn(usize, Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        self.route(prefix, move |req| f(seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst), req))
     }
 
     /// A fixed text answer.
@@ -202,21 +221,21 @@ pub struct Relais {
     pub cache_dir: tempfile::TempDir,
 }
 
-/// Starts relais from a TOML text; `[server] listen` and `[cache] disk_path`
-/// (a fresh temporary directory) are added when absent.
-pub async fn relais(toml: &str) -> Relais {
+/// Starts relais from a configuration (a [`Conf`] or TOML text); `[server]
+/// listen` and `[cache] disk_path` (a fresh temporary directory) are added when absent.
+pub async fn relais(config: impl std::fmt::Display) -> Relais {
     let cache_dir = tempfile::tempdir().unwrap();
-    relais_in(toml, cache_dir).await
+    relais_in(config, cache_dir).await
 }
 
 /// Like [`relais`], with the disk tier in `cache_dir` (to restart on the same cache).
-pub async fn relais_in(toml: &str, cache_dir: tempfile::TempDir) -> Relais {
+pub async fn relais_in(config: impl std::fmt::Display, cache_dir: tempfile::TempDir) -> Relais {
     // RUST_LOG=relais=debug shows relais' log in a failing test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let mut toml = toml.to_string();
+    let mut toml = config.to_string();
     if !toml.contains("[server]") {
         toml = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{toml}");
     }
@@ -317,4 +336,34 @@ pub async fn read_until_quiet(tcp: &mut tokio::net::TcpStream, quiet: Duration) 
         out.extend_from_slice(&buf[..n]);
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One HTTP/1.1 response read from `tcp`: its head and the body its
+/// Content-Length announces (none if it announces none), as text. For a
+/// kept-alive connection, where waiting for quiet would cost its timeout.
+pub async fn read_response(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + len {
+                    break;
+                }
+            }
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("a response within 10 s")
 }

@@ -15,14 +15,18 @@ pub fn write(path: &Path, text: &str) {
     std::fs::File::create(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
-/// A configuration for one origin behind relais on `port`, with `extra_route` appended.
+/// A configuration for one origin behind relais on `port`, with `extra_route`
+/// appended (keys of the route, then any tables).
 pub fn config(dir: &Path, port: u16, origin: std::net::SocketAddr, extra_route: &str) -> String {
-    let cache = dir.join("cache");
-    format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[cache]\ndisk_path = \"{}\"\n[upstreams.app]\nservers = [\"{origin}\"]\n\
-         [[routes]]\npath = \"/\"\nupstream = \"app\"\n{extra_route}",
-        cache.display()
-    )
+    super::Conf::new()
+        .section(format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\""
+        ))
+        .disk(&dir.join("cache"))
+        .upstream("app", origin)
+        .route("/", "app")
+        .with(extra_route)
+        .to_string()
 }
 
 pub fn free_port() -> u16 {
@@ -71,6 +75,16 @@ pub async fn start_command(command: &mut Command, port: u16) -> Running {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("relais did not listen on {port}");
+}
+
+/// Entries a relais process has committed to the disk tier in `cache`: its
+/// index files, one a key, written once the body is on disk.
+pub fn disk_entries(cache: &Path) -> usize {
+    fn count(dir: &Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        entries.flatten().map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 }).sum()
+    }
+    count(&cache.join("index-v5"))
 }
 
 pub fn rss_kib(pid: u32) -> u64 {
