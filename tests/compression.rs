@@ -278,7 +278,7 @@ async fn cached_bodies_are_encoded_once_and_purged_with_their_entry() {
 #[tokio::test]
 async fn encoded_copies_survive_a_reload() {
     let o = origin().route("/", |_| async { html(page(), &[]) }).start().await;
-    let proxy = relais(&proxy_to(&o, "", "")).await;
+    let proxy = relais(&proxy_to(o.addr).section(COMPRESSION)).await;
     let metrics = || async { proxy.admin("GET", "/metrics", "").await.text() };
     let gzip = [("accept-encoding", "gzip")];
     get_with(&proxy.url("/p"), &gzip).await; // the miss, encoded as it streams
