@@ -1,3 +1,4 @@
+#![allow(unreachable_pub)] // shared by every test crate: its items are used across files
 //! Builders shared by the integration tests. Time is fixed: `at(0)` is the moment
 //! the response arrived, and header values written `@N` become the IMF-fixdate of
 //! `at(N)` (`@-3600` is an hour before the response).
