@@ -13,8 +13,8 @@
 # median over repeats, the req/s spread across repeats, the server's CPU time per
 # request and ratios to BASELINE.
 #
-# Targets live in targets.d/*.sh (direct, nginx, nginx-nolock, varnish, relais, and
-# guarded when GUARD_TOML is set); add one by dropping in a file that calls
+# Targets live in targets.d/*.sh (direct, nginx, nginx-nolock, varnish, relais,
+# guarded when GUARD_TOML is set, before when RELAIS_BEFORE_BIN is set); add one by dropping in a file that calls
 # register_target and defines start_/stop_ functions (targets.d/40-relais.sh is the model).
 #
 # Scenarios (server pinned to one core, wrk on the other; medians of interleaved repeats):
@@ -36,6 +36,7 @@
 #   SERVER_CPU=1 CLIENT_CPU=0 ORIGIN_CPU=$SERVER_CPU BASELINE=nginx
 #   SCENARIOS="S1 S2 S3 S4 S5a S5b S6 S7 S8 S9 S10 S11" TARGETS="direct nginx nginx-nolock varnish relais"
 #   RELAIS_BIN=(built: target/release/relais) RELAIS_LOG=warn GUARD_TOML=(unset)
+#   RELAIS_BEFORE_BIN=(unset: another relais build, measured as the target "before")
 #   RUN_DIR=/var/tmp/relais-compare FAST_PORT=18080 SLOW_PORT=18081 FAST_H2_PORT=18082
 #   NGINX_PORT=18090 NGINX_H2_PORT=18091 VARNISH_PORT=18092 RELAIS_PORT=18100 GUARDED_PORT=18120
 #
