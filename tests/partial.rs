@@ -90,6 +90,9 @@ async fn a_stored_part_serves_what_it_covers_and_is_completed_with_one_range() {
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, body));
     assert_eq!(r.header("content-length"), Some("100"));
     assert_eq!(asked.lock().unwrap().as_slice(), ["", "bytes=40-99"]);
+    // RFC 9211: the stored part was completed, which is no hit.
+    let status = r.header("cache-status").unwrap();
+    assert!(status.starts_with("relais; fwd=partial") && status.contains("detail=completed"), "{status}");
     stored_whole(&proxy, "/v", 100).await;
 
     // Now whole in the cache: anything is a hit.

@@ -28,6 +28,9 @@ pub enum CacheOutcome {
     Miss,
     /// Nothing stored for this URI: `fwd=uri-miss`.
     UriMiss,
+    /// A stored part, fresh, that the request goes past: completed from the
+    /// origin, or fetched whole when it cannot be: `fwd=partial`.
+    Partial,
     /// The URI is stored, but not the variant this request selects: `fwd=vary-miss`.
     VaryMiss,
     /// A usable entry existed but request directives (`no-cache`, `max-age`,
@@ -41,7 +44,7 @@ pub enum CacheOutcome {
 
 impl CacheOutcome {
     /// Every outcome, for pre-registering metric labels.
-    pub const ALL: [CacheOutcome; 11] = [
+    pub const ALL: [CacheOutcome; 12] = [
         CacheOutcome::Hit,
         CacheOutcome::Stale,
         CacheOutcome::StaleIfError,
@@ -49,6 +52,7 @@ impl CacheOutcome {
         CacheOutcome::Expired,
         CacheOutcome::Miss,
         CacheOutcome::UriMiss,
+        CacheOutcome::Partial,
         CacheOutcome::VaryMiss,
         CacheOutcome::Request,
         CacheOutcome::Method,
@@ -65,6 +69,7 @@ impl CacheOutcome {
             CacheOutcome::Expired => "expired",
             CacheOutcome::Miss => "miss",
             CacheOutcome::UriMiss => "uri-miss",
+            CacheOutcome::Partial => "partial",
             CacheOutcome::VaryMiss => "vary-miss",
             CacheOutcome::Request => "request",
             CacheOutcome::Method => "method",
@@ -79,6 +84,7 @@ impl CacheOutcome {
             CacheOutcome::StaleIfError | CacheOutcome::Revalidated | CacheOutcome::Expired => Some("stale"),
             CacheOutcome::Miss => Some("miss"),
             CacheOutcome::UriMiss => Some("uri-miss"),
+            CacheOutcome::Partial => Some("partial"),
             CacheOutcome::VaryMiss => Some("vary-miss"),
             CacheOutcome::Request => Some("request"),
             CacheOutcome::Method => Some("method"),

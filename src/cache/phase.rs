@@ -149,6 +149,8 @@ impl<'a> HttpCache<'a> {
                 let status = CacheStatus::new(CacheOutcome::Hit).ttl(entry.policy.ttl_secs(now));
                 return Phase::Fresh(Hit { stored, status, now });
             }
+            // RFC 9211: a stale part is `fwd=stale`, a fresh one the request goes past `fwd=partial`.
+            let status = CacheStatus::new(if fresh { CacheOutcome::Partial } else { CacheOutcome::Expired });
             if !fresh || entry.missing_piece().is_none() {
                 return Phase::Miss(miss(None, false, false, status));
             }
