@@ -38,7 +38,7 @@ pub use guard::{
 };
 pub use log::{LogColor, LogConfig, LogFormat, LogLevel};
 pub use route::{CacheRules, CookieRequests, HeaderRules, RouteConfig};
-pub use server::{AdminConfig, ServerConfig};
+pub use server::{AdminConfig, OptionalName, ServerConfig};
 pub use tls::{
     AcmeConfig, CertificateFiles, Challenge, ClientAuth, Hsts, TlsConfig, TlsVersion, UnknownName, UpstreamTls,
 };
@@ -409,6 +409,16 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
         }
         let msg = Config::from_toml("[server]\nhide_headers = [\"a b\"]\n", "x.toml").unwrap_err().to_string();
         assert!(msg.contains("server.hide_headers[0]"), "{msg}");
+        let msg = Config::from_toml("[server]\nrequest_id = \"x id\"\n", "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("x.toml: server.request_id") && msg.contains("header name"), "{msg}");
+    }
+
+    #[test]
+    fn request_id_names_a_header_or_none() {
+        let named = |toml: &str| Config::from_toml(toml, "x.toml").unwrap().server.request_id.0;
+        assert_eq!(named("").unwrap(), "x-request-id");
+        assert_eq!(named("[server]\nrequest_id = \"X-Trace-Id\"\n").unwrap(), "x-trace-id");
+        assert_eq!(named("[server]\nrequest_id = \"\"\n"), None);
     }
 
     #[test]

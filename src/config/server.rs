@@ -56,6 +56,11 @@ pub struct ServerConfig {
     /// v2), from an L4 load balancer: its source address is the client's. A
     /// connection without a valid one is closed. Default false.
     pub proxy_protocol: bool,
+    /// The header that carries each request's id to the origin, back to the
+    /// client and into the access log (nginx's `$request_id`): kept from a
+    /// peer `guard.real_ip` trusts, else made by relais. `""` turns it off.
+    /// Default `"x-request-id"`.
+    pub request_id: OptionalName,
 }
 
 impl Default for ServerConfig {
@@ -80,7 +85,23 @@ impl Default for ServerConfig {
             tls: None,
             max_connections: 16384,
             proxy_protocol: false,
+            request_id: OptionalName(Some(http::HeaderName::from_static("x-request-id"))),
         }
+    }
+}
+
+/// A header name, or `""` for none.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(try_from = "String")]
+pub struct OptionalName(pub Option<http::HeaderName>);
+
+impl TryFrom<String> for OptionalName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() {
+            return Ok(OptionalName(None));
+        }
+        FieldName::try_from(s).map(|f| OptionalName(Some(f.0)))
     }
 }
 

@@ -41,10 +41,14 @@ impl RealIp {
         }
     }
 
+    pub(super) fn trusts(&self, peer: IpAddr) -> bool {
+        self.trusted.contains(peer)
+    }
+
     /// The client of a request from `peer`; None when the peer is not trusted
     /// or says nothing usable (the peer is the client).
     pub(super) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<Client> {
-        if !self.trusted.contains(peer) {
+        if !self.trusts(peer) {
             return None;
         }
         if !self.xff {

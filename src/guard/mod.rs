@@ -175,6 +175,11 @@ impl Guard {
         self.real_ip.as_ref()?.client(peer, headers)
     }
 
+    /// Whether `peer` is a proxy `real_ip` trusts (whose request id is kept, too).
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.real_ip.as_ref().is_some_and(|r| r.trusts(peer))
+    }
+
     /// The global lists, then the global rules.
     pub fn check(&self, s: &Subject<'_>, metrics: &Metrics) -> Result<Outcome, Rejection> {
         if self.access.check(s.ip) == Some(Verdict::Deny) {

@@ -41,6 +41,9 @@ pub struct Line<'a> {
     pub user_agent: Option<&'a [u8]>,
     /// The whole body was sent.
     pub complete: bool,
+    /// The request's id (`server.request_id`); None: no field. Not in
+    /// `combined`, which stays Apache's.
+    pub request_id: Option<&'a [u8]>,
 }
 
 impl Line<'_> {
@@ -84,6 +87,11 @@ impl Line<'_> {
         o.push_str("\" user_agent=\"");
         push(&mut o, self.user_agent.unwrap_or(b"-"));
         let _ = write!(o, "\" complete={}", self.complete);
+        if let Some(id) = self.request_id {
+            // Unquoted, as the client's address: an id holds no space.
+            o.push_str(" request_id=");
+            push(&mut o, id);
+        }
         o
     }
 
@@ -139,7 +147,11 @@ impl Line<'_> {
         text(&mut o, "rule", self.rule.unwrap_or("-").as_bytes());
         text(&mut o, "referer", self.referer.unwrap_or(b"-"));
         text(&mut o, "user_agent", self.user_agent.unwrap_or(b"-"));
-        let _ = write!(o, ",\"complete\":{}}}", self.complete);
+        let _ = write!(o, ",\"complete\":{}", self.complete);
+        if let Some(id) = self.request_id {
+            text(&mut o, "request_id", id);
+        }
+        o.push('}');
         o
     }
 }
@@ -215,6 +227,7 @@ mod tests {
             referer: None,
             user_agent: Some(agent),
             complete: true,
+            request_id: None,
         }
     }
 
@@ -247,6 +260,17 @@ mod tests {
         assert_eq!(json["upstream_ms"], 1.2);
         assert_eq!(json["protocol"], "HTTP/1.1");
         assert_eq!(json["complete"], true);
+    }
+
+    #[test]
+    fn the_request_id_is_in_json_and_human_and_never_in_combined() {
+        let l = Line { request_id: Some(b"4f2a\"x"), ..line("/", b"ua") };
+        let json: serde_json::Value = serde_json::from_str(&l.format(LogFormat::Json)).unwrap();
+        assert_eq!(json["request_id"], "4f2a\\x22x");
+        assert!(l.format(LogFormat::Human).ends_with(" complete=true request_id=4f2a\\x22x\n"));
+        assert_eq!(l.format(LogFormat::Combined), line("/", b"ua").format(LogFormat::Combined));
+        let off: serde_json::Value = serde_json::from_str(&line("/", b"ua").format(LogFormat::Json)).unwrap();
+        assert!(off.get("request_id").is_none());
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub(super) async fn forward(
     for name in &pipeline.hide_headers {
         res_parts.headers.remove(name);
     }
+    if let Some(name) = &pipeline.request_id {
+        // The client gets its request's own id (`finish`); an origin's echo is never stored.
+        res_parts.headers.remove(name);
+    }
     res_parts.version = Version::HTTP_11;
     if tunnel {
         let (Some(client), Some(origin), Some(protocol)) =

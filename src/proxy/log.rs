@@ -59,6 +59,8 @@ pub(crate) struct AccessRecord {
     /// Request body bytes read from the client, counted as they are read
     /// (None: the request had no body).
     pub bytes_in: Option<Received>,
+    /// The request's id (`server.request_id`; None: off).
+    pub request_id: Option<HeaderValue>,
     /// Write the access log line (metrics are always counted).
     pub log: bool,
     pub format: crate::config::LogFormat,
@@ -92,6 +94,7 @@ impl AccessRecord {
             rule: self.rule.as_deref(),
             referer: self.referer.as_ref().map(HeaderValue::as_bytes),
             user_agent: self.user_agent.as_ref().map(HeaderValue::as_bytes),
+            request_id: self.request_id.as_ref().map(HeaderValue::as_bytes),
             complete,
         };
         crate::logs::access(&line, self.format);

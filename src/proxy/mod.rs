@@ -13,6 +13,7 @@ pub(crate) mod headers;
 mod log;
 mod pass;
 mod present;
+mod request_id;
 mod route;
 pub(crate) mod target;
 mod upgrade;
@@ -56,6 +57,8 @@ pub(crate) struct Pipeline {
     /// The port cleartext requests are redirected to (`redirect_https`), as bound.
     https_port: Option<u16>,
     hide_headers: Vec<HeaderName>,
+    /// `server.request_id`: the header that carries each request's id.
+    request_id: Option<HeaderName>,
     /// Targeted cache-control fields removed from what clients receive.
     hide_targeted: Vec<HeaderName>,
     pub compression: crate::compress::Compression,
@@ -141,6 +144,7 @@ impl Pipeline {
         let guard = Guard::new(&config, previous.map(|p| &p.guard))?;
         let router = Router::new(&config, &upstreams, &guard)?;
         let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
+        let request_id = config.server.request_id.0.clone();
         let hide_targeted = if config.cache.expose_targeted { Vec::new() } else { config.cache.targeted() };
         let config_compression = config.compression.clone();
         let config_buffering = config.buffering.clone();
@@ -155,6 +159,7 @@ impl Pipeline {
             issued,
             https_port,
             hide_headers,
+            request_id,
             hide_targeted,
             compression: crate::compress::Compression::new(&config_compression, copies),
             buffering: buffer::Buffering::new(&config_buffering, temp_files, memory),
@@ -218,6 +223,10 @@ pub(crate) async fn handle(
         rule: None,
         permits: Vec::new(),
         bytes_in,
+        request_id: pipeline
+            .request_id
+            .as_ref()
+            .map(|name| request_id::of(name, req.headers(), || pipeline.guard.trusts(conn.peer.ip()))),
         log,
         format: pipeline.config.log.format,
         metrics: pipeline.metrics.clone(),
@@ -225,9 +234,9 @@ pub(crate) async fn handle(
 
     // What compression needs of the request, which `respond` consumes.
     let wants = pipeline.compression.enabled.then(|| (req.method().clone(), accepted_encodings(req.headers())));
-    let mut trip = Trip::default();
+    let mut trip = Trip { request_id: record.request_id.clone(), ..Trip::default() };
     let result = respond(&pipeline, conn, authority, req, &mut trip).await;
-    let Trip { route, client, permits } = trip;
+    let Trip { route, client, permits, .. } = trip;
     if let Some(client) = client {
         record.client = client;
     }
@@ -289,8 +298,8 @@ async fn compress(
     })
 }
 
-/// A response on its way out: what the route adds, Via, Cache-Status, and
-/// over TLS the `Strict-Transport-Security` configured.
+/// A response on its way out: its request's id, what the route adds, Via,
+/// Cache-Status, and over TLS the `Strict-Transport-Security` configured.
 fn finish(
     pipeline: &Pipeline,
     record: &AccessRecord,
@@ -308,6 +317,9 @@ fn finish(
     }
     for name in &pipeline.hide_targeted {
         headers.remove(name);
+    }
+    if let (Some(name), Some(id)) = (&pipeline.request_id, &record.request_id) {
+        headers.insert(name.clone(), id.clone());
     }
     if let Some(route) = route {
         route.response_headers.apply(headers);
@@ -335,6 +347,8 @@ struct Trip<'a> {
     client: Option<IpAddr>,
     /// Places held in the route's `limit_conn` zones.
     permits: Vec<crate::guard::ConnPermit>,
+    /// The request's id, until it is set on the request.
+    request_id: Option<HeaderValue>,
 }
 
 /// The stages in order; `trip` learns the route as soon as one is found, and
@@ -359,6 +373,9 @@ async fn respond<'a>(
     // router and the cache key see the request as it will be forwarded.
     if let Some(upgrade) = headers::strip_hop_by_hop(req.headers_mut()) {
         req.extensions_mut().insert(headers::Upgrade(upgrade));
+    }
+    if let (Some(name), Some(id)) = (&pipeline.request_id, trip.request_id.take()) {
+        req.headers_mut().insert(name.clone(), id);
     }
     // Host is the host the request is routed, keyed and sent by (an absolute
     // target's, HTTP/2's `:authority`), for rules and zones that read it.

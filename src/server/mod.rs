@@ -496,6 +496,7 @@ fn log_refused(peer: SocketAddr, status: u16, s: &Settings, metrics: &Metrics) {
         rule: None,
         referer: None,
         user_agent: None,
+        request_id: None,
         complete: true,
     };
     crate::logs::access(&line, format);
