@@ -34,6 +34,7 @@ pub mod logs;
 mod metrics;
 mod proxy;
 mod server;
+mod service;
 mod tls;
 mod upstream;
 
@@ -82,18 +83,42 @@ fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, StartE
 }
 
 /// What `relais check` verifies beyond the configuration's own validity:
-/// the log files can be opened, and every certificate and key it names can
-/// be used (and is valid now). Returns the listeners' certificates.
+/// the log files can be opened, `server.user` exists, and every certificate
+/// and key it names can be used (and is valid now). Returns the listeners'
+/// certificates.
 pub fn check(config: &Config) -> Result<Vec<CertInfo>, String> {
     logs::check(&config.log).map_err(|e| e.to_string())?;
+    if let Some(name) = &config.server.user {
+        service::lookup(name).map_err(|msg| user_error(config, msg).to_string())?;
+    }
     tls::check(config).map_err(|e| config.file_error(e.file, e.reason).to_string())
 }
 
+/// From now on, tell systemd (`NOTIFY_SOCKET`, sd_notify(3)) when relais is
+/// ready, reloading and stopping. What `relais run` calls; an embedder that
+/// does not is never heard by systemd.
+pub fn notify_systemd() -> std::io::Result<()> {
+    service::notify_from_env()
+}
+
+/// `server.user`'s error, naming the file the configuration came from.
+fn user_error(config: &Config, msg: String) -> ConfigError {
+    let source_name = config.source.as_ref().map_or("configuration".into(), |p| p.display().to_string());
+    ConfigError::Invalid { source_name, key: "server.user".into(), msg }
+}
+
 /// Binds every `server.listen` and `server.tls.listen` address and the admin
-/// listener, reads the certificates, and starts serving.
+/// listener, reads the certificates, opens the cache, becomes `server.user`
+/// if one is set, and starts serving.
 pub async fn start(config: Config) -> Result<Handle, StartError> {
     // A Config built in code has not been through `Config::load`.
     config.validate("configuration")?;
+    let run_as = match &config.server.user {
+        Some(name) => {
+            Some(service::lookup(name).and_then(|u| u.allowed().map(|()| u)).map_err(|msg| user_error(&config, msg))?)
+        }
+        None => None,
+    };
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
@@ -103,7 +128,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     let admin_listener =
         server::bind(admin_listen).map_err(|source| StartError::Bind { addr: admin_listen, source })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
-    let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let tls_addrs: Vec<SocketAddr> = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let metrics = Arc::new(metrics::Metrics::new());
     let issued = Arc::new(tls::Issued::default());
@@ -130,6 +155,11 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         tls::acme::install_stored(&acme, &names, &issued);
         (acme, names)
     });
+    // Everything root may be needed for is open: listeners, cache, log files, certificates.
+    if let Some(to) = &run_as {
+        service::drop_privileges(to)
+            .map_err(|e| user_error(&shared.load().config, format!("cannot become it: {e}")))?;
+    }
     let mut tasks = JoinSet::new();
     for l in listeners {
         tasks.spawn(server::serve(l, shared.clone(), conns.clone(), stopped.clone(), server::Listener::Plain));
@@ -152,6 +182,8 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     };
     let admin = Arc::new(admin::Admin { shared: shared.clone(), metrics: metrics.clone(), reload });
     tasks.spawn(admin::serve(admin_listener, admin, conns.clone(), stopped));
+    let serving: Vec<String> = addrs.iter().chain(&tls_addrs).map(ToString::to_string).collect();
+    service::ready(&format!("serving on {}", serving.join(", ")));
     Ok(Handle { addrs, tls_addrs, admin_addr, shared, conns, metrics, stop, tasks })
 }
 
@@ -181,6 +213,9 @@ fn apply(
     }
     if config.acme != current.config.acme {
         tracing::warn!("[acme] changed: restart relais to apply it");
+    }
+    if config.server.user != current.config.server.user {
+        tracing::warn!("server.user changed: restart relais to apply it");
     }
     let fixed = |c: &Config| {
         let tls = c.server.tls.as_ref().map(|t| (t.max_handshakes, t.max_handshakes_per_source));
@@ -221,6 +256,17 @@ fn reload_from_source(
     conns: &ArcSwap<server::ConnSettings>,
     metrics: &Arc<metrics::Metrics>,
 ) -> Result<(), String> {
+    service::reloading();
+    let result = read_and_apply(shared, conns, metrics);
+    service::reloaded(&result);
+    result
+}
+
+fn read_and_apply(
+    shared: &ArcSwap<Pipeline>,
+    conns: &ArcSwap<server::ConnSettings>,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<(), String> {
     let Some(path) = shared.load().config.source.clone() else {
         metrics.reload(false);
         return Err("the running configuration was not read from a file".into());
@@ -255,11 +301,13 @@ impl Handle {
     /// and the running one stays. Listener addresses and `[cache]` are fixed at
     /// start; a change to them is logged and ignored.
     pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
-        if let Err(e) = config.validate("configuration") {
-            self.metrics.reload(false);
-            return Err(e);
-        }
-        apply(&self.shared, &self.conns, &self.metrics, config)
+        service::reloading();
+        let result = config
+            .validate("configuration")
+            .inspect_err(|_| self.metrics.reload(false))
+            .and_then(|()| apply(&self.shared, &self.conns, &self.metrics, config));
+        service::reloaded(&result);
+        result
     }
 
     /// Re-reads the configuration file (what SIGHUP and `POST /reload` do).
@@ -280,6 +328,7 @@ impl Handle {
     /// Stops accepting, lets in-flight requests finish within
     /// `server.grace_period`, and returns when every listener is done.
     pub async fn shutdown(mut self) {
+        service::stopping();
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
         let cache = self.shared.load().cache.clone();

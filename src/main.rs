@@ -92,6 +92,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             raise_open_files_limit();
+            if let Err(e) = relais::notify_systemd() {
+                tracing::warn!(error = %e, "systemd will not hear from relais");
+            }
             let code = runtime(config.workers()).block_on(run(path, config));
             // What is queued is written, unless the reader is stalled.
             relais::logs::flush(std::time::Duration::from_secs(2));

@@ -15,6 +15,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("http", 0),
     ("logs", 0),
+    ("service", 0),
     // What proxy/ drives.
     ("cache", 1),
     ("upstream", 1),

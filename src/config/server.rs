@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub via: bool,
     /// Worker threads. Default: one per available core.
     pub workers: Option<usize>,
+    /// After binding its listeners and opening the cache and log files,
+    /// relais (started as root) runs as this user, with its group; the cache
+    /// and log directories must be that user's. Default: none (stay as started).
+    pub user: Option<String>,
     /// Answer requests on the cleartext listeners with 308 to the same URL on
     /// https (a route's `redirect_https` wins). Default false.
     pub redirect_https: bool,
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             ],
             via: true,
             workers: None,
+            user: None,
             redirect_https: false,
             tls: None,
             max_connections: 16384,
