@@ -103,7 +103,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     let admin_listener =
         server::bind(admin_listen).map_err(|source| StartError::Bind { addr: admin_listen, source })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
-    let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let tls_addrs: Vec<SocketAddr> = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let metrics = Arc::new(metrics::Metrics::new());
     let issued = Arc::new(tls::Issued::default());
@@ -150,7 +150,13 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         let (shared, conns, metrics) = (shared.clone(), conns.clone(), metrics.clone());
         Box::new(move || reload_from_source(&shared, &conns, &metrics))
     };
-    let admin = Arc::new(admin::Admin { shared: shared.clone(), metrics: metrics.clone(), reload });
+    let admin = Arc::new(admin::Admin {
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        reload,
+        started: std::time::SystemTime::now(),
+        listen: (addrs.clone(), tls_addrs.clone()),
+    });
     tasks.spawn(admin::serve(admin_listener, admin, conns.clone(), stopped));
     Ok(Handle { addrs, tls_addrs, admin_addr, shared, conns, metrics, stop, tasks })
 }

@@ -114,6 +114,24 @@ impl Config {
         Ok(config)
     }
 
+    /// Only `[admin]` of `path` with `RELAIS_ADMIN__*` over it: what the
+    /// command line needs to reach a running relais, even when another part
+    /// of the file is broken (the running one then says why on reload).
+    pub fn load_admin(path: &Path) -> Result<AdminConfig, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Missing(path.to_path_buf()));
+        }
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(env());
+        let name = path.display().to_string();
+        match figment.find_value("admin") {
+            Err(_) => Ok(AdminConfig::default()),
+            Ok(_) => figment.extract_inner("admin").map_err(|e| {
+                let lines: Vec<String> = e.into_iter().map(|e| describe(&e, &name)).collect();
+                ConfigError::Parse(lines.join("\n"))
+            }),
+        }
+    }
+
     /// Parses a TOML string (no environment); `name` is used in errors, and
     /// relative paths stay relative to the working directory.
     pub fn from_toml(toml: &str, name: &str) -> Result<Config, ConfigError> {
