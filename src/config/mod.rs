@@ -510,6 +510,22 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
         });
     }
 
+    /// The command line finds the admin API in a file broken elsewhere.
+    #[test]
+    fn admin_alone_is_read_from_a_file_broken_elsewhere() {
+        Jail::expect_with(|jail| {
+            jail.create_file("broken.toml", "[admin]\nlisten = \"127.0.0.1:9191\"\n[[routes]]\nupstream = 1\n")?;
+            jail.create_file("plain.toml", "[cache]\nmemory_capacity = \"many\"\n")?;
+            jail.set_env("RELAIS_ADMIN__TOKEN", "s3cret");
+            let a = Config::load_admin(Path::new("broken.toml")).map_err(|e| e.to_string())?;
+            assert_eq!((a.listen.port(), a.token.as_deref()), (9191, Some("s3cret")));
+            let a = Config::load_admin(Path::new("plain.toml")).map_err(|e| e.to_string())?;
+            assert_eq!((a.listen.port(), a.token.as_deref()), (9090, Some("s3cret")));
+            assert!(matches!(Config::load_admin(Path::new("none.toml")), Err(ConfigError::Missing(_))));
+            Ok(())
+        });
+    }
+
     #[test]
     fn unrelated_prefixed_variables_are_ignored() {
         Jail::expect_with(|jail| {
