@@ -641,7 +641,7 @@ async fn ask(args: &[&str]) -> (Option<i32>, String, String) {
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
-/// `relais status`, `cache` and `purge` ask the running relais over its admin
+/// `relais status`, `top`, `cache` and `purge` ask the running relais over its admin
 /// API, with the address and token of its configuration file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_cache_and_purge_ask_the_running_relais() {
@@ -668,6 +668,10 @@ async fn status_cache_and_purge_ask_the_running_relais() {
     let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(stats["requests"]["total"], 2, "{stats}");
     assert_eq!(stats["relais"]["version"], env!("CARGO_PKG_VERSION"), "{stats}");
+
+    let (code, out, err) = ask(&["top", "-n", "1", "-c", c]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("requests/s") && out.contains("route") && out.contains("  app"), "{out}");
 
     let (code, out, err) = ask(&["cache", "-c", c, "http://site.test/p/1"]).await;
     assert_eq!(code, Some(0), "{err}");

@@ -1,4 +1,4 @@
-//! `relais status`, `purge`, `reload` and `cache`: the commands that ask a
+//! `relais status`, `top`, `purge`, `reload` and `cache`: the commands that ask a
 //! running relais over its admin API (`admin.listen`, `admin.token`), as
 //! `varnishadm` asks varnishd.
 //!
@@ -8,8 +8,9 @@
 //! see [`Failure::code`] and the README's "Command line".
 
 mod status;
+mod top;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,14 @@ pub(crate) enum Ask {
     Reload {
         #[command(flatten)]
         to: Target,
+    },
+    /// Every second, the busiest routes and upstreams (like varnishtop); Ctrl-C ends it.
+    Top {
+        #[command(flatten)]
+        to: Target,
+        /// Stop after this many screens.
+        #[arg(short = 'n', long, value_name = "N")]
+        count: Option<u64>,
     },
     /// Show what is cached for a URL (as `/cache?url=` does).
     Cache {
@@ -163,6 +172,24 @@ async fn answer(ask: Ask) -> Result<String, Failure> {
             let admin = Admin::new(&to)?;
             admin.call(Method::POST, "/reload", None).await?;
             Ok(format!("configuration reloaded by relais at {}\n", admin.addr))
+        }
+        Ask::Top { to, count } => {
+            let admin = Admin::new(&to)?;
+            let mut before = admin.call(Method::GET, "/stats", None).await?;
+            let mut at = std::time::Instant::now();
+            // On a terminal each screen replaces the last; into a pipe they follow one another.
+            let clear = if std::io::stdout().is_terminal() { "\x1b[H\x1b[2J" } else { "" };
+            for _ in 0..count.unwrap_or(u64::MAX) {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+                let now = admin.call(Method::GET, "/stats", None).await?;
+                let screen = top::frame(&now, &before, at.elapsed(), admin.addr);
+                let _ = writeln!(std::io::stdout(), "{clear}{screen}");
+                (before, at) = (now, std::time::Instant::now());
+            }
+            Ok(String::new())
         }
         Ask::Cache { to, url } => {
             let admin = Admin::new(&to)?;
