@@ -180,7 +180,13 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         let (shared, conns, metrics) = (shared.clone(), conns.clone(), metrics.clone());
         Box::new(move || reload_from_source(&shared, &conns, &metrics))
     };
-    let admin = Arc::new(admin::Admin { shared: shared.clone(), metrics: metrics.clone(), reload });
+    let admin = Arc::new(admin::Admin {
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        reload,
+        started: std::time::SystemTime::now(),
+        listen: (addrs.clone(), tls_addrs.clone()),
+    });
     tasks.spawn(admin::serve(admin_listener, admin, conns.clone(), stopped));
     let serving: Vec<String> = addrs.iter().chain(&tls_addrs).map(ToString::to_string).collect();
     service::ready(&format!("serving on {}", serving.join(", ")));

@@ -6,6 +6,8 @@
 //! reader is gone: the few words said outside the logs go through [`say`],
 //! which ignores a failed write.
 
+mod cli;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "relais",
     version,
     about = "A caching reverse proxy",
-    after_help = "Examples:\n  relais demo                         slow demo origin + relais on 127.0.0.1:8080\n  relais check -c /etc/relais.toml    validate a configuration (like nginx -t)\n  relais run -c /etc/relais.toml      run; SIGHUP reloads, SIGTERM or SIGQUIT stops gracefully, SIGUSR1 reopens the logs"
+    after_help = "Examples:\n  relais demo                         slow demo origin + relais on 127.0.0.1:8080\n  relais check -c /etc/relais.toml    validate a configuration (like nginx -t)\n  relais run -c /etc/relais.toml      run; SIGHUP reloads, SIGTERM or SIGQUIT stops gracefully, SIGUSR1 reopens the logs\n  relais status -c /etc/relais.toml   one screen on the running relais (admin API)\n  relais purge http://shop.test/a     remove one URL from the cache\n\nExit codes of status, top, purge, reload, cache: 0 ok, 1 error, 2 usage, 3 admin API unreachable,\n4 token missing or wrong, 5 request or reload refused"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,6 +52,8 @@ enum Command {
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+    #[command(flatten)]
+    Ask(cli::Ask),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
             }
             runtime(2).block_on(demo(port))
         }
+        Command::Ask(ask) => cli::run(ask),
     }
 }
 

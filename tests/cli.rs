@@ -621,3 +621,110 @@ async fn buffering_a_slow_client_keeps_memory_within_the_budget() {
         assert!(grown < 16 * 1024, "{buffering}: RSS grew {grown} KiB while a slow client read 20 MiB");
     }
 }
+
+/// relais on `port` with its admin API on `admin`, behind `token`.
+fn with_admin(dir: &std::path::Path, port: u16, admin: u16, origin: std::net::SocketAddr) -> String {
+    config(dir, port, origin, "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{admin}"))
+        .replace("[admin]\n", "[admin]\ntoken = \"s3cret\"\n")
+}
+
+/// Runs `relais ARGS…` to its end, off the runtime the test's origin runs on.
+async fn ask(args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin()).args(&args).env_remove("RELAIS_ADMIN__TOKEN").output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `relais status`, `top`, `cache` and `purge` ask the running relais over its admin
+/// API, with the address and token of its configuration file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_cache_and_purge_ask_the_running_relais() {
+    let o = objects(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let (port, admin) = (free_port(), free_port());
+    write(&path, &with_admin(dir.path(), port, admin, o.addr));
+    let _child = start(&path, port).await;
+    let c = path.to_str().unwrap();
+    get_host(port, "/p/1").await;
+    get_host(port, "/p/1").await;
+
+    let (code, out, err) = ask(&["status", "-c", c]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("relais {}", env!("CARGO_PKG_VERSION"))), "{out}");
+    assert!(
+        out.contains("hit ratio   50.0%") && out.contains(c) && out.contains(&format!("127.0.0.1:{port}")),
+        "{out}"
+    );
+
+    let (code, out, _) = ask(&["status", "--json", "-c", c]).await;
+    assert_eq!(code, Some(0));
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["requests"]["total"], 2, "{stats}");
+    assert_eq!(stats["relais"]["version"], env!("CARGO_PKG_VERSION"), "{stats}");
+
+    let (code, out, err) = ask(&["top", "-n", "1", "-c", c]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("requests/s") && out.contains("route") && out.contains("  app"), "{out}");
+
+    let (code, out, err) = ask(&["cache", "-c", c, "http://site.test/p/1"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("http://site.test/p/1") && out.contains("200") && out.contains("memory"), "{out}");
+
+    let (code, out, err) = ask(&["purge", "-c", c, "http://site.test/p/1"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("purged 1 entry (url)"), "{out}");
+    let (_, out, _) = ask(&["cache", "-c", c, "http://site.test/p/1"]).await;
+    assert!(out.contains("not cached"), "{out}");
+    get_host(port, "/p/1").await;
+    assert_eq!(o.hits("/p/1"), 2, "the request after the purge is a miss");
+
+    // A malformed URL is the request refused: 5.
+    let (code, _, err) = ask(&["purge", "-c", c, "not a url"]).await;
+    assert_eq!(code, Some(5), "{err}");
+}
+
+/// Exit codes scripts can rely on: 3 when nothing answers, 4 for a missing
+/// or wrong token, 5 for a refused reload, each with the address on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_answers_with_its_result_and_failures_have_their_exit_codes() {
+    let o = objects(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let (port, admin) = (free_port(), free_port());
+    let good = with_admin(dir.path(), port, admin, o.addr);
+    write(&path, &good);
+    let _child = start(&path, port).await;
+    let c = path.to_str().unwrap();
+    let at = format!("127.0.0.1:{admin}");
+
+    let (code, out, err) = ask(&["reload", "-c", c]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("reloaded"), "{out}");
+
+    // The file is broken elsewhere than [admin]: relais refuses it and says why.
+    write(&path, &format!("{good}[[routes]]\nupstream = \"nowhere\"\n"));
+    let (code, _, err) = ask(&["reload", "-c", c]).await;
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains(&at) && err.contains("nowhere"), "{err}");
+    let (_, out, _) = ask(&["status", "--json", "-c", c]).await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["reloads"]["failed"], 1);
+
+    let (code, _, err) = ask(&["status", "--admin", &at, "--token", "wrong"]).await;
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains(&at) && err.contains("403") && err.contains("wrong token"), "{err}");
+    let (code, _, err) = ask(&["status", "--admin", &at, "-c", "/nonexistent.toml"]).await;
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("401"), "{err}");
+
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let (code, _, err) = ask(&["status", "--admin", &nobody, "--token", "s3cret"]).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains(&nobody) && err.contains("unreachable"), "{err}");
+}

@@ -36,6 +36,10 @@ pub(crate) struct Admin {
     pub metrics: Arc<Metrics>,
     /// Re-reads the configuration source and applies it (`POST /reload`).
     pub reload: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// When this process started serving.
+    pub started: std::time::SystemTime,
+    /// The client listeners as bound: cleartext, TLS.
+    pub listen: (Vec<std::net::SocketAddr>, Vec<std::net::SocketAddr>),
 }
 
 /// Serves the admin API on `listener` until `stop` changes, with the client
@@ -90,7 +94,11 @@ async fn handle(admin: &Admin, peer: std::net::IpAddr, req: Request<Incoming>) -
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             Ok(res)
         }
-        ("GET", "/stats") => Ok(json_response(StatusCode::OK, render::stats(&admin.metrics, &gauges(&pipeline).await))),
+        ("GET", "/stats") => {
+            let mut stats = render::stats(&admin.metrics, &gauges(&pipeline).await);
+            stats["relais"] = about(admin, &pipeline);
+            Ok(json_response(StatusCode::OK, stats))
+        }
         ("GET", "/cache") => cache_info(&pipeline, &req).await,
         ("POST", "/reload") => Ok(match (admin.reload)() {
             Ok(()) => json_response(StatusCode::OK, json!({"reloaded": true})),
@@ -224,6 +232,19 @@ fn canonical_prefix(prefix: &str, guard: &Guard) -> Result<String, String> {
 fn both_schemes(url: &str) -> Vec<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     vec![format!("http://{rest}"), format!("https://{rest}")]
+}
+
+/// What `relais status` heads its screen with, as `nginx -V` would.
+fn about(admin: &Admin, pipeline: &Pipeline) -> Value {
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started": httpdate::fmt_http_date(admin.started),
+        "uptime_secs": admin.started.elapsed().map_or(0, |d| d.as_secs()),
+        "config": pipeline.config.source.as_ref().map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string()),
+        "loaded": httpdate::fmt_http_date(pipeline.loaded),
+        "listen": admin.listen.0,
+        "tls_listen": admin.listen.1,
+    })
 }
 
 /// `GET /cache?url=…`: what is stored for a URL, for debugging.

@@ -114,6 +114,24 @@ impl Config {
         Ok(config)
     }
 
+    /// Only `[admin]` of `path` with `RELAIS_ADMIN__*` over it: what the
+    /// command line needs to reach a running relais, even when another part
+    /// of the file is broken (the running one then says why on reload).
+    pub fn load_admin(path: &Path) -> Result<AdminConfig, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Missing(path.to_path_buf()));
+        }
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(env());
+        let name = path.display().to_string();
+        match figment.find_value("admin") {
+            Err(_) => Ok(AdminConfig::default()),
+            Ok(_) => figment.extract_inner("admin").map_err(|e| {
+                let lines: Vec<String> = e.into_iter().map(|e| describe(&e, &name)).collect();
+                ConfigError::Parse(lines.join("\n"))
+            }),
+        }
+    }
+
     /// Parses a TOML string (no environment); `name` is used in errors, and
     /// relative paths stay relative to the working directory.
     pub fn from_toml(toml: &str, name: &str) -> Result<Config, ConfigError> {
@@ -498,6 +516,22 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
             let c = Config::load(Path::new("relais.toml")).map_err(|e| e.to_string())?;
             assert_eq!(c.cache.memory_capacity, Size(1 << 30));
             assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
+            Ok(())
+        });
+    }
+
+    /// The command line finds the admin API in a file broken elsewhere.
+    #[test]
+    fn admin_alone_is_read_from_a_file_broken_elsewhere() {
+        Jail::expect_with(|jail| {
+            jail.create_file("broken.toml", "[admin]\nlisten = \"127.0.0.1:9191\"\n[[routes]]\nupstream = 1\n")?;
+            jail.create_file("plain.toml", "[cache]\nmemory_capacity = \"many\"\n")?;
+            jail.set_env("RELAIS_ADMIN__TOKEN", "s3cret");
+            let a = Config::load_admin(Path::new("broken.toml")).map_err(|e| e.to_string())?;
+            assert_eq!((a.listen.port(), a.token.as_deref()), (9191, Some("s3cret")));
+            let a = Config::load_admin(Path::new("plain.toml")).map_err(|e| e.to_string())?;
+            assert_eq!((a.listen.port(), a.token.as_deref()), (9090, Some("s3cret")));
+            assert!(matches!(Config::load_admin(Path::new("none.toml")), Err(ConfigError::Missing(_))));
             Ok(())
         });
     }

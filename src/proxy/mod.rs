@@ -64,6 +64,8 @@ pub(crate) struct Pipeline {
     pub compression: crate::compress::Compression,
     /// Pass-through responses read ahead of slow clients.
     buffering: buffer::Buffering,
+    /// When this configuration was put in force (`/stats`).
+    pub loaded: std::time::SystemTime,
 }
 
 /// What every configuration's pipeline shares for the life of the process.
@@ -149,6 +151,7 @@ impl Pipeline {
         let config_compression = config.compression.clone();
         let config_buffering = config.buffering.clone();
         Ok(Pipeline {
+            loaded: std::time::SystemTime::now(),
             config: Arc::new(config),
             router,
             guard,
