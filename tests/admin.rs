@@ -242,7 +242,7 @@ async fn metrics_move_with_traffic() {
     proxy.stored("http://shop.test/m").await;
     get_with(&proxy.url("/m"), HOST).await;
     let after = proxy.admin("GET", "/metrics", "").await.text();
-    let hits = "relais_requests_total{route=\"routes[0]\",status=\"200\",cache=\"hit\"}";
+    let hits = "relais_requests_total{route=\"*/\",status=\"200\",cache=\"hit\"}";
     assert_eq!(series(&after, hits) - series(&before, hits), 1.0, "{after}");
     assert!(series(&after, "relais_cache_memory_entries") >= 1.0);
     assert!(after.contains("relais_origin_latency_seconds_bucket"));

@@ -48,7 +48,7 @@ pub(crate) struct AccessRecord {
     pub upstream_time: Option<Duration>,
     /// What the cache did; None when the request never reached it.
     pub cache: Option<CacheOutcome>,
-    pub route: Option<usize>,
+    /// The route's name.
     pub route_label: Option<Arc<str>>,
     /// Why the guard refused the request.
     pub refused: Option<Reason>,
@@ -87,7 +87,7 @@ impl AccessRecord {
             upstream: self.upstream.as_deref(),
             upstream_time: self.upstream_time,
             cache: crate::metrics::word(self.cache),
-            route: self.route,
+            route: self.route_label.as_deref(),
             refused: self.refused.map_or("-", Reason::as_str),
             rule: self.rule.as_deref(),
             referer: self.referer.as_ref().map(HeaderValue::as_bytes),
