@@ -245,7 +245,13 @@ async fn metrics_move_with_traffic() {
     let hits = "relais_requests_total{route=\"*/\",status=\"200\",cache=\"hit\"}";
     assert_eq!(series(&after, hits) - series(&before, hits), 1.0, "{after}");
     assert!(series(&after, "relais_cache_memory_entries") >= 1.0);
-    assert!(after.contains("relais_origin_latency_seconds_bucket"));
+    assert!(after.contains("relais_upstream_response_seconds_bucket{upstream=\"o\",server="), "{after}");
+    assert!(
+        after.contains(
+            "relais_request_duration_seconds_bucket{route=\"*/\",method=\"GET\",cache=\"hit\",le=\"0.0005\"}"
+        ),
+        "{after}"
+    );
     let stats = json(&proxy.admin("GET", "/stats", "").await);
     assert!(stats["hit_ratio"].as_f64().unwrap() > 0.0, "{stats}");
 }

@@ -14,7 +14,7 @@ use http::{HeaderValue, Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 
 use crate::http::body::{Body, BoxError};
-use crate::metrics::{CacheOutcome, Metrics, Reason};
+use crate::metrics::{CacheOutcome, MethodClass, Metrics, Reason};
 
 /// Request body bytes read so far, shared by the body being forwarded and the
 /// record that reports them.
@@ -70,6 +70,8 @@ impl AccessRecord {
         let route = self.route_label.as_deref().unwrap_or("none");
         let bytes_in = self.bytes_in.as_ref().map_or(0, Received::get);
         self.metrics.request(route, self.status.as_u16(), self.cache, bytes_in, bytes);
+        let duration = self.start.elapsed();
+        self.metrics.request_duration(route, MethodClass::of(&self.method), self.cache, duration.as_secs_f64());
         if !self.log {
             return;
         }
@@ -83,7 +85,7 @@ impl AccessRecord {
             target: &self.path,
             status: self.status.as_u16(),
             bytes,
-            duration: self.start.elapsed(),
+            duration,
             upstream: self.upstream.as_deref(),
             upstream_time: self.upstream_time,
             cache: crate::metrics::word(self.cache),

@@ -26,7 +26,7 @@ use crate::upstream::Upstream;
 
 /// A compiled `[[routes]]` entry.
 pub(crate) struct Route {
-    /// Position in the file, for logs: `routes[3]`.
+    /// Position in the file (`routes[3]`): among equal prefixes, the first wins.
     pub index: usize,
     /// The route's name (`api`, `*/static/`): its label in metrics and logs.
     pub label: Arc<str>,

@@ -409,7 +409,7 @@ impl Upstream {
             match result {
                 Ok(Ok((res, reused))) => {
                     self.metrics.upstream_connection(&self.name, reused);
-                    self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());
+                    self.metrics.upstream_response(&self.name, &server.address, started.elapsed().as_secs_f64());
                     members.balancer.observe(i, started.elapsed());
                     if server.health.success() {
                         tracing::info!(upstream = %self.name, server = %server.address, "server answered again; back up");
