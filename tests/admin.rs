@@ -237,7 +237,15 @@ async fn metrics_move_with_traffic() {
     let o = tagged_origin().start().await;
     let proxy = relais(&proxy_to(o.addr)).await;
     let before = proxy.admin("GET", "/metrics", "").await.text();
-    assert!(before.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).all(|l| l.starts_with("relais_")));
+    let ours = |l: &&str| !l.starts_with('#') && !l.is_empty();
+    assert!(before.lines().filter(ours).all(|l| l.starts_with("relais_") || l.starts_with("process_")), "{before}");
+    // The build, and the process's figures as Prometheus's client libraries name them.
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(before.contains(&format!("relais_build_info{{version=\"{version}\",commit=\"")), "{before}");
+    for figure in ["process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"] {
+        assert!(series(&before, &format!("{figure} ")) > 0.0, "{figure}: {before}");
+    }
+    assert!(before.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "), "{before}");
     get_with(&proxy.url("/m"), HOST).await;
     proxy.stored("http://shop.test/m").await;
     get_with(&proxy.url("/m"), HOST).await;

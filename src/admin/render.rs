@@ -1,7 +1,8 @@
 //! `GET /metrics` (Prometheus text format 0.0.4) and `GET /stats` (JSON),
 //! rendered from the registry ([`crate::metrics`]) and from point-in-time
 //! values (tier sizes, server health) gathered at scrape time as [`Gauges`].
-//! Every metric name starts with `relais_`.
+//! Every metric name here starts with `relais_`; the process's own figures,
+//! named as every Prometheus client names them, are [`super::process`]'s.
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
@@ -52,6 +53,9 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let o = &mut out;
     let requests = m.requests();
+    family(o, "build_info", "gauge", "Always 1: the version and the commit relais was built from.");
+    let commit = option_env!("RELAIS_COMMIT").unwrap_or("unknown");
+    sample(o, "build_info", &[("version", env!("CARGO_PKG_VERSION")), ("commit", commit)], 1);
     family(o, "requests_total", "counter", "Finished requests by route, status code and cache outcome.");
     for r in &requests {
         let status = r.status.to_string();
@@ -336,6 +340,8 @@ mod tests {
         let before = prometheus(&m, &Gauges::default());
         assert_eq!(value(&before, series), None);
         assert_eq!(value(&before, "relais_bytes_sent_total"), Some(0.0));
+        let build = format!(r#"relais_build_info{{version="{}",commit=""#, env!("CARGO_PKG_VERSION"));
+        assert!(before.lines().any(|l| l.starts_with(&build) && l.ends_with("\"} 1")), "{before}");
         // Pre-registered label sets show up before their first event.
         for kind in PurgeKind::ALL.map(PurgeKind::as_str) {
             assert_eq!(value(&before, &format!(r#"relais_purges_total{{kind="{kind}",soft="false"}}"#)), Some(0.0));
