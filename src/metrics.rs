@@ -145,6 +145,39 @@ impl WaitEnd {
     }
 }
 
+/// Why an attempt to a server of an upstream failed, or was tried again elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UpstreamFailure {
+    /// No connection could be made.
+    Connect,
+    /// The connection broke before the response head.
+    Reset,
+    /// No response head within `response_timeout`.
+    Timeout,
+    /// A response whose status is in `retry_on` (a retry reason only).
+    Status,
+}
+
+impl UpstreamFailure {
+    pub const ALL: [UpstreamFailure; 4] =
+        [UpstreamFailure::Connect, UpstreamFailure::Reset, UpstreamFailure::Timeout, UpstreamFailure::Status];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Reset => "reset",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Status => "status",
+        }
+    }
+}
+
+/// Per upstream and [`UpstreamFailure`]: attempts that failed, and retries.
+#[derive(Default)]
+struct FailureCounts {
+    errors: [AtomicU64; 4],
+    retries: [AtomicU64; 4],
+}
+
 /// Why the guard refused a request (or, in a dry run, would have).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
@@ -216,6 +249,7 @@ pub struct Metrics {
     latency: RwLock<HashMap<String, HashMap<String, Histogram>>>,
     /// Per upstream: requests sent on a new connection, and on a reused one.
     connections: RwLock<HashMap<String, [AtomicU64; 2]>>,
+    failures: RwLock<HashMap<String, FailureCounts>>,
     purges: Labelled<PurgeKind, PurgeCounts>,
     evictions: Labelled<Tier, AtomicU64>,
     waits: Labelled<WaitEnd, AtomicU64>,
@@ -242,6 +276,7 @@ impl Metrics {
             durations: RwLock::default(),
             latency: RwLock::default(),
             connections: RwLock::default(),
+            failures: RwLock::default(),
             purges: Labelled::new(&PurgeKind::ALL),
             evictions: Labelled::new(&Tier::ALL),
             waits: Labelled::new(&WaitEnd::ALL),
@@ -330,6 +365,28 @@ impl Metrics {
             return;
         }
         write(&self.connections).entry(upstream.to_owned()).or_default()[slot].fetch_add(1, Relaxed);
+    }
+
+    /// An attempt to a server of `upstream` that failed (`retry`: and the
+    /// request went on to the next server, which a `status` failure only does).
+    pub fn upstream_failure(&self, upstream: &str, why: UpstreamFailure, retry: bool) {
+        let bump = |c: &FailureCounts| {
+            let counts = if retry { &c.retries } else { &c.errors };
+            counts[why as usize].fetch_add(1, Relaxed);
+        };
+        if let Some(c) = read(&self.failures).get(upstream) {
+            return bump(c);
+        }
+        bump(write(&self.failures).entry(upstream.to_owned()).or_default());
+    }
+
+    /// Per upstream: (errors, retries) by [`UpstreamFailure::ALL`], sorted by upstream.
+    pub fn upstream_failures(&self) -> Vec<(String, [u64; 4], [u64; 4])> {
+        let load = |a: &[AtomicU64; 4]| a.each_ref().map(|c| c.load(Relaxed));
+        let mut v: Vec<_> =
+            read(&self.failures).iter().map(|(k, c)| (k.clone(), load(&c.errors), load(&c.retries))).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// Per upstream: (requests on new connections, on reused ones).

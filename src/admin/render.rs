@@ -9,7 +9,7 @@ use std::fmt::{Display, Write};
 
 use serde_json::{Value, json};
 
-use crate::metrics::{BUCKETS, CacheOutcome, HistogramSnapshot, Metrics, RequestSeries, word};
+use crate::metrics::{BUCKETS, CacheOutcome, HistogramSnapshot, Metrics, RequestSeries, UpstreamFailure, word};
 
 /// Values the caller reads at scrape time.
 #[derive(Default, Clone, Debug)]
@@ -95,6 +95,20 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     for (upstream, new, reused) in m.connections() {
         sample(o, "upstream_connections_total", &[("upstream", &upstream), ("reused", "false")], new);
         sample(o, "upstream_connections_total", &[("upstream", &upstream), ("reused", "true")], reused);
+    }
+
+    let failures = m.upstream_failures();
+    family(o, "upstream_errors_total", "counter", "Attempts to an upstream's servers that failed, by reason.");
+    for (upstream, errors, _) in &failures {
+        for (why, n) in UpstreamFailure::ALL.iter().zip(errors).filter(|(w, _)| **w != UpstreamFailure::Status) {
+            sample(o, "upstream_errors_total", &[("upstream", upstream), ("reason", why.as_str())], n);
+        }
+    }
+    family(o, "upstream_retries_total", "counter", "Requests sent on to the next server, by why.");
+    for (upstream, _, retries) in &failures {
+        for (why, n) in UpstreamFailure::ALL.iter().zip(retries).filter(|(w, _)| **w != UpstreamFailure::Timeout) {
+            sample(o, "upstream_retries_total", &[("upstream", upstream), ("reason", why.as_str())], n);
+        }
     }
 
     family(o, "upstream_server_up", "gauge", "Whether the balancer considers the server healthy (1) or not (0).");
