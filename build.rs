@@ -1,5 +1,5 @@
 //! Records the commit relais is built from (`git rev-parse --short HEAD`) as
-//! `RELAIS_COMMIT`, for `relais_build_info`; "unknown" outside a git checkout
+//! `BUILD_GIT_COMMIT`, for `relais_build_info`; "unknown" outside a git checkout
 //! (a crate tarball has no `.git`) or without git.
 
 use std::process::Command;
@@ -16,5 +16,5 @@ fn main() {
         println!("cargo:rerun-if-changed={log}");
     }
     let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=RELAIS_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
 }

@@ -54,7 +54,7 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     let o = &mut out;
     let requests = m.requests();
     family(o, "build_info", "gauge", "Always 1: the version and the commit relais was built from.");
-    let commit = option_env!("RELAIS_COMMIT").unwrap_or("unknown");
+    let commit = option_env!("BUILD_GIT_COMMIT").unwrap_or("unknown");
     sample(o, "build_info", &[("version", env!("CARGO_PKG_VERSION")), ("commit", commit)], 1);
     family(o, "requests_total", "counter", "Finished requests by route, status code and cache outcome.");
     for r in &requests {
