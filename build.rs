@@ -1,6 +1,8 @@
 //! Records the commit relais is built from (`git rev-parse --short HEAD`) as
-//! `BUILD_GIT_COMMIT`, for `relais_build_info`; "unknown" outside a git checkout
-//! (a crate tarball has no `.git`) or without git.
+//! `BUILD_GIT_COMMIT`, for `relais_build_info`; "unknown" outside a git
+//! checkout (a crate tarball has no `.git`) or without git. Not `RELAIS_*`:
+//! `cargo run` and `cargo test` pass it to the process too, which would take
+//! it for a misspelt setting.
 
 use std::process::Command;
 
