@@ -345,7 +345,7 @@ fn summary(path: &Path, c: &Config) -> String {
         let _ = writeln!(s, "    {name:<12} {}: {}{extra}", u.balance.as_str(), servers.join(", "));
     }
     let _ = writeln!(s, "  routes");
-    for (i, r) in c.routes.iter().enumerate() {
+    for ((i, r), name) in c.routes.iter().enumerate().zip(c.route_names()) {
         let host = r.host.as_ref().map_or("*".to_string(), ToString::to_string);
         let headers: String = r.headers.iter().map(|(k, v)| format!(" [{k}: {v}]")).collect();
         let strip = if r.strip_prefix { " (strip prefix)" } else { "" };
@@ -364,9 +364,11 @@ fn summary(path: &Path, c: &Config) -> String {
             plain.push("uploads read whole");
         }
         let plain: String = plain.iter().map(|p| format!(" · {p}")).collect();
+        // A default name is the host and path shown already.
+        let named = if name == format!("{host}{}", r.path) { String::new() } else { format!("{name}: ") };
         let _ = writeln!(
             s,
-            "    [{i}] {host}{}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}",
+            "    [{i}] {named}{host}{}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}",
             r.path, r.upstream
         );
     }

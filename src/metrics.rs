@@ -17,8 +17,53 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub(crate) use cache_policy::CacheOutcome;
 
-/// Upper bounds of the origin latency histogram, in seconds (`+Inf` is implied).
-pub(crate) const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Upper bounds of the duration histograms, in seconds (`+Inf` is implied):
+/// from a hit served from memory (under a millisecond) to a slow origin.
+pub(crate) const BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A request's method as a label: one of a fixed set, so that no client can
+/// make a new series by inventing a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MethodClass {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    Other,
+}
+
+impl MethodClass {
+    pub fn of(method: &http::Method) -> MethodClass {
+        use http::Method as M;
+        match *method {
+            M::GET => MethodClass::Get,
+            M::HEAD => MethodClass::Head,
+            M::POST => MethodClass::Post,
+            M::PUT => MethodClass::Put,
+            M::DELETE => MethodClass::Delete,
+            M::PATCH => MethodClass::Patch,
+            M::OPTIONS => MethodClass::Options,
+            _ => MethodClass::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodClass::Get => "GET",
+            MethodClass::Head => "HEAD",
+            MethodClass::Post => "POST",
+            MethodClass::Put => "PUT",
+            MethodClass::Delete => "DELETE",
+            MethodClass::Patch => "PATCH",
+            MethodClass::Options => "OPTIONS",
+            MethodClass::Other => "other",
+        }
+    }
+}
 
 /// A cache tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +145,39 @@ impl WaitEnd {
     }
 }
 
+/// Why an attempt to a server of an upstream failed, or was tried again elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UpstreamFailure {
+    /// No connection could be made.
+    Connect,
+    /// The connection broke before the response head.
+    Reset,
+    /// No response head within `response_timeout`.
+    Timeout,
+    /// A response whose status is in `retry_on` (a retry reason only).
+    Status,
+}
+
+impl UpstreamFailure {
+    pub const ALL: [UpstreamFailure; 4] =
+        [UpstreamFailure::Connect, UpstreamFailure::Reset, UpstreamFailure::Timeout, UpstreamFailure::Status];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Reset => "reset",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Status => "status",
+        }
+    }
+}
+
+/// Per upstream and [`UpstreamFailure`]: attempts that failed, and retries.
+#[derive(Default)]
+struct FailureCounts {
+    errors: [AtomicU64; 4],
+    retries: [AtomicU64; 4],
+}
+
 /// Why the guard refused a request (or, in a dry run, would have).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
@@ -149,6 +227,9 @@ type GuardMap = HashMap<Reason, HashMap<String, [AtomicU64; 2]>>;
 /// Nested so that a lookup borrows and the hot path allocates nothing.
 type RequestMap = HashMap<String, HashMap<Option<CacheOutcome>, HashMap<u16, AtomicU64>>>;
 
+/// Request durations: route → (method, cache outcome) → histogram.
+type DurationMap = HashMap<String, HashMap<(MethodClass, Option<CacheOutcome>), Histogram>>;
+
 /// Log lines dropped because the log's reader was slow or gone, or its file
 /// could not be written: the log writers are the process's, and so is this count.
 static LOGS_DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -163,9 +244,12 @@ pub struct Metrics {
     requests: RwLock<RequestMap>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    latency: RwLock<HashMap<String, Histogram>>,
+    durations: RwLock<DurationMap>,
+    /// Upstream response times: upstream → server address → histogram.
+    latency: RwLock<HashMap<String, HashMap<String, Histogram>>>,
     /// Per upstream: requests sent on a new connection, and on a reused one.
     connections: RwLock<HashMap<String, [AtomicU64; 2]>>,
+    failures: RwLock<HashMap<String, FailureCounts>>,
     purges: Labelled<PurgeKind, PurgeCounts>,
     evictions: Labelled<Tier, AtomicU64>,
     waits: Labelled<WaitEnd, AtomicU64>,
@@ -189,8 +273,10 @@ impl Metrics {
             requests: RwLock::default(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            durations: RwLock::default(),
             latency: RwLock::default(),
             connections: RwLock::default(),
+            failures: RwLock::default(),
             purges: Labelled::new(&PurgeKind::ALL),
             evictions: Labelled::new(&Tier::ALL),
             waits: Labelled::new(&WaitEnd::ALL),
@@ -204,7 +290,7 @@ impl Metrics {
     }
 
     /// A request the guard refused (`dry_run`: would have refused, and let pass).
-    /// `route` is a `routes[3]` label, `none` before routing, or `admin`.
+    /// `route` is a route's name, `none` before routing, or `admin`.
     pub fn guard(&self, reason: Reason, route: &str, dry_run: bool) {
         let slot = usize::from(dry_run);
         if let Some(c) = read(&self.guard).get(&reason).and_then(|m| m.get(route)) {
@@ -231,7 +317,7 @@ impl Metrics {
         all
     }
 
-    /// One finished request. `route` is a `routes[3]` style label or `none`;
+    /// One finished request. `route` is a route's name or `none`;
     /// `bytes_in`/`bytes_out` are body bytes received and sent.
     pub fn request(&self, route: &str, status: u16, cache: Option<CacheOutcome>, bytes_in: u64, bytes_out: u64) {
         self.bytes_in.fetch_add(bytes_in, Relaxed);
@@ -245,12 +331,30 @@ impl Metrics {
         by_status.entry(status).or_default().fetch_add(1, Relaxed);
     }
 
-    /// Time from sending a request to `upstream` until its response head arrived.
-    pub fn origin_latency(&self, upstream: &str, seconds: f64) {
-        if let Some(h) = read(&self.latency).get(upstream) {
+    /// How long one request took, from its head to the end of its response.
+    pub fn request_duration(&self, route: &str, method: MethodClass, cache: Option<CacheOutcome>, seconds: f64) {
+        if let Some(h) = read(&self.durations).get(route).and_then(|m| m.get(&(method, cache))) {
             return h.observe(seconds);
         }
-        write(&self.latency).entry(upstream.to_owned()).or_default().observe(seconds);
+        write(&self.durations)
+            .entry(route.to_owned())
+            .or_default()
+            .entry((method, cache))
+            .or_default()
+            .observe(seconds);
+    }
+
+    /// Time from sending a request to `server` of `upstream` until its response head arrived.
+    pub fn upstream_response(&self, upstream: &str, server: &str, seconds: f64) {
+        if let Some(h) = read(&self.latency).get(upstream).and_then(|m| m.get(server)) {
+            return h.observe(seconds);
+        }
+        write(&self.latency)
+            .entry(upstream.to_owned())
+            .or_default()
+            .entry(server.to_owned())
+            .or_default()
+            .observe(seconds);
     }
 
     /// A request sent upstream on a `reused` pooled connection or a new one.
@@ -261,6 +365,28 @@ impl Metrics {
             return;
         }
         write(&self.connections).entry(upstream.to_owned()).or_default()[slot].fetch_add(1, Relaxed);
+    }
+
+    /// An attempt to a server of `upstream` that failed (`retry`: and the
+    /// request went on to the next server, which a `status` failure only does).
+    pub fn upstream_failure(&self, upstream: &str, why: UpstreamFailure, retry: bool) {
+        let bump = |c: &FailureCounts| {
+            let counts = if retry { &c.retries } else { &c.errors };
+            counts[why as usize].fetch_add(1, Relaxed);
+        };
+        if let Some(c) = read(&self.failures).get(upstream) {
+            return bump(c);
+        }
+        bump(write(&self.failures).entry(upstream.to_owned()).or_default());
+    }
+
+    /// Per upstream: (errors, retries) by [`UpstreamFailure::ALL`], sorted by upstream.
+    pub fn upstream_failures(&self) -> Vec<(String, [u64; 4], [u64; 4])> {
+        let load = |a: &[AtomicU64; 4]| a.each_ref().map(|c| c.load(Relaxed));
+        let mut v: Vec<_> =
+            read(&self.failures).iter().map(|(k, c)| (k.clone(), load(&c.errors), load(&c.retries))).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// Per upstream: (requests on new connections, on reused ones).
@@ -335,10 +461,23 @@ impl Metrics {
         (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed))
     }
 
-    /// Origin latency per upstream, by name.
-    pub fn latency(&self) -> Vec<(String, HistogramSnapshot)> {
-        let mut all: Vec<_> = read(&self.latency).iter().map(|(k, h)| (k.clone(), h.snapshot())).collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    /// Request durations: (route, method, cache outcome, histogram), sorted.
+    pub fn durations(&self) -> Vec<(String, MethodClass, Option<CacheOutcome>, HistogramSnapshot)> {
+        let mut all = Vec::new();
+        for (route, by) in read(&self.durations).iter() {
+            all.extend(by.iter().map(|((method, cache), h)| (route.clone(), *method, *cache, h.snapshot())));
+        }
+        all.sort_unstable_by(|a, b| (&a.0, a.1, word(a.2)).cmp(&(&b.0, b.1, word(b.2))));
+        all
+    }
+
+    /// Upstream response times: (upstream, server, histogram), sorted.
+    pub fn latency(&self) -> Vec<(String, String, HistogramSnapshot)> {
+        let mut all = Vec::new();
+        for (upstream, by_server) in read(&self.latency).iter() {
+            all.extend(by_server.iter().map(|(server, h)| (upstream.clone(), server.clone(), h.snapshot())));
+        }
+        all.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         all
     }
 

@@ -237,15 +237,29 @@ async fn metrics_move_with_traffic() {
     let o = tagged_origin().start().await;
     let proxy = relais(&proxy_to(o.addr)).await;
     let before = proxy.admin("GET", "/metrics", "").await.text();
-    assert!(before.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).all(|l| l.starts_with("relais_")));
+    let ours = |l: &&str| !l.starts_with('#') && !l.is_empty();
+    assert!(before.lines().filter(ours).all(|l| l.starts_with("relais_") || l.starts_with("process_")), "{before}");
+    // The build, and the process's figures as Prometheus's client libraries name them.
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(before.contains(&format!("relais_build_info{{version=\"{version}\",commit=\"")), "{before}");
+    for figure in ["process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"] {
+        assert!(series(&before, &format!("{figure} ")) > 0.0, "{figure}: {before}");
+    }
+    assert!(before.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "), "{before}");
     get_with(&proxy.url("/m"), HOST).await;
     proxy.stored("http://shop.test/m").await;
     get_with(&proxy.url("/m"), HOST).await;
     let after = proxy.admin("GET", "/metrics", "").await.text();
-    let hits = "relais_requests_total{route=\"routes[0]\",status=\"200\",cache=\"hit\"}";
+    let hits = "relais_requests_total{route=\"*/\",status=\"200\",cache=\"hit\"}";
     assert_eq!(series(&after, hits) - series(&before, hits), 1.0, "{after}");
     assert!(series(&after, "relais_cache_memory_entries") >= 1.0);
-    assert!(after.contains("relais_origin_latency_seconds_bucket"));
+    assert!(after.contains("relais_upstream_response_seconds_bucket{upstream=\"o\",server="), "{after}");
+    assert!(
+        after.contains(
+            "relais_request_duration_seconds_bucket{route=\"*/\",method=\"GET\",cache=\"hit\",le=\"0.0005\"}"
+        ),
+        "{after}"
+    );
     let stats = json(&proxy.admin("GET", "/stats", "").await);
     assert!(stats["hit_ratio"].as_f64().unwrap() > 0.0, "{stats}");
 }

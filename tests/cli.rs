@@ -565,7 +565,7 @@ fn check_sums_up_the_guard() {
         "[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n[guard]\nreal_ip = { trusted = [\"10.0.0.0/8\"] }\n\
          deny = [\"192.0.2.0/24\"]\n[[guard.rules]]\npath_regex = \"^/wp-login\"\n\
          [[limit_req]]\nname = \"per_ip\"\nrate = \"10r/s\"\nburst = 20\n\
-         [[routes]]\npath = \"/api/\"\nupstream = \"app\"\nlimit_req = [\"per_ip\"]\n\
+         [[routes]]\nname = \"api\"\npath = \"/api/\"\nupstream = \"app\"\nlimit_req = [\"per_ip\"]\n\
          [[routes]]\npath = \"/admin/\"\nupstream = \"app\"\nguard = { allow = [\"10.0.0.0/8\"], deny = [\"all\"] }\n",
     );
     let out = Command::new(bin()).args(["check", "-c"]).arg(&path).output().unwrap();
@@ -575,8 +575,8 @@ fn check_sums_up_the_guard() {
     for part in ["1 denied blocks", "1 rules", "real ip from x-forwarded-for", "limit_req per_ip 10r/s burst 20"] {
         assert!(guard.contains(part), "{part}: {guard}");
     }
-    assert!(text.contains("/api/ → app · limits per_ip"), "{text}");
-    assert!(text.contains("/admin/ → app · own guard"), "{text}");
+    assert!(text.contains("[0] api: */api/ → app · limits per_ip"), "{text}");
+    assert!(text.contains("[1] */admin/ → app · own guard"), "{text}");
 }
 
 /// A slow client reading a 20 MiB pass-through answer: read ahead into memory

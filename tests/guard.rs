@@ -212,7 +212,7 @@ async fn normalised_paths_cannot_slip_past_a_rule_and_the_origin_sees_the_normal
     assert_eq!(o.hits("/a/c/d~"), 1);
     let m = metrics(&proxy).await;
     assert!(m.contains("relais_guard_rejections_total{reason=\"path\",route=\"none\"} 5"), "{m}");
-    assert!(m.contains("relais_guard_rejections_total{reason=\"access\",route=\"routes[1]\"} 2"), "{m}");
+    assert!(m.contains("relais_guard_rejections_total{reason=\"access\",route=\"*/admin/\"} 2"), "{m}");
 }
 
 /// A `/private/` route or rule covers the directory itself: `/private`, in
@@ -457,7 +457,7 @@ async fn five_a_second_without_burst_lets_one_of_twenty_through() {
     assert!(refused.iter().all(|g| g.2.as_deref() == Some("1")), "Retry-After: {got:?}");
     assert_eq!(o.hits("/r"), 1);
     let m = metrics(&proxy).await;
-    assert!(m.contains("relais_guard_rejections_total{reason=\"limit_req\",route=\"routes[1]\"} 19"), "{m}");
+    assert!(m.contains("relais_guard_rejections_total{reason=\"limit_req\",route=\"*/r\"} 19"), "{m}");
 }
 
 #[tokio::test]
@@ -516,7 +516,7 @@ async fn a_dry_run_zone_refuses_nothing_and_cache_hits_count_only_when_the_zone_
         assert_eq!(get(&proxy.url("/d")).await.status, 404, "the origin's own answer: nothing refused");
     }
     let m = metrics(&proxy).await;
-    assert!(m.contains("relais_guard_dry_run_total{reason=\"limit_req\",route=\"routes[1]\"} 2"), "{m}");
+    assert!(m.contains("relais_guard_dry_run_total{reason=\"limit_req\",route=\"*/d\"} 2"), "{m}");
 }
 
 /// A zone keyed by a header remembered each key whole: `max_keys` (100,000)

@@ -248,8 +248,8 @@ async fn hostile_requests_stay_on_one_escaped_line_in_every_format() {
                     assert!(v["protocol"].as_str().unwrap().starts_with("HTTP/"), "{line}");
                 }
                 _ => {
-                    // Eight quoted fields: host, path, upstream, cache, refused, rule, referer, user agent.
-                    assert_eq!(line.matches('"').count(), 16, "{format}: {line}");
+                    // Nine quoted fields: host, path, upstream, cache, route, refused, rule, referer, user agent.
+                    assert_eq!(line.matches('"').count(), 18, "{format}: {line}");
                 }
             }
         }

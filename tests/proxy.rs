@@ -262,6 +262,12 @@ async fn a_retryable_status_goes_to_the_next_server_within_the_budget() {
     }
     assert_eq!(good.total_hits(), 10);
     assert!(failing.total_hits() >= 3, "round-robin sent some GETs to the failing server first");
+    // Each of those answers was retried on the next server, and counted so.
+    let retried =
+        format!("relais_upstream_retries_total{{upstream=\"pool\",reason=\"status\"}} {}", failing.total_hits());
+    let m = proxy.metrics().await;
+    assert!(m.contains(&retried), "{m}");
+    assert!(m.contains("relais_upstream_errors_total{upstream=\"pool\",reason=\"connect\"} 0"), "{m}");
     // Not idempotent: answered by whichever server it reached, never sent twice.
     let before = failing.total_hits() + good.total_hits();
     let mut statuses = Vec::new();
@@ -737,4 +743,26 @@ async fn an_idle_websocket_tunnel_is_closed() {
     let started = std::time::Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(4), ws.next()).await;
     assert!(matches!(ended, Ok(None | Some(Err(_)))), "still open after {:?}: {ended:?}", started.elapsed());
+}
+
+/// A server that refuses connections: each attempt is an upstream error, and
+/// the request goes on to the next server, counted as a retry for that reason.
+#[tokio::test]
+async fn connect_failures_are_counted_as_errors_and_retries() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let good = origin().text("/", "good").start().await;
+    let conf = Conf::new().servers("pool", &[dead, good.addr]).route_all("pool").with("cache = { bypass = true }");
+    let proxy = relais(&conf).await;
+    for _ in 0..4 {
+        assert_eq!(get(&proxy.url("/")).await.text(), "good");
+    }
+    let m = proxy.metrics().await;
+    let count = |series: &str| -> u64 {
+        let line = m.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series}: {m}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let errors = count("relais_upstream_errors_total{upstream=\"pool\",reason=\"connect\"}");
+    assert!(errors >= 1, "{m}");
+    assert_eq!(count("relais_upstream_retries_total{upstream=\"pool\",reason=\"connect\"}"), errors, "{m}");
+    assert_eq!(count("relais_upstream_errors_total{upstream=\"pool\",reason=\"timeout\"}"), 0, "{m}");
 }

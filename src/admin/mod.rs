@@ -7,6 +7,7 @@
 //! Varnish purge scripts send.
 
 mod browser;
+mod process;
 mod render;
 
 use std::convert::Infallible;
@@ -88,7 +89,8 @@ async fn handle(admin: &Admin, peer: std::net::IpAddr, req: Request<Incoming>) -
         ("POST", "/purge") => purge_json(admin, req).await,
         ("PURGE", _) => purge_method(admin, &req).await,
         ("GET", "/metrics") => {
-            let text = render::prometheus(&admin.metrics, &gauges(&pipeline).await);
+            let mut text = render::prometheus(&admin.metrics, &gauges(&pipeline).await);
+            process::render(&mut text);
             let mut res = Response::new(Body::full(text));
             res.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

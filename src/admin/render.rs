@@ -1,14 +1,15 @@
 //! `GET /metrics` (Prometheus text format 0.0.4) and `GET /stats` (JSON),
 //! rendered from the registry ([`crate::metrics`]) and from point-in-time
 //! values (tier sizes, server health) gathered at scrape time as [`Gauges`].
-//! Every metric name starts with `relais_`.
+//! Every metric name here starts with `relais_`; the process's own figures,
+//! named as every Prometheus client names them, are [`super::process`]'s.
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 
 use serde_json::{Value, json};
 
-use crate::metrics::{BUCKETS, CacheOutcome, HistogramSnapshot, Metrics, RequestSeries, word};
+use crate::metrics::{BUCKETS, CacheOutcome, HistogramSnapshot, Metrics, RequestSeries, UpstreamFailure, word};
 
 /// Values the caller reads at scrape time.
 #[derive(Default, Clone, Debug)]
@@ -52,6 +53,9 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let o = &mut out;
     let requests = m.requests();
+    family(o, "build_info", "gauge", "Always 1: the version and the commit relais was built from.");
+    let commit = option_env!("BUILD_GIT_COMMIT").unwrap_or("unknown");
+    sample(o, "build_info", &[("version", env!("CARGO_PKG_VERSION")), ("commit", commit)], 1);
     family(o, "requests_total", "counter", "Finished requests by route, status code and cache outcome.");
     for r in &requests {
         let status = r.status.to_string();
@@ -68,14 +72,18 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     family(o, "bytes_sent_total", "counter", "Response body bytes sent to clients.");
     sample(o, "bytes_sent_total", &[], bytes_out);
 
-    family(o, "origin_latency_seconds", "histogram", "Time from sending a request upstream to its response head.");
-    for (upstream, h) in m.latency() {
-        let les = BUCKETS.iter().map(|le| le.to_string()).chain(["+Inf".to_owned()]);
-        for (le, count) in les.zip(h.cumulative) {
-            sample(o, "origin_latency_seconds_bucket", &[("upstream", &upstream), ("le", &le)], count);
-        }
-        sample(o, "origin_latency_seconds_sum", &[("upstream", &upstream)], h.sum);
-        sample(o, "origin_latency_seconds_count", &[("upstream", &upstream)], h.count());
+    family(o, "request_duration_seconds", "histogram", "Time from a request's head to the end of its response.");
+    for (route, method, cache, h) in m.durations() {
+        histogram(
+            o,
+            "request_duration_seconds",
+            &[("route", &route), ("method", method.as_str()), ("cache", word(cache))],
+            &h,
+        );
+    }
+    family(o, "upstream_response_seconds", "histogram", "Time from sending a request upstream to its response head.");
+    for (upstream, server, h) in m.latency() {
+        histogram(o, "upstream_response_seconds", &[("upstream", &upstream), ("server", &server)], &h);
     }
 
     family(
@@ -87,6 +95,20 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     for (upstream, new, reused) in m.connections() {
         sample(o, "upstream_connections_total", &[("upstream", &upstream), ("reused", "false")], new);
         sample(o, "upstream_connections_total", &[("upstream", &upstream), ("reused", "true")], reused);
+    }
+
+    let failures = m.upstream_failures();
+    family(o, "upstream_errors_total", "counter", "Attempts to an upstream's servers that failed, by reason.");
+    for (upstream, errors, _) in &failures {
+        for (why, n) in UpstreamFailure::ALL.iter().zip(errors).filter(|(w, _)| **w != UpstreamFailure::Status) {
+            sample(o, "upstream_errors_total", &[("upstream", upstream), ("reason", why.as_str())], n);
+        }
+    }
+    family(o, "upstream_retries_total", "counter", "Requests sent on to the next server, by why.");
+    for (upstream, _, retries) in &failures {
+        for (why, n) in UpstreamFailure::ALL.iter().zip(retries).filter(|(w, _)| **w != UpstreamFailure::Timeout) {
+            sample(o, "upstream_retries_total", &[("upstream", upstream), ("reason", why.as_str())], n);
+        }
     }
 
     family(o, "upstream_server_up", "gauge", "Whether the balancer considers the server healthy (1) or not (0).");
@@ -259,9 +281,9 @@ fn hits_and_lookups(requests: &[RequestSeries]) -> (u64, u64) {
 }
 
 /// One `/stats` entry per upstream that has servers or has seen a response.
-fn upstreams_json(servers: &[ServerGauge], latency: &[(String, HistogramSnapshot)]) -> Vec<Value> {
+fn upstreams_json(servers: &[ServerGauge], latency: &[(String, String, HistogramSnapshot)]) -> Vec<Value> {
     let mut names: Vec<&str> = servers.iter().map(|s| s.upstream.as_str()).collect();
-    names.extend(latency.iter().map(|(n, _)| n.as_str()));
+    names.extend(latency.iter().map(|(n, _, _)| n.as_str()));
     names.sort_unstable();
     names.dedup();
     let upstream = |name: &str| {
@@ -279,11 +301,24 @@ fn upstreams_json(servers: &[ServerGauge], latency: &[(String, HistogramSnapshot
                 })
             })
             .collect();
-        let (count, sum) = latency.iter().find(|(n, _)| n == name).map_or((0, 0.0), |(_, h)| (h.count(), h.sum));
+        let own_latency = latency.iter().filter(|(n, _, _)| n == name);
+        let (count, sum) = own_latency.fold((0, 0.0), |(c, s), (_, _, h)| (c + h.count(), s + h.sum));
         let mean = if count == 0 { 0.0 } else { sum / count as f64 };
         json!({"name": name, "servers": own, "origin_responses": count, "origin_latency_mean_seconds": mean})
     };
     names.into_iter().map(upstream).collect()
+}
+
+/// A histogram's `_bucket`, `_sum` and `_count` series.
+fn histogram(out: &mut String, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) {
+    let les = BUCKETS.iter().map(|le| le.to_string()).chain(["+Inf".to_owned()]);
+    for (le, count) in les.zip(h.cumulative) {
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", &le));
+        sample(out, &format!("{name}_bucket"), &with_le, count);
+    }
+    sample(out, &format!("{name}_sum"), labels, h.sum);
+    sample(out, &format!("{name}_count"), labels, h.count());
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -315,10 +350,12 @@ mod tests {
     #[test]
     fn counters_move() {
         let m = Metrics::new();
-        let series = r#"relais_requests_total{route="routes[0]",status="200",cache="hit"}"#;
+        let series = r#"relais_requests_total{route="api",status="200",cache="hit"}"#;
         let before = prometheus(&m, &Gauges::default());
         assert_eq!(value(&before, series), None);
         assert_eq!(value(&before, "relais_bytes_sent_total"), Some(0.0));
+        let build = format!(r#"relais_build_info{{version="{}",commit=""#, env!("CARGO_PKG_VERSION"));
+        assert!(before.lines().any(|l| l.starts_with(&build) && l.ends_with("\"} 1")), "{before}");
         // Pre-registered label sets show up before their first event.
         for kind in PurgeKind::ALL.map(PurgeKind::as_str) {
             assert_eq!(value(&before, &format!(r#"relais_purges_total{{kind="{kind}",soft="false"}}"#)), Some(0.0));
@@ -327,8 +364,8 @@ mod tests {
         assert_eq!(value(&before, r#"relais_reloads_total{result="ok"}"#), Some(0.0));
         assert_eq!(value(&before, r#"relais_reloads_total{result="failed"}"#), Some(0.0));
         assert_eq!(value(&before, r#"relais_cache_evictions_total{tier="disk"}"#), Some(0.0));
-        m.request("routes[0]", 200, Some(CacheOutcome::Hit), 10, 500);
-        m.request("routes[0]", 200, Some(CacheOutcome::Hit), 0, 300);
+        m.request("api", 200, Some(CacheOutcome::Hit), 10, 500);
+        m.request("api", 200, Some(CacheOutcome::Hit), 0, 300);
         m.eviction(Tier::Disk);
         m.collapsed_wait(WaitEnd::TimedOut);
         m.reload(false);
@@ -350,18 +387,20 @@ mod tests {
     fn histogram_is_cumulative() {
         let m = Metrics::new();
         for s in [0.003, 0.005, 0.03, 0.3, 30.0] {
-            m.origin_latency("app", s);
+            m.upstream_response("app", "10.0.0.1:80", s);
         }
         let text = prometheus(&m, &Gauges::default());
-        let bucket =
-            |le: &str| value(&text, &format!(r#"relais_origin_latency_seconds_bucket{{upstream="app",le="{le}"}}"#));
-        let les = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"];
-        let expected = [2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 4.0, 4.0, 5.0];
-        for (le, n) in les.into_iter().zip(expected) {
+        let series = r#"relais_upstream_response_seconds_bucket{upstream="app",server="10.0.0.1:80""#;
+        let bucket = |le: &str| value(&text, &format!(r#"{series},le="{le}"}}"#));
+        let les = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5"];
+        let les = les.into_iter().chain(["5", "10", "+Inf"]);
+        let expected = [0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 4.0, 4.0, 5.0];
+        for (le, n) in les.zip(expected) {
             assert_eq!(bucket(le), Some(n), "le={le}");
         }
-        assert_eq!(value(&text, r#"relais_origin_latency_seconds_count{upstream="app"}"#), Some(5.0));
-        let sum = value(&text, r#"relais_origin_latency_seconds_sum{upstream="app"}"#).unwrap();
+        let labels = r#"{upstream="app",server="10.0.0.1:80"}"#;
+        assert_eq!(value(&text, &format!("relais_upstream_response_seconds_count{labels}")), Some(5.0));
+        let sum = value(&text, &format!("relais_upstream_response_seconds_sum{labels}")).unwrap();
         assert!((sum - 30.338).abs() < 1e-6, "{sum}");
     }
 
@@ -406,7 +445,8 @@ mod tests {
     fn text_format_is_well_formed() {
         let m = Metrics::new();
         m.request("routes[1]", 503, Some(CacheOutcome::Bypass), 1, 2);
-        m.origin_latency("app", 0.2);
+        m.upstream_response("app", "10.0.0.1:80", 0.2);
+        m.request_duration("api", crate::metrics::MethodClass::Get, Some(CacheOutcome::Hit), 0.0007);
         m.eviction(Tier::Memory);
         let server = ServerGauge {
             upstream: "app".into(),
@@ -454,6 +494,9 @@ mod tests {
         assert_eq!(value(&text, r#"relais_upstream_server_up{upstream="app",server="10.0.0.1:80"}"#), Some(1.0));
         assert_eq!(value(&text, r#"relais_upstream_server_in_flight{upstream="app",server="10.0.0.1:80"}"#), Some(3.0));
         assert_eq!(value(&text, "relais_cache_memory_bytes"), Some(5.0));
+        let hit = r#"route="api",method="GET",cache="hit""#;
+        assert_eq!(value(&text, &format!(r#"relais_request_duration_seconds_bucket{{{hit},le="0.0005"}}"#)), Some(0.0));
+        assert_eq!(value(&text, &format!(r#"relais_request_duration_seconds_bucket{{{hit},le="0.001"}}"#)), Some(1.0));
 
         let json = stats(&m, &gauges);
         assert_eq!(json["upstreams"][0]["name"], "app");

@@ -37,7 +37,7 @@ pub use guard::{
     RouteGuard, RuleAction, RuleConfig,
 };
 pub use log::{LogColor, LogConfig, LogFormat, LogLevel};
-pub use route::{CacheRules, CookieRequests, HeaderRules, RouteConfig};
+pub use route::{CacheRules, CookieRequests, HeaderRules, RouteConfig, RouteName};
 pub use server::{AdminConfig, OptionalName, ServerConfig};
 pub use tls::{
     AcmeConfig, CertificateFiles, Challenge, ClientAuth, Hsts, TlsConfig, TlsVersion, UnknownName, UpstreamTls,
@@ -224,6 +224,11 @@ impl Config {
         Ok(())
     }
 
+    /// Each route's name, in order: `name`, or its host and path (`*/api/`).
+    pub fn route_names(&self) -> Vec<String> {
+        route::names(&self.routes)
+    }
+
     /// Most worker threads worth running.
     pub fn workers(&self) -> usize {
         self.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
@@ -320,6 +325,33 @@ cache = { default_ttl = "1m", max_ttl = "1h" }
         let toml = "[upstreams.a]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"b\"\n";
         let msg = Config::from_toml(toml, "x.toml").unwrap_err().to_string();
         assert!(msg.contains("routes[0].upstream") && msg.contains("\"b\""), "{msg}");
+    }
+
+    #[test]
+    fn route_names_are_checked_and_default_to_host_and_path() {
+        let routes = |names: &[&str]| {
+            let mut t = "[upstreams.a]\nservers=[\"127.0.0.1:1\"]\n".to_string();
+            for (i, n) in names.iter().enumerate() {
+                let name = if n.is_empty() { String::new() } else { format!("name = \"{n}\"\n") };
+                t += &format!("[[routes]]\n{name}host = \"a.test\"\npath = \"/p{}\"\nupstream = \"a\"\n", i % 2);
+            }
+            Config::from_toml(&t, "x.toml")
+        };
+        let msg = routes(&["api", "web", "api"]).unwrap_err().to_string();
+        assert!(msg.contains("x.toml: routes[2].name") && msg.contains("routes[0].name"), "{msg}");
+        for bad in ["", "a b", "x\\\"y", &"n".repeat(65), "none"] {
+            let toml =
+                format!("[upstreams.a]\nservers=[\"127.0.0.1:1\"]\n[[routes]]\nname = \"{bad}\"\nupstream = \"a\"\n");
+            let msg = Config::from_toml(&toml, "x.toml").unwrap_err().to_string();
+            assert!(
+                msg.contains("routes[0].name") && (msg.contains("not a route name") || msg.contains("taken")),
+                "{bad}: {msg}"
+            );
+        }
+        // Two routes without a name on the same host and path (told apart by
+        // headers, say) get distinct names; a name given wins over a default.
+        let c = routes(&["", "", "", "a.test/p0"]).unwrap();
+        assert_eq!(c.route_names(), ["a.test/p0-2", "a.test/p1", "a.test/p0-3", "a.test/p0"]);
     }
 
     #[test]

@@ -13,6 +13,9 @@ use super::{
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// What metrics, logs and the dashboard call this route: 1 to 64 of
+    /// `A-Z a-z 0-9 _ . - / *`, unique. Default: host and path (`*/api/`).
+    pub name: Option<RouteName>,
     /// Exact host or `*.example.com`; absent matches any host.
     pub host: Option<HostPattern>,
     /// Path prefix; the longest match wins. Default `/`.
@@ -97,6 +100,68 @@ impl TryFrom<String> for Protocol {
     }
 }
 
+/// A route's name, as written: checked once, so a label never needs escaping.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct RouteName(String);
+
+impl RouteName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A byte a route name may hold.
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"_.-/*".contains(&b)
+}
+
+impl TryFrom<String> for RouteName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 64 || !s.bytes().all(name_byte) {
+            return Err(format!("{s:?} is not a route name (1 to 64 of A-Z a-z 0-9 _ . - / *)"));
+        }
+        if s == "none" || s == "admin" {
+            return Err(format!(
+                "{s:?} is taken: metrics count requests no route took as \"none\", the admin API's as \"admin\""
+            ));
+        }
+        Ok(RouteName(s))
+    }
+}
+
+/// Every route's name, in order: its own, or host and path (`*/api/`), with
+/// bytes a name cannot hold as `_` and `-2`, `-3`… added to the second and
+/// later route that would otherwise share one. Computed, not stored, so what
+/// is read and what is shown cannot differ.
+pub(crate) fn names(routes: &[RouteConfig]) -> Vec<String> {
+    let given: std::collections::HashSet<&str> =
+        routes.iter().filter_map(|r| r.name.as_ref()).map(RouteName::as_str).collect();
+    let mut taken = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(routes.len());
+    for r in routes {
+        let name = match &r.name {
+            Some(n) => n.as_str().to_string(),
+            None => {
+                let host = r.host.as_ref().map_or("*".to_string(), ToString::to_string);
+                let base: String =
+                    format!("{host}{}", r.path).bytes().map(|b| if name_byte(b) { b as char } else { '_' }).collect();
+                let mut name = base.clone();
+                let mut n = 2;
+                while given.contains(name.as_str()) || taken.contains(&name) {
+                    name = format!("{base}-{n}");
+                    n += 1;
+                }
+                name
+            }
+        };
+        taken.insert(name.clone());
+        out.push(name);
+    }
+    out
+}
+
 fn root() -> String {
     "/".into()
 }
@@ -176,6 +241,11 @@ pub(super) fn validate(
     bad: &dyn Fn(String, String) -> ConfigError,
 ) -> Result<(), ConfigError> {
     let key = |k: &str| format!("routes[{i}].{k}");
+    if let Some(name) = &r.name
+        && let Some(j) = c.routes[..i].iter().position(|o| o.name.as_ref() == Some(name))
+    {
+        return Err(bad(key("name"), format!("{:?} is also routes[{j}].name", name.as_str())));
+    }
     if !c.upstreams.contains_key(&r.upstream) {
         let known: Vec<&str> = c.upstreams.keys().map(String::as_str).collect();
         return Err(bad(key("upstream"), format!("unknown upstream {:?} (defined: {})", r.upstream, known.join(", "))));

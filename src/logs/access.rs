@@ -34,7 +34,8 @@ pub struct Line<'a> {
     /// From sending to the origin to its response head.
     pub upstream_time: Option<Duration>,
     pub cache: &'a str,
-    pub route: Option<usize>,
+    /// The route's name (`routes[].name`); None: no route took the request.
+    pub route: Option<&'a str>,
     pub refused: &'a str,
     pub rule: Option<&'a str>,
     pub referer: Option<&'a [u8]>,
@@ -75,12 +76,9 @@ impl Line<'_> {
         let _ = write!(o, "\" status={} bytes={} ms={} upstream=\"", self.status, self.bytes, ms(self.duration));
         push(&mut o, self.upstream.unwrap_or("-").as_bytes());
         let upstream_ms = self.upstream_time.map_or("-".into(), ms);
-        let route = self.route.map_or(-1, |r| r as i64);
-        let _ = write!(
-            o,
-            "\" upstream_ms={upstream_ms} cache=\"{}\" route={route} refused=\"{}\" rule=\"",
-            self.cache, self.refused
-        );
+        let _ = write!(o, "\" upstream_ms={upstream_ms} cache=\"{}\" route=\"", self.cache);
+        push(&mut o, self.route.unwrap_or("-").as_bytes());
+        let _ = write!(o, "\" refused=\"{}\" rule=\"", self.refused);
         push(&mut o, self.rule.unwrap_or("-").as_bytes());
         o.push_str("\" referer=\"");
         push(&mut o, self.referer.unwrap_or(b"-"));
@@ -142,7 +140,7 @@ impl Line<'_> {
             None => o.push_str(",\"upstream_ms\":null"),
         }
         text(&mut o, "cache", self.cache.as_bytes());
-        let _ = write!(o, ",\"route\":{}", self.route.map_or(-1, |r| r as i64));
+        text(&mut o, "route", self.route.unwrap_or("-").as_bytes());
         text(&mut o, "refused", self.refused.as_bytes());
         text(&mut o, "rule", self.rule.unwrap_or("-").as_bytes());
         text(&mut o, "referer", self.referer.unwrap_or(b"-"));
@@ -221,7 +219,7 @@ mod tests {
             upstream: Some("127.0.0.1:3000"),
             upstream_time: Some(Duration::from_micros(1200)),
             cache: "uri-miss",
-            route: Some(0),
+            route: Some("api"),
             refused: "-",
             rule: None,
             referer: None,

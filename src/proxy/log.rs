@@ -14,7 +14,7 @@ use http::{HeaderValue, Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 
 use crate::http::body::{Body, BoxError};
-use crate::metrics::{CacheOutcome, Metrics, Reason};
+use crate::metrics::{CacheOutcome, MethodClass, Metrics, Reason};
 
 /// Request body bytes read so far, shared by the body being forwarded and the
 /// record that reports them.
@@ -48,7 +48,7 @@ pub(crate) struct AccessRecord {
     pub upstream_time: Option<Duration>,
     /// What the cache did; None when the request never reached it.
     pub cache: Option<CacheOutcome>,
-    pub route: Option<usize>,
+    /// The route's name.
     pub route_label: Option<Arc<str>>,
     /// Why the guard refused the request.
     pub refused: Option<Reason>,
@@ -72,6 +72,8 @@ impl AccessRecord {
         let route = self.route_label.as_deref().unwrap_or("none");
         let bytes_in = self.bytes_in.as_ref().map_or(0, Received::get);
         self.metrics.request(route, self.status.as_u16(), self.cache, bytes_in, bytes);
+        let duration = self.start.elapsed();
+        self.metrics.request_duration(route, MethodClass::of(&self.method), self.cache, duration.as_secs_f64());
         if !self.log {
             return;
         }
@@ -85,11 +87,11 @@ impl AccessRecord {
             target: &self.path,
             status: self.status.as_u16(),
             bytes,
-            duration: self.start.elapsed(),
+            duration,
             upstream: self.upstream.as_deref(),
             upstream_time: self.upstream_time,
             cache: crate::metrics::word(self.cache),
-            route: self.route,
+            route: self.route_label.as_deref(),
             refused: self.refused.map_or("-", Reason::as_str),
             rule: self.rule.as_deref(),
             referer: self.referer.as_ref().map(HeaderValue::as_bytes),

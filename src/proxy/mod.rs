@@ -220,7 +220,6 @@ pub(crate) async fn handle(
         upstream: None,
         upstream_time: None,
         cache: None,
-        route: None,
         route_label: None,
         refused: None,
         rule: None,
@@ -266,7 +265,6 @@ pub(crate) async fn handle(
         tunnel.keep(std::mem::take(&mut record.permits));
     }
     record.upstream = upstream;
-    record.route = route.map(|r| r.index);
     record.route_label = route.map(|r| r.label.clone());
     record.cache = cache.as_ref().map(|c| c.outcome);
     let response = match (wants, route) {

@@ -26,9 +26,9 @@ use crate::upstream::Upstream;
 
 /// A compiled `[[routes]]` entry.
 pub(crate) struct Route {
-    /// Position in the file, for logs: `routes[3]`.
+    /// Position in the file (`routes[3]`): among equal prefixes, the first wins.
     pub index: usize,
-    /// `routes[3]`, for metrics labels.
+    /// The route's name (`api`, `*/static/`): its label in metrics and logs.
     pub label: Arc<str>,
     pub prefix: String,
     headers: Vec<(HeaderName, Option<HeaderValue>)>,
@@ -93,6 +93,7 @@ impl CompiledRules {
 impl Route {
     fn new(
         index: usize,
+        name: &str,
         r: &RouteConfig,
         upstream: Arc<Upstream>,
         config: &Config,
@@ -112,7 +113,7 @@ impl Route {
             .collect();
         Route {
             index,
-            label: Arc::from(format!("routes[{index}]")),
+            label: Arc::from(name),
             prefix: r.path.clone(),
             headers,
             upstream,
@@ -208,10 +209,11 @@ impl Router {
         guard: &Guard,
     ) -> Result<Router, ConfigError> {
         let mut router = Router::default();
-        for (i, r) in config.routes.iter().enumerate() {
+        let names = config.route_names();
+        for ((i, r), name) in config.routes.iter().enumerate().zip(&names) {
             let upstream = upstreams[&r.upstream].clone();
             let route_guard = guard.route(config, i, r)?;
-            let route = Arc::new(Route::new(i, r, upstream, config, route_guard, guard.paths()));
+            let route = Arc::new(Route::new(i, name, r, upstream, config, route_guard, guard.paths()));
             match &r.host {
                 None => router.any.push(route),
                 Some(HostPattern::Subdomains(suffix)) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {

@@ -29,6 +29,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 
 use crate::http::body::Body;
+use crate::metrics::UpstreamFailure as Failure;
 use arc_swap::ArcSwap;
 
 use crate::config::{Protocol, ServerAddress, ServerEntry, UpstreamConfig};
@@ -409,7 +410,7 @@ impl Upstream {
             match result {
                 Ok(Ok((res, reused))) => {
                     self.metrics.upstream_connection(&self.name, reused);
-                    self.metrics.origin_latency(&self.name, started.elapsed().as_secs_f64());
+                    self.metrics.upstream_response(&self.name, &server.address, started.elapsed().as_secs_f64());
                     members.balancer.observe(i, started.elapsed());
                     if server.health.success() {
                         tracing::info!(upstream = %self.name, server = %server.address, "server answered again; back up");
@@ -417,6 +418,7 @@ impl Upstream {
                     self.note_answer(&members, server, res.status().is_server_error());
                     if self.config.retries_status(res.status()) && retry(attempt) {
                         let code = res.status().as_u16();
+                        self.metrics.upstream_failure(&self.name, Failure::Status, true);
                         tracing::info!(upstream = %self.name, server = %server.address, status = %code, "retrying on the next server");
                         last = Some(UpstreamError::Connect(server.address.clone()));
                         continue;
@@ -427,12 +429,18 @@ impl Upstream {
                 }
                 Ok(Err(SendError::Connect(e))) => {
                     self.mark_failed(server);
+                    self.metrics.upstream_failure(&self.name, Failure::Connect, false);
+                    if attempt + 1 < attempts {
+                        self.metrics.upstream_failure(&self.name, Failure::Connect, true);
+                    }
                     tracing::warn!(upstream = %self.name, server = %server.address, error = %e, "connect failed");
                     last = Some(UpstreamError::Connect(server.address.clone()));
                 }
                 Ok(Err(SendError::Request(e)))
                     if !sent::body_failed(&e) && self.config.retries_reset() && retry(attempt) =>
                 {
+                    self.metrics.upstream_failure(&self.name, Failure::Reset, false);
+                    self.metrics.upstream_failure(&self.name, Failure::Reset, true);
                     tracing::info!(upstream = %self.name, server = %server.address, error = %e, "connection broke; retrying on the next server");
                     last = Some(UpstreamError::Connect(server.address.clone()));
                 }
@@ -440,6 +448,7 @@ impl Upstream {
                     if sent::body_failed(&e) {
                         tracing::debug!(upstream = %self.name, server = %server.address, error = %e, "request body failed");
                     } else {
+                        self.metrics.upstream_failure(&self.name, Failure::Reset, false);
                         tracing::warn!(upstream = %self.name, server = %server.address, error = %e, "upstream request failed");
                     }
                     return Err(UpstreamError::Failed { server: server.address.clone(), source: e });
@@ -447,6 +456,7 @@ impl Upstream {
                 Err(_) => {
                     self.mark_failed(server);
                     self.note_answer(&members, server, true);
+                    self.metrics.upstream_failure(&self.name, Failure::Timeout, false);
                     tracing::warn!(upstream = %self.name, server = %server.address, "response timeout");
                     return Err(UpstreamError::Timeout(server.address.clone()));
                 }
