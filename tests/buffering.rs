@@ -195,13 +195,7 @@ async fn buffered_uploads_share_one_disk_budget() {
     .await;
     let addr = proxy.handle.addrs()[0];
     // A slow upload holds about 836 KiB of its file, and is not done.
-    let mut holder = tokio::net::TcpStream::connect(addr).await.unwrap();
-    holder.write_all(b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
-    for _ in 0..9 {
-        holder.write_all(format!("{:x}\r\n", 100_000).as_bytes()).await.unwrap();
-        holder.write_all(&[b'a'; 100_000]).await.unwrap();
-        holder.write_all(b"\r\n").await.unwrap();
-    }
+    let mut holder = slow_upload(addr, 9).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let declared = |len: usize| async move {
@@ -360,13 +354,7 @@ async fn the_memory_budget_outlives_a_reload() {
     .await;
     let addr = proxy.handle.addrs()[0];
     // A slow upload holds 900,000 bytes of the 1 MiB, and is not done.
-    let mut holder = tokio::net::TcpStream::connect(addr).await.unwrap();
-    holder.write_all(b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
-    for _ in 0..9 {
-        holder.write_all(format!("{:x}\r\n", 100_000).as_bytes()).await.unwrap();
-        holder.write_all(&[b'a'; 100_000]).await.unwrap();
-        holder.write_all(b"\r\n").await.unwrap();
-    }
+    let mut holder = slow_upload(addr, 9).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Another of 600,000 bytes finds the memory left too small, and the rest
     // does not fit request_disk.
@@ -395,4 +383,17 @@ async fn the_memory_budget_outlives_a_reload() {
         }
     }
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("600000"), "its memory is back: {answer}");
+}
+
+/// A chunked upload to `addr` that sends `pieces` chunks of 100,000 bytes and
+/// then pauses, unfinished, for as long as the stream is kept.
+async fn slow_upload(addr: std::net::SocketAddr, pieces: usize) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    for _ in 0..pieces {
+        tcp.write_all(format!("{:x}\r\n", 100_000).as_bytes()).await.unwrap();
+        tcp.write_all(&[b'a'; 100_000]).await.unwrap();
+        tcp.write_all(b"\r\n").await.unwrap();
+    }
+    tcp
 }

@@ -608,25 +608,30 @@ async fn reload_adds_a_route_while_a_slow_request_completes() {
     assert_eq!(r.text(), "slow done");
 }
 
-#[tokio::test]
-async fn websocket_echo_through_the_proxy() {
-    use tokio_tungstenite::tungstenite::Message;
-    // A websocket echo origin on its own port.
+/// A WebSocket origin on its own port that echoes text and binary messages.
+async fn ws_echo_origin() -> std::net::SocketAddr {
+    use futures_util::SinkExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
                 while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        use futures_util::SinkExt;
-                        ws.send(msg).await.unwrap();
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
                     }
                 }
             });
         }
     });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_addr = ws_echo_origin().await;
     let proxy = relais(Conf::new().upstream("ws", ws_addr).route_all("ws")).await;
     let (mut ws, res) = tokio_tungstenite::connect_async(format!("ws://{}/chat", proxy.addr)).await.unwrap();
     assert_eq!(res.status(), 101);
@@ -646,20 +651,7 @@ async fn websocket_echo_through_the_proxy() {
 async fn a_tunnel_keeps_its_place_under_max_connections() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() {
-                        let _ = ws.send(msg).await;
-                    }
-                }
-            });
-        }
-    });
+    let ws_addr = ws_echo_origin().await;
     let proxy = relais(
         Conf::new()
             .upstream("ws", ws_addr)
@@ -711,20 +703,7 @@ async fn a_tunnel_keeps_its_place_under_max_connections() {
 async fn an_idle_websocket_tunnel_is_closed() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() {
-                        let _ = ws.send(msg).await;
-                    }
-                }
-            });
-        }
-    });
+    let ws_addr = ws_echo_origin().await;
     let proxy = relais(
         Conf::new()
             .upstream("ws", ws_addr)
