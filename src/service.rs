@@ -32,11 +32,15 @@ pub(crate) fn notify_from_env() -> io::Result<()> {
             return Err(io::Error::other(format!("NOTIFY_SOCKET={shown}: not a unix socket path or @name")));
         }
     };
-    let _ = NOTIFY.set((UnixDatagram::unbound()?, addr));
+    // Never waited on: a manager that stops reading (its queue holds 10 datagrams
+    // by default) would otherwise stall the reload or the stop that notifies it.
+    let socket = UnixDatagram::unbound()?;
+    socket.set_nonblocking(true)?;
+    let _ = NOTIFY.set((socket, addr));
     Ok(())
 }
 
-/// Sends one message; a lost one is logged, never fatal (systemd may be gone).
+/// Sends one message; a lost one (systemd gone, or its queue full) is logged, never fatal.
 fn notify(message: &str) {
     let Some((socket, addr)) = NOTIFY.get() else { return };
     if let Err(e) = socket.send_to_addr(message.as_bytes(), addr) {

@@ -66,6 +66,42 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A service manager that stops reading its socket (its queue holds 10
+/// datagrams by default) never stalls relais: past the queue, notifications
+/// are dropped, and reloads and the stop go on.
+#[tokio::test]
+async fn a_notify_socket_nobody_reads_stalls_nothing() {
+    let o = origin().text("/", "app").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let port = free_port();
+    write(&path, &config(dir.path(), port, o.addr, ""));
+    let _unread = listening(&dir.path().join("notify.sock"));
+    let mut command = Command::new(bin());
+    command.args(["run", "--config"]).arg(&path).env("NOTIFY_SOCKET", dir.path().join("notify.sock"));
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = start_command(&mut command, port).await;
+    // Each reload sends two notifications: twelve overflow any default queue.
+    for _ in 0..12 {
+        signal(&child.0, "HUP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.text(), "app");
+    signal(&child.0, "TERM");
+    let waited = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(waited.and_then(|s| s.code()), Some(0), "relais did not stop within 10 s");
+}
+
 #[tokio::test]
 async fn an_abstract_notify_socket_is_heard_too() {
     let o = origin().text("/", "app").start().await;
