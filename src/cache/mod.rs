@@ -18,6 +18,7 @@ mod collapse;
 pub(crate) mod disk;
 mod entry;
 pub(crate) mod fill;
+mod hidden;
 mod index;
 mod journal;
 pub mod key;
@@ -60,8 +61,9 @@ pub struct Cache {
     index: Arc<index::PurgeIndex>,
     /// Recent purges, so a fill that started before one is not stored after it.
     purges: purge::Log,
-    /// Keys purged from memory whose disk copies are still being deleted: never read from disk.
-    doomed: Arc<Doomed>,
+    /// Keys purged from memory whose disk copies are still being deleted (never
+    /// read from disk), and the disk writes in flight.
+    hidden: Arc<hidden::Hidden>,
     /// Disk deletions still running after purges; [`Cache::flush`] waits for them.
     deletions: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Body bytes being written to disk may not exceed its permits (`cache.disk_write_backlog`).
@@ -71,8 +73,6 @@ pub struct Cache {
     /// Disk deletions owed by purges, kept across a crash.
     journal: Arc<journal::Journal>,
 }
-
-type Doomed = std::sync::Mutex<std::collections::HashSet<String>>;
 
 impl Cache {
     /// Opens both tiers. A disk tier that cannot be opened is logged, and relais
@@ -126,7 +126,7 @@ impl Cache {
             pass: collapse::Pass::default(),
             index,
             purges: purge::Log::default(),
-            doomed: Default::default(),
+            hidden: Default::default(),
             deletions: Default::default(),
             disk_backlog: tokio::sync::Semaphore::new(backlog as usize),
             disk_backlog_bytes: backlog,
@@ -137,7 +137,7 @@ impl Cache {
             // A previous process purged these but was stopped before deleting them.
             tracing::info!(entries = left.len(), "finishing the disk deletions of an interrupted purge");
             for key in &left {
-                cache.doom(key);
+                cache.hidden.doom(key);
             }
             cache.delete_behind(left);
         }
@@ -153,7 +153,7 @@ impl Cache {
             match disk.list_with(|key, meta| Stored::listing(meta).map(|l| (key, l))).await {
                 Ok(entries) => {
                     for (key, l) in entries {
-                        if cache.is_doomed(&key) {
+                        if cache.hidden.is_doomed(&key) {
                             continue;
                         }
                         let held = if l.vary { index::Held::Vary } else { index::Held::Entry };
@@ -179,9 +179,10 @@ impl Cache {
 
     async fn get_from_disk(&self, key: &str) -> Option<Arc<Stored>> {
         let disk = self.disk.as_ref()?;
-        if self.is_doomed(key) {
+        if self.hidden.is_doomed(key) {
             return None;
         }
+        let epoch = self.purge_epoch();
         let (meta, body) = match disk.get(key).await {
             Ok(found) => found?,
             Err(e) => {
@@ -196,6 +197,12 @@ impl Cache {
         };
         let stored = Arc::new(stored);
         self.memory.insert(key, stored.clone()).await;
+        // A purge during the read: it either doomed the key before this check or
+        // removes it from memory after this insert, or it is in the log since `epoch`.
+        if self.hidden.is_doomed(key) || self.purged(epoch, &stored) {
+            self.memory.remove(key).await;
+            return None;
+        }
         Some(stored)
     }
 
@@ -205,28 +212,64 @@ impl Cache {
     /// memory only and an older disk copy is removed: the disk may lack an entry but
     /// never serves one older than what memory replaced.
     pub async fn put(&self, key: String, value: Stored) {
-        self.put_all(vec![(key, value)]).await;
+        self.put_all(self.purge_epoch(), vec![(key, value)]).await;
     }
 
-    /// Stores several values, all in memory before any goes to disk: a variant
-    /// and its URL's new Vary record are put in that order, so a lookup that
-    /// finds the record finds the variant too, whatever the disk is doing.
-    pub async fn put_all(&self, values: Vec<(String, Stored)>) {
-        let epoch = self.purge_epoch();
+    /// Stores several values fetched since purge `epoch`, all in memory before
+    /// any goes to disk: a variant and its URL's new Vary record are put in that
+    /// order, so a lookup that finds the record finds the variant too, whatever
+    /// the disk is doing. Nothing a purge since `epoch` covers stays stored.
+    pub(crate) async fn put_all(&self, epoch: u64, values: Vec<(String, Stored)>) {
+        if self.disk.is_some() {
+            // Before anything is visible: a purge from now on dooms the disk copies to come.
+            values.iter().for_each(|(key, _)| self.hidden.writing(key));
+        }
         let mut remembered = Vec::with_capacity(values.len());
         for (key, value) in values {
-            self.undoom(&key);
             let (value, meta, body) = self.remember(&key, value).await;
             remembered.push((key, value, meta, body));
+        }
+        // A purge that came before the values were indexed did not see them.
+        if remembered.iter().any(|(_, value, _, _)| self.purged(epoch, value)) {
+            for (key, ..) in remembered {
+                self.index.remove(&key);
+                self.memory.remove(&key).await;
+                if self.disk.is_some() {
+                    self.hidden.written(&key, true);
+                }
+            }
+            return;
         }
         for (key, value, meta, body) in remembered {
             self.persist(epoch, key, value, meta, body).await;
         }
     }
 
-    /// The disk half of a put.
+    fn purged(&self, epoch: u64, value: &Stored) -> bool {
+        match value {
+            Stored::Entry(e) => self.purged_since(epoch, &e.url, &e.tags),
+            Stored::Vary(v) => self.purged_since(epoch, &v.url, &[]),
+        }
+    }
+
+    /// The disk half of a put, whose write [`Hidden::writing`] has counted.
     async fn persist(&self, epoch: u64, key: String, value: Arc<Stored>, meta: serde_json::Value, body: bytes::Bytes) {
         let Some(disk) = &self.disk else { return };
+        let clean = self.write(disk, epoch, &key, value, meta, body).await;
+        self.hidden.written(&key, clean);
+    }
+
+    /// Writes to disk, or removes an older copy; true if the disk then holds
+    /// nothing a purge since `epoch` covers.
+    async fn write(
+        &self,
+        disk: &DiskTier,
+        epoch: u64,
+        key: &str,
+        value: Arc<Stored>,
+        meta: serde_json::Value,
+        body: bytes::Bytes,
+    ) -> bool {
         // A body larger than the whole backlog needs all of it free. Each write counts
         // its body and 12KiB: what waits with it (its metadata as a JSON tree, its
         // task, the entry it keeps alive) measured about that (`benches/flood.sh`).
@@ -237,30 +280,28 @@ impl Cache {
             // Only an older copy on disk needs removing (a new key has none): a
             // flood of new keys queues no disk work. Nothing is held while it runs.
             drop((value, meta, body));
-            if (!disk.is_loaded() || disk.contains(&key))
-                && let Err(e) = disk.remove(&key).await
+            if (!disk.is_loaded() || disk.contains(key))
+                && let Err(e) = disk.remove(key).await
             {
                 tracing::warn!(key, error = %e, "disk cache remove failed");
+                return false;
             }
-            return;
+            return true;
         };
-        if let Err(e) = disk.put(&key, meta, body).await {
+        if let Err(e) = disk.put(key, meta, body).await {
             tracing::warn!(key, error = %e, "disk cache write failed");
-            return;
+            return false;
         }
-        // Memory may have dropped the key (and the index with it) while the write ran,
-        // or a purge may have come: the disk copy must stay findable, or go.
-        if !self.index.contains(&key) {
-            let (url, tags) = match &*value {
-                Stored::Entry(e) => (e.url.as_str(), e.tags.as_slice()),
-                Stored::Vary(v) => (v.url.as_str(), &[][..]),
-            };
-            if self.purged_since(epoch, url, tags) {
-                let _ = disk.remove(&key).await;
-            } else {
-                self.index_value(&key, &value);
-            }
+        // A purge may have come while the write ran (the key is doomed meanwhile):
+        // the copy goes. Or memory dropped the key, and the index with it: the
+        // copy must stay findable.
+        if self.purged(epoch, &value) {
+            return disk.remove(key).await.is_ok();
         }
+        if !self.index.contains(key) {
+            self.index_value(key, &value);
+        }
+        true
     }
 
     /// Replaces an entry's headers and policy, keeping its body (after a 304).
@@ -286,6 +327,9 @@ impl Cache {
     /// Removes from both tiers; true if either held it.
     pub async fn remove(&self, key: &str) -> bool {
         self.index.remove(key);
+        // A write in flight lands after this; it is hidden until it is written (and
+        // removed again if a purge, as an invalidation is, covers it).
+        self.hidden.doom_on_disk(key, false);
         let in_memory = self.memory.remove(key).await;
         let on_disk = match &self.disk {
             Some(d) => d.remove(key).await.unwrap_or_else(|e| {
@@ -313,7 +357,7 @@ impl Cache {
             };
             return Some((Tier::Memory, s, size));
         }
-        let disk = self.disk.as_ref().filter(|_| !self.is_doomed(key))?;
+        let disk = self.disk.as_ref().filter(|_| !self.hidden.is_doomed(key))?;
         let meta = disk.get_meta(key).await.ok()??;
         let size = disk.size_of(key).unwrap_or(0);
         Some((Tier::Disk, Arc::new(Stored::from_disk_meta(meta)?), size))
@@ -334,19 +378,6 @@ impl Cache {
         if let Some(disk) = &self.disk {
             disk.unlock();
         }
-    }
-
-    fn doom(&self, key: &str) {
-        self.doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_string());
-    }
-
-    fn undoom(&self, key: &str) {
-        undoom(&self.doomed, key);
-    }
-
-    fn is_doomed(&self, key: &str) -> bool {
-        let doomed = self.doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        !doomed.is_empty() && doomed.contains(key)
     }
 
     fn index_value(&self, key: &str, value: &Stored) {
@@ -375,12 +406,5 @@ impl Cache {
 
     pub fn disk(&self) -> Option<&Arc<DiskTier>> {
         self.disk.as_ref()
-    }
-}
-
-fn undoom(doomed: &Doomed, key: &str) {
-    let mut doomed = doomed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !doomed.is_empty() {
-        doomed.remove(key);
     }
 }

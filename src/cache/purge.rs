@@ -151,9 +151,11 @@ impl Cache {
                 // Memory and index now; the disk copy is hidden at once and deleted behind.
                 self.index.remove(&key);
                 let in_memory = self.memory.remove(&key).await;
-                let in_disk = self.disk.as_ref().is_some_and(|d| d.contains(&key) || !d.is_loaded());
+                let in_disk = self.disk.as_ref().is_some_and(|d| {
+                    let held = d.contains(&key) || !d.is_loaded();
+                    self.hidden.doom_on_disk(&key, held)
+                });
                 if in_disk {
-                    self.doom(&key);
                     on_disk.push(key);
                 }
                 in_memory || in_disk
@@ -163,8 +165,8 @@ impl Cache {
             }
         }
         if !on_disk.is_empty() {
-            let doomed = self.doomed.clone();
-            let owed = move || doomed.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+            let hidden = self.hidden.clone();
+            let owed = move || hidden.owed();
             self.journal.record(on_disk.clone(), owed).await;
             self.delete_behind(on_disk);
         }
@@ -174,14 +176,14 @@ impl Cache {
     /// Deletes doomed keys from disk in the background, then clears them from the journal.
     pub(super) fn delete_behind(&self, keys: Vec<String>) {
         let Some(disk) = self.disk.clone() else { return };
-        let (doomed, journal) = (self.doomed.clone(), self.journal.clone());
+        let (hidden, journal) = (self.hidden.clone(), self.journal.clone());
         let mut deletions = self.deletions.lock().unwrap_or_else(PoisonError::into_inner);
         deletions.retain(|t| !t.is_finished());
         deletions.push(tokio::spawn(async move {
             let mut all_gone = true;
             for key in keys {
                 match disk.remove(&key).await {
-                    Ok(_) => super::undoom(&doomed, &key),
+                    Ok(_) => hidden.deleted(&key),
                     // Stays doomed (never read), so a journal rewrite keeps it for the next start.
                     Err(e) => {
                         tracing::warn!(key, error = %e, "disk cache remove failed after a purge");
@@ -270,6 +272,47 @@ mod tests {
             assert_eq!(purged, 1);
             drop(cache);
             let _ = reader;
+        });
+    }
+
+    /// A purge while an entry's disk write waits behind a slow disk: the write
+    /// lands after the purge's deletion, and the purged response is never read
+    /// back from disk (it was, and went back into memory, until the write's own
+    /// check removed it).
+    #[test]
+    fn a_write_landing_after_a_purge_is_never_read() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = crate::config::CacheConfig { disk_path: dir.path().to_path_buf(), ..Default::default() };
+            let cache = Cache::open(&config, Arc::new(crate::metrics::Metrics::new())).await.unwrap();
+            let disk = cache.disk().unwrap().clone();
+            disk.loaded().await;
+            let (url, held) = ("http://site.test/w", crate::cache::disk::writer::hold());
+            let putting = {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.put(key::primary(url), stored(url)).await })
+            };
+            while cache.keys_of_url(url).is_empty() {
+                tokio::task::yield_now().await;
+            }
+            assert!(!disk.contains(&key::primary(url)), "the write waits");
+            assert_eq!(cache.purge(Target::Urls(vec![url.into()]), PurgeMode::Hard).await, 1);
+            assert!(cache.hidden.is_doomed(&key::primary(url)), "a write in flight counts as a disk copy");
+
+            // The deletion waits for the write's lock on the key; the write lands first.
+            drop(held);
+            while !disk.contains(&key::primary(url)) && !putting.is_finished() {
+                tokio::task::yield_now().await;
+            }
+            assert!(cache.get(&key::primary(url)).await.is_none(), "the purged response came back from disk");
+            putting.await.unwrap();
+            cache.flush().await;
+            assert!(!disk.contains(&key::primary(url)), "the write removed what it wrote");
+            assert!(!cache.hidden.is_doomed(&key::primary(url)), "readable again once nothing is in flight");
+            cache.put(key::primary(url), stored(url)).await;
+            cache.memory.remove(&key::primary(url)).await;
+            assert!(cache.get(&key::primary(url)).await.is_some(), "a later fill is read from disk");
         });
     }
 

@@ -199,7 +199,7 @@ impl Ticket {
                 if let Some(record) = record {
                     values.push((primary, Stored::Vary(record)));
                 }
-                committer.put_all(values).await;
+                committer.put_all(epoch, values).await;
             });
         });
         let tee = TeeBody::new(body, expected, limit, (cache.fill_budget.clone(), reserved), commit);

@@ -47,7 +47,7 @@ mod sweep;
 #[cfg(test)]
 mod testing;
 mod write;
-mod writer;
+pub(super) mod writer;
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};

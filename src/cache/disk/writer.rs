@@ -68,3 +68,36 @@ pub(super) async fn write<T: Send + 'static>(
     }
     rx.await.unwrap_or(Err(DiskError::Writer))
 }
+
+/// Keeps every writer thread busy until dropped: writes of small entries
+/// queue behind it, as they do behind a slow disk.
+#[cfg(test)]
+pub(crate) fn hold() -> impl Drop {
+    struct Held(Vec<std::sync::mpsc::Sender<()>>);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            for tx in &self.0 {
+                let _ = tx.send(());
+            }
+        }
+    }
+    let (busy_tx, busy_rx) = mpsc::channel();
+    let held = Held(
+        (0..THREADS)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel::<()>();
+                let busy = busy_tx.clone();
+                let job: Job = Box::new(move || {
+                    let _ = busy.send(());
+                    let _ = rx.recv();
+                });
+                queue().send(job).expect("the writers run");
+                tx
+            })
+            .collect(),
+    );
+    for _ in 0..THREADS {
+        busy_rx.recv().expect("a writer took its job");
+    }
+    held
+}
