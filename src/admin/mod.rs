@@ -4,9 +4,12 @@
 //! (compared in constant time): 401 without it, 403 with a wrong one, and
 //! refuses what a web page could make a browser send ([`browser`]). Purges
 //! come as `POST /purge` with JSON, or as the `PURGE` method that nginx and
-//! Varnish purge scripts send.
+//! Varnish purge scripts send. `GET /dashboard` ([`dashboard`]) is a page
+//! that asks for the token and shows the rest live.
 
 mod browser;
+mod dashboard;
+mod history;
 mod process;
 mod render;
 
@@ -51,17 +54,24 @@ pub(crate) async fn serve(
     conns: Arc<ArcSwap<crate::server::ConnSettings>>,
     stop: watch::Receiver<bool>,
 ) {
+    let history = Arc::new(history::History::default());
+    tokio::spawn(history::run(history.clone(), admin.metrics.clone(), stop.clone()));
     let make = move |conn: Arc<crate::proxy::Conn>| {
-        let admin = admin.clone();
+        let (admin, history) = (admin.clone(), history.clone());
         move |req| {
-            let (admin, peer) = (admin.clone(), conn.peer.ip());
-            async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
+            let (admin, history, peer) = (admin.clone(), history.clone(), conn.peer.ip());
+            async move { Ok::<_, Infallible>(handle(&admin, &history, peer, req).await) }
         }
     };
     crate::server::accept(listener, conns, stop, crate::server::Listener::Admin, make).await;
 }
 
-async fn handle(admin: &Admin, peer: std::net::IpAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    admin: &Admin,
+    history: &history::History,
+    peer: std::net::IpAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let pipeline = admin.shared.load_full();
     if pipeline.guard.admin.check(peer) == Some(crate::guard::Verdict::Deny) {
         admin.metrics.guard(crate::metrics::Reason::Access, "admin", false);
@@ -74,6 +84,12 @@ async fn handle(admin: &Admin, peer: std::net::IpAddr, req: Request<Incoming>) -
     if let Err((status, reason)) = browser::check(&req, &pipeline.config.admin.hosts) {
         tracing::debug!(%peer, reason, "admin request refused");
         return json_response(status, json!({"error": reason}));
+    }
+    // The page holds no data: it asks for the token and sends it with each request.
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/dashboard") => return dashboard::page(),
+        (&Method::GET, "/") => return dashboard::redirect(),
+        _ => {}
     }
     if let Err(status) = authorize(pipeline.config.admin.token.as_deref(), req.headers()) {
         let mut res = json_response(status, json!({"error": status.canonical_reason()}));
@@ -101,6 +117,7 @@ async fn handle(admin: &Admin, peer: std::net::IpAddr, req: Request<Incoming>) -
             stats["relais"] = about(admin, &pipeline);
             Ok(json_response(StatusCode::OK, stats))
         }
+        ("GET", "/stats/history") => Ok(json_response(StatusCode::OK, history.json())),
         ("GET", "/cache") => cache_info(&pipeline, &req).await,
         ("POST", "/reload") => Ok(match (admin.reload)() {
             Ok(()) => json_response(StatusCode::OK, json!({"reloaded": true})),
@@ -334,7 +351,8 @@ async fn gauges(pipeline: &Pipeline) -> render::Gauges {
         g.disk_entries = d.entries() as u64;
     }
     for (name, up) in &pipeline.upstreams {
-        for s in &up.members().servers {
+        let members = up.members();
+        for (i, s) in members.servers.iter().enumerate() {
             g.servers.push(render::ServerGauge {
                 upstream: name.clone(),
                 address: s.address.to_string(),
@@ -343,6 +361,7 @@ async fn gauges(pipeline: &Pipeline) -> render::Gauges {
                 ejections: s.ejections(),
                 in_flight: s.in_flight() as u64,
                 connections: s.open_connections() as u64,
+                ewma_ms: members.ewma(i).map(|d| d.as_secs_f64() * 1000.0),
             });
         }
     }

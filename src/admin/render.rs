@@ -46,6 +46,8 @@ pub(super) struct ServerGauge {
     pub in_flight: u64,
     /// Idle HTTP/1.1 connections and open HTTP/2 ones.
     pub connections: u64,
+    /// The moving average of its response times, with `balance = "ewma"`.
+    pub ewma_ms: Option<f64>,
 }
 
 /// Every metric in Prometheus text format 0.0.4, with `gauges` as gauge families.
@@ -239,7 +241,10 @@ pub(super) fn stats(m: &Metrics, gauges: &Gauges) -> Value {
             "by_cache": by_cache,
             "by_status": by_status,
             "by_route": by_route,
+            "hits": hits,
+            "lookups": lookups,
         },
+        "latency": latency_json(m),
         "bytes": {"in": bytes_in, "out": bytes_out},
         "hit_ratio": hit_ratio,
         "cache": {
@@ -261,6 +266,18 @@ pub(super) fn stats(m: &Metrics, gauges: &Gauges) -> Value {
     })
 }
 
+/// Percentiles of every request's duration since start, in seconds.
+fn latency_json(m: &Metrics) -> Value {
+    let (mut all, mut sum) = ([0; BUCKETS.len() + 1], 0.0);
+    for (_, _, _, h) in m.durations() {
+        all.iter_mut().zip(h.cumulative).for_each(|(a, n)| *a += n);
+        sum += h.sum;
+    }
+    let count = all[BUCKETS.len()];
+    let q = |q| super::history::quantile(&all, q);
+    json!({"count": count, "mean": (count > 0).then(|| sum / count as f64), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99)})
+}
+
 /// Each served certificate name, when it expires and the whole days left.
 fn certificates_json(certificates: &[(String, u64)]) -> Vec<Value> {
     let epoch = std::time::UNIX_EPOCH;
@@ -273,7 +290,7 @@ fn certificates_json(certificates: &[(String, u64)]) -> Vec<Value> {
 }
 
 /// Hit-ratio inputs: hits are served from storage, lookups are requests that consulted it at all.
-fn hits_and_lookups(requests: &[RequestSeries]) -> (u64, u64) {
+pub(super) fn hits_and_lookups(requests: &[RequestSeries]) -> (u64, u64) {
     use CacheOutcome::{Bypass, Hit, Method, Stale};
     let hits = requests.iter().filter(|r| matches!(r.cache, Some(Hit | Stale))).map(|r| r.count).sum();
     let lookups = requests.iter().filter(|r| !matches!(r.cache, None | Some(Bypass | Method))).map(|r| r.count).sum();
@@ -298,6 +315,7 @@ fn upstreams_json(servers: &[ServerGauge], latency: &[(String, String, Histogram
                     "ejections": s.ejections,
                     "in_flight": s.in_flight,
                     "connections": s.connections,
+                    "ewma_ms": s.ewma_ms,
                 })
             })
             .collect();
@@ -456,6 +474,7 @@ mod tests {
             ejections: 1,
             in_flight: 3,
             connections: 2,
+            ewma_ms: Some(1.5),
         };
         let gauges = Gauges { memory_bytes: 5, servers: vec![server], ..Gauges::default() };
         let text = prometheus(&m, &gauges);
@@ -501,6 +520,10 @@ mod tests {
         let json = stats(&m, &gauges);
         assert_eq!(json["upstreams"][0]["name"], "app");
         assert_eq!(json["upstreams"][0]["servers"][0]["in_flight"], 3);
+        assert_eq!(json["upstreams"][0]["servers"][0]["ewma_ms"], 1.5);
+        assert_eq!(json["latency"]["count"], 1);
+        let p99 = json["latency"]["p99"].as_f64().unwrap();
+        assert!((0.0005..=0.001).contains(&p99), "within the bucket of 0.0007: {p99}");
         assert_eq!(json["upstreams"][0]["origin_responses"], 1);
         assert_eq!(json["evictions"]["memory"], 1);
         assert_eq!(json["purges"]["all"]["soft"], 0);

@@ -154,6 +154,13 @@ pub(crate) struct Members {
     balancer: Balancer,
 }
 
+impl Members {
+    /// Server `i`'s moving average of response times (`balance = "ewma"`).
+    pub(crate) fn ewma(&self, i: usize) -> Option<std::time::Duration> {
+        self.balancer.average(i)
+    }
+}
+
 /// How long the server took from the request to its response head (nginx's
 /// `$upstream_header_time`), carried in the response's extensions for the access log.
 #[derive(Clone, Copy, Debug)]

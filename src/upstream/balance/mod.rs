@@ -120,6 +120,12 @@ impl Balancer {
         }
     }
 
+    /// Server `i`'s moving average of response times, with `ewma` once it has one.
+    pub fn average(&self, i: usize) -> Option<Duration> {
+        let micros = self.latency.get(i)?.micros();
+        (self.kind == Balance::Ewma && micros.is_finite()).then(|| Duration::from_secs_f64(micros / 1e6))
+    }
+
     /// Server `i` carries on with what `from` learnt of its server `j`.
     pub fn carry(&self, i: usize, from: &Balancer, j: usize) {
         if let (Some(to), Some(was)) = (self.latency.get(i), from.latency.get(j)) {
