@@ -259,6 +259,20 @@ pub struct Metrics {
     acme_ok: AtomicU64,
     acme_failed: AtomicU64,
     guard: RwLock<GuardMap>,
+    /// Client connections open now, per listener (as [`LISTENERS`]) and protocol (HTTP/1, HTTP/2).
+    open: [[AtomicU64; 2]; 3],
+}
+
+/// The listeners `relais_connections_open` counts, in its order.
+pub(crate) const LISTENERS: [&str; 3] = ["http", "https", "admin"];
+
+/// One open client connection, counted until dropped.
+pub(crate) struct OpenConnection<'a>(&'a AtomicU64);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -286,7 +300,26 @@ impl Metrics {
             acme_ok: AtomicU64::new(0),
             acme_failed: AtomicU64::new(0),
             guard: RwLock::default(),
+            open: Default::default(),
         }
+    }
+
+    /// A client connection on listener `listener` (an index into [`LISTENERS`])
+    /// now serves HTTP/1 or HTTP/2; counted open until the result is dropped.
+    pub(crate) fn connection_open(&self, listener: usize, http2: bool) -> OpenConnection<'_> {
+        let open = &self.open[listener.min(LISTENERS.len() - 1)][usize::from(http2)];
+        open.fetch_add(1, Relaxed);
+        OpenConnection(open)
+    }
+
+    /// Open client connections: (listener, protocol, count).
+    pub fn connections_open(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut all = Vec::with_capacity(6);
+        for (listener, open) in LISTENERS.iter().zip(&self.open) {
+            all.push((*listener, "http1", open[0].load(Relaxed)));
+            all.push((*listener, "h2", open[1].load(Relaxed)));
+        }
+        all
     }
 
     /// A request the guard refused (`dry_run`: would have refused, and let pass).

@@ -9,6 +9,7 @@ use http::Request;
 use hyper::body::Incoming;
 use serde_json::Value;
 use support::*;
+use tokio::io::AsyncWriteExt;
 
 const HOST: &[(&str, &str)] = &[("host", "shop.test")];
 
@@ -386,4 +387,28 @@ async fn a_web_page_cannot_drive_the_admin_api() {
     assert_eq!(browser(&proxy, "POST", "/reload", &[], "").await.status, 422, "no file to reload here, but asked");
     let r = browser(&proxy, "PURGE", "/a", &[("host", "shop.test")], "").await;
     assert_eq!(r.status, 200, "PURGE names the site in Host: {}", r.text());
+}
+
+/// `relais_connections_open` counts client connections by listener and
+/// protocol while they are open, and forgets them once closed.
+#[tokio::test]
+async fn open_connections_are_counted_by_listener_and_protocol() {
+    let o = tagged_origin().start().await;
+    let proxy = relais(&proxy_to(o.addr)).await;
+    let open =
+        |protocol: &str, n: u64| format!("relais_connections_open{{listener=\"http\",protocol=\"{protocol}\"}} {n}");
+    let mut h1 = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    h1.write_all(b"GET /a HTTP/1.1\r\nHost: shop.test\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut h1).await.starts_with("HTTP/1.1 200"));
+    let h2 = h2_client();
+    assert_eq!(send_with(&h2, Request::get(proxy.url("/a")).body(full("")).unwrap()).await.status, 200);
+    let m = proxy.metrics().await;
+    assert!(m.contains(&open("http1", 1)) && m.contains(&open("h2", 1)), "{m}");
+    assert_eq!(proxy.stats().await["connections_open"]["http"]["h2"], 1);
+    drop((h1, h2));
+    until("both connections closed", || async {
+        let m = proxy.metrics().await;
+        m.contains(&open("http1", 0)) && m.contains(&open("h2", 0))
+    })
+    .await;
 }

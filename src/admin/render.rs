@@ -146,6 +146,11 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     family(o, "compression_copies_made_total", "counter", "Encoded copies of cached bodies made (each once).");
     sample(o, "compression_copies_made_total", &[], gauges.encoded_made);
 
+    family(o, "connections_open", "gauge", "Client connections open now, by listener and protocol.");
+    for (listener, protocol, n) in m.connections_open() {
+        sample(o, "connections_open", &[("listener", listener), ("protocol", protocol)], n);
+    }
+
     family(o, "tls_certificate_expiry_seconds", "gauge", "When each served certificate name expires (Unix time).");
     for (name, expiry) in &gauges.certificates {
         sample(o, "tls_certificate_expiry_seconds", &[("name", name)], expiry);
@@ -263,7 +268,17 @@ pub(super) fn stats(m: &Metrics, gauges: &Gauges) -> Value {
         "log_dropped": m.logs_dropped(),
         "guard_rejections": guard_json(m),
         "tls_certificates": certificates_json(&gauges.certificates),
+        "connections_open": connections_json(m),
     })
+}
+
+/// Open client connections: listener → protocol → count.
+fn connections_json(m: &Metrics) -> Value {
+    let mut all: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    for (listener, protocol, n) in m.connections_open() {
+        all.entry(listener).or_default().insert(protocol, n);
+    }
+    json!(all)
 }
 
 /// Percentiles of every request's duration since start, in seconds.

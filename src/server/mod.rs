@@ -249,6 +249,8 @@ struct Settings {
     scheme: &'static str,
     /// The access log's format, when requests on this listener are logged.
     access: Option<crate::config::LogFormat>,
+    /// Which listener, as `relais_connections_open` names it.
+    listener: usize,
 }
 
 impl Settings {
@@ -269,6 +271,11 @@ impl Settings {
             },
             scheme: if kind == Listener::Tls { "https" } else { "http" },
             access: (kind != Listener::Admin && config.log.access).then_some(config.log.format),
+            listener: match kind {
+                Listener::Plain => 0,
+                Listener::Tls => 1,
+                Listener::Admin => 2,
+            },
         }
     }
 }
@@ -404,6 +411,7 @@ async fn serve_io<I, H, F, B>(
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
+    let _open = metrics.connection_open(s.listener, http2);
     let activity = Arc::new(Activity::new(s.max_requests));
     let flooded = io.flood_alarm();
     let service = {
