@@ -73,6 +73,11 @@ pub(crate) fn reloaded<T, E: std::fmt::Display>(result: &Result<T, E>) {
     notify(&format!("READY=1\nSTATUS={}\n", one_line(&status)));
 }
 
+/// A binary upgrade's new process serves: it is the main process from now on.
+pub(crate) fn handed_over(pid: u32) {
+    notify(&format!("MAINPID={pid}\nREADY=1\nSTATUS=binary upgraded: process {pid} serves\n"));
+}
+
 /// A graceful stop begins.
 pub(crate) fn stopping() {
     notify("STOPPING=1\nSTATUS=stopping: finishing in-flight requests\n");

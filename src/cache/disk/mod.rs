@@ -84,6 +84,9 @@ pub enum DiskError {
     /// Another process has the directory open (its lock file names it).
     #[error("{}", lock::locked_message(dir, pid))]
     Locked { dir: PathBuf, pid: Option<u32> },
+    /// [`DiskTier::unlock`] was called: the directory may be another process's now.
+    #[error("disk cache closed: the directory was let go (a stop or a binary upgrade)")]
+    Closed,
 }
 
 /// The disk tier. `Send + Sync`; share it behind the `Arc` that [`DiskTier::open`] returns.
@@ -91,6 +94,8 @@ pub struct DiskTier {
     inner: Arc<Inner>,
     /// The directory's lock, held until [`DiskTier::unlock`] or the tier is dropped.
     lock: Mutex<Option<lock::DirLock>>,
+    /// Set by [`DiskTier::unlock`]: from then on nothing is written.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for DiskTier {
@@ -147,13 +152,22 @@ impl DiskTier {
             on_evict: std::sync::OnceLock::new(),
         });
         tokio::spawn(inner.clone().load());
-        Ok(Arc::new(DiskTier { inner, lock: Mutex::new(Some(lock)) }))
+        Ok(Arc::new(DiskTier { inner, lock: Mutex::new(Some(lock)), closed: Default::default() }))
     }
 
-    /// Lets go of the directory's lock (a stopped proxy, so that the next can open it at
-    /// once); nothing must be written after this.
+    /// Lets go of the directory's lock (a stopped proxy, or one handing over to a new
+    /// binary, so that the next can open it at once). Writes started after this are refused
+    /// ([`DiskError::Closed`]); reads go on, as cacache's are safe beside another writer.
     pub fn unlock(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
         self.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
+    fn writable(&self) -> Result<(), DiskError> {
+        match self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            true => Err(DiskError::Closed),
+            false => Ok(()),
+        }
     }
 
     /// Calls `f` with each key evicted to stay under the capacity (set once; later calls are ignored).
@@ -195,6 +209,7 @@ impl DiskTier {
     /// be older than what the caller just saw). `Err` when the disk refuses the write; the
     /// previous entry, if any, stays.
     pub async fn put(&self, key: &str, meta: Value, body: Bytes) -> Result<(), DiskError> {
+        self.writable()?;
         // A first write leaves no dead line behind: a cold fill never wakes the sweeper.
         if self.contains(key) {
             self.inner.appended();
@@ -206,6 +221,7 @@ impl DiskTier {
     /// revalidation updating headers); also marks it most recently used. `Ok(false)` if `key`
     /// is absent.
     pub async fn update_meta(&self, key: &str, meta: Value) -> Result<bool, DiskError> {
+        self.writable()?;
         self.inner.appended();
         detached(self.inner.clone().update_meta(key.to_owned(), meta)).await
     }
@@ -214,6 +230,7 @@ impl DiskTier {
     /// there. On `Err` the entry is still forgotten by this process (never served again) but
     /// may reappear after a restart.
     pub async fn remove(&self, key: &str) -> Result<bool, DiskError> {
+        self.writable()?;
         self.inner.appended();
         detached(self.inner.clone().remove(key.to_owned())).await
     }
@@ -283,6 +300,7 @@ impl DiskTier {
     ///   lock), deletes buckets whose key is deleted, and deletes index entries the tier does not
     ///   know of (an eviction whose index delete failed).
     pub async fn sweep(&self) -> Result<u64, DiskError> {
+        self.writable()?;
         detached(self.inner.clone().sweep()).await
     }
 }
