@@ -178,3 +178,35 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     let _new = Successor(pid_on(admin).await);
     assert_eq!(get(&url).await.text(), "page");
 }
+
+#[tokio::test]
+async fn systemd_hears_the_new_main_pid_from_the_old_one() {
+    let o = cacheable().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    let (port, admin) = (free_port(), free_port());
+    write(&path, &conf(dir.path(), port, admin, o.addr));
+    let notify = std::os::unix::net::UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut command = std::process::Command::new(bin());
+    command.args(["run", "--config"]).arg(&path).env("NOTIFY_SOCKET", dir.path().join("notify.sock"));
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let old = start_command(&mut command, port).await;
+    let mut buf = [0u8; 4096];
+    let mut next = || {
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().starts_with("READY=1\n"));
+
+    signal(&old.0, "USR2");
+    // The new process's own READY=1 would be refused (not the main pid yet): the old one speaks for it.
+    let handed = next();
+    wait::until("the new process", || async { pid_on(admin).await != u64::from(old.pid()) }).await;
+    let new = Successor(pid_on(admin).await);
+    assert!(handed.starts_with(&format!("MAINPID={}\nREADY=1\n", new.0)), "{handed}");
+    // And the old one, no longer the main process, says nothing of its own stop.
+    notify.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut rest = [0u8; 4096];
+    assert!(notify.recv(&mut rest).is_err(), "{}", String::from_utf8_lossy(&rest));
+}
