@@ -27,7 +27,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "relais",
     version,
     about = "A caching reverse proxy",
-    after_help = "Examples:\n  relais demo                         slow demo origin + relais on 127.0.0.1:8080\n  relais check -c /etc/relais.toml    validate a configuration (like nginx -t)\n  relais run -c /etc/relais.toml      run; SIGHUP reloads, SIGTERM or SIGQUIT stops gracefully, SIGUSR1 reopens the logs,\n                                      SIGUSR2 starts the binary anew and hands it the listeners (upgrade)\n  relais status -c /etc/relais.toml   one screen on the running relais (admin API)\n  relais purge http://shop.test/a     remove one URL from the cache\n\nExit codes of status, top, purge, reload, cache: 0 ok, 1 error, 2 usage, 3 admin API unreachable,\n4 token missing or wrong, 5 request or reload refused"
+    after_help = "Examples:\n  relais demo                         slow demo origin + relais on 127.0.0.1:8080\n  relais check -c /etc/relais.toml    validate a configuration (like nginx -t)\n  relais run -c /etc/relais.toml      run; SIGHUP reloads, SIGTERM or SIGQUIT stops gracefully, SIGUSR1 reopens the logs,\n                                      SIGUSR2 starts the binary anew and hands it the listeners (upgrade)\n  relais status -c /etc/relais.toml   one screen on the running relais (admin API)\n  relais purge http://shop.test/a     remove one URL from the cache\n\nExit codes of status, top, purge, reload, cache, upgrade: 0 ok, 1 error, 2 usage, 3 admin API unreachable,\n4 token missing or wrong, 5 request or reload refused"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -48,6 +48,13 @@ impl Drop for Successor {
     }
 }
 
+/// `relais upgrade` against the admin listener on `admin`.
+async fn upgrade_command(admin: u16) -> std::process::Output {
+    let mut command = std::process::Command::new(bin());
+    command.args(["upgrade", "--config", "/nonexistent/relais.toml", "--admin", &format!("127.0.0.1:{admin}")]);
+    tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
+}
+
 /// Sends requests one after the other until `stop`, counting answers and failures.
 struct Load {
     answered: Arc<AtomicUsize>,
@@ -163,8 +170,10 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     assert_eq!(get(&url).await.text(), "page");
 
     write(&path, "[[routes]]\nupstream = \"nowhere\"\n");
-    signal(&old.0, "USR2");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refused = upgrade_command(admin).await;
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains(&format!("upgrade failed: process {} serves on", old.pid())), "{said}");
     assert_eq!(pid_on(admin).await, u64::from(old.pid()));
     assert_eq!(get(&url).await.text(), "page");
     // Its disk cache is still its own: stores go on.
@@ -173,9 +182,11 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     wait::until("the disk write", || async { disk_entries(&dir.path().join("cache")) > before }).await;
     // And a later upgrade with a good configuration goes through.
     write(&path, &conf(dir.path(), port, admin, o.addr));
-    signal(&old.0, "USR2");
-    wait::until("the new process", || async { pid_on(admin).await != u64::from(old.pid()) }).await;
+    let done = upgrade_command(admin).await;
     let _new = Successor(pid_on(admin).await);
+    assert!(done.status.success(), "{done:?}");
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(said.starts_with(&format!("upgraded: process {} serves", _new.0)), "{said}");
     assert_eq!(get(&url).await.text(), "page");
 }
 
