@@ -187,7 +187,7 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
     let metrics = Arc::new(metrics::Metrics::new());
     let issued = Arc::new(tls::Issued::default());
     let acme = config.acme.clone();
-    let cache = cache::Cache::open(&config.cache, metrics.clone()).await?;
+    let cache = open_cache(&config.cache, &metrics, successor.is_some()).await?;
     let https_port = tls_addrs.first().map(SocketAddr::port);
     let lasting = proxy::Lasting {
         cache: cache.clone(),
@@ -249,6 +249,24 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
         None => service::ready(&format!("serving on {}", serving.join(", "))),
     }
     Ok(Handle { addrs, tls_addrs, admin_addr, shared, conns, metrics, stop, tasks, sockets })
+}
+
+/// Opens the cache. A binary upgrade's new process waits for the old one's
+/// disk writes in flight, which hold the directory's lock until they end.
+async fn open_cache(
+    config: &config::CacheConfig,
+    metrics: &Arc<metrics::Metrics>,
+    after_upgrade: bool,
+) -> Result<Arc<cache::Cache>, StartError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match cache::Cache::open(config, metrics.clone()).await {
+            Err(DiskError::Locked { .. }) if after_upgrade && std::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            opened => return Ok(opened?),
+        }
+    }
 }
 
 /// What the listeners read of a pipeline's configuration.

@@ -14,11 +14,11 @@
 //! 2. new → old `R` (ready): the configuration loaded and checked, each
 //!    configured address adopted from those sockets or bound fresh (sockets
 //!    for addresses it no longer has are closed).
-//! 3. old: lets go of the disk cache (writes end; in-flight and new requests
-//!    go on with memory only), then → new `F` (free).
-//! 4. new: opens the cache, disk tier included (one writer at a time: the
-//!    directory's lock passes from one to the other), starts accepting, → old
-//!    `S` (serving).
+//! 3. old: lets go of the disk cache (no write starts any more; in-flight and
+//!    new requests go on with memory only), then → new `F` (free).
+//! 4. new: opens the cache, disk tier included, once the old one's writes in
+//!    flight have ended (one writer at a time: the directory's lock passes
+//!    from one to the other), starts accepting, → old `S` (serving).
 //! 5. old: tells systemd the new main pid, stops accepting, drains within
 //!    `server.grace_period`, exits 0.
 //!

@@ -67,4 +67,18 @@ mod tests {
         drop(first);
         DirLock::take(dir.path()).unwrap();
     }
+
+    #[tokio::test]
+    async fn a_tier_let_go_refuses_writes_reads_on_and_frees_the_directory() {
+        use crate::cache::disk::DiskTier;
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path().to_path_buf(), 1 << 20).await.unwrap();
+        tier.put("a", serde_json::json!({}), bytes::Bytes::from_static(b"body")).await.unwrap();
+        tier.unlock();
+        let refused = tier.put("b", serde_json::json!({}), bytes::Bytes::from_static(b"body")).await;
+        assert!(matches!(refused, Err(DiskError::Closed)), "{refused:?}");
+        assert!(matches!(tier.remove("a").await, Err(DiskError::Closed)));
+        assert_eq!(&tier.get("a").await.unwrap().unwrap().1[..], b"body");
+        DirLock::take(dir.path()).unwrap();
+    }
 }
