@@ -2,9 +2,10 @@
 //! it, held while the tier is open. Two processes on one directory would each
 //! keep their own byte accounting and move each other's temp files aside.
 //!
-//! The lock belongs to the open file, not the process: a process that
-//! inherits the descriptor (a binary upgrade handing over) holds it too, and
-//! the kernel drops it when the last holder exits, however it exits.
+//! The lock belongs to the open file, not the process: the kernel drops it
+//! when the last holder closes it or exits, however it exits. A binary upgrade
+//! does not pass it on: the old process lets go of it (`DiskTier::unlock`; a
+//! write in flight keeps it until it ends) and the new one takes it afresh.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
