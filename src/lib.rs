@@ -36,12 +36,16 @@ mod proxy;
 mod server;
 mod service;
 mod tls;
+mod upgrade;
 mod upstream;
 
 #[doc(hidden)]
 pub mod internals;
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -52,6 +56,7 @@ pub use cache::disk::DiskError;
 pub use config::{Config, ConfigError};
 use proxy::Pipeline;
 pub use tls::CertInfo;
+pub use upgrade::{Successor, UpgradeError};
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,9 @@ pub enum StartError {
     /// `cache.disk_path` is another process's.
     #[error("cache.disk_path: {0}")]
     Cache(#[from] cache::disk::DiskError),
+    /// A new process of a binary upgrade could not take over.
+    #[error("binary upgrade: {0}")]
+    Upgrade(String),
 }
 
 /// A running proxy.
@@ -76,10 +84,32 @@ pub struct Handle {
     metrics: Arc<metrics::Metrics>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Copies of the listening sockets, for a binary upgrade to hand over.
+    sockets: Vec<upgrade::Passed>,
 }
 
-fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
-    addrs.iter().map(|&addr| server::bind(addr).map_err(|source| StartError::Bind { addr, source })).collect()
+/// Binds `addrs`, or adopts the sockets a binary upgrade handed over for them;
+/// keeps a copy of each in `kept`.
+fn listen(
+    addrs: &[SocketAddr],
+    kind: upgrade::Kind,
+    successor: &mut Option<Successor>,
+    kept: &mut Vec<upgrade::Passed>,
+) -> Result<Vec<tokio::net::TcpListener>, StartError> {
+    let one = |addr: SocketAddr, successor: &mut Option<Successor>| -> std::io::Result<tokio::net::TcpListener> {
+        let Some(fd) = successor.as_mut().and_then(|s| s.take(kind, addr)) else { return server::bind(addr) };
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(l)
+    };
+    let mut listeners = Vec::new();
+    for &addr in addrs {
+        let l = one(addr, successor).map_err(|source| StartError::Bind { addr, source })?;
+        let fd = l.as_fd().try_clone_to_owned().map_err(|source| StartError::Bind { addr, source })?;
+        kept.push(upgrade::Passed { kind, configured: addr, fd });
+        listeners.push(l);
+    }
+    Ok(listeners)
 }
 
 /// What `relais check` verifies beyond the configuration's own validity:
@@ -111,6 +141,21 @@ fn user_error(config: &Config, msg: String) -> ConfigError {
 /// listener, reads the certificates, opens the cache, becomes `server.user`
 /// if one is set, and starts serving.
 pub async fn start(config: Config) -> Result<Handle, StartError> {
+    start_with(config, None).await
+}
+
+impl Successor {
+    /// [`start`] for the new process of a binary upgrade: adopts the old
+    /// process's listeners for the addresses `config` names (binds the
+    /// others), checks the files it names, and only then has the old process
+    /// let go of the disk cache and stop accepting (see `upgrade.rs`). A
+    /// failure before that leaves the old process serving.
+    pub async fn start(self, config: Config) -> Result<Handle, StartError> {
+        start_with(config, Some(self)).await
+    }
+}
+
+async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<Handle, StartError> {
     // A Config built in code has not been through `Config::load`.
     config.validate("configuration")?;
     let run_as = match &config.server.user {
@@ -123,17 +168,26 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         tracing::warn!("{warning}");
     }
     let admin_listen = config.admin.listen;
-    let listeners = bind_all(&config.server.listen)?;
-    let tls_listeners = bind_all(config.server.tls.as_ref().map_or(&[][..], |t| &t.listen))?;
-    let admin_listener =
-        server::bind(admin_listen).map_err(|source| StartError::Bind { addr: admin_listen, source })?;
+    let mut sockets = Vec::new();
+    let s = &mut successor;
+    let listeners = listen(&config.server.listen, upgrade::Kind::Plain, s, &mut sockets)?;
+    let tls_listen = config.server.tls.as_ref().map_or(&[][..], |t| &t.listen);
+    let tls_listeners = listen(tls_listen, upgrade::Kind::Tls, s, &mut sockets)?;
+    let mut admin = listen(&[admin_listen], upgrade::Kind::Admin, s, &mut sockets)?;
+    let admin_listener = admin.pop().expect("one admin listener");
+    if let Some(successor) = &mut successor {
+        // What could still fail is checked while the old process serves on.
+        check(&config).map_err(StartError::Upgrade)?;
+        successor.ready().map_err(|e| StartError::Upgrade(format!("cannot tell the old process: {e}")))?;
+        successor.wait_free().await;
+    }
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
     let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let tls_addrs: Vec<SocketAddr> = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let metrics = Arc::new(metrics::Metrics::new());
     let issued = Arc::new(tls::Issued::default());
     let acme = config.acme.clone();
-    let cache = cache::Cache::open(&config.cache, metrics.clone()).await?;
+    let cache = open_cache(&config.cache, &metrics, successor.is_some()).await?;
     let https_port = tls_addrs.first().map(SocketAddr::port);
     let lasting = proxy::Lasting {
         cache: cache.clone(),
@@ -189,8 +243,30 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     });
     tasks.spawn(admin::serve(admin_listener, admin, conns.clone(), stopped));
     let serving: Vec<String> = addrs.iter().chain(&tls_addrs).map(ToString::to_string).collect();
-    service::ready(&format!("serving on {}", serving.join(", ")));
-    Ok(Handle { addrs, tls_addrs, admin_addr, shared, conns, metrics, stop, tasks })
+    match successor {
+        // The old process tells systemd, whose main process it still is.
+        Some(successor) => successor.serving(),
+        None => service::ready(&format!("serving on {}", serving.join(", "))),
+    }
+    Ok(Handle { addrs, tls_addrs, admin_addr, shared, conns, metrics, stop, tasks, sockets })
+}
+
+/// Opens the cache. A binary upgrade's new process waits for the old one's
+/// disk writes in flight, which hold the directory's lock until they end.
+async fn open_cache(
+    config: &config::CacheConfig,
+    metrics: &Arc<metrics::Metrics>,
+    after_upgrade: bool,
+) -> Result<Arc<cache::Cache>, StartError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match cache::Cache::open(config, metrics.clone()).await {
+            Err(DiskError::Locked { .. }) if after_upgrade && std::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            opened => return Ok(opened?),
+        }
+    }
 }
 
 /// What the listeners read of a pipeline's configuration.
@@ -333,8 +409,43 @@ impl Handle {
 
     /// Stops accepting, lets in-flight requests finish within
     /// `server.grace_period`, and returns when every listener is done.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         service::stopping();
+        self.stop_serving().await;
+    }
+
+    /// Starts `program` (this binary, by the path it was started from) with
+    /// `args` as the new process of a binary upgrade, hands it the listening
+    /// sockets, and lets go of the disk cache once it is ready (from then on
+    /// this process caches in memory only). Returns its pid once it serves;
+    /// then [`Handle::hand_over`] ends this one. On an error this process
+    /// serves on (see `upgrade.rs`).
+    pub fn upgrade(
+        &self,
+        program: PathBuf,
+        args: Vec<OsString>,
+    ) -> impl Future<Output = Result<u32, UpgradeError>> + Send + 'static {
+        let sockets = upgrade::copies(&self.sockets);
+        let cache = self.cache();
+        async move {
+            let release = async move {
+                cache.flush().await;
+                cache.close();
+            };
+            upgrade::hand_over(program, args, sockets.map_err(UpgradeError::Pass)?, release).await
+        }
+    }
+
+    /// After a binary upgrade: tells systemd that `pid` is its main process
+    /// now, stops accepting and drains within `server.grace_period`.
+    pub async fn hand_over(self, pid: u32) {
+        service::handed_over(pid);
+        self.stop_serving().await;
+    }
+
+    async fn stop_serving(mut self) {
+        // The copies would keep the sockets listening, queueing connections no one takes.
+        self.sockets.clear();
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
         let cache = self.shared.load().cache.clone();

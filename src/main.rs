@@ -1,6 +1,7 @@
 //! The `relais` command: parse arguments, load the configuration, run the
 //! proxy, and turn signals into reloads (SIGHUP), graceful stops (SIGTERM,
-//! SIGINT, SIGQUIT) and reopened log files (SIGUSR1).
+//! SIGINT, SIGQUIT), reopened log files (SIGUSR1) and binary upgrades
+//! (SIGUSR2: this binary's path started again, handed the listeners).
 //!
 //! Nothing here prints with `println!`/`eprintln!`, which panic when the
 //! reader is gone: the few words said outside the logs go through [`say`],
@@ -26,7 +27,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "relais",
     version,
     about = "A caching reverse proxy",
-    after_help = "Examples:\n  relais demo                         slow demo origin + relais on 127.0.0.1:8080\n  relais check -c /etc/relais.toml    validate a configuration (like nginx -t)\n  relais run -c /etc/relais.toml      run; SIGHUP reloads, SIGTERM or SIGQUIT stops gracefully, SIGUSR1 reopens the logs\n  relais status -c /etc/relais.toml   one screen on the running relais (admin API)\n  relais purge http://shop.test/a     remove one URL from the cache\n\nExit codes of status, top, purge, reload, cache: 0 ok, 1 error, 2 usage, 3 admin API unreachable,\n4 token missing or wrong, 5 request or reload refused"
+    after_help = "Examples:\n  relais demo                         slow demo origin + relais on 127.0.0.1:8080\n  relais check -c /etc/relais.toml    validate a configuration (like nginx -t)\n  relais run -c /etc/relais.toml      run; SIGHUP reloads, SIGTERM or SIGQUIT stops gracefully, SIGUSR1 reopens the logs,\n                                      SIGUSR2 starts the binary anew and hands it the listeners (upgrade)\n  relais status -c /etc/relais.toml   one screen on the running relais (admin API)\n  relais purge http://shop.test/a     remove one URL from the cache\n\nExit codes of status, top, purge, reload, cache, upgrade: 0 ok, 1 error, 2 usage, 3 admin API unreachable,\n4 token missing or wrong, 5 request or reload refused"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -84,6 +85,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config: path } => {
+            // Read first: an upgrade started from a path that is replaced since starts the new file.
+            let program = std::env::current_exe();
+            let successor = match relais::Successor::from_env() {
+                Ok(s) => s,
+                Err(e) => {
+                    say(&format!("binary upgrade: {e}"));
+                    return ExitCode::FAILURE;
+                }
+            };
             let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
@@ -99,7 +109,7 @@ fn main() -> ExitCode {
             if let Err(e) = relais::notify_systemd() {
                 tracing::warn!(error = %e, "systemd will not hear from relais");
             }
-            let code = runtime(config.workers()).block_on(run(path, config));
+            let code = runtime(config.workers()).block_on(run(path, config, program, successor));
             // What is queued is written, unless the reader is stalled.
             relais::logs::flush(std::time::Duration::from_secs(2));
             code
@@ -143,7 +153,15 @@ impl Signals {
     }
 }
 
-async fn run(path: PathBuf, config: Config) -> ExitCode {
+/// A binary upgrade in progress: the new process's pid once it serves.
+type Upgrading = std::pin::Pin<Box<dyn Future<Output = Result<u32, relais::UpgradeError>> + Send>>;
+
+async fn run(
+    path: PathBuf,
+    config: Config,
+    program: std::io::Result<PathBuf>,
+    successor: Option<relais::Successor>,
+) -> ExitCode {
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -151,7 +169,11 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let handle = match relais::start(config).await {
+    let started = match successor {
+        Some(s) => s.start(config).await,
+        None => relais::start(config).await,
+    };
+    let handle = match started {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("{e}");
@@ -162,19 +184,45 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         tracing::info!(%addr, config = %path.display(), "relais listening");
     }
     let s = &mut signals;
-    let name = loop {
+    let mut upgrading: Option<Upgrading> = None;
+    let stop = loop {
         tokio::select! {
             _ = s.hup.recv() => { let _ = handle.reload_from_source(); }
             _ = s.usr1.recv() => relais::logs::reopen(),
-            _ = s.usr2.recv() => tracing::warn!("SIGUSR2 (binary upgrade) is not supported yet; ignored"),
-            _ = s.term.recv() => break "SIGTERM",
-            _ = s.int.recv() => break "SIGINT",
-            _ = s.quit.recv() => break "SIGQUIT",
+            _ = s.usr2.recv() => match (&upgrading, &program) {
+                (Some(_), _) => tracing::warn!("SIGUSR2: a binary upgrade is in progress already"),
+                (None, Err(e)) => tracing::error!(error = %e, "SIGUSR2: cannot tell which binary to start"),
+                (None, Ok(program)) => {
+                    tracing::info!(program = %program.display(), "SIGUSR2: binary upgrade");
+                    let args = std::env::args_os().skip(1).collect();
+                    upgrading = Some(Box::pin(handle.upgrade(program.clone(), args)));
+                }
+            },
+            done = async { upgrading.as_mut().expect("guarded").await }, if upgrading.is_some() => {
+                upgrading = None;
+                match done {
+                    Ok(pid) => break Err(pid),
+                    Err(e) => tracing::error!("binary upgrade failed; this process serves on: {e}"),
+                }
+            }
+            _ = s.term.recv() => break Ok("SIGTERM"),
+            _ = s.int.recv() => break Ok("SIGINT"),
+            _ = s.quit.recv() => break Ok("SIGQUIT"),
         }
     };
-    tracing::info!(signal = name, "stopping: finishing in-flight requests");
+    // An upgrade left half-way stops its new process.
+    drop(upgrading);
+    let shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match stop {
+        Ok(name) => {
+            tracing::info!(signal = name, "stopping: finishing in-flight requests");
+            Box::pin(handle.shutdown())
+        }
+        Err(pid) => {
+            tracing::info!(pid, "binary upgrade: the new process serves; finishing in-flight requests");
+            Box::pin(handle.hand_over(pid))
+        }
+    };
     // While draining, log files can still be rotated; another stop signal changes nothing.
-    let shutdown = handle.shutdown();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -7,7 +7,9 @@
 //! the abstract namespace). They are sent only after the binary calls
 //! [`notify_from_env`]; a library user is never heard by systemd unasked. The
 //! variable stays in the environment (removing it needs `unsafe` since Rust
-//! 2024, which the crate forbids); relais starts no child process to inherit it.
+//! 2024, which the crate forbids); the one child relais starts, the new
+//! process of a binary upgrade, needs it. That one's own `READY=1` is not
+//! sent: the old process, still the main one, sends `MAINPID=` for it.
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -71,6 +73,11 @@ pub(crate) fn reloaded<T, E: std::fmt::Display>(result: &Result<T, E>) {
         Err(e) => format!("reload refused, running the previous configuration: {e}"),
     };
     notify(&format!("READY=1\nSTATUS={}\n", one_line(&status)));
+}
+
+/// A binary upgrade's new process serves: it is the main process from now on.
+pub(crate) fn handed_over(pid: u32) {
+    notify(&format!("MAINPID={pid}\nREADY=1\nSTATUS=binary upgraded: process {pid} serves\n"));
 }
 
 /// A graceful stop begins.

@@ -24,6 +24,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("tls", 1),
     ("proxy", 2),
     ("server", 3),
+    // The listeners handed to a new binary (a leaf, used by lib.rs only).
+    ("upgrade", 3),
     ("admin", 4),
     ("demo", 4),
     // What the benchmarks reach past the proxy: it names the floors below.

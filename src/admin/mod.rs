@@ -257,6 +257,7 @@ fn both_schemes(url: &str) -> Vec<String> {
 fn about(admin: &Admin, pipeline: &Pipeline) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
         "started": httpdate::fmt_http_date(admin.started),
         "uptime_secs": admin.started.elapsed().map_or(0, |d| d.as_secs()),
         "config": pipeline.config.source.as_ref().map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string()),

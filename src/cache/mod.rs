@@ -288,9 +288,14 @@ impl Cache {
             }
             return true;
         };
-        if let Err(e) = disk.put(key, meta, body).await {
-            tracing::warn!(key, error = %e, "disk cache write failed");
-            return false;
+        match disk.put(key, meta, body).await {
+            Ok(()) => {}
+            // Let go for a binary upgrade: the new process writes from now on.
+            Err(DiskError::Closed) => return false,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "disk cache write failed");
+                return false;
+            }
         }
         // A purge may have come while the write ran (the key is doomed meanwhile):
         // the copy goes. Or memory dropped the key, and the index with it: the

@@ -1,4 +1,4 @@
-//! `relais status`, `top`, `purge`, `reload` and `cache`: the commands that ask a
+//! `relais status`, `top`, `purge`, `reload`, `cache` and `upgrade`: the commands that ask a
 //! running relais over its admin API (`admin.listen`, `admin.token`), as
 //! `varnishadm` asks varnishd.
 //!
@@ -9,6 +9,7 @@
 
 mod status;
 mod top;
+mod upgrade;
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -66,6 +67,11 @@ pub(crate) enum Ask {
         /// Stop after this many screens.
         #[arg(short = 'n', long, value_name = "N")]
         count: Option<u64>,
+    },
+    /// Start the binary anew in place of the running relais (SIGUSR2) and say whether it took over.
+    Upgrade {
+        #[command(flatten)]
+        to: Target,
     },
     /// Show what is cached for a URL (as `/cache?url=` does).
     Cache {
@@ -191,6 +197,7 @@ async fn answer(ask: Ask) -> Result<String, Failure> {
             }
             Ok(String::new())
         }
+        Ask::Upgrade { to } => upgrade::run(&Admin::new(&to)?).await,
         Ask::Cache { to, url } => {
             let admin = Admin::new(&to)?;
             let v = admin.call(Method::GET, &format!("/cache?url={}", encode(&url)), None).await?;

@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ pub(super) struct Activity {
     most: usize,
     /// Told when the last of those has begun.
     spent: tokio::sync::Notify,
+    /// The proxy stops: the next request to begin is the last.
+    stopping: AtomicBool,
 }
 
 impl Default for Activity {
@@ -46,16 +48,31 @@ const LOOKS: u32 = 4;
 impl Activity {
     /// For a connection that may serve `most` requests.
     pub(super) fn new(most: usize) -> Activity {
-        Activity { in_flight: AtomicUsize::new(0), begun: AtomicUsize::new(0), most, spent: tokio::sync::Notify::new() }
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            begun: AtomicUsize::new(0),
+            most,
+            spent: tokio::sync::Notify::new(),
+            stopping: AtomicBool::new(false),
+        }
     }
 
     pub(super) fn begin(self: &Arc<Self>) -> Busy {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let last = self.begun.fetch_add(1, Ordering::Relaxed) + 1 == self.most;
+        // SeqCst with `last_one`'s: one of the two sees the other.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let last = self.begun.fetch_add(1, Ordering::Relaxed) + 1 == self.most || self.stopping.load(Ordering::SeqCst);
         if last {
             self.spent.notify_one();
         }
         Busy(self.clone(), last)
+    }
+
+    /// The proxy stops: the next request to begin is the last, as if
+    /// `guard.max_requests_per_connection` were reached. Whether one is in
+    /// flight now (then the connection can be told to close at once).
+    pub(super) fn last_one(&self) -> bool {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.in_flight.load(Ordering::SeqCst) > 0
     }
 
     /// Resolves once the connection has begun its last allowed request.

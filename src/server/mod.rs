@@ -396,6 +396,9 @@ where
     serve_io(io, http2, peer, settings, handler, stop, &metrics).await;
 }
 
+/// How long a stopping proxy keeps an idle HTTP/1 connection open for a request already sent.
+const LINGER: Duration = Duration::from_millis(200);
+
 /// Serves HTTP on `io` until it ends, the stop signal, or idleness.
 async fn serve_io<I, H, F, B>(
     io: Gather<I>,
@@ -428,6 +431,12 @@ async fn serve_io<I, H, F, B>(
     // once they are queued). On HTTP/1 the socket's own timer covers it.
     let mut stuck = std::pin::pin!(activity.idle(s.send_timeout));
     let mut closing = false;
+    // HTTP/1 and stopping, nothing in flight: a request the client sends as
+    // the connection closes would be lost (reset, with its bytes unread).
+    // The next one is answered instead, saying `Connection: close`; or the
+    // connection is closed once it has been idle for `LINGER`.
+    let mut linger = std::pin::pin!(activity.idle(LINGER));
+    let mut stopping = false;
     loop {
         tokio::select! {
             ended = conn.as_mut() => {
@@ -448,7 +457,15 @@ async fn serve_io<I, H, F, B>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = stop.changed(), if !closing => {
+            _ = stop.changed(), if !closing && !stopping => {
+                if http2 || activity.last_one() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    stopping = true;
+                }
+            }
+            () = &mut linger, if stopping && !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }

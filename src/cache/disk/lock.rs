@@ -2,9 +2,10 @@
 //! it, held while the tier is open. Two processes on one directory would each
 //! keep their own byte accounting and move each other's temp files aside.
 //!
-//! The lock belongs to the open file, not the process: a process that
-//! inherits the descriptor (a binary upgrade handing over) holds it too, and
-//! the kernel drops it when the last holder exits, however it exits.
+//! The lock belongs to the open file, not the process: the kernel drops it
+//! when the last holder closes it or exits, however it exits. A binary upgrade
+//! does not pass it on: the old process lets go of it (`DiskTier::unlock`; a
+//! write in flight keeps it until it ends) and the new one takes it afresh.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -65,6 +66,20 @@ mod tests {
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
         assert!(msg.contains(&format!("process {}", std::process::id())), "{msg}");
         drop(first);
+        DirLock::take(dir.path()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_tier_let_go_refuses_writes_reads_on_and_frees_the_directory() {
+        use crate::cache::disk::DiskTier;
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path().to_path_buf(), 1 << 20).await.unwrap();
+        tier.put("a", serde_json::json!({}), bytes::Bytes::from_static(b"body")).await.unwrap();
+        tier.unlock();
+        let refused = tier.put("b", serde_json::json!({}), bytes::Bytes::from_static(b"body")).await;
+        assert!(matches!(refused, Err(DiskError::Closed)), "{refused:?}");
+        assert!(matches!(tier.remove("a").await, Err(DiskError::Closed)));
+        assert_eq!(&tier.get("a").await.unwrap().unwrap().1[..], b"body");
         DirLock::take(dir.path()).unwrap();
     }
 }

@@ -84,13 +84,15 @@ pub enum DiskError {
     /// Another process has the directory open (its lock file names it).
     #[error("{}", lock::locked_message(dir, pid))]
     Locked { dir: PathBuf, pid: Option<u32> },
+    /// [`DiskTier::unlock`] was called: the directory is another process's once the writes
+    /// in flight end.
+    #[error("disk cache closed: the directory was let go (a stop or a binary upgrade)")]
+    Closed,
 }
 
 /// The disk tier. `Send + Sync`; share it behind the `Arc` that [`DiskTier::open`] returns.
 pub struct DiskTier {
     inner: Arc<Inner>,
-    /// The directory's lock, held until [`DiskTier::unlock`] or the tier is dropped.
-    lock: Mutex<Option<lock::DirLock>>,
 }
 
 impl std::fmt::Debug for DiskTier {
@@ -145,15 +147,33 @@ impl DiskTier {
             sweep_due: Arc::new(tokio::sync::Notify::new()),
             tmp_seq: AtomicU64::new(0),
             on_evict: std::sync::OnceLock::new(),
+            lock: Mutex::new(Some(Arc::new(lock))),
         });
         tokio::spawn(inner.clone().load());
-        Ok(Arc::new(DiskTier { inner, lock: Mutex::new(Some(lock)) }))
+        Ok(Arc::new(DiskTier { inner }))
     }
 
-    /// Lets go of the directory's lock (a stopped proxy, so that the next can open it at
-    /// once); nothing must be written after this.
+    /// Lets go of the directory's lock (a stopped proxy, or one handing over to a new
+    /// binary, so that the next can open it). Writes started after this are refused
+    /// ([`DiskError::Closed`]); those in flight hold the lock until they end, so that one
+    /// process writes at a time. Reads go on: cacache's are safe beside another writer.
     pub fn unlock(&self) {
-        self.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
+    /// Runs a mutating operation in its own task so that it completes even if the caller's
+    /// future is dropped half-way, holding the directory's lock until it ends.
+    async fn detached<T: Send + 'static>(
+        &self,
+        op: impl Future<Output = Result<T, DiskError>> + Send + 'static,
+    ) -> Result<T, DiskError> {
+        let held = self.inner.holding()?;
+        tokio::spawn(async move {
+            let done = op.await;
+            drop(held);
+            done
+        })
+        .await?
     }
 
     /// Calls `f` with each key evicted to stay under the capacity (set once; later calls are ignored).
@@ -199,7 +219,7 @@ impl DiskTier {
         if self.contains(key) {
             self.inner.appended();
         }
-        detached(self.inner.clone().put(key.to_owned(), meta, body)).await
+        self.detached(self.inner.clone().put(key.to_owned(), meta, body)).await
     }
 
     /// Replaces the metadata of an existing entry without rewriting its body (a 304
@@ -207,7 +227,7 @@ impl DiskTier {
     /// is absent.
     pub async fn update_meta(&self, key: &str, meta: Value) -> Result<bool, DiskError> {
         self.inner.appended();
-        detached(self.inner.clone().update_meta(key.to_owned(), meta)).await
+        self.detached(self.inner.clone().update_meta(key.to_owned(), meta)).await
     }
 
     /// Removes `key`; its content file too unless another key shares it. `Ok(true)` if it was
@@ -215,7 +235,7 @@ impl DiskTier {
     /// may reappear after a restart.
     pub async fn remove(&self, key: &str) -> Result<bool, DiskError> {
         self.inner.appended();
-        detached(self.inner.clone().remove(key.to_owned())).await
+        self.detached(self.inner.clone().remove(key.to_owned())).await
     }
 
     /// Every live key with its metadata, read from the index on disk (for purge by prefix or
@@ -283,16 +303,8 @@ impl DiskTier {
     ///   lock), deletes buckets whose key is deleted, and deletes index entries the tier does not
     ///   know of (an eviction whose index delete failed).
     pub async fn sweep(&self) -> Result<u64, DiskError> {
-        detached(self.inner.clone().sweep()).await
+        self.detached(self.inner.clone().sweep()).await
     }
-}
-
-/// Runs a mutating operation in its own task so that it completes even if the caller's future
-/// is dropped half-way.
-async fn detached<T: Send + 'static>(
-    op: impl Future<Output = Result<T, DiskError>> + Send + 'static,
-) -> Result<T, DiskError> {
-    tokio::spawn(op).await?
 }
 
 struct Inner {
@@ -318,11 +330,18 @@ struct Inner {
     tmp_seq: AtomicU64,
     /// Told each key evicted to stay under `capacity`.
     on_evict: std::sync::OnceLock<EvictHook>,
+    /// The directory's lock, until [`DiskTier::unlock`]; a write in flight holds a clone.
+    lock: Mutex<Option<Arc<lock::DirLock>>>,
 }
 
 type EvictHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Inner {
+    /// The directory's lock, for a write about to start; `Closed` once let go.
+    fn holding(&self) -> Result<Arc<lock::DirLock>, DiskError> {
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or(DiskError::Closed)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the map usable; accounting may drift until the
         // next restart, which beats failing every request.

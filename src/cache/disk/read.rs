@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::task::spawn_blocking;
 use tracing::warn;
 
-use super::{DiskError, DiskTier, detached};
+use super::{DiskError, DiskTier};
 
 impl DiskTier {
     /// Shared lookup for `get` (`with_body`) and `get_meta`.
@@ -44,14 +44,14 @@ impl DiskTier {
             Lookup::Absent => {
                 if known {
                     // The map knew a key the index does not have: re-check under the key lock.
-                    detached(self.inner.clone().forget_if_absent(key.to_owned())).await?;
+                    self.detached(self.inner.clone().forget_if_absent(key.to_owned())).await?;
                 }
                 Ok(None)
             }
             Lookup::Broken { sri, error } => {
                 let error = error.map_or_else(|| "cacache panicked".to_owned(), |e| e.to_string());
                 warn!(key, error, "disk cache: dropping corrupt or unreadable entry");
-                detached(self.inner.clone().drop_broken(key.to_owned(), sri)).await?;
+                self.detached(self.inner.clone().drop_broken(key.to_owned(), sri)).await?;
                 Ok(None)
             }
         }

@@ -32,7 +32,11 @@ impl DiskTier {
                     () = due.notified() => {}
                 }
                 let Some(inner) = tier.upgrade() else { return };
-                if let Err(e) = inner.sweep().await {
+                // A tier let go of sweeps no more: the directory may be another process's.
+                let Ok(held) = inner.holding() else { return };
+                let swept = inner.sweep().await;
+                drop(held);
+                if let Err(e) = swept {
                     warn!(error = %e, "disk cache: scheduled sweep failed");
                 }
             }
