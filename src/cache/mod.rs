@@ -252,7 +252,7 @@ impl Cache {
         }
     }
 
-    /// The disk half of a put, whose write [`Hidden::writing`] has counted.
+    /// The disk half of a put, whose write [`hidden::Hidden::writing`] has counted.
     async fn persist(&self, epoch: u64, key: String, value: Arc<Stored>, meta: serde_json::Value, body: bytes::Bytes) {
         let Some(disk) = &self.disk else { return };
         let clean = self.write(disk, epoch, &key, value, meta, body).await;
