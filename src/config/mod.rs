@@ -8,6 +8,7 @@
 
 mod buffering;
 mod cache;
+mod cluster;
 mod compression;
 mod guard;
 mod log;
@@ -31,6 +32,7 @@ use serde::Deserialize;
 
 pub use buffering::BufferingConfig;
 pub use cache::CacheConfig;
+pub use cluster::{BusConfig, ClusterConfig, Sharding};
 pub use compression::{CompressionConfig, Encoding, Level, Levels, MediaType, RouteCompression};
 pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
@@ -76,6 +78,8 @@ pub struct Config {
     pub limit_conn: Vec<LimitConnConfig>,
     /// Certificates over ACME (`[acme]`). Default: none.
     pub acme: Option<AcmeConfig>,
+    /// Several relais sharing one cache (`[cluster]`). Default: none, a node on its own.
+    pub cluster: Option<ClusterConfig>,
     /// The file this was read from, for reloads.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -178,6 +182,7 @@ impl Config {
         }
         compression::validate(self, &bad)?;
         guard::validate(self, &bad)?;
+        cluster::validate(self, &bad)?;
         if self.server.max_connections == 0 {
             return Err(bad("server.max_connections".into(), "must be at least 1".into()));
         }
