@@ -124,6 +124,12 @@ pub fn check(config: &Config) -> Result<Vec<CertInfo>, String> {
     tls::check(config).map_err(|e| config.file_error(e.file, e.reason).to_string())
 }
 
+/// `[cluster]` as `relais check` prints it: the nodes, which is this one, the
+/// sharding mode and each node's share of keys; None without a cluster.
+pub fn ring(config: &Config) -> Option<String> {
+    config.cluster.as_ref().map(upstream::rendezvous::describe)
+}
+
 /// From now on, tell systemd (`NOTIFY_SOCKET`, sd_notify(3)) when relais is
 /// ready, reloading and stopping. What `relais run` calls; an embedder that
 /// does not is never heard by systemd.

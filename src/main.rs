@@ -366,6 +366,7 @@ fn summary(path: &Path, c: &Config) -> String {
         false => "no access log".into(),
     };
     let _ = writeln!(s, "  log      {access} · error log at {} to {}", l.level.as_str(), place(&l.error_file));
+    s.push_str(&relais::ring(c).unwrap_or_default());
     let _ = writeln!(s, "  upstreams");
     for (name, u) in &c.upstreams {
         let servers: Vec<String> = u

@@ -145,6 +145,31 @@ impl WaitEnd {
     }
 }
 
+/// What became of a miss sent to its owner in a cluster (`answered`), or why this
+/// node asked the origin itself instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Forwarded {
+    Answered,
+    /// Health checks say the owner is down: never sent.
+    Down,
+    /// No response head within `cluster.forward_timeout`.
+    Timeout,
+    /// The connection failed or broke.
+    Error,
+}
+
+impl Forwarded {
+    pub const ALL: [Forwarded; 4] = [Forwarded::Answered, Forwarded::Down, Forwarded::Timeout, Forwarded::Error];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forwarded::Answered => "answered",
+            Forwarded::Down => "down",
+            Forwarded::Timeout => "timeout",
+            Forwarded::Error => "error",
+        }
+    }
+}
+
 /// Why an attempt to a server of an upstream failed, or was tried again elsewhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UpstreamFailure {
@@ -254,6 +279,8 @@ pub struct Metrics {
     evictions: Labelled<Tier, AtomicU64>,
     waits: Labelled<WaitEnd, AtomicU64>,
     disk_writes_skipped: AtomicU64,
+    /// Misses sent to their owner, by [`Forwarded`] (`Down` is never sent, only a fallback).
+    forwarded: [AtomicU64; 4],
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     acme_ok: AtomicU64,
@@ -295,6 +322,7 @@ impl Metrics {
             evictions: Labelled::new(&Tier::ALL),
             waits: Labelled::new(&WaitEnd::ALL),
             disk_writes_skipped: AtomicU64::new(0),
+            forwarded: Default::default(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             acme_ok: AtomicU64::new(0),
@@ -525,6 +553,16 @@ impl Metrics {
 
     pub fn waits(&self) -> Vec<(WaitEnd, u64)> {
         self.waits.snapshot(|c| c.load(Relaxed))
+    }
+
+    /// A miss sent to its owner, or fetched here instead (every result but `Answered`).
+    pub(crate) fn forwarded(&self, result: Forwarded) {
+        self.forwarded[result as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Misses by what their owner made of them ([`Forwarded::ALL`] order).
+    pub fn forwards(&self) -> [(Forwarded, u64); 4] {
+        Forwarded::ALL.map(|f| (f, self.forwarded[f as usize].load(Relaxed)))
     }
 
     pub fn disk_writes_skipped(&self) -> u64 {

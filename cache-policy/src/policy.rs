@@ -138,6 +138,13 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Keeps it fresh at most `max`, and never stale (a short-lived copy of what another cache owns).
+    pub fn cap_lifetime(&mut self, max: Duration) {
+        self.lifetime = self.lifetime.min(max);
+        self.swr = Duration::ZERO;
+        self.no_stale = true;
+    }
+
     /// Makes the entry stale as of `now` (a soft purge): it is revalidated on its
     /// next use, and its stale windows count from `now`.
     pub fn expire(&mut self, now: SystemTime) {

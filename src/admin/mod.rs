@@ -115,6 +115,11 @@ async fn handle(
         ("GET", "/stats") => {
             let mut stats = render::stats(&admin.metrics, &gauges(&pipeline).await);
             stats["relais"] = about(admin, &pipeline);
+            if let Some(shard) = &pipeline.shard {
+                stats["cluster"]["node"] = shard.node().into();
+                stats["cluster"]["sharding"] = "rendezvous".into();
+                stats["cluster"]["peers"] = shard.peers_json();
+            }
             Ok(json_response(StatusCode::OK, stats))
         }
         ("GET", "/stats/history") => Ok(json_response(StatusCode::OK, history.json())),

@@ -113,6 +113,20 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
         }
     }
 
+    family(o, "cluster_forwarded_total", "counter", "Misses sent to their owner in the cluster, by result.");
+    for (result, n) in m.forwards().into_iter().filter(|(f, _)| *f != crate::metrics::Forwarded::Down) {
+        sample(o, "cluster_forwarded_total", &[("result", result.as_str())], n);
+    }
+    family(
+        o,
+        "cluster_owner_fallbacks_total",
+        "counter",
+        "Misses this node fetched itself for their owner, by reason.",
+    );
+    for (reason, n) in m.forwards().into_iter().filter(|(f, _)| *f != crate::metrics::Forwarded::Answered) {
+        sample(o, "cluster_owner_fallbacks_total", &[("reason", reason.as_str())], n);
+    }
+
     family(o, "upstream_server_up", "gauge", "Whether the balancer considers the server healthy (1) or not (0).");
     for s in &gauges.servers {
         sample(o, "upstream_server_up", &[("upstream", &s.upstream), ("server", &s.address)], u8::from(s.up));

@@ -40,7 +40,7 @@ use disk::{DiskError, DiskTier};
 pub(crate) use entry::VaryRecord;
 pub use entry::{Entry, Stored};
 use memory::MemoryTier;
-pub(crate) use origin::{Answer, Origin};
+pub(crate) use origin::{Answer, FromOwner, Origin};
 pub(crate) use phase::{Asked, Hit, HttpCache, Miss, Phase, fill_head, fill_head_of};
 pub(crate) use revalidate::upstream_request;
 

@@ -57,3 +57,11 @@ pub(crate) trait Origin: Clone + Send + Sync + 'static {
     /// The error of a request whose shared fetch failed with `status`.
     fn collapsed(status: StatusCode) -> Self::Error;
 }
+
+/// In a response's extensions: it came from the key's owner in a cluster, not
+/// from the origin. It is kept at most `keep` (None: not at all, and the key is
+/// not marked uncacheable either: the owner keeps it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FromOwner {
+    pub keep: Option<std::time::Duration>,
+}

@@ -125,8 +125,20 @@ impl Ticket {
             },
             kept: Kept::Refused(reason),
         };
+        let from_owner = res_parts.extensions.get::<super::FromOwner>().map(|o| o.keep);
+        if let Some(None) = from_owner {
+            // The owner keeps it; this node only passes it on.
+            let response = origin.pass(Response::from_parts(res_parts, body));
+            let answer = Answer { response, upstream: server, cache: Some(status.detail("owner")) };
+            return Fetched { answer, kept: Kept::Passed };
+        }
         let policy = match Policy::new(head, &res_parts, rules, request_time, response_time) {
-            Ok(policy) => policy,
+            Ok(mut policy) => {
+                if let Some(Some(keep)) = from_owner {
+                    policy.cap_lifetime(keep);
+                }
+                policy
+            }
             Err(reason) => {
                 if matches!(status.outcome, CacheOutcome::Expired | CacheOutcome::Request) {
                     // The stored response was replaced by one we may not keep.

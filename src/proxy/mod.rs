@@ -15,6 +15,7 @@ mod pass;
 mod present;
 mod request_id;
 mod route;
+mod shard;
 pub(crate) mod target;
 mod upgrade;
 mod upload;
@@ -66,6 +67,8 @@ pub(crate) struct Pipeline {
     buffering: buffer::Buffering,
     /// When this configuration was put in force (`/stats`).
     pub loaded: std::time::SystemTime,
+    /// `[cluster]` with sharding on: who owns which key, and the way to each peer.
+    pub shard: Option<Arc<shard::Shard>>,
 }
 
 /// What every configuration's pipeline shares for the life of the process.
@@ -143,6 +146,7 @@ impl Pipeline {
             Some(t) => Some(Arc::new(Tls::new(t, issued.clone()).map_err(file_error)?)),
             None => None,
         };
+        let shard = shard::Shard::new(&config, &metrics, previous.and_then(|p| p.shard.as_ref()))?;
         let guard = Guard::new(&config, previous.map(|p| &p.guard))?;
         let router = Router::new(&config, &upstreams, &guard)?;
         let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
@@ -166,6 +170,7 @@ impl Pipeline {
             hide_targeted,
             compression: crate::compress::Compression::new(&config_compression, copies),
             buffering: buffer::Buffering::new(&config_buffering, temp_files, memory),
+            shard,
         })
     }
 
@@ -384,6 +389,16 @@ async fn respond<'a>(
         Some(a) => req.headers_mut().insert(http::header::HOST, a.value.clone()),
         None => req.headers_mut().remove(http::header::HOST),
     };
+    if let Some(shard) = &pipeline.shard {
+        // A peer's headers are removed as they arrive; a request they sign is fetched here.
+        let mut headers = std::mem::take(req.headers_mut());
+        let host = authority.as_ref().and_then(|a| a.value.to_str().ok()).unwrap_or("");
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if shard.signed_by_peer(&mut headers, req.method(), host, path) {
+            req.extensions_mut().insert(shard::FromPeer);
+        }
+        *req.headers_mut() = headers;
+    }
     if let Some(limit) = pipeline.config.server.max_request_body {
         // The declared length, as hyper read it from Content-Length.
         let declared = http_body::Body::size_hint(req.body()).exact();

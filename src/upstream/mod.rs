@@ -18,6 +18,7 @@ mod check;
 mod connect;
 mod health;
 mod pool;
+pub(crate) mod rendezvous;
 mod resolve;
 mod retry;
 

@@ -23,6 +23,7 @@ use super::forward::{admit_origin, forward};
 use super::headers::Upgrade;
 use super::present::{self, present};
 use super::route::Route;
+use super::shard::FromPeer;
 use super::target::url_of;
 use super::{Conn, Pipeline};
 use crate::cache::{Answer, Asked, Hit, HttpCache, Miss, Origin, Phase, Role, fill_head, fill_head_of};
@@ -55,7 +56,9 @@ pub(super) async fn serve(
     }
     // The origin and an owned request head are only made when the origin is
     // asked: a fresh hit clones no headers.
-    let origin = || ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host: host.clone() };
+    // A miss goes to the key's owner, unless a peer sent it here (then this node owns it).
+    let ask_owner = p.shard.is_some() && parts.extensions.get::<FromPeer>().is_none();
+    let origin = || ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host: host.clone(), ask_owner };
     let miss = match cache.lookup(&parts, url).await {
         Phase::Fresh(hit) => return Ok(hit_answer(&p, &route, &parts, hit)),
         Phase::StaleWhileRevalidate(hit, miss) => {
@@ -84,7 +87,8 @@ async fn fill(cache: HttpCache<'_>, miss: Miss, origin: ToOrigin, head: Arc<Part
             rx.await.unwrap_or(Err(ProxyError::Collapsed(StatusCode::BAD_GATEWAY)))
         }
         Role::Waiter(wait) => wait.answer(origin, head).await,
-        Role::Alone(miss) => cache.fetch(miss, origin, head).await,
+        // A key known uncacheable is not the owner's either.
+        Role::Alone(miss) => cache.fetch(miss, ToOrigin { ask_owner: false, ..origin }, head).await,
     }
 }
 
@@ -116,6 +120,8 @@ struct ToOrigin {
     route: Arc<Route>,
     conn: Arc<Conn>,
     host: Option<HeaderValue>,
+    /// Send a miss to the key's owner in the cluster, when another node owns it.
+    ask_owner: bool,
 }
 
 impl Origin for ToOrigin {
@@ -126,7 +132,18 @@ impl Origin for ToOrigin {
             // The request head the origin is asked with, for a stored response.
             plan.ask_identity(req.headers_mut());
         }
-        forward(&self.p, &self.route, &self.conn, self.host.as_ref(), req)
+        async move {
+            if self.ask_owner
+                && let Some(shard) = &self.p.shard
+            {
+                let (parts, body) = req.into_parts();
+                if let Some(answer) = shard.ask_owner(self.host.as_ref(), self.conn.client, &parts).await {
+                    return Ok(answer);
+                }
+                req = Request::from_parts(parts, body);
+            }
+            forward(&self.p, &self.route, &self.conn, self.host.as_ref(), req).await
+        }
     }
 
     fn pass(&self, res: Response<Body>) -> Response<Body> {

@@ -37,7 +37,7 @@ pub(super) async fn serve(
     size: u64,
 ) -> Result<Answer, ProxyError> {
     let method = parts.method.clone();
-    let origin = ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host };
+    let origin = ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host, ask_owner: false };
     let ask = Ask { origin, head: fill_head(parts) };
     let client = &ask.head.headers;
     let spec = Some(client).filter(|_| method == Method::GET).and_then(|h| h.get(header::RANGE));
