@@ -391,6 +391,11 @@ async fn respond<'a>(
     };
     if let Some(shard) = &pipeline.shard {
         // A peer's headers are removed as they arrive; a request they sign is fetched here.
+        if shard.is_check(req.headers_mut()) {
+            let mut res = Response::new(crate::http::body::Body::empty());
+            *res.status_mut() = http::StatusCode::NO_CONTENT;
+            return Ok(Answer::local(res));
+        }
         let mut headers = std::mem::take(req.headers_mut());
         let host = authority.as_ref().and_then(|a| a.value.to_str().ok()).unwrap_or("");
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());

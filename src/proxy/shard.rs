@@ -31,6 +31,8 @@ use crate::upstream::{Outgoing, Upstream, UpstreamError, rendezvous};
 
 static FORWARDED_BY: HeaderName = HeaderName::from_static("relais-forwarded-by");
 static PEER_AUTH: HeaderName = HeaderName::from_static("relais-peer-auth");
+/// A peer's health check: answered 204 by relais itself, before any route.
+static PEER_CHECK: HeaderName = HeaderName::from_static("relais-peer-check");
 
 /// How far a signature's time may be from this node's clock.
 const FRESH: u64 = 30;
@@ -50,6 +52,8 @@ pub(crate) struct Shard {
     config: ClusterConfig,
     peers: Vec<Peer>,
     secret: Vec<u8>,
+    /// What a peer's health check carries in `relais-peer-check`.
+    check: String,
     timeout: Duration,
     keep: Option<Duration>,
     metrics: Arc<Metrics>,
@@ -69,6 +73,7 @@ impl Shard {
         if let Some(old) = previous.filter(|old| old.config == *c) {
             return Ok(Some(old.clone()));
         }
+        let secret = c.secret.as_deref().unwrap_or_default().as_bytes();
         let mut peers = Vec::new();
         for (id, addr) in &c.peers {
             let way = if *id == c.node {
@@ -79,7 +84,7 @@ impl Shard {
                     key: format!("cluster.peers.{id}"),
                     msg,
                 };
-                let pool = peer_pool(addr.as_str(), c.forward_timeout).map_err(invalid)?;
+                let pool = peer_pool(addr.as_str(), c.forward_timeout, &check_token(secret)).map_err(invalid)?;
                 let up = Upstream::new(&format!("cluster:{id}"), &pool, metrics.clone())
                     .map_err(|e| invalid(format!("{}: {}", e.file.display(), e.reason)))?;
                 let up = Arc::new(up);
@@ -92,7 +97,8 @@ impl Shard {
         Ok(Some(Arc::new(Shard {
             config: c.clone(),
             peers,
-            secret: c.secret.clone().unwrap_or_default().into_bytes(),
+            check: check_token(secret),
+            secret: secret.to_vec(),
             timeout: c.forward_timeout.get(),
             keep,
             metrics: metrics.clone(),
@@ -197,6 +203,11 @@ impl Shard {
         valid
     }
 
+    /// Whether the request is a peer's health check (its header is removed either way).
+    pub(super) fn is_check(&self, headers: &mut HeaderMap) -> bool {
+        headers.remove(&PEER_CHECK).is_some_and(|v| constant_time_eq(v.as_bytes(), self.check.as_bytes()))
+    }
+
     /// The signature of a forwarded request: node, method, host, path and time, one per line.
     fn mac(&self, node: &str, method: &Method, host: &str, path: &str, time: u64) -> [u8; 32] {
         let time = time.to_string();
@@ -244,17 +255,31 @@ fn is_up(way: &Upstream) -> bool {
     way.members().servers.first().is_some_and(|s| s.is_up())
 }
 
-/// A peer as an upstream pool of one server: nothing retried, a failure
-/// takes it out for 10s (passive health), and its answer is due within `timeout`.
-fn peer_pool(addr: &str, timeout: Dur) -> Result<UpstreamConfig, String> {
-    let toml = format!("servers = [{addr:?}]\nmax_retries = 0\nmax_fails = 1\nfail_timeout = \"10s\"");
+/// A peer as an upstream pool of one server: nothing retried, its answer due
+/// within `timeout`; a failure takes it out for 10s (passive health), and a
+/// check every second (two failed in a row take it out, one passed brings it back).
+fn peer_pool(addr: &str, timeout: Dur, token: &str) -> Result<UpstreamConfig, String> {
+    let toml = format!(
+        "servers = [{addr:?}]\nmax_retries = 0\nmax_fails = 1\nfail_timeout = \"10s\"\n\
+         health = {{ path = \"/\", interval = \"1s\", fails = 2, passes = 1, expect_status = \"204\", \
+         headers = {{ {PEER_CHECK} = {token:?} }} }}"
+    );
     let mut pool: UpstreamConfig =
         figment::Figment::from(<figment::providers::Toml as figment::providers::Format>::string(&toml))
             .extract()
             .map_err(|e| e.to_string())?;
     pool.connect_timeout = timeout;
     pool.response_timeout = timeout;
+    if let Some(health) = &mut pool.health {
+        health.timeout = timeout;
+    }
     Ok(pool)
+}
+
+/// What health checks between peers carry: it proves nothing but knowledge of
+/// the secret, and earns nothing but a 204.
+fn check_token(secret: &[u8]) -> String {
+    hex(&hmac_sha256(secret, &[b"relais peer check"]))
 }
 
 /// HMAC-SHA256 (RFC 2104) of the concatenation of `parts`.
