@@ -13,7 +13,6 @@
 //! health are the upstream layer's. An owner down, silent past
 //! `forward_timeout` or failing: this node asks the origin itself.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +22,7 @@ use http::uri::PathAndQuery;
 use http::{Method, Version};
 use sha2::{Digest, Sha256};
 
+use super::Conn;
 use crate::cache::{Answer, FromOwner};
 use crate::config::{ClusterConfig, Config, ConfigError, Dur, Sharding, UpstreamConfig};
 use crate::http::body::Body;
@@ -125,7 +125,7 @@ impl Shard {
 
     /// Sends a miss to its owner, if another node owns it. None: this node asks
     /// the origin (it owns the key, or its owner is down, slow or failing).
-    pub(super) async fn ask_owner(&self, host: Option<&HeaderValue>, client: IpAddr, req: &Parts) -> Option<Answer> {
+    pub(super) async fn ask_owner(&self, host: Option<&HeaderValue>, conn: &Conn, req: &Parts) -> Option<Answer> {
         let path = req.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let host_str = host.and_then(|h| h.to_str().ok()).unwrap_or("");
         let owner = self.owner(&format!("{host_str}{path}"))?;
@@ -134,6 +134,14 @@ impl Shard {
             Some(h) => headers.insert(header::HOST, h.clone()),
             None => headers.remove(header::HOST),
         };
+        // Who the client is, as an origin would be told: the owner's `real_ip` may trust it.
+        match &conn.forwarded_for {
+            Some(chain) => {
+                headers.insert(crate::http::names::X_FORWARDED_FOR.clone(), chain.clone());
+                super::headers::add_forwarded(&mut headers, None, conn.proto, host);
+            }
+            None => super::headers::add_forwarded(&mut headers, Some(conn.client), conn.proto, host),
+        }
         self.sign(&mut headers, &req.method, host_str, path.as_str());
         let out = Outgoing {
             method: req.method.clone(),
@@ -142,7 +150,7 @@ impl Shard {
             server_host: false,
             body: Body::empty(),
             retryable: true,
-            client,
+            client: conn.client,
         };
         // The pool's own timeouts are `forward_timeout` (so passive health counts a slow
         // owner); this one only bounds a connect and a head that each took nearly as long.
