@@ -279,3 +279,33 @@ async fn a_node_whose_last_purge_fell_out_of_retention_empties_its_disk_tier() {
 fn local(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_the_bus_is_down_reads_nothing_from_disk_until_it_has_replayed() {
+    let store = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(store.path()).await;
+    let origin = numbered_origin().await;
+    let (ports, bus) = ([free_port()], nats.url());
+    let conf = || {
+        Conf::new()
+            .section(format!("[server]\nlisten = [\"127.0.0.1:{}\"]", ports[0]))
+            .upstream("o", origin.addr)
+            .route_all("o")
+            .section(cluster(1, &ports, &bus, ""))
+    };
+    let n1 = relais_in(conf(), tempfile::tempdir().unwrap()).await;
+    let old = fetch(n1.addr, "/page").await;
+    let old_other = fetch(n1.addr, "/other").await;
+    n1.on_disk(2).await;
+    let Relais { handle, cache_dir, .. } = n1;
+    handle.shutdown().await;
+
+    nats.stop();
+    let n1 = relais_in(conf(), cache_dir).await;
+    assert_ne!(fetch(n1.addr, "/page").await, old, "read from disk before the purge log was replayed");
+    assert_eq!(n1.stats().await["cluster"]["bus"]["replayed"], false);
+
+    let _nats = Nats::start_on(&nats.dir.clone(), nats.port).await;
+    until("the purge log to be replayed", || async { n1.stats().await["cluster"]["bus"]["replayed"] == true }).await;
+    assert_eq!(fetch(n1.addr, "/other").await, old_other, "the disk tier is read again");
+}

@@ -40,6 +40,7 @@ pub(super) async fn connect(config: &BusConfig, tell: watch::Sender<bool>) -> Re
     let options = options
         .name("relais")
         .retry_on_initial_connect()
+        .max_reconnects(None)
         .connection_timeout(config.publish_timeout.get())
         .reconnect_delay_callback(|attempt| Duration::from_millis((100 * attempt as u64).min(2000)))
         .event_callback(move |event| {
