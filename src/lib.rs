@@ -24,6 +24,7 @@
 // What an embedder uses: the configuration, `start` and its `Handle`, the
 // logs' set-up, the demo, and their errors (below). The rest is the crate's own.
 mod admin;
+mod bus;
 mod cache;
 mod compress;
 pub mod config;
@@ -204,8 +205,13 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
         copies: Arc::new(compress::Encodings::new(0)),
         memory: Default::default(),
     };
+    let (cluster, disk_path) = (config.cluster.clone(), config.cache.disk_path.clone());
     let pipeline = Pipeline::new(config, &lasting, None)?;
     cache.index_disk();
+    let bus = match cluster.as_ref().and_then(|c| Some((c, c.bus.as_ref()?))) {
+        Some((c, b)) => Some(bus::Bus::start(c, b, &disk_path, cache.clone(), metrics.clone()).await?),
+        None => None,
+    };
     let conns = Arc::new(ArcSwap::from_pointee(conn_settings(&pipeline)));
     let shared = Arc::new(ArcSwap::from_pointee(pipeline));
     let (stop, stopped) = watch::channel(false);
@@ -221,6 +227,9 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
             .map_err(|e| user_error(&shared.load().config, format!("cannot become it: {e}")))?;
     }
     let mut tasks = JoinSet::new();
+    if let Some(bus) = &bus {
+        bus.run(&mut tasks, stopped.clone());
+    }
     for l in listeners {
         tasks.spawn(server::serve(l, shared.clone(), conns.clone(), stopped.clone(), server::Listener::Plain));
     }
@@ -246,6 +255,7 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
         reload,
         started: std::time::SystemTime::now(),
         listen: (addrs.clone(), tls_addrs.clone()),
+        bus,
     });
     tasks.spawn(admin::serve(admin_listener, admin, conns.clone(), stopped));
     let serving: Vec<String> = addrs.iter().chain(&tls_addrs).map(ToString::to_string).collect();
@@ -298,6 +308,9 @@ fn apply(
     }
     if config.cache != current.config.cache {
         tracing::warn!("[cache] changed: restart relais to apply it");
+    }
+    if config.cluster.as_ref().map(|c| &c.bus) != current.config.cluster.as_ref().map(|c| &c.bus) {
+        tracing::warn!("[cluster.bus] changed: restart relais to apply it");
     }
     if config.acme != current.config.acme {
         tracing::warn!("[acme] changed: restart relais to apply it");

@@ -44,6 +44,8 @@ pub(crate) struct Admin {
     pub started: std::time::SystemTime,
     /// The client listeners as bound: cleartext, TLS.
     pub listen: (Vec<std::net::SocketAddr>, Vec<std::net::SocketAddr>),
+    /// The cluster's purge log, when `[cluster.bus]` is configured.
+    pub bus: Option<Arc<crate::bus::Bus>>,
 }
 
 /// Serves the admin API on `listener` until `stop` changes, with the client
@@ -106,6 +108,9 @@ async fn handle(
         ("PURGE", _) => purge_method(admin, &req).await,
         ("GET", "/metrics") => {
             let mut text = render::prometheus(&admin.metrics, &gauges(&pipeline).await);
+            if let Some(bus) = &admin.bus {
+                render::cluster(&mut text, bus.gauges());
+            }
             process::render(&mut text);
             let mut res = Response::new(Body::full(text));
             res.headers_mut()
@@ -115,6 +120,9 @@ async fn handle(
         ("GET", "/stats") => {
             let mut stats = render::stats(&admin.metrics, &gauges(&pipeline).await);
             stats["relais"] = about(admin, &pipeline);
+            if let Some(bus) = &admin.bus {
+                stats["cluster"] = bus.stats();
+            }
             if let Some(shard) = &pipeline.shard {
                 stats["cluster"]["node"] = shard.node().into();
                 stats["cluster"]["sharding"] = "rendezvous".into();
@@ -169,6 +177,9 @@ struct PurgeRequest {
 
 async fn purge_json(admin: &Admin, req: Request<Incoming>) -> Answer {
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let query = || req.uri().query().unwrap_or("").split('&').filter_map(|kv| kv.split_once('='));
+    let asked = query().any(|(k, v)| k == "wait" && v == "applied");
+    let wait = wait_applied(admin, asked, query().find(|(k, _)| *k == "timeout").map(|(_, v)| v)).map_err(bad)?;
     let body = Limited::new(req.into_body(), 64 * 1024)
         .collect()
         .await
@@ -196,11 +207,14 @@ async fn purge_json(admin: &Admin, req: Request<Incoming>) -> Answer {
     } else {
         return Err(bad("\"all\" must be true".into()));
     };
-    Ok(run_purge(admin, target, if p.soft { PurgeMode::Soft } else { PurgeMode::Hard }).await)
+    Ok(run_purge(admin, target, if p.soft { PurgeMode::Soft } else { PurgeMode::Hard }, wait).await)
 }
 
 /// `PURGE /path` with a Host header, or `PURGE http://host/path`.
 async fn purge_method(admin: &Admin, req: &Request<Incoming>) -> Answer {
+    // The URL's query is the purged object's: a header asks to wait.
+    let asked = req.headers().get("x-purge-wait").is_some_and(|v| v == "applied");
+    let wait = wait_applied(admin, asked, None).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
     let url = if req.uri().scheme().is_some() {
         req.uri().to_string()
     } else {
@@ -214,17 +228,54 @@ async fn purge_method(admin: &Admin, req: &Request<Incoming>) -> Answer {
     let url = canonical(&url, &admin.shared.load().guard).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
     let soft = req.headers().get("x-purge-soft").is_some_and(|v| v == "1" || v == "true");
     let mode = if soft { PurgeMode::Soft } else { PurgeMode::Hard };
-    Ok(run_purge(admin, Target::Urls(both_schemes(&url)), mode).await)
+    Ok(run_purge(admin, Target::Urls(both_schemes(&url)), mode, wait).await)
 }
 
-async fn run_purge(admin: &Admin, target: Target, mode: PurgeMode) -> Response<Body> {
+/// How long a purge waits for every live node to apply it, when asked to
+/// (`?wait=applied`, or `X-Purge-Wait: applied` on a `PURGE`): `timeout` milliseconds,
+/// by default the bus's `publish_timeout`.
+fn wait_applied(admin: &Admin, asked: bool, timeout: Option<&str>) -> Result<Option<std::time::Duration>, String> {
+    if !asked {
+        return Ok(None);
+    }
+    let timeout = match timeout {
+        Some(ms) => std::time::Duration::from_millis(
+            ms.parse::<u64>().ok().filter(|&ms| ms <= 60_000).ok_or("timeout is milliseconds, at most 60000")?,
+        ),
+        None => admin
+            .shared
+            .load()
+            .config
+            .cluster
+            .as_ref()
+            .and_then(|c| c.bus.as_ref())
+            .map_or(std::time::Duration::from_secs(2), |b| b.publish_timeout.get()),
+    };
+    Ok(Some(timeout))
+}
+
+/// Applies a purge here, then (with a bus) publishes it for the other nodes.
+async fn run_purge(
+    admin: &Admin,
+    target: Target,
+    mode: PurgeMode,
+    wait: Option<std::time::Duration>,
+) -> Response<Body> {
     let kind = target.kind();
     let cache = admin.shared.load().cache.clone();
-    let purged = cache.purge(target, mode).await;
+    let purged = cache.purge(target.clone(), mode).await;
     admin.metrics.purge(kind, mode, purged);
-    let (kind, soft) = (kind.as_str(), mode.is_soft());
-    tracing::info!(kind, soft, purged, "purge");
-    json_response(StatusCode::OK, json!({"purged": purged, "kind": kind, "soft": soft}))
+    let (kind_name, soft) = (kind.as_str(), mode.is_soft());
+    tracing::info!(kind = kind_name, soft, purged, "purge");
+    let mut answer = json!({"purged": purged, "kind": kind_name, "soft": soft});
+    if let Some(bus) = &admin.bus {
+        let published = bus.publish(&target, mode, wait).await;
+        if let Some(warning) = published.get("warning") {
+            answer["warning"] = warning.clone();
+        }
+        answer["cluster"] = published;
+    }
+    json_response(StatusCode::OK, answer)
 }
 
 /// The canonical form of an absolute http(s) URL, as cache keys use it.

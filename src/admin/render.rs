@@ -368,6 +368,20 @@ fn histogram(out: &mut String, name: &str, labels: &[(&str, &str)], h: &Histogra
     sample(out, &format!("{name}_count"), labels, h.count());
 }
 
+/// The purge bus's families (`[cluster.bus]`): connected, outbox, applied, lag by node.
+pub(super) fn cluster(o: &mut String, (connected, outbox, from_bus, lag): (bool, u64, u64, Vec<(String, u64)>)) {
+    family(o, "cluster_bus_connected", "gauge", "1 while the purge bus (NATS JetStream) is connected.");
+    sample(o, "cluster_bus_connected", &[], u8::from(connected));
+    family(o, "cluster_outbox_purges", "gauge", "Purges applied here that wait in the outbox for the bus.");
+    sample(o, "cluster_outbox_purges", &[], outbox);
+    family(o, "cluster_purges_applied_total", "counter", "Purges other nodes sent, applied from the bus.");
+    sample(o, "cluster_purges_applied_total", &[], from_bus);
+    family(o, "cluster_purge_lag", "gauge", "Purges on the stream a node has not applied yet, by node.");
+    for (node, behind) in &lag {
+        sample(o, "cluster_purge_lag", &[("node", node)], behind);
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP relais_{name} {help}\n# TYPE relais_{name} {kind}");
 }

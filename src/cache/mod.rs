@@ -72,6 +72,11 @@ pub struct Cache {
     metrics: Arc<Metrics>,
     /// Disk deletions owed by purges, kept across a crash.
     journal: Arc<journal::Journal>,
+    /// False while the disk tier may hold what a purge this node has not seen yet
+    /// removed: nothing is read from disk (see `bus`).
+    disk_readable: std::sync::atomic::AtomicBool,
+    /// True once the purge index holds what the disk tier held at start.
+    indexed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cache {
@@ -132,6 +137,8 @@ impl Cache {
             disk_backlog_bytes: backlog,
             metrics,
             journal,
+            disk_readable: std::sync::atomic::AtomicBool::new(true),
+            indexed: tokio::sync::watch::Sender::new(false),
         });
         if !left.is_empty() {
             // A previous process purged these but was stopped before deleting them.
@@ -146,7 +153,10 @@ impl Cache {
 
     /// Rebuilds the purge index from the disk tier, in the background.
     pub fn index_disk(self: &Arc<Self>) {
-        let Some(disk) = self.disk.clone() else { return };
+        let Some(disk) = self.disk.clone() else {
+            self.indexed.send_replace(true);
+            return;
+        };
         let cache = self.clone();
         tokio::spawn(async move {
             disk.loaded().await;
@@ -165,7 +175,19 @@ impl Cache {
                     tracing::warn!(error = %e, "cannot list the disk cache; purge by prefix or tag sees new entries only")
                 }
             }
+            cache.indexed.send_replace(true);
         });
+    }
+
+    /// Waits until the purge index knows the disk tier's entries, so a purge by
+    /// prefix or tag reaches them.
+    pub(crate) async fn indexed(&self) {
+        let _ = self.indexed.subscribe().wait_for(|done| *done).await;
+    }
+
+    /// Stops (false) or resumes (true) reads from the disk tier; writes go on.
+    pub(crate) fn read_disk(&self, readable: bool) {
+        self.disk_readable.store(readable, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Memory, then disk. A disk hit is promoted into memory.
@@ -179,6 +201,9 @@ impl Cache {
 
     async fn get_from_disk(&self, key: &str) -> Option<Arc<Stored>> {
         let disk = self.disk.as_ref()?;
+        if !self.disk_readable.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         if self.hidden.is_doomed(key) {
             return None;
         }

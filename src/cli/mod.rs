@@ -172,7 +172,12 @@ async fn answer(ask: Ask) -> Result<String, Failure> {
             let how = if soft { "marked stale" } else { "purged" };
             let n = v["purged"].as_u64().unwrap_or(0);
             let entries = if n == 1 { "entry" } else { "entries" };
-            Ok(format!("{how} {n} {entries} ({})\n", v["kind"].as_str().unwrap_or("?")))
+            let mut said = format!("{how} {n} {entries} ({})\n", v["kind"].as_str().unwrap_or("?"));
+            // The cluster's bus could not take it: the other nodes do not have it yet.
+            if let Some(warning) = v["warning"].as_str() {
+                said.push_str(&format!("warning: {warning}\n"));
+            }
+            Ok(said)
         }
         Ask::Reload { to } => {
             let admin = Admin::new(&to)?;

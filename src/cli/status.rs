@@ -48,6 +48,9 @@ pub(super) fn render(now: &Value, before: &Value, apart: Duration, admin: Socket
     }
     let reloads = &now["reloads"];
     let _ = writeln!(s, "reloads     {} ok · {} refused", count(&reloads["ok"]), count(&reloads["failed"]));
+    if now["cluster"].is_object() {
+        s.push_str(&cluster(&now["cluster"]));
+    }
     let _ = writeln!(s, "upstreams");
     for u in now["upstreams"].as_array().into_iter().flatten() {
         let mean = u["origin_latency_mean_seconds"].as_f64().unwrap_or(0.0) * 1000.0;
@@ -119,6 +122,22 @@ fn pairs(v: &Value) -> String {
     if items.is_empty() { "no requests yet".into() } else { items.join(" · ") }
 }
 
+/// The purge bus in one line: "cluster     node a · bus connected · applied 41 of 41 · outbox 0 · 2 of 3 nodes live".
+fn cluster(c: &Value) -> String {
+    let bus = &c["bus"];
+    let state = if bus["connected"] == true { "connected" } else { "DISCONNECTED" };
+    let all = c["nodes"].as_object().map_or(0, |n| n.len());
+    let live = c["nodes"].as_object().map_or(0, |n| n.values().filter(|v| v["live"] == true).count());
+    let replaying = if bus["replayed"] == true { "" } else { " (replaying: disk tier not read yet)" };
+    format!(
+        "cluster     node {} · bus {state} · applied {} of {}{replaying} · outbox {} · {live} of {all} nodes live\n",
+        text(&c["node"]),
+        count(&bus["applied"]),
+        count(&bus["last"]),
+        count(&bus["outbox"]),
+    )
+}
+
 /// Status codes summed by class: "2xx 10 · 4xx 1".
 fn classes(v: &Value) -> String {
     let mut by_class = [0u64; 6];
@@ -164,5 +183,11 @@ mod tests {
         assert_eq!(span(59), "59s");
         assert_eq!(span(3 * 3600 + 120), "3h 2m");
         assert_eq!(classes(&serde_json::json!({"200": 3, "204": 1, "404": 2})), "2xx 4 · 4xx 2");
+        let c = serde_json::json!({"node": "a", "bus": {"connected": true, "replayed": true, "applied": 41, "last": 41,
+            "outbox": 0}, "nodes": {"a": {"live": true}, "b": {"live": true}, "c": {"live": false}}});
+        assert_eq!(
+            cluster(&c),
+            "cluster     node a · bus connected · applied 41 of 41 · outbox 0 · 2 of 3 nodes live\n"
+        );
     }
 }
