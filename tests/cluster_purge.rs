@@ -309,3 +309,34 @@ async fn a_node_started_while_the_bus_is_down_reads_nothing_from_disk_until_it_h
     until("the purge log to be replayed", || async { n1.stats().await["cluster"]["bus"]["replayed"] == true }).await;
     assert_eq!(fetch(n1.addr, "/other").await, old_other, "the disk tier is read again");
 }
+
+/// `when_down = "refuse"`: while the bus is unreachable a purge is refused
+/// with 503 and applied nowhere, so no node differs from the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_when_down_refuse_a_purge_while_the_bus_is_down_is_refused_and_applied_nowhere() {
+    let store = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(store.path()).await;
+    let origin = numbered_origin().await;
+    let ports = [free_port()];
+    let conf = Conf::new()
+        .section(format!("[server]\nlisten = [\"127.0.0.1:{}\"]", ports[0]))
+        .upstream("o", origin.addr)
+        .route_all("o")
+        .section(cluster(1, &ports, &nats.url(), "when_down = \"refuse\""));
+    let n1 = relais_in(conf, tempfile::tempdir().unwrap()).await;
+    connected(&n1).await;
+    fetch(n1.addr, "/page").await;
+    n1.stored("http://site.test/page").await;
+
+    nats.stop();
+    until("the bus to be seen down", || async { n1.stats().await["cluster"]["bus"]["connected"] == false }).await;
+    let reply = n1.admin("POST", "/purge", r#"{"url": "http://site.test/page"}"#).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(reply.text().contains("when_down"), "{}", reply.text());
+    assert!(stored(&n1, "http://site.test/page").await, "nothing was purged");
+    assert!(n1.metrics().await.contains("relais_cluster_outbox_purges 0"));
+
+    let _nats = Nats::start_on(&nats.dir.clone(), nats.port).await;
+    connected(&n1).await;
+    assert_eq!(purge(&n1, "", r#"{"url": "http://site.test/page"}"#).await["purged"], 1);
+}

@@ -262,8 +262,20 @@ async fn run_purge(
     wait: Option<std::time::Duration>,
 ) -> Response<Body> {
     let kind = target.kind();
-    let cache = admin.shared.load().cache.clone();
-    let purged = cache.purge(target.clone(), mode).await;
+    let pipeline = admin.shared.load_full();
+    let refuse = pipeline.config.cluster.as_ref().and_then(|c| c.bus.as_ref()).map(|b| b.when_down)
+        == Some(crate::config::WhenDown::Refuse);
+    if refuse && admin.bus.as_ref().is_some_and(|bus| !bus.connected()) {
+        tracing::warn!(
+            kind = kind.as_str(),
+            "purge refused: the purge bus is unreachable (cluster.bus.when_down = \"refuse\")"
+        );
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the purge bus is unreachable; nothing was purged (cluster.bus.when_down = \"refuse\")"}),
+        );
+    }
+    let purged = pipeline.cache.purge(target.clone(), mode).await;
     admin.metrics.purge(kind, mode, purged);
     let (kind_name, soft) = (kind.as_str(), mode.is_soft());
     tracing::info!(kind = kind_name, soft, purged, "purge");

@@ -122,7 +122,7 @@ impl Bus {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn connected(&self) -> bool {
+    pub(crate) fn connected(&self) -> bool {
         *self.connected.borrow()
     }
 

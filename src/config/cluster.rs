@@ -71,6 +71,19 @@ pub struct BusConfig {
     /// outbox and answered with a warning. Default 2s.
     #[serde(default = "default_publish_timeout")]
     pub publish_timeout: Dur,
+    /// A purge that arrives while the bus is unreachable: applied here and kept in the
+    /// outbox (`outbox`, the default), or refused with 503 and applied nowhere (`refuse`).
+    #[serde(default)]
+    pub when_down: WhenDown,
+}
+
+/// `[cluster.bus] when_down`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenDown {
+    #[default]
+    Outbox,
+    Refuse,
 }
 
 fn default_forward_timeout() -> Dur {

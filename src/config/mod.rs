@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 pub use buffering::BufferingConfig;
 pub use cache::CacheConfig;
-pub use cluster::{BusConfig, ClusterConfig, Sharding};
+pub use cluster::{BusConfig, ClusterConfig, Sharding, WhenDown};
 pub use compression::{CompressionConfig, Encoding, Level, Levels, MediaType, RouteCompression};
 pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
