@@ -135,7 +135,10 @@ async fn confirm(b: &Client) {
 #[tokio::test]
 async fn figures_match_stats_and_a_purge_through_the_form_empties_the_entry() {
     let o = origin_page().start().await;
-    let proxy = relais(&proxy_to(o.addr)).await;
+    // A cluster whose other node is down: the page shows the ring, and this node fetches for itself.
+    let cluster =
+        "[cluster]\nnode = \"a\"\npeers = { a = \"127.0.0.1:1\", b = \"127.0.0.1:2\" }\nsecret = \"0123456789abcdef\"";
+    let proxy = relais(proxy_to(o.addr).section(cluster)).await;
     let page = proxy.url("/page");
     get(&page).await;
     proxy.stored(&page).await;
@@ -152,6 +155,8 @@ async fn figures_match_stats_and_a_purge_through_the_form_empties_the_entry() {
     let version = format!("v{}", s["relais"]["version"].as_str().unwrap());
     wait_text(&b, "version", |t| t == version).await;
     wait_text(&b, "upstreams", |t| t.contains(&o.addr.to_string()) && t.contains("up")).await;
+    wait_text(&b, "cluster-line", |t| t.contains("node a · sharding rendezvous · no purge bus")).await;
+    wait_text(&b, "cluster", |t| t.contains("self") && t.contains("127.0.0.1:2")).await;
 
     b.find(Locator::Id("lookup-url")).await.unwrap().send_keys(&page).await.unwrap();
     b.find(Locator::Css("#lookup-form button")).await.unwrap().click().await.unwrap();
