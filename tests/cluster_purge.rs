@@ -96,8 +96,14 @@ async fn numbered_origin() -> support::Origin {
         .await
 }
 
+/// The bus connected and the stream read (so it exists: a purge published
+/// before the first node created it would go to the outbox).
 async fn connected(node: &Relais) {
-    until("the bus to be connected", || async { node.stats().await["cluster"]["bus"]["connected"] == true }).await;
+    until("the bus to be connected and the stream read", || async {
+        let bus = &node.stats().await["cluster"]["bus"];
+        bus["connected"] == true && bus["replayed"] == true
+    })
+    .await;
 }
 
 async fn purge(node: &Relais, query: &str, body: &str) -> Value {
@@ -227,7 +233,10 @@ async fn a_node_down_during_a_purge_never_serves_the_purged_object_when_it_resta
     let n3 = process::start(&config, ports[2]).await;
     let old_page = fetch(local(ports[2]), "/page").await;
     let old_other = fetch(local(ports[2]), "/other").await;
-    until("both on node 3's disk", || async { process::disk_entries(&dir.path().join("cache")) >= 2 }).await;
+    until("both on node 3's disk", || async {
+        admin_stats(admin).await["cache"]["disk"]["entries"].as_u64() >= Some(2)
+    })
+    .await;
     drop(n3);
 
     connected(&n1).await;
@@ -263,7 +272,8 @@ async fn a_node_whose_last_purge_fell_out_of_retention_empties_its_disk_tier() {
     let config = process_config(dir.path(), &ports, admin, &nats.url(), origin.addr, "retention = \"1s\"");
     let n3 = process::start(&config, ports[2]).await;
     let old_other = fetch(local(ports[2]), "/other").await;
-    until("on node 3's disk", || async { process::disk_entries(&dir.path().join("cache")) >= 1 }).await;
+    until("on node 3's disk", || async { admin_stats(admin).await["cache"]["disk"]["entries"].as_u64() >= Some(1) })
+        .await;
     drop(n3);
 
     connected(&n1).await;

@@ -154,9 +154,10 @@ impl Bus {
     fn replayed_to(&self, target: u64) {
         let mut state = self.state();
         if !state.replayed && state.applied >= target {
+            // Readable before it says so: whoever sees `replayed` finds the disk open.
+            self.cache.read_disk(true);
             state.replayed = true;
             drop(state);
-            self.cache.read_disk(true);
             tracing::info!(sequence = target, "purge log replayed; reading the disk cache");
         }
     }
