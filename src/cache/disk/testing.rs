@@ -9,8 +9,18 @@ use super::DiskTier;
 use super::accounting::{charge, json_len};
 use super::layout::*;
 
+/// Opens the tier at `dir`. A tier just dropped may still hold the directory's
+/// lock for an operation in flight (a sweep, a write): it is waited for.
 pub(super) async fn open(dir: &Path, capacity: u64) -> Arc<DiskTier> {
-    let tier = DiskTier::open(dir.to_owned(), capacity).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let tier = loop {
+        match DiskTier::open(dir.to_owned(), capacity).await {
+            Err(super::DiskError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            opened => break opened.unwrap(),
+        }
+    };
     tier.loaded().await;
     tier
 }
