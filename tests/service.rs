@@ -32,10 +32,7 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     let port = free_port();
     write(&path, &config(dir.path(), port, o.addr, ""));
     let notify = listening(&dir.path().join("notify.sock"));
-    let mut command = Command::new(bin());
-    command.args(["run", "--config"]).arg(&path).env("NOTIFY_SOCKET", dir.path().join("notify.sock"));
-    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let mut child = start_command(&mut command, port).await;
+    let mut child = start_notifying(&path, dir.path().join("notify.sock"), port).await;
 
     let ready = next(&notify);
     assert!(ready.starts_with("READY=1\n"), "{ready}");
@@ -77,10 +74,7 @@ async fn a_notify_socket_nobody_reads_stalls_nothing() {
     let port = free_port();
     write(&path, &config(dir.path(), port, o.addr, ""));
     let _unread = listening(&dir.path().join("notify.sock"));
-    let mut command = Command::new(bin());
-    command.args(["run", "--config"]).arg(&path).env("NOTIFY_SOCKET", dir.path().join("notify.sock"));
-    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let mut child = start_command(&mut command, port).await;
+    let mut child = start_notifying(&path, dir.path().join("notify.sock"), port).await;
     // Each reload sends two notifications: twelve overflow any default queue.
     for _ in 0..12 {
         signal(&child.0, "HUP");
@@ -116,10 +110,7 @@ async fn an_abstract_notify_socket_is_heard_too() {
     };
     let notify = UnixDatagram::bind_addr(&addr).unwrap();
     notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut command = Command::new(bin());
-    command.args(["run", "--config"]).arg(&path).env("NOTIFY_SOCKET", format!("@{name}"));
-    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let _child = start_command(&mut command, port).await;
+    let _child = start_notifying(&path, format!("@{name}"), port).await;
     assert!(next(&notify).starts_with("READY=1\n"));
 }
 

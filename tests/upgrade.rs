@@ -199,10 +199,7 @@ async fn systemd_hears_the_new_main_pid_from_the_old_one() {
     write(&path, &conf(dir.path(), port, admin, o.addr));
     let notify = std::os::unix::net::UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
     notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut command = std::process::Command::new(bin());
-    command.args(["run", "--config"]).arg(&path).env("NOTIFY_SOCKET", dir.path().join("notify.sock"));
-    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let old = start_command(&mut command, port).await;
+    let old = start_notifying(&path, dir.path().join("notify.sock"), port).await;
     let mut buf = [0u8; 4096];
     let mut next = || {
         let n = notify.recv(&mut buf).expect("a notification");

@@ -61,6 +61,18 @@ pub async fn start(config: &Path, port: u16) -> Running {
     start_command(&mut command, port).await
 }
 
+/// Like [`start`], with `NOTIFY_SOCKET` set to `socket` (a path, or `@name` for an abstract one).
+pub async fn start_notifying(config: &Path, socket: impl AsRef<std::ffi::OsStr>, port: u16) -> Running {
+    let mut command = Command::new(bin());
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("NOTIFY_SOCKET", socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    start_command(&mut command, port).await
+}
+
 /// Spawns `command` (a relais run, perhaps under a shell that sets limits) and
 /// waits until something listens on `port`.
 pub async fn start_command(command: &mut Command, port: u16) -> Running {
