@@ -38,7 +38,7 @@ pub fn primary(url: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"GET\0");
     h.update(url.as_bytes());
-    hex(&h.finalize())
+    hex::encode(h.finalize())
 }
 
 /// Variant key of `primary` for a request, given the Vary record's names and generation.
@@ -60,17 +60,7 @@ pub fn variant(primary: &str, generation: u64, names: &[HeaderName], request: &H
             }
         }
     }
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    hex::encode(h.finalize())
 }
 
 /// A cache key (64 hex digits) as its 32 bytes: compared inline, no string to chase.
@@ -100,7 +90,7 @@ impl Key {
 
     /// The hex form the rest of the cache names keys by.
     pub fn hex(&self) -> String {
-        hex(&self.0)
+        hex::encode(self.0)
     }
 }
 

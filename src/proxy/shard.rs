@@ -184,7 +184,7 @@ impl Shard {
 
     fn sign(&self, headers: &mut HeaderMap, method: &Method, host: &str, path: &str) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mac = hex(&self.mac(&self.config.node, method, host, path, now).finalize().into_bytes());
+        let mac = hex::encode(self.mac(&self.config.node, method, host, path, now).finalize().into_bytes());
         if let Ok(node) = HeaderValue::try_from(self.config.node.as_str()) {
             headers.insert(FORWARDED_BY.clone(), node);
         }
@@ -206,7 +206,7 @@ impl Shard {
         let known = node != self.config.node && self.peers.iter().any(|p| p.id == node);
         let valid = known
             && now.abs_diff(time) <= FRESH
-            && unhex(mac).is_some_and(|mac| self.mac(node, method, host, path, time).verify_slice(&mac).is_ok());
+            && hex::decode(mac).is_ok_and(|mac| self.mac(node, method, host, path, time).verify_slice(&mac).is_ok());
         if !valid {
             tracing::debug!(node, "a peer header that is not a peer's; ignored");
         }
@@ -292,18 +292,7 @@ fn peer_pool(addr: &str, timeout: Dur, token: &str) -> Result<UpstreamConfig, St
 fn check_token(secret: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
     mac.update(b"relais peer check");
-    hex(&mac.finalize().into_bytes())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]
@@ -339,7 +328,7 @@ mod tests {
         assert!(forged.is_empty());
         let mut stale = signed;
         let old = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 120;
-        let mac = hex(&a.mac("a", &Method::GET, "example.com", "/x", old).finalize().into_bytes());
+        let mac = hex::encode(a.mac("a", &Method::GET, "example.com", "/x", old).finalize().into_bytes());
         stale.insert(PEER_AUTH.clone(), HeaderValue::try_from(format!("{old}:{mac}")).unwrap());
         assert!(!b.signed_by_peer(&mut stale, &Method::GET, "example.com", "/x"));
     }

@@ -161,7 +161,7 @@ async fn account(acme: &AcmeConfig) -> Result<Account, AcmeError> {
     };
     // One account per directory.
     let digest = Sha256::digest(acme.directory.as_bytes());
-    let file = acme.storage.join(format!("account-{}.json", hex(&digest[..8])));
+    let file = acme.storage.join(format!("account-{}.json", hex::encode(&digest[..8])));
     if let Ok(text) = std::fs::read_to_string(&file) {
         match serde_json::from_str::<AccountCredentials>(&text) {
             Ok(credentials) => return Ok(builder()?.from_credentials(credentials).await?),
@@ -272,10 +272,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
