@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use cacache::Integrity;
 use tokio::task::spawn_blocking;
 use tracing::{debug, warn};
 
@@ -17,7 +16,7 @@ impl Inner {
     /// Evicts least-recently-used entries until `used <= capacity`. Does nothing until loaded.
     pub(super) async fn evict(self: &Arc<Self>) {
         loop {
-            let victims: Vec<(Arc<str>, Arc<str>)> = {
+            let victims: Vec<(String, Option<ContentId>)> = {
                 let mut st = self.state();
                 if !st.loaded {
                     return;
@@ -35,29 +34,29 @@ impl Inner {
             debug!(count = victims.len(), "disk cache: evicting");
             let mut contents = Vec::with_capacity(victims.len());
             for (key, content) in victims {
-                contents.push(content);
+                contents.extend(content);
                 let _key_lock = self.stripe(&key).lock().await;
                 // Put again since it was picked: the index now holds the new entry.
-                if self.state().entries.contains_key(&*key) {
+                if self.state().contains(&key) {
                     continue;
                 }
                 if let Some(told) = self.on_evict.get() {
                     told(&key);
                 }
                 let dir = self.dir.clone();
-                let owned_key = key.to_string();
+                let owned_key = key.clone();
                 match spawn_blocking(move || cacache::index::delete(&dir, &owned_key)).await {
                     Ok(Ok(())) => {}
                     // Left for `sweep` (it deletes index entries the map does not know).
-                    Ok(Err(e)) => warn!(key = &*key, error = %e, "disk cache: evicted entry not deleted from index"),
-                    Err(e) => warn!(key = &*key, error = %e, "disk cache: evicted entry not deleted from index"),
+                    Ok(Err(e)) => warn!(key, error = %e, "disk cache: evicted entry not deleted from index"),
+                    Err(e) => warn!(key, error = %e, "disk cache: evicted entry not deleted from index"),
                 }
             }
             self.release_content(contents).await;
         }
     }
 
-    pub(super) async fn release_content(self: &Arc<Self>, ids: Vec<Arc<str>>) {
+    pub(super) async fn release_content(self: &Arc<Self>, ids: Vec<ContentId>) {
         let me = self.clone();
         let released = spawn_blocking(move || {
             for id in ids {
@@ -72,28 +71,19 @@ impl Inner {
 
     /// Deletes the content file of `id` if nothing references it (checked under the gate).
     /// While loading, only queues it: a key not loaded yet may share it.
-    pub(super) fn release_content_blocking(&self, id: &str) -> u64 {
+    pub(super) fn release_content_blocking(&self, id: &ContentId) -> u64 {
         let _gate = self.gate();
         {
             let mut st = self.state();
             if !st.loaded {
-                let id = st.intern(id);
-                st.deferred.push(id);
+                st.deferred.push(*id);
                 return 0;
             }
-            if st.refs.contains_key(id) {
+            if st.is_referenced(id) {
                 return 0;
             }
         }
-        let Ok(sri) = id.parse::<Integrity>() else {
-            return 0;
-        };
-        // `to_hex` panics on an undecodable digest (only a hand-edited index line has one).
-        let dir = self.dir.as_path();
-        match std::panic::catch_unwind(|| content_path(dir, &sri)) {
-            Ok(path) => remove_file_counted(&path),
-            Err(_) => 0,
-        }
+        remove_file_counted(&content_path_of(&self.dir, id))
     }
 }
 

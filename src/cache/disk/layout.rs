@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cacache::{Algorithm, Integrity};
+
+use super::accounting::ContentId;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::warn;
@@ -26,41 +28,87 @@ pub(super) const STALE_TMP_PREFIX: &str = "tmp.stale-";
 /// costs. The line's integrity is still the body's SHA-256, checked on every read.
 pub(super) const INLINE_MAX: usize = 1024;
 const INLINE_BODY: &str = "relais-inline";
+const LABEL: &str = "relais-label";
 const INLINE_META: &str = "meta";
 
-/// The metadata written for an inline body.
-pub(super) fn with_inline(meta: Value, body: &[u8]) -> Value {
+/// The metadata written in an index line: the caller's, wrapped with a body kept
+/// inline and the entry's label when there are any.
+pub(super) fn wrap(meta: Value, inline: Option<&[u8]>, label: u64) -> Value {
     use base64::Engine;
+    if inline.is_none() && label == 0 {
+        return meta;
+    }
     let mut wrapped = serde_json::Map::new();
-    wrapped.insert(INLINE_BODY.into(), Value::String(base64::engine::general_purpose::STANDARD.encode(body)));
+    if let Some(body) = inline {
+        wrapped.insert(INLINE_BODY.into(), Value::String(base64::engine::general_purpose::STANDARD.encode(body)));
+    }
+    if label != 0 {
+        wrapped.insert(LABEL.into(), Value::String(label.to_string()));
+    }
     wrapped.insert(INLINE_META.into(), meta);
     Value::Object(wrapped)
+}
+
+/// The metadata written for an inline body.
+#[cfg(test)]
+pub(super) fn with_inline(meta: Value, body: &[u8]) -> Value {
+    wrap(meta, Some(body), 0)
+}
+
+/// An index line's metadata, unwrapped.
+pub(super) struct Unwrapped {
+    pub(super) meta: Value,
+    /// `None` when the body is in a content file, `Some(None)` when it does not decode.
+    pub(super) inline: Option<Option<Vec<u8>>>,
+    pub(super) label: u64,
+}
+
+pub(super) fn unwrap(meta: Value) -> Unwrapped {
+    use base64::Engine;
+    let wrapped = |m: &serde_json::Map<String, Value>| {
+        m.contains_key(INLINE_META)
+            && m.len() >= 2
+            && m.keys().all(|k| k == INLINE_META || k == INLINE_BODY || k == LABEL)
+    };
+    match meta {
+        Value::Object(mut m) if wrapped(&m) => {
+            let inline = m.remove(INLINE_BODY).map(|b| match b {
+                Value::String(b) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+                _ => None,
+            });
+            let label = m.remove(LABEL).and_then(|l| l.as_str()?.parse().ok()).unwrap_or(0);
+            Unwrapped { meta: m.remove(INLINE_META).unwrap_or(Value::Null), inline, label }
+        }
+        other => Unwrapped { meta: other, inline: None, label: 0 },
+    }
 }
 
 /// An index line's metadata split into the caller's and the body kept in it:
 /// `None` when the body is in a content file, `Some(None)` when it does not decode.
 pub(super) fn split_inline(meta: Value) -> (Value, Option<Option<Vec<u8>>>) {
+    let u = unwrap(meta);
+    (u.meta, u.inline)
+}
+
+/// Content id of an integrity: the digest of its first hash, a SHA-256 (the only
+/// algorithm this tier writes; `None` for any other).
+pub(super) fn content_id(sri: &Integrity) -> Option<ContentId> {
     use base64::Engine;
-    match meta {
-        Value::Object(mut m) if m.len() == 2 && m.contains_key(INLINE_BODY) && m.contains_key(INLINE_META) => {
-            let body = match m.remove(INLINE_BODY) {
-                Some(Value::String(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
-                _ => None,
-            };
-            (m.remove(INLINE_META).unwrap_or(Value::Null), Some(body))
-        }
-        other => (other, None),
+    let hash = sri.hashes.first()?;
+    if hash.algorithm != Algorithm::Sha256 {
+        return None;
     }
+    let digest = base64::engine::general_purpose::STANDARD.decode(&hash.digest).ok()?;
+    digest.try_into().ok()
 }
 
-/// Content id of an integrity: its first hash (`sha256-<base64>`), the one cacache's content
-/// path is derived from.
-pub(super) fn content_id(sri: &Integrity) -> Option<String> {
-    sri.hashes.first().map(|hash| hash.to_string())
-}
-
-pub(super) fn id_of_integrity_str(integrity: &str) -> Option<String> {
+pub(super) fn id_of_integrity_str(integrity: &str) -> Option<ContentId> {
     integrity.parse::<Integrity>().ok().as_ref().and_then(content_id)
+}
+
+/// The integrity a content id stands for.
+pub(super) fn integrity_of(id: &ContentId) -> Option<Integrity> {
+    Integrity::from_hex(hex::encode(id), Algorithm::Sha256).ok()
 }
 
 /// cacache's content path for `sri` (`content-v2/<algo>/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`).
@@ -69,16 +117,22 @@ pub(super) fn content_path(dir: &Path, sri: &Integrity) -> PathBuf {
     dir.join(CONTENT_DIR).join(algorithm.to_string()).join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..])
 }
 
+/// [`content_path`] of a content id.
+pub(super) fn content_path_of(dir: &Path, id: &ContentId) -> PathBuf {
+    let hex = hex::encode(id);
+    dir.join(CONTENT_DIR).join("sha256").join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..])
+}
+
 /// Inverse of [`content_path`]: the content id of a file under `root` (= `content-v2`).
-pub(super) fn id_of_content_path(root: &Path, path: &Path) -> Option<String> {
+pub(super) fn id_of_content_path(root: &Path, path: &Path) -> Option<ContentId> {
     let rel = path.strip_prefix(root).ok()?;
     let parts: Vec<&str> = rel.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
-    let [algorithm, a, b, rest] = parts.as_slice() else {
+    let ["sha256", a, b, rest] = parts.as_slice() else {
         return None;
     };
-    let algorithm: Algorithm = algorithm.parse().ok()?;
-    let sri = Integrity::from_hex(format!("{a}{b}{rest}"), algorithm).ok()?;
-    content_id(&sri)
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(format!("{a}{b}{rest}"), &mut id).ok()?;
+    Some(id)
 }
 
 /// Deletes a file; returns its size, or 0 if it was already gone or could not be deleted.

@@ -41,6 +41,7 @@ impl Inner {
         };
         let deferred = {
             let mut st = self.state();
+            st.link_loaded();
             st.loaded = true;
             st.load_ok = ok;
             st.tombstones = HashSet::new();
@@ -69,22 +70,38 @@ impl Inner {
         }
         let mut merged = 0;
         let mut batch = Vec::with_capacity(LOAD_BATCH);
+        // Lines whose content cannot be named (a hand-edited integrity): never readable.
+        let mut broken = Vec::new();
         for m in index_entries(&self.dir) {
-            if let Some(content) = content_id(&m.integrity) {
-                let meta = split_inline(m.metadata).0;
-                batch.push(Loaded {
-                    charge: charge(m.key.len(), json_len(&meta), m.size as u64),
-                    size: m.size as u64,
-                    key: m.key,
-                    content,
-                    millis: u64::try_from(m.time).unwrap_or(u64::MAX),
-                });
+            let line = unwrap(m.metadata);
+            let content = match line.inline {
+                Some(_) => None,
+                None => content_id(&m.integrity),
+            };
+            if line.inline.is_none() && content.is_none() {
+                broken.push(m.key);
+                continue;
             }
+            batch.push(Loaded {
+                charge: charge(m.key.len(), json_len(&line.meta), m.size as u64),
+                size: m.size as u64,
+                key: m.key,
+                content,
+                label: line.label,
+                millis: u64::try_from(m.time).unwrap_or(u64::MAX),
+            });
             if batch.len() >= LOAD_BATCH {
                 merged += self.merge_loaded(&mut batch);
             }
         }
-        merged + self.merge_loaded(&mut batch)
+        merged += self.merge_loaded(&mut batch);
+        for key in broken {
+            warn!(key, "disk cache: dropping an entry whose integrity is unreadable");
+            if let Err(e) = cacache::index::delete(&self.dir, &key) {
+                warn!(key, error = %e, "disk cache: cannot delete broken entry");
+            }
+        }
+        merged
     }
 
     /// Adds loaded entries unless a put, update or get since `open` already placed the key
@@ -93,11 +110,10 @@ impl Inner {
         let mut st = self.state();
         let mut merged = 0;
         for entry in batch.drain(..) {
-            if st.entries.contains_key(entry.key.as_str()) || st.tombstones.contains(entry.key.as_str()) {
+            if st.contains(&entry.key) || st.tombstones.contains(entry.key.as_str()) {
                 continue;
             }
-            let tick = st.tick(entry.millis);
-            st.insert(&entry.key, entry.charge, &entry.content, entry.size, tick);
+            st.insert_loaded(&entry.key, entry.charge, entry.content.as_ref(), entry.size, entry.label, entry.millis);
             merged += 1;
         }
         merged
@@ -117,23 +133,27 @@ impl Inner {
     }
 
     /// During the load, a key read from disk before the load reached it enters the map now.
-    pub(super) fn adopt(&self, key: &str, meta: &Value, size: usize, sri: &Integrity) {
-        let Some(content) = content_id(sri) else {
-            return;
+    pub(super) fn adopt(&self, key: &str, meta: &Value, size: usize, sri: &Integrity, filed: bool, label: u64) {
+        let content = match filed {
+            true => match content_id(sri) {
+                Some(id) => Some(id),
+                None => return,
+            },
+            false => None,
         };
         let charge = charge(key.len(), json_len(meta), size as u64);
         let mut st = self.state();
-        if st.loaded || st.entries.contains_key(key) || st.tombstones.contains(key) {
+        if st.loaded || st.contains(key) || st.tombstones.contains(key) {
             return;
         }
-        let tick = st.tick(now_millis());
-        st.insert(key, charge, &content, size as u64, tick);
+        st.insert(key, charge, content.as_ref(), size as u64, label);
     }
 }
 
 pub(super) struct Loaded {
     pub(super) key: String,
-    pub(super) content: String,
+    pub(super) content: Option<ContentId>,
+    pub(super) label: u64,
     pub(super) charge: u64,
     pub(super) size: u64,
     pub(super) millis: u64,
@@ -262,21 +282,23 @@ mod tests {
         let tier = open(tmp.path(), 1 << 20).await;
         tier.put("newer", json!(1), Bytes::from_static(b"newer")).await.unwrap();
         let charged = tier.used_bytes();
-        tier.inner.state().tombstones.insert(Arc::from("removed"));
+        tier.inner.state().tombstones.insert("removed".into());
         let loaded = |key: &str| Loaded {
             key: key.to_owned(),
-            content: content_id(&Integrity::from(key)).unwrap(),
+            content: content_id(&Integrity::from(key)),
+            label: 0,
             charge: 10,
             size: 5,
             millis: 1,
         };
         let mut batch = vec![loaded("newer"), loaded("removed"), loaded("plain")];
         assert_eq!(tier.inner.merge_loaded(&mut batch), 1);
-        let st = tier.inner.state();
+        let mut st = tier.inner.state();
         assert_eq!(st.used, charged + 10);
-        assert!(!st.entries.contains_key("removed"));
+        assert!(!st.contains("removed"));
         // Loaded entries carry their old write time: first in line for eviction.
-        assert_eq!(st.lru.first_key_value().map(|(_, k)| &**k), Some("plain"));
+        st.link_loaded();
+        assert_eq!(st.pop_lru().map(|(k, _)| k).as_deref(), Some("plain"));
     }
 
     #[tokio::test]

@@ -61,7 +61,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::spawn_blocking;
 
-use accounting::{State, charge, json_len, now_millis};
+use accounting::{ContentId, State, charge, json_len};
 use layout::*;
 use load::{list_blocking, prepare_dir};
 
@@ -215,11 +215,23 @@ impl DiskTier {
     /// be older than what the caller just saw). `Err` when the disk refuses the write; the
     /// previous entry, if any, stays.
     pub async fn put(&self, key: &str, meta: Value, body: Bytes) -> Result<(), DiskError> {
+        self.put_labelled(key, 0, meta, body).await
+    }
+
+    /// [`DiskTier::put`] with a label (not 0) the entry is found by later with
+    /// [`DiskTier::labelled`]: the keys that belong together, such as a URL's.
+    /// Labels are kept in the index line and come back after a restart.
+    pub async fn put_labelled(&self, key: &str, label: u64, meta: Value, body: Bytes) -> Result<(), DiskError> {
         // A first write leaves no dead line behind: a cold fill never wakes the sweeper.
         if self.contains(key) {
             self.inner.appended();
         }
-        self.detached(self.inner.clone().put(key.to_owned(), meta, body)).await
+        self.detached(self.inner.clone().put(key.to_owned(), label, meta, body)).await
+    }
+
+    /// Keys stored with `label` (no I/O). Partial until the startup load is done.
+    pub fn labelled(&self, label: u64) -> Vec<String> {
+        self.inner.state().labelled(label)
     }
 
     /// Replaces the metadata of an existing entry without rewriting its body (a 304
@@ -267,17 +279,17 @@ impl DiskTier {
 
     /// Whether the key is known live (no I/O). Partial until the startup load is done.
     pub fn contains(&self, key: &str) -> bool {
-        self.inner.state().entries.contains_key(key)
+        self.inner.state().contains(key)
     }
 
     /// Body size of a live entry (no I/O, no recency update).
     pub fn size_of(&self, key: &str) -> Option<u64> {
-        self.inner.state().entries.get(key).map(|e| e.size)
+        self.inner.state().get(key).map(|e| e.size)
     }
 
     /// Number of live entries. Partial until the startup load is done.
     pub fn entries(&self) -> usize {
-        self.inner.state().entries.len()
+        self.inner.state().len()
     }
 
     /// The byte budget given to [`DiskTier::open`].

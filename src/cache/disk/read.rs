@@ -20,7 +20,7 @@ impl DiskTier {
     ) -> Result<Option<(Value, Option<Vec<u8>>)>, DiskError> {
         let known = {
             let mut st = self.inner.state();
-            let known = if with_body { st.touch(key) } else { st.entries.contains_key(key) };
+            let known = if with_body { st.touch(key) } else { st.contains(key) };
             // Once loaded, the map holds every key: a miss needs no disk access.
             if !known && st.loaded {
                 return Ok(None);
@@ -35,9 +35,9 @@ impl DiskTier {
             Err(e) => return Err(e.into()),
         };
         match looked_up {
-            Lookup::Hit { meta, body, size, sri } => {
+            Lookup::Hit { meta, body, size, sri, filed, label } => {
                 if !known {
-                    self.inner.adopt(key, &meta, size, &sri);
+                    self.inner.adopt(key, &meta, size, &sri, filed, label);
                 }
                 Ok(Some((meta, body)))
             }
@@ -65,6 +65,9 @@ pub(super) enum Lookup {
         body: Option<Vec<u8>>,
         size: usize,
         sri: Integrity,
+        /// The body has a content file (it is not in the index line).
+        filed: bool,
+        label: u64,
     },
     /// `sri` is `None` when the index bucket itself could not be read.
     Broken {
@@ -80,10 +83,17 @@ pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<
         Err(e) if is_transient(&e) => return Err(e.into()),
         Err(e) => return Ok(Lookup::Broken { sri: None, error: Some(e) }),
     };
-    let (meta, inline) = super::layout::split_inline(m.metadata);
+    let super::layout::Unwrapped { meta, inline, label } = super::layout::unwrap(m.metadata);
     if let Some(inline) = inline {
         return Ok(match inline.filter(|b| m.integrity.check(b).is_ok()) {
-            Some(body) => Lookup::Hit { meta, body: with_body.then_some(body), size: m.size, sri: m.integrity },
+            Some(body) => Lookup::Hit {
+                meta,
+                body: with_body.then_some(body),
+                size: m.size,
+                sri: m.integrity,
+                filed: false,
+                label,
+            },
             None => Lookup::Broken { sri: Some(m.integrity), error: None },
         });
     }
@@ -99,7 +109,7 @@ pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<
     } else {
         None
     };
-    Ok(Lookup::Hit { meta, body, size: m.size, sri: m.integrity })
+    Ok(Lookup::Hit { meta, body, size: m.size, sri: m.integrity, filed: true, label })
 }
 
 /// Conditions that say nothing about the entry (the process is short of descriptors or

@@ -97,9 +97,10 @@ impl Inner {
                 }
                 [(key, integrity, _)] => {
                     let clean = bucket.is_compact()
-                        && integrity.as_deref().and_then(id_of_integrity_str).is_some_and(|id| {
-                            self.state().entries.get(key.as_str()).is_some_and(|e| *e.content == *id)
-                        });
+                        && integrity
+                            .as_deref()
+                            .and_then(id_of_integrity_str)
+                            .is_some_and(|id| self.state().get(key).is_some_and(|e| e.content.is_none_or(|c| c == id)));
                     if !clean {
                         scan.candidates.push((path.to_owned(), key.clone()));
                     }
@@ -148,7 +149,7 @@ impl Inner {
         };
         let (known, load_ok) = {
             let st = self.state();
-            (st.entries.get(key).map(|e| *e.content == *id), st.load_ok)
+            (st.get(key).map(|e| e.content.is_none_or(|c| c == id)), st.load_ok)
         };
         match known {
             Some(true) => {
@@ -187,7 +188,7 @@ impl Inner {
     }
 
     /// Deletes content files that are neither referenced in memory nor in `keep`.
-    pub(super) fn sweep_content_blocking(&self, keep: &HashSet<String>) -> u64 {
+    pub(super) fn sweep_content_blocking(&self, keep: &HashSet<ContentId>) -> u64 {
         let root = self.dir.join(CONTENT_DIR);
         let mut freed = 0;
         for_each_file(&root, 3, &mut |path| {
@@ -198,7 +199,7 @@ impl Inner {
                 return;
             }
             let _gate = self.gate();
-            if self.state().refs.contains_key(id.as_str()) {
+            if self.state().is_referenced(&id) {
                 return;
             }
             freed += remove_file_counted(path);
@@ -212,14 +213,14 @@ pub(super) struct IndexScan {
     /// (bucket path, its key) to compact or delete under the key lock.
     pub(super) candidates: Vec<(PathBuf, String)>,
     /// Content ids referenced by index lines the map does not account for.
-    pub(super) keep: HashSet<String>,
+    pub(super) keep: HashSet<ContentId>,
     pub(super) freed: u64,
 }
 
 #[derive(Default)]
 pub(super) struct Compacted {
     pub(super) freed: u64,
-    pub(super) keep: Vec<String>,
+    pub(super) keep: Vec<ContentId>,
 }
 
 #[cfg(test)]

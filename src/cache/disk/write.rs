@@ -17,7 +17,13 @@ use super::*;
 impl Inner {
     // ---- writes ----
 
-    pub(super) async fn put(self: Arc<Self>, key: String, meta: Value, body: Bytes) -> Result<(), DiskError> {
+    pub(super) async fn put(
+        self: Arc<Self>,
+        key: String,
+        label: u64,
+        meta: Value,
+        body: Bytes,
+    ) -> Result<(), DiskError> {
         let charge = charge(key.len(), json_len(&meta), body.len() as u64);
         if charge > self.capacity {
             debug!(key, charge, capacity = self.capacity, "disk cache: entry larger than capacity, not stored");
@@ -26,16 +32,14 @@ impl Inner {
         }
         let size = body.len();
         let (content, sri, meta) = if size <= INLINE_MAX {
-            // No content file: only the reservation the index insert below takes over.
+            // No content file: the body goes in the index line.
             let digest = format!("{:x}", sha2::Sha256::digest(&body));
             let sri = Integrity::from_hex(digest, Algorithm::Sha256).map_err(io::Error::other)?;
-            let id = content_id(&sri).ok_or_else(|| io::Error::other("empty integrity"))?;
-            let id: Arc<str> = self.state().add_ref(&id);
-            (id, sri, with_inline(meta, &body))
+            (None, sri, wrap(meta, Some(&body), label))
         } else {
             let me = self.clone();
             let (content, sri) = spawn_blocking(move || me.write_content_blocking(&body)).await??;
-            (content, sri, meta)
+            (Some(content), sri, wrap(meta, None, label))
         };
         let stored = {
             let _key_lock = self.stripe(&key).lock().await;
@@ -51,10 +55,11 @@ impl Inner {
             inserted.map(|_| {
                 let mut st = self.state();
                 st.tombstones.remove(key.as_str());
-                let tick = st.tick(now_millis());
-                let orphan = st.insert(&key, charge, &content, size as u64, tick);
+                let orphan = st.insert(&key, charge, content.as_ref(), size as u64, label);
                 // The entry now holds a reference of its own: drop the write's reservation.
-                st.drop_ref(&content);
+                if let Some(content) = &content {
+                    st.drop_ref(content);
+                }
                 orphan
             })
         };
@@ -67,8 +72,9 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                let orphaned = self.state().drop_ref(&content);
-                if orphaned {
+                if let Some(content) = content
+                    && self.state().drop_ref(&content)
+                {
                     self.release_content(vec![content]).await;
                 }
                 Err(e)
@@ -78,12 +84,13 @@ impl Inner {
 
     /// Writes `body` to the content store and reserves it (refcount + 1) so no concurrent
     /// eviction or sweep deletes it before the index entry exists.
-    pub(super) fn write_content_blocking(&self, body: &[u8]) -> Result<(Arc<str>, Integrity), DiskError> {
+    pub(super) fn write_content_blocking(&self, body: &[u8]) -> Result<(ContentId, Integrity), DiskError> {
         let sri = write_content(&self.dir, body)?;
         let id = content_id(&sri).ok_or_else(|| io::Error::other("cacache returned an empty integrity"))?;
         let id = {
             let _gate = self.gate();
-            self.state().add_ref(&id)
+            self.state().add_ref(&id);
+            id
         };
         // A deletion of this content that started before the reservation held the gate and has
         // finished now; if it took the file we just renamed into place, write it again (the
@@ -108,39 +115,46 @@ impl Inner {
             // under this lock): no need to read and parse its bucket first.
             let known = {
                 let st = self.state();
-                let entry = st.entries.get(key.as_str()).filter(|_| st.loaded);
-                entry.and_then(|e| Some((e.content.parse::<Integrity>().ok()?, e.size as usize)))
+                let entry = st.get(key.as_str()).filter(|_| st.loaded);
+                entry.and_then(|e| Some((integrity_of(&e.content?)?, e.size as usize, e.label)))
             };
             let found = spawn_blocking(move || -> Result<_, DiskError> {
-                let (sri, size, inline) = match known {
-                    Some((sri, size)) if size > INLINE_MAX => (sri, size, None),
+                let (sri, size, inline, label) = match known {
+                    Some((sri, size, label)) => (sri, size, None, label),
                     // A small body may live in the line being replaced: carry it over.
                     _ => match cacache::index::find(&dir, &owned_key)? {
-                        Some(m) => (m.integrity, m.size, split_inline(m.metadata).1),
+                        Some(m) => {
+                            let line = unwrap(m.metadata);
+                            (m.integrity, m.size, line.inline, line.label)
+                        }
                         None => return Ok(None),
                     },
                 };
+                let filed = inline.is_none();
                 let meta = match inline {
-                    Some(Some(body)) => with_inline(meta, &body),
+                    Some(Some(body)) => wrap(meta, Some(&body), label),
                     // Undecodable: the next read finds it broken and removes it.
-                    _ => meta,
+                    _ => wrap(meta, None, label),
                 };
                 let opts = WriteOpts::new().integrity(sri.clone()).size(size).metadata(meta);
                 cacache::index::insert(&dir, &owned_key, opts)?;
-                Ok(Some((sri, size)))
+                Ok(Some((sri, size, filed, label)))
             })
             .await??;
-            let Some((sri, size)) = found else {
+            let Some((sri, size, filed, label)) = found else {
                 return Ok(false);
             };
-            let Some(content) = content_id(&sri) else {
-                return Ok(true);
+            let content = match filed {
+                true => match content_id(&sri) {
+                    Some(id) => Some(id),
+                    None => return Ok(true),
+                },
+                false => None,
             };
             let mut st = self.state();
             st.tombstones.remove(key.as_str());
-            let tick = st.tick(now_millis());
             // Also places an entry the load has not reached yet.
-            st.insert(&key, charge(key.len(), meta_len, size as u64), &content, size as u64, tick)
+            st.insert(&key, charge(key.len(), meta_len, size as u64), content.as_ref(), size as u64, label)
         };
         if let Some(old) = orphan {
             self.release_content(vec![old]).await;
@@ -168,12 +182,12 @@ impl Inner {
             let mut st = self.state();
             let removed = st.remove(&key);
             if !st.loaded {
-                st.tombstones.insert(Arc::from(key.as_str()));
+                st.tombstones.insert(key.as_str().into());
             }
             (on_disk, removed)
         };
         let known = removed.is_some();
-        if let Some((content, true)) = removed {
+        if let Some((Some(content), true)) = removed {
             self.release_content(vec![content]).await;
         }
         Ok(on_disk? || known)
@@ -190,7 +204,7 @@ impl Inner {
             }
             self.state().remove(&key)
         };
-        if let Some((content, true)) = removed {
+        if let Some((Some(content), true)) = removed {
             self.release_content(vec![content]).await;
         }
         Ok(())
@@ -199,35 +213,36 @@ impl Inner {
     /// Removes an entry whose content failed to read or verify (`sri`), or whose index bucket
     /// could not be read (`None`) — unless a put replaced it in the meantime.
     pub(super) async fn drop_broken(self: Arc<Self>, key: String, sri: Option<Integrity>) -> Result<(), DiskError> {
-        let broken_id = sri.as_ref().and_then(content_id);
         let removed = {
             let _key_lock = self.stripe(&key).lock().await;
             let (dir, owned_key) = (self.dir.clone(), key.clone());
-            let expected = sri.clone();
-            let deleted = spawn_blocking(move || -> Result<(), DiskError> {
-                if let Some(expected) = expected {
+            // Whether a put replaced the broken line (the map then holds the new entry).
+            let replaced = spawn_blocking(move || -> Result<bool, DiskError> {
+                if let Some(expected) = sri {
                     match cacache::index::find(&dir, &owned_key)? {
                         Some(m) if m.integrity == expected => {}
-                        _ => return Ok(()),
+                        Some(_) => return Ok(true),
+                        None => return Ok(false),
                     }
                 }
                 cacache::index::delete(&dir, &owned_key)?;
-                Ok(())
+                Ok(false)
             })
             .await;
-            match &deleted {
-                Ok(Err(e)) => warn!(key, error = %e, "disk cache: cannot delete broken entry"),
-                Err(e) => warn!(key, error = %e, "disk cache: cannot delete broken entry"),
-                Ok(Ok(())) => {}
-            }
-            let mut st = self.state();
-            let replaced = match (&broken_id, st.entries.get(key.as_str())) {
-                (Some(id), Some(entry)) => *entry.content != **id,
-                _ => false,
+            let replaced = match replaced {
+                Ok(Ok(replaced)) => replaced,
+                Ok(Err(e)) => {
+                    warn!(key, error = %e, "disk cache: cannot delete broken entry");
+                    false
+                }
+                Err(e) => {
+                    warn!(key, error = %e, "disk cache: cannot delete broken entry");
+                    false
+                }
             };
-            if replaced { None } else { st.remove(&key) }
+            if replaced { None } else { self.state().remove(&key) }
         };
-        if let Some((content, true)) = removed {
+        if let Some((Some(content), true)) = removed {
             self.release_content(vec![content]).await;
         }
         Ok(())
@@ -416,8 +431,8 @@ mod tests {
             let (meta, body) = tier.get("k").await.unwrap().expect("one complete entry");
             assert_eq!(body, body_of(meta["v"].as_u64().unwrap()), "meta and body belong together");
             let on_disk = cacache::index::find(tmp.path(), "k").unwrap().unwrap();
-            let in_memory = tier.inner.state().entries["k"].content.clone();
-            assert_eq!(Some(&*in_memory), content_id(&on_disk.integrity).as_deref(), "memory follows the index");
+            let in_memory = tier.inner.state().get("k").unwrap().content;
+            assert_eq!(in_memory, content_id(&on_disk.integrity), "memory follows the index");
             assert_eq!(tier.entries(), 1);
             assert_eq!(content_files(tmp.path()).len(), 1, "replaced bodies released");
         }
