@@ -111,6 +111,43 @@ async fn tag_purge_of_entries_loaded_from_disk() {
     assert!(cache_status(&get_with(&proxy.url("/about"), HOST).await).contains("hit"));
 }
 
+/// After a restart only tagged keys are in the purge index: the others on disk
+/// are found by their URL's label (a URL purge) or by reading the disk's index
+/// (a prefix), variants included.
+#[tokio::test]
+async fn url_and_prefix_purges_reach_entries_only_on_disk() {
+    let o = origin()
+        .route("/", |req: Request<Incoming>| async move {
+            let enc = req.headers().get("accept-encoding").map_or("none", |v| v.to_str().unwrap()).to_string();
+            text(200, &enc, &[("cache-control", "max-age=600"), ("vary", "accept-encoding")])
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = proxy_to(o.addr).disk(dir.path());
+    let proxy = relais(&toml).await;
+    for path in ["/v", "/docs/a", "/docs/b", "/other"] {
+        for enc in ["gzip", "br"] {
+            get_with(&proxy.url(path), &[("host", "shop.test"), ("accept-encoding", enc)]).await;
+        }
+    }
+    // Four Vary records and eight variants.
+    proxy.on_disk(12).await;
+    proxy.handle.shutdown().await;
+
+    let proxy = relais(&toml).await;
+    let r = proxy.admin("POST", "/purge", r#"{"url": "http://shop.test/v"}"#).await;
+    assert_eq!(json(&r)["purged"], 2, "{}", r.text());
+    let r = proxy.admin("POST", "/purge", r#"{"prefix": "http://shop.test/docs/"}"#).await;
+    assert_eq!(json(&r)["purged"], 4, "{}", r.text());
+    for path in ["/v", "/docs/a", "/docs/b"] {
+        let r = get_with(&proxy.url(path), &[("host", "shop.test"), ("accept-encoding", "br")]).await;
+        assert!(cache_status(&r).contains("miss"), "{path}: {}", cache_status(&r));
+    }
+    let r = get_with(&proxy.url("/other"), &[("host", "shop.test"), ("accept-encoding", "br")]).await;
+    assert!(cache_status(&r).contains("hit"), "nothing else was purged: {}", cache_status(&r));
+}
+
 #[tokio::test]
 async fn prefix_and_all() {
     let o = tagged_origin().start().await;

@@ -2,9 +2,12 @@
 //! URL, prefix or tag touches only what it removes instead of scanning the
 //! cache. URLs are kept sorted, so a prefix is one range walk.
 //!
-//! It is rebuilt from the disk tier's metadata after a start (tags survive
-//! restarts with the entries) and kept current by every store, removal and
-//! eviction: a key leaves when neither tier holds it any more.
+//! It holds the keys of the memory tier, and the tagged keys of both tiers: a
+//! disk tier of millions of objects would need hundreds of bytes of RAM per
+//! object here. The disk's other keys are found by their URL's label
+//! ([`url_label`], kept by the disk tier) or, for a prefix, by reading the
+//! disk's index. Tagged keys are rebuilt from the disk tier's metadata after a
+//! start (tags survive restarts with the entries).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -66,6 +69,15 @@ impl PurgeIndex {
         self.lock().remove(&Key::of(key));
     }
 
+    /// Removes `key` unless it has tags (its copy on disk stays indexed by them).
+    pub(super) fn remove_untagged(&self, key: &str) {
+        let key = Key::of(key);
+        let mut inner = self.lock();
+        if inner.keys.get(&key).is_some_and(|k| k.tags.is_empty()) {
+            inner.remove(&key);
+        }
+    }
+
     /// Keys stored for exactly this URL (the entry or Vary record and every variant).
     pub(super) fn url(&self, url: &str) -> Vec<String> {
         hex_sorted(self.lock().by_url.get(url).into_iter().flatten())
@@ -104,6 +116,16 @@ impl PurgeIndex {
     pub(super) fn len(&self) -> usize {
         self.lock().keys.len()
     }
+}
+
+/// The disk tier's label for a canonical URL: the keys holding its entries, Vary
+/// record, variants and slices are found together by it. Not 0 (no label).
+pub(super) fn url_label(url: &str) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(url.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(head).max(1)
 }
 
 fn hex_sorted<'a>(keys: impl Iterator<Item = &'a Key>) -> Vec<String> {

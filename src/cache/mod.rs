@@ -107,8 +107,9 @@ impl Cache {
                     metrics.eviction(Tier::Memory);
                 }
                 let hex = key.hex();
-                if !disk.as_ref().is_some_and(|d| d.contains(&hex)) {
-                    index.remove(&hex);
+                match disk.as_ref().is_some_and(|d| d.contains(&hex)) {
+                    true => index.remove_untagged(&hex),
+                    false => index.remove(&hex),
                 }
             })
         };
@@ -160,7 +161,9 @@ impl Cache {
         let cache = self.clone();
         tokio::spawn(async move {
             disk.loaded().await;
-            match disk.list_with(|key, meta| Stored::listing(meta).map(|l| (key, l))).await {
+            // Only tagged keys: the others are found by their URL's label.
+            let tagged = |key, meta| Stored::listing(meta).filter(|l| !l.tags.is_empty()).map(|l| (key, l));
+            match disk.list_with(tagged).await {
                 Ok(entries) => {
                     for (key, l) in entries {
                         if cache.hidden.is_doomed(&key) {
@@ -169,7 +172,7 @@ impl Cache {
                         let held = if l.vary { index::Held::Vary } else { index::Held::Entry };
                         cache.index.insert(&key, &l.url, &l.tags, held);
                     }
-                    tracing::info!(entries = cache.index.len(), "purge index rebuilt from disk");
+                    tracing::info!(entries = cache.index.len(), "tagged keys indexed from disk");
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list the disk cache; purge by prefix or tag sees new entries only")
@@ -181,7 +184,7 @@ impl Cache {
 
     /// Waits until the purge index knows the disk tier's entries, so a purge by
     /// prefix or tag reaches them.
-    pub(crate) async fn indexed(&self) {
+    pub async fn indexed(&self) {
         let _ = self.indexed.subscribe().wait_for(|done| *done).await;
     }
 
@@ -313,7 +316,11 @@ impl Cache {
             }
             return true;
         };
-        match disk.put(key, meta, body).await {
+        let url = match &*value {
+            Stored::Entry(e) => &e.url,
+            Stored::Vary(v) => &v.url,
+        };
+        match disk.put_labelled(key, index::url_label(url), meta, body).await {
             Ok(()) => {}
             // Let go for a binary upgrade: the new process writes from now on.
             Err(DiskError::Closed) => return false,
@@ -323,12 +330,12 @@ impl Cache {
             }
         }
         // A purge may have come while the write ran (the key is doomed meanwhile):
-        // the copy goes. Or memory dropped the key, and the index with it: the
-        // copy must stay findable.
+        // the copy goes. Or memory dropped the key, and the index with it: a tagged
+        // copy must stay findable by its tags.
         if self.purged(epoch, &value) {
             return disk.remove(key).await.is_ok();
         }
-        if !self.index.contains(key) {
+        if matches!(&*value, Stored::Entry(e) if !e.tags.is_empty()) && !self.index.contains(key) {
             self.index_value(key, &value);
         }
         true
@@ -371,9 +378,16 @@ impl Cache {
         in_memory || on_disk
     }
 
-    /// The keys stored for a canonical URL: its Vary record and entries, in both tiers.
+    /// The keys stored for a canonical URL: its Vary record and entries, in both
+    /// tiers (on disk, those its label finds: a rare other URL's too).
     pub fn keys_of_url(&self, url: &str) -> Vec<String> {
-        self.index.url(url)
+        let mut keys = self.index.url(url);
+        if let Some(disk) = &self.disk {
+            keys.extend(disk.labelled(index::url_label(url)));
+            keys.sort();
+            keys.dedup();
+        }
+        keys
     }
 
     /// What a key holds and where, for looking only: a disk entry is not
@@ -426,6 +440,7 @@ impl Cache {
         self.fill_budget.used()
     }
 
+    /// Keys in the purge index: the memory tier's, and tagged ones on disk.
     pub fn indexed_keys(&self) -> usize {
         self.index.len()
     }

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
+use std::collections::BTreeMap;
+
+use super::index::{Held, url_label};
 use super::{Cache, Stored};
 use crate::metrics::{PurgeKind, PurgeMode};
 
@@ -99,7 +102,7 @@ impl Cache {
         self.purges.record(Target::Urls(vec![url.to_string()]));
         self.remove(&super::key::primary(url)).await;
         // Its variants and slices, kept under keys of their own.
-        for key in self.index.url(url) {
+        for key in self.keys_of_url(url) {
             self.remove(&key).await;
         }
     }
@@ -126,25 +129,9 @@ impl Cache {
     /// Vary record is not counted) removed, or marked stale when soft.
     pub async fn purge(&self, target: Target, mode: PurgeMode) -> u64 {
         self.purges.record(target.clone());
-        let mut keys = match &target {
-            Target::Urls(urls) => urls.iter().flat_map(|u| self.index.url(u)).collect(),
-            Target::Prefixes(ps) => ps.iter().flat_map(|p| self.index.prefix(p)).collect(),
-            Target::Tags(tags) => self.index.tags(tags),
-            Target::All => self.index.all(),
-        };
-        if target == Target::All
-            && let Some(disk) = &self.disk
-            && let Ok(listed) = disk.list().await
-        {
-            // Entries the index has not seen yet (its rebuild may be running).
-            keys.extend(listed.into_iter().map(|(k, _)| k));
-        }
-        keys.sort();
-        keys.dedup();
         let mut purged = 0;
         let mut on_disk = Vec::new();
-        for key in keys {
-            let vary_record = self.index.describe(&key).is_some_and(|(_, _, held)| held == super::index::Held::Vary);
+        for (key, vary_record) in self.matching(&target).await {
             let done = if mode.is_soft() && !vary_record {
                 self.expire(&key).await
             } else {
@@ -171,6 +158,63 @@ impl Cache {
             self.delete_behind(on_disk);
         }
         purged
+    }
+
+    /// The keys a purge covers, with whether each holds a Vary record (not
+    /// counted). The index has the memory tier's and every tagged key; the
+    /// disk's others are found by their URL's label, or by reading the disk's
+    /// index for a prefix (and for a URL while the disk tier is loading).
+    async fn matching(&self, target: &Target) -> BTreeMap<String, bool> {
+        let vary = |held| held == Held::Vary;
+        let mut found: BTreeMap<String, bool> = BTreeMap::new();
+        let known = match target {
+            Target::Urls(urls) => urls.iter().flat_map(|u| self.index.url(u)).collect(),
+            Target::Prefixes(ps) => ps.iter().flat_map(|p| self.index.prefix(p)).collect(),
+            Target::Tags(tags) => self.index.tags(tags),
+            Target::All => self.index.all(),
+        };
+        for key in known {
+            let held = self.index.describe(&key).is_some_and(|(_, _, held)| vary(held));
+            found.insert(key, held);
+        }
+        let Some(disk) = &self.disk else { return found };
+        let scan = match target {
+            Target::Urls(urls) if disk.is_loaded() => {
+                for url in urls {
+                    for key in disk.labelled(url_label(url)) {
+                        if found.contains_key(&key) {
+                            continue;
+                        }
+                        // The label may be another URL's too: the metadata says.
+                        let listing = disk.get_meta(&key).await.ok().flatten().and_then(Stored::listing);
+                        if let Some(l) = listing.filter(|l| l.url == *url) {
+                            found.insert(key, l.vary);
+                        }
+                    }
+                }
+                false
+            }
+            Target::Tags(_) => false,
+            _ => true,
+        };
+        if scan {
+            let target = target.clone();
+            let listed = disk
+                .list_with(move |key, meta| {
+                    let l = Stored::listing(meta)?;
+                    target.matches(&l.url, &l.tags).then_some((key, l.vary))
+                })
+                .await;
+            match listed {
+                Ok(listed) => {
+                    for (key, vary) in listed {
+                        found.entry(key).or_insert(vary);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the disk cache for a purge"),
+            }
+        }
+        found
     }
 
     /// Deletes doomed keys from disk in the background, then clears them from the journal.
