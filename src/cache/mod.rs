@@ -29,6 +29,7 @@ pub(crate) mod purge;
 mod revalidate;
 pub(crate) mod tee;
 mod ticket;
+mod unwritten;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub struct Cache {
     /// Body bytes being written to disk may not exceed its permits (`cache.disk_write_backlog`).
     disk_backlog: tokio::sync::Semaphore,
     disk_backlog_bytes: u32,
+    /// Keys the backlog had no room for, written from memory later.
+    unwritten: Arc<unwritten::Unwritten>,
     metrics: Arc<Metrics>,
     /// Disk deletions owed by purges, kept across a crash.
     journal: Arc<journal::Journal>,
@@ -136,11 +139,15 @@ impl Cache {
             deletions: Default::default(),
             disk_backlog: tokio::sync::Semaphore::new(backlog as usize),
             disk_backlog_bytes: backlog,
+            unwritten: Default::default(),
             metrics,
             journal,
             disk_readable: std::sync::atomic::AtomicBool::new(true),
             indexed: tokio::sync::watch::Sender::new(false),
         });
+        if cache.disk.is_some() {
+            tokio::spawn(unwritten::catch_up(Arc::downgrade(&cache)));
+        }
         if !left.is_empty() {
             // A previous process purged these but was stopped before deleting them.
             tracing::info!(entries = left.len(), "finishing the disk deletions of an interrupted purge");
@@ -298,13 +305,8 @@ impl Cache {
         meta: serde_json::Value,
         body: bytes::Bytes,
     ) -> bool {
-        // A body larger than the whole backlog needs all of it free. Each write counts
-        // its body and 12KiB: what waits with it (its metadata as a JSON tree, its
-        // task, the entry it keeps alive) measured about that (`benches/flood.sh`).
-        let need = u32::try_from(body.len()).unwrap_or(u32::MAX).saturating_add(12 * 1024).min(self.disk_backlog_bytes);
-        let Ok(_writing) = self.disk_backlog.try_acquire_many(need) else {
-            self.metrics.disk_write_skipped();
-            tracing::debug!(key, "disk write backlog full; entry kept in memory only");
+        let Ok(writing) = self.disk_backlog.try_acquire_many(self.backlog_need(body.len())) else {
+            tracing::debug!(key, "disk write backlog full; entry written from memory later");
             // Only an older copy on disk needs removing (a new key has none): a
             // flood of new keys queues no disk work. Nothing is held while it runs.
             drop((value, meta, body));
@@ -314,8 +316,55 @@ impl Cache {
                 tracing::warn!(key, error = %e, "disk cache remove failed");
                 return false;
             }
+            if !self.unwritten.push(key) {
+                self.metrics.disk_write_skipped();
+            }
             return true;
         };
+        self.write_now(disk, epoch, key, value, meta, body, writing).await
+    }
+
+    /// Backlog permits a write of `body_len` bytes takes. A body larger than the
+    /// whole backlog needs all of it free. Each write counts its body and 12KiB:
+    /// what waits with it (its metadata as a JSON tree, its task, the entry it
+    /// keeps alive) measured about that (`benches/flood.sh`).
+    fn backlog_need(&self, body_len: usize) -> u32 {
+        u32::try_from(body_len).unwrap_or(u32::MAX).saturating_add(12 * 1024).min(self.disk_backlog_bytes)
+    }
+
+    /// Writes an entry the backlog had no room for, from memory, once it has:
+    /// unless memory dropped it meanwhile (or a purge did).
+    async fn write_later(&self, key: String) {
+        let Some(disk) = &self.disk else { return };
+        let epoch = self.purge_epoch();
+        // Before the entry is read: a purge from now on dooms the write to come.
+        self.hidden.writing(&key);
+        let Some(value) = self.memory.get(&key).await else {
+            self.hidden.written(&key, true);
+            self.metrics.disk_write_skipped();
+            return;
+        };
+        let (meta, body) = value.to_disk();
+        let Ok(writing) = self.disk_backlog.acquire_many(self.backlog_need(body.len())).await else {
+            self.hidden.written(&key, true);
+            return;
+        };
+        let clean = self.write_now(disk, epoch, &key, value, meta, body, writing).await;
+        self.hidden.written(&key, clean);
+    }
+
+    /// The write itself, with its share of the backlog.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_now(
+        &self,
+        disk: &DiskTier,
+        epoch: u64,
+        key: &str,
+        value: Arc<Stored>,
+        meta: serde_json::Value,
+        body: bytes::Bytes,
+        _writing: tokio::sync::SemaphorePermit<'_>,
+    ) -> bool {
         let url = match &*value {
             Stored::Entry(e) => &e.url,
             Stored::Vary(v) => &v.url,

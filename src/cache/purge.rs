@@ -254,12 +254,12 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cache::{Entry, key};
     use std::sync::Arc;
 
-    fn stored(url: &str) -> Stored {
+    pub(in crate::cache) fn stored(url: &str) -> Stored {
         let now = SystemTime::now();
         let (req, ()) = http::Request::get(url).body(()).unwrap().into_parts();
         let (res, ()) =
