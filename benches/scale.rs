@@ -18,8 +18,8 @@ use cache_policy::{Policy, Rules};
 use futures_util::StreamExt;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use relais::config::{CacheConfig, Size};
-use relais::internals::Metrics;
 use relais::internals::{Cache, Entry, Stored, key};
+use relais::internals::{Metrics, PurgeMode, Target};
 
 // The allocator relais runs with, so RSS means the same as in production.
 #[global_allocator]
@@ -142,6 +142,18 @@ fn main() {
             loaded.as_secs_f64(),
             started.elapsed().as_secs_f64()
         );
+        // A prefix no entry has: the cost of reading the disk's index for one.
+        let started = Instant::now();
+        let purged = cache.purge(Target::Prefixes(vec!["http://shop.test/none/".into()]), PurgeMode::Hard).await;
+        println!(
+            "purge by prefix (the disk's index read through): {:.2} s for {purged} of {} entries",
+            started.elapsed().as_secs_f64(),
+            disk.entries()
+        );
+        let started = Instant::now();
+        let url = key::url("http", "shop.test", &format!("/p/{}", entries / 3));
+        let purged = cache.purge(Target::Urls(vec![url]), PurgeMode::Hard).await;
+        println!("purge by URL (its label): {:.3} ms for {purged} entry", started.elapsed().as_secs_f64() * 1e3);
         let rss = rss_bytes();
         println!(
             "after restart and load RSS: {:.1} MB ({:.0} B per entry over the {:.1} MB before the restart)",
