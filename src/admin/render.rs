@@ -191,7 +191,7 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     for (end, n) in &waits {
         sample(o, "collapsed_waits_total", &[("end", end.as_str())], n);
     }
-    family(o, "cache_disk_writes_skipped_total", "counter", "Entries kept in memory only: the disk was behind.");
+    family(o, "cache_disk_writes_skipped_total", "counter", "Entries never written to disk: the disk was behind and memory dropped them first.");
     sample(o, "cache_disk_writes_skipped_total", &[], m.disk_writes_skipped());
     let (reloads_ok, reloads_failed) = m.reloads();
     family(o, "reloads_total", "counter", "Configuration reloads by result.");
