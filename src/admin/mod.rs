@@ -404,6 +404,7 @@ async fn gauges(pipeline: &Pipeline) -> render::Gauges {
         disk_capacity: pipeline.config.cache.disk_capacity.bytes(),
         indexed_keys: cache.indexed_keys() as u64,
         fill_bytes: cache.fill_bytes(),
+        disk_writes_waiting: cache.disk_writes_waiting() as u64,
         encoded_bytes: pipeline.compression.copies.bytes(),
         encoded_made: pipeline.compression.copies.made(),
         ..Default::default()

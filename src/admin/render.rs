@@ -24,6 +24,8 @@ pub(super) struct Gauges {
     pub indexed_keys: u64,
     /// Bytes of bodies being fetched to be stored (`cache.fill_memory` in use).
     pub fill_bytes: u64,
+    /// Entries waiting to be written to disk from memory (the backlog had no room).
+    pub disk_writes_waiting: u64,
     /// Bytes of encoded copies of cached bodies, and how many were made.
     pub encoded_bytes: u64,
     pub encoded_made: u64,
@@ -152,6 +154,11 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
         ("cache_disk_capacity_bytes", "Configured size of the disk tier.", gauges.disk_capacity),
         ("cache_indexed_keys", "Keys in the purge index (either tier).", gauges.indexed_keys),
         ("cache_fill_bytes", "Bytes of bodies held while being fetched to be stored.", gauges.fill_bytes),
+        (
+            "cache_disk_writes_waiting",
+            "Entries waiting in memory for room in the disk's write backlog.",
+            gauges.disk_writes_waiting,
+        ),
         ("compression_copies_bytes", "Bytes of encoded copies of cached bodies.", gauges.encoded_bytes),
     ] {
         family(o, name, "gauge", help);
@@ -191,7 +198,12 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     for (end, n) in &waits {
         sample(o, "collapsed_waits_total", &[("end", end.as_str())], n);
     }
-    family(o, "cache_disk_writes_skipped_total", "counter", "Entries never written to disk: the disk was behind and memory dropped them first.");
+    family(
+        o,
+        "cache_disk_writes_skipped_total",
+        "counter",
+        "Entries never written to disk: the disk was behind and memory dropped them first.",
+    );
     sample(o, "cache_disk_writes_skipped_total", &[], m.disk_writes_skipped());
     let (reloads_ok, reloads_failed) = m.reloads();
     family(o, "reloads_total", "counter", "Configuration reloads by result.");
@@ -271,6 +283,7 @@ pub(super) fn stats(m: &Metrics, gauges: &Gauges) -> Value {
             "disk": tier(gauges.disk_bytes, gauges.disk_entries, gauges.disk_capacity),
             "indexed_keys": gauges.indexed_keys,
             "fill_bytes": gauges.fill_bytes,
+            "disk_writes_waiting": gauges.disk_writes_waiting,
         },
         "upstreams": upstreams_json(&gauges.servers, &latency),
         "purges": purges,

@@ -168,9 +168,10 @@ impl Cache {
         let cache = self.clone();
         tokio::spawn(async move {
             disk.loaded().await;
-            // Only tagged keys: the others are found by their URL's label.
+            // Only tagged keys (the disk tier lists them without reading its whole
+            // index): the others are found by their URL's label.
             let tagged = |key, meta| Stored::listing(meta).filter(|l| !l.tags.is_empty()).map(|l| (key, l));
-            match disk.list_with(tagged).await {
+            match disk.listed_with(tagged).await {
                 Ok(entries) => {
                     for (key, l) in entries {
                         if cache.hidden.is_doomed(&key) {
@@ -369,7 +370,8 @@ impl Cache {
             Stored::Entry(e) => &e.url,
             Stored::Vary(v) => &v.url,
         };
-        match disk.put_labelled(key, index::url_label(url), meta, body).await {
+        let tagged = matches!(&*value, Stored::Entry(e) if !e.tags.is_empty());
+        match disk.put_labelled(key, index::url_label(url), tagged, meta, body).await {
             Ok(()) => {}
             // Let go for a binary upgrade: the new process writes from now on.
             Err(DiskError::Closed) => return false,
@@ -492,6 +494,11 @@ impl Cache {
     /// Keys in the purge index: the memory tier's, and tagged ones on disk.
     pub fn indexed_keys(&self) -> usize {
         self.index.len()
+    }
+
+    /// Entries waiting for room in the disk's write backlog.
+    pub fn disk_writes_waiting(&self) -> usize {
+        self.unwritten.waiting()
     }
 
     pub fn memory_entries(&self) -> u64 {

@@ -162,8 +162,8 @@ impl Cache {
 
     /// The keys a purge covers, with whether each holds a Vary record (not
     /// counted). The index has the memory tier's and every tagged key; the
-    /// disk's others are found by their URL's label, or by reading the disk's
-    /// index for a prefix (and for a URL while the disk tier is loading).
+    /// disk's others are found by their URL's label (once the disk tier's map
+    /// is loaded), or by reading the disk's index for a prefix.
     async fn matching(&self, target: &Target) -> BTreeMap<String, bool> {
         let vary = |held| held == Held::Vary;
         let mut found: BTreeMap<String, bool> = BTreeMap::new();
@@ -179,7 +179,10 @@ impl Cache {
         }
         let Some(disk) = &self.disk else { return found };
         let scan = match target {
-            Target::Urls(urls) if disk.is_loaded() => {
+            Target::Urls(urls) => {
+                // Labels are known once the map is loaded (from its snapshot after a
+                // stop: a second per million entries; from the index after a crash).
+                disk.loaded().await;
                 for url in urls {
                     for key in disk.labelled(url_label(url)) {
                         if found.contains_key(&key) {

@@ -6,6 +6,7 @@
 //! (`relais_cache_disk_writes_skipped_total`); nor is one purged meanwhile.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
 
 use tokio::sync::Notify;
@@ -20,6 +21,8 @@ const KEPT: usize = 1 << 20;
 pub(super) struct Unwritten {
     keys: Mutex<VecDeque<Key>>,
     more: Notify,
+    /// Taken from `keys` and not written yet.
+    writing: AtomicUsize,
 }
 
 impl Unwritten {
@@ -36,10 +39,16 @@ impl Unwritten {
         kept
     }
 
+    /// Entries waiting for the disk from here.
+    pub(super) fn waiting(&self) -> usize {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner).len() + self.writing.load(Ordering::Relaxed)
+    }
+
     async fn next(&self) -> Key {
         loop {
             let notified = self.more.notified();
             if let Some(key) = self.keys.lock().unwrap_or_else(PoisonError::into_inner).pop_front() {
+                self.writing.fetch_add(1, Ordering::Relaxed);
                 return key;
             }
             notified.await;
@@ -61,7 +70,10 @@ pub(super) async fn catch_up(cache: Weak<Cache>) {
             writing.join_next().await;
         }
         let Some(cache) = cache.upgrade() else { return };
-        writing.spawn(async move { cache.write_later(key.hex()).await });
+        writing.spawn(async move {
+            cache.write_later(key.hex()).await;
+            cache.unwritten.writing.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 

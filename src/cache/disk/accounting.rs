@@ -68,6 +68,19 @@ struct Content {
     refs: u32,
 }
 
+/// An entry as a snapshot of the map keeps it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Saved<'a> {
+    pub(super) name: [u8; 32],
+    /// The key's text when it is not the hex form of `name`.
+    pub(super) text: Option<&'a str>,
+    pub(super) size: u64,
+    pub(super) label: u64,
+    pub(super) extra: u32,
+    pub(super) content: Option<ContentId>,
+    pub(super) listed: bool,
+}
+
 /// An entry as the rest of the tier sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Entry {
@@ -90,6 +103,8 @@ pub(super) struct State {
     by_content: HashTable<u32>,
     /// Keys that are not 64 lower-case hex digits, by their name.
     names: HashMap<Name, Box<str>>,
+    /// Entries the caller wants listed again after a restart (few: tagged ones).
+    listed: HashSet<Name>,
     hasher: RandomState,
     len: usize,
     /// Loaded entries with their write time, linked in that order when the load ends.
@@ -118,6 +133,7 @@ impl Default for State {
             free_contents: Vec::new(),
             by_content: HashTable::new(),
             names: HashMap::new(),
+            listed: HashSet::new(),
             hasher: RandomState::new(),
             len: 0,
             unlinked: Vec::new(),
@@ -163,6 +179,24 @@ impl State {
         }
     }
 
+    /// Marks `key` (present) as one to list again after a restart, or not.
+    pub(super) fn set_listed(&mut self, key: &str, listed: bool) {
+        let (name, _) = Name::of(key);
+        match listed && self.find_name(&name).is_some() {
+            true => self.listed.insert(name),
+            false => self.listed.remove(&name),
+        };
+    }
+
+    pub(super) fn is_listed(&self, key: &str) -> bool {
+        self.listed.contains(&Name::of(key).0)
+    }
+
+    /// The keys marked with [`State::set_listed`].
+    pub(super) fn listed(&self) -> Vec<String> {
+        self.listed.iter().map(|name| self.key_of(name)).collect()
+    }
+
     /// Every key carrying `label`.
     pub(super) fn labelled(&self, label: u64) -> Vec<String> {
         let mut keys = Vec::new();
@@ -178,6 +212,48 @@ impl State {
     fn label_head(&self, label: u64) -> Option<u32> {
         let hash = self.hasher.hash_one(label);
         self.by_label.find(hash, |&s| self.slots[s as usize].label == label).copied()
+    }
+
+    /// Every entry, least recently used first (loaded entries not yet linked last), as
+    /// [`Saved`] records.
+    pub(super) fn each_oldest_first(&self, mut f: impl FnMut(Saved<'_>)) {
+        let mut at = self.oldest;
+        let mut seen = 0;
+        while at != NIL && seen < self.len {
+            f(self.saved(at));
+            at = self.slots[at as usize].next;
+            seen += 1;
+        }
+        for &(_, slot) in &self.unlinked {
+            if self.slots[slot as usize].prev == UNLINKED {
+                f(self.saved(slot));
+            }
+        }
+    }
+
+    fn saved(&self, at: u32) -> Saved<'_> {
+        let slot = &self.slots[at as usize];
+        Saved {
+            name: slot.name.0,
+            text: self.names.get(&slot.name).map(|t| &**t),
+            size: slot.size,
+            label: slot.label,
+            extra: slot.extra,
+            content: (slot.content != NIL).then(|| self.contents[slot.content as usize].id),
+            listed: self.listed.contains(&slot.name),
+        }
+    }
+
+    /// Puts back an entry [`State::each_oldest_first`] gave, as loaded (call in the
+    /// same order, then [`State::link_loaded`]).
+    pub(super) fn restore(&mut self, saved: &Saved<'_>, order: u64) {
+        let key = match saved.text {
+            Some(text) => text.to_owned(),
+            None => hex::encode(saved.name),
+        };
+        let charge = saved.size.saturating_add(u64::from(saved.extra));
+        self.insert_loaded(&key, charge, saved.content.as_ref(), saved.size, saved.label, order);
+        self.set_listed(&key, saved.listed);
     }
 
     /// Takes a reference on content `id` (a live entry, or a write reserving it).
@@ -387,6 +463,7 @@ impl State {
         slot.next = self.free;
         self.free = at;
         self.names.remove(&name);
+        self.listed.remove(&name);
         if content == NIL {
             return (None, false);
         }

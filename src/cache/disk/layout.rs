@@ -29,13 +29,14 @@ pub(super) const STALE_TMP_PREFIX: &str = "tmp.stale-";
 pub(super) const INLINE_MAX: usize = 1024;
 const INLINE_BODY: &str = "relais-inline";
 const LABEL: &str = "relais-label";
+const LISTED: &str = "relais-listed";
 const INLINE_META: &str = "meta";
 
 /// The metadata written in an index line: the caller's, wrapped with a body kept
 /// inline and the entry's label when there are any.
-pub(super) fn wrap(meta: Value, inline: Option<&[u8]>, label: u64) -> Value {
+pub(super) fn wrap(meta: Value, inline: Option<&[u8]>, label: u64, listed: bool) -> Value {
     use base64::Engine;
-    if inline.is_none() && label == 0 {
+    if inline.is_none() && label == 0 && !listed {
         return meta;
     }
     let mut wrapped = serde_json::Map::new();
@@ -45,6 +46,9 @@ pub(super) fn wrap(meta: Value, inline: Option<&[u8]>, label: u64) -> Value {
     if label != 0 {
         wrapped.insert(LABEL.into(), Value::String(label.to_string()));
     }
+    if listed {
+        wrapped.insert(LISTED.into(), Value::Bool(true));
+    }
     wrapped.insert(INLINE_META.into(), meta);
     Value::Object(wrapped)
 }
@@ -52,7 +56,7 @@ pub(super) fn wrap(meta: Value, inline: Option<&[u8]>, label: u64) -> Value {
 /// The metadata written for an inline body.
 #[cfg(test)]
 pub(super) fn with_inline(meta: Value, body: &[u8]) -> Value {
-    wrap(meta, Some(body), 0)
+    wrap(meta, Some(body), 0, false)
 }
 
 /// An index line's metadata, unwrapped.
@@ -61,6 +65,7 @@ pub(super) struct Unwrapped {
     /// `None` when the body is in a content file, `Some(None)` when it does not decode.
     pub(super) inline: Option<Option<Vec<u8>>>,
     pub(super) label: u64,
+    pub(super) listed: bool,
 }
 
 pub(super) fn unwrap(meta: Value) -> Unwrapped {
@@ -68,7 +73,7 @@ pub(super) fn unwrap(meta: Value) -> Unwrapped {
     let wrapped = |m: &serde_json::Map<String, Value>| {
         m.contains_key(INLINE_META)
             && m.len() >= 2
-            && m.keys().all(|k| k == INLINE_META || k == INLINE_BODY || k == LABEL)
+            && m.keys().all(|k| k == INLINE_META || k == INLINE_BODY || k == LABEL || k == LISTED)
     };
     match meta {
         Value::Object(mut m) if wrapped(&m) => {
@@ -77,9 +82,10 @@ pub(super) fn unwrap(meta: Value) -> Unwrapped {
                 _ => None,
             });
             let label = m.remove(LABEL).and_then(|l| l.as_str()?.parse().ok()).unwrap_or(0);
-            Unwrapped { meta: m.remove(INLINE_META).unwrap_or(Value::Null), inline, label }
+            let listed = m.remove(LISTED) == Some(Value::Bool(true));
+            Unwrapped { meta: m.remove(INLINE_META).unwrap_or(Value::Null), inline, label, listed }
         }
-        other => Unwrapped { meta: other, inline: None, label: 0 },
+        other => Unwrapped { meta: other, inline: None, label: 0, listed: false },
     }
 }
 

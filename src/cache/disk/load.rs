@@ -68,6 +68,9 @@ impl Inner {
         if !self.dir.join(INDEX_DIR).is_dir() {
             return 0;
         }
+        if let Some(loaded) = self.load_snapshot() {
+            return loaded;
+        }
         let mut merged = 0;
         let mut batch = Vec::with_capacity(LOAD_BATCH);
         // Lines whose content cannot be named (a hand-edited integrity): never readable.
@@ -88,6 +91,7 @@ impl Inner {
                 key: m.key,
                 content,
                 label: line.label,
+                listed: line.listed,
                 millis: u64::try_from(m.time).unwrap_or(u64::MAX),
             });
             if batch.len() >= LOAD_BATCH {
@@ -104,6 +108,36 @@ impl Inner {
         merged
     }
 
+    /// The map from the snapshot the last process left (see `snapshot.rs`), if any.
+    fn load_snapshot(&self) -> Option<usize> {
+        let data = snapshot::take(&self.dir)?;
+        let mut merged = 0;
+        let mut order = 0;
+        let mut guard = None;
+        let read = snapshot::each(&data, |saved| {
+            let key = saved.text.map_or_else(|| hex::encode(saved.name), str::to_owned);
+            order += 1;
+            if order % LOAD_BATCH as u64 == 0 {
+                // Lookups meanwhile wait for one batch at most.
+                guard = None;
+            }
+            let st = guard.get_or_insert_with(|| self.state());
+            if st.contains(&key) || st.tombstones.contains(key.as_str()) {
+                return;
+            }
+            st.restore(saved, order);
+            merged += 1;
+        });
+        drop(guard);
+        match read {
+            Some(_) => Some(merged),
+            None => {
+                warn!("disk cache: the map snapshot does not add up; reading the index");
+                None
+            }
+        }
+    }
+
     /// Adds loaded entries unless a put, update or get since `open` already placed the key
     /// (that is newer) or a remove since `open` deleted it.
     pub(super) fn merge_loaded(&self, batch: &mut Vec<Loaded>) -> usize {
@@ -114,6 +148,7 @@ impl Inner {
                 continue;
             }
             st.insert_loaded(&entry.key, entry.charge, entry.content.as_ref(), entry.size, entry.label, entry.millis);
+            st.set_listed(&entry.key, entry.listed);
             merged += 1;
         }
         merged
@@ -133,7 +168,7 @@ impl Inner {
     }
 
     /// During the load, a key read from disk before the load reached it enters the map now.
-    pub(super) fn adopt(&self, key: &str, meta: &Value, size: usize, sri: &Integrity, filed: bool, label: u64) {
+    pub(super) fn adopt(&self, key: &str, meta: &Value, size: usize, sri: &Integrity, filed: bool, marks: (u64, bool)) {
         let content = match filed {
             true => match content_id(sri) {
                 Some(id) => Some(id),
@@ -146,7 +181,8 @@ impl Inner {
         if st.loaded || st.contains(key) || st.tombstones.contains(key) {
             return;
         }
-        st.insert(key, charge, content.as_ref(), size as u64, label);
+        st.insert(key, charge, content.as_ref(), size as u64, marks.0);
+        st.set_listed(key, marks.1);
     }
 }
 
@@ -154,6 +190,7 @@ pub(super) struct Loaded {
     pub(super) key: String,
     pub(super) content: Option<ContentId>,
     pub(super) label: u64,
+    pub(super) listed: bool,
     pub(super) charge: u64,
     pub(super) size: u64,
     pub(super) millis: u64,
@@ -287,6 +324,7 @@ mod tests {
             key: key.to_owned(),
             content: content_id(&Integrity::from(key)),
             label: 0,
+            listed: false,
             charge: 10,
             size: 5,
             millis: 1,

@@ -16,9 +16,24 @@ use super::DiskError;
 /// The lock file's name in the cache directory; it holds the owner's pid.
 pub(super) const LOCK_FILE: &str = "relais.lock";
 
-#[derive(Debug)]
 pub(super) struct DirLock {
     _file: File,
+    /// Runs as the lock is let go, before the kernel drops it.
+    before_release: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for DirLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirLock").finish_non_exhaustive()
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        if let Some(hook) = self.before_release.get() {
+            hook();
+        }
+    }
 }
 
 impl DirLock {
@@ -40,7 +55,12 @@ impl DirLock {
         file.set_len(0)?;
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
-        Ok(DirLock { _file: file })
+        Ok(DirLock { _file: file, before_release: std::sync::OnceLock::new() })
+    }
+
+    /// Sets what runs as the lock is let go (once; later calls are ignored).
+    pub(super) fn before_release(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.before_release.set(Box::new(f));
     }
 }
 

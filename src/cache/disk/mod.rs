@@ -43,6 +43,7 @@ mod layout;
 mod load;
 mod lock;
 mod read;
+mod snapshot;
 mod sweep;
 #[cfg(test)]
 mod testing;
@@ -149,6 +150,16 @@ impl DiskTier {
             on_evict: std::sync::OnceLock::new(),
             lock: Mutex::new(Some(Arc::new(lock))),
         });
+        if let Some(lock) = &*inner.lock.lock().unwrap_or_else(PoisonError::into_inner) {
+            // Let go of while the tier lives on (a stop, an upgrade): the next open reads
+            // the map from a snapshot. A tier dropped without that leaves none, as a crash.
+            let tier = Arc::downgrade(&inner);
+            lock.before_release(move || {
+                if let Some(inner) = tier.upgrade() {
+                    inner.save_snapshot();
+                }
+            });
+        }
         tokio::spawn(inner.clone().load());
         Ok(Arc::new(DiskTier { inner }))
     }
@@ -157,6 +168,8 @@ impl DiskTier {
     /// binary, so that the next can open it). Writes started after this are refused
     /// ([`DiskError::Closed`]); those in flight hold the lock until they end, so that one
     /// process writes at a time. Reads go on: cacache's are safe beside another writer.
+    /// As the lock goes, a snapshot of the map is written for the next open to read
+    /// instead of the whole index (the last write in flight writes it, blocking).
     pub fn unlock(&self) {
         self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
@@ -215,18 +228,46 @@ impl DiskTier {
     /// be older than what the caller just saw). `Err` when the disk refuses the write; the
     /// previous entry, if any, stays.
     pub async fn put(&self, key: &str, meta: Value, body: Bytes) -> Result<(), DiskError> {
-        self.put_labelled(key, 0, meta, body).await
+        self.put_labelled(key, 0, false, meta, body).await
     }
 
     /// [`DiskTier::put`] with a label (not 0) the entry is found by later with
-    /// [`DiskTier::labelled`]: the keys that belong together, such as a URL's.
-    /// Labels are kept in the index line and come back after a restart.
-    pub async fn put_labelled(&self, key: &str, label: u64, meta: Value, body: Bytes) -> Result<(), DiskError> {
+    /// [`DiskTier::labelled`]: the keys that belong together, such as a URL's. A
+    /// `listed` entry is one [`DiskTier::listed_with`] lists. Both are kept in the
+    /// index line and come back after a restart.
+    pub async fn put_labelled(
+        &self,
+        key: &str,
+        label: u64,
+        listed: bool,
+        meta: Value,
+        body: Bytes,
+    ) -> Result<(), DiskError> {
         // A first write leaves no dead line behind: a cold fill never wakes the sweeper.
         if self.contains(key) {
             self.inner.appended();
         }
-        self.detached(self.inner.clone().put(key.to_owned(), label, meta, body)).await
+        self.detached(self.inner.clone().put(key.to_owned(), label, listed, meta, body)).await
+    }
+
+    /// Like [`DiskTier::list_with`] for the entries put `listed` only: their
+    /// metadata is read from the index, not the whole index (once loaded).
+    pub async fn listed_with<T: Send + 'static>(
+        &self,
+        f: impl Fn(String, Value) -> Option<T> + Send + 'static,
+    ) -> Result<Vec<T>, DiskError> {
+        self.loaded().await;
+        let keys = self.inner.state().listed();
+        let dir = self.inner.dir.clone();
+        Ok(spawn_blocking(move || {
+            keys.into_iter()
+                .filter_map(|key| {
+                    let m = cacache::index::find(&dir, &key).ok()??;
+                    f(key, layout::unwrap(m.metadata).meta)
+                })
+                .collect()
+        })
+        .await?)
     }
 
     /// Keys stored with `label` (no I/O). Partial until the startup load is done.
@@ -367,6 +408,26 @@ impl Inner {
     fn stripe(&self, key: &str) -> &tokio::sync::Mutex<()> {
         let hash = self.stripe_hasher.hash_one(key);
         &self.stripes[(hash % self.stripes.len() as u64) as usize]
+    }
+
+    /// Writes the map's snapshot, if the map is whole.
+    fn save_snapshot(&self) {
+        let st = self.state();
+        if !st.loaded || !st.load_ok {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match snapshot::save(&self.dir, &st) {
+            Ok(entries) => tracing::info!(
+                dir = %self.dir.display(),
+                entries,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "disk cache: map saved for the next start"
+            ),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "disk cache: cannot save the map; the next start reads the index")
+            }
+        }
     }
 
     async fn wait_loaded(&self) {

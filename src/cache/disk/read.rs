@@ -35,9 +35,9 @@ impl DiskTier {
             Err(e) => return Err(e.into()),
         };
         match looked_up {
-            Lookup::Hit { meta, body, size, sri, filed, label } => {
+            Lookup::Hit { meta, body, size, sri, filed, label, listed } => {
                 if !known {
-                    self.inner.adopt(key, &meta, size, &sri, filed, label);
+                    self.inner.adopt(key, &meta, size, &sri, filed, (label, listed));
                 }
                 Ok(Some((meta, body)))
             }
@@ -68,6 +68,7 @@ pub(super) enum Lookup {
         /// The body has a content file (it is not in the index line).
         filed: bool,
         label: u64,
+        listed: bool,
     },
     /// `sri` is `None` when the index bucket itself could not be read.
     Broken {
@@ -83,7 +84,7 @@ pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<
         Err(e) if is_transient(&e) => return Err(e.into()),
         Err(e) => return Ok(Lookup::Broken { sri: None, error: Some(e) }),
     };
-    let super::layout::Unwrapped { meta, inline, label } = super::layout::unwrap(m.metadata);
+    let super::layout::Unwrapped { meta, inline, label, listed } = super::layout::unwrap(m.metadata);
     if let Some(inline) = inline {
         return Ok(match inline.filter(|b| m.integrity.check(b).is_ok()) {
             Some(body) => Lookup::Hit {
@@ -93,6 +94,7 @@ pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<
                 sri: m.integrity,
                 filed: false,
                 label,
+                listed,
             },
             None => Lookup::Broken { sri: Some(m.integrity), error: None },
         });
@@ -109,7 +111,7 @@ pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<
     } else {
         None
     };
-    Ok(Lookup::Hit { meta, body, size: m.size, sri: m.integrity, filed: true, label })
+    Ok(Lookup::Hit { meta, body, size: m.size, sri: m.integrity, filed: true, label, listed })
 }
 
 /// Conditions that say nothing about the entry (the process is short of descriptors or

@@ -21,6 +21,7 @@ impl Inner {
         self: Arc<Self>,
         key: String,
         label: u64,
+        listed: bool,
         meta: Value,
         body: Bytes,
     ) -> Result<(), DiskError> {
@@ -35,11 +36,11 @@ impl Inner {
             // No content file: the body goes in the index line.
             let digest = format!("{:x}", sha2::Sha256::digest(&body));
             let sri = Integrity::from_hex(digest, Algorithm::Sha256).map_err(io::Error::other)?;
-            (None, sri, wrap(meta, Some(&body), label))
+            (None, sri, wrap(meta, Some(&body), label, listed))
         } else {
             let me = self.clone();
             let (content, sri) = spawn_blocking(move || me.write_content_blocking(&body)).await??;
-            (Some(content), sri, wrap(meta, None, label))
+            (Some(content), sri, wrap(meta, None, label, listed))
         };
         let stored = {
             let _key_lock = self.stripe(&key).lock().await;
@@ -56,6 +57,7 @@ impl Inner {
                 let mut st = self.state();
                 st.tombstones.remove(key.as_str());
                 let orphan = st.insert(&key, charge, content.as_ref(), size as u64, label);
+                st.set_listed(&key, listed);
                 // The entry now holds a reference of its own: drop the write's reservation.
                 if let Some(content) = &content {
                     st.drop_ref(content);
@@ -116,32 +118,33 @@ impl Inner {
             let known = {
                 let st = self.state();
                 let entry = st.get(key.as_str()).filter(|_| st.loaded);
-                entry.and_then(|e| Some((integrity_of(&e.content?)?, e.size as usize, e.label)))
+                let listed = st.is_listed(&key);
+                entry.and_then(|e| Some((integrity_of(&e.content?)?, e.size as usize, e.label, listed)))
             };
             let found = spawn_blocking(move || -> Result<_, DiskError> {
-                let (sri, size, inline, label) = match known {
-                    Some((sri, size, label)) => (sri, size, None, label),
+                let (sri, size, inline, label, listed) = match known {
+                    Some((sri, size, label, listed)) => (sri, size, None, label, listed),
                     // A small body may live in the line being replaced: carry it over.
                     _ => match cacache::index::find(&dir, &owned_key)? {
                         Some(m) => {
                             let line = unwrap(m.metadata);
-                            (m.integrity, m.size, line.inline, line.label)
+                            (m.integrity, m.size, line.inline, line.label, line.listed)
                         }
                         None => return Ok(None),
                     },
                 };
                 let filed = inline.is_none();
                 let meta = match inline {
-                    Some(Some(body)) => wrap(meta, Some(&body), label),
+                    Some(Some(body)) => wrap(meta, Some(&body), label, listed),
                     // Undecodable: the next read finds it broken and removes it.
-                    _ => wrap(meta, None, label),
+                    _ => wrap(meta, None, label, listed),
                 };
                 let opts = WriteOpts::new().integrity(sri.clone()).size(size).metadata(meta);
                 cacache::index::insert(&dir, &owned_key, opts)?;
-                Ok(Some((sri, size, filed, label)))
+                Ok(Some((sri, size, filed, label, listed)))
             })
             .await??;
-            let Some((sri, size, filed, label)) = found else {
+            let Some((sri, size, filed, label, listed)) = found else {
                 return Ok(false);
             };
             let content = match filed {
@@ -154,7 +157,10 @@ impl Inner {
             let mut st = self.state();
             st.tombstones.remove(key.as_str());
             // Also places an entry the load has not reached yet.
-            st.insert(&key, charge(key.len(), meta_len, size as u64), content.as_ref(), size as u64, label)
+            let orphan =
+                st.insert(&key, charge(key.len(), meta_len, size as u64), content.as_ref(), size as u64, label);
+            st.set_listed(&key, listed);
+            orphan
         };
         if let Some(old) = orphan {
             self.release_content(vec![old]).await;
