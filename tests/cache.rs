@@ -903,3 +903,37 @@ async fn a_head_on_a_stale_entry_updates_the_stored_get() {
     assert!(r.header("cache-status").unwrap().contains("hit"), "{:?}", r.header("cache-status"));
     assert_eq!(o.hits("/doc"), 2);
 }
+
+/// `Expires` holds one of the three forms of RFC 9110 §5.6.7 or is already
+/// past (RFC 9111 §5.3): a near miss of the form is not read as the date it
+/// resembles, whatever the other date fields may accept.
+#[tokio::test]
+async fn an_expires_not_in_one_of_the_three_forms_is_already_past() {
+    const NEAR_MISSES: [&str; 7] = [
+        "Thu, 18 Aug 2050 02:01:18 UTC",
+        "Thu, 18 Aug 2050 02:01:18 AEST",
+        "Thu, 18 Aug 50 02:01:18 GMT",
+        "Thu 18 Aug 2050 02:01:18 GMT",
+        "Thu, 18 Aug 2050  02:01:18 GMT",
+        "Thu, 18-Aug-2050 02:01:18 GMT",
+        "Thu, 18 Aug 2050 2:01:18 GMT",
+    ];
+    let mut o = origin();
+    for (i, expires) in NEAR_MISSES.iter().enumerate() {
+        o = o.route(&format!("/bad/{i}"), move |_| async move { text(200, "x", &[("expires", expires)]) });
+    }
+    let o =
+        o.route("/good", |_| async { text(200, "x", &[("expires", "Thu, 18 Aug 2050 02:01:18 GMT")]) }).start().await;
+    let proxy = relais(&proxy_to(o.addr)).await;
+    get(&proxy.url("/good")).await;
+    proxy.stored("/good").await;
+    assert!(get(&proxy.url("/good")).await.header("cache-status").unwrap().contains("hit"));
+    for (i, expires) in NEAR_MISSES.iter().enumerate() {
+        let path = format!("/bad/{i}");
+        get(&proxy.url(&path)).await;
+        settle().await;
+        let r = get(&proxy.url(&path)).await;
+        assert!(!r.header("cache-status").unwrap().contains("hit"), "{}: {:?}", expires, r.header("cache-status"));
+        assert_eq!(o.hits(&path), 2, "{}", expires);
+    }
+}
