@@ -983,3 +983,31 @@ async fn an_expires_not_in_one_of_the_three_forms_is_already_past() {
         assert_eq!(o.hits(&path), 2, "{}", expires);
     }
 }
+
+/// A POST's response is never stored, not even one with explicit freshness
+/// and a `Content-Location` naming the request's own URL, which RFC 9111 §4
+/// lets a cache reuse for later GETs: the body of a POST is the client's, so
+/// any client could make its answer every client's GET.
+#[tokio::test]
+async fn a_post_response_is_never_reused_for_a_get() {
+    let o = origin()
+        .route("/form", |req: Request<Incoming>| async move {
+            let here = format!("http://{}/form", req.headers()["host"].to_str().unwrap());
+            let cc = ("cache-control", "max-age=60");
+            if req.method() == "POST" {
+                return text(200, "your order, Alice", &[cc, ("content-location", &here)]);
+            }
+            text(200, "the form", &[cc])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(o.addr)).await;
+    let post = send(Request::post(proxy.url("/form")).body(full("name=Alice")).unwrap()).await;
+    assert_eq!(post.text(), "your order, Alice");
+    assert!(post.header("cache-status").unwrap().contains("fwd=method"), "{:?}", post.header("cache-status"));
+    settle().await;
+    let r = get(&proxy.url("/form")).await;
+    assert_eq!(r.text(), "the form");
+    assert!(r.header("cache-status").unwrap().contains("uri-miss"), "{:?}", r.header("cache-status"));
+    assert_eq!(o.hits("/form"), 2);
+}

@@ -27,11 +27,14 @@ use crate::http::body::{Body, BoxError};
 /// passed as is) to what the client's `method` and `headers` asked for.
 pub(super) fn present(method: &Method, headers: &HeaderMap, res: Response<Body>) -> Response<Body> {
     if res.status() == StatusCode::PARTIAL_CONTENT {
-        // A part is cut only when its body is the range it claims: one that
-        // disagrees (an origin's lie) is passed on as it came.
-        let length = crate::http::body::content_length(res.headers());
+        // A part is cut only when its body is known to be the range it claims:
+        // one that disagrees (an origin's lie), or whose length is not known
+        // before it ends (chunked), is passed on as it came, never cut into a
+        // response that would break off.
+        let length =
+            crate::http::body::content_length(res.headers()).or_else(|| http_body::Body::size_hint(res.body()).exact());
         return match (cache_policy::content_range(res.headers()), client_range(method, headers, res.headers(), None)) {
-            (Some(part), Some(Ranged::One(want))) if part.covers(&want) && length.is_none_or(|n| n == part.len()) => {
+            (Some(part), Some(Ranged::One(want))) if part.covers(&want) && length == Some(part.len()) => {
                 cut(method, res, want, want.start - part.start)
             }
             _ => head_only(method, res),
