@@ -7,7 +7,8 @@
 //! its Vary record selects. A fresh entry (or a stored
 //! part covering the range asked) is a hit; a stale one within its
 //! stale-while-revalidate window is served while one background revalidation
-//! runs; anything else goes to the origin through the key's shared fill
+//! runs; a HEAD goes to the origin as HEAD ([`HttpCache::head`]); anything
+//! else goes to the origin through the key's shared fill
 //! ([`super::collapse`]), carrying a [`Miss`]: what is stored there, whether
 //! it may stand in for an error, and the `Cache-Status` it starts from.
 
