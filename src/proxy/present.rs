@@ -261,6 +261,23 @@ mod tests {
         assert_eq!(text(present(&req.method, &req.headers, res)), (206, Some("bytes 4-9/10".into()), "56789".into()));
     }
 
+    #[test]
+    fn a_part_of_unknown_length_is_passed_as_it_came_and_a_stored_one_is_cut() {
+        let (req, ()) = http::Request::get("/").header(header::RANGE, "bytes=6-8").body(()).unwrap().into_parts();
+        let part = |body: Body| {
+            let res = Response::builder().status(206).header(header::CONTENT_RANGE, "bytes 4-9/10").body(body).unwrap();
+            text(present(&req.method, &req.headers, res))
+        };
+        // Chunked from the origin: its length is known only at its end.
+        let stream = http_body_util::StreamBody::new(futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(
+            Bytes::from_static(b"45678"),
+        ))]));
+        assert_eq!(part(Body::boxed(stream)), (206, Some("bytes 4-9/10".into()), "<stream>".into()));
+        // Stored, without a Content-Length field: the body's own length decides.
+        assert_eq!(part(Body::full("456789")), (206, Some("bytes 6-8/10".into()), "678".into()));
+        assert_eq!(part(Body::full("45678")), (206, Some("bytes 4-9/10".into()), "45678".into()));
+    }
+
     #[tokio::test]
     async fn a_range_of_a_body_that_ends_short_is_an_error() {
         use http_body_util::BodyExt;
