@@ -84,7 +84,7 @@ impl Policy {
     /// response (whose headers are `stored` and body `stored_len` bytes) as RFC
     /// 9111 §4.3.5 says: a 200 whose validators (`ETag`, `Last-Modified`, each if it
     /// has one) and `Content-Length` (if it has one) agree with the stored response
-    /// updates it as a 304 would; a 304 (to a HEAD carrying the stored validators)
+    /// updates a stored 200 as a 304 would; a 304 (to a HEAD carrying the stored validators)
     /// is read as in [`Policy::revalidate`]; anything else is `Modified`: the stored
     /// response is not the one the origin now has.
     #[allow(clippy::too_many_arguments)]
@@ -101,7 +101,9 @@ impl Policy {
         if res.status == StatusCode::NOT_MODIFIED {
             return self.revalidate(req, stored, res, rules, request_time, response_time);
         }
-        if res.status != StatusCode::OK || !head_matches(stored, stored_len, &res.headers) {
+        // A 200 says nothing of a stored error but that it is over.
+        let describes = self.status() == 200 && head_matches(stored, stored_len, &res.headers);
+        if res.status != StatusCode::OK || !describes {
             return Revalidation::Modified;
         }
         self.refreshed(req, stored, &res.headers, rules, (request_time, response_time))

@@ -564,6 +564,11 @@ fn a_head_response_updates_the_stored_response_it_describes() {
     }
     assert!(matches!(head(404, &[("cache-control", "max-age=600")]), Revalidation::Modified));
     assert!(matches!(head(304, &[("etag", "\"v1\"")]), Revalidation::NotModified { .. }));
+    let stored_503 = res(503, &[("cache-control", "max-age=5")]);
+    let policy_503 = Policy::new(&req(&[]), &stored_503, &Rules::default(), at(0), at(0)).unwrap();
+    let answer = res(200, &[("cache-control", "max-age=600")]);
+    let over = policy_503.update_from_head(&req(&[]), &stored_503.headers, 4, &answer, &Rules::default(), at(0), at(0));
+    assert!(matches!(over, Revalidation::Modified), "a 200 to a HEAD does not turn a stored 503 into a 200");
     let no_store = head(200, &[("etag", "\"v1\""), ("cache-control", "no-store")]);
     assert!(matches!(no_store, Revalidation::NotModifiedUncacheable { .. }), "{no_store:?}");
 }
