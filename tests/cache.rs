@@ -2,8 +2,8 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Request;
@@ -134,21 +134,33 @@ async fn stale_entry_is_revalidated_and_304_merges_new_headers() {
     assert_eq!(o.hits("/doc"), 2);
 }
 
+/// A HEAD the cache cannot answer goes upstream as HEAD (the body is not
+/// fetched for a client that will not read it) and stores nothing; a HEAD is
+/// answered from a stored GET, never a GET from a HEAD.
 #[tokio::test]
-async fn head_is_served_from_get_and_get_never_from_head() {
-    let o = origin().route("/", |_| async { text(200, "body", &[("cache-control", "max-age=60")]) }).start().await;
+async fn a_head_miss_is_forwarded_as_head_and_head_is_served_from_get() {
+    let methods: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = methods.clone();
+    let o = origin()
+        .route("/", move |req: Request<Incoming>| {
+            seen.lock().unwrap().push(req.method().to_string());
+            async { text(200, "body", &[("cache-control", "max-age=60")]) }
+        })
+        .start()
+        .await;
     let proxy = relais(&proxy_to(o.addr)).await;
     let head = send(Request::head(proxy.url("/")).body(full("")).unwrap()).await;
-    assert_eq!(head.status, 200);
+    assert_eq!((head.status.as_u16(), head.header("content-length")), (200, Some("4")));
     assert!(head.body.is_empty());
-    proxy.stored("/").await;
-    // The HEAD was fetched as GET, so the GET is a hit with the full body.
+    assert!(head.header("cache-status").unwrap().contains("fwd=uri-miss"), "{:?}", head.header("cache-status"));
+    settle().await;
+    assert!(proxy.cached("/").await.is_empty(), "a HEAD's answer is not stored");
     let r = get(&proxy.url("/")).await;
     assert_eq!(r.text(), "body");
-    assert!(r.header("cache-status").unwrap().contains("hit"));
+    proxy.stored("/").await;
     let head = send(Request::head(proxy.url("/")).body(full("")).unwrap()).await;
     assert!(head.body.is_empty() && head.header("cache-status").unwrap().contains("hit"));
-    assert_eq!(o.hits("/"), 1);
+    assert_eq!(methods.lock().unwrap().as_slice(), ["HEAD", "GET"]);
 }
 
 #[tokio::test]
@@ -761,7 +773,12 @@ async fn vary_values_that_mean_the_same_share_a_variant() {
     }
     let r = get_with(&proxy.url("/"), &[("accept-encoding", "gzip, br"), ("accept-language", "fr, en;q=0.5")]).await;
     assert!(!r.header("cache-status").unwrap().contains("hit"), "another preference is another variant");
-    assert_eq!(o.hits("/"), 2);
+    // Languages of equal weight, in any order, are one preference.
+    get_with(&proxy.url("/"), &[("accept-encoding", "gzip"), ("accept-language", "en, de")]).await;
+    until("the en/de variant to be stored", || async { proxy.cached("/").await.len() >= 3 }).await;
+    let r = get_with(&proxy.url("/"), &[("accept-encoding", "gzip"), ("accept-language", "de;q=1.0, EN")]).await;
+    assert!(r.header("cache-status").unwrap().contains("hit"), "{:?}", r.header("cache-status"));
+    assert_eq!(o.hits("/"), 3);
 }
 
 /// A new variant and its URL's new Vary record go into memory together: the
@@ -874,19 +891,38 @@ async fn targeted_cache_control_decides_for_relais() {
     assert_eq!(o.hits("/own"), 4);
 }
 
-/// A client's HEAD on a stale entry is revalidated with a conditional GET (relais
-/// never sends HEAD while it holds the GET): a 304 refreshes the stored
-/// response, a new version replaces it, and the next GET is a hit on what the
-/// HEAD learned (RFC 9111 §4.3.5's update, without a second request).
+/// A client's HEAD on a stale entry is sent as HEAD, with the stored
+/// validators. A 200 that describes the stored GET response (same ETag and
+/// length) freshens its headers without its body being fetched (RFC 9111
+/// §4.3.5), and the HEAD and the next GET are answered from it; a 200 for
+/// another version removes it, and the next GET fetches that version.
 #[tokio::test]
-async fn a_head_on_a_stale_entry_updates_the_stored_get() {
+async fn a_head_on_a_stale_entry_freshens_the_stored_get() {
+    let methods: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = |methods: &Arc<Mutex<Vec<String>>>, req: &Request<Incoming>| {
+        let inm = req.headers().get("if-none-match").map_or("", |v| v.to_str().unwrap());
+        methods.lock().unwrap().push(format!("{} {} {inm}", req.method(), req.uri().path()));
+    };
+    let (seen, seen2) = (methods.clone(), methods.clone());
     let o = origin()
-        .numbered("/doc", |i, req: Request<Incoming>| {
+        .numbered("/doc", move |i, req: Request<Incoming>| {
+            log(&seen, &req);
             async move {
-                assert_eq!(req.method(), http::Method::GET, "relais fetches GET, never HEAD, for a stored URL");
                 match i {
                     // Stale as soon as stored: its Age is all of its max-age.
-                    0 => text(200, "v1", &[("cache-control", "max-age=1"), ("age", "1"), ("etag", "\"v1\"")]),
+                    0 => {
+                        text(200, "v1", &[("cache-control", "max-age=1"), ("age", "1"), ("etag", "\"v1\""), ("a", "1")])
+                    }
+                    // The same version: fresh for a minute, with a new field.
+                    _ => text(200, "v1", &[("cache-control", "max-age=60"), ("etag", "\"v1\""), ("a", "2")]),
+                }
+            }
+        })
+        .numbered("/new", move |i, req: Request<Incoming>| {
+            log(&seen2, &req);
+            async move {
+                match i {
+                    0 => text(200, "version 1", &[("cache-control", "max-age=1"), ("age", "1"), ("etag", "\"v1\"")]),
                     _ => text(200, "version 2", &[("cache-control", "max-age=60"), ("etag", "\"v2\"")]),
                 }
             }
@@ -897,11 +933,83 @@ async fn a_head_on_a_stale_entry_updates_the_stored_get() {
     assert_eq!(get(&proxy.url("/doc")).await.text(), "v1");
     proxy.stored("/doc").await;
     let head = send(Request::head(proxy.url("/doc")).body(full("")).unwrap()).await;
-    assert_eq!((head.status.as_u16(), head.header("etag")), (200, Some("\"v2\"")));
+    assert_eq!((head.status.as_u16(), head.header("etag"), head.header("a")), (200, Some("\"v1\""), Some("2")));
     assert!(head.body.is_empty());
-    until("version 2 to be stored", || async { proxy.ttl("/doc").await > Some(1) }).await;
+    until("the stored response to be freshened", || async { proxy.ttl("/doc").await > Some(1) }).await;
     let r = get(&proxy.url("/doc")).await;
-    assert_eq!(r.text(), "version 2");
+    assert_eq!((r.text().as_str(), r.header("a")), ("v1", Some("2")));
     assert!(r.header("cache-status").unwrap().contains("hit"), "{:?}", r.header("cache-status"));
-    assert_eq!(o.hits("/doc"), 2);
+
+    // Another version behind a stale entry: the HEAD removes it.
+    assert_eq!(get(&proxy.url("/new")).await.text(), "version 1");
+    proxy.stored("/new").await;
+    let head = send(Request::head(proxy.url("/new")).body(full("")).unwrap()).await;
+    assert_eq!((head.status.as_u16(), head.header("etag")), (200, Some("\"v2\"")));
+    until("the outdated entry to be removed", || async { proxy.cached("/new").await.is_empty() }).await;
+    assert_eq!(get(&proxy.url("/new")).await.text(), "version 2");
+    let methods = methods.lock().unwrap();
+    let want = ["GET /doc ", "HEAD /doc \"v1\"", "GET /new ", "HEAD /new \"v1\"", "GET /new "];
+    assert_eq!(methods.as_slice(), want);
+}
+
+/// `Expires` holds one of the three forms of RFC 9110 §5.6.7 or is already
+/// past (RFC 9111 §5.3): a near miss of the form is not read as the date it
+/// resembles, whatever the other date fields may accept.
+#[tokio::test]
+async fn an_expires_not_in_one_of_the_three_forms_is_already_past() {
+    const NEAR_MISSES: [&str; 7] = [
+        "Thu, 18 Aug 2050 02:01:18 UTC",
+        "Thu, 18 Aug 2050 02:01:18 AEST",
+        "Thu, 18 Aug 50 02:01:18 GMT",
+        "Thu 18 Aug 2050 02:01:18 GMT",
+        "Thu, 18 Aug 2050  02:01:18 GMT",
+        "Thu, 18-Aug-2050 02:01:18 GMT",
+        "Thu, 18 Aug 2050 2:01:18 GMT",
+    ];
+    let mut o = origin();
+    for (i, expires) in NEAR_MISSES.iter().enumerate() {
+        o = o.route(&format!("/bad/{i}"), move |_| async move { text(200, "x", &[("expires", expires)]) });
+    }
+    let o =
+        o.route("/good", |_| async { text(200, "x", &[("expires", "Thu, 18 Aug 2050 02:01:18 GMT")]) }).start().await;
+    let proxy = relais(&proxy_to(o.addr)).await;
+    get(&proxy.url("/good")).await;
+    proxy.stored("/good").await;
+    assert!(get(&proxy.url("/good")).await.header("cache-status").unwrap().contains("hit"));
+    for (i, expires) in NEAR_MISSES.iter().enumerate() {
+        let path = format!("/bad/{i}");
+        get(&proxy.url(&path)).await;
+        settle().await;
+        let r = get(&proxy.url(&path)).await;
+        assert!(!r.header("cache-status").unwrap().contains("hit"), "{}: {:?}", expires, r.header("cache-status"));
+        assert_eq!(o.hits(&path), 2, "{}", expires);
+    }
+}
+
+/// A POST's response is never stored, not even one with explicit freshness
+/// and a `Content-Location` naming the request's own URL, which RFC 9111 §4
+/// lets a cache reuse for later GETs: the body of a POST is the client's, so
+/// any client could make its answer every client's GET.
+#[tokio::test]
+async fn a_post_response_is_never_reused_for_a_get() {
+    let o = origin()
+        .route("/form", |req: Request<Incoming>| async move {
+            let here = format!("http://{}/form", req.headers()["host"].to_str().unwrap());
+            let cc = ("cache-control", "max-age=60");
+            if req.method() == "POST" {
+                return text(200, "your order, Alice", &[cc, ("content-location", &here)]);
+            }
+            text(200, "the form", &[cc])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(o.addr)).await;
+    let post = send(Request::post(proxy.url("/form")).body(full("name=Alice")).unwrap()).await;
+    assert_eq!(post.text(), "your order, Alice");
+    assert!(post.header("cache-status").unwrap().contains("fwd=method"), "{:?}", post.header("cache-status"));
+    settle().await;
+    let r = get(&proxy.url("/form")).await;
+    assert_eq!(r.text(), "the form");
+    assert!(r.header("cache-status").unwrap().contains("uri-miss"), "{:?}", r.header("cache-status"));
+    assert_eq!(o.hits("/form"), 2);
 }

@@ -342,3 +342,36 @@ async fn a_part_whose_body_is_not_its_range_is_passed_on_as_it_came() {
     }
     assert_eq!(o.hits("/lying"), 2, "a part that is not its range is not stored");
 }
+
+/// The same lie without a Content-Length (a chunked 206, shorter or longer
+/// than its Content-Range): no client range is cut from it as if it held the
+/// bytes it claims, so no client gets a response that breaks off. It is
+/// passed on as it came, and not stored.
+#[tokio::test]
+async fn a_chunked_part_whose_body_is_not_its_range_is_passed_on_as_it_came() {
+    use http_body_util::{BodyExt, StreamBody};
+    fn chunked(body: &'static str, range: &str) -> http::Response<Body> {
+        let frames = futures_util::stream::iter([Ok(hyper::body::Frame::data(bytes::Bytes::from(body)))]);
+        http::Response::builder()
+            .status(206)
+            .header("cache-control", "max-age=60")
+            .header("content-range", range)
+            .body(BodyExt::boxed(StreamBody::new(frames)))
+            .unwrap()
+    }
+    let o = origin()
+        .route("/short", |_| async { chunked("01234", "bytes 0-9/10") })
+        .route("/long", |_| async { chunked("0123456789", "bytes 0-4/10") })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(o.addr)).await;
+    for (path, want, range) in [("/short", "01234", "bytes 0-9/10"), ("/long", "0123456789", "bytes 0-4/10")] {
+        for _ in 0..2 {
+            let r = get_with(&proxy.url(path), &[("range", "bytes=6-8")]).await;
+            assert_eq!((r.status.as_u16(), r.header("content-range")), (206, Some(range)), "{path}");
+            assert_eq!(r.text(), want, "{path}");
+            settle().await;
+        }
+        assert_eq!(o.hits(path), 2, "{path}: a part that is not its range is not stored");
+    }
+}

@@ -83,8 +83,9 @@ fn origin_lifetime(cc: &CacheControl, res: &HeaderMap, date: SystemTime) -> Opti
     if !res.contains_key(EXPIRES) {
         return None;
     }
-    // Invalid dates ("0", "-1", two lines) mean "already expired" (RFC 9111 §5.3).
-    let expires = single_str(res, EXPIRES).and_then(crate::date::parse);
+    // Invalid dates ("0", "-1", two lines, anything but the three forms of
+    // RFC 9110 §5.6.7) mean "already expired" (RFC 9111 §5.3).
+    let expires = single_str(res, EXPIRES).and_then(crate::date::parse_strict);
     Some(expires.map_or(Duration::ZERO, |e| e.duration_since(date).unwrap_or_default()))
 }
 

@@ -6,7 +6,9 @@
 //! including headers new in it, except hop-by-hop fields, `Set-Cookie` and fields
 //! describing the stored body (`Content-Length`, `Content-Encoding`, `Content-Range`,
 //! `Content-MD5`, `Content-Digest`),
-//! and a fresh [`Policy`] is computed from the result (§3.2).
+//! and a fresh [`Policy`] is computed from the result (§3.2). A 200 to a HEAD
+//! sent instead of the stored GET updates the stored response the same way when
+//! its validators and length agree with it (§4.3.5).
 
 use std::time::SystemTime;
 
@@ -75,7 +77,48 @@ impl Policy {
         if res.status != StatusCode::NOT_MODIFIED || !selects_stored(stored, &res.headers) {
             return Revalidation::Modified;
         }
-        let headers = merge_304(stored, &res.headers, response_time);
+        self.refreshed(req, stored, &res.headers, rules, (request_time, response_time))
+    }
+
+    /// Interprets the origin's answer `res` to a HEAD sent in place of a stored GET
+    /// response (whose headers are `stored` and body `stored_len` bytes) as RFC
+    /// 9111 §4.3.5 says: a 200 whose validators (`ETag`, `Last-Modified`, each if it
+    /// has one) and `Content-Length` (if it has one) agree with the stored response
+    /// updates a stored 200 as a 304 would; a 304 (to a HEAD carrying the stored validators)
+    /// is read as in [`Policy::revalidate`]; anything else is `Modified`: the stored
+    /// response is not the one the origin now has.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_from_head(
+        &self,
+        req: &request::Parts,
+        stored: &HeaderMap,
+        stored_len: u64,
+        res: &response::Parts,
+        rules: &Rules,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Revalidation {
+        if res.status == StatusCode::NOT_MODIFIED {
+            return self.revalidate(req, stored, res, rules, request_time, response_time);
+        }
+        // A 200 says nothing of a stored error but that it is over.
+        let describes = self.status() == 200 && head_matches(stored, stored_len, &res.headers);
+        if res.status != StatusCode::OK || !describes {
+            return Revalidation::Modified;
+        }
+        self.refreshed(req, stored, &res.headers, rules, (request_time, response_time))
+    }
+
+    /// The stored response updated with `new`'s headers, and its new policy.
+    fn refreshed(
+        &self,
+        req: &request::Parts,
+        stored: &HeaderMap,
+        new: &HeaderMap,
+        rules: &Rules,
+        (request_time, response_time): (SystemTime, SystemTime),
+    ) -> Revalidation {
+        let headers = merge_304(stored, new, response_time);
         let (mut refreshed, ()) = http::Response::new(()).into_parts();
         refreshed.status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::OK);
         refreshed.headers = headers;
@@ -102,6 +145,26 @@ fn selects_stored(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
         // relais sends the validators of exactly one.
         (_, None) => true,
     }
+}
+
+/// RFC 9111 §4.3.5: a HEAD's 200 describes the stored response when every
+/// validator it carries is the stored one's, and so is its length.
+fn head_matches(stored: &HeaderMap, stored_len: u64, head: &HeaderMap) -> bool {
+    let etag_ok = match entity_tag(head) {
+        Some(new) => entity_tag(stored).is_some_and(|old| old.weak == new.weak && old.weak_eq(&new)),
+        None => !head.contains_key(ETAG),
+    };
+    let date_ok = match head.contains_key(LAST_MODIFIED) {
+        true => single_date(head, LAST_MODIFIED).is_some_and(|d| single_date(stored, LAST_MODIFIED) == Some(d)),
+        false => true,
+    };
+    let mut lengths = head.get_all(CONTENT_LENGTH).iter();
+    let length_ok = match (lengths.next(), lengths.next()) {
+        (None, _) => true,
+        (Some(v), None) => v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) == Some(stored_len),
+        _ => false,
+    };
+    etag_ok && date_ok && length_ok
 }
 
 fn entity_tag(headers: &HeaderMap) -> Option<EntityTag<'_>> {

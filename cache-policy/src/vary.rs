@@ -47,9 +47,9 @@ pub fn vary_names(res: &HeaderMap) -> Result<Vec<HeaderName>, Bypass> {
 ///
 /// `Accept-Language` and `Accept-Encoding` are compared by meaning: members are
 /// ordered by q-value (highest first; `q=1.0`, `q=1` and none are one value,
-/// `q=0.50` is `q=0.5`), equal q-values keep their order for languages (a
-/// tie may still be a preference) and are sorted for encodings (the server
-/// chooses among them), and `x-gzip` is `gzip`.
+/// `q=0.50` is `q=0.5`), members of equal q-value sorted (`en, de` is
+/// `de, en`: RFC 9110 gives a tie no order, and browsers write distinct
+/// weights), and `x-gzip` is `gzip`.
 pub fn normalize_vary_value(name: &HeaderName, value: Option<&[&HeaderValue]>) -> Option<String> {
     let lines = value.filter(|lines| !lines.is_empty())?;
     let token_header = CASE_INSENSITIVE.contains(name);
@@ -67,11 +67,7 @@ pub fn normalize_vary_value(name: &HeaderName, value: Option<&[&HeaderValue]>) -
             let Some(w) = weigh(m, encoding) else { return Some(members.join(",")) };
             weighted.push(w);
         }
-        if encoding {
-            weighted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        } else {
-            weighted.sort_by_key(|w| std::cmp::Reverse(w.0));
-        }
+        weighted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         members =
             weighted.into_iter().map(|(q, m)| if q == 1000 { m } else { format!("{m};q={}", q_text(q)) }).collect();
     }
@@ -162,6 +158,8 @@ mod tests {
             ("accept-encoding", &["identity;q=0, gzip"], &["gzip, identity;q=0.000"]),
             ("accept-language", &["fr;q=0.5, en"], &["en, fr;q=0.5"]),
             ("accept-language", &["en;q=1, de;q=0.3, fr;q=0.7"], &["en, fr;q=0.7, de;q=0.3"]),
+            ("accept-language", &["en, de"], &["de, en"]),
+            ("accept-language", &["en-US, fr;q=0.5, de;q=0.5"], &["de;q=0.5, en-us, fr;q=0.50"]),
             ("accept", &["Text/HTML, */*;q=0.1"], &["text/html,*/*; q=0.1"]),
             ("x-custom", &["a ,b", "c"], &["a,b,c"]),
             ("x-custom", &["a, , b"], &["a,b"]),
@@ -176,7 +174,7 @@ mod tests {
         let table: &[(&str, &[&str], &[&str])] = &[
             ("x-custom", &["Token"], &["token"]),
             ("cookie", &["a=B"], &["a=b"]),
-            ("accept-language", &["en, fr"], &["fr, en"]),
+            ("accept-language", &["en, fr;q=0.9"], &["fr, en;q=0.9"]),
             ("accept-encoding", &["gzip"], &["br"]),
             ("accept-encoding", &["gzip;q=0.5, br"], &["gzip, br;q=0.5"]),
             ("accept-encoding", &["gzip;q=2"], &["gzip"]),

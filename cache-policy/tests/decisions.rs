@@ -526,3 +526,49 @@ fn unsafe_methods_invalidate_same_origin_uris() {
     let got = invalidations(&Method::POST, StatusCode::OK, &uri("/a/b"), &headers(&[("location", "/x")]));
     assert_eq!(got, vec![uri("/a/b")]);
 }
+
+/// RFC 9111 §4.3.5: a HEAD's 200 updates the stored GET response when its
+/// validators and length are the stored one's; otherwise it is a new version.
+#[test]
+fn a_head_response_updates_the_stored_response_it_describes() {
+    let stored_h: Headers =
+        &[("cache-control", "max-age=5"), ("etag", "\"v1\""), ("last-modified", "@-100"), ("a", "1")];
+    let (policy, stored) = stored_entry(stored_h);
+    let head = |status: u16, h: Headers| {
+        let answer = res(status, h);
+        policy.update_from_head(&req(&[]), &stored, 4, &answer, &Rules::default(), at(0), at(0))
+    };
+    let updating: &[Headers] = &[
+        &[("cache-control", "max-age=600"), ("etag", "\"v1\""), ("a", "2"), ("content-length", "4")],
+        &[("cache-control", "max-age=600"), ("last-modified", "@-100"), ("a", "2")],
+        &[("cache-control", "max-age=600"), ("a", "2")],
+    ];
+    for h in updating {
+        match head(200, h) {
+            Revalidation::NotModified { policy, headers } => {
+                assert_eq!(headers["a"], "2", "{h:?}");
+                assert_eq!(headers["etag"], "\"v1\"", "{h:?}");
+                assert_eq!(policy.ttl_secs(at(0)), 600, "{h:?}");
+            }
+            other => panic!("{h:?}: {other:?}"),
+        }
+    }
+    let new_versions: &[Headers] = &[
+        &[("cache-control", "max-age=600"), ("etag", "\"v2\"")],
+        &[("cache-control", "max-age=600"), ("etag", "W/\"v1\"")],
+        &[("cache-control", "max-age=600"), ("last-modified", "@-50")],
+        &[("cache-control", "max-age=600"), ("etag", "\"v1\""), ("content-length", "5")],
+    ];
+    for h in new_versions {
+        assert!(matches!(head(200, h), Revalidation::Modified), "{h:?}");
+    }
+    assert!(matches!(head(404, &[("cache-control", "max-age=600")]), Revalidation::Modified));
+    assert!(matches!(head(304, &[("etag", "\"v1\"")]), Revalidation::NotModified { .. }));
+    let stored_503 = res(503, &[("cache-control", "max-age=5")]);
+    let policy_503 = Policy::new(&req(&[]), &stored_503, &Rules::default(), at(0), at(0)).unwrap();
+    let answer = res(200, &[("cache-control", "max-age=600")]);
+    let over = policy_503.update_from_head(&req(&[]), &stored_503.headers, 4, &answer, &Rules::default(), at(0), at(0));
+    assert!(matches!(over, Revalidation::Modified), "a 200 to a HEAD does not turn a stored 503 into a 200");
+    let no_store = head(200, &[("etag", "\"v1\""), ("cache-control", "no-store")]);
+    assert!(matches!(no_store, Revalidation::NotModifiedUncacheable { .. }), "{no_store:?}");
+}

@@ -116,8 +116,7 @@ impl HttpCache<'_> {
 }
 
 /// Asks the origin for `miss` (stored under `key`): the only way a fill
-/// reaches it. A HEAD for a key known uncacheable is sent as HEAD; a response
-/// being stored clears the mark.
+/// reaches it. A response being stored clears the mark.
 async fn ask<O: Origin>(
     cache: &Arc<Cache>,
     origin: &O,
@@ -125,8 +124,7 @@ async fn ask<O: Origin>(
     miss: Miss,
     key: &str,
 ) -> Result<Fetched, O::Error> {
-    let as_head = miss.head && cache.pass.holds(key);
-    let fetched = revalidate::ask(cache, origin, head, miss, as_head).await?;
+    let fetched = revalidate::ask(cache, origin, head, miss).await?;
     if matches!(fetched.kept, Kept::Storing(_)) {
         cache.pass.clear(key);
     }

@@ -4,7 +4,7 @@
 //! `HttpCache` owns the HTTP side: a lookup returns a [`Phase`]; a miss goes
 //! to the origin through the key's shared fill (`collapse.rs`, `fill.rs`), with
 //! a ticket (`ticket.rs`) that carries it to the decision to store and to the
-//! commit; revalidation, stale-if-error and part completion are in
+//! commit; revalidation, stale-if-error, part completion and a HEAD sent as HEAD are in
 //! `revalidate.rs`. The origin itself is the proxy's, handed in as an
 //! [`Origin`]; nothing here knows a route or a connection.
 //!

@@ -7,7 +7,8 @@
 //! its Vary record selects. A fresh entry (or a stored
 //! part covering the range asked) is a hit; a stale one within its
 //! stale-while-revalidate window is served while one background revalidation
-//! runs; anything else goes to the origin through the key's shared fill
+//! runs; a HEAD goes to the origin as HEAD ([`HttpCache::head`]); anything
+//! else goes to the origin through the key's shared fill
 //! ([`super::collapse`]), carrying a [`Miss`]: what is stored there, whether
 //! it may stand in for an error, and the `Cache-Status` it starts from.
 
@@ -86,8 +87,6 @@ pub(crate) struct Miss {
     /// `found` is fresh, but the request asked for the origin (`fwd=request`).
     pub(super) by_request: bool,
     pub(super) status: CacheStatus,
-    /// The client asked with HEAD (the fill asks GET, so the answer can be stored).
-    pub(super) head: bool,
     /// The range asked of the origin (a slice), instead of the whole.
     pub(super) range: Option<HeaderValue>,
 }
@@ -128,16 +127,8 @@ impl<'a> HttpCache<'a> {
     pub(crate) async fn lookup(&self, req: &Parts, url: String) -> Phase {
         let (slot, found, outcome) = self.find(url, &req.headers).await;
         let now = SystemTime::now();
-        let head = req.method == Method::HEAD;
-        let miss = |found, within_sie, by_request, status| Miss {
-            slot,
-            found,
-            within_sie,
-            by_request,
-            status,
-            head,
-            range: None,
-        };
+        let miss =
+            |found, within_sie, by_request, status| Miss { slot, found, within_sie, by_request, status, range: None };
         let Some(stored) = found else { return Phase::Miss(miss(None, false, false, CacheStatus::new(outcome))) };
         let entry = entry_of(&stored);
         let status = CacheStatus::new(outcome);
@@ -187,7 +178,7 @@ impl<'a> HttpCache<'a> {
             return Phase::Fresh(Hit { stored, status, now });
         }
         let status = CacheStatus::new(outcome);
-        Phase::Miss(Miss { slot, found: None, within_sie: false, by_request: false, status, head: false, range: None })
+        Phase::Miss(Miss { slot, found: None, within_sie: false, by_request: false, status, range: None })
     }
 
     /// The entry for a request: the primary key, then the variant its Vary record selects.

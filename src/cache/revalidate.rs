@@ -9,8 +9,10 @@
 //! serves it stale. A part one piece short of the whole is completed with a
 //! range request `If-Range` its strong ETag, and stored whole.
 //!
-//! What is asked is always the full GET, without the client's conditionals
-//! and Range: each client's HEAD, 304 or range is cut from it afterwards.
+//! What is asked is the full GET, without the client's conditionals and
+//! Range: each client's 304 or range is cut from it afterwards. A client's
+//! HEAD that the cache cannot answer is asked as HEAD ([`HttpCache::head`]),
+//! and its answer freshens the stored GET response it describes.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,28 +23,26 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 
 use super::origin::{Answer, Origin};
-use super::phase::{Miss, Slot, entry_of, from_entry};
+use super::phase::{HttpCache, Miss, Slot, entry_of, from_entry};
 use super::ticket::{Fetched, Ticket};
 use super::{Cache, Entry, Stored};
 use crate::http::body::Body;
 
 /// Asks the origin for `miss`: a revalidation if an entry is held, a
-/// completion if it is a part, else a plain fetch. `as_head`: the key is
-/// known uncacheable and the client asked HEAD, so HEAD is what is sent.
+/// completion if it is a part, else a plain fetch.
 pub(super) async fn ask<O: Origin>(
     cache: &Arc<Cache>,
     origin: &O,
     head: &Parts,
     miss: Miss,
-    as_head: bool,
 ) -> Result<Fetched, O::Error> {
     let Miss { slot, found, within_sie, by_request, status, range, .. } = miss;
     match found {
         Some(stored) if entry_of(&stored).status == StatusCode::PARTIAL_CONTENT => {
-            complete(cache, origin, (head, as_head), slot, stored, status).await
+            complete(cache, origin, head, slot, stored, status).await
         }
-        Some(stored) => revalidate(cache, origin, (head, as_head), slot, stored, (within_sie, by_request)).await,
-        None => fetch(cache, origin, (head, as_head), slot, range, status).await,
+        Some(stored) => revalidate(cache, origin, head, slot, stored, (within_sie, by_request)).await,
+        None => fetch(cache, origin, head, slot, range, status).await,
     }
 }
 
@@ -50,7 +50,7 @@ pub(super) async fn ask<O: Origin>(
 async fn revalidate<O: Origin>(
     cache: &Arc<Cache>,
     origin: &O,
-    (head, as_head): (&Parts, bool),
+    head: &Parts,
     slot: Slot,
     stored: Arc<Stored>,
     (within_sie, by_request): (bool, bool),
@@ -103,7 +103,7 @@ async fn revalidate<O: Origin>(
             // A 304 that does not match what we hold: fetch the whole thing.
             drop(res_body);
             let slot = ticket.into_slot();
-            Box::pin(fetch(cache, origin, (head, as_head), slot, None, CacheStatus::new(replaced))).await
+            Box::pin(fetch(cache, origin, head, slot, None, CacheStatus::new(replaced))).await
         }
         Revalidation::Modified => {
             let answer = Answer { response: Response::from_parts(res_parts, res_body), ..fwd };
@@ -113,21 +113,89 @@ async fn revalidate<O: Origin>(
     }
 }
 
+impl HttpCache<'_> {
+    /// A client's HEAD on a stale, missing or partial entry: sent upstream as
+    /// HEAD, never as a GET that brings the body, and alone (a HEAD neither
+    /// leads nor waits for the key's fill). A stale entry's validators go with
+    /// it; an answer that describes the entry (a 304, or a 200 whose validators
+    /// and length agree, RFC 9111 §4.3.5) freshens its headers and the client
+    /// is answered from it. Any other 200 means the stored response is not the
+    /// origin's any more: it is removed. Within stale-if-error, a failure
+    /// serves the entry stale, as a revalidation would.
+    pub(crate) async fn head<O: Origin>(&self, miss: Miss, origin: O, head: &Parts) -> Result<Answer, O::Error> {
+        let cache = self.cache;
+        let Miss { slot, found, within_sie, status, .. } = miss;
+        let mut upstream = upstream_request(head, Method::HEAD);
+        let held = found.filter(|s| entry_of(s).status != StatusCode::PARTIAL_CONTENT);
+        let Some(stored) = held else {
+            let answer = origin.fetch(upstream).await?;
+            return Ok(Answer { cache: Some(status.fwd_status(answer.response.status().as_u16())), ..answer });
+        };
+        let entry = entry_of(&stored);
+        upstream.headers_mut().extend(entry.policy.revalidation_headers(&entry.headers));
+        let ticket = Ticket::new(cache, slot);
+        let result = origin.fetch(upstream).await;
+        let response_time = SystemTime::now();
+        let fwd = match result {
+            Ok(fwd) if !(within_sie && is_server_error(fwd.response.status())) => fwd,
+            other => {
+                let code = other.as_ref().map(|f| f.response.status().as_u16()).ok();
+                if !within_sie {
+                    return other;
+                }
+                let mut status = CacheStatus::new(CacheOutcome::StaleIfError).ttl(entry.policy.ttl_secs(response_time));
+                if let Some(code) = code {
+                    status = status.fwd_status(code);
+                }
+                let upstream = other.ok().and_then(|f| f.upstream);
+                return Ok(from_entry(entry, response_time, status, upstream));
+            }
+        };
+        let (parts, _no_body) = fwd.response.into_parts();
+        let code = parts.status.as_u16();
+        let len = entry.body.len() as u64;
+        let (request_time, rules) = (ticket.request_time, origin.rules());
+        match entry.policy.update_from_head(head, &entry.headers, len, &parts, rules, request_time, response_time) {
+            Revalidation::NotModified { policy, headers } => {
+                let refreshed = Entry { headers, policy, stored_at: response_time, ..entry.clone() };
+                let ttl = refreshed.policy.ttl_secs(response_time);
+                let status = CacheStatus::new(CacheOutcome::Revalidated).fwd_status(code).stored().ttl(ttl);
+                let served = from_entry(&refreshed, response_time, status, fwd.upstream);
+                ticket.refresh(cache, refreshed).await;
+                Ok(served)
+            }
+            Revalidation::NotModifiedUncacheable { headers, reason } => {
+                cache.remove(ticket.key()).await;
+                let status = CacheStatus::new(CacheOutcome::Revalidated).fwd_status(code).detail(reason.as_str());
+                Ok(from_entry(&Entry { headers, ..entry.clone() }, response_time, status, fwd.upstream))
+            }
+            Revalidation::Modified if code == 304 => {
+                // A 304 for another version: ask again, without our validators.
+                let answer = origin.fetch(upstream_request(head, Method::HEAD)).await?;
+                let status = CacheStatus::new(CacheOutcome::Expired).fwd_status(answer.response.status().as_u16());
+                Ok(Answer { cache: Some(status), ..answer })
+            }
+            Revalidation::Modified => {
+                if code == 200 {
+                    cache.remove(ticket.key()).await;
+                }
+                let response = Response::from_parts(parts, Body::empty());
+                let status = CacheStatus::new(CacheOutcome::Expired).fwd_status(code);
+                Ok(Answer { response, upstream: fwd.upstream, cache: Some(status) })
+            }
+        }
+    }
+}
+
 /// A miss: fetch as GET without the client's conditionals, store if allowed.
-/// A HEAD for a URL known to be uncacheable is sent as HEAD: its body could
-/// not be stored, so the origin need not send it.
 async fn fetch<O: Origin>(
     cache: &Arc<Cache>,
     origin: &O,
-    (head, as_head): (&Parts, bool),
+    head: &Parts,
     slot: Slot,
     range: Option<HeaderValue>,
     status: CacheStatus,
 ) -> Result<Fetched, O::Error> {
-    if as_head {
-        let answer = origin.fetch(upstream_request(head, Method::HEAD)).await?;
-        return Ok(Fetched::passed(answer, status));
-    }
     let mut req = upstream_request(head, Method::GET);
     let sliced = range.is_some();
     if let Some(range) = range {
@@ -150,14 +218,14 @@ async fn fetch<O: Origin>(
 async fn complete<O: Origin>(
     cache: &Arc<Cache>,
     origin: &O,
-    (head, as_head): (&Parts, bool),
+    head: &Parts,
     slot: Slot,
     stored: Arc<Stored>,
     status: CacheStatus,
 ) -> Result<Fetched, O::Error> {
     let entry = entry_of(&stored);
     let Some((piece, etag)) = entry.missing_piece() else {
-        return fetch(cache, origin, (head, as_head), slot, None, status).await;
+        return fetch(cache, origin, head, slot, None, status).await;
     };
     let mut req = upstream_request(head, Method::GET);
     if let Ok(range) = HeaderValue::try_from(format!("bytes={}-{}", piece.start, piece.end)) {
@@ -177,7 +245,7 @@ async fn complete<O: Origin>(
         && crate::http::body::content_length(&parts.headers).is_none_or(|n| n == piece.len());
     if !fits {
         drop(body);
-        return Box::pin(fetch(cache, origin, (head, as_head), ticket.into_slot(), None, status)).await;
+        return Box::pin(fetch(cache, origin, head, ticket.into_slot(), None, status)).await;
     }
     // The new response's fields describe the whole (RFC 9111 §3.4), its body the piece.
     parts.status = StatusCode::OK;

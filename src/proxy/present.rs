@@ -27,11 +27,14 @@ use crate::http::body::{Body, BoxError};
 /// passed as is) to what the client's `method` and `headers` asked for.
 pub(super) fn present(method: &Method, headers: &HeaderMap, res: Response<Body>) -> Response<Body> {
     if res.status() == StatusCode::PARTIAL_CONTENT {
-        // A part is cut only when its body is the range it claims: one that
-        // disagrees (an origin's lie) is passed on as it came.
-        let length = crate::http::body::content_length(res.headers());
+        // A part is cut only when its body is known to be the range it claims:
+        // one that disagrees (an origin's lie), or whose length is not known
+        // before it ends (chunked), is passed on as it came, never cut into a
+        // response that would break off.
+        let length =
+            crate::http::body::content_length(res.headers()).or_else(|| http_body::Body::size_hint(res.body()).exact());
         return match (cache_policy::content_range(res.headers()), client_range(method, headers, res.headers(), None)) {
-            (Some(part), Some(Ranged::One(want))) if part.covers(&want) && length.is_none_or(|n| n == part.len()) => {
+            (Some(part), Some(Ranged::One(want))) if part.covers(&want) && length == Some(part.len()) => {
                 cut(method, res, want, want.start - part.start)
             }
             _ => head_only(method, res),
@@ -256,6 +259,23 @@ mod tests {
             .body(Body::full("56789"))
             .unwrap();
         assert_eq!(text(present(&req.method, &req.headers, res)), (206, Some("bytes 4-9/10".into()), "56789".into()));
+    }
+
+    #[test]
+    fn a_part_of_unknown_length_is_passed_as_it_came_and_a_stored_one_is_cut() {
+        let (req, ()) = http::Request::get("/").header(header::RANGE, "bytes=6-8").body(()).unwrap().into_parts();
+        let part = |body: Body| {
+            let res = Response::builder().status(206).header(header::CONTENT_RANGE, "bytes 4-9/10").body(body).unwrap();
+            text(present(&req.method, &req.headers, res))
+        };
+        // Chunked from the origin: its length is known only at its end.
+        let stream = http_body_util::StreamBody::new(futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(
+            Bytes::from_static(b"45678"),
+        ))]));
+        assert_eq!(part(Body::boxed(stream)), (206, Some("bytes 4-9/10".into()), "<stream>".into()));
+        // Stored, without a Content-Length field: the body's own length decides.
+        assert_eq!(part(Body::full("456789")), (206, Some("bytes 6-8/10".into()), "678".into()));
+        assert_eq!(part(Body::full("45678")), (206, Some("bytes 4-9/10".into()), "45678".into()));
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 //!
 //! A request the cache does not admit goes to [`super::pass`]. Otherwise a
 //! fresh hit is served at once; a stale one within stale-while-revalidate is
-//! served while one background revalidation runs; anything else goes to the
+//! served while one background revalidation runs; a HEAD goes to the origin
+//! as HEAD, alone; anything else goes to the
 //! origin through the key's shared fill, which this stage spawns in a task of
 //! its own so that the leader's client hanging up cancels nothing. Each
 //! client's HEAD, conditional or Range is cut from the full response
@@ -73,6 +74,11 @@ pub(super) async fn serve(
     admit_origin(&p, &route, &conn, &parts).await?;
     let method = parts.method.clone();
     let head = fill_head(parts);
+    if method == Method::HEAD {
+        // Forwarded as HEAD: the body is not fetched for a client that will not read it.
+        let answer = Box::pin(cache.head(miss, origin(), &head)).await?;
+        return Ok(client_view(&method, &head, answer));
+    }
     let answer = Box::pin(fill(cache, miss, origin(), head.clone())).await?;
     Ok(client_view(&method, &head, answer))
 }
