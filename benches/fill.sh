@@ -2,13 +2,15 @@
 # Cold fill over HTTP: every request a new key (a miss that is stored), relais
 # with its disk tier against relais with memory only, in the same run,
 # interleaved. relais and the origin (nginx, `return 200`) share SERVER_CPU,
-# wrk runs on CLIENT_CPU. Prints misses per second for each and the ratio.
+# wrk runs on CLIENT_CPU. Prints misses per second for each and the ratio, and
+# for the disk tier the share of the objects on disk AFTER seconds after the
+# load stopped (the memory tier, relais's default 256MiB, holds what waits).
 #
-# Usage: benches/fill.sh        (DURATION=10 REPEATS=3 CONNS=32 BODY=200)
+# Usage: benches/fill.sh        (DURATION=10 REPEATS=3 CONNS=32 BODY=1024 AFTER=10)
 # Needs wrk and nginx (installed from Debian if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10} REPEATS=${REPEATS:-3} CONNS=${CONNS:-32} BODY=${BODY:-200}
+DURATION=${DURATION:-10} REPEATS=${REPEATS:-3} CONNS=${CONNS:-32} BODY=${BODY:-1024} AFTER=${AFTER:-10}
 SERVER_CPU=${SERVER_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0}
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -44,7 +46,7 @@ listen = ["127.0.0.1:18180"]
 listen = "127.0.0.1:18189"
 [cache]
 disk_path = "$1"
-memory_capacity = "64MiB"
+memory_capacity = "256MiB"
 disk_capacity = "20GiB"
 [upstreams.o]
 servers = ["127.0.0.1:18181"]
@@ -61,15 +63,23 @@ measure() {  # $1: config name, $2: repeat -> misses per second
     taskset -c "$SERVER_CPU" target/release/relais run -c "$run/$1.toml" >"$run/$1.log" 2>&1 &
     local pid=$!
     for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:18189/health && break; sleep 0.1; done
-    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$run/unique.lua" http://127.0.0.1:18180/ \
-        | awk '/Requests\/sec/ {print $2}'
+    local out; out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$run/unique.lua" http://127.0.0.1:18180/)
+    awk '/Requests\/sec/ {print $2}' <<<"$out"
     if [[ $1 == disk ]]; then
-        # What reached the disk during the load, and a few seconds after it.
+        # What reached the disk during the load, and AFTER seconds after it.
+        local stored; stored=$(awk '/requests in/ {print $1}' <<<"$out")
         local m; m=$(curl -s http://127.0.0.1:18189/metrics)
-        local skipped; skipped=$(awk '/^relais_cache_disk_writes_skipped_total/ {print $2}' <<<"$m")
-        sleep 3
-        local later; later=$(curl -s http://127.0.0.1:18189/metrics | awk '/^relais_cache_disk_entries / {print $2}')
-        echo "  disk: $(awk '/^relais_cache_disk_entries / {print $2}' <<<"$m") entries at the end of the load, $later 3 s later; ${skipped:-0} writes skipped (backlog full)" >&2
+        sleep "$AFTER"
+        local later; later=$(curl -s http://127.0.0.1:18189/metrics)
+        local at_end; at_end=$(awk '/^relais_cache_disk_entries / {print $2}' <<<"$m")
+        local after; after=$(awk '/^relais_cache_disk_entries / {print $2}' <<<"$later")
+        local skipped; skipped=$(awk '/^relais_cache_disk_writes_skipped_total/ {print $2}' <<<"$later")
+        python3 - "$stored" "$at_end" "$after" "${skipped:-0}" "$AFTER" >&2 <<'PY'
+import sys
+stored, end, after, skipped, wait = (float(a) for a in sys.argv[1:])
+print(f"  disk: {stored:.0f} objects stored; {end:.0f} on disk at the end of the load, "
+      f"{after:.0f} ({after / stored:.1%}) {wait:.0f} s later; {skipped:.0f} never written")
+PY
     fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
