@@ -203,6 +203,9 @@ pub struct CacheRules {
     /// Fetch and store the origin's responses in ranges of this size (nginx's
     /// `slice`): a large file is cached piece by piece, as clients read it.
     pub slice: Option<Size>,
+    /// What the cache key is made of beside scheme, host and path (default:
+    /// the query as sent, nothing else).
+    pub key: super::KeyConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -258,6 +261,9 @@ pub(super) fn validate(
         && min > max
     {
         return Err(bad(key("cache.min_ttl"), format!("{min} is more than max_ttl {max}")));
+    }
+    if let Err((field, reason)) = super::cache_key::validate(&rules.key) {
+        return Err(bad(key(&format!("cache.key.{field}")), reason));
     }
     if let Some(slice) = rules.slice {
         if slice.bytes() < 1024 {

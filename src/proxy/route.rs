@@ -38,6 +38,8 @@ pub(crate) struct Route {
     pub request_headers: CompiledRules,
     pub response_headers: CompiledRules,
     pub cache: cache_policy::Rules,
+    /// `cache.key`, when it shapes the key (`None`: the canonical URL's).
+    pub key: Option<crate::config::KeyConfig>,
     /// Responses are fetched and stored in ranges of this many bytes.
     pub slice: Option<u64>,
     /// Whether and at what levels relais compresses here.
@@ -122,6 +124,7 @@ impl Route {
             request_headers: CompiledRules::new(&r.request_headers),
             response_headers: CompiledRules::new(&r.response_headers),
             cache: r.cache.to_rules(config.cache.targeted()),
+            key: (!r.cache.key.is_default()).then(|| r.cache.key.clone()),
             slice: r.cache.slice.map(|s| s.bytes()),
             compress: crate::compress::RouteSettings::new(&config.compression, &r.compression),
             request_buffering: r.request_buffering,
