@@ -156,3 +156,28 @@ async fn purge_by_url_applies_the_routes_key_rules() {
     let other = get(&proxy.url("/plain?utm_source=b")).await;
     assert!(status(&other).contains("fwd=uri-miss") && !status(&other).contains("key="), "{}", status(&other));
 }
+
+#[tokio::test]
+async fn a_post_invalidates_the_key_url_of_its_own_and_its_locations() {
+    let o = origin()
+        .route("/other", |_| async { text(200, "done", &[("location", "/q?utm_source=post")]) })
+        .route("/", |req| async move {
+            let seen = req.uri().query().unwrap_or("").to_string();
+            text(200, &seen, &[("cache-control", "max-age=60")])
+        })
+        .start()
+        .await;
+    let proxy = relais(&proxy_to(o.addr).with(r#"cache.key = { drop_params = ["utm_*"] }"#)).await;
+    let post = |path: &str| {
+        let url = proxy.url(path);
+        async move { send(http::Request::post(url).body(full("x")).unwrap()).await }
+    };
+    for path in ["/p?x=1", "/q"] {
+        get(&proxy.url(path)).await;
+        proxy.stored(path).await;
+    }
+    assert_eq!(post("/p?utm_source=a&x=1").await.status, 200);
+    assert!(proxy.cached("/p?x=1").await.is_empty(), "the POST's own URL, as the route keys it");
+    assert_eq!(post("/other").await.text(), "done");
+    assert!(proxy.cached("/q").await.is_empty(), "its Location, as the route keys it");
+}

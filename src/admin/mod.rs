@@ -196,7 +196,7 @@ async fn purge_json(admin: &Admin, req: Request<Incoming>) -> Answer {
     let target = if let Some(url) = p.url {
         let pipeline = admin.shared.load();
         let url = canonical(&url, &pipeline.guard).map_err(bad)?;
-        Target::Urls(both_schemes(&keyed(&pipeline, url, &http::HeaderMap::new()).0))
+        Target::Urls(both_schemes(&pipeline.router.key_url(url, &http::HeaderMap::new()).0))
     } else if let Some(prefix) = p.prefix {
         Target::Prefixes(both_schemes(&canonical_prefix(&prefix, &admin.shared.load().guard).map_err(bad)?))
     } else if let Some(tags) = p.tags {
@@ -230,7 +230,7 @@ async fn purge_method(admin: &Admin, req: &Request<Incoming>) -> Answer {
     let pipeline = admin.shared.load();
     let url = canonical(&url, &pipeline.guard).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
     // The PURGE's own headers choose among routes that match on headers.
-    let url = keyed(&pipeline, url, req.headers()).0;
+    let url = pipeline.router.key_url(url, req.headers()).0;
     let soft = req.headers().get("x-purge-soft").is_some_and(|v| v == "1" || v == "true");
     let mode = if soft { PurgeMode::Soft } else { PurgeMode::Hard };
     Ok(run_purge(admin, Target::Urls(both_schemes(&url)), mode, wait).await)
@@ -311,25 +311,6 @@ fn canonical(url: &str, guard: &Guard) -> Result<String, String> {
     key::url_of(&uri).ok_or_else(|| format!("{url:?} has no host"))
 }
 
-/// `url` (canonical) as the route that would serve it keys it (its
-/// `cache.key` applied), and that route's `cache.key`: a purge names what a
-/// request for the URL stored. `headers` stand in for a request's, for routes
-/// that match on headers.
-fn keyed<'a>(
-    pipeline: &'a Pipeline,
-    url: String,
-    headers: &http::HeaderMap,
-) -> (String, Option<&'a crate::config::KeyConfig>) {
-    let Ok(uri) = url.parse::<http::Uri>() else { return (url, None) };
-    let found = pipeline.router.find(uri.host().unwrap_or(""), uri.path(), headers);
-    match found {
-        Some(crate::proxy::Found::Route(route)) if let Some(rules) = &route.key => {
-            (key::shape_url(rules, url), Some(rules))
-        }
-        _ => (url, None),
-    }
-}
-
 /// A prefix keeps what follows the host as given ("…/path/" must not gain a "/").
 fn canonical_prefix(prefix: &str, guard: &Guard) -> Result<String, String> {
     let full = canonical(prefix, guard)?;
@@ -368,7 +349,7 @@ async fn cache_info(pipeline: &Pipeline, req: &Request<Incoming>) -> Answer {
         .map(percent_decode)
         .ok_or((StatusCode::BAD_REQUEST, "give ?url=…".to_string()))?;
     let url = canonical(&url, &pipeline.guard).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-    let (url, rules) = keyed(pipeline, url, &http::HeaderMap::new());
+    let (url, rules) = pipeline.router.key_url(url, &http::HeaderMap::new());
     let mut described = describe(&pipeline.cache, &url).await;
     if let Some(rules) = rules {
         // What each entry's key was hashed from (the named values differ between them).

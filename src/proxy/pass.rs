@@ -34,13 +34,7 @@ pub(super) async fn serve(
     admit_origin(p, route, conn, &parts).await?;
     let method = parts.method.clone();
     // Only what an unsafe method may invalidate needs its URL, as the route keys it.
-    let url = (!method.is_safe()).then(|| {
-        let url = super::target::url_of(conn, host, &parts);
-        match &route.key {
-            Some(rules) => crate::cache::key::shape_url(rules, url),
-            None => url,
-        }
-    });
+    let url = (!method.is_safe()).then(|| super::target::url_of(conn, host, &parts));
     let mut body = request_body(p, &parts, body);
     if route.request_buffering && !http_body::Body::is_end_stream(&body) && !is_grpc(&parts.headers) {
         body = p.buffering.read_request(body).await.map_err(|e| match e {
@@ -51,7 +45,15 @@ pub(super) async fn serve(
     }
     let fwd = forward(p, route, conn, host, Request::from_parts(parts, body)).await?;
     if let Some(url) = url {
-        p.cache.invalidate_after(&method, fwd.response.status(), &url, fwd.response.headers()).await;
+        // Each URL as its route keys it: this request's by its own route, the
+        // Location's and Content-Location's by the routes they would take.
+        let no_headers = http::HeaderMap::new();
+        let key_url = |u: String| match &route.key {
+            Some(rules) if u == url => crate::cache::key::shape_url(rules, u),
+            _ if u == url => u,
+            _ => p.router.key_url(u, &no_headers).0,
+        };
+        p.cache.invalidate_after(&method, fwd.response.status(), &url, fwd.response.headers(), key_url).await;
     }
     Ok(Answer {
         response: p.buffering.apply(fwd.response),

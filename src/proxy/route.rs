@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Config, ConfigError, FieldName, FieldValue, HeaderMatch, HeaderRules, HostPattern, RouteConfig};
+use crate::config::{
+    Config, ConfigError, FieldName, FieldValue, HeaderMatch, HeaderRules, HostPattern, KeyConfig, RouteConfig,
+};
 use crate::guard::{Guard, PathError, Paths, RouteGuard, without_parameters};
 use crate::upstream::Upstream;
 
@@ -39,7 +41,7 @@ pub(crate) struct Route {
     pub response_headers: CompiledRules,
     pub cache: cache_policy::Rules,
     /// `cache.key`, when it shapes the key (`None`: the canonical URL's).
-    pub key: Option<crate::config::KeyConfig>,
+    pub key: Option<KeyConfig>,
     /// Responses are fetched and stored in ranges of this many bytes.
     pub slice: Option<u64>,
     /// Whether and at what levels relais compresses here.
@@ -270,6 +272,20 @@ impl Router {
             }
         }
         pick(&self.any, path, headers)
+    }
+
+    /// `url` (canonical, [`crate::cache::key::url`]) as the route that would
+    /// serve it keys it (its `cache.key` applied), and that route's `cache.key`:
+    /// what purges and invalidations name. `headers` stand in for a
+    /// request's, for routes that match on headers.
+    pub(crate) fn key_url(&self, url: String, headers: &HeaderMap) -> (String, Option<&KeyConfig>) {
+        let Ok(uri) = url.parse::<http::Uri>() else { return (url, None) };
+        match self.find(uri.host().unwrap_or(""), uri.path(), headers) {
+            Some(Found::Route(route)) if let Some(rules) = &route.key => {
+                (crate::cache::key::shape_url(rules, url), Some(rules))
+            }
+            _ => (url, None),
+        }
     }
 }
 
