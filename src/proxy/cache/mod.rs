@@ -169,7 +169,9 @@ impl Origin for ToOrigin {
                 && let Some(shard) = &self.p.shard
             {
                 let (parts, body) = req.into_parts();
-                if let Some(answer) = shard.ask_owner(self.host.as_ref(), &self.conn, &parts).await {
+                if let Some(answer) =
+                    shard.ask_owner(self.host.as_ref(), &self.conn, &parts, self.route.key.as_ref()).await
+                {
                     return Ok(answer);
                 }
                 req = Request::from_parts(parts, body);
