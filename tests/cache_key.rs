@@ -112,6 +112,9 @@ async fn a_header_or_a_cookie_in_the_key_splits_the_cache() {
     assert!(status(&silver).contains("fwd=uri-miss"), "{}", status(&silver));
     assert_eq!(o.total_hits(), 3);
     proxy.stored_n("/page", 3).await;
+    let view = proxy.admin("GET", &format!("/cache?url=http://{}/page", proxy.addr), "").await;
+    let view: serde_json::Value = serde_json::from_slice(&view.body).unwrap();
+    assert_eq!(view["cache_key"], format!("http://{}/page header:x-tenant cookie:plan", proxy.addr));
 
     // One purge of the URL removes every tenant's and plan's entry.
     let purged = proxy.admin("POST", "/purge", &format!(r#"{{"url": "{}"}}"#, proxy.url("/page"))).await;

@@ -353,7 +353,7 @@ async fn cache_info(pipeline: &Pipeline, req: &Request<Incoming>) -> Answer {
     let mut described = describe(&pipeline.cache, &url).await;
     if let Some(rules) = rules {
         // What each entry's key was hashed from (the named values differ between them).
-        described["key"] = Value::from(key::shown(rules, &url));
+        described["cache_key"] = Value::from(key::shown(rules, &url));
     }
     Ok(json_response(StatusCode::OK, described))
 }

@@ -146,11 +146,16 @@ mod tests {
         assert!(CookieName::try_from(String::new()).is_err());
     }
 
-    fn error(key: &str) -> String {
+    /// The error for a route's `cache = { … }` table.
+    fn error_in(cache: &str) -> String {
         let toml = format!(
-            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\ncache.key = {{ {key} }}\n"
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\ncache = {{ {cache} }}\n"
         );
         super::super::Config::from_toml(&toml, "relais.toml").unwrap_err().to_string()
+    }
+
+    fn error(key: &str) -> String {
+        error_in(&format!("key = {{ {key} }}"))
     }
 
     #[test]
@@ -168,5 +173,7 @@ mod tests {
         assert!(unknown.contains("routes[0].cache.key.query"), "{unknown}");
         let cookie = error(r#"cookies = ["a b"]"#);
         assert!(cookie.contains("cookies") && cookie.contains("not a cookie name"), "{cookie}");
+        let bypassed = error_in(r#"key = { cookies = ["plan"] }, cookie_requests = "bypass""#);
+        assert!(bypassed.contains("routes[0].cache.key.cookies"), "{bypassed}");
     }
 }

@@ -265,6 +265,10 @@ pub(super) fn validate(
     if let Err((field, reason)) = super::cache_key::validate(&rules.key) {
         return Err(bad(key(&format!("cache.key.{field}")), reason));
     }
+    if !rules.key.cookies.is_empty() && rules.cookie_requests == CookieRequests::Bypass {
+        let why = "cookie_requests = \"bypass\" keeps every request with a cookie from the cache";
+        return Err(bad(key("cache.key.cookies"), why.into()));
+    }
     if let Some(slice) = rules.slice {
         if slice.bytes() < 1024 {
             return Err(bad(key("cache.slice"), format!("{slice} is less than 1KiB")));
