@@ -184,3 +184,23 @@ async fn a_post_invalidates_the_key_url_of_its_own_and_its_locations() {
     assert_eq!(post("/other").await.text(), "done");
     assert!(proxy.cached("/q").await.is_empty(), "its Location, as the route keys it");
 }
+
+#[tokio::test]
+async fn min_uses_stores_a_response_once_its_key_was_asked_that_often() {
+    let o = echo_query().await;
+    let proxy = relais(&proxy_to(o.addr).with("cache = { min_uses = 3 }")).await;
+    for n in 1..=2 {
+        let r = get(&proxy.url("/popular")).await;
+        assert_eq!(status(&r), "relais; fwd=miss; detail=min-uses", "request {n}");
+    }
+    settle().await;
+    assert!(proxy.cached("/popular").await.is_empty(), "not stored before the third request");
+    let third = get(&proxy.url("/popular")).await;
+    assert!(status(&third).contains("stored"), "{}", status(&third));
+    proxy.stored("/popular").await;
+    assert!(status(&get(&proxy.url("/popular")).await).starts_with("relais; hit"));
+    assert_eq!(o.total_hits(), 3);
+    // Another key counts from one.
+    let other = get(&proxy.url("/rare")).await;
+    assert!(status(&other).contains("detail=min-uses"), "{}", status(&other));
+}

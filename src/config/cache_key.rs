@@ -175,5 +175,7 @@ mod tests {
         assert!(cookie.contains("cookies") && cookie.contains("not a cookie name"), "{cookie}");
         let bypassed = error_in(r#"key = { cookies = ["plan"] }, cookie_requests = "bypass""#);
         assert!(bypassed.contains("routes[0].cache.key.cookies"), "{bypassed}");
+        assert!(error_in("min_uses = 0").contains("routes[0].cache.min_uses"));
+        assert!(error_in(r#"min_uses = 2, slice = "1MiB""#).contains("routes[0].cache.min_uses"));
     }
 }

@@ -206,6 +206,9 @@ pub struct CacheRules {
     /// What the cache key is made of beside scheme, host and path (default:
     /// the query as sent, nothing else).
     pub key: super::KeyConfig,
+    /// A response is stored once its key has been asked for this many times
+    /// (nginx's `proxy_cache_min_uses`). Default 1: at once.
+    pub min_uses: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -264,6 +267,13 @@ pub(super) fn validate(
     }
     if let Err((field, reason)) = super::cache_key::validate(&rules.key) {
         return Err(bad(key(&format!("cache.key.{field}")), reason));
+    }
+    match rules.min_uses {
+        Some(0) => return Err(bad(key("cache.min_uses"), "must be at least 1".into())),
+        Some(n) if n > 1 && rules.slice.is_some() => {
+            return Err(bad(key("cache.min_uses"), "a slice route stores every slice it fetches".into()));
+        }
+        _ => {}
     }
     if !rules.key.cookies.is_empty() && rules.cookie_requests == CookieRequests::Bypass {
         let why = "cookie_requests = \"bypass\" keeps every request with a cookie from the cache";

@@ -42,6 +42,8 @@ pub(crate) struct Route {
     pub cache: cache_policy::Rules,
     /// `cache.key`, when it shapes the key (`None`: the canonical URL's).
     pub key: Option<KeyConfig>,
+    /// `cache.min_uses` above 1: the requests counted per key.
+    pub min_uses: Option<super::cache::MinUses>,
     /// Responses are fetched and stored in ranges of this many bytes.
     pub slice: Option<u64>,
     /// Whether and at what levels relais compresses here.
@@ -127,6 +129,7 @@ impl Route {
             response_headers: CompiledRules::new(&r.response_headers),
             cache: r.cache.to_rules(config.cache.targeted()),
             key: (!r.cache.key.is_default()).then(|| r.cache.key.clone()),
+            min_uses: super::cache::MinUses::new(r.cache.min_uses.unwrap_or(1)),
             slice: r.cache.slice.map(|s| s.bytes()),
             compress: crate::compress::RouteSettings::new(&config.compression, &r.compression),
             request_buffering: r.request_buffering,

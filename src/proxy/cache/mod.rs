@@ -30,6 +30,9 @@ use crate::cache::{Answer, Asked, Hit, HttpCache, Miss, Origin, Phase, Role, fil
 use crate::http::body::Body;
 
 mod slice;
+mod uses;
+
+pub(super) use uses::MinUses;
 
 pub(super) async fn serve(
     p: Arc<Pipeline>,
@@ -62,11 +65,18 @@ pub(super) async fn serve(
     // A miss goes to the key's owner, unless a peer sent it here (then this node owns it).
     let ask_owner = p.shard.is_some() && parts.extensions.get::<FromPeer>().is_none();
     let origin = || ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host: host.clone(), ask_owner };
+    let counted = route.min_uses.as_ref().map(|uses| (uses, uses.hash(&keyed)));
     let miss = match cache.lookup(&parts, keyed).await {
         Phase::Fresh(hit) => return Ok(with_key(hit_answer(&p, &route, &parts, hit), shown)),
         Phase::StaleWhileRevalidate(hit, miss) => {
             cache.revalidate_behind(miss, origin(), fill_head_of(&parts));
             return Ok(with_key(hit_answer(&p, &route, &parts, hit), shown));
+        }
+        Phase::Miss(_) if counted.is_some_and(|(uses, hash)| !uses.count(hash)) => {
+            if cache_policy::only_if_cached(&parts) {
+                return Err(ProxyError::NotCached);
+            }
+            return Box::pin(unstored(&p, &route, &conn, host, parts)).await.map(|a| with_key(a, shown));
         }
         Phase::Stale(miss) | Phase::Part(miss) | Phase::Miss(miss) => miss,
     };
@@ -107,6 +117,21 @@ fn with_key(mut answer: Answer, shown: Option<ShownKey>) -> Answer {
         answer.response.extensions_mut().insert(shown);
     }
     answer
+}
+
+/// A miss below the route's `cache.min_uses`: the request goes to the origin
+/// as the client sent it, and the answer is not stored.
+async fn unstored(
+    p: &Arc<Pipeline>,
+    route: &Arc<Route>,
+    conn: &Arc<Conn>,
+    host: Option<HeaderValue>,
+    parts: Parts,
+) -> Result<Answer, ProxyError> {
+    admit_origin(p, route, conn, &parts).await?;
+    let fwd = forward(p, route, conn, host.as_ref(), Request::from_parts(parts, Body::empty())).await?;
+    let status = cache_policy::CacheStatus::new(cache_policy::CacheOutcome::Miss).detail("min-uses");
+    Ok(Answer { response: p.buffering.apply(fwd.response), upstream: fwd.upstream, cache: Some(status) })
 }
 
 /// Goes to the origin through the key's shared fill: lead it (in a task of
