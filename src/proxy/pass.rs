@@ -33,7 +33,7 @@ pub(super) async fn serve(
 ) -> Result<Answer, ProxyError> {
     admit_origin(p, route, conn, &parts).await?;
     let method = parts.method.clone();
-    // Only what an unsafe method may invalidate needs its URL, as the route keys it.
+    // Only what an unsafe method may invalidate needs its canonical URL.
     let url = (!method.is_safe()).then(|| super::target::url_of(conn, host, &parts));
     let mut body = request_body(p, &parts, body);
     if route.request_buffering && !http_body::Body::is_end_stream(&body) && !is_grpc(&parts.headers) {

@@ -8,7 +8,9 @@
 //! its own so that the leader's client hanging up cancels nothing. Each
 //! client's HEAD, conditional or Range is cut from the full response
 //! afterwards ([`super::present`]). Every response says what happened in
-//! `Cache-Status`.
+//! `Cache-Status`, and on a route with `cache.key` which key it was looked up
+//! by (made here, by [`key::shape`]). Below a route's `cache.min_uses`, a
+//! miss goes to the origin unstored ([`uses`]).
 
 use std::sync::Arc;
 
