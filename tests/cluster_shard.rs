@@ -262,3 +262,18 @@ fn check_prints_the_ring() {
     assert_eq!(shares.len(), 3, "{stdout}");
     assert!(shares.iter().all(|s| (28.0..39.0).contains(s)), "{stdout}");
 }
+
+#[tokio::test]
+async fn requests_one_key_serves_have_one_owner() {
+    let (o, _) = recording().await;
+    let keyed = "[[routes]]\npath = \"/keyed/\"\nupstream = \"o\"\ncache.key = { drop_params = [\"utm_*\"] }";
+    let nodes = three(o.addr, keyed).await;
+    for k in 0..6 {
+        // Each node asked with its own campaign: one key URL, so one owner and one fetch.
+        for (i, node) in nodes.iter().enumerate() {
+            let r = ask(&node.url(&format!("/keyed/{k}?utm_source=n{i}"))).await;
+            assert_eq!(r.text(), "object");
+        }
+        assert_eq!(o.hits(&format!("/keyed/{k}")), 1, "/keyed/{k}");
+    }
+}

@@ -194,7 +194,9 @@ async fn purge_json(admin: &Admin, req: Request<Incoming>) -> Answer {
         return Err(bad("give exactly one of url, prefix, tags, all".into()));
     }
     let target = if let Some(url) = p.url {
-        Target::Urls(both_schemes(&canonical(&url, &admin.shared.load().guard).map_err(bad)?))
+        let pipeline = admin.shared.load();
+        let url = canonical(&url, &pipeline.guard).map_err(bad)?;
+        Target::Urls(both_schemes(&pipeline.router.key_url(url, &http::HeaderMap::new()).0))
     } else if let Some(prefix) = p.prefix {
         Target::Prefixes(both_schemes(&canonical_prefix(&prefix, &admin.shared.load().guard).map_err(bad)?))
     } else if let Some(tags) = p.tags {
@@ -225,7 +227,10 @@ async fn purge_method(admin: &Admin, req: &Request<Incoming>) -> Answer {
             .ok_or((StatusCode::BAD_REQUEST, "PURGE needs a Host header or an absolute URL".to_string()))?;
         format!("http://{host}{}", req.uri().path_and_query().map_or("/", |p| p.as_str()))
     };
-    let url = canonical(&url, &admin.shared.load().guard).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    let pipeline = admin.shared.load();
+    let url = canonical(&url, &pipeline.guard).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    // The PURGE's own headers choose among routes that match on headers.
+    let url = pipeline.router.key_url(url, req.headers()).0;
     let soft = req.headers().get("x-purge-soft").is_some_and(|v| v == "1" || v == "true");
     let mode = if soft { PurgeMode::Soft } else { PurgeMode::Hard };
     Ok(run_purge(admin, Target::Urls(both_schemes(&url)), mode, wait).await)
@@ -344,7 +349,13 @@ async fn cache_info(pipeline: &Pipeline, req: &Request<Incoming>) -> Answer {
         .map(percent_decode)
         .ok_or((StatusCode::BAD_REQUEST, "give ?url=…".to_string()))?;
     let url = canonical(&url, &pipeline.guard).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-    Ok(json_response(StatusCode::OK, describe(&pipeline.cache, &url).await))
+    let (url, rules) = pipeline.router.key_url(url, &http::HeaderMap::new());
+    let mut described = describe(&pipeline.cache, &url).await;
+    if let Some(rules) = rules {
+        // What each entry's key was hashed from (the named values differ between them).
+        described["cache_key"] = Value::from(key::shown(rules, &url));
+    }
+    Ok(json_response(StatusCode::OK, described))
 }
 
 /// What is stored for a canonical URL, without changing what is stored.

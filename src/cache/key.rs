@@ -6,13 +6,26 @@
 //! its Vary record, and the request's normalised value of each named header
 //! in sorted order (an absent header differs from an empty one).
 //!
+//! A route's `cache.key` ([`KeyConfig`]) shapes the primary key, here and
+//! only here ([`shape`]): the query is sorted, filtered or ignored and the
+//! path's case folded in the URL itself ([`shape_url`]), which is what the
+//! entries are indexed and purged by; the values of named headers and cookies
+//! follow the URL in the string hashed ([`Keyed`]), so every one of them is
+//! purged with the URL. Without `cache.key` the key is the canonical URL's,
+//! byte for byte as before.
+//!
 //! In memory (the memory tier, the purge index) a key is held as its 32 bytes,
 //! [`Key`].
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
+use std::borrow::Cow;
+use std::fmt::Write;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
+
+use crate::config::{KeyConfig, QueryKey};
 
 /// The canonical URL a key stands for: `scheme://host[:port]/path?q` with the
 /// host lower-cased and a default port dropped, so that every spelling of one
@@ -35,10 +48,186 @@ pub fn url_of(uri: &http::Uri) -> Option<String> {
 
 /// Primary key of a canonical URL (from [`url`]).
 pub fn primary(url: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"GET\0");
-    h.update(url.as_bytes());
-    hex::encode(h.finalize())
+    Keyed::plain(url.to_string()).primary()
+}
+
+/// What a request is cached under: `url`, the canonical URL as the route's
+/// `cache.key` shapes it (its entries are indexed and purged by it), and
+/// `parts`, what follows it in the string the primary key is hashed from
+/// (named headers' and cookies' values, a slice's start; empty by default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyed {
+    pub url: String,
+    pub parts: String,
+}
+
+impl Keyed {
+    /// The canonical URL, nothing added: the key as it always was.
+    pub fn plain(url: String) -> Keyed {
+        Keyed { url, parts: String::new() }
+    }
+
+    /// SHA-256 over `GET`, the URL and the parts.
+    pub fn primary(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"GET\0");
+        h.update(self.url.as_bytes());
+        h.update(self.parts.as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+/// The key of a request for `url` (canonical, from [`url`]) on a route whose
+/// `cache.key` is `rules` (`None`: the default, which changes nothing).
+pub fn shape(rules: Option<&KeyConfig>, url: String, request: &HeaderMap) -> Keyed {
+    let Some(rules) = rules else { return Keyed::plain(url) };
+    let mut parts = String::new();
+    for name in &rules.headers {
+        parts.push_str(" header:");
+        parts.push_str(name.0.as_str());
+        let mut values = request.get_all(&name.0).iter();
+        if let Some(first) = values.next() {
+            parts.push('=');
+            escape(first.as_bytes(), &mut parts);
+            for v in values {
+                parts.push(',');
+                escape(v.as_bytes(), &mut parts);
+            }
+        }
+    }
+    for name in &rules.cookies {
+        parts.push_str(" cookie:");
+        parts.push_str(name.as_str());
+        if let Some(value) = cookie(request, name.as_str()) {
+            parts.push('=');
+            escape(value.as_bytes(), &mut parts);
+        }
+    }
+    Keyed { url: shape_url(rules, url), parts }
+}
+
+/// `url` (canonical) with the query and path case `rules` ask for: what its
+/// entries are indexed by, so a purge names them as a request does.
+pub fn shape_url(rules: &KeyConfig, url: String) -> String {
+    if !rules.fold_path_case && !rules.shapes_query() {
+        return url;
+    }
+    // `url` is `scheme://authority/path?query`.
+    let path_at = url.find("://").map_or(0, |i| i + 3);
+    let path_at = url[path_at..].find('/').map_or(url.len(), |i| path_at + i);
+    let (path_end, query) = match url[path_at..].find('?') {
+        Some(i) => (path_at + i, Some(&url[path_at + i + 1..])),
+        None => (url.len(), None),
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..path_at]);
+    if rules.fold_path_case {
+        out.push_str(&url[path_at..path_end].to_ascii_lowercase());
+    } else {
+        out.push_str(&url[path_at..path_end]);
+    }
+    match query {
+        Some(q) if rules.shapes_query() => push_query(rules, q, &mut out),
+        Some(q) => {
+            out.push('?');
+            out.push_str(q);
+        }
+        None => {}
+    }
+    out
+}
+
+/// The query's parameters the rules keep, in the order they ask for.
+fn push_query(rules: &KeyConfig, query: &str, out: &mut String) {
+    if rules.query == QueryKey::Ignore {
+        return;
+    }
+    let kept = |p: &&str| {
+        let decoded = decode(name(p));
+        if !rules.keep_params.is_empty() {
+            return rules.keep_params.iter().any(|k| k.matches(&decoded));
+        }
+        !rules.drop_params.iter().any(|d| d.matches(&decoded))
+    };
+    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).filter(kept).collect();
+    if rules.query == QueryKey::Sorted {
+        // Stable: repeated names keep their order, which the origin may read.
+        params.sort_by(|a, b| name(a).cmp(name(b)));
+    }
+    for (i, p) in params.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(p);
+    }
+}
+
+/// The name of a `name=value` parameter.
+fn name(param: &str) -> &str {
+    param.split_once('=').map_or(param, |(n, _)| n)
+}
+
+/// A parameter name as the origin reads it: `+` is a space, `%XX` a byte.
+fn decode(name: &str) -> Cow<'_, str> {
+    if !name.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(name);
+    }
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The first value of cookie `name` in the request's `Cookie` lines.
+fn cookie<'a>(request: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    request
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// A value in the key: printable, and unable to pass for a separator (space)
+/// or a slice's mark (`#`).
+fn escape(value: &[u8], out: &mut String) {
+    for &b in value {
+        if b.is_ascii_graphic() && b != b'%' && b != b'#' {
+            out.push(b as char);
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// The key as `Cache-Status` and `/cache?url=` show it: the shaped URL, then
+/// the names of the headers and cookies whose values follow it (never the
+/// values: a response does not repeat a client's cookie to whoever else sees it).
+pub fn shown(rules: &KeyConfig, url: &str) -> String {
+    let mut out = url.to_string();
+    for name in &rules.headers {
+        out.push_str(" header:");
+        out.push_str(name.0.as_str());
+    }
+    for name in &rules.cookies {
+        out.push_str(" cookie:");
+        out.push_str(name.as_str());
+    }
+    out
 }
 
 /// Variant key of `primary` for a request, given the Vary record's names and generation.
@@ -147,6 +336,63 @@ mod tests {
         assert_eq!(url("http", "h:8080", ""), "http://h:8080/");
         assert_eq!(url_of(&"http://H:80/x".parse().unwrap()).unwrap(), "http://h/x");
         assert_ne!(k, primary("http://example.test/a?b=2"));
+    }
+
+    #[test]
+    fn the_default_key_is_pinned() {
+        // Caches written before `cache.key` existed must keep hitting.
+        let url = url("http", "Example.TEST:80", "/a?b=1");
+        let pinned = "e9b94da06eb835eed0753c42f60728c83779af25e5949c6c952ab744911b1568";
+        assert_eq!(primary(&url), pinned);
+        assert_eq!(shape(None, url.clone(), &headers(&[("x-tenant", "a")])).primary(), pinned);
+        let defaults = KeyConfig::default();
+        assert_eq!(shape_url(&defaults, url.clone()), url);
+        let slice = Keyed { url, parts: "#slice=0".into() };
+        assert_eq!(slice.primary(), "2a2e38984b7f387b86d07d9c93183172d54098b01bec7cb5e65d43cd0c00ad13");
+    }
+
+    fn rules(toml: &str) -> KeyConfig {
+        let text = format!(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\ncache.key = {{ {toml} }}\n"
+        );
+        let config = crate::config::Config::from_toml(&text, "test.toml").unwrap();
+        config.routes[0].cache.key.clone()
+    }
+
+    #[test]
+    fn queries_are_shaped() {
+        let drop = rules(r#"drop_params = ["utm_*", "fbclid", "gclid"]"#);
+        let s = |r: &KeyConfig, u: &str| shape_url(r, u.to_string());
+        assert_eq!(s(&drop, "http://h/p?utm_source=x&a=1&fbclid=2"), "http://h/p?a=1");
+        assert_eq!(s(&drop, "http://h/p?utm_source=x"), "http://h/p");
+        assert_eq!(s(&drop, "http://h/p?utm%5Fsource=x&gclid"), "http://h/p", "names are read decoded");
+        assert_eq!(s(&drop, "http://h/p?a=1&&b"), "http://h/p?a=1&b");
+        assert_eq!(s(&drop, "http://h/P?b=2&a=1"), "http://h/P?b=2&a=1", "order and case as sent");
+        let keep = rules(r#"keep_params = ["page", "q*"]"#);
+        assert_eq!(s(&keep, "http://h/p?x=1&page=2&query=3&pag%65=4"), "http://h/p?page=2&query=3&pag%65=4");
+        let sorted = rules(r#"query = "sorted""#);
+        assert_eq!(s(&sorted, "http://h/p?b=2&a=1&b=1&a"), "http://h/p?a=1&a&b=2&b=1", "stable for repeated names");
+        let ignore = rules(r#"query = "ignore", fold_path_case = true"#);
+        assert_eq!(s(&ignore, "http://h/A/B?x=1"), "http://h/a/b");
+        assert_eq!(s(&ignore, "http://h:8080/"), "http://h:8080/");
+    }
+
+    #[test]
+    fn headers_and_cookies_follow_the_url() {
+        let r = rules(r#"headers = ["x-tenant"], cookies = ["session"]"#);
+        let k = |pairs: &[(&str, &str)]| shape(Some(&r), "http://h/p".into(), &headers(pairs));
+        let a = k(&[("x-tenant", "a b"), ("cookie", "x=1; session=s1")]);
+        assert_eq!(a.url, "http://h/p");
+        assert_eq!(a.parts, " header:x-tenant=a%20b cookie:session=s1");
+        assert_ne!(a.primary(), k(&[("x-tenant", "a b"), ("cookie", "session=s2")]).primary());
+        let absent = k(&[]);
+        assert_eq!(absent.parts, " header:x-tenant cookie:session");
+        assert_ne!(absent.primary(), k(&[("x-tenant", ""), ("cookie", "session=")]).primary());
+        assert_ne!(absent.primary(), primary("http://h/p"));
+        // A value cannot pass for the next part.
+        let sneaky = k(&[("x-tenant", "a cookie:session=s1"), ("cookie", "")]);
+        assert!(!sneaky.parts.contains(" cookie:session=s1"));
+        assert_eq!(shown(&r, &a.url), "http://h/p header:x-tenant cookie:session");
     }
 
     #[test]

@@ -123,9 +123,9 @@ impl<'a> HttpCache<'a> {
         }
     }
 
-    /// Looks up `req`, admitted, whose canonical URL ([`key::url`]) is `url`.
-    pub(crate) async fn lookup(&self, req: &Parts, url: String) -> Phase {
-        let (slot, found, outcome) = self.find(url, &req.headers).await;
+    /// Looks up `req`, admitted, whose key ([`key::shape`]) is `keyed`.
+    pub(crate) async fn lookup(&self, req: &Parts, keyed: key::Keyed) -> Phase {
+        let (slot, found, outcome) = self.find(keyed, &req.headers).await;
         let now = SystemTime::now();
         let miss =
             |found, within_sie, by_request, status| Miss { slot, found, within_sie, by_request, status, range: None };
@@ -164,12 +164,12 @@ impl<'a> HttpCache<'a> {
         }
     }
 
-    /// Looks up the slice of `url` at `start`, for `head`, the request as the
-    /// fill asks it. A stale slice is fetched again, not revalidated: a
-    /// conditional GET would bring the whole file.
-    pub(crate) async fn lookup_slice(&self, url: &str, start: u64, head: &Parts) -> Phase {
-        let (mut slot, found, outcome) = self.find(format!("{url}#slice={start}"), &head.headers).await;
-        slot.url = url.to_string();
+    /// Looks up the slice at `start` of what `keyed` names, for `head`, the
+    /// request as the fill asks it. A stale slice is fetched again, not
+    /// revalidated: a conditional GET would bring the whole file.
+    pub(crate) async fn lookup_slice(&self, keyed: &key::Keyed, start: u64, head: &Parts) -> Phase {
+        let slice = key::Keyed { url: keyed.url.clone(), parts: format!("{}#slice={start}", keyed.parts) };
+        let (slot, found, outcome) = self.find(slice, &head.headers).await;
         let now = SystemTime::now();
         if let Some(stored) = found
             && entry_of(&stored).policy.evaluate(head, now) == Freshness::Fresh
@@ -182,8 +182,9 @@ impl<'a> HttpCache<'a> {
     }
 
     /// The entry for a request: the primary key, then the variant its Vary record selects.
-    async fn find(&self, url: String, request: &http::HeaderMap) -> (Slot, Option<Arc<Stored>>, CacheOutcome) {
-        let primary = key::primary(&url);
+    async fn find(&self, keyed: key::Keyed, request: &http::HeaderMap) -> (Slot, Option<Arc<Stored>>, CacheOutcome) {
+        let primary = keyed.primary();
+        let url = keyed.url;
         let found = self.cache.get(&primary).await;
         match found.as_deref() {
             Some(Stored::Entry(_)) => {

@@ -109,18 +109,20 @@ impl Cache {
 
     /// RFC 9111 §4.4: a successful unsafe request (`method`, answered with
     /// `status` and `headers`) invalidates its URL and the same-origin URLs
-    /// in Location and Content-Location, in both tiers.
+    /// in Location and Content-Location, in both tiers, each as `key_url`
+    /// makes it the URL entries are indexed by (its route's `cache.key`).
     pub async fn invalidate_after(
         &self,
         method: &http::Method,
         status: http::StatusCode,
         url: &str,
         headers: &http::HeaderMap,
+        key_url: impl Fn(String) -> String,
     ) {
         let Ok(uri) = url.parse::<http::Uri>() else { return };
         for target in cache_policy::invalidations(method, status, &uri, headers) {
             if let Some(u) = super::key::url_of(&target) {
-                self.invalidate(&u).await;
+                self.invalidate(&key_url(u)).await;
             }
         }
     }

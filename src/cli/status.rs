@@ -74,6 +74,10 @@ pub(super) fn render(now: &Value, before: &Value, apart: Duration, admin: Socket
 /// What `/cache?url=` found, one entry a line.
 pub(super) fn entries(v: &Value) -> String {
     let mut s = format!("{}\n", text(&v["url"]));
+    if let Some(key) = v["cache_key"].as_str() {
+        // The route's cache.key: what else each entry's key was made of.
+        let _ = writeln!(s, "  keyed as {key}");
+    }
     let found = v["entries"].as_array().map_or(&[][..], Vec::as_slice);
     if found.is_empty() {
         s.push_str("  not cached\n");

@@ -8,6 +8,7 @@
 
 mod buffering;
 mod cache;
+mod cache_key;
 mod cluster;
 mod compression;
 mod guard;
@@ -32,6 +33,7 @@ use serde::Deserialize;
 
 pub use buffering::BufferingConfig;
 pub use cache::CacheConfig;
+pub use cache_key::{CookieName, KeyConfig, ParamName, QueryKey};
 pub use cluster::{BusConfig, ClusterConfig, Sharding, WhenDown};
 pub use compression::{CompressionConfig, Encoding, Level, Levels, MediaType, RouteCompression};
 pub use guard::{

@@ -203,6 +203,12 @@ pub struct CacheRules {
     /// Fetch and store the origin's responses in ranges of this size (nginx's
     /// `slice`): a large file is cached piece by piece, as clients read it.
     pub slice: Option<Size>,
+    /// What the cache key is made of beside scheme, host and path (default:
+    /// the query as sent, nothing else).
+    pub key: super::KeyConfig,
+    /// A response is stored once its key has been asked for this many times
+    /// (nginx's `proxy_cache_min_uses`). Default 1: at once.
+    pub min_uses: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -258,6 +264,20 @@ pub(super) fn validate(
         && min > max
     {
         return Err(bad(key("cache.min_ttl"), format!("{min} is more than max_ttl {max}")));
+    }
+    if let Err((field, reason)) = super::cache_key::validate(&rules.key) {
+        return Err(bad(key(&format!("cache.key.{field}")), reason));
+    }
+    match rules.min_uses {
+        Some(0) => return Err(bad(key("cache.min_uses"), "must be at least 1".into())),
+        Some(n) if n > 1 && rules.slice.is_some() => {
+            return Err(bad(key("cache.min_uses"), "a slice route stores every slice it fetches".into()));
+        }
+        _ => {}
+    }
+    if !rules.key.cookies.is_empty() && rules.cookie_requests == CookieRequests::Bypass {
+        let why = "cookie_requests = \"bypass\" keeps every request with a cookie from the cache";
+        return Err(bad(key("cache.key.cookies"), why.into()));
     }
     if let Some(slice) = rules.slice {
         if slice.bytes() < 1024 {

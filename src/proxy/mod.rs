@@ -278,7 +278,8 @@ pub(crate) async fn handle(
     };
     record.status = response.status();
     let (mut parts, body) = response.into_parts();
-    finish(&pipeline, &record, route.map(|r| &**r), cache.as_ref(), &mut parts.headers);
+    let key = parts.extensions.remove::<cache::ShownKey>();
+    finish(&pipeline, &record, route.map(|r| &**r), cache.as_ref(), key, &mut parts.headers);
     let length = crate::http::body::content_length(&parts.headers);
     Ok(Response::from_parts(parts, LoggedBody::new(body, length, Some(record))))
 }
@@ -311,6 +312,7 @@ fn finish(
     record: &AccessRecord,
     route: Option<&Route>,
     cache: Option<&CacheStatus>,
+    key: Option<cache::ShownKey>,
     headers: &mut http::HeaderMap,
 ) {
     if pipeline.config.server.via {
@@ -331,7 +333,7 @@ fn finish(
         route.response_headers.apply(headers);
     }
     if let Some(status) = cache
-        && let Ok(v) = HeaderValue::try_from(status.header_value())
+        && let Ok(v) = HeaderValue::try_from(cache::status_with_key(status, key))
     {
         headers.insert(CACHE_STATUS.clone(), v);
     }

@@ -45,7 +45,15 @@ pub(super) async fn serve(
     }
     let fwd = forward(p, route, conn, host, Request::from_parts(parts, body)).await?;
     if let Some(url) = url {
-        p.cache.invalidate_after(&method, fwd.response.status(), &url, fwd.response.headers()).await;
+        // Each URL as its route keys it: this request's by its own route, the
+        // Location's and Content-Location's by the routes they would take.
+        let no_headers = http::HeaderMap::new();
+        let key_url = |u: String| match &route.key {
+            Some(rules) if u == url => crate::cache::key::shape_url(rules, u),
+            _ if u == url => u,
+            _ => p.router.key_url(u, &no_headers).0,
+        };
+        p.cache.invalidate_after(&method, fwd.response.status(), &url, fwd.response.headers(), key_url).await;
     }
     Ok(Answer {
         response: p.buffering.apply(fwd.response),

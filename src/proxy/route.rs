@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Config, ConfigError, FieldName, FieldValue, HeaderMatch, HeaderRules, HostPattern, RouteConfig};
+use crate::config::{
+    Config, ConfigError, FieldName, FieldValue, HeaderMatch, HeaderRules, HostPattern, KeyConfig, RouteConfig,
+};
 use crate::guard::{Guard, PathError, Paths, RouteGuard, without_parameters};
 use crate::upstream::Upstream;
 
@@ -38,6 +40,10 @@ pub(crate) struct Route {
     pub request_headers: CompiledRules,
     pub response_headers: CompiledRules,
     pub cache: cache_policy::Rules,
+    /// `cache.key`, when it shapes the key (`None`: the canonical URL's).
+    pub key: Option<KeyConfig>,
+    /// `cache.min_uses` above 1: the requests counted per key.
+    pub min_uses: Option<super::cache::MinUses>,
     /// Responses are fetched and stored in ranges of this many bytes.
     pub slice: Option<u64>,
     /// Whether and at what levels relais compresses here.
@@ -122,6 +128,8 @@ impl Route {
             request_headers: CompiledRules::new(&r.request_headers),
             response_headers: CompiledRules::new(&r.response_headers),
             cache: r.cache.to_rules(config.cache.targeted()),
+            key: (!r.cache.key.is_default()).then(|| r.cache.key.clone()),
+            min_uses: super::cache::MinUses::new(r.cache.min_uses.unwrap_or(1)),
             slice: r.cache.slice.map(|s| s.bytes()),
             compress: crate::compress::RouteSettings::new(&config.compression, &r.compression),
             request_buffering: r.request_buffering,
@@ -267,6 +275,20 @@ impl Router {
             }
         }
         pick(&self.any, path, headers)
+    }
+
+    /// `url` (canonical, [`crate::cache::key::url`]) as the route that would
+    /// serve it keys it (its `cache.key` applied), and that route's `cache.key`:
+    /// what purges and invalidations name. `headers` stand in for a
+    /// request's, for routes that match on headers.
+    pub(crate) fn key_url(&self, url: String, headers: &HeaderMap) -> (String, Option<&KeyConfig>) {
+        let Ok(uri) = url.parse::<http::Uri>() else { return (url, None) };
+        match self.find(uri.host().unwrap_or(""), uri.path(), headers) {
+            Some(Found::Route(route)) if let Some(rules) = &route.key => {
+                (crate::cache::key::shape_url(rules, url), Some(rules))
+            }
+            _ => (url, None),
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 
 use super::Conn;
 use crate::cache::{Answer, FromOwner};
-use crate::config::{ClusterConfig, Config, ConfigError, Dur, Sharding, UpstreamConfig};
+use crate::config::{ClusterConfig, Config, ConfigError, Dur, KeyConfig, Sharding, UpstreamConfig};
 use crate::http::body::Body;
 use crate::metrics::{Forwarded, Metrics};
 use crate::upstream::{Outgoing, Upstream, UpstreamError, rendezvous};
@@ -127,10 +127,23 @@ impl Shard {
 
     /// Sends a miss to its owner, if another node owns it. None: this node asks
     /// the origin (it owns the key, or its owner is down, slow or failing).
-    pub(super) async fn ask_owner(&self, host: Option<&HeaderValue>, conn: &Conn, req: &Parts) -> Option<Answer> {
+    /// `key`: the route's `cache.key`, so that the requests one key URL
+    /// serves have one owner.
+    pub(super) async fn ask_owner(
+        &self,
+        host: Option<&HeaderValue>,
+        conn: &Conn,
+        req: &Parts,
+        key: Option<&KeyConfig>,
+    ) -> Option<Answer> {
         let path = req.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let host_str = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-        let owner = self.owner(&format!("{host_str}{path}"))?;
+        let owned = match key {
+            // The scheme does not choose the owner: shaped with one, then cut.
+            Some(rules) => crate::cache::key::shape_url(rules, format!("http://{host_str}{path}")).split_off(7),
+            None => format!("{host_str}{path}"),
+        };
+        let owner = self.owner(&owned)?;
         let mut headers = req.headers.clone();
         match host {
             Some(h) => headers.insert(header::HOST, h.clone()),

@@ -9,7 +9,9 @@
 //! its own so that the leader's client hanging up cancels nothing. Each
 //! client's HEAD, conditional or Range is cut from the full response
 //! afterwards ([`super::present`]). Every response says what happened in
-//! `Cache-Status`.
+//! `Cache-Status`, and on a route with `cache.key` which key it was looked up
+//! by (made here, by [`key::shape`]). Below a route's `cache.min_uses`, a
+//! miss goes to the origin unstored ([`uses`]).
 
 use std::sync::Arc;
 
@@ -27,10 +29,13 @@ use super::route::Route;
 use super::shard::FromPeer;
 use super::target::url_of;
 use super::{Conn, Pipeline};
-use crate::cache::{Answer, Asked, Hit, HttpCache, Miss, Origin, Phase, Role, fill_head, fill_head_of};
+use crate::cache::{Answer, Asked, Hit, HttpCache, Miss, Origin, Phase, Role, fill_head, fill_head_of, key};
 use crate::http::body::Body;
 
 mod slice;
+mod uses;
+
+pub(super) use uses::MinUses;
 
 pub(super) async fn serve(
     p: Arc<Pipeline>,
@@ -49,22 +54,32 @@ pub(super) async fn serve(
         return Box::pin(super::pass::serve(&p, &route, &conn, host.as_ref(), parts, body, reason)).await;
     }
     drop(body);
-    let url = url_of(&conn, host.as_ref(), &parts);
+    let keyed = key::shape(route.key.as_ref(), url_of(&conn, host.as_ref(), &parts), &parts.headers);
+    // Where the route shapes its key, the response says what it was.
+    let shown = route.key.as_ref().map(|rules| ShownKey(key::shown(rules, &keyed.url)));
     if let Some(size) = route.slice {
         // Boxed too: its state is 5 KiB, which every request's future would
         // carry, and hyper copies that future twice per request.
-        return Box::pin(slice::serve(&p, &route, &conn, host, parts, url, size)).await;
+        let answer = Box::pin(slice::serve(&p, &route, &conn, host, parts, keyed, size)).await;
+        return answer.map(|a| with_key(a, shown));
     }
     // The origin and an owned request head are only made when the origin is
     // asked: a fresh hit clones no headers.
     // A miss goes to the key's owner, unless a peer sent it here (then this node owns it).
     let ask_owner = p.shard.is_some() && parts.extensions.get::<FromPeer>().is_none();
     let origin = || ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host: host.clone(), ask_owner };
-    let miss = match cache.lookup(&parts, url).await {
-        Phase::Fresh(hit) => return Ok(hit_answer(&p, &route, &parts, hit)),
+    let counted = route.min_uses.as_ref().map(|uses| (uses, uses.hash(&keyed)));
+    let miss = match cache.lookup(&parts, keyed).await {
+        Phase::Fresh(hit) => return Ok(with_key(hit_answer(&p, &route, &parts, hit), shown)),
         Phase::StaleWhileRevalidate(hit, miss) => {
             cache.revalidate_behind(miss, origin(), fill_head_of(&parts));
-            return Ok(hit_answer(&p, &route, &parts, hit));
+            return Ok(with_key(hit_answer(&p, &route, &parts, hit), shown));
+        }
+        Phase::Miss(_) if counted.is_some_and(|(uses, hash)| !uses.count(hash)) => {
+            if cache_policy::only_if_cached(&parts) {
+                return Err(ProxyError::NotCached);
+            }
+            return Box::pin(unstored(&p, &route, &conn, host, parts)).await.map(|a| with_key(a, shown));
         }
         Phase::Stale(miss) | Phase::Part(miss) | Phase::Miss(miss) => miss,
     };
@@ -80,7 +95,51 @@ pub(super) async fn serve(
         return Ok(client_view(&method, &head, answer));
     }
     let answer = Box::pin(fill(cache, miss, origin(), head.clone())).await?;
-    Ok(client_view(&method, &head, answer))
+    Ok(with_key(client_view(&method, &head, answer), shown))
+}
+
+/// The key a response was looked up by, as `Cache-Status` shows it (`key`,
+/// RFC 9211 §2.7), on routes that set `cache.key`.
+#[derive(Clone)]
+pub(crate) struct ShownKey(pub String);
+
+/// The `Cache-Status` value, with `key` when the route shapes its key.
+pub(super) fn status_with_key(status: &cache_policy::CacheStatus, key: Option<ShownKey>) -> String {
+    let mut value = status.header_value();
+    if let Some(ShownKey(key)) = key {
+        // An sf-string: the URL and names are printable ASCII; quote and backslash escaped.
+        value.push_str("; key=\"");
+        for c in key.chars().filter(|c| (' '..='~').contains(c)) {
+            if c == '"' || c == '\\' {
+                value.push('\\');
+            }
+            value.push(c);
+        }
+        value.push('"');
+    }
+    value
+}
+
+fn with_key(mut answer: Answer, shown: Option<ShownKey>) -> Answer {
+    if let Some(shown) = shown {
+        answer.response.extensions_mut().insert(shown);
+    }
+    answer
+}
+
+/// A miss below the route's `cache.min_uses`: the request goes to the origin
+/// as the client sent it, and the answer is not stored.
+async fn unstored(
+    p: &Arc<Pipeline>,
+    route: &Arc<Route>,
+    conn: &Arc<Conn>,
+    host: Option<HeaderValue>,
+    parts: Parts,
+) -> Result<Answer, ProxyError> {
+    admit_origin(p, route, conn, &parts).await?;
+    let fwd = forward(p, route, conn, host.as_ref(), Request::from_parts(parts, Body::empty())).await?;
+    let status = cache_policy::CacheStatus::new(cache_policy::CacheOutcome::Miss).detail("min-uses");
+    Ok(Answer { response: p.buffering.apply(fwd.response), upstream: fwd.upstream, cache: Some(status) })
 }
 
 /// Goes to the origin through the key's shared fill: lead it (in a task of
@@ -143,7 +202,9 @@ impl Origin for ToOrigin {
                 && let Some(shard) = &self.p.shard
             {
                 let (parts, body) = req.into_parts();
-                if let Some(answer) = shard.ask_owner(self.host.as_ref(), &self.conn, &parts).await {
+                if let Some(answer) =
+                    shard.ask_owner(self.host.as_ref(), &self.conn, &parts, self.route.key.as_ref()).await
+                {
                     return Ok(answer);
                 }
                 req = Request::from_parts(parts, body);

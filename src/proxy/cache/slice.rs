@@ -14,6 +14,7 @@
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::cache::key::Keyed;
 use crate::http::body::BoxError;
 use bytes::Bytes;
 use cache_policy::{Bypass, ByteRange, CacheStatus, Ranged};
@@ -33,7 +34,7 @@ pub(super) async fn serve(
     conn: &Arc<Conn>,
     host: Option<HeaderValue>,
     parts: Parts,
-    url: String,
+    url: Keyed,
     size: u64,
 ) -> Result<Answer, ProxyError> {
     let method = parts.method.clone();
@@ -104,7 +105,7 @@ pub(super) async fn serve(
 
 /// One slice: its fresh stored part, or the origin's answer to its range
 /// (stored as it streams, and shared with concurrent requests for it).
-async fn one(ask: &Ask, url: &str, start: u64, size: u64) -> Result<Answer, ProxyError> {
+async fn one(ask: &Ask, url: &Keyed, start: u64, size: u64) -> Result<Answer, ProxyError> {
     let p = &ask.origin.p;
     let cache = HttpCache::new(&p.cache);
     let miss = match cache.lookup_slice(url, start, &ask.head).await {
@@ -152,7 +153,7 @@ fn first_byte(spec: &str) -> Option<u64> {
 /// The bytes a client wants, read slice after slice.
 struct Slices {
     ask: Ask,
-    url: String,
+    url: Keyed,
     size: u64,
     want: ByteRange,
     etag: Option<HeaderValue>,
@@ -192,7 +193,7 @@ impl Slices {
                 }
             }
             if offset != slice_end + 1 {
-                let _ = tx.send(Err(format!("slice at {at} of {} ended early", self.url).into())).await;
+                let _ = tx.send(Err(format!("slice at {at} of {} ended early", self.url.url).into())).await;
                 return;
             }
             at = at.saturating_add(self.size);
@@ -201,7 +202,7 @@ impl Slices {
                     s.response.into_body()
                 }
                 Ok(s) => {
-                    tracing::warn!(url = %self.url, at, status = %s.response.status(), "slice does not match the first (length or ETag); response cut short");
+                    tracing::warn!(url = %self.url.url, at, status = %s.response.status(), "slice does not match the first (length or ETag); response cut short");
                     let _ = tx.send(Err("a slice of another version of the file".into())).await;
                     return;
                 }
