@@ -37,6 +37,20 @@ impl Inner {
             let (content, sri) = spawn_blocking(move || me.write_content_blocking(&body)).await??;
             (content, sri, meta)
         };
+        self.commit_entry(key, meta, (content, sri), size, charge).await
+    }
+
+    /// Appends `key`'s index line for content already written and reserved
+    /// (`content`, `sri`), charges it and evicts. On failure the reservation is
+    /// dropped (and the content released if nothing else holds it).
+    pub(super) async fn commit_entry(
+        self: &Arc<Self>,
+        key: String,
+        meta: Value,
+        (content, sri): (Arc<str>, Integrity),
+        size: usize,
+        charge: u64,
+    ) -> Result<(), DiskError> {
         let stored = {
             let _key_lock = self.stripe(&key).lock().await;
             let (dir, owned_key) = (self.dir.clone(), key.clone());
