@@ -12,6 +12,7 @@
 //! went away, an error, or an overrun leaves nothing behind. Such an entry never
 //! enters the memory tier: a hit reads it from its file ([`super::disk::BodyFile`]).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -43,7 +44,8 @@ pub(super) struct Spill {
 /// A body on its way to disk.
 pub(crate) struct Sink {
     tx: PollSender<Bytes>,
-    pending: Option<Bytes>,
+    /// Pieces not sent yet: one, or what memory kept before the body spilled.
+    pending: VecDeque<Bytes>,
     end: Option<oneshot::Sender<()>>,
 }
 
@@ -71,34 +73,38 @@ impl Spill {
                 commit(writer);
             }
         });
-        Sink { tx: PollSender::new(tx), pending: None, end: Some(end_tx) }
+        Sink { tx: PollSender::new(tx), pending: VecDeque::new(), end: Some(end_tx) }
     }
 }
 
 impl Sink {
-    /// Queues `piece` (sent by the next [`Sink::poll_flush`]).
-    pub(super) fn push(&mut self, piece: Bytes) {
-        debug_assert!(self.pending.is_none());
-        self.pending = Some(piece);
+    /// Queues `pieces` (sent by [`Sink::poll_flush`]).
+    pub(super) fn push(&mut self, pieces: impl IntoIterator<Item = Bytes>) {
+        self.pending.extend(pieces);
     }
 
-    /// Sends what is queued once the writer has room; false if it is gone (it failed).
+    /// Sends what is queued as the writer makes room; false if it is gone (it failed).
     pub(super) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        if self.pending.is_none() {
-            return Poll::Ready(!self.tx.is_closed());
+        while !self.pending.is_empty() {
+            match self.tx.poll_reserve(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(())) => {
+                    let sent = self.pending.pop_front().is_some_and(|p| self.tx.send_item(p).is_ok());
+                    if !sent {
+                        return Poll::Ready(false);
+                    }
+                }
+            }
         }
-        match self.tx.poll_reserve(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(_)) => Poll::Ready(false),
-            Poll::Ready(Ok(())) => Poll::Ready(self.pending.take().is_some_and(|p| self.tx.send_item(p).is_ok())),
-        }
+        Poll::Ready(!self.tx.is_closed())
     }
 
     /// The body ended: committed if `complete` and nothing is left unsent.
     pub(super) fn finish(mut self, complete: bool) {
-        let sent = match self.pending.take() {
-            None => true,
-            Some(p) => self.tx.get_ref().is_some_and(|tx| tx.try_send(p).is_ok()),
+        let sent = match self.tx.get_ref() {
+            Some(tx) => self.pending.drain(..).all(|p| tx.try_send(p).is_ok()),
+            None => self.pending.is_empty(),
         };
         if complete && sent {
             self.end.take().map(|end| end.send(()));

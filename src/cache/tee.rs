@@ -202,7 +202,7 @@ impl http_body::Body for TeeBody {
                     if let Some(data) = frame.data_ref() {
                         *this.len += data.len() as u64;
                         match *this.len <= *this.limit {
-                            true => sink.push(data.clone()),
+                            true => sink.push([data.clone()]),
                             false => {
                                 *this.sink = None;
                                 this.storing.set(NOT);
@@ -253,7 +253,7 @@ impl http_body::Body for TeeBody {
                         // To disk from here, with what was kept so far.
                         let mut sink = spill.start();
                         this.chunks.push(data.clone());
-                        sink.push(join(std::mem::take(this.chunks), *this.len));
+                        sink.push(std::mem::take(this.chunks));
                         *this.commit = None;
                         *this.reserved = None;
                         *this.sink = Some(sink);
