@@ -16,7 +16,9 @@ pub struct CacheConfig {
     pub disk_path: PathBuf,
     /// Disk tier budget. Default 4GiB.
     pub disk_capacity: Size,
-    /// Larger bodies are streamed through and not stored. Default 64MiB.
+    /// Larger bodies are streamed through and not stored. Default 1GiB (bodies
+    /// over 8MiB, or over what `fill_memory` has free, are stored on disk only,
+    /// streamed in and out).
     pub max_object_size: Size,
     /// A request waiting for another's fetch of the same URL goes to the origin
     /// itself after this. Default 10s.
@@ -63,7 +65,7 @@ impl Default for CacheConfig {
             memory_capacity: Size::mib(256),
             disk_path: PathBuf::from("./relais-cache"),
             disk_capacity: Size::mib(4096),
-            max_object_size: Size::mib(64),
+            max_object_size: Size::mib(1024),
             lock_timeout: Dur::secs(10),
             disk_write_backlog: Size::mib(32),
             expose_tag_headers: false,

@@ -254,3 +254,90 @@ impl http_body::Body for FileBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use serde_json::json;
+
+    use super::super::testing::*;
+    use super::*;
+
+    async fn write(tier: &DiskTier, key: &str, body: &[u8]) {
+        let mut w = tier.writer().await.unwrap();
+        for piece in body.chunks(10_000) {
+            w.write(piece).await.unwrap();
+        }
+        w.commit(key, json!({"k": key})).await.unwrap();
+    }
+
+    fn file_of(found: Option<(Value, DiskBody)>) -> BodyFile {
+        match found {
+            Some((_, DiskBody::File(f))) => f,
+            _ => panic!("not left in its file"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_is_committed_whole_and_read_back_in_pieces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tier = open(tmp.path(), 1 << 20).await;
+        let body: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        write(&tier, "k", &body).await;
+        assert_eq!(tier.entries(), 1);
+        assert_accounting_matches_disk(&tier).await;
+        // Up to the threshold it is read whole; over it, from its file.
+        assert!(matches!(tier.get_up_to("k", 100_000).await.unwrap(), Some((_, DiskBody::Whole(_)))));
+        let file = file_of(tier.get_up_to("k", 1000).await.unwrap());
+        assert_eq!(file.len(), 100_000);
+        assert_eq!(file.body().collect().await.unwrap().to_bytes(), body);
+        assert_eq!(file.range(99_990, 10).collect().await.unwrap().to_bytes(), body[99_990..]);
+        assert!(file.range(99_990, 20).collect().await.is_err(), "a range past the end is an error");
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_before_its_commit_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tier = open(tmp.path(), 1 << 20).await;
+        let mut w = tier.writer().await.unwrap();
+        w.write(&[1; 50_000]).await.unwrap();
+        drop(w);
+        assert_eq!(tier.entries(), 0);
+        assert!(content_files(tmp.path()).is_empty());
+        let tmp_files = std::fs::read_dir(tmp.path().join(TMP_DIR)).map_or(0, |d| d.count());
+        assert_eq!(tmp_files, 0, "the temp file is deleted");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_fails_its_check_ends_the_body_with_an_error_and_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tier = open(tmp.path(), 1 << 20).await;
+        let body = vec![7u8; 300_000];
+        write(&tier, "k", &body).await;
+        let file = file_of(tier.get_up_to("k", 1000).await.unwrap());
+        let path = body_path(tmp.path(), &body);
+        let mut damaged = std::fs::read(&path).unwrap();
+        damaged[250_000] = 8;
+        std::fs::write(&path, damaged).unwrap();
+        let mut read = file.body();
+        let mut got = 0;
+        let ended = loop {
+            match read.frame().await {
+                Some(Ok(f)) => got += f.into_data().map_or(0, |d| d.len()),
+                Some(Err(_)) => break true,
+                None => break false,
+            }
+        };
+        assert!(ended, "an error, never a clean end");
+        assert!(got < body.len(), "the last piece is held back until the check");
+        // The entry is removed.
+        for _ in 0..200 {
+            if tier.entries() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(tier.get("k").await.unwrap().is_none());
+        assert_eq!(tier.entries(), 0);
+    }
+}
