@@ -92,6 +92,14 @@ fn compact(headers: &HeaderMap) -> HeaderMap {
 }
 
 impl Entry {
+    /// Its body to send: the bytes held, or read from its disk file.
+    pub(crate) fn send_body(&self) -> crate::http::body::Body {
+        match &self.file {
+            Some(file) => file.body(),
+            None => crate::http::body::Body::full(self.body.clone()),
+        }
+    }
+
     /// What a stored part lacks when it is one piece short of the whole (it
     /// starts at 0 or ends at the last byte), and the strong ETag that lets the
     /// two be combined (RFC 9111 §3.4); `None` if it cannot be completed so.

@@ -21,7 +21,6 @@ use http::{Method, Request, StatusCode};
 
 use super::origin::Answer;
 use super::{Cache, Entry, Stored, VaryRecord, key};
-use crate::http::body::Body;
 
 /// The HTTP semantics over the two-tier [`Cache`]: lookups, fills, what is
 /// stored. A view for one request, free to make.
@@ -237,11 +236,7 @@ pub(super) fn entry_of(stored: &Stored) -> &Entry {
 
 /// The full response held in a stored entry, with its Age.
 pub(super) fn from_entry(entry: &Entry, now: SystemTime, status: CacheStatus, upstream: Option<Arc<str>>) -> Answer {
-    let body = match &entry.file {
-        Some(file) => file.body(),
-        None => Body::full(entry.body.clone()),
-    };
-    let mut res = http::Response::new(body);
+    let mut res = http::Response::new(entry.send_body());
     *res.headers_mut() = entry.policy.response_headers(&entry.headers, now);
     if let Some(file) = &entry.file {
         // Its length, which a body read as it goes does not tell; and the file,
