@@ -3,8 +3,8 @@
 //! A body that memory will not hold while it is fetched goes to the disk tier
 //! instead, when there is one: one whose `Content-Length` is over
 //! [`STREAM_ABOVE`] or more than `cache.fill_memory` has free, from its first
-//! byte; one of unknown length once it grows past either (what was kept so
-//! far goes first). Up to `cache.max_object_size`. The tee ([`super::tee`])
+//! byte; one of unknown length once it grows past [`SPILL_UNKNOWN_ABOVE`] or
+//! what `fill_memory` has free (what was kept so far goes first). Up to `cache.max_object_size`. The tee ([`super::tee`])
 //! hands each piece to a [`Sink`]; a task of its own writes it to a temp file
 //! ([`DiskWriter`]), at most [`QUEUE`] pieces behind, so the fetch goes at the
 //! disk's pace when the disk is the slower. The entry is committed only when
@@ -25,6 +25,9 @@ use super::{Cache, Stored};
 
 /// Bodies larger than this are stored on disk only, streamed in and out.
 pub(super) const STREAM_ABOVE: u64 = 8 << 20;
+
+/// A body of unknown length is kept in memory up to this, then goes to disk.
+pub(super) const SPILL_UNKNOWN_ABOVE: u64 = 1 << 20;
 
 /// Pieces waiting for the disk, at most.
 const QUEUE: usize = 4;
@@ -100,15 +103,24 @@ impl Sink {
         Poll::Ready(!self.tx.is_closed())
     }
 
-    /// The body ended: committed if `complete` and nothing is left unsent.
+    /// The body ended: committed if `complete`, once what is queued is written.
+    /// (Dropping the sink instead discards the body.)
     pub(super) fn finish(mut self, complete: bool) {
-        let sent = match self.tx.get_ref() {
-            Some(tx) => self.pending.drain(..).all(|p| tx.try_send(p).is_ok()),
-            None => self.pending.is_empty(),
-        };
-        if complete && sent {
-            self.end.take().map(|end| end.send(()));
+        let (Some(tx), Some(end)) = (self.tx.get_ref().cloned(), self.end.take()) else { return };
+        if !complete {
+            return;
         }
+        let pending = std::mem::take(&mut self.pending);
+        drop(self);
+        // The end may come from a drop, which cannot wait for the writer to make room.
+        tokio::spawn(async move {
+            for piece in pending {
+                if tx.send(piece).await.is_err() {
+                    return;
+                }
+            }
+            let _ = end.send(());
+        });
     }
 }
 

@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::spill::{STREAM_ABOVE, Sink, Spill};
+use super::spill::{SPILL_UNKNOWN_ABOVE, STREAM_ABOVE, Sink, Spill};
 use crate::http::body::{Body, BoxError};
 
 pub(crate) type Commit = Box<dyn FnOnce(Bytes) + Send + Sync>;
@@ -87,8 +87,6 @@ pin_project_lite::pin_project! {
         commit: Option<Commit>,
         spill: Option<Spill>,
         sink: Option<Sink>,
-        // The inner body ended; what is left goes to the sink.
-        ended: bool,
         // What is kept holds this much of the budget.
         reserved: Option<OwnedSemaphorePermit>,
         budget: Arc<Budget>,
@@ -126,7 +124,14 @@ impl TeeBody {
         spill: Option<Spill>,
     ) -> TeeBody {
         let mut commit = (expected.is_none_or(|n| n <= limit)).then_some(commit);
-        let keep_up_to = if spill.is_some() { limit.min(STREAM_ABOVE) } else { limit };
+        // A body of unknown length spills sooner: until it does, slow readers keep what it
+        // read in the fill's buffer, whatever the budget says, so many at once would hold
+        // up to the whole budget each.
+        let keep_up_to = match (&spill, expected) {
+            (None, _) => limit,
+            (Some(_), Some(_)) => limit.min(STREAM_ABOVE),
+            (Some(_), None) => limit.min(SPILL_UNKNOWN_ABOVE),
+        };
         let storing = Storing::default();
         let (mut spill, mut sink) = (spill.filter(|_| commit.is_some()), None);
         if expected.is_some() && reserved.is_none() {
@@ -148,7 +153,6 @@ impl TeeBody {
             commit,
             spill,
             sink,
-            ended: false,
             reserved,
             budget,
             storing,
@@ -189,12 +193,6 @@ impl http_body::Body for TeeBody {
                 }
             }
         }
-        if *this.ended {
-            if let Some(sink) = this.sink.take() {
-                sink.finish(this.expected.is_none_or(|n| n == *this.len));
-            }
-            return Poll::Ready(None);
-        }
         let polled = this.inner.poll_frame(cx);
         if let Some(sink) = this.sink.as_mut() {
             match &polled {
@@ -215,10 +213,9 @@ impl http_body::Body for TeeBody {
                     this.storing.set(NOT);
                 }
                 Poll::Ready(None) => {
-                    // The last piece is sent before the end is told.
-                    *this.ended = true;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                    if let Some(sink) = this.sink.take() {
+                        sink.finish(this.expected.is_none_or(|n| n == *this.len));
+                    }
                 }
                 Poll::Pending => {}
             }
