@@ -33,8 +33,9 @@ pub struct CacheConfig {
     pub sweep_interval: Dur,
     /// ... and after this many index writes (0: by time only). Default 10000.
     pub sweep_after_writes: u64,
-    /// Bodies being fetched to be stored are held in memory up to this in total
-    /// (at most 4GiB); a fetch that does not fit streams through unstored. Default 128MiB.
+    /// Bodies being fetched to be stored in memory are held up to this in total
+    /// (at most 4GiB); one that does not fit goes to the disk tier as it streams,
+    /// or without one streams through unstored. Default 128MiB.
     pub fill_memory: Size,
     /// relais's own targeted cache-control field (RFC 9213): it replaces
     /// `Cache-Control` and `Expires` for relais. Default `relais-cache-control`.
