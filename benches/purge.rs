@@ -23,6 +23,7 @@ fn entry(i: usize, policy: &Policy) -> (String, Stored) {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
         body: Bytes::from(format!("body {i}")),
+        file: None,
         policy: policy.clone(),
         url: url.clone(),
         tags: vec![format!("tag-{}", i / PER_TAG)],

@@ -43,6 +43,7 @@ fn entry(i: usize, policy: &Policy) -> (String, Stored) {
         status: StatusCode::OK,
         headers,
         body: Bytes::from(format!("body {i}")),
+        file: None,
         policy: policy.clone(),
         url: url.clone(),
         tags: Vec::new(),

@@ -2,6 +2,7 @@
 //! without a proxy around them. Not an API: hidden from the docs, and free to
 //! change with the code it names.
 
+pub use crate::cache::disk::BodyFile;
 pub use crate::cache::purge::Target;
 pub use crate::cache::{Cache, Entry, Stored, key};
 pub use crate::compress::encode_all;

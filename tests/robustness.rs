@@ -351,6 +351,8 @@ async fn an_http2_stream_never_read_is_reset_and_the_connection_kept() {
     let (_o, proxy) = big_and_small("").await;
     let host = [("host", "a.test")];
     assert_eq!(get_with(&proxy.url("/cached"), &host).await.body.len(), BIG);
+    // Over 8 MiB, it is stored on disk once its file is written.
+    proxy.stored("http://a.test/cached").await;
     let hit = get_with(&proxy.url("/cached"), &host).await;
     assert!(hit.header("cache-status").is_some_and(|s| s.contains("hit")), "{:?}", hit.headers);
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();

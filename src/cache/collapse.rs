@@ -179,7 +179,7 @@ impl Lead {
                     leader.close();
                     cache.pass.mark(key);
                 };
-                let complete = pump(&mut body, fill, storing, not_stored).await;
+                let complete = pump(&mut body, fill, storing, || leader.close(), not_stored).await;
                 fill.finish(complete);
             }
         }
@@ -189,15 +189,31 @@ impl Lead {
 /// Reads `body` into the fill; true if it ended cleanly. Once the body is
 /// known not to be stored (too large, or no memory left for it) the fill
 /// streams only (`not_stored` is called once), and reading waits for the
-/// slowest reader or stops when none is left.
-async fn pump(body: &mut Body, fill: &Fill, storing: Option<Storing>, not_stored: impl FnOnce()) -> bool {
+/// slowest reader or stops when none is left. A body going to disk streams
+/// only too (the fill is `close`d to new readers), but is read to its end.
+async fn pump(
+    body: &mut Body,
+    fill: &Fill,
+    storing: Option<Storing>,
+    close: impl Fn(),
+    not_stored: impl FnOnce(),
+) -> bool {
     use http_body_util::BodyExt;
     let mut not_stored = Some(not_stored);
+    let mut streaming = false;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 let Ok(data) = frame.into_data() else { continue };
                 fill.push(data);
+                let on_disk = storing.as_ref().is_some_and(Storing::on_disk);
+                if on_disk && !streaming {
+                    // Going to disk: memory keeps only what readers have yet to read,
+                    // and the fetch goes on without them.
+                    streaming = true;
+                    fill.stream_only();
+                    close();
+                }
                 if storing.as_ref().is_some_and(|s| !s.still()) {
                     if let Some(f) = not_stored.take() {
                         fill.stream_only();
@@ -207,6 +223,8 @@ async fn pump(body: &mut Body, fill: &Fill, storing: Option<Storing>, not_stored
                         tracing::debug!("every reader of a body too large to store left; fetch stopped");
                         return false;
                     }
+                } else if on_disk {
+                    fill.room().await;
                 }
             }
             Err(e) => {

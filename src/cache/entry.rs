@@ -12,12 +12,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::disk::{BodyFile, DiskBody};
+
 /// A stored response.
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// A body too large for memory, left in its disk file (`body` is then empty).
+    pub file: Option<BodyFile>,
     pub policy: Policy,
     pub url: String,
     /// Surrogate keys (`Surrogate-Key`, `Cache-Tag`), for purging by tag.
@@ -88,6 +92,14 @@ fn compact(headers: &HeaderMap) -> HeaderMap {
 }
 
 impl Entry {
+    /// Its body to send: the bytes held, or read from its disk file.
+    pub(crate) fn send_body(&self) -> crate::http::body::Body {
+        match &self.file {
+            Some(file) => file.body(),
+            None => crate::http::body::Body::full(self.body.clone()),
+        }
+    }
+
     /// What a stored part lacks when it is one piece short of the whole (it
     /// starts at 0 or ends at the last byte), and the strong ETag that lets the
     /// two be combined (RFC 9111 §3.4); `None` if it cannot be completed so.
@@ -201,7 +213,17 @@ impl Stored {
     /// Rebuilds from the disk tier; `None` if the metadata does not make sense
     /// (written by another version, or damaged): the caller treats it as a miss.
     pub fn from_disk(meta: Value, body: Bytes) -> Option<Stored> {
+        Self::from_meta(meta, Some(DiskBody::Whole(body)))
+    }
+
+    /// Rebuilds from the disk tier, with a body left in its file or read whole.
+    pub(crate) fn from_disk_body(meta: Value, body: DiskBody) -> Option<Stored> {
         Self::from_meta(meta, Some(body))
+    }
+
+    /// Whether its body is left in a disk file (it never enters the memory tier).
+    pub(crate) fn in_file(&self) -> bool {
+        matches!(self, Stored::Entry(Entry { file: Some(_), .. }))
     }
 
     /// The URL and tags of a disk entry's metadata; `None` if it does not make sense.
@@ -217,7 +239,7 @@ impl Stored {
         Self::from_meta(meta, None)
     }
 
-    fn from_meta(meta: Value, body: Option<Bytes>) -> Option<Stored> {
+    fn from_meta(meta: Value, body: Option<DiskBody>) -> Option<Stored> {
         match serde_json::from_value::<Meta>(meta).ok()? {
             Meta::Entry { status, headers, policy, url, tags, stored_at } => {
                 let mut map = HeaderMap::with_capacity(headers.len());
@@ -230,17 +252,27 @@ impl Stored {
                     map.append(name, value);
                 }
                 // A Content-Length that disagrees with the body would be a wrong answer.
-                if let Some(body) = &body
+                let len = match &body {
+                    Some(DiskBody::Whole(b)) => Some(b.len() as u64),
+                    Some(DiskBody::File(f)) => Some(f.len()),
+                    None => None,
+                };
+                if let Some(len) = len
                     && map.contains_key(http::header::CONTENT_LENGTH)
-                    && crate::http::body::content_length(&map)? != body.len() as u64
+                    && crate::http::body::content_length(&map)? != len
                 {
                     return None;
                 }
-                let body = body.unwrap_or_default();
+                let (body, file) = match body {
+                    Some(DiskBody::Whole(b)) => (b, None),
+                    Some(DiskBody::File(f)) => (Bytes::new(), Some(f)),
+                    None => (Bytes::new(), None),
+                };
                 Some(Stored::Entry(Entry {
                     status: StatusCode::from_u16(status).ok()?,
                     headers: compact(&map),
                     body,
+                    file,
                     policy,
                     url,
                     tags,

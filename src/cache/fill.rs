@@ -8,9 +8,10 @@
 //! that is not shareable (uncacheable response) releases the waiters to fetch
 //! on their own (`collapse.rs` decides who leads and remembers such keys).
 //!
-//! Memory: while the body may still be stored, the buffer keeps it whole (new
-//! waiters read from the first byte), up to `max_object_size` and within the
-//! shared `cache.fill_memory` (see [`super::tee`]). Past that the fill
+//! Memory: while the body may still be stored in memory, the buffer keeps it
+//! whole (new waiters read from the first byte), up to `max_object_size` and
+//! within the shared `cache.fill_memory` (see [`super::tee`]). Past that, or
+//! once the body goes to disk instead ([`super::spill`]), the fill
 //! [streams only](Fill::stream_only): it takes no new readers, frees what
 //! every reader has read, and the fetch waits while more than [`WINDOW`] bytes
 //! are unread by the slowest reader, so readers get the origin's pace or
@@ -114,6 +115,10 @@ impl Fill {
             let mut b = self.buffer();
             b.held += chunk.len() as u64;
             b.chunks.push_back(chunk);
+            if b.streaming && b.live_readers().next().is_none() {
+                // Read by no one (a body going to disk on its own): freed at once.
+                b.release();
+            }
             std::mem::take(&mut b.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);

@@ -27,6 +27,7 @@ mod origin;
 mod phase;
 pub(crate) mod purge;
 mod revalidate;
+mod spill;
 pub(crate) mod tee;
 mod ticket;
 mod unwritten;
@@ -219,19 +220,23 @@ impl Cache {
             return None;
         }
         let epoch = self.purge_epoch();
-        let (meta, body) = match disk.get(key).await {
+        let (meta, body) = match disk.get_up_to(key, spill::STREAM_ABOVE).await {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!(key, error = %e, "disk cache read failed");
                 return None;
             }
         };
-        let Some(stored) = Stored::from_disk(meta, body) else {
+        let Some(stored) = Stored::from_disk_body(meta, body) else {
             tracing::warn!(key, "unreadable disk cache entry removed");
             let _ = disk.remove(key).await;
             return None;
         };
         let stored = Arc::new(stored);
+        if stored.in_file() {
+            // Served from its file every time: never promoted.
+            return (!self.hidden.is_doomed(key) && !self.purged(epoch, &stored)).then_some(stored);
+        }
         self.memory.insert(key, stored.clone()).await;
         // A purge during the read: it either doomed the key before this check or
         // removes it from memory after this insert, or it is in the log since `epoch`.
@@ -407,7 +412,10 @@ impl Cache {
     async fn remember(&self, key: &str, value: Stored) -> (Arc<Stored>, serde_json::Value, bytes::Bytes) {
         let (meta, body) = value.to_disk();
         let value = Arc::new(value.compacted());
-        self.memory.insert(key, value.clone()).await;
+        // A body left in its file stays there (refreshed after a 304).
+        if !value.in_file() {
+            self.memory.insert(key, value.clone()).await;
+        }
         self.index_value(key, &value);
         (value, meta, body)
     }

@@ -22,7 +22,6 @@ use http::{Method, Request, StatusCode};
 
 use super::origin::Answer;
 use super::{Cache, Entry, Stored, VaryRecord, key};
-use crate::http::body::Body;
 
 /// The HTTP semantics over the two-tier [`Cache`]: lookups, fills, what is
 /// stored. A view for one request, free to make.
@@ -229,8 +228,14 @@ pub(super) fn entry_of(stored: &Stored) -> &Entry {
 
 /// The full response held in a stored entry, with its Age.
 pub(super) fn from_entry(entry: &Entry, now: SystemTime, status: CacheStatus, upstream: Option<Arc<str>>) -> Answer {
-    let mut res = http::Response::new(Body::full(entry.body.clone()));
+    let mut res = http::Response::new(entry.send_body());
     *res.headers_mut() = entry.policy.response_headers(&entry.headers, now);
+    if let Some(file) = &entry.file {
+        // Its length, which a body read as it goes does not tell; and the file,
+        // so that a range of it is read from where it starts (`present`).
+        res.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(file.len()));
+        res.extensions_mut().insert(file.clone());
+    }
     *res.status_mut() = entry.status;
     Answer { response: res, upstream, cache: Some(status) }
 }

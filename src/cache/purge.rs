@@ -274,6 +274,7 @@ pub(super) mod tests {
             status: http::StatusCode::OK,
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::from_static(b"body"),
+            file: None,
             policy,
             url: url.to_string(),
             tags: Vec::new(),

@@ -252,9 +252,9 @@ async fn complete<O: Origin>(
     parts.headers.remove(header::CONTENT_RANGE);
     parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(piece.total));
     let body = if piece.start == 0 {
-        crate::http::body::chain(body, Body::full(entry.body.clone()))
+        crate::http::body::chain(body, entry.send_body())
     } else {
-        crate::http::body::chain(Body::full(entry.body.clone()), body)
+        crate::http::body::chain(entry.send_body(), body)
     };
     let answer = Answer { response: Response::from_parts(parts, body), ..fwd };
     Ok(ticket.store(cache, origin, head, answer, response_time, status.detail("completed")))

@@ -9,29 +9,44 @@
 //! What is kept counts against one budget shared by every body being stored
 //! (`cache.fill_memory`), so many large fetches at once cannot hold more than
 //! it: a body whose next chunk does not fit stops being kept and only streams.
-//! [`Storing`] tells the body's reader when that happened.
+//! [`Storing`] tells the body's reader when that happened. With a disk tier,
+//! such a body goes to disk instead, through a [`Sink`] (see [`super::spill`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::spill::{SPILL_UNKNOWN_ABOVE, STREAM_ABOVE, Sink, Spill};
 use crate::http::body::{Body, BoxError};
 
 pub(crate) type Commit = Box<dyn FnOnce(Bytes) + Send + Sync>;
 
-/// Whether a [`TeeBody`] still keeps its copy.
+/// Whether a [`TeeBody`] still keeps its copy, and where.
 #[derive(Clone, Default)]
-pub(crate) struct Storing(Arc<AtomicBool>);
+pub(crate) struct Storing(Arc<AtomicU8>);
+
+const IN_MEMORY: u8 = 0;
+const ON_DISK: u8 = 1;
+const NOT: u8 = 2;
 
 impl Storing {
     /// False once the body is known not to be stored (too large, no budget, broken).
     pub(crate) fn still(&self) -> bool {
-        !self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Relaxed) != NOT
+    }
+
+    /// True while the body goes to disk as it streams (nothing of it is kept in memory).
+    pub(crate) fn on_disk(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == ON_DISK
+    }
+
+    fn set(&self, state: u8) {
+        self.0.store(state, Ordering::Relaxed);
     }
 }
 
@@ -66,8 +81,12 @@ pin_project_lite::pin_project! {
         chunks: Vec<Bytes>,
         len: u64,
         limit: u64,
+        // Kept in memory up to this; past it the body spills to disk.
+        keep_up_to: u64,
         expected: Option<u64>,
         commit: Option<Commit>,
+        spill: Option<Spill>,
+        sink: Option<Sink>,
         // What is kept holds this much of the budget.
         reserved: Option<OwnedSemaphorePermit>,
         budget: Arc<Budget>,
@@ -78,11 +97,14 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // hyper never polls a body that is already at its end (an empty one).
             let this = this.project();
+            let whole = http_body::Body::is_end_stream(&*this.inner) && this.expected.is_none_or(|n| n == *this.len);
             if let Some(commit) = this.commit.take()
-                && http_body::Body::is_end_stream(&*this.inner)
-                && this.expected.is_none_or(|n| n == *this.len)
+                && whole
             {
                 commit(join(std::mem::take(this.chunks), *this.len));
+            }
+            if let Some(sink) = this.sink.take() {
+                sink.finish(whole);
             }
         }
     }
@@ -91,18 +113,50 @@ pin_project_lite::pin_project! {
 impl TeeBody {
     /// `expected` is the response's Content-Length, if any; bodies over `limit`
     /// are not kept. `reserved` is the budget taken for an expected length up
-    /// front; without it the body takes from `budget` chunk by chunk.
-    pub(crate) fn new(
+    /// front; without it the body takes from `budget` chunk by chunk. With a
+    /// `spill`, a body memory will not hold goes to disk; at once if there is
+    /// no `reserved` for its `expected` length.
+    pub(super) fn new(
         inner: Body,
-        expected: Option<u64>,
-        limit: u64,
+        (expected, limit): (Option<u64>, u64),
         (budget, reserved): (Arc<Budget>, Option<OwnedSemaphorePermit>),
         commit: Commit,
+        spill: Option<Spill>,
     ) -> TeeBody {
-        let commit = (expected.is_none_or(|n| n <= limit)).then_some(commit);
+        let mut commit = (expected.is_none_or(|n| n <= limit)).then_some(commit);
+        // A body of unknown length spills sooner: until it does, slow readers keep what it
+        // read in the fill's buffer, whatever the budget says, so many at once would hold
+        // up to the whole budget each.
+        let keep_up_to = match (&spill, expected) {
+            (None, _) => limit,
+            (Some(_), Some(_)) => limit.min(STREAM_ABOVE),
+            (Some(_), None) => limit.min(SPILL_UNKNOWN_ABOVE),
+        };
         let storing = Storing::default();
-        storing.0.store(commit.is_none(), Ordering::Relaxed);
-        TeeBody { inner, chunks: Vec::new(), len: 0, limit, expected, commit, reserved, budget, storing }
+        let (mut spill, mut sink) = (spill.filter(|_| commit.is_some()), None);
+        if expected.is_some() && reserved.is_none() {
+            sink = spill.take().map(Spill::start);
+            commit = None;
+        }
+        storing.set(match (&commit, &sink) {
+            (Some(_), _) => IN_MEMORY,
+            (None, Some(_)) => ON_DISK,
+            (None, None) => NOT,
+        });
+        TeeBody {
+            inner,
+            chunks: Vec::new(),
+            len: 0,
+            limit,
+            keep_up_to,
+            expected,
+            commit,
+            spill,
+            sink,
+            reserved,
+            budget,
+            storing,
+        }
     }
 
     pub(crate) fn storing(&self) -> Storing {
@@ -120,7 +174,7 @@ fn give_up(
     *commit = None;
     *chunks = Vec::new();
     *reserved = None;
-    storing.0.store(true, Ordering::Relaxed);
+    storing.set(NOT);
 }
 
 impl http_body::Body for TeeBody {
@@ -129,7 +183,44 @@ impl http_body::Body for TeeBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if let Some(sink) = this.sink.as_mut() {
+            match sink.poll_flush(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(true) => {}
+                Poll::Ready(false) => {
+                    *this.sink = None;
+                    this.storing.set(NOT);
+                }
+            }
+        }
         let polled = this.inner.poll_frame(cx);
+        if let Some(sink) = this.sink.as_mut() {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        *this.len += data.len() as u64;
+                        match *this.len <= *this.limit {
+                            true => sink.push([data.clone()]),
+                            false => {
+                                *this.sink = None;
+                                this.storing.set(NOT);
+                            }
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    *this.sink = None;
+                    this.storing.set(NOT);
+                }
+                Poll::Ready(None) => {
+                    if let Some(sink) = this.sink.take() {
+                        sink.finish(this.expected.is_none_or(|n| n == *this.len));
+                    }
+                }
+                Poll::Pending => {}
+            }
+            return polled;
+        }
         if this.commit.is_none() {
             return polled;
         }
@@ -137,7 +228,7 @@ impl http_body::Body for TeeBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.len += data.len() as u64;
-                    let fits = *this.len <= *this.limit
+                    let fits = *this.len <= *this.keep_up_to
                         && (this.expected.is_some() || {
                             match (this.budget.reserve(data.len() as u64), this.reserved.as_mut()) {
                                 (Some(more), Some(held)) => {
@@ -153,6 +244,17 @@ impl http_body::Body for TeeBody {
                         });
                     if fits {
                         this.chunks.push(data.clone());
+                    } else if *this.len <= *this.limit
+                        && let Some(spill) = this.spill.take()
+                    {
+                        // To disk from here, with what was kept so far.
+                        let mut sink = spill.start();
+                        this.chunks.push(data.clone());
+                        sink.push(std::mem::take(this.chunks));
+                        *this.commit = None;
+                        *this.reserved = None;
+                        *this.sink = Some(sink);
+                        this.storing.set(ON_DISK);
                     } else {
                         give_up(this.commit, this.chunks, this.reserved, this.storing);
                     }

@@ -19,8 +19,10 @@ use http::header;
 use http::request::Parts;
 use http::{Response, StatusCode};
 
+use super::disk::DiskWriter;
 use super::origin::{Answer, Origin};
 use super::phase::Slot;
+use super::spill::{self, Spill};
 use super::tee::{Storing, TeeBody};
 use super::{Cache, Entry, Stored, VaryRecord, key};
 use crate::http::body::Body;
@@ -159,10 +161,15 @@ impl Ticket {
         if expected.is_some_and(|n| n > limit) {
             return pass(res_parts, body, status, Bypass::TooLarge);
         }
-        // A known length takes its share of the memory for bodies being stored now, or is not stored.
-        let reserved = match expected.map(|n| cache.fill_budget.reserve(n)) {
-            Some(None) => return pass(res_parts, body, status, Bypass::FillMemory),
-            Some(r) => r,
+        // A known length takes its share of the memory for bodies being stored now, or goes
+        // to disk (as does a large one), or is not stored.
+        let disk = cache.disk.clone();
+        let reserved = match expected {
+            Some(n) if disk.is_some() && n > spill::STREAM_ABOVE => None,
+            Some(n) => match cache.fill_budget.reserve(n) {
+                None if disk.is_none() => return pass(res_parts, body, status, Bypass::FillMemory),
+                r => r,
+            },
             None => None,
         };
 
@@ -187,6 +194,7 @@ impl Ticket {
             status: res_parts.status,
             headers: cache_policy::storable_headers(&res_parts.headers, rules),
             body: Bytes::new(),
+            file: None,
             tags: Entry::tags_of(&res_parts.headers),
             policy,
             url: slot.url,
@@ -195,8 +203,26 @@ impl Ticket {
         // A body of unknown length may still prove too large: only a known length is claimed stored.
         let status = if expected.is_some() { status.stored() } else { status };
         let status = status.ttl(entry.policy.ttl_secs(response_time));
-        let committer = cache.clone();
         let primary = slot.primary;
+        let spill = disk.map(|disk| {
+            let (committer, entry, key, record, primary) =
+                (cache.clone(), entry.clone(), key.clone(), record.clone(), primary.clone());
+            let commit = Box::new(move |file: DiskWriter| {
+                if part.is_some_and(|p| p.len() != file.len()) {
+                    return;
+                }
+                tokio::spawn(async move {
+                    if Ticket::purged(&committer, epoch, &entry) {
+                        tracing::debug!(url = %entry.url, "purged while in flight; not stored");
+                        return;
+                    }
+                    let record = record.map(|r| (primary, Stored::Vary(r)));
+                    committer.put_file(epoch, (key, Stored::Entry(entry)), file, record).await;
+                });
+            });
+            Spill { disk, expected, limit, commit }
+        });
+        let committer = cache.clone();
         let commit = Box::new(move |body: Bytes| {
             if part.is_some_and(|p| p.len() != body.len() as u64) {
                 tracing::debug!(url = %entry.url, "a part whose body is not its range; not stored");
@@ -214,7 +240,7 @@ impl Ticket {
                 committer.put_all(epoch, values).await;
             });
         });
-        let tee = TeeBody::new(body, expected, limit, (cache.fill_budget.clone(), reserved), commit);
+        let tee = TeeBody::new(body, (expected, limit), (cache.fill_budget.clone(), reserved), commit, spill);
         let storing = tee.storing();
         Fetched {
             answer: Answer {

@@ -16,7 +16,9 @@ pub struct CacheConfig {
     pub disk_path: PathBuf,
     /// Disk tier budget. Default 4GiB.
     pub disk_capacity: Size,
-    /// Larger bodies are streamed through and not stored. Default 64MiB.
+    /// Larger bodies are streamed through and not stored. Default 1GiB (bodies
+    /// over 8MiB, or over what `fill_memory` has free, are stored on disk only,
+    /// streamed in and out).
     pub max_object_size: Size,
     /// A request waiting for another's fetch of the same URL goes to the origin
     /// itself after this. Default 10s.
@@ -31,8 +33,9 @@ pub struct CacheConfig {
     pub sweep_interval: Dur,
     /// ... and after this many index writes (0: by time only). Default 10000.
     pub sweep_after_writes: u64,
-    /// Bodies being fetched to be stored are held in memory up to this in total
-    /// (at most 4GiB); a fetch that does not fit streams through unstored. Default 128MiB.
+    /// Bodies being fetched to be stored in memory are held up to this in total
+    /// (at most 4GiB); one that does not fit goes to the disk tier as it streams,
+    /// or without one streams through unstored. Default 128MiB.
     pub fill_memory: Size,
     /// relais's own targeted cache-control field (RFC 9213): it replaces
     /// `Cache-Control` and `Expires` for relais. Default `relais-cache-control`.
@@ -63,7 +66,7 @@ impl Default for CacheConfig {
             memory_capacity: Size::mib(256),
             disk_path: PathBuf::from("./relais-cache"),
             disk_capacity: Size::mib(4096),
-            max_object_size: Size::mib(64),
+            max_object_size: Size::mib(1024),
             lock_timeout: Dur::secs(10),
             disk_write_backlog: Size::mib(32),
             expose_tag_headers: false,

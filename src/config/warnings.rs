@@ -39,6 +39,7 @@ impl Config {
                 )
             })
             .collect();
+        out.extend(self.uncacheable_sizes());
         if self.server.max_request_body.is_none() {
             for (i, _) in self.routes.iter().enumerate().filter(|(_, r)| r.request_buffering) {
                 out.push(format!(
@@ -47,6 +48,33 @@ impl Config {
                     self.buffering.request_disk
                 ));
             }
+        }
+        out
+    }
+}
+
+/// Bodies over this are stored on disk only (`cache::spill::STREAM_ABOVE`).
+const DISK_ONLY_ABOVE: u64 = 8 << 20;
+
+impl Config {
+    /// Sizes `max_object_size` lets through that no tier can hold.
+    fn uncacheable_sizes(&self) -> Vec<String> {
+        let c = &self.cache;
+        let max = c.max_object_size.bytes();
+        let mut out = Vec::new();
+        // A body is stored whole in memory (within fill_memory, up to 8MiB) or streamed to disk.
+        let held_in_memory = c.fill_memory.bytes().min(DISK_ONLY_ABOVE);
+        if max > c.disk_capacity.bytes() && max > held_in_memory {
+            out.push(format!(
+                "cache.max_object_size ({}) is more than cache.disk_capacity ({}): bodies between {} and {} \
+                 pass the size check but are never stored (over {} they go to disk only, and the disk \
+                 tier refuses an entry larger than its capacity)",
+                c.max_object_size,
+                c.disk_capacity,
+                super::Size(held_in_memory.max(c.disk_capacity.bytes())),
+                c.max_object_size,
+                super::Size(held_in_memory),
+            ));
         }
         out
     }
@@ -79,6 +107,20 @@ mod tests {
             assert!(warnings[0].contains("RELAIS_ADMIN_TOKEN") && warnings[0].contains("RELAIS_ADMIN__TOKEN"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_size_no_tier_can_hold_is_a_warning() {
+        let toml = format!("[cache]\ndisk_capacity = \"512MiB\"\n{MINIMAL}");
+        let warnings = Config::from_toml(&toml, "t.toml").unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("cache.max_object_size (1GiB)") && warnings[0].contains("512MiB"), "{warnings:?}");
+        let fits = format!("[cache]\ndisk_capacity = \"512MiB\"\nmax_object_size = \"256MiB\"\n{MINIMAL}");
+        assert!(Config::from_toml(&fits, "t.toml").unwrap().warnings().is_empty());
+        assert!(
+            Config::from_toml(MINIMAL, "t.toml").unwrap().warnings().is_empty(),
+            "the defaults hold what they let through"
+        );
     }
 
     #[test]

@@ -92,12 +92,15 @@ fn cut(method: &Method, res: Response<Body>, want: ByteRange, offset: u64) -> Re
         parts.headers.insert(header::CONTENT_RANGE, v);
     }
     let (from, to) = (offset as usize, (offset + n) as usize);
-    let body = match body {
+    let file = parts.extensions.get::<crate::cache::disk::BodyFile>().filter(|f| offset + n <= f.len());
+    let body = match (body, file) {
+        // A body left in its disk file: read from the range's first byte.
+        (_unread, Some(file)) => file.range(offset, n),
         // A stored body: cut it without copying. (Stored bodies match their
         // framing, which the range was checked against; `get` keeps a
         // mismatch from panicking all the same.)
-        Body::Full { data: Some(data) } if data.get(from..to).is_some() => Body::full(data.slice(from..to)),
-        other => Body::boxed(RangeBody { inner: other, skip: offset, left: n }),
+        (Body::Full { data: Some(data) }, None) if data.get(from..to).is_some() => Body::full(data.slice(from..to)),
+        (other, None) => Body::boxed(RangeBody { inner: other, skip: offset, left: n }),
     };
     head_only(method, Response::from_parts(parts, body))
 }

@@ -44,6 +44,7 @@ mod load;
 mod lock;
 mod read;
 mod snapshot;
+mod stream;
 mod sweep;
 #[cfg(test)]
 mod testing;
@@ -65,6 +66,8 @@ use tokio::task::spawn_blocking;
 use accounting::{ContentId, State, charge, json_len};
 use layout::*;
 use load::{list_blocking, prepare_dir};
+pub use stream::BodyFile;
+pub(crate) use stream::{DiskBody, DiskWriter};
 
 /// Key stripes serialising index writes per key.
 const STRIPES: usize = 64;
@@ -210,13 +213,13 @@ impl DiskTier {
     /// entry is removed (logged at warn) and reported as `Ok(None)`. `Err` only for transient
     /// conditions such as running out of file descriptors.
     pub async fn get(&self, key: &str) -> Result<Option<(Value, Bytes)>, DiskError> {
-        self.lookup(key, true).await.map(|hit| hit.map(|(meta, body)| (meta, Bytes::from(body.unwrap_or_default()))))
+        self.lookup(key, true, u64::MAX).await.map(|hit| hit.map(|f| (f.meta, Bytes::from(f.body.unwrap_or_default()))))
     }
 
     /// Only the metadata of `key` (for purge and debug listings): no body read, no recency
     /// update.
     pub async fn get_meta(&self, key: &str) -> Result<Option<Value>, DiskError> {
-        self.lookup(key, false).await.map(|hit| hit.map(|(meta, _)| meta))
+        self.lookup(key, false, 0).await.map(|hit| hit.map(|f| f.meta))
     }
 
     /// Stores `body` with `meta` under `key`, replacing any previous entry, then evicts

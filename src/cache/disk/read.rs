@@ -12,12 +12,14 @@ use tracing::warn;
 use super::{DiskError, DiskTier};
 
 impl DiskTier {
-    /// Shared lookup for `get` (`with_body`) and `get_meta`.
+    /// Shared lookup for `get` (`with_body`) and `get_meta`. A body larger
+    /// than `whole_up_to` is not read: the caller gets its integrity and size.
     pub(super) async fn lookup(
         &self,
         key: &str,
         with_body: bool,
-    ) -> Result<Option<(Value, Option<Vec<u8>>)>, DiskError> {
+        whole_up_to: u64,
+    ) -> Result<Option<Found>, DiskError> {
         let known = {
             let mut st = self.inner.state();
             let known = if with_body { st.touch(key) } else { st.contains(key) };
@@ -28,7 +30,7 @@ impl DiskTier {
             known
         };
         let (dir, owned_key) = (self.inner.dir.clone(), key.to_owned());
-        let looked_up = match spawn_blocking(move || lookup_blocking(&dir, &owned_key, with_body)).await {
+        let looked_up = match spawn_blocking(move || lookup_blocking(&dir, &owned_key, with_body, whole_up_to)).await {
             Ok(looked_up) => looked_up?,
             // cacache panics on an integrity it cannot decode (a hand-edited index line).
             Err(e) if e.is_panic() => Lookup::Broken { sri: None, error: None },
@@ -39,7 +41,7 @@ impl DiskTier {
                 if !known {
                     self.inner.adopt(key, &meta, size, &sri, filed, (label, listed));
                 }
-                Ok(Some((meta, body)))
+                Ok(Some(Found { meta, body, size: size as u64, sri }))
             }
             Lookup::Absent => {
                 if known {
@@ -56,6 +58,14 @@ impl DiskTier {
             }
         }
     }
+}
+
+/// An entry found: its metadata, its body if it was read, and what names the body.
+pub(super) struct Found {
+    pub(super) meta: Value,
+    pub(super) body: Option<Vec<u8>>,
+    pub(super) size: u64,
+    pub(super) sri: Integrity,
 }
 
 pub(super) enum Lookup {
@@ -77,7 +87,7 @@ pub(super) enum Lookup {
     },
 }
 
-pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<Lookup, DiskError> {
+pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool, whole_up_to: u64) -> Result<Lookup, DiskError> {
     let m = match cacache::index::find(dir, key) {
         Ok(Some(m)) => m,
         Ok(None) => return Ok(Lookup::Absent),
@@ -99,7 +109,7 @@ pub(super) fn lookup_blocking(dir: &Path, key: &str, with_body: bool) -> Result<
             None => Lookup::Broken { sri: Some(m.integrity), error: None },
         });
     }
-    let body = if with_body {
+    let body = if with_body && m.size as u64 <= whole_up_to {
         // Reads the whole file and checks it against the integrity.
         match cacache::read_hash_sync(dir, &m.integrity) {
             Ok(body) => Some(body),

@@ -42,6 +42,22 @@ impl Inner {
             let (content, sri) = spawn_blocking(move || me.write_content_blocking(&body)).await??;
             (Some(content), sri, wrap(meta, None, label, listed))
         };
+        self.commit_entry(key, meta, (content, sri), size, charge, (label, listed)).await
+    }
+
+    /// Appends `key`'s index line (`meta` as [`wrap`] made it) for content already
+    /// written and reserved (`content`, `sri`; no content: the body is in the line),
+    /// charges it and evicts. On failure the reservation is dropped (and the
+    /// content released if nothing else holds it).
+    pub(super) async fn commit_entry(
+        self: &Arc<Self>,
+        key: String,
+        meta: Value,
+        (content, sri): (Option<ContentId>, Integrity),
+        size: usize,
+        charge: u64,
+        (label, listed): (u64, bool),
+    ) -> Result<(), DiskError> {
         let stored = {
             let _key_lock = self.stripe(&key).lock().await;
             let (dir, owned_key) = (self.dir.clone(), key.clone());
