@@ -20,7 +20,7 @@ pub(super) struct Gauges {
     pub disk_bytes: u64,
     pub disk_entries: u64,
     pub disk_capacity: u64,
-    /// Keys the purge index knows (entries and Vary records of either tier).
+    /// Keys the purge index knows (the memory tier's, and tagged ones on disk).
     pub indexed_keys: u64,
     /// Bytes of bodies being fetched to be stored (`cache.fill_memory` in use).
     pub fill_bytes: u64,
@@ -152,7 +152,11 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
         ("cache_disk_bytes", "Bytes held by the disk tier.", gauges.disk_bytes),
         ("cache_disk_entries", "Entries held by the disk tier.", gauges.disk_entries),
         ("cache_disk_capacity_bytes", "Configured size of the disk tier.", gauges.disk_capacity),
-        ("cache_indexed_keys", "Keys in the purge index (either tier).", gauges.indexed_keys),
+        (
+            "cache_indexed_keys",
+            "Keys in the purge index: the memory tier's, and tagged ones on disk.",
+            gauges.indexed_keys,
+        ),
         ("cache_fill_bytes", "Bytes of bodies held while being fetched to be stored.", gauges.fill_bytes),
         (
             "cache_disk_writes_waiting",
