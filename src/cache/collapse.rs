@@ -179,7 +179,17 @@ impl Lead {
                     leader.close();
                     cache.pass.mark(key);
                 };
+                let remembered = storing.as_ref().map(|s| s.remembered().clone());
+                let kept = storing.clone();
                 let complete = pump(&mut body, fill, storing, || leader.close(), not_stored).await;
+                // A body kept in memory is there before its clients see its end, so
+                // that a request right after finds it (a moment at most).
+                if complete
+                    && kept.is_some_and(|s| s.still() && !s.on_disk())
+                    && let Some(remembered) = remembered
+                {
+                    remembered.wait(std::time::Duration::from_millis(500)).await;
+                }
                 fill.finish(complete);
             }
         }

@@ -261,6 +261,12 @@ impl Cache {
     /// order, so a lookup that finds the record finds the variant too, whatever
     /// the disk is doing. Nothing a purge since `epoch` covers stays stored.
     pub(crate) async fn put_all(&self, epoch: u64, values: Vec<(String, Stored)>) {
+        self.put_all_telling(epoch, values, &tee::Remembered::default()).await;
+    }
+
+    /// [`Cache::put_all`], telling `in_memory` once the values are in memory
+    /// (before the disk writes).
+    pub(crate) async fn put_all_telling(&self, epoch: u64, values: Vec<(String, Stored)>, in_memory: &tee::Remembered) {
         if self.disk.is_some() {
             // Before anything is visible: a purge from now on dooms the disk copies to come.
             values.iter().for_each(|(key, _)| self.hidden.writing(key));
@@ -281,6 +287,7 @@ impl Cache {
             }
             return;
         }
+        in_memory.done();
         for (key, value, meta, body) in remembered {
             self.persist(epoch, key, value, meta, body).await;
         }

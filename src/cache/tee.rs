@@ -26,9 +26,32 @@ use crate::http::body::{Body, BoxError};
 
 pub(crate) type Commit = Box<dyn FnOnce(Bytes) + Send + Sync>;
 
-/// Whether a [`TeeBody`] still keeps its copy, and where.
+/// Whether a [`TeeBody`] still keeps its copy, and where; and when what it
+/// kept is in the memory tier.
 #[derive(Clone, Default)]
-pub(crate) struct Storing(Arc<AtomicU8>);
+pub(crate) struct Storing(Arc<AtomicU8>, Remembered);
+
+/// Says when a stored body is in the memory tier (or will not be), so that the
+/// fetch ends for its clients only then: a request right after finds it.
+#[derive(Clone, Default)]
+pub(crate) struct Remembered(Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+
+impl Remembered {
+    /// In memory now, or never: either way, nothing to wait for.
+    pub(crate) fn done(&self) {
+        self.0.0.store(true, Ordering::Release);
+        self.0.1.notify_waiters();
+    }
+
+    /// Waits for [`Remembered::done`], at most `limit`.
+    pub(crate) async fn wait(&self, limit: std::time::Duration) {
+        let notified = self.0.1.notified();
+        if self.0.0.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, notified).await;
+    }
+}
 
 const IN_MEMORY: u8 = 0;
 const ON_DISK: u8 = 1;
@@ -43,6 +66,15 @@ impl Storing {
     /// True while the body goes to disk as it streams (nothing of it is kept in memory).
     pub(crate) fn on_disk(&self) -> bool {
         self.0.load(Ordering::Relaxed) == ON_DISK
+    }
+
+    /// The same, told by `remembered` when the body is in memory.
+    pub(crate) fn with(self, remembered: Remembered) -> Storing {
+        Storing(self.0, remembered)
+    }
+
+    pub(crate) fn remembered(&self) -> &Remembered {
+        &self.1
     }
 
     fn set(&self, state: u8) {
@@ -263,10 +295,10 @@ impl http_body::Body for TeeBody {
             Poll::Ready(Some(Err(_))) => give_up(this.commit, this.chunks, this.reserved, this.storing),
             Poll::Ready(None) => {
                 let complete = this.expected.is_none_or(|n| n == *this.len);
-                if let Some(commit) = this.commit.take()
-                    && complete
-                {
-                    commit(join(std::mem::take(this.chunks), *this.len));
+                match this.commit.take() {
+                    Some(commit) if complete => commit(join(std::mem::take(this.chunks), *this.len)),
+                    Some(_) => this.storing.set(NOT),
+                    None => {}
                 }
                 // Committed or not, nothing is kept from here on.
                 *this.reserved = None;

@@ -23,7 +23,7 @@ use super::disk::DiskWriter;
 use super::origin::{Answer, Origin};
 use super::phase::Slot;
 use super::spill::{self, Spill};
-use super::tee::{Storing, TeeBody};
+use super::tee::{Remembered, Storing, TeeBody};
 use super::{Cache, Entry, Stored, VaryRecord, key};
 use crate::http::body::Body;
 
@@ -223,25 +223,30 @@ impl Ticket {
             Spill { disk, expected, limit, commit }
         });
         let committer = cache.clone();
+        let remembered = Remembered::default();
+        let in_memory = remembered.clone();
         let commit = Box::new(move |body: Bytes| {
             if part.is_some_and(|p| p.len() != body.len() as u64) {
                 tracing::debug!(url = %entry.url, "a part whose body is not its range; not stored");
+                in_memory.done();
                 return;
             }
             tokio::spawn(async move {
                 if Ticket::purged(&committer, epoch, &entry) {
                     tracing::debug!(url = %entry.url, "purged while in flight; not stored");
+                    in_memory.done();
                     return;
                 }
                 let mut values = vec![(key, Stored::Entry(Entry { body, ..entry }))];
                 if let Some(record) = record {
                     values.push((primary, Stored::Vary(record)));
                 }
-                committer.put_all(epoch, values).await;
+                committer.put_all_telling(epoch, values, &in_memory).await;
+                in_memory.done();
             });
         });
         let tee = TeeBody::new(body, (expected, limit), (cache.fill_budget.clone(), reserved), commit, spill);
-        let storing = tee.storing();
+        let storing = tee.storing().with(remembered);
         Fetched {
             answer: Answer {
                 response: Response::from_parts(res_parts, Body::boxed(tee)),
