@@ -190,11 +190,18 @@ impl Cache {
                         if found.contains_key(&key) {
                             continue;
                         }
-                        // The label may be another URL's too: the metadata says.
-                        let listing = disk.get_meta(&key).await.ok().flatten().and_then(Stored::listing);
-                        if let Some(l) = listing.filter(|l| l.url == *url) {
-                            found.insert(key, l.vary);
-                        }
+                        // The label may be another URL's too: the metadata says. One
+                        // that cannot be read is purged all the same (never left behind).
+                        let vary = match disk.get_meta(&key).await {
+                            Ok(None) => continue,
+                            Ok(Some(meta)) => match Stored::listing(meta) {
+                                Some(l) if l.url != *url => continue,
+                                Some(l) => l.vary,
+                                None => false,
+                            },
+                            Err(_) => false,
+                        };
+                        found.insert(key, vary);
                     }
                 }
                 false
