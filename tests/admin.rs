@@ -33,6 +33,14 @@ fn tagged_origin() -> OriginBuilder {
     })
 }
 
+/// Answers with the request's Accept-Encoding, varying on it.
+fn vary_origin() -> OriginBuilder {
+    origin().route("/", |req: Request<Incoming>| async move {
+        let enc = req.headers().get("accept-encoding").map_or("none", |v| v.to_str().unwrap()).to_string();
+        text(200, &enc, &[("cache-control", "max-age=600"), ("vary", "accept-encoding")])
+    })
+}
+
 #[tokio::test]
 async fn authentication() {
     let o = origin().start().await;
@@ -116,13 +124,7 @@ async fn tag_purge_of_entries_loaded_from_disk() {
 /// (a prefix), variants included.
 #[tokio::test]
 async fn url_and_prefix_purges_reach_entries_only_on_disk() {
-    let o = origin()
-        .route("/", |req: Request<Incoming>| async move {
-            let enc = req.headers().get("accept-encoding").map_or("none", |v| v.to_str().unwrap()).to_string();
-            text(200, &enc, &[("cache-control", "max-age=600"), ("vary", "accept-encoding")])
-        })
-        .start()
-        .await;
+    let o = vary_origin().start().await;
     let dir = tempfile::tempdir().unwrap();
     let toml = proxy_to(o.addr).disk(dir.path());
     let proxy = relais(&toml).await;
@@ -166,13 +168,7 @@ async fn prefix_and_all() {
 
 #[tokio::test]
 async fn url_purge_removes_every_variant() {
-    let o = origin()
-        .route("/", |req: Request<Incoming>| async move {
-            let enc = req.headers().get("accept-encoding").map_or("none", |v| v.to_str().unwrap()).to_string();
-            text(200, &enc, &[("cache-control", "max-age=600"), ("vary", "accept-encoding")])
-        })
-        .start()
-        .await;
+    let o = vary_origin().start().await;
     let proxy = relais(&proxy_to(o.addr)).await;
     for enc in ["gzip", "br"] {
         get_with(&proxy.url("/v"), &[("host", "shop.test"), ("accept-encoding", enc)]).await;

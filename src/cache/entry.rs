@@ -174,6 +174,24 @@ enum HeaderText {
 }
 
 impl Stored {
+    /// The canonical URL it was stored for.
+    pub fn url(&self) -> &str {
+        match self {
+            Stored::Entry(e) => &e.url,
+            Stored::Vary(v) => &v.url,
+        }
+    }
+
+    /// Its tags (a Vary record has none).
+    pub fn tags(&self) -> &[String] {
+        match self {
+            Stored::Entry(e) => &e.tags,
+            Stored::Vary(_) => &[],
+        }
+    }
+}
+
+impl Stored {
     /// Metadata JSON and body for the disk tier.
     pub fn to_disk(&self) -> (Value, Bytes) {
         let (meta, body) = match self {

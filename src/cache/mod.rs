@@ -294,10 +294,7 @@ impl Cache {
     }
 
     fn purged(&self, epoch: u64, value: &Stored) -> bool {
-        match value {
-            Stored::Entry(e) => self.purged_since(epoch, &e.url, &e.tags),
-            Stored::Vary(v) => self.purged_since(epoch, &v.url, &[]),
-        }
+        self.purged_since(epoch, value.url(), value.tags())
     }
 
     /// The disk half of a put, whose write [`hidden::Hidden::writing`] has counted.
@@ -378,12 +375,8 @@ impl Cache {
         body: bytes::Bytes,
         _writing: tokio::sync::SemaphorePermit<'_>,
     ) -> bool {
-        let url = match &*value {
-            Stored::Entry(e) => &e.url,
-            Stored::Vary(v) => &v.url,
-        };
-        let tagged = matches!(&*value, Stored::Entry(e) if !e.tags.is_empty());
-        match disk.put_labelled(key, index::url_label(url), tagged, meta, body).await {
+        let tagged = !value.tags().is_empty();
+        match disk.put_labelled(key, index::url_label(value.url()), tagged, meta, body).await {
             Ok(()) => {}
             // Let go for a binary upgrade: the new process writes from now on.
             Err(DiskError::Closed) => return false,
@@ -398,7 +391,7 @@ impl Cache {
         if self.purged(epoch, &value) {
             return disk.remove(key).await.is_ok();
         }
-        if matches!(&*value, Stored::Entry(e) if !e.tags.is_empty()) && !self.index.contains(key) {
+        if tagged && !self.index.contains(key) {
             self.index_value(key, &value);
         }
         true
@@ -491,10 +484,8 @@ impl Cache {
     }
 
     fn index_value(&self, key: &str, value: &Stored) {
-        match value {
-            Stored::Entry(e) => self.index.insert(key, &e.url, &e.tags, index::Held::Entry),
-            Stored::Vary(v) => self.index.insert(key, &v.url, &[], index::Held::Vary),
-        }
+        let held = if matches!(value, Stored::Vary(_)) { index::Held::Vary } else { index::Held::Entry };
+        self.index.insert(key, value.url(), value.tags(), held);
     }
 
     pub async fn memory_bytes(&self) -> u64 {

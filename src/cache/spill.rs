@@ -139,11 +139,8 @@ impl Cache {
         self.hidden.writing(&key);
         let (meta, _) = value.to_disk();
         let value = Arc::new(value);
-        let (url, tagged) = match &*value {
-            Stored::Entry(e) => (&e.url, !e.tags.is_empty()),
-            Stored::Vary(v) => (&v.url, false),
-        };
-        let clean = match file.commit(&key, (super::index::url_label(url), tagged), meta).await {
+        let tagged = !value.tags().is_empty();
+        let clean = match file.commit(&key, (super::index::url_label(value.url()), tagged), meta).await {
             Err(e) => {
                 tracing::warn!(key, error = %e, "disk cache write failed");
                 false
