@@ -42,7 +42,7 @@ pub use guard::{
 };
 pub use log::{LogColor, LogConfig, LogFormat, LogLevel};
 pub use route::{CacheRules, CookieRequests, HeaderRules, RouteConfig, RouteName};
-pub use server::{AdminConfig, OptionalName, ServerConfig};
+pub use server::{AdminConfig, Engine, OptionalName, ServerConfig};
 pub use tls::{
     AcmeConfig, CertificateFiles, Challenge, ClientAuth, Hsts, TlsConfig, TlsVersion, UnknownName, UpstreamTls,
 };

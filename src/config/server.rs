@@ -65,6 +65,19 @@ pub struct ServerConfig {
     /// peer `guard.real_ip` trusts, else made by relais. `""` turns it off.
     /// Default `"x-request-id"`.
     pub request_id: OptionalName,
+    /// Which HTTP/1.1 implementation serves client connections and talks to
+    /// origins: relais's own (`"relais"`) or hyper's (`"hyper"`), kept for one
+    /// release as a fallback. HTTP/2 is hyper's and h2's either way. Default `"relais"`.
+    pub engine: Engine,
+}
+
+/// `server.engine`: whose HTTP/1.1 code carries requests.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Relais,
+    Hyper,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +104,7 @@ impl Default for ServerConfig {
             max_connections: 16384,
             proxy_protocol: false,
             request_id: OptionalName(Some(http::HeaderName::from_static("x-request-id"))),
+            engine: Engine::default(),
         }
     }
 }
