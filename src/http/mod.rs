@@ -3,4 +3,5 @@
 //! no stage.
 
 pub(crate) mod body;
+pub(crate) mod h1;
 pub(crate) mod names;
