@@ -4,4 +4,5 @@
 
 pub(crate) mod body;
 pub(crate) mod h1;
+pub(crate) mod interim;
 pub(crate) mod names;
