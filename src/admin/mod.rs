@@ -21,7 +21,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -72,7 +71,7 @@ async fn handle(
     admin: &Admin,
     history: &history::History,
     peer: std::net::IpAddr,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Response<Body> {
     let pipeline = admin.shared.load_full();
     if pipeline.guard.admin.check(peer) == Some(crate::guard::Verdict::Deny) {
@@ -175,7 +174,7 @@ struct PurgeRequest {
     soft: bool,
 }
 
-async fn purge_json(admin: &Admin, req: Request<Incoming>) -> Answer {
+async fn purge_json(admin: &Admin, req: Request<Body>) -> Answer {
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);
     let query = || req.uri().query().unwrap_or("").split('&').filter_map(|kv| kv.split_once('='));
     let asked = query().any(|(k, v)| k == "wait" && v == "applied");
@@ -213,7 +212,7 @@ async fn purge_json(admin: &Admin, req: Request<Incoming>) -> Answer {
 }
 
 /// `PURGE /path` with a Host header, or `PURGE http://host/path`.
-async fn purge_method(admin: &Admin, req: &Request<Incoming>) -> Answer {
+async fn purge_method(admin: &Admin, req: &Request<Body>) -> Answer {
     // The URL's query is the purged object's: a header asks to wait.
     let asked = req.headers().get("x-purge-wait").is_some_and(|v| v == "applied");
     let wait = wait_applied(admin, asked, None).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
@@ -341,7 +340,7 @@ fn about(admin: &Admin, pipeline: &Pipeline) -> Value {
 }
 
 /// `GET /cache?url=…`: what is stored for a URL, for debugging.
-async fn cache_info(pipeline: &Pipeline, req: &Request<Incoming>) -> Answer {
+async fn cache_info(pipeline: &Pipeline, req: &Request<Body>) -> Answer {
     let query = req.uri().query().unwrap_or("");
     let url = query
         .split('&')

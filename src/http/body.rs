@@ -1,7 +1,7 @@
 //! The one body type relais sends, in both directions.
 //!
-//! An enum rather than a box so the common cases (a streamed hyper body, a
-//! short fixed body, nothing) cost no allocation and no dynamic dispatch.
+//! An enum rather than a box so the common cases (a streamed body from either
+//! engine, a short fixed body, nothing) cost no allocation and no dynamic dispatch.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,6 +30,7 @@ pin_project_lite::pin_project! {
         Empty,
         Full { data: Option<Bytes> },
         Incoming { #[pin] inner: Incoming },
+        Own { #[pin] inner: super::h1::incoming::Incoming },
         Boxed { #[pin] inner: BoxBody<Bytes, BoxError> },
     }
 }
@@ -94,6 +95,7 @@ impl http_body::Body for Body {
             BodyProj::Empty => Poll::Ready(None),
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Incoming { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Own { inner } => inner.poll_frame(cx),
             BodyProj::Boxed { inner } => inner.poll_frame(cx),
         }
     }
@@ -103,6 +105,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full { data } => data.is_none(),
             Body::Incoming { inner } => inner.is_end_stream(),
+            Body::Own { inner } => inner.is_end_stream(),
             Body::Boxed { inner } => inner.is_end_stream(),
         }
     }
@@ -112,6 +115,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Incoming { inner } => inner.size_hint(),
+            Body::Own { inner } => inner.size_hint(),
             Body::Boxed { inner } => inner.size_hint(),
         }
     }

@@ -6,3 +6,4 @@ pub(crate) mod body;
 pub(crate) mod h1;
 pub(crate) mod interim;
 pub(crate) mod names;
+pub(crate) mod upgrade;

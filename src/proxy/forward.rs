@@ -15,7 +15,6 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 
 use super::error::ProxyError;
 use super::headers::{Upgrade, add_forwarded, add_via, strip_hop_by_hop};
@@ -24,6 +23,8 @@ use super::upload::{ClientBodyError, Upload};
 use super::{Conn, Pipeline, Received};
 use crate::cache::Answer;
 use crate::http::body::Body;
+use crate::http::interim::Interim;
+use crate::http::upgrade::OnUpgrade;
 use crate::upstream::{Outgoing, UpstreamError};
 
 pub(super) async fn forward(
@@ -35,7 +36,11 @@ pub(super) async fn forward(
 ) -> Result<Answer, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let upgrade = parts.extensions.remove::<Upgrade>().map(|u| u.0);
-    let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    let client_upgrade = upgrade.as_ref().and_then(|_| {
+        let own = parts.extensions.remove::<OnUpgrade>();
+        own.or_else(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>().map(OnUpgrade::Hyper))
+    });
+    let interim = parts.extensions.remove::<Interim>();
     let path = upstream_path(route, &parts)?;
     prepare_request_headers(pipeline, route, conn, host, &mut parts);
     set_framing(&mut parts.headers, &parts.method, &body);
@@ -53,6 +58,7 @@ pub(super) async fn forward(
         body,
         retryable,
         client: conn.client,
+        interim,
     };
     let (res, server) =
         route.upstream.send(out).await.map_err(|e| client_fault(&e).unwrap_or(ProxyError::Upstream(e)))?;
@@ -70,9 +76,11 @@ pub(super) async fn forward(
     }
     res_parts.version = Version::HTTP_11;
     if tunnel {
-        let (Some(client), Some(origin), Some(protocol)) =
-            (client_upgrade, res_parts.extensions.remove::<hyper::upgrade::OnUpgrade>(), protocol)
-        else {
+        let (Some(client), Some(origin), Some(protocol)) = (
+            client_upgrade,
+            res_parts.extensions.remove::<hyper::upgrade::OnUpgrade>().map(OnUpgrade::Hyper),
+            protocol,
+        ) else {
             tracing::warn!(server = %server, "origin switched protocols without an upgrade request");
             return Err(ProxyError::Upstream(UpstreamError::Protocol(server)));
         };
@@ -190,7 +198,7 @@ pub(super) fn client_error(e: &crate::http::body::BoxError) -> ProxyError {
 
 /// The client's request body as sent upstream (see [`Upload`]), counted into
 /// the request's [`Received`]; none if it is empty.
-pub(super) fn request_body(pipeline: &Pipeline, parts: &Parts, body: Incoming) -> Body {
+pub(super) fn request_body(pipeline: &Pipeline, parts: &Parts, body: Body) -> Body {
     if body.is_end_stream() {
         return Body::empty();
     }

@@ -29,11 +29,11 @@ use std::time::Instant;
 use cache_policy::CacheStatus;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
 use crate::cache::{Answer, Cache};
 use crate::config::{Config, ConfigError};
 use crate::guard::{Guard, Subject};
+use crate::http::body::Body;
 use crate::metrics::Metrics;
 use crate::tls::{Issued, Tls};
 use crate::upstream::Upstream;
@@ -192,7 +192,7 @@ impl Pipeline {
 pub(crate) async fn handle(
     pipeline: Arc<Pipeline>,
     conn: Arc<Conn>,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Result<Response<LoggedBody>, Infallible> {
     let start = Instant::now();
     let log = pipeline.config.log.access && crate::logs::access_enabled();
@@ -365,7 +365,7 @@ async fn respond<'a>(
     pipeline: &'a Arc<Pipeline>,
     conn: Arc<Conn>,
     authority: Result<Option<target::Authority>, &'static str>,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     trip: &mut Trip<'a>,
 ) -> Result<Answer, ProxyError> {
     if req.method() == http::Method::CONNECT {

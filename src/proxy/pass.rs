@@ -13,7 +13,6 @@ use cache_policy::{Bypass, CacheStatus};
 use http::Request;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use hyper::body::Incoming;
 
 use super::buffer::RequestError;
 use super::error::ProxyError;
@@ -21,6 +20,7 @@ use super::forward::{admit_origin, client_error, forward, request_body};
 use super::route::Route;
 use super::{Conn, Pipeline};
 use crate::cache::Answer;
+use crate::http::body::Body;
 
 pub(super) async fn serve(
     p: &Arc<Pipeline>,
@@ -28,7 +28,7 @@ pub(super) async fn serve(
     conn: &Conn,
     host: Option<&HeaderValue>,
     parts: Parts,
-    body: Incoming,
+    body: Body,
     reason: Bypass,
 ) -> Result<Answer, ProxyError> {
     admit_origin(p, route, conn, &parts).await?;

@@ -166,6 +166,7 @@ impl Shard {
             body: Body::empty(),
             retryable: true,
             client: conn.client,
+            interim: None,
         };
         // The pool's own timeouts are `forward_timeout` (so passive health counts a slow
         // owner); this one only bounds a connect and a head that each took nearly as long.

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::http::upgrade::OnUpgrade;
 
 /// Looks taken per idle timeout.
 const LOOKS: u32 = 4;
@@ -45,7 +45,7 @@ pub(super) fn tunnel(
     let kept = (slot, held.clone());
     tokio::spawn(async move {
         let _kept = kept;
-        let (client, origin) = match tokio::try_join!(client, origin) {
+        let (client, origin) = match tokio::try_join!(client.upgraded(), origin.upgraded()) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
@@ -53,8 +53,8 @@ pub(super) fn tunnel(
             }
         };
         let passed = Arc::new(AtomicU64::new(0));
-        let mut client = Counting { io: TokioIo::new(client), passed: passed.clone() };
-        let mut origin = Counting { io: TokioIo::new(origin), passed: passed.clone() };
+        let mut client = Counting { io: client, passed: passed.clone() };
+        let mut origin = Counting { io: origin, passed: passed.clone() };
         tokio::select! {
             copied = tokio::io::copy_bidirectional(&mut client, &mut origin) => {
                 if let Err(e) = copied {

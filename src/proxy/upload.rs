@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::Received;
-use crate::http::body::BoxError;
+use crate::http::body::{Body, BoxError};
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ClientBodyError {
@@ -32,7 +31,7 @@ pub(super) enum ClientBodyError {
     Timeout,
     /// Bad chunked framing, or the connection closed inside the body.
     #[error("request body broken: {0}")]
-    Broken(hyper::Error),
+    Broken(BoxError),
 }
 
 impl ClientBodyError {
@@ -52,7 +51,7 @@ impl ClientBodyError {
 pin_project_lite::pin_project! {
     pub struct Upload {
         #[pin]
-        inner: Incoming,
+        inner: Body,
         left: Option<u64>,
         timeout: Duration,
         #[pin]
@@ -69,7 +68,7 @@ pin_project_lite::pin_project! {
 
 impl Upload {
     pub(super) fn new(
-        inner: Incoming,
+        inner: Body,
         limit: Option<u64>,
         timeout: Duration,
         min_rate: Option<u64>,

@@ -23,6 +23,7 @@
 mod activity;
 mod frames;
 mod gather;
+mod h1;
 mod handshakes;
 mod proxy_protocol;
 mod stall;
@@ -45,7 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::http::body::BoxError;
+use crate::http::body::{Body, BoxError};
 use crate::metrics::{Metrics, Reason};
 use crate::proxy::{self, Conn, Pipeline};
 use crate::tls::Tls;
@@ -102,7 +103,7 @@ pub(crate) async fn accept<M, H, F, B>(
     make: M,
 ) where
     M: Fn(Arc<Conn>) -> H + Clone + Send + Sync + 'static,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
@@ -251,6 +252,8 @@ struct Settings {
     access: Option<crate::config::LogFormat>,
     /// Which listener, as `relais_connections_open` names it.
     listener: usize,
+    /// `server.engine`: relais's own HTTP/1.1 server, or hyper's.
+    own_h1: bool,
 }
 
 impl Settings {
@@ -276,6 +279,7 @@ impl Settings {
                 Listener::Tls => 1,
                 Listener::Admin => 2,
             },
+            own_h1: c.engine == crate::config::Engine::Relais,
         }
     }
 }
@@ -301,7 +305,7 @@ struct Handshake {
 async fn plain<M, H, F, B>(opened: Opened, make: M)
 where
     M: Fn(Arc<Conn>) -> H,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
@@ -337,7 +341,7 @@ where
 async fn secure<M, H, F, B>(opened: Opened, handshake: Handshake, make: M)
 where
     M: Fn(Arc<Conn>) -> H,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
@@ -410,16 +414,21 @@ async fn serve_io<I, H, F, B>(
     metrics: &Metrics,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
+    if !http2 && s.own_h1 {
+        return h1::serve(io, peer, s, handler, stop, metrics).await;
+    }
     let _open = metrics.connection_open(s.listener, http2);
     let activity = Arc::new(Activity::new(s.max_requests));
     let flooded = io.flood_alarm();
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req| Counted::new(handler(req), activity.begin(), http2))
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            Counted::new(handler(req.map(Body::from)), activity.begin(), http2)
+        })
     };
     let io = TokioIo::new(io);
     let builder = builder(&s, http2);

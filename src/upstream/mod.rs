@@ -211,6 +211,8 @@ pub(crate) struct Outgoing {
     pub retryable: bool,
     /// The client's address (for `ip_hash` and `hash_key = "ip"`).
     pub client: std::net::IpAddr,
+    /// Where informational responses (103) go, when the client can take them.
+    pub interim: Option<crate::http::interim::Interim>,
 }
 
 impl Upstream {
@@ -391,7 +393,7 @@ impl Upstream {
             retries += u32::from(ok);
             ok
         };
-        let Outgoing { method, path, mut headers, server_host, body, .. } = out;
+        let Outgoing { method, path, mut headers, server_host, body, interim, .. } = out;
         let mut body = Some(body);
         let mut last = None;
         for (attempt, &i) in order.iter().take(attempts).enumerate() {
@@ -404,6 +406,9 @@ impl Upstream {
             *req.method_mut() = method.clone();
             *req.uri_mut() = Uri::from(path.clone());
             *req.headers_mut() = if attempts > 1 { headers.clone() } else { std::mem::take(&mut headers) };
+            if let Some(interim) = &interim {
+                req.extensions_mut().insert(interim.clone());
+            }
             let req = self.for_server(server, req);
 
             let counted = InFlight::count(server);

@@ -3,5 +3,7 @@
 
 pub(crate) mod decode;
 pub(crate) mod encode;
+pub(crate) mod head;
+pub(crate) mod incoming;
 
-pub(crate) use decode::{DecodeError, Decoded, Decoder, Framing};
+pub(crate) use decode::{Decoded, Decoder, Framing};

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::error::ProxyError;
@@ -42,7 +41,7 @@ pub(super) async fn serve(
     route: Arc<Route>,
     conn: Arc<Conn>,
     host: Option<HeaderValue>,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Result<Answer, ProxyError> {
     let (parts, body) = req.into_parts();
     let cache = HttpCache::new(&p.cache);
