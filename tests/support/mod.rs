@@ -239,6 +239,12 @@ pub async fn relais_in(config: impl std::fmt::Display, cache_dir: tempfile::Temp
     if !toml.contains("[server]") {
         toml = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{toml}");
     }
+    // RELAIS_TEST_ENGINE=hyper runs a suite on hyper's HTTP/1.1 engine instead of relais's.
+    if let Ok(engine) = std::env::var("RELAIS_TEST_ENGINE")
+        && !toml.contains("engine =")
+    {
+        toml = toml.replacen("[server]\n", &format!("[server]\nengine = \"{engine}\"\n"), 1);
+    }
     if !toml.contains("[admin]") {
         toml = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"test-token\"\n{toml}");
     }
