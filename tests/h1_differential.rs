@@ -492,6 +492,24 @@ fn fixed(tag: &str) -> Vec<Case> {
             &["POST"],
             false,
         ),
+        one("an empty line before the request line", format!("\r\n{}", get(0)), 1, &["GET"], true),
+        one(
+            "two spaces in the request line",
+            format!("GET  /{tag}/r0 HTTP/1.1\r\nHost: h.test\r\nx-case: {tag}\r\n\r\n"),
+            1,
+            &["GET"],
+            true,
+        ),
+        one(
+            "HTTP/1.0 with Transfer-Encoding, kept alive",
+            format!(
+                "POST /{tag}/r0 HTTP/1.0\r\nHost: h.test\r\nx-case: {tag}\r\nConnection: keep-alive\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n{chunk_of_h}GET /{tag}/r1 HTTP/1.0\r\nHost: h.test\r\nx-case: {tag}\r\n\r\n"
+            ),
+            3,
+            &["POST", "GET"],
+            false,
+        ),
         one("bare LF line ends", format!("GET /{tag}/r0 HTTP/1.1\nHost: h.test\nx-case: {tag}\n\n"), 1, &["GET"], true),
         one("bare CR in a value", format!("{}x-cr: a\rb\r\n\r\n", simple("GET", 0)), 1, &["GET"], true),
         one(
@@ -606,6 +624,14 @@ fn fixed(tag: &str) -> Vec<Case> {
         "5\r\nhello\r\n0",
         "5\nhello\n0\n\n",
         "5\r\nhello\n0\r\n\r\n",
+        "5;\0\r\nhello\r\n0\r\n\r\n",
+        "5;a\rb\r\nhello\r\n0\r\n\r\n",
+        "5\r\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhelloXX0\r\n\r\n",
+        "5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n",
+        "5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "5\r\nhello\r\n0\r\nx-t: a\r\n b\r\n\r\n",
+        "5\r\nhello\r\n0\r\nx-t: a\rb\r\n\r\n",
     ] {
         cases.push(one(
             &format!("chunks {chunks:?}"),
