@@ -18,7 +18,9 @@
 //! Each side alone must also hold: its origin never gets more requests than the
 //! case holds heads (a request hidden behind honest framing: none at all), every
 //! request it gets is well framed (the origin parses by the framing headers and
-//! reports any mismatch), and no request relais answered with a 4xx reaches it.
+//! reports any mismatch), and, where the client framed its requests honestly,
+//! no request relais answered with a 4xx reaches it and every byte the client
+//! gets is part of a whole response.
 //!
 //! `H1_FUZZ_SEED` and `H1_FUZZ_CASES` change the seed (printed on failure) and
 //! the number of generated cases; `benches/h1_fuzz.sh` runs many with a random seed.
@@ -895,6 +897,9 @@ fn invariants(case: &Case, run: &Run) -> Vec<String> {
         wrong.push(format!("the origin got {} requests, the client sent at most {}", run.got.len(), case.heads));
     }
     if case.honest {
+        if run.outcome.rest > 0 {
+            wrong.push(format!("{} bytes after the last whole response", run.outcome.rest));
+        }
         if run.got.iter().any(|g| g.target.contains("/hidden")) {
             wrong.push("a request hidden in an honestly framed body reached the origin".into());
         }
