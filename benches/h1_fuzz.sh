@@ -5,7 +5,7 @@
 #
 # Usage: benches/h1_fuzz.sh           (CASES=20000, SEED random)
 #        SEED=0x1234 CASES=50000 benches/h1_fuzz.sh
-# About 2.5 s per thousand cases here (debug build), each sent twice to each engine.
+# 2 to 2.5 s per thousand cases here (debug build), each sent twice to each engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CASES=${CASES:-20000}
