@@ -23,6 +23,10 @@ pub struct Seen {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Whether the body came chunked (else by Content-Length, or none).
+    pub chunked: bool,
+    /// Trailer fields after a chunked body, in order.
+    pub trailers: Vec<(String, String)>,
     /// Bytes of the request head, request line to the empty line.
     pub head_len: usize,
 }
@@ -136,6 +140,8 @@ async fn serve(mut tcp: TcpStream, reads: Reads, answer: &Answer, seen: &Mutex<V
                 .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
                 .collect(),
             body: Vec::new(),
+            chunked: false,
+            trailers: Vec::new(),
             head_len,
         };
         buf.drain(..head_len);
@@ -143,7 +149,8 @@ async fn serve(mut tcp: TcpStream, reads: Reads, answer: &Answer, seen: &Mutex<V
         if reads == Reads::AnswerFirst {
             respond(&mut tcp, &s, answer).await.map_err(Fault::Truncated)?;
         }
-        s.body = read_body(&mut tcp, &mut buf, framing).await?;
+        s.chunked = matches!(framing, Framing::Chunked);
+        (s.body, s.trailers) = read_body(&mut tcp, &mut buf, framing).await?;
         if reads == Reads::BodyFirst {
             respond(&mut tcp, &s, answer).await.map_err(Fault::Truncated)?;
         }
@@ -171,7 +178,9 @@ fn framing(s: &Seen) -> Result<Framing, String> {
         .collect();
     match (lengths.as_slice(), codings.as_slice()) {
         ([], []) => Ok(Framing::Length(0)),
-        ([n], []) => n.parse().map(Framing::Length).map_err(|_| format!("bad content-length {n:?} on {}", s.target)),
+        ([n], []) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            n.parse().map(Framing::Length).map_err(|_| format!("bad content-length {n:?} on {}", s.target))
+        }
         ([], ["chunked"]) => Ok(Framing::Chunked),
         (l, t) => Err(format!("framing headers content-length {l:?} transfer-encoding {t:?} on {}", s.target)),
     }
@@ -211,14 +220,18 @@ async fn fill(tcp: &mut TcpStream, buf: &mut Vec<u8>, want: usize) -> Result<(),
     Ok(())
 }
 
-async fn read_body(tcp: &mut TcpStream, buf: &mut Vec<u8>, framing: Framing) -> Result<Vec<u8>, Fault> {
+/// The body and its trailer fields.
+type Body = (Vec<u8>, Vec<(String, String)>);
+
+async fn read_body(tcp: &mut TcpStream, buf: &mut Vec<u8>, framing: Framing) -> Result<Body, Fault> {
     match framing {
         Framing::Length(n) => {
             fill(tcp, buf, n).await?;
-            Ok(buf.drain(..n).collect())
+            Ok((buf.drain(..n).collect(), Vec::new()))
         }
         Framing::Chunked => {
             let mut body = Vec::new();
+            let mut trailers = Vec::new();
             loop {
                 let line_end = loop {
                     if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
@@ -228,8 +241,12 @@ async fn read_body(tcp: &mut TcpStream, buf: &mut Vec<u8>, framing: Framing) -> 
                     fill(tcp, buf, have + 1).await?;
                 };
                 let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| Fault::Desync(format!("bad chunk size line {line:?}")))?;
+                // Strictly hex digits: no sign, space or 0x that a lenient parser would take.
+                let digits = line.split(';').next().unwrap_or("");
+                let size = Some(digits)
+                    .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|d| usize::from_str_radix(d, 16).ok())
+                    .ok_or_else(|| Fault::Desync(format!("bad chunk size line {line:?}")))?;
                 buf.drain(..line_end + 2);
                 if size == 0 {
                     // Trailer fields, if any, then the empty line that ends the body.
@@ -243,14 +260,13 @@ async fn read_body(tcp: &mut TcpStream, buf: &mut Vec<u8>, framing: Framing) -> 
                         };
                         let line: Vec<u8> = buf.drain(..end + 2).collect();
                         if end == 0 {
-                            return Ok(body);
+                            return Ok((body, trailers));
                         }
-                        if !line.contains(&b':') {
-                            return Err(Fault::Desync(format!(
-                                "bad trailer line {:?}",
-                                String::from_utf8_lossy(&line)
-                            )));
-                        }
+                        let line = String::from_utf8_lossy(&line[..end]).into_owned();
+                        let Some((name, value)) = line.split_once(':') else {
+                            return Err(Fault::Desync(format!("bad trailer line {line:?}")));
+                        };
+                        trailers.push((name.to_string(), value.trim().to_string()));
                     }
                 }
                 fill(tcp, buf, size + 2).await?;
