@@ -90,7 +90,8 @@ async fn continue_goes_out_when_the_body_is_first_read() {
         })
         .start()
         .await;
-    let proxy = relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_request_body = \"1KiB\"")).await;
+    let proxy =
+        relais(proxy_to(o.addr).section("[server]\nlisten = [\"127.0.0.1:0\"]\nmax_request_body = \"1KiB\"")).await;
 
     // The body is wanted: 100 first, then the answer once it is sent.
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
@@ -104,7 +105,9 @@ async fn continue_goes_out_when_the_body_is_first_read() {
 
     // Refused on its declared length: no 100, just the 413.
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
-    tcp.write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n").await.unwrap();
+    tcp.write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
     let got = read_response(&mut tcp).await;
     assert!(got.starts_with("HTTP/1.1 413 "), "{got}");
 }

@@ -847,6 +847,7 @@ async fn side(name: &'static str, engine: &str) -> Side {
 }
 
 /// One run of one case on one side.
+#[derive(Clone)]
 struct Run {
     outcome: Outcome,
     got: Vec<Got>,
@@ -967,7 +968,17 @@ fn judge(corpus: &Corpus, sides: &[Side; 2], index: usize, tag: &str, shut: bool
     let case = corpus.case(index, tag);
     let mut wrong = Vec::new();
     let [a, b] = runs;
-    let answers_agree = if shut {
+    let (a, b) = (&refusals_alike(a), &refusals_alike(b));
+    // After an answer made without reading the request's body, whether the
+    // connection goes on depends on how much of the body had arrived when the
+    // answer went out (each engine drains only what it has read): a side may
+    // stop there, closing, where the other went on. What both answered must
+    // agree, and each side's origin is held to the invariants below.
+    let stopped_early = |x: &Run, y: &Run| {
+        x.outcome.closed && x.outcome.statuses.len() < y.outcome.statuses.len() && prefixes(&x.got, &y.got)
+    };
+    let early = !shut && (stopped_early(a, b) || stopped_early(b, a));
+    let answers_agree = if shut || early {
         // hyper drops what it has not answered yet when it reads the client's
         // end of stream (no half-close), racing its own handler: a side may
         // stop early, but what both answered must be the same.
@@ -975,10 +986,12 @@ fn judge(corpus: &Corpus, sides: &[Side; 2], index: usize, tag: &str, shut: bool
     } else {
         a.outcome == b.outcome
     };
-    if !answers_agree {
+    let origins_agree = a.got == b.got || (shut || early) && prefixes(&a.got, &b.got);
+    let intended = !(answers_agree && origins_agree) && stricter_on_purpose(&case, a, b);
+    if !answers_agree && !intended {
         wrong.push("the clients got different answers".to_string());
     }
-    if !(a.got == b.got || shut && prefixes(&a.got, &b.got)) {
+    if !origins_agree && !intended {
         wrong.push("the origins got different requests".to_string());
     }
     for (side, r) in sides.iter().zip(runs) {
@@ -1010,6 +1023,70 @@ fn judge(corpus: &Corpus, sides: &[Side; 2], index: usize, tag: &str, shut: bool
         }
     }
     Some(out)
+}
+
+/// A run as the engines are compared. 400, 414 and 431 are one answer here: the request could not be read. Which
+/// of them an engine gives for a head that breaks two rules at once depends
+/// only on which it checks first.
+fn refusals_alike(run: &Run) -> Run {
+    let mut run = run.clone();
+    // Bytes past the last whole response: how many depends on header values
+    // (a date, an age), not on the engine.
+    run.outcome.rest = run.outcome.rest.min(1);
+    for s in &mut run.outcome.statuses {
+        if matches!(*s, 414 | 431) {
+            *s = 400;
+        }
+    }
+    run
+}
+
+/// Where relais's engine refuses on purpose what hyper's reads (README,
+/// "Hostile input"): `Content-Length` beside `Transfer-Encoding`, a transfer
+/// coding other than one final `chunked`, a repeated `Content-Length`, a bare
+/// CR ending a line, a control byte in a chunk extension, a head over
+/// `max_header_size` by any amount (hyper's limit is its read buffer's). Such a run is as intended when relais answered what came
+/// before the refused request as hyper did, refused it (400 or 501) and
+/// closed, and its origin got only what hyper's got before it.
+fn stricter_on_purpose(case: &Case, relais: &Run, hyper: &Run) -> bool {
+    let lower = case.bytes.to_ascii_lowercase();
+    let heads: Vec<&[u8]> = split_on(&lower, b"\r\n\r\n").collect();
+    let count = |head: &[u8], name: &[u8]| split_on(head, b"\n").filter(|l| l.starts_with(name)).count();
+    let strict_rule = heads.iter().any(|h| {
+        let te = count(h, b"transfer-encoding:");
+        let cl = count(h, b"content-length:");
+        let other_coding = split_on(h, b"\n")
+            .filter_map(|l| l.strip_prefix(b"transfer-encoding:".as_slice()))
+            .any(|v| v.trim_ascii() != b"chunked");
+        te > 1 || cl > 1 || te > 0 && cl > 0 || other_coding || h.len() > MAX_HEADER_SIZE
+    }) || lower.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n')
+        || lower.iter().any(|&b| b < 0x20 && !matches!(b, b'\r' | b'\n' | b'\t') || b == 0x7f);
+    let (r, h) = (&relais.outcome, &hyper.outcome);
+    let Some((&last, before)) = r.statuses.split_last() else { return false };
+    strict_rule
+        && matches!(last, 400 | 501)
+        && r.closed
+        && h.statuses.len() >= before.len()
+        && h.statuses[..before.len()] == *before
+        && relais.got.len() <= hyper.got.len()
+        && hyper.got[..relais.got.len()] == relais.got[..]
+}
+
+fn split_on<'a>(bytes: &'a [u8], sep: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.windows(sep.len()).position(|w| w == sep) {
+            Some(at) => {
+                rest = Some(&r[at + sep.len()..]);
+                Some(&r[..at])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// One of the two is where the other starts.
@@ -1082,6 +1159,6 @@ async fn both_engines_answer_every_request_alike() {
         failures.len(),
         corpus.len(),
         corpus.generated,
-        failures.iter().take(12).cloned().collect::<Vec<_>>().join("\n")
+        failures.iter().take(usize::MAX).cloned().collect::<Vec<_>>().join("\n")
     );
 }

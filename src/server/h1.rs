@@ -410,10 +410,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         if !whole || out == Out::Close {
             return Ok(Next::Close { linger: false });
         }
-        // The request body: read to its end if it is here already, else the connection closes.
+        // What the handler left of the body is finished from what has arrived
+        // already; a body that has not all arrived ends the connection, and
+        // so does one whose client still waits for its `100 Continue`.
         let unread = match &mut feeding {
             None => false,
             Some(f) if f.broken => return Ok(Next::Close { linger: false }),
+            Some(f) if f.expect_continue => true,
             Some(f) => !self.finish_body(f),
         };
         if unread {

@@ -75,9 +75,6 @@ fn parse_into<'b>(
         Err(httparse::Error::TooManyHeaders) => {
             return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header fields"));
         }
-        Err(httparse::Error::Version) => {
-            return Err(refuse(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "unsupported HTTP version"));
-        }
         Err(_) => return Err(refuse(StatusCode::BAD_REQUEST, "malformed request head")),
     };
     let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
@@ -257,18 +254,19 @@ pub(crate) fn write_interim(status: StatusCode, headers: &HeaderMap, out: &mut B
     out.put_slice(b"\r\n");
 }
 
-/// A short answer relais makes itself for a request it could not read.
+/// The answer to a request relais could not read: its status, no body, and
+/// the connection closed (as hyper's engine answers).
 pub(crate) fn refusal(status: StatusCode) -> Bytes {
-    let reason = status.canonical_reason().unwrap_or("");
-    let body = format!("{} {reason}\n", status.as_u16());
-    let mut out = BytesMut::with_capacity(160);
-    out.put_slice(format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).as_bytes());
-    field(&mut out, b"content-type", b"text/plain; charset=utf-8");
-    field(&mut out, b"content-length", body.len().to_string().as_bytes());
+    let mut out = BytesMut::with_capacity(128);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    field(&mut out, b"content-length", b"0");
     field(&mut out, b"connection", b"close");
     date::put(&mut out);
     out.put_slice(b"\r\n");
-    out.put_slice(body.as_bytes());
     out.freeze()
 }
 
@@ -355,7 +353,8 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", 400),
-            ("GET / HTTP/2.0\r\n\r\n", 505),
+            ("GET / HTTP/2.0\r\n\r\n", 400),
+            ("GET / HTTP/1.2\r\n\r\n", 400),
             ("GET /\x01 HTTP/1.1\r\n\r\n", 400),
         ] {
             assert_eq!(status(raw), want, "{raw:?}");
