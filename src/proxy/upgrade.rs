@@ -16,6 +16,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
+
+use crate::upstream::OriginUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -37,7 +39,7 @@ impl Held {
 /// `slot` and what `Held` is given. Returns the `Held`.
 pub(super) fn tunnel(
     client: OnUpgrade,
-    origin: OnUpgrade,
+    origin: OriginUpgrade,
     idle: Duration,
     slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 ) -> Held {
@@ -45,7 +47,8 @@ pub(super) fn tunnel(
     let kept = (slot, held.clone());
     tokio::spawn(async move {
         let _kept = kept;
-        let (client, origin) = match tokio::try_join!(client, origin) {
+        let client = async { client.await.map_err(crate::http::body::BoxError::from) };
+        let (client, origin) = match tokio::try_join!(client, origin.connection()) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
@@ -54,7 +57,7 @@ pub(super) fn tunnel(
         };
         let passed = Arc::new(AtomicU64::new(0));
         let mut client = Counting { io: TokioIo::new(client), passed: passed.clone() };
-        let mut origin = Counting { io: TokioIo::new(origin), passed: passed.clone() };
+        let mut origin = Counting { io: origin, passed: passed.clone() };
         tokio::select! {
             copied = tokio::io::copy_bidirectional(&mut client, &mut origin) => {
                 if let Err(e) = copied {
