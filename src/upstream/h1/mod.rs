@@ -9,7 +9,8 @@
 //! back to its pool when the response has ended and the connection may carry
 //! another. While the request body goes out the response is read too, so an
 //! origin that answers early (and one that will not read on before it has
-//! answered) is heard; the body then stops and the connection closes after.
+//! answered) is heard; the rest of the body still goes out, driven by the
+//! response body, then (once that has ended) by a task of its own.
 
 mod body;
 mod head;
