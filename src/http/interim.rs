@@ -14,7 +14,6 @@ use std::task::{Context, Poll, Waker};
 use http::{HeaderMap, StatusCode};
 
 /// Heads queued at most: an origin sending more before its answer loses the rest.
-#[allow(dead_code)]
 const MOST: usize = 8;
 
 #[derive(Clone, Default)]
@@ -28,7 +27,6 @@ struct Queue {
 
 impl Interim {
     /// Passes an informational head on (a 1xx other than 100 and 101).
-    #[allow(dead_code)]
     pub(crate) fn send(&self, status: StatusCode, headers: HeaderMap) {
         if !status.is_informational() || status == StatusCode::CONTINUE || status == StatusCode::SWITCHING_PROTOCOLS {
             return;

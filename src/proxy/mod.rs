@@ -131,11 +131,14 @@ impl Pipeline {
         let file_error = |e: crate::tls::TlsError| config.file_error(e.file, e.reason);
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
-            let kept = previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.config == *u);
+            let kept = previous
+                .and_then(|p| p.upstreams.get(name))
+                .filter(|old| old.config == *u && old.engine() == config.server.engine);
             let upstream = match kept {
                 Some(old) => old.clone(),
                 None => {
-                    let upstream = Arc::new(Upstream::new(name, u, metrics.clone()).map_err(file_error)?);
+                    let upstream =
+                        Arc::new(Upstream::new(name, u, config.server.engine, metrics.clone()).map_err(file_error)?);
                     upstream.start_checks();
                     upstream
                 }

@@ -302,7 +302,7 @@ mod tests {
         let ups = config
             .upstreams
             .iter()
-            .map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone()).unwrap())))
+            .map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, config.server.engine, metrics.clone()).unwrap())))
             .collect();
         let guard = Guard::new(&config, None).unwrap();
         Router::new(&config, &ups, &guard).unwrap()
@@ -396,7 +396,7 @@ upstream = "b"
         let ups = config
             .upstreams
             .iter()
-            .map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, metrics.clone()).unwrap())))
+            .map(|(n, u)| (n.clone(), Arc::new(Upstream::new(n, u, config.server.engine, metrics.clone()).unwrap())))
             .collect();
         let guard = Guard::new(&config, None).unwrap();
         let r = Router::new(&config, &ups, &guard).unwrap();

@@ -87,7 +87,7 @@ impl Shard {
                     msg,
                 };
                 let pool = peer_pool(addr.as_str(), c.forward_timeout, &check_token(secret)).map_err(invalid)?;
-                let up = Upstream::new(&format!("cluster:{id}"), &pool, metrics.clone())
+                let up = Upstream::new(&format!("cluster:{id}"), &pool, config.server.engine, metrics.clone())
                     .map_err(|e| invalid(format!("{}: {}", e.file.display(), e.reason)))?;
                 let up = Arc::new(up);
                 up.start_checks();

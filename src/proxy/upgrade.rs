@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http::upgrade::OnUpgrade;
+use crate::upstream::OriginUpgrade;
 
 /// Looks taken per idle timeout.
 const LOOKS: u32 = 4;
@@ -37,7 +38,7 @@ impl Held {
 /// `slot` and what `Held` is given. Returns the `Held`.
 pub(super) fn tunnel(
     client: OnUpgrade,
-    origin: OnUpgrade,
+    origin: OriginUpgrade,
     idle: Duration,
     slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 ) -> Held {
@@ -45,7 +46,8 @@ pub(super) fn tunnel(
     let kept = (slot, held.clone());
     tokio::spawn(async move {
         let _kept = kept;
-        let (client, origin) = match tokio::try_join!(client.upgraded(), origin.upgraded()) {
+        let client = async { client.upgraded().await.map_err(crate::http::body::BoxError::from) };
+        let (client, origin) = match tokio::try_join!(client, origin.connection()) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");

@@ -16,11 +16,13 @@ mod silence;
 pub(crate) mod balance;
 mod check;
 mod connect;
+mod h1;
 mod health;
 mod pool;
 pub(crate) mod rendezvous;
 mod resolve;
 mod retry;
+mod upgraded;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,12 +35,14 @@ use crate::http::body::Body;
 use crate::metrics::UpstreamFailure as Failure;
 use arc_swap::ArcSwap;
 
-use crate::config::{Protocol, ServerAddress, ServerEntry, UpstreamConfig};
+use crate::config::{Engine, Protocol, ServerAddress, ServerEntry, UpstreamConfig};
 use balance::Balancer;
 use check::Checked;
 use connect::{Connector, Endpoint};
 use health::Health;
+pub(crate) use pool::RequestError;
 use pool::{Pool, SendError};
+pub(crate) use upgraded::OriginUpgrade;
 
 /// One origin server of a pool.
 pub(crate) struct Server {
@@ -196,7 +200,7 @@ pub(crate) enum UpstreamError {
     #[error("{0} broke the protocol")]
     Protocol(Arc<str>),
     #[error("request to {server} failed: {source}")]
-    Failed { server: Arc<str>, source: hyper::Error },
+    Failed { server: Arc<str>, source: RequestError },
 }
 
 /// What to send: the parts of the request that stay the same on every attempt.
@@ -217,9 +221,11 @@ pub(crate) struct Outgoing {
 
 impl Upstream {
     /// Builds the pool; reads the TLS files its `https://` servers need.
+    /// `engine` is `server.engine`: whose HTTP/1.1 code its connections run.
     pub(crate) fn new(
         name: &str,
         config: &UpstreamConfig,
+        engine: Engine,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Upstream, crate::tls::TlsError> {
         let settings = Arc::new(pool::Settings {
@@ -227,6 +233,7 @@ impl Upstream {
             max_idle: config.max_idle,
             idle_timeout: config.idle_timeout.get(),
             max_streams: config.max_streams,
+            engine,
         });
         let server_name = config.tls.server_name.as_ref().map(|n| n.0.clone());
         let tls = if config.servers.iter().any(|s| s.address().is_tls()) {
@@ -341,6 +348,11 @@ impl Upstream {
             *req.version_mut() = Version::HTTP_11;
         }
         req
+    }
+
+    /// Whose HTTP/1.1 code its connections run.
+    pub(crate) fn engine(&self) -> Engine {
+        self.settings.engine
     }
 
     /// The servers as they are now.

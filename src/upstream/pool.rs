@@ -10,6 +10,9 @@
 //! So a proxied request costs no wake-up of another task and no lock but
 //! this server's own, held for a push or a pop. HTTP/2 connections
 //! multiplex, so each runs as a task of its own.
+//!
+//! `server.engine` says whose HTTP/1.1 code the connections run: relais's
+//! own ([`super::h1`]) or hyper's; HTTP/2 is hyper's either way.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +30,9 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::connect::{Connector, Endpoint, Stream};
+use super::h1;
+use super::upgraded::OriginUpgrade;
+use crate::config::Engine;
 use crate::http::body::{Body, BoxError};
 
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send + Sync>>;
@@ -52,6 +58,28 @@ impl H1 {
     }
 }
 
+/// An idle HTTP/1.1 connection of either engine.
+enum Idle {
+    Hyper(H1),
+    Own(h1::Conn),
+}
+
+impl Idle {
+    fn idle_since(&self) -> Instant {
+        match self {
+            Idle::Hyper(h1) => h1.idle_since,
+            Idle::Own(c) => c.idle_since,
+        }
+    }
+
+    fn reusable(&mut self) -> bool {
+        match self {
+            Idle::Hyper(h1) => h1.reusable(),
+            Idle::Own(c) => c.reusable(),
+        }
+    }
+}
+
 struct H2 {
     send: http2::SendRequest<Body>,
     streams: Arc<AtomicUsize>,
@@ -62,6 +90,7 @@ pub(super) struct Settings {
     pub max_idle: usize,
     pub idle_timeout: Duration,
     pub max_streams: usize,
+    pub engine: Engine,
 }
 
 /// How a request went wrong before a response head came back.
@@ -69,11 +98,30 @@ pub(super) enum SendError {
     /// No connection could be made: the server never saw the request.
     Connect(String),
     /// The connection failed once the request was handed to it.
-    Request(hyper::Error),
+    Request(RequestError),
+}
+
+/// A request that failed on its connection, by either engine.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    Own(#[from] h1::Error),
+}
+
+impl RequestError {
+    /// The request body failed (the client's side), not the origin.
+    pub(super) fn body_failed(&self) -> bool {
+        match self {
+            RequestError::Hyper(e) => e.is_user(),
+            RequestError::Own(e) => matches!(e, h1::Error::Body(_)),
+        }
+    }
 }
 
 pub(super) struct Pool {
-    idle: Mutex<Vec<H1>>,
+    idle: Mutex<Vec<Idle>>,
     h2: Mutex<Vec<H2>>,
     /// Held while an HTTP/2 connection is being opened, so a burst of
     /// requests waits for one connection to share instead of opening one each.
@@ -110,22 +158,33 @@ impl Pool {
         }
         let mut req = req;
         loop {
-            let (h1, reused) = match self.checkout() {
-                Some(h1) => (h1, true),
-                None => match open(connector, endpoint, tls, false).await? {
-                    Opened::H1(h1) => (h1, false),
+            let (conn, reused) = match self.checkout() {
+                Some(idle) => (idle, true),
+                None => match open(connector, endpoint, tls, false, self.settings.engine).await? {
+                    Opened::H1(h1) => (Idle::Hyper(h1), false),
+                    Opened::Own(c) => (Idle::Own(c), false),
                     // The server chose h2 by ALPN although not offered: cannot happen.
                     Opened::H2(_) => return Err(SendError::Connect("unexpected h2".into())),
                 },
             };
-            match self.send_on(h1, req, true).await {
-                Ok(res) => return Ok((res, reused)),
-                // A pooled connection the server had closed, found before the request was written: try another.
-                Err(mut e) if reused && e.message().is_some() => {
-                    tracing::debug!(error = %e.error(), "pooled connection was closed; trying another");
-                    req = e.take_message().expect("checked");
-                }
-                Err(e) => return Err(SendError::Request(e.into_error())),
+            // A pooled connection the server had closed, found before the request was written: try another.
+            match conn {
+                Idle::Own(c) => match h1::send(c, req, Some(self.clone())).await {
+                    Ok(res) => return Ok((res, reused)),
+                    Err(h1::Failed::Unsent(back, e)) if reused => {
+                        tracing::debug!(error = %e, "pooled connection was closed; trying another");
+                        req = *back;
+                    }
+                    Err(h1::Failed::Unsent(_, e) | h1::Failed::Sent(e)) => return Err(SendError::Request(e.into())),
+                },
+                Idle::Hyper(h1) => match self.send_on(h1, req, true).await {
+                    Ok(res) => return Ok((res, reused)),
+                    Err(mut e) if reused && e.message().is_some() => {
+                        tracing::debug!(error = %e.error(), "pooled connection was closed; trying another");
+                        req = e.take_message().expect("checked");
+                    }
+                    Err(e) => return Err(SendError::Request(e.into_error().into())),
+                },
             }
         }
     }
@@ -147,7 +206,10 @@ impl Pool {
             response.as_mut().poll(cx)
         })
         .await?;
-        let (parts, body) = res.into_parts();
+        let (mut parts, body) = res.into_parts();
+        if let Some(on) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+            parts.extensions.insert(OriginUpgrade::hyper(on));
+        }
         // An upgraded connection (101) is finished by its own task, which hands it over.
         let body = if keep && parts.status != StatusCode::SWITCHING_PROTOCOLS {
             Body::boxed(Leased { body, h1: driving.then_some(h1), pool: self.clone(), ended: false })
@@ -184,7 +246,7 @@ impl Pool {
         let (mut send, streams, reused) = match free {
             Some((send, streams)) => (send, streams, true),
             None => {
-                let opened = open(connector, endpoint, tls, true).await;
+                let opened = open(connector, endpoint, tls, true, self.settings.engine).await;
                 if let Some(last) = opening.as_mut() {
                     **last = match &opened {
                         Err(SendError::Connect(e)) => Some(e.clone()),
@@ -198,7 +260,13 @@ impl Pool {
                     Opened::H1(h1) => {
                         drop(opening);
                         let res = self.send_on(h1, req, false).await;
-                        return Ok((res.map_err(|e| SendError::Request(e.into_error()))?, false));
+                        return Ok((res.map_err(|e| SendError::Request(e.into_error().into()))?, false));
+                    }
+                    Opened::Own(c) => {
+                        drop(opening);
+                        let res = h1::send(c, req, None).await;
+                        let e = |(h1::Failed::Unsent(_, e) | h1::Failed::Sent(e))| SendError::Request(e.into());
+                        return Ok((res.map_err(e)?, false));
                     }
                 };
                 h2.streams.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +278,7 @@ impl Pool {
         };
         drop(opening);
         let stream = StreamSlot(streams);
-        let res = send.send_request(req).await.map_err(SendError::Request)?;
+        let res = send.send_request(req).await.map_err(|e| SendError::Request(e.into()))?;
         Ok((res.map(|body| Body::boxed(Counted { body, _stream: stream })), reused))
     }
 
@@ -224,14 +292,23 @@ impl Pool {
     }
 
     /// The most recently used idle connection still open and fresh.
-    fn checkout(&self) -> Option<H1> {
+    fn checkout(&self) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(mut h1) = idle.pop() {
-            if h1.idle_since.elapsed() < self.settings.idle_timeout && h1.reusable() {
-                return Some(h1);
+        while let Some(mut c) = idle.pop() {
+            if c.idle_since().elapsed() < self.settings.idle_timeout && c.reusable() {
+                return Some(c);
             }
         }
         None
+    }
+
+    pub(super) fn idle_timeout(&self) -> Duration {
+        self.settings.idle_timeout
+    }
+
+    /// Returns a connection of relais's own whose response has ended whole.
+    pub(super) fn checkin_own(&self, conn: h1::Conn) {
+        self.push(Idle::Own(conn));
     }
 
     /// Returns a connection whose response has ended. One still sending its
@@ -252,16 +329,19 @@ impl Pool {
                     h1.send.poll_ready(cx).map(|r| r.is_ok())
                 });
                 if let Ok(true) = tokio::time::timeout(pool.settings.idle_timeout, ready).await {
-                    pool.push(h1);
+                    pool.push(Idle::Hyper(h1));
                 }
             });
             return;
         }
-        self.push(h1);
+        self.push(Idle::Hyper(h1));
     }
 
-    fn push(&self, mut h1: H1) {
-        h1.idle_since = Instant::now();
+    fn push(&self, mut conn: Idle) {
+        match &mut conn {
+            Idle::Hyper(h1) => h1.idle_since = Instant::now(),
+            Idle::Own(c) => c.idle_since = Instant::now(),
+        }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() >= self.settings.max_idle {
             // Past the cap the oldest goes: it is the likeliest to have been closed.
@@ -270,14 +350,14 @@ impl Pool {
             }
             idle.remove(0);
         }
-        idle.push(h1);
+        idle.push(conn);
     }
 
     /// Closes idle connections past `idle_timeout` or closed by the server.
     pub(super) fn sweep(&self) {
         let timeout = self.settings.idle_timeout;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain_mut(|h1| h1.idle_since.elapsed() < timeout && h1.reusable());
+        idle.retain_mut(|c| c.idle_since().elapsed() < timeout && c.reusable());
         drop(idle);
         self.h2.lock().unwrap_or_else(PoisonError::into_inner).retain(|c| !c.send.is_closed());
     }
@@ -291,11 +371,18 @@ impl Pool {
 
 enum Opened {
     H1(H1),
+    Own(h1::Conn),
     H2(H2),
 }
 
 /// A new connection: HTTP/2 if asked (prior knowledge in cleartext, ALPN over TLS), else HTTP/1.1.
-async fn open(connector: &Connector, endpoint: &Endpoint, tls: bool, h2: bool) -> Result<Opened, SendError> {
+async fn open(
+    connector: &Connector,
+    endpoint: &Endpoint,
+    tls: bool,
+    h2: bool,
+    engine: Engine,
+) -> Result<Opened, SendError> {
     let stream = connector.connect(endpoint, tls).await.map_err(|e| SendError::Connect(e.to_string()))?;
     if h2 && (!tls || stream.alpn_h2()) {
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
@@ -310,6 +397,9 @@ async fn open(connector: &Connector, endpoint: &Endpoint, tls: bool, h2: bool) -
             }
         });
         return Ok(Opened::H2(H2 { send, streams: Arc::new(AtomicUsize::new(0)) }));
+    }
+    if engine == Engine::Relais {
+        return Ok(Opened::Own(h1::Conn::new(stream)));
     }
     let (send, conn) = http1::Builder::new()
         .max_buf_size(256 * 1024)

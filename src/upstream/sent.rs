@@ -32,9 +32,9 @@ impl Sent {
     }
 }
 
-/// Whether a client error came from the request body (hyper's user-body error).
-pub(super) fn body_failed(e: &hyper::Error) -> bool {
-    e.is_user()
+/// Whether a request failed because of its body (the client's side).
+pub(super) fn body_failed(e: &super::RequestError) -> bool {
+    e.body_failed()
 }
 
 pin_project_lite::pin_project! {

@@ -18,7 +18,6 @@ pub(crate) enum Framing {
     /// The chunked coding.
     Chunked,
     /// Until the peer closes: only a response without length or chunking.
-    #[allow(dead_code)]
     Close,
 }
 
@@ -92,6 +91,15 @@ impl Decoder {
     /// The body has been read to its end.
     pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Bytes still to come, when the framing says (a length).
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
     }
 
     /// Takes what it can of `buf`: body bytes (split off, not copied), the
