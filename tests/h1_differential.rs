@@ -972,17 +972,17 @@ fn judge(corpus: &Corpus, sides: &[Side; 2], index: usize, tag: &str, shut: bool
     // After an answer made without reading the request's body, whether the
     // connection goes on depends on how much of the body had arrived when the
     // answer went out (each engine drains only what it has read): a side may
-    // stop there, closing, where the other went on. What both answered must
+    // stop there, closing, where the other went on or kept the connection. What both answered must
     // agree, and each side's origin is held to the invariants below.
     let stopped_early = |x: &Run, y: &Run| {
-        x.outcome.closed && x.outcome.statuses.len() < y.outcome.statuses.len() && prefixes(&x.got, &y.got)
+        x.outcome.closed && x.outcome.statuses.len() <= y.outcome.statuses.len() && prefixes(&x.got, &y.got)
     };
     let early = !shut && (stopped_early(a, b) || stopped_early(b, a));
     let answers_agree = if shut || early {
         // hyper drops what it has not answered yet when it reads the client's
         // end of stream (no half-close), racing its own handler: a side may
         // stop early, but what both answered must be the same.
-        prefixes(&a.outcome.statuses, &b.outcome.statuses) && a.outcome.closed == b.outcome.closed
+        prefixes(&a.outcome.statuses, &b.outcome.statuses) && (early || a.outcome.closed == b.outcome.closed)
     } else {
         a.outcome == b.outcome
     };

@@ -217,7 +217,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             }
             match f.decoder.decode(&mut self.buf) {
                 Ok(Decoded::Data(data)) => f.feed.put(Ok(Frame::data(data)), f.decoder.is_done()),
-                Ok(Decoded::Trailers(t)) => f.feed.put(Ok(Frame::trailers(t)), true),
+                // Request trailers are not passed on (as on hyper's engine): the
+                // origin gets the body alone, framed by relais.
+                Ok(Decoded::Trailers(_)) => f.feed.end(),
                 Ok(Decoded::End) => f.feed.end(),
                 Ok(Decoded::More) => {
                     if !self.out.is_empty() && self.poll_out(cx).is_ready() {
@@ -247,9 +249,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 
     /// Whether the client has gone while no body is being read from it: its
     /// end of the connection read (nginx's 499, hyper's default). What a
-    /// pipelining client sends meanwhile is kept, up to a head's worth.
+    /// pipelining client sends meanwhile is kept, up to `max_head`. The last
+    /// request of a connection (`Connection: close`) is not watched: its
+    /// client may well have shut its side already.
     fn gone(&mut self, cx: &mut Context<'_>, feeding: &Option<Feeding>, max_head: usize) -> Option<io::Error> {
-        if feeding.as_ref().is_some_and(|f| !f.decoder.is_done() && !f.broken) {
+        if max_head == 0 || feeding.as_ref().is_some_and(|f| !f.decoder.is_done() && !f.broken) {
             return None;
         }
         while self.buf.len() < max_head && !self.eof {
@@ -288,6 +292,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         B: http_body::Body<Data = Bytes, Error = BoxError>,
     {
         let RequestHead { request, framing, keep_alive, expect_continue, trailers } = head;
+        let watch = if keep_alive { max_head } else { 0 };
         let mut keep_alive = keep_alive && !last;
         let client = request.version();
         let head_request = request.method() == http::Method::HEAD;
@@ -318,7 +323,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             if let Err(e) = self.interim(cx, &interim) {
                 return Poll::Ready(Err(e));
             }
-            if let Some(e) = self.gone(cx, &feeding, max_head) {
+            if let Some(e) = self.gone(cx, &feeding, watch) {
                 return Poll::Ready(Err(e));
             }
             handling.as_mut().poll(cx).map(|Ok(res)| Ok(res))
@@ -347,7 +352,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     self.pump(cx, &mut feeding);
                     match body.as_mut().poll_frame(cx) {
                         Poll::Pending => {
-                            if let Some(e) = self.gone(cx, &feeding, max_head) {
+                            if let Some(e) = self.gone(cx, &feeding, watch) {
                                 return Poll::Ready(Some(Err(Box::new(e) as BoxError)));
                             }
                             // Nothing to send with the head yet: send it alone.
@@ -411,12 +416,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             return Ok(Next::Close { linger: false });
         }
         // What the handler left of the body is finished from what has arrived
-        // already; a body that has not all arrived ends the connection, and
-        // so does one whose client still waits for its `100 Continue`.
+        // already; a body that has not all arrived (a client still waiting
+        // for its `100 Continue`, say) ends the connection.
         let unread = match &mut feeding {
             None => false,
             Some(f) if f.broken => return Ok(Next::Close { linger: false }),
-            Some(f) if f.expect_continue => true,
             Some(f) => !self.finish_body(f),
         };
         if unread {

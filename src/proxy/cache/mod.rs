@@ -30,6 +30,7 @@ use super::target::url_of;
 use super::{Conn, Pipeline};
 use crate::cache::{Answer, Asked, Hit, HttpCache, Miss, Origin, Phase, Role, fill_head, fill_head_of, key};
 use crate::http::body::Body;
+use crate::http::interim::Interim;
 
 mod slice;
 mod uses;
@@ -66,7 +67,15 @@ pub(super) async fn serve(
     // asked: a fresh hit clones no headers.
     // A miss goes to the key's owner, unless a peer sent it here (then this node owns it).
     let ask_owner = p.shard.is_some() && parts.extensions.get::<FromPeer>().is_none();
-    let origin = || ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host: host.clone(), ask_owner };
+    let interim = parts.extensions.get::<Interim>().cloned();
+    let origin = || ToOrigin {
+        p: p.clone(),
+        route: route.clone(),
+        conn: conn.clone(),
+        host: host.clone(),
+        ask_owner,
+        interim: interim.clone(),
+    };
     let counted = route.min_uses.as_ref().map(|uses| (uses, uses.hash(&keyed)));
     let miss = match cache.lookup(&parts, keyed).await {
         Phase::Fresh(hit) => return Ok(with_key(hit_answer(&p, &route, &parts, hit), shown)),
@@ -186,6 +195,8 @@ struct ToOrigin {
     host: Option<HeaderValue>,
     /// Send a miss to the key's owner in the cluster, when another node owns it.
     ask_owner: bool,
+    /// The client's way for informational responses (103) of the fetch it leads.
+    interim: Option<Interim>,
 }
 
 impl Origin for ToOrigin {
@@ -195,6 +206,9 @@ impl Origin for ToOrigin {
         if let Some(plan) = self.p.compression.for_route(&self.route.compress) {
             // The request head the origin is asked with, for a stored response.
             plan.ask_identity(req.headers_mut());
+        }
+        if let Some(interim) = &self.interim {
+            req.extensions_mut().insert(interim.clone());
         }
         async move {
             if self.ask_owner

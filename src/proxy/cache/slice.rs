@@ -38,7 +38,8 @@ pub(super) async fn serve(
     size: u64,
 ) -> Result<Answer, ProxyError> {
     let method = parts.method.clone();
-    let origin = ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host, ask_owner: false };
+    let origin =
+        ToOrigin { p: p.clone(), route: route.clone(), conn: conn.clone(), host, ask_owner: false, interim: None };
     let ask = Ask { origin, head: fill_head(parts) };
     let client = &ask.head.headers;
     let spec = Some(client).filter(|_| method == Method::GET).and_then(|h| h.get(header::RANGE));
