@@ -40,7 +40,8 @@ pub(super) async fn forward(
         let own = parts.extensions.remove::<OnUpgrade>();
         own.or_else(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>().map(OnUpgrade::Hyper))
     });
-    let interim = parts.extensions.remove::<Interim>();
+    // A fill's own (taken when its request came), else the client's now.
+    let interim = parts.extensions.remove::<Interim>().or_else(|| conn.interim.as_ref().map(Interim::current));
     let path = upstream_path(route, &parts)?;
     prepare_request_headers(pipeline, route, conn, host, &mut parts);
     set_framing(&mut parts.headers, &parts.method, &body);

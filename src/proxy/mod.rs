@@ -109,11 +109,23 @@ pub(crate) struct Conn {
     /// The connection's place under `server.max_connections`: a tunnel the
     /// connection becomes (an upgrade) keeps it once hyper is done with it.
     pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    /// Where informational responses (103) for its requests go: an HTTP/1.1
+    /// connection of relais's engine.
+    pub interim: Option<crate::http::interim::Interim>,
 }
 
 impl Conn {
     pub(crate) fn new(peer: SocketAddr, proto: &'static str, client_subject: Option<Arc<str>>) -> Conn {
-        Conn { peer, client: peer.ip(), forwarded_for: None, proto, client_subject, served_names: None, slot: None }
+        Conn {
+            peer,
+            client: peer.ip(),
+            forwarded_for: None,
+            proto,
+            client_subject,
+            served_names: None,
+            slot: None,
+            interim: None,
+        }
     }
 
     pub(crate) fn plain(peer: SocketAddr) -> Conn {

@@ -51,10 +51,12 @@ struct Conn<I> {
     /// Written bytes waiting to go out (a head, a 100 or 103).
     out: BytesMut,
     eof: bool,
+    /// Where the origin's informational heads for the request in flight come.
+    interim: Interim,
 }
 
 /// Serves HTTP/1.1 on `io` until the client closes, a timeout, an error, or
-/// the stop signal.
+/// the stop signal. `interim` is the one its `Conn` carries.
 pub(super) async fn serve<I, H, F, B>(
     io: Gather<I>,
     peer: SocketAddr,
@@ -62,6 +64,7 @@ pub(super) async fn serve<I, H, F, B>(
     handler: H,
     mut stop: watch::Receiver<bool>,
     metrics: &Metrics,
+    interim: Interim,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Body>) -> F,
@@ -69,7 +72,7 @@ pub(super) async fn serve<I, H, F, B>(
     B: http_body::Body<Data = Bytes, Error = BoxError>,
 {
     let _open = metrics.connection_open(s.listener, false);
-    let mut c = Conn { io, buf: BytesMut::with_capacity(READ), out: BytesMut::new(), eof: false };
+    let mut c = Conn { io, buf: BytesMut::with_capacity(READ), out: BytesMut::new(), eof: false, interim };
     let max_head = usize::try_from(s.max_header_size).unwrap_or(usize::MAX).max(1024);
     let mut served = 0usize;
     let mut stopping = *stop.borrow();
@@ -309,8 +312,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             }
         };
         let mut request = request.map(|()| body);
-        let interim = Interim::default();
-        request.extensions_mut().insert(interim.clone());
+        let interim = self.interim.clone();
+        interim.next_request();
         let (upgrade_tx, upgrade_rx) = tokio::sync::oneshot::channel();
         let upgrading = request.headers().contains_key(http::header::UPGRADE);
         if upgrading {

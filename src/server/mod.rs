@@ -47,6 +47,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::http::body::{Body, BoxError};
+use crate::http::interim::Interim;
 use crate::metrics::{Metrics, Reason};
 use crate::proxy::{self, Conn, Pipeline};
 use crate::tls::Tls;
@@ -329,9 +330,14 @@ where
             return;
         }
     };
-    let handler = make(Arc::new(Conn { slot: Some(Arc::new(slot)), ..Conn::plain(peer) }));
+    let conn = Conn { slot: Some(Arc::new(slot)), ..Conn::plain(peer) };
     let io = Gather::new(tcp, http2, first).send_timeout(settings.send_timeout);
-    serve_io(io, http2, peer, settings, handler, stop, &metrics).await;
+    if !http2 && settings.own_h1 {
+        let interim = Interim::default();
+        let handler = make(Arc::new(Conn { interim: Some(interim.clone()), ..conn }));
+        return h1::serve(io, peer, settings, handler, stop, &metrics, interim).await;
+    }
+    serve_io(io, http2, peer, settings, make(Arc::new(conn)), stop, &metrics).await;
 }
 
 /// A TLS connection: its first bytes under the header timeout (a silent
@@ -395,9 +401,13 @@ where
     let mut conn = Conn::new(peer, "https", client_subject.map(Arc::from));
     conn.served_names = handshake.tls.served_names(session.server_name());
     conn.slot = Some(Arc::new(slot));
-    let handler = make(Arc::new(conn));
     let io = Gather::new(stream, http2, Bytes::new()).send_timeout(settings.send_timeout);
-    serve_io(io, http2, peer, settings, handler, stop, &metrics).await;
+    if !http2 && settings.own_h1 {
+        let interim = Interim::default();
+        conn.interim = Some(interim.clone());
+        return h1::serve(io, peer, settings, make(Arc::new(conn)), stop, &metrics, interim).await;
+    }
+    serve_io(io, http2, peer, settings, make(Arc::new(conn)), stop, &metrics).await;
 }
 
 /// How long a stopping proxy keeps an idle HTTP/1 connection open for a request already sent.
@@ -418,9 +428,6 @@ async fn serve_io<I, H, F, B>(
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
-    if !http2 && s.own_h1 {
-        return h1::serve(io, peer, s, handler, stop, metrics).await;
-    }
     let _open = metrics.connection_open(s.listener, http2);
     let activity = Arc::new(Activity::new(s.max_requests));
     let flooded = io.flood_alarm();

@@ -67,7 +67,7 @@ pub(super) async fn serve(
     // asked: a fresh hit clones no headers.
     // A miss goes to the key's owner, unless a peer sent it here (then this node owns it).
     let ask_owner = p.shard.is_some() && parts.extensions.get::<FromPeer>().is_none();
-    let interim = parts.extensions.get::<Interim>().cloned();
+    let interim = conn.interim.as_ref().map(Interim::current);
     let origin = || ToOrigin {
         p: p.clone(),
         route: route.clone(),
