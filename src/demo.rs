@@ -78,6 +78,7 @@ listen = "{admin}"
 memory_capacity = "64MiB"
 disk_path = "{}"
 disk_capacity = "256MiB"
+max_object_size = "64MiB"
 
 [upstreams.demo]
 servers = ["{origin}"]

@@ -36,8 +36,6 @@ use crate::metrics::Metrics;
 
 /// What one read asks of the socket; a body piece is at most this.
 const READ: usize = 16 * 1024;
-/// A buffer grown past this by a large head or body is let go once empty.
-const KEEP: usize = 64 * 1024;
 /// After an answer that left the request body unread, how much of it is read
 /// and dropped (and for how long) before closing, so the client sees the
 /// answer rather than a reset.
@@ -72,7 +70,7 @@ pub(super) async fn serve<I, H, F, B>(
     B: http_body::Body<Data = Bytes, Error = BoxError>,
 {
     let _open = metrics.connection_open(s.listener, false);
-    let mut c = Conn { io, buf: BytesMut::with_capacity(READ), out: BytesMut::new(), eof: false, interim };
+    let mut c = Conn { io, buf: BytesMut::new(), out: BytesMut::new(), eof: false, interim };
     let max_head = usize::try_from(s.max_header_size).unwrap_or(usize::MAX).max(1024);
     let mut served = 0usize;
     let mut stopping = *stop.borrow();
@@ -150,8 +148,9 @@ pub(super) async fn serve<I, H, F, B>(
                 return;
             }
         }
-        if c.buf.is_empty() && c.buf.capacity() > KEEP {
-            c.buf = BytesMut::with_capacity(READ);
+        if c.buf.is_empty() {
+            // Idle until the next request: hold no buffer (the next read makes one).
+            c.buf = BytesMut::new();
         }
     }
 }
