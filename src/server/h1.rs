@@ -79,11 +79,16 @@ pub(super) async fn serve<I, H, F, B>(
         // (a new connection's first bytes were read under the same clock).
         let wait = if served == 0 { s.header_read_timeout } else { s.header_read_timeout.min(s.idle_timeout) };
         let mut deadline = Instant::now() + wait;
+        // How far the buffer was searched for the head's end: a client that
+        // sends its head a byte at a time costs one scan, not one parse per byte.
+        let mut scan = Scan::default();
         let parsed = loop {
-            match head::parse_request(&c.buf, max_head, s.max_headers) {
-                Ok(Some(found)) => break Ok(found),
-                Ok(None) => {}
-                Err(refusal) => break Err(refusal),
+            if head_may_end(&mut c.buf, &mut scan) || c.buf.len() > max_head {
+                match head::parse_request(&c.buf, max_head, s.max_headers) {
+                    Ok(Some(found)) => break Ok(found),
+                    Ok(None) => {}
+                    Err(refusal) => break Err(refusal),
+                }
             }
             if c.eof {
                 return;
@@ -153,6 +158,48 @@ pub(super) async fn serve<I, H, F, B>(
             c.buf = BytesMut::new();
         }
     }
+}
+
+/// How far a buffer was searched for the end of a head.
+#[derive(Default)]
+struct Scan {
+    searched: usize,
+    /// The request line has ended (and was parsed once, to refuse garbage early).
+    line: bool,
+}
+
+/// Whether the head in `buf` should be parsed now: its request line has just
+/// ended, a line end followed by an empty line (CRLF or bare LF) or a bare CR
+/// came after what was searched before. A client that sends its head a byte
+/// at a time so costs a scan of each byte, not a parse of the whole head per
+/// byte. Empty lines before a request line (RFC 9112 section 2.2) are dropped
+/// first, so they never count.
+fn head_may_end(buf: &mut BytesMut, scan: &mut Scan) -> bool {
+    loop {
+        let skip = if buf.starts_with(b"\r\n") {
+            2
+        } else if buf.starts_with(b"\n") {
+            1
+        } else {
+            break;
+        };
+        let _ = buf.split_to(skip);
+        *scan = Scan::default();
+    }
+    let from = scan.searched.saturating_sub(2);
+    scan.searched = buf.len();
+    let mut ends = buf[from..].iter().enumerate().filter(|&(_, &b)| b == b'\n' || b == b'\r').map(|(i, _)| from + i);
+    let line = &mut scan.line;
+    ends.any(|at| match (buf[at], buf.get(at + 1)) {
+        (b'\n', _) if !*line => {
+            *line = true;
+            true
+        }
+        (b'\n', _) => buf[at + 1..].starts_with(b"\n") || buf[at + 1..].starts_with(b"\r\n"),
+        // A bare CR: the parser refuses it at once.
+        (_, Some(&next)) => next != b'\n',
+        (_, None) => false,
+    })
 }
 
 /// What the connection does after an exchange.
@@ -488,5 +535,36 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 _ => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::{Scan, head_may_end};
+
+    fn may_end(bytes: &[u8]) -> bool {
+        head_may_end(&mut BytesMut::from(bytes), &mut Scan { line: true, ..Scan::default() })
+    }
+
+    #[test]
+    fn a_head_is_parsed_only_once_it_may_have_ended() {
+        let head = b"\r\n\nGET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        let mut ends = Vec::new();
+        let (mut buf, mut scan) = (BytesMut::new(), Scan::default());
+        for (n, &b) in head.iter().enumerate() {
+            buf.extend_from_slice(&[b]);
+            if head_may_end(&mut buf, &mut scan) {
+                ends.push(n + 1);
+            }
+        }
+        // Twice: once the request line has ended, and at the very end; the
+        // empty lines before it are dropped.
+        assert_eq!(ends, [19, head.len()]);
+        assert_eq!(&buf[..], &head[3..]);
+        assert!(may_end(b"GET / HTTP/1.1\nHost: x\n\n"));
+        assert!(!may_end(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(may_end(b"GET / HTTP/1.1\rHost"));
     }
 }
