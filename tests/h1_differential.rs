@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use support::raw::{RawOrigin, Reads, Seen};
+use support::rng::Rng;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,35 +49,6 @@ const MAX_HEADER_SIZE: usize = 8 * 1024;
 const MAX_HEADERS: usize = 20;
 const DEFAULT_CASES: u64 = 500;
 const DEFAULT_SEED: u64 = 0x00c0_ffee_41f0_0001;
-
-/// xorshift64*, seeded per case so that one case can be replayed alone.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn for_case(seed: u64, index: u64) -> Rng {
-        // splitmix64 of (seed, index): never zero, well spread.
-        let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// One case: the bytes a client sends, and what the generator knows of them.
 #[derive(Clone, Debug, Default)]

@@ -24,29 +24,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::Request;
 use support::raw::{RawOrigin, Reads, Seen};
+use support::rng::Rng;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// xorshift64*: enough randomness, and the same cases on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// One generated request: its bytes, and the body it frames if its framing is honest.
 struct Case {

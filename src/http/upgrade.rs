@@ -17,8 +17,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// An upgraded connection.
 pub(crate) type Upgraded = Box<dyn Io>;
 
-/// One side of an upgrade, ready once the 101 is through (a request or
-/// response extension, hence shared).
+/// One side of an upgrade, ready once the 101 is through: the client's (a
+/// request extension) or the origin's (a response extension), by either
+/// engine; shared, as extensions are.
 #[derive(Clone)]
 pub(crate) enum OnUpgrade {
     Hyper(hyper::upgrade::OnUpgrade),
@@ -29,6 +30,14 @@ pub(crate) enum OnUpgrade {
 impl OnUpgrade {
     pub(crate) fn own(rx: oneshot::Receiver<Upgraded>) -> OnUpgrade {
         OnUpgrade::Own(Arc::new(Mutex::new(Some(rx))))
+    }
+
+    /// A connection switched already: relais's origin side, with the bytes
+    /// read past the 101's head.
+    pub(crate) fn ready<T: Io + 'static>(io: T, read: Bytes) -> OnUpgrade {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Box::new(Rewind::new(read, io)) as Upgraded);
+        OnUpgrade::own(rx)
     }
 
     pub(crate) async fn upgraded(self) -> io::Result<Upgraded> {

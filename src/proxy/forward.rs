@@ -78,7 +78,7 @@ pub(super) async fn forward(
     res_parts.version = Version::HTTP_11;
     if tunnel {
         let (Some(client), Some(origin), Some(protocol)) =
-            (client_upgrade, res_parts.extensions.remove::<crate::upstream::OriginUpgrade>(), protocol)
+            (client_upgrade, res_parts.extensions.remove::<OnUpgrade>(), protocol)
         else {
             tracing::warn!(server = %server, "origin switched protocols without an upgrade request");
             return Err(ProxyError::Upstream(UpstreamError::Protocol(server)));

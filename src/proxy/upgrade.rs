@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http::upgrade::OnUpgrade;
-use crate::upstream::OriginUpgrade;
 
 /// Looks taken per idle timeout.
 const LOOKS: u32 = 4;
@@ -38,7 +37,7 @@ impl Held {
 /// `slot` and what `Held` is given. Returns the `Held`.
 pub(super) fn tunnel(
     client: OnUpgrade,
-    origin: OriginUpgrade,
+    origin: OnUpgrade,
     idle: Duration,
     slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 ) -> Held {
@@ -46,8 +45,7 @@ pub(super) fn tunnel(
     let kept = (slot, held.clone());
     tokio::spawn(async move {
         let _kept = kept;
-        let client = async { client.upgraded().await.map_err(crate::http::body::BoxError::from) };
-        let (client, origin) = match tokio::try_join!(client, origin.connection()) {
+        let (client, origin) = match tokio::try_join!(client.upgraded(), origin.upgraded()) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");

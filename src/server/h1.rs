@@ -225,12 +225,7 @@ struct Feeding {
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     async fn read(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ / 4 {
-            self.buf.reserve(READ);
-        }
-        let n = tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.buf).await?;
-        self.eof |= n == 0;
-        Ok(n)
+        poll_fn(|cx| self.poll_read(cx)).await
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -360,10 +355,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         let mut request = request.map(|()| body);
         let interim = self.interim.clone();
         interim.next_request();
-        let (upgrade_tx, upgrade_rx) = tokio::sync::oneshot::channel();
-        let upgrading = request.headers().contains_key(http::header::UPGRADE);
-        if upgrading {
-            request.extensions_mut().insert(OnUpgrade::own(upgrade_rx));
+        // Only a request that asks to upgrade gets the way to hand the connection over.
+        let mut upgrade = None;
+        if request.headers().contains_key(http::header::UPGRADE) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            request.extensions_mut().insert(OnUpgrade::own(rx));
+            upgrade = Some(tx);
         }
 
         let mut handling = pin!(handler(request));
@@ -381,11 +378,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         let (parts, body) = response.into_parts();
         let mut body = pin!(body);
 
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS && upgrading {
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(to) = upgrade
+        {
             head::write_response(&parts, false, client, None, &mut keep_alive, &mut self.out);
             poll_fn(|cx| self.poll_out(cx)).await?;
             self.io.flush().await?;
-            return Ok(Next::Upgraded(upgrade_tx));
+            return Ok(Next::Upgraded(to));
         }
         let length = body.size_hint().exact();
         let out = head::write_response(&parts, head_request, client, length, &mut keep_alive, &mut self.out);

@@ -22,7 +22,6 @@ mod pool;
 pub(crate) mod rendezvous;
 mod resolve;
 mod retry;
-mod upgraded;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,7 +41,6 @@ use connect::{Connector, Endpoint};
 use health::Health;
 pub(crate) use pool::RequestError;
 use pool::{Pool, SendError};
-pub(crate) use upgraded::OriginUpgrade;
 
 /// One origin server of a pool.
 pub(crate) struct Server {

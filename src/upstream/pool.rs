@@ -31,9 +31,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::connect::{Connector, Endpoint, Stream};
 use super::h1;
-use super::upgraded::OriginUpgrade;
 use crate::config::Engine;
 use crate::http::body::{Body, BoxError};
+use crate::http::upgrade::OnUpgrade;
 
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send + Sync>>;
 
@@ -208,7 +208,7 @@ impl Pool {
         .await?;
         let (mut parts, body) = res.into_parts();
         if let Some(on) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
-            parts.extensions.insert(OriginUpgrade::hyper(on));
+            parts.extensions.insert(OnUpgrade::Hyper(on));
         }
         // An upgraded connection (101) is finished by its own task, which hands it over.
         let body = if keep && parts.status != StatusCode::SWITCHING_PROTOCOLS {

@@ -6,6 +6,7 @@
 pub mod conf;
 pub mod process;
 pub mod raw;
+pub mod rng;
 pub mod tls;
 pub mod wait;
 

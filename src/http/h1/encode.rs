@@ -1,9 +1,43 @@
-//! Writing what [`super::decode`] reads: chunk lines and the last chunk.
+//! Writing what [`super::decode`] and [`super::head`] read: fields, status
+//! lines, lengths, chunk lines and the last chunk.
 
 use bytes::{BufMut, BytesMut};
 
 /// Ends a chunked body that has no trailers.
 pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends `name: value` and its line end.
+pub(crate) fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends a `content-length` field.
+pub(crate) fn length_field(out: &mut BytesMut, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    field(out, b"content-length", &digits[at..]);
+}
+
+/// Appends a response's status line.
+pub(crate) fn status_line(out: &mut BytesMut, status: http::StatusCode) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+}
 
 /// Appends the line that starts a chunk of `len` bytes (never zero: that is the last chunk).
 pub(crate) fn chunk_line(len: usize, out: &mut BytesMut) {
@@ -19,10 +53,7 @@ pub(crate) fn chunk_line(len: usize, out: &mut BytesMut) {
 pub(crate) fn last_chunk(trailers: &http::HeaderMap, out: &mut BytesMut) {
     out.put_slice(b"0\r\n");
     for (name, value) in trailers {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.put_slice(b"\r\n");
 }
@@ -43,5 +74,10 @@ mod tests {
         let mut out = BytesMut::new();
         last_chunk(&t, &mut out);
         assert_eq!(&out[..], b"0\r\nx-sum: 1\r\n\r\n");
+        let mut out = BytesMut::new();
+        length_field(&mut out, 0);
+        length_field(&mut out, 1024);
+        status_line(&mut out, http::StatusCode::NOT_FOUND);
+        assert_eq!(&out[..], b"content-length: 0\r\ncontent-length: 1024\r\nHTTP/1.1 404 Not Found\r\n");
     }
 }

@@ -12,6 +12,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
 use super::Framing;
+use super::encode::{field, length_field, status_line};
 
 /// A request head, parsed.
 pub(crate) struct RequestHead {
@@ -145,7 +146,7 @@ fn parse_into<'b>(
 }
 
 /// `Content-Length`: digits only (no sign, no list), at most 18 of them.
-fn content_length(value: &[u8]) -> Option<u64> {
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -153,7 +154,7 @@ fn content_length(value: &[u8]) -> Option<u64> {
 }
 
 /// The non-empty elements of a comma-separated field value, trimmed.
-fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|e| !e.is_empty())
 }
 
@@ -205,11 +206,7 @@ pub(crate) fn write_response(
         *keep_alive = false;
     }
     out.reserve(256);
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(status.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.put_slice(b"\r\n");
+    status_line(out, status);
     for (name, value) in &parts.headers {
         // Framing and the connection's fields are this connection's to write.
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
@@ -218,11 +215,11 @@ pub(crate) fn write_response(
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
-        Out::Length(n) => field(out, b"content-length", itoa(n, &mut [0; 20])),
+        Out::Length(n) => length_field(out, n),
         Out::Chunked => field(out, b"transfer-encoding", b"chunked"),
         Out::None if !bodiless => {
             if let Some(n) = declared {
-                field(out, b"content-length", itoa(n, &mut [0; 20]));
+                length_field(out, n);
             }
         }
         _ => {}
@@ -243,11 +240,7 @@ pub(crate) fn write_response(
 
 /// Writes an informational head (103 and the like) into `out`.
 pub(crate) fn write_interim(status: StatusCode, headers: &HeaderMap, out: &mut BytesMut) {
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(status.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.put_slice(b"\r\n");
+    status_line(out, status);
     for (name, value) in headers {
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -258,35 +251,12 @@ pub(crate) fn write_interim(status: StatusCode, headers: &HeaderMap, out: &mut B
 /// the connection closed (as hyper's engine answers).
 pub(crate) fn refusal(status: StatusCode) -> Bytes {
     let mut out = BytesMut::with_capacity(128);
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(status.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.put_slice(b"\r\n");
+    status_line(&mut out, status);
     field(&mut out, b"content-length", b"0");
     field(&mut out, b"connection", b"close");
     date::put(&mut out);
     out.put_slice(b"\r\n");
     out.freeze()
-}
-
-fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
-}
-
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// The `Date` field, formatted once per second per thread.

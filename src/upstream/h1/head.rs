@@ -10,6 +10,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, requ
 
 use super::Error;
 use crate::http::h1::Framing;
+use crate::http::h1::encode::{field, length_field};
+use crate::http::h1::head::{content_length as content_length_value, list};
 
 /// The largest response head read (hyper's client buffer here was as large).
 pub(super) const MAX_HEAD: usize = 256 * 1024;
@@ -56,36 +58,15 @@ pub(super) fn write_request(parts: &request::Parts, sending: Sending, out: &mut 
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match sending {
         Sending::Empty { length_zero: false } => {}
-        Sending::Empty { length_zero: true } => out.put_slice(b"content-length: 0\r\n"),
-        Sending::Length(n) => {
-            out.put_slice(b"content-length: ");
-            put_decimal(n, out);
-            out.put_slice(b"\r\n");
-        }
-        Sending::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Sending::Empty { length_zero: true } => length_field(out, 0),
+        Sending::Length(n) => length_field(out, n),
+        Sending::Chunked => field(out, b"transfer-encoding", b"chunked"),
     }
     out.put_slice(b"\r\n");
-}
-
-fn put_decimal(mut n: u64, out: &mut BytesMut) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[i..]);
 }
 
 /// A parsed response head.
@@ -169,11 +150,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(Error::Head("invalid Content-Length"));
-            }
-            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            let n = content_length_value(part.trim_ascii()).ok_or(Error::Head("invalid Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(Error::Head("conflicting Content-Length"));
             }
@@ -190,10 +167,7 @@ fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
 }
 
 fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())))
+    headers.get_all(name).iter().any(|v| list(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
 }
 
 /// The request asked for the connection to close after it.

@@ -30,9 +30,9 @@ use tokio::io::AsyncReadExt;
 
 use super::connect::Stream;
 use super::pool::Pool;
-use super::upgraded::OriginUpgrade;
 use crate::http::body::{Body, BoxError};
 use crate::http::interim::Interim;
+use crate::http::upgrade::OnUpgrade;
 use head::Sending;
 use upload::{Upload, UploadError};
 
@@ -148,7 +148,7 @@ pub(super) async fn send(
     *res.version_mut() = head.version;
     *res.headers_mut() = head.headers;
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
-        res.extensions_mut().insert(OriginUpgrade::own(conn.io, conn.read.freeze()));
+        res.extensions_mut().insert(OnUpgrade::ready(conn.io, conn.read.freeze()));
         return Ok(res);
     }
     *res.body_mut() = body::Reading::start(conn, upload, head.framing, reuse, pool);

@@ -293,8 +293,8 @@ async fn a_switch_of_protocols_hands_over_the_connection_and_what_was_read() {
     let (addr, _origin) = origin(vec![b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nfirst"], false).await;
     let mut res = send(conn(addr).await, get(Method::GET), None).await.ok().unwrap();
     assert_eq!(res.status(), 101);
-    let up = res.extensions_mut().remove::<crate::upstream::OriginUpgrade>().unwrap();
-    let mut io = up.connection().await.unwrap();
+    let up = res.extensions_mut().remove::<crate::http::upgrade::OnUpgrade>().unwrap();
+    let mut io = up.upgraded().await.unwrap();
     let mut got = [0u8; 5];
     io.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"first");
