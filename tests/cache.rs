@@ -784,7 +784,8 @@ async fn vary_values_that_mean_the_same_share_a_variant() {
 /// A new variant and its URL's new Vary record go into memory together: the
 /// variant was put only after the record's disk write, and a second request in
 /// that window found a record pointing at nothing (40 of 40 URLs fetched at once
-/// missed twice).
+/// missed twice). And a client reading by Content-Length is done at the last
+/// byte: that byte waits until the copy is in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_variant_is_found_as_soon_as_its_vary_record() {
     let o = origin()

@@ -179,16 +179,10 @@ impl Lead {
                     leader.close();
                     cache.pass.mark(key);
                 };
-                let remembered = storing.as_ref().map(|s| s.remembered().clone());
                 let kept = storing.clone();
                 let complete = pump(&mut body, fill, storing, || leader.close(), not_stored).await;
-                // A body kept in memory is there before its clients see its end, so
-                // that a request right after finds it (a moment at most).
-                if complete
-                    && kept.is_some_and(|s| s.still() && !s.on_disk())
-                    && let Some(remembered) = remembered
-                {
-                    remembered.wait(std::time::Duration::from_millis(500)).await;
+                if complete && let Some(kept) = kept {
+                    in_memory(&kept).await;
                 }
                 fill.finish(complete);
             }
@@ -215,6 +209,16 @@ async fn pump(
         match frame {
             Ok(frame) => {
                 let Ok(data) = frame.into_data() else { continue };
+                if http_body::Body::is_end_stream(body)
+                    && let Some(kept) = &storing
+                {
+                    // A client reading by Content-Length is done at the last byte, not
+                    // at the fill's end: it gets that byte once the copy is in memory.
+                    let ended = body.frame().await.is_none_or(|end| end.is_ok()); // the copy is committed
+                    in_memory(kept).await;
+                    fill.push(data);
+                    return ended;
+                }
                 fill.push(data);
                 let on_disk = storing.as_ref().is_some_and(Storing::on_disk);
                 if on_disk && !streaming {
@@ -244,6 +248,14 @@ async fn pump(
         }
     }
     true
+}
+
+/// Waits until a body kept in memory is there (a moment at most), so that its
+/// clients' next request finds it.
+async fn in_memory(kept: &Storing) {
+    if kept.still() && !kept.on_disk() {
+        kept.remembered().wait(Duration::from_millis(500)).await;
+    }
 }
 
 impl Wait {
