@@ -418,7 +418,8 @@ fn summary(path: &Path, c: &Config) -> String {
         let _ = writeln!(
             s,
             "    [{i}] {named}{host}{}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}",
-            r.path, r.upstream
+            r.path,
+            r.upstream.as_deref().unwrap_or("(answers itself)")
         );
     }
     s

@@ -24,8 +24,9 @@ pub struct RouteConfig {
     /// Request headers that must all match: a value, or `*` for "present".
     #[serde(default)]
     pub headers: BTreeMap<FieldName, HeaderMatch>,
-    /// Name of an `[upstreams.NAME]` table.
-    pub upstream: String,
+    /// Name of an `[upstreams.NAME]` table. A route that answers by itself
+    /// (`return`, or static files without a fallback) needs none.
+    pub upstream: Option<String>,
     /// Remove `path` from the request path before forwarding. Default false.
     #[serde(default)]
     pub strip_prefix: bool,
@@ -67,6 +68,13 @@ pub struct RouteConfig {
     /// as ordinary requests without it. Never `h2c`. Default `["websocket"]`.
     #[serde(default = "websocket")]
     pub upgrades: Vec<Protocol>,
+}
+
+impl RouteConfig {
+    /// Whether the route never forwards, so needs no upstream.
+    pub(crate) fn answers_alone(&self) -> bool {
+        false
+    }
 }
 
 fn websocket() -> Vec<Protocol> {
@@ -252,9 +260,16 @@ pub(super) fn validate(
     {
         return Err(bad(key("name"), format!("{:?} is also routes[{j}].name", name.as_str())));
     }
-    if !c.upstreams.contains_key(&r.upstream) {
-        let known: Vec<&str> = c.upstreams.keys().map(String::as_str).collect();
-        return Err(bad(key("upstream"), format!("unknown upstream {:?} (defined: {})", r.upstream, known.join(", "))));
+    match &r.upstream {
+        Some(up) if !c.upstreams.contains_key(up) => {
+            let known: Vec<&str> = c.upstreams.keys().map(String::as_str).collect();
+            return Err(bad(key("upstream"), format!("unknown upstream {up:?} (defined: {})", known.join(", "))));
+        }
+        Some(_) => {}
+        None if !r.answers_alone() => {
+            return Err(bad(key("upstream"), "missing: a route without one must answer by itself (return)".into()));
+        }
+        None => {}
     }
     if !r.path.starts_with('/') {
         return Err(bad(key("path"), format!("{:?} must start with '/'", r.path)));

@@ -61,8 +61,9 @@ pub(super) async fn forward(
         client: conn.client,
         interim,
     };
-    let (res, server) =
-        route.upstream.send(out).await.map_err(|e| client_fault(&e).unwrap_or(ProxyError::Upstream(e)))?;
+    // A route without an upstream answers before anything is forwarded.
+    let upstream = route.upstream.as_ref().ok_or(ProxyError::NoRoute)?;
+    let (res, server) = upstream.send(out).await.map_err(|e| client_fault(&e).unwrap_or(ProxyError::Upstream(e)))?;
 
     let (mut res_parts, res_body) = res.into_parts();
     let tunnel = res_parts.status == StatusCode::SWITCHING_PROTOCOLS;

@@ -34,7 +34,8 @@ pub(crate) struct Route {
     pub label: Arc<str>,
     pub prefix: String,
     headers: Vec<(HeaderName, Option<HeaderValue>)>,
-    pub upstream: Arc<Upstream>,
+    /// None for a route that answers by itself.
+    pub upstream: Option<Arc<Upstream>>,
     pub strip_prefix: bool,
     pub pass_host: bool,
     pub request_headers: CompiledRules,
@@ -101,7 +102,7 @@ impl Route {
         index: usize,
         name: &str,
         r: &RouteConfig,
-        upstream: Arc<Upstream>,
+        upstream: Option<Arc<Upstream>>,
         config: &Config,
         guard: RouteGuard,
         paths: Paths,
@@ -219,7 +220,7 @@ impl Router {
         let mut router = Router::default();
         let names = config.route_names();
         for ((i, r), name) in config.routes.iter().enumerate().zip(&names) {
-            let upstream = upstreams[&r.upstream].clone();
+            let upstream = r.upstream.as_ref().map(|u| upstreams[u].clone());
             let route_guard = guard.route(config, i, r)?;
             let route = Arc::new(Route::new(i, name, r, upstream, config, route_guard, guard.paths()));
             match &r.host {
@@ -342,7 +343,7 @@ upstream = "b"
             h.insert(HeaderName::try_from(*k).unwrap(), HeaderValue::try_from(*v).unwrap());
         }
         match r.find(host, path, &h) {
-            Some(Found::Route(r)) => r.upstream.name.clone(),
+            Some(Found::Route(r)) => r.upstream.as_ref().unwrap().name.clone(),
             Some(Found::Directory(r)) => format!("301 to {}", r.prefix),
             None => String::new(),
         }
