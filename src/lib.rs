@@ -204,6 +204,7 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
         temp_files: Default::default(),
         copies: Arc::new(compress::Encodings::new(0)),
         memory: Default::default(),
+        maintenance: Arc::new(proxy::maintenance::Maintenance::open(config.cache.disk_path.join("maintenance.json"))),
     };
     let (cluster, disk_path) = (config.cluster.clone(), config.cache.disk_path.clone());
     let pipeline = Pipeline::new(config, &lasting, None)?;

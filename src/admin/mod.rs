@@ -10,6 +10,7 @@
 mod browser;
 mod dashboard;
 mod history;
+mod maintenance;
 mod process;
 mod render;
 
@@ -131,6 +132,8 @@ async fn handle(
         }
         ("GET", "/stats/history") => Ok(json_response(StatusCode::OK, history.json())),
         ("GET", "/cache") => cache_info(&pipeline, &req).await,
+        ("GET", "/maintenance") => Ok(json_response(StatusCode::OK, json!(pipeline.maintenance.state()))),
+        ("POST", "/maintenance") => maintenance::set(&pipeline, req).await,
         ("POST", "/reload") => Ok(match (admin.reload)() {
             Ok(()) => json_response(StatusCode::OK, json!({"reloaded": true})),
             Err(e) => json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({"reloaded": false, "error": e})),

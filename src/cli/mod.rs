@@ -1,4 +1,4 @@
-//! `relais status`, `top`, `purge`, `reload`, `cache` and `upgrade`: the commands that ask a
+//! `relais status`, `top`, `purge`, `reload`, `maintenance`, `cache` and `upgrade`: the commands that ask a
 //! running relais over its admin API (`admin.listen`, `admin.token`), as
 //! `varnishadm` asks varnishd.
 //!
@@ -72,6 +72,18 @@ pub(crate) enum Ask {
     Upgrade {
         #[command(flatten)]
         to: Target,
+    },
+    /// Turn maintenance mode on or off (503 with Retry-After except for
+    /// `[maintenance] allow`), for every route or one; without on/off, show it.
+    Maintenance {
+        #[command(flatten)]
+        to: Target,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        switch: Option<String>,
+        /// Only this route (its name, as `relais check` lists it).
+        #[arg(long, value_name = "NAME")]
+        route: Option<String>,
     },
     /// Show what is cached for a URL (as `/cache?url=` does).
     Cache {
@@ -178,6 +190,24 @@ async fn answer(ask: Ask) -> Result<String, Failure> {
                 said.push_str(&format!("warning: {warning}\n"));
             }
             Ok(said)
+        }
+        Ask::Maintenance { to, switch, route } => {
+            let admin = Admin::new(&to)?;
+            let state = match switch {
+                Some(s) => {
+                    let body = json!({"on": s == "on", "route": route});
+                    admin.call(Method::POST, "/maintenance", Some(body)).await?
+                }
+                None if route.is_some() => return Err(Failure::Usage("--route needs on or off".into())),
+                None => admin.call(Method::GET, "/maintenance", None).await?,
+            };
+            let routes: Vec<&str> =
+                state["routes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            Ok(match (state["all"].as_bool() == Some(true), routes.is_empty()) {
+                (true, _) => "maintenance: on for every route\n".to_string(),
+                (false, false) => format!("maintenance: on for {}\n", routes.join(", ")),
+                (false, true) => "maintenance: off\n".to_string(),
+            })
         }
         Ask::Reload { to } => {
             let admin = Admin::new(&to)?;

@@ -138,6 +138,12 @@ impl Cidrs {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether a block holds `ip` (an IPv4-mapped IPv6 address as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// One request rule: every condition given must hold; the first rule that

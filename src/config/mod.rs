@@ -11,6 +11,7 @@ mod cache;
 mod cache_key;
 mod cluster;
 mod compression;
+mod edge;
 mod guard;
 mod log;
 mod paths;
@@ -36,6 +37,10 @@ pub use cache::CacheConfig;
 pub use cache_key::{CookieName, KeyConfig, ParamName, QueryKey};
 pub use cluster::{BusConfig, ClusterConfig, Sharding, WhenDown};
 pub use compression::{CompressionConfig, Encoding, Level, Levels, MediaType, RouteCompression};
+pub use edge::{
+    ErrorPage, ErrorPageConfig, ErrorPages, MaintenanceConfig, PageFile, PageSource, ReturnConfig, RewriteFlag,
+    RewriteRule, compile as compile_regex, read_page,
+};
 pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
     RouteGuard, RuleAction, RuleConfig,
@@ -82,6 +87,12 @@ pub struct Config {
     pub acme: Option<AcmeConfig>,
     /// Several relais sharing one cache (`[cluster]`). Default: none, a node on its own.
     pub cluster: Option<ClusterConfig>,
+    /// Pages for error statuses, on every route (`[error_pages]`).
+    #[serde(default)]
+    pub error_pages: ErrorPages,
+    /// Who gets through while maintenance is on, and its `Retry-After`.
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
     /// The file this was read from, for reloads.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -225,10 +236,35 @@ impl Config {
         for (up, u) in &self.upstreams {
             upstream::validate(up, u, &bad)?;
         }
+        self.check_pages("error_pages", &self.error_pages, &bad)?;
         for (i, r) in self.routes.iter().enumerate() {
             route::validate(i, r, self, &bad)?;
         }
         Ok(())
+    }
+
+    /// Error pages under `key`, checked, their files read (one that cannot
+    /// be used is an error naming it and the key).
+    pub fn check_pages(
+        &self,
+        key: &str,
+        pages: &ErrorPages,
+        bad: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<Vec<(ErrorPage, Option<PageFile>)>, ConfigError> {
+        let pages = edge::pages(key, pages, &|u| self.upstreams.contains_key(u)).map_err(|(k, m)| bad(k, m))?;
+        let mut read = Vec::with_capacity(pages.len());
+        for page in pages {
+            let file = match &page.source {
+                PageSource::File(f) => Some(read_page(f).map_err(|reason| ConfigError::File {
+                    file: f.clone(),
+                    key: format!("{key}.\"{}\"", page.status.as_u16()),
+                    reason,
+                })?),
+                PageSource::Upstream { .. } => None,
+            };
+            read.push((page, file));
+        }
+        Ok(read)
     }
 
     /// Each route's name, in order: `name`, or its host and path (`*/api/`).

@@ -40,6 +40,14 @@ impl Config {
             add(&mut all, format!("upstreams.{name}.tls.client_cert"), u.tls.client_cert.as_mut());
             add(&mut all, format!("upstreams.{name}.tls.client_key"), u.tls.client_key.as_mut());
         }
+        for (code, page) in &mut self.error_pages {
+            add(&mut all, format!("error_pages.\"{code}\""), page.file_mut());
+        }
+        for (i, r) in self.routes.iter_mut().enumerate() {
+            for (code, page) in &mut r.error_pages {
+                add(&mut all, format!("routes[{i}].error_pages.\"{code}\""), page.file_mut());
+            }
+        }
         if let Some(bus) = self.cluster.as_mut().and_then(|c| c.bus.as_mut()) {
             add(&mut all, "cluster.bus.credentials_file".into(), bus.credentials_file.as_mut());
             add(&mut all, "cluster.bus.ca_file".into(), bus.ca_file.as_mut());

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::edge::{ErrorPages, ReturnConfig, RewriteRule};
 use super::{
     Config, ConfigError, Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteCompression, RouteGuard,
     Size,
@@ -21,6 +22,9 @@ pub struct RouteConfig {
     /// Path prefix; the longest match wins. Default `/`.
     #[serde(default = "root")]
     pub path: String,
+    /// A regex the path must also match (nginx's `location ~`); its captures
+    /// are `{1}`, `{2}`… in `return`.
+    pub path_regex: Option<String>,
     /// Request headers that must all match: a value, or `*` for "present".
     #[serde(default)]
     pub headers: BTreeMap<FieldName, HeaderMatch>,
@@ -68,12 +72,21 @@ pub struct RouteConfig {
     /// as ordinary requests without it. Never `h2c`. Default `["websocket"]`.
     #[serde(default = "websocket")]
     pub upgrades: Vec<Protocol>,
+    /// Answer by itself: a redirect or a fixed body (nginx's `return`).
+    #[serde(rename = "return")]
+    pub answer: Option<ReturnConfig>,
+    /// Rules that change the path, in order (nginx's `rewrite`).
+    #[serde(default)]
+    pub rewrite: Vec<RewriteRule>,
+    /// Pages for error statuses, before the global `[error_pages]`.
+    #[serde(default)]
+    pub error_pages: ErrorPages,
 }
 
 impl RouteConfig {
     /// Whether the route never forwards, so needs no upstream.
     pub(crate) fn answers_alone(&self) -> bool {
-        false
+        self.answer.is_some()
     }
 }
 
@@ -274,6 +287,8 @@ pub(super) fn validate(
     if !r.path.starts_with('/') {
         return Err(bad(key("path"), format!("{:?} must start with '/'", r.path)));
     }
+    super::edge::answers(&key, r.answer.as_ref(), &r.rewrite, r.path_regex.as_deref(), bad)?;
+    c.check_pages(&key("error_pages"), &r.error_pages, bad)?;
     let rules = &r.cache;
     if let (Some(min), Some(max)) = (rules.min_ttl, rules.max_ttl)
         && min > max

@@ -40,6 +40,15 @@ pub(crate) enum ProxyError {
     /// The guard refused the request.
     #[error("refused by the guard ({})", .0.reason.as_str())]
     Rejected(Box<Rejection>),
+    /// A route's `return` of an error status without a body.
+    #[error("returned {0}")]
+    Returned(StatusCode),
+    /// Rewrites kept routing the request again.
+    #[error("rewrite loop")]
+    RewriteLoop,
+    /// Maintenance mode is on; `Retry-After` in seconds.
+    #[error("in maintenance")]
+    Maintenance(u64),
 }
 
 impl From<Rejection> for ProxyError {
@@ -63,6 +72,9 @@ impl ProxyError {
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Collapsed(status) => *status,
             ProxyError::Rejected(r) => r.status,
+            ProxyError::Returned(status) => *status,
+            ProxyError::RewriteLoop => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Maintenance(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -83,6 +95,11 @@ impl ProxyError {
                 let mut res = error_response(StatusCode::INSUFFICIENT_STORAGE);
                 *res.body_mut() =
                     Body::full("507 Insufficient Storage: no room to hold this upload now; try again later\n");
+                res
+            }
+            ProxyError::Maintenance(retry_after) => {
+                let mut res = error_response(StatusCode::SERVICE_UNAVAILABLE);
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
                 res
             }
             e => error_response(e.status()),

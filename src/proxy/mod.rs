@@ -8,12 +8,16 @@
 mod buffer;
 mod cache;
 mod error;
+pub(crate) mod error_page;
+mod fixed;
 mod forward;
 pub(crate) mod headers;
 mod log;
+pub(crate) mod maintenance;
 mod pass;
 mod present;
 mod request_id;
+mod rewrite;
 mod route;
 mod shard;
 pub(crate) mod target;
@@ -40,6 +44,7 @@ use crate::upstream::Upstream;
 pub(crate) use error::{ProxyError, error_response};
 use log::AccessRecord;
 pub(crate) use log::{LoggedBody, Received};
+use rewrite::Rewritten;
 pub(crate) use route::{Found, Route, Router};
 
 /// Everything built from one configuration.
@@ -69,6 +74,10 @@ pub(crate) struct Pipeline {
     pub loaded: std::time::SystemTime,
     /// `[cluster]` with sharding on: who owns which key, and the way to each peer.
     pub shard: Option<Arc<shard::Shard>>,
+    /// `[error_pages]`: every route's, after its own.
+    error_pages: error_page::ErrorPages,
+    /// Maintenance mode, set at run time.
+    pub maintenance: Arc<maintenance::Maintenance>,
 }
 
 /// What every configuration's pipeline shares for the life of the process.
@@ -86,6 +95,8 @@ pub(crate) struct Lasting {
     pub copies: Arc<crate::compress::Encodings>,
     /// `buffering.memory`: what uploads and read-ahead hold counts across reloads.
     pub memory: Arc<buffer::MemoryBudget>,
+    /// Maintenance mode: a reload keeps it.
+    pub maintenance: Arc<maintenance::Maintenance>,
 }
 
 /// What the pipeline knows about the client connection (and, once the guard
@@ -139,7 +150,7 @@ impl Pipeline {
     /// settings did not change are taken over from `previous` with their pools
     /// and health.
     pub(crate) fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
-        let Lasting { cache, metrics, issued, https_port, temp_files, copies, memory } = lasting.clone();
+        let Lasting { cache, metrics, issued, https_port, temp_files, copies, memory, maintenance } = lasting.clone();
         let file_error = |e: crate::tls::TlsError| config.file_error(e.file, e.reason);
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
@@ -164,6 +175,9 @@ impl Pipeline {
         let shard = shard::Shard::new(&config, &metrics, previous.and_then(|p| p.shard.as_ref()))?;
         let guard = Guard::new(&config, previous.map(|p| &p.guard))?;
         let router = Router::new(&config, &upstreams, &guard)?;
+        let bad = |key: String, msg: String| ConfigError::Invalid { source_name: "configuration".into(), key, msg };
+        let error_pages =
+            error_page::ErrorPages::new(config.check_pages("error_pages", &config.error_pages, &bad)?, &upstreams);
         let hide_headers = config.server.hide_headers.iter().map(|h| h.0.clone()).collect();
         let request_id = config.server.request_id.0.clone();
         let hide_targeted = if config.cache.expose_targeted { Vec::new() } else { config.cache.targeted() };
@@ -186,6 +200,8 @@ impl Pipeline {
             compression: crate::compress::Compression::new(&config_compression, copies),
             buffering: buffer::Buffering::new(&config_buffering, temp_files, memory),
             shard,
+            error_pages,
+            maintenance,
         })
     }
 
@@ -199,6 +215,7 @@ impl Pipeline {
             temp_files: self.buffering.temp_files(),
             copies: self.compression.copies.clone(),
             memory: self.buffering.memory(),
+            maintenance: self.maintenance.clone(),
         }
     }
 }
@@ -263,8 +280,8 @@ pub(crate) async fn handle(
         record.client = client;
     }
     record.permits = permits;
-    let (response, upstream, cache) = match result {
-        Ok(a) => (a.response, a.upstream, a.cache),
+    let (response, upstream, cache, made) = match result {
+        Ok(a) => (a.response, a.upstream, a.cache, false),
         Err(e) => {
             if let Some(reason) = e.guard_reason() {
                 let label = route.map_or("none", |r: &Arc<Route>| &*r.label);
@@ -276,8 +293,14 @@ pub(crate) async fn handle(
             } else if !matches!(e, ProxyError::NoRoute) {
                 tracing::debug!(error = %e, "request failed");
             }
-            (e.into_response(), None, None)
+            (e.into_response(), None, None, true)
         }
+    };
+    let pages = route.map(|r| &r.error_pages).filter(|p| !p.is_empty());
+    let response = if response.status().as_u16() >= 400 && (pages.is_some() || !pipeline.error_pages.is_empty()) {
+        error_page::apply(pages, &pipeline.error_pages, response, made, record.client).await
+    } else {
+        response
     };
     record.upstream_time = response.extensions().get::<crate::upstream::HeadTime>().map(|t| t.0);
     if let Some(tunnel) = response.extensions().get::<upgrade::Held>() {
@@ -455,7 +478,7 @@ async fn respond<'a>(
         return Ok(Answer::local(res));
     }
     let host = authority.as_ref().map_or("", |a| a.host());
-    let route = match pipeline.router.find(host, path, &parts.headers).ok_or(ProxyError::NoRoute)? {
+    let mut route = match pipeline.router.find(host, path, &parts.headers).ok_or(ProxyError::NoRoute)? {
         Found::Route(route) => route,
         Found::Directory(route) => {
             trip.route = Some(route);
@@ -463,6 +486,42 @@ async fn respond<'a>(
         }
     };
     trip.route = Some(route);
+    let mut skip_rules = skip_rules;
+    let mut hops = 0;
+    while !route.rewrites.is_empty() {
+        let (uri, next) = match route.rewrites.apply(parts.uri.path(), parts.uri.query()) {
+            Rewritten::Same => break,
+            Rewritten::Redirect(status, location) => return Ok(Answer::local(redirect(status, &location)?)),
+            Rewritten::Send(target) => (rewritten(guard, &parts.uri, &target)?, false),
+            Rewritten::Route(target) => (rewritten(guard, &parts.uri, &target)?, true),
+        };
+        parts.uri = uri;
+        if !next {
+            break;
+        }
+        hops += 1;
+        if hops > MAX_REWRITES {
+            tracing::warn!(
+                route = &*route.label,
+                path = parts.uri.path(),
+                "rewrites still routing the request again after {MAX_REWRITES} times"
+            );
+            return Err(ProxyError::RewriteLoop);
+        }
+        // The new path is a new request to the guard's rules and the router.
+        skip_rules = matches!(
+            guard.check(&Subject::new(conn.client, &parts, "none"), &pipeline.metrics)?,
+            crate::guard::Outcome::Allowed
+        );
+        route = match pipeline.router.find(host, parts.uri.path(), &parts.headers).ok_or(ProxyError::NoRoute)? {
+            Found::Route(route) => route,
+            Found::Directory(route) => {
+                trip.route = Some(route);
+                return Ok(Answer::local(to_directory(route.directory(), &parts.uri)?));
+            }
+        };
+        trip.route = Some(route);
+    }
     // Only the protocols the route allows are asked of the origin; anything
     // else goes as an ordinary request (nginx sends no Upgrade unless told to).
     if let Some(headers::Upgrade(asked)) = parts.extensions.remove::<headers::Upgrade>()
@@ -474,6 +533,9 @@ async fn respond<'a>(
     route.upstream_path(target).map_err(|e| ProxyError::BadRequest(e.message()))?;
     let subject = Subject::new(conn.client, &parts, &route.label);
     route.guard.check(&subject, skip_rules, &pipeline.metrics)?;
+    if pipeline.maintenance.applies(&route.label) && !pipeline.config.maintenance.allow.contains(conn.client) {
+        return Err(ProxyError::Maintenance(pipeline.config.maintenance.retry_after.get().as_secs()));
+    }
     if conn.proto == "http" && route.redirect_https {
         let response = redirect_to_https(pipeline, authority.as_ref(), &parts.uri)?;
         return Ok(Answer::local(response));
@@ -481,8 +543,41 @@ async fn respond<'a>(
     if route.guard.has_limits() {
         trip.permits = route.guard.admit(&subject, &pipeline.metrics).await?;
     }
+    if let Some(fixed) = &route.fixed {
+        let vars = fixed::Vars {
+            scheme: conn.proto,
+            host,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            regex: route.regex.as_ref(),
+        };
+        return fixed.answer(&vars).map(Answer::local);
+    }
     let req = Request::from_parts(parts, body);
     cache::serve(pipeline.clone(), route.clone(), conn, authority.map(|a| a.value), req).await
+}
+
+/// How many times rewrites may send a request to be routed again (nginx's 10).
+const MAX_REWRITES: usize = 10;
+
+/// `uri` with the target a rewrite made, normalised and checked as a
+/// client's is (a rewrite cannot reach a path the guard would refuse).
+fn rewritten(guard: &Guard, uri: &http::Uri, target: &str) -> Result<http::Uri, ProxyError> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query =
+        Some(target.parse().map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid path"))?);
+    let uri =
+        http::Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid path"))?;
+    Ok(guard.target(&uri)?.unwrap_or(uri))
+}
+
+/// A redirect a rewrite asked for.
+fn redirect(status: http::StatusCode, location: &str) -> Result<Response<crate::http::body::Body>, ProxyError> {
+    let value = HeaderValue::try_from(location).map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;
+    let mut res = Response::new(crate::http::body::Body::empty());
+    *res.status_mut() = status;
+    res.headers_mut().insert(http::header::LOCATION, value);
+    Ok(res)
 }
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";

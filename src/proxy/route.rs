@@ -59,6 +59,12 @@ pub(crate) struct Route {
     upgrades: Vec<String>,
     /// How the guard normalises paths, to check the path left by `strip_prefix`.
     paths: Paths,
+    /// `path_regex`: the path must match it too; its captures fill `return`.
+    pub regex: Option<regex::Regex>,
+    pub rewrites: super::rewrite::Rewrites,
+    /// `return`: the route's own answer.
+    pub fixed: Option<super::fixed::Fixed>,
+    pub error_pages: super::error_page::ErrorPages,
 }
 
 /// What routing found for a request.
@@ -138,6 +144,10 @@ impl Route {
             guard,
             upgrades: r.upgrades.iter().map(|p| p.as_str().to_string()).collect(),
             paths,
+            regex: r.path_regex.as_deref().map(|re| crate::config::compile_regex(re).expect("checked at load")),
+            rewrites: super::rewrite::Rewrites::new(&r.rewrite),
+            fixed: r.answer.as_ref().map(super::fixed::Fixed::new),
+            error_pages: Default::default(),
         }
     }
 
@@ -159,6 +169,11 @@ impl Route {
         &self.prefix
     }
 
+    /// `path_regex`, if any, matches `path`.
+    fn regex_matches(&self, path: &str) -> bool {
+        self.regex.as_ref().is_none_or(|re| re.is_match(path))
+    }
+
     fn headers_match(&self, headers: &HeaderMap) -> bool {
         self.headers.iter().all(|(name, want)| match (want, headers.get(name)) {
             (None, got) => got.is_some(),
@@ -172,10 +187,11 @@ impl Route {
     /// again: it must be in normal form as the client's was, or the request
     /// is refused (the origin would read a path the router and rules did not).
     pub(crate) fn upstream_path<'a>(&self, target: &'a str) -> Result<Cow<'a, str>, PathError> {
-        if !self.strip_prefix || self.prefix == "/" {
+        // A path a rewrite (`break`) took out of the prefix is sent as it is.
+        let Some(rest) = target.strip_prefix(self.prefix.as_str()).filter(|_| self.strip_prefix && self.prefix != "/")
+        else {
             return Ok(target.into());
-        }
-        let rest = &target[self.prefix.len().min(target.len())..];
+        };
         let sent: Cow<'a, str> = if rest.starts_with('/') { rest.into() } else { format!("/{rest}").into() };
         let path = sent.split_once('?').map_or(&*sent, |(p, _)| p);
         if self.paths.normalize(path)? != path {
@@ -222,7 +238,11 @@ impl Router {
         for ((i, r), name) in config.routes.iter().enumerate().zip(&names) {
             let upstream = r.upstream.as_ref().map(|u| upstreams[u].clone());
             let route_guard = guard.route(config, i, r)?;
-            let route = Arc::new(Route::new(i, name, r, upstream, config, route_guard, guard.paths()));
+            let bad = |key: String, msg: String| ConfigError::Invalid { source_name: "configuration".into(), key, msg };
+            let pages = config.check_pages(&format!("routes[{i}].error_pages"), &r.error_pages, &bad)?;
+            let mut route = Route::new(i, name, r, upstream, config, route_guard, guard.paths());
+            route.error_pages = super::error_page::ErrorPages::new(pages, upstreams);
+            let route = Arc::new(route);
             match &r.host {
                 None => router.any.push(route),
                 Some(HostPattern::Subdomains(suffix)) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {
@@ -233,7 +253,10 @@ impl Router {
             }
         }
         let order = |list: &mut Vec<Arc<Route>>| {
-            list.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), std::cmp::Reverse(r.headers.len()), r.index))
+            list.sort_by_key(|r| {
+                let predicates = (r.regex.is_some(), r.headers.len());
+                (std::cmp::Reverse(r.prefix.len()), std::cmp::Reverse(predicates), r.index)
+            })
         };
         router.exact.values_mut().for_each(order);
         router.wildcard.iter_mut().for_each(|(_, l)| order(l));
@@ -249,7 +272,7 @@ impl Router {
         fn pick<'a>(list: &'a [Arc<Route>], path: &str, headers: &HeaderMap) -> Option<Found<'a>> {
             let mut directory = None;
             for r in list {
-                if !r.headers_match(headers) {
+                if !r.headers_match(headers) || !r.regex_matches(path) {
                     continue;
                 }
                 if r.covers(path) {
