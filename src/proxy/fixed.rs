@@ -134,10 +134,7 @@ impl Fixed {
             let mut res = Response::new(Body::empty());
             *res.status_mut() = self.status;
             if let Some(location) = &self.location {
-                // Checked at load for any path; a value still unfit is the request's doing.
-                let value = HeaderValue::try_from(location.fill(v))
-                    .map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;
-                res.headers_mut().insert(header::LOCATION, value);
+                res.headers_mut().insert(header::LOCATION, location_value(&location.fill(v))?);
             }
             return Ok(res);
         };
@@ -145,12 +142,23 @@ impl Fixed {
         *res.status_mut() = self.status;
         res.headers_mut().insert(header::CONTENT_TYPE, self.content_type.clone());
         if let Some(location) = &self.location
-            && let Ok(value) = HeaderValue::try_from(location.fill(v))
+            && let Ok(value) = location_value(&location.fill(v))
         {
             res.headers_mut().insert(header::LOCATION, value);
         }
         Ok(res)
     }
+}
+
+/// A `Location` from a filled template or a rewrite. A path that would begin
+/// with `//` (or `/\\`) names another host to a browser: its slashes are one.
+pub(super) fn location_value(location: &str) -> Result<HeaderValue, ProxyError> {
+    let one_host = match location.strip_prefix('/') {
+        Some(rest) if rest.starts_with(['/', '\\']) => format!("/{}", rest.trim_start_matches(['/', '\\'])),
+        _ => location.to_string(),
+    };
+    // Checked at load for any path; a value still unfit is the request's doing.
+    HeaderValue::try_from(one_host).map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))
 }
 
 #[cfg(test)]
@@ -163,6 +171,9 @@ mod tests {
         let v = Vars { scheme: "https", host: "a.test", path: "/old/x/y", query: Some("q=1"), regex: Some(&re) };
         let t = Template::parse("{scheme}://{host}{uri} {path}?{query} {2}-{1} {\"ok\":true} {9} {x");
         assert_eq!(t.fill(&v), "https://a.test/old/x/y?q=1 /old/x/y?q=1 y-x {\"ok\":true}  {x");
+        assert_eq!(location_value("//evil.example/x").unwrap(), "/evil.example/x");
+        assert_eq!(location_value("/\\\\evil.example").unwrap(), "/evil.example");
+        assert_eq!(location_value("https://a.test//x").unwrap(), "https://a.test//x");
         let v = Vars { query: None, ..v };
         assert_eq!(Template::parse("{uri}|{query}").fill(&v), "/old/x/y|");
     }

@@ -573,7 +573,7 @@ fn rewritten(guard: &Guard, uri: &http::Uri, target: &str) -> Result<http::Uri, 
 
 /// A redirect a rewrite asked for.
 fn redirect(status: http::StatusCode, location: &str) -> Result<Response<crate::http::body::Body>, ProxyError> {
-    let value = HeaderValue::try_from(location).map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;
+    let value = fixed::location_value(location)?;
     let mut res = Response::new(crate::http::body::Body::empty());
     *res.status_mut() = status;
     res.headers_mut().insert(http::header::LOCATION, value);
