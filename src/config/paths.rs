@@ -40,6 +40,10 @@ impl Config {
             add(&mut all, format!("upstreams.{name}.tls.client_cert"), u.tls.client_cert.as_mut());
             add(&mut all, format!("upstreams.{name}.tls.client_key"), u.tls.client_key.as_mut());
         }
+        for (i, r) in self.routes.iter_mut().enumerate() {
+            let file = r.auth_basic.as_mut().map(|b| &mut b.users_file);
+            add(&mut all, format!("routes[{i}].auth_basic.users_file"), file);
+        }
         if let Some(bus) = self.cluster.as_mut().and_then(|c| c.bus.as_mut()) {
             add(&mut all, "cluster.bus.credentials_file".into(), bus.credentials_file.as_mut());
             add(&mut all, "cluster.bus.ca_file".into(), bus.ca_file.as_mut());

@@ -68,6 +68,10 @@ pub struct RouteConfig {
     /// as ordinary requests without it. Never `h2c`. Default `["websocket"]`.
     #[serde(default = "websocket")]
     pub upgrades: Vec<Protocol>,
+    /// Users and passwords from an htpasswd file (nginx's `auth_basic`).
+    pub auth_basic: Option<super::AuthBasicConfig>,
+    /// A subrequest to an auth upstream decides (nginx's `auth_request`).
+    pub auth_request: Option<super::AuthRequestConfig>,
 }
 
 impl RouteConfig {
@@ -274,6 +278,7 @@ pub(super) fn validate(
     if !r.path.starts_with('/') {
         return Err(bad(key("path"), format!("{:?} must start with '/'", r.path)));
     }
+    super::auth::validate(i, r, c, bad)?;
     let rules = &r.cache;
     if let (Some(min), Some(max)) = (rules.min_ttl, rules.max_ttl)
         && min > max

@@ -40,6 +40,15 @@ pub(crate) enum ProxyError {
     /// The guard refused the request.
     #[error("refused by the guard ({})", .0.reason.as_str())]
     Rejected(Box<Rejection>),
+    /// Authentication refused the request (`auth_basic`, `auth_request`).
+    #[error("refused by authentication ({})", .0.reason.as_str())]
+    Auth(Box<crate::auth::Refusal>),
+}
+
+impl From<crate::auth::Refusal> for ProxyError {
+    fn from(r: crate::auth::Refusal) -> Self {
+        ProxyError::Auth(Box::new(r))
+    }
 }
 
 impl From<Rejection> for ProxyError {
@@ -63,6 +72,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Collapsed(status) => *status,
             ProxyError::Rejected(r) => r.status,
+            ProxyError::Auth(r) => r.status,
         }
     }
 
@@ -70,6 +80,7 @@ impl ProxyError {
     pub(crate) fn guard_reason(&self) -> Option<Reason> {
         match self {
             ProxyError::Rejected(r) => Some(r.reason),
+            ProxyError::Auth(r) => Some(r.reason),
             ProxyError::BodyTimeout => Some(Reason::BodyTimeout),
             ProxyError::BodyTooLarge => Some(Reason::BodySize),
             _ => None,
@@ -79,6 +90,16 @@ impl ProxyError {
     pub(crate) fn into_response(self) -> Response<Body> {
         match self {
             ProxyError::Rejected(r) => rejection_response(&r),
+            ProxyError::Auth(r) => {
+                let mut res = error_response(r.status);
+                if let Some(challenge) = r.challenge {
+                    res.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+                }
+                if let Some(s) = r.retry_after {
+                    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+                }
+                res
+            }
             ProxyError::NoRoomForBody => {
                 let mut res = error_response(StatusCode::INSUFFICIENT_STORAGE);
                 *res.body_mut() =

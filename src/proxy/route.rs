@@ -59,6 +59,8 @@ pub(crate) struct Route {
     upgrades: Vec<String>,
     /// How the guard normalises paths, to check the path left by `strip_prefix`.
     paths: Paths,
+    /// `auth_basic` and `auth_request`, when the route has them.
+    pub auth: Option<Box<crate::auth::RouteAuth>>,
 }
 
 /// What routing found for a request.
@@ -138,6 +140,7 @@ impl Route {
             guard,
             upgrades: r.upgrades.iter().map(|p| p.as_str().to_string()).collect(),
             paths,
+            auth: None,
         }
     }
 
@@ -222,7 +225,9 @@ impl Router {
         for ((i, r), name) in config.routes.iter().enumerate().zip(&names) {
             let upstream = r.upstream.as_ref().map(|u| upstreams[u].clone());
             let route_guard = guard.route(config, i, r)?;
-            let route = Arc::new(Route::new(i, name, r, upstream, config, route_guard, guard.paths()));
+            let auth = crate::auth::RouteAuth::new(r, config, upstreams, guard);
+            let route =
+                Arc::new(Route { auth, ..Route::new(i, name, r, upstream, config, route_guard, guard.paths()) });
             match &r.host {
                 None => router.any.push(route),
                 Some(HostPattern::Subdomains(suffix)) => match router.wildcard.iter_mut().find(|(s, _)| s == suffix) {
