@@ -155,3 +155,55 @@ pub(super) fn validate(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(route: &str, more: &str) -> String {
+        let toml =
+            format!("[upstreams.app]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n{route}\n{more}");
+        Config::from_toml(&toml, "t.toml").map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn references_and_values_are_checked_with_their_keys() {
+        let zone = "[[limit_req]]\nname = \"login\"\nrate = \"1r/s\"\nkey = \"ip+path\"";
+        for (route, more, want) in [
+            (
+                "auth_request = { upstream = \"sso\", path = \"/v\" }",
+                "",
+                "routes[0].auth_request.upstream: unknown upstream \"sso\"",
+            ),
+            ("auth_request = { upstream = \"app\", path = \"v\" }", "", "starting with '/'"),
+            (
+                "auth_request = { upstream = \"app\", path = \"/v\", copy_headers = [\"host\"] }",
+                "",
+                "routes[0].auth_request.copy_headers",
+            ),
+            (
+                "auth_request = { upstream = \"app\", path = \"/v\", cache = \"0s\" }",
+                "",
+                "routes[0].auth_request.cache",
+            ),
+            ("auth_basic = { realm = \"a\\\"b\", users_file = \"/f\" }", "", "cannot be a realm"),
+            (
+                "auth_basic = { realm = \"a\", users_file = \"/nonexistent/htpasswd\" }",
+                "",
+                "routes[0].auth_basic.users_file: /nonexistent/htpasswd",
+            ),
+        ] {
+            let e = check(route, more);
+            assert!(e.contains(want), "{route}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("htpasswd");
+        std::fs::write(&file, format!("ann:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+        let route = |z: &str| {
+            format!("auth_basic = {{ realm = \"a\", users_file = \"{}\", limit_req = \"{z}\" }}", file.display())
+        };
+        assert!(check(&route("none"), zone).contains("routes[0].auth_basic.limit_req: no [[limit_req]] zone"));
+        assert!(check(&route("login"), zone).contains("must have key = \"ip\""));
+        assert_eq!(check(&route("login"), &zone.replace("ip+path", "ip")), "");
+    }
+}
