@@ -109,7 +109,7 @@ async fn a_reload_reads_the_changed_file() {
 /// `relais check` refuses a hash that is cheap to guess, naming the key, the
 /// file and the line, and says how to make a good one.
 #[test]
-fn check_refuses_an_md5_line() {
+fn check_refuses_an_md5_line_and_counts_the_users() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("htpasswd");
     let good = bcrypt::hash("pw", 4).unwrap();
@@ -123,6 +123,17 @@ fn check_refuses_an_md5_line() {
     for part in ["routes[0].auth_basic.users_file", &file.display().to_string(), "line 2", "MD5", "htpasswd -B"] {
         assert!(err.contains(part), "{part:?} in {err}");
     }
+    write(
+        &file,
+        &format!(
+            "ann:{good}
+"
+        ),
+    );
+    let out = Command::new(bin()).args(["check", "-c"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("basic auth (1 user(s))"), "{summary}");
 }
 
 /// Failed attempts take from the zone; once it refuses, even the right
@@ -178,7 +189,15 @@ async fn auth_upstream() -> Origin {
     origin()
         .route("/verify", |req: Request<hyper::body::Incoming>| async move {
             let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-            let asked = format!("{} {} {}", h("x-original-method"), h("x-original-uri"), h("x-forwarded-for"));
+            let asked = format!(
+                "{} {} {} {} {} {}",
+                h("x-original-method"),
+                h("x-original-uri"),
+                h("x-forwarded-method"),
+                h("x-forwarded-uri"),
+                h("x-forwarded-for"),
+                h("x-forwarded-host"),
+            );
             match h("authorization").as_str() {
                 "Bearer good" => text(200, "", &[("x-user", "ann"), ("x-asked", &asked)]),
                 "Bearer bad" => text(401, "", &[("www-authenticate", "Bearer realm=\"sso\"")]),
@@ -236,7 +255,7 @@ async fn the_subrequest_names_the_original_request() {
     let auth = auth_upstream().await;
     let proxy = relais(request_route(&origin, auth.addr, "")).await;
     let r = get_with(&proxy.url("/app/a?b=1"), &[("authorization", "Bearer good")]).await;
-    assert_eq!(r.text(), "GET /app/a?b=1 127.0.0.1");
+    assert_eq!(r.text(), format!("GET /app/a?b=1 GET /app/a?b=1 127.0.0.1 {}", proxy.addr));
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! subrequest, as nginx's `auth_request` and Traefik's ForwardAuth do.
 //!
 //! The subrequest carries the original method and URI (`X-Original-Method`,
-//! `X-Original-URI`), `X-Forwarded-*` as a forwarded request gets them, and
+//! `X-Original-URI`, nginx's names, and `X-Forwarded-Method`, `X-Forwarded-Uri`,
+//! Traefik's), `X-Forwarded-*` as a forwarded request gets them, and
 //! the headers chosen (default: Authorization, Cookie, the request id). A 2xx
 //! lets the request through with `copy_headers` taken from the answer (those
 //! the client sent of the same names are always removed); 401 and 403 go to
@@ -33,6 +34,9 @@ use crate::upstream::{Outgoing, Upstream};
 
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+/// The same, under the names Traefik's ForwardAuth sends (Authelia reads these).
+static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
 /// What is read of an answer's body before it is dropped (so that its
 /// connection can be used again).
@@ -136,8 +140,12 @@ impl Subrequest {
         asker: &Asker<'_>,
     ) -> Result<Answer, Refusal> {
         let failed = || Refusal::new(Reason::AuthRequest, StatusCode::INTERNAL_SERVER_ERROR);
-        headers.insert(X_ORIGINAL_METHOD.clone(), HeaderValue::from_str(parts.method.as_str()).map_err(|_| failed())?);
-        headers.insert(X_ORIGINAL_URI.clone(), HeaderValue::from_str(uri).map_err(|_| failed())?);
+        let method = HeaderValue::from_str(parts.method.as_str()).map_err(|_| failed())?;
+        let uri = HeaderValue::from_str(uri).map_err(|_| failed())?;
+        headers.insert(X_ORIGINAL_METHOD.clone(), method.clone());
+        headers.insert(X_FORWARDED_METHOD.clone(), method);
+        headers.insert(X_ORIGINAL_URI.clone(), uri.clone());
+        headers.insert(X_FORWARDED_URI.clone(), uri);
         for value in parts.headers.get_all(&crate::http::names::X_FORWARDED_FOR) {
             headers.append(crate::http::names::X_FORWARDED_FOR.clone(), value.clone());
         }
