@@ -24,6 +24,7 @@
 // What an embedder uses: the configuration, `start` and its `Handle`, the
 // logs' set-up, the demo, and their errors (below). The rest is the crate's own.
 mod admin;
+mod auth;
 mod bus;
 mod cache;
 mod compress;

@@ -412,6 +412,9 @@ fn summary(path: &Path, c: &Config) -> String {
         if r.request_buffering {
             plain.push("uploads read whole");
         }
+        let users = r.auth_basic.as_ref().map(|b| format!("basic auth ({} user(s))", b.users.len()));
+        let asks = r.auth_request.as_ref().map(|a| format!("auth by {}", a.upstream));
+        plain.extend(users.as_deref().into_iter().chain(asks.as_deref()));
         let plain: String = plain.iter().map(|p| format!(" · {p}")).collect();
         // A default name is the host and path shown already.
         let named = if name == format!("{host}{}", r.path) { String::new() } else { format!("{name}: ") };

@@ -226,6 +226,10 @@ pub enum Reason {
     BodySize,
     /// An HTTP/2 client flooding control frames or resets.
     H2Flood,
+    /// A route's `auth_basic`: no or wrong credentials, or too many failures.
+    AuthBasic,
+    /// A route's `auth_request`: the auth upstream said no, or failed.
+    AuthRequest,
 }
 
 impl Reason {
@@ -241,12 +245,17 @@ impl Reason {
             Reason::BodyTimeout => "body_timeout",
             Reason::BodySize => "body_size",
             Reason::H2Flood => "h2_flood",
+            Reason::AuthBasic => "auth_basic",
+            Reason::AuthRequest => "auth_request",
         }
     }
 }
 
 /// Guard counts: reason → route label → [refused, dry runs].
 type GuardMap = HashMap<Reason, HashMap<String, [AtomicU64; 2]>>;
+
+/// Authentication results: (kind, result) → route → count.
+type AuthMap = HashMap<(&'static str, &'static str), HashMap<String, AtomicU64>>;
 
 /// Request counts: route → cache outcome (None: the cache was not reached) → status.
 /// Nested so that a lookup borrows and the hot path allocates nothing.
@@ -286,6 +295,7 @@ pub struct Metrics {
     acme_ok: AtomicU64,
     acme_failed: AtomicU64,
     guard: RwLock<GuardMap>,
+    auth: RwLock<AuthMap>,
     /// Client connections open now, per listener (as [`LISTENERS`]) and protocol (HTTP/1, HTTP/2).
     open: [[AtomicU64; 2]; 3],
 }
@@ -328,6 +338,7 @@ impl Metrics {
             acme_ok: AtomicU64::new(0),
             acme_failed: AtomicU64::new(0),
             guard: RwLock::default(),
+            auth: RwLock::default(),
             open: Default::default(),
         }
     }
@@ -359,6 +370,27 @@ impl Metrics {
             return;
         }
         write(&self.guard).entry(reason).or_default().entry(route.to_owned()).or_default()[slot].fetch_add(1, Relaxed);
+    }
+
+    /// One authentication result on `route`: `kind` is `basic` or `request`.
+    pub(crate) fn auth(&self, route: &str, kind: &'static str, result: &'static str) {
+        if let Some(c) = read(&self.auth).get(&(kind, result)).and_then(|m| m.get(route)) {
+            c.fetch_add(1, Relaxed);
+            return;
+        }
+        write(&self.auth).entry((kind, result)).or_default().entry(route.to_owned()).or_default().fetch_add(1, Relaxed);
+    }
+
+    /// Authentication counts, sorted: (route, kind, result, count).
+    pub(crate) fn auth_counts(&self) -> Vec<(String, &'static str, &'static str, u64)> {
+        let mut all = Vec::new();
+        for ((kind, result), by_route) in read(&self.auth).iter() {
+            for (route, n) in by_route {
+                all.push((route.clone(), *kind, *result, n.load(Relaxed)));
+            }
+        }
+        all.sort_unstable();
+        all
     }
 
     /// Guard counts, sorted: (reason, route, dry run, count), series that happened only.

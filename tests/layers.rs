@@ -22,6 +22,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("guard", 1),
     ("compress", 1),
     ("tls", 1),
+    // Authentication: it asks upstreams and takes from the guard's zones.
+    ("auth", 1),
     // The cluster's purge log: it applies purges to the cache.
     ("bus", 1),
     ("proxy", 2),

@@ -233,6 +233,10 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     for (reason, route, _, n) in guard.iter().filter(|g| g.2) {
         sample(o, "guard_dry_run_total", &[("reason", reason.as_str()), ("route", route)], n);
     }
+    family(o, "auth_total", "counter", "Authentication results by route, kind (basic, request) and result.");
+    for (route, kind, result, n) in m.auth_counts() {
+        sample(o, "auth_total", &[("route", &route), ("kind", kind), ("result", result)], n);
+    }
     out
 }
 

@@ -6,6 +6,7 @@
 //! keys are errors, and every error names its source (file or environment)
 //! and the key.
 
+mod auth;
 mod buffering;
 mod cache;
 mod cache_key;
@@ -13,6 +14,7 @@ mod cluster;
 mod compression;
 mod edge;
 mod guard;
+mod htpasswd;
 mod log;
 mod paths;
 mod route;
@@ -32,6 +34,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use auth::{AuthBasicConfig, AuthMethod, AuthPath, AuthRequestConfig, Realm};
 pub use buffering::BufferingConfig;
 pub use cache::CacheConfig;
 pub use cache_key::{CookieName, KeyConfig, ParamName, QueryKey};
@@ -45,6 +48,7 @@ pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
     RouteGuard, RuleAction, RuleConfig,
 };
+pub use htpasswd::{HashKind, User};
 pub use log::{LogColor, LogConfig, LogFormat, LogLevel};
 pub use route::{CacheRules, CookieRequests, HeaderRules, RouteConfig, RouteName};
 pub use server::{AdminConfig, Engine, OptionalName, ServerConfig};
@@ -164,6 +168,7 @@ impl Config {
             config.resolve_paths(dir);
         }
         config.guard.read_rules()?;
+        auth::read_users(&mut config)?;
         config.validate(name)?;
         Ok(config)
     }

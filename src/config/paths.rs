@@ -47,6 +47,8 @@ impl Config {
             for (code, page) in &mut r.error_pages {
                 add(&mut all, format!("routes[{i}].error_pages.\"{code}\""), page.file_mut());
             }
+            let file = r.auth_basic.as_mut().map(|b| &mut b.users_file);
+            add(&mut all, format!("routes[{i}].auth_basic.users_file"), file);
         }
         if let Some(bus) = self.cluster.as_mut().and_then(|c| c.bus.as_mut()) {
             add(&mut all, "cluster.bus.credentials_file".into(), bus.credentials_file.as_mut());

@@ -81,6 +81,10 @@ pub struct RouteConfig {
     /// Pages for error statuses, before the global `[error_pages]`.
     #[serde(default)]
     pub error_pages: ErrorPages,
+    /// Users and passwords from an htpasswd file (nginx's `auth_basic`).
+    pub auth_basic: Option<super::AuthBasicConfig>,
+    /// A subrequest to an auth upstream decides (nginx's `auth_request`).
+    pub auth_request: Option<super::AuthRequestConfig>,
 }
 
 impl RouteConfig {
@@ -289,6 +293,7 @@ pub(super) fn validate(
     }
     super::edge::answers(&key, r.answer.as_ref(), &r.rewrite, r.path_regex.as_deref(), bad)?;
     c.check_pages(&key("error_pages"), &r.error_pages, bad)?;
+    super::auth::validate(i, r, c, bad)?;
     let rules = &r.cache;
     if let (Some(min), Some(max)) = (rules.min_ttl, rules.max_ttl)
         && min > max

@@ -74,7 +74,25 @@ impl ReqZone {
     /// Admits the request now, after its turn, or refuses it. A dry-run zone
     /// counts and logs what it would refuse, and never waits.
     pub(crate) async fn admit(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<(), Rejection> {
-        let Some(key) = key_of(&self.config.key, s) else { return Ok(()) };
+        let Some(buckets) = self.check(s, metrics, route)? else { return Ok(()) };
+        if let Some(pace) = &buckets.pace {
+            while let Err(not_until) = pace.check() {
+                tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one from the client's bucket, never waiting its turn (failed
+    /// logins: `auth_basic.limit_req`).
+    pub(crate) fn take(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<(), Rejection> {
+        self.check(s, metrics, route).map(|_| ())
+    }
+
+    /// Admits or refuses the request; the buckets to pace it by, unless it is
+    /// not limited (an empty key, a dry run).
+    fn check(&self, s: &Subject<'_>, metrics: &Metrics, route: &str) -> Result<Option<Arc<Buckets>>, Rejection> {
+        let Some(key) = key_of(&self.config.key, s) else { return Ok(None) };
         let Ok::<_, Infallible>(buckets) = self.keys.get_or_insert_with(&key[..], || {
             Ok(Arc::new(Buckets {
                 admit: RateLimiter::direct_with_clock(self.admit, self.clock.clone()),
@@ -86,21 +104,13 @@ impl ReqZone {
             if self.config.dry_run {
                 metrics.guard(Reason::LimitReq, route, true);
                 tracing::info!(target: "relais::guard", zone = %self.config.name, client = %s.ip, "limit_req would refuse (dry run)");
-                return Ok(());
+                return Ok(None);
             }
             tracing::debug!(target: "relais::guard", zone = %self.config.name, client = %s.ip, "limit_req refused");
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             return Err(Rejection::new(Reason::LimitReq, self.status).retry_after(seconds.max(1)));
         }
-        if self.config.dry_run {
-            return Ok(());
-        }
-        if let Some(pace) = &buckets.pace {
-            while let Err(not_until) = pace.check() {
-                tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
-            }
-        }
-        Ok(())
+        Ok((!self.config.dry_run).then_some(buckets))
     }
 }
 

@@ -165,6 +165,11 @@ impl Guard {
         Uri::from_parts(parts).map(Some).map_err(|_| Rejection::new(Reason::Path, StatusCode::BAD_REQUEST))
     }
 
+    /// The `[[limit_req]]` zone named `name`.
+    pub(crate) fn req_zone(&self, name: &str) -> Option<Arc<ReqZone>> {
+        self.req_zones.get(name).cloned()
+    }
+
     /// How paths are normalised (a path made by cutting another is checked with it).
     pub fn paths(&self) -> Paths {
         self.paths

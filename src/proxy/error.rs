@@ -49,6 +49,15 @@ pub(crate) enum ProxyError {
     /// Maintenance mode is on; `Retry-After` in seconds.
     #[error("in maintenance")]
     Maintenance(u64),
+    /// Authentication refused the request (`auth_basic`, `auth_request`).
+    #[error("refused by authentication ({})", .0.reason.as_str())]
+    Auth(Box<crate::auth::Refusal>),
+}
+
+impl From<crate::auth::Refusal> for ProxyError {
+    fn from(r: crate::auth::Refusal) -> Self {
+        ProxyError::Auth(Box::new(r))
+    }
 }
 
 impl From<Rejection> for ProxyError {
@@ -75,6 +84,7 @@ impl ProxyError {
             ProxyError::Returned(status) => *status,
             ProxyError::RewriteLoop => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Maintenance(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Auth(r) => r.status,
         }
     }
 
@@ -82,6 +92,7 @@ impl ProxyError {
     pub(crate) fn guard_reason(&self) -> Option<Reason> {
         match self {
             ProxyError::Rejected(r) => Some(r.reason),
+            ProxyError::Auth(r) => Some(r.reason),
             ProxyError::BodyTimeout => Some(Reason::BodyTimeout),
             ProxyError::BodyTooLarge => Some(Reason::BodySize),
             _ => None,
@@ -91,6 +102,16 @@ impl ProxyError {
     pub(crate) fn into_response(self) -> Response<Body> {
         match self {
             ProxyError::Rejected(r) => rejection_response(&r),
+            ProxyError::Auth(r) => {
+                let mut res = error_response(r.status);
+                if let Some(challenge) = r.challenge {
+                    res.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+                }
+                if let Some(s) = r.retry_after {
+                    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+                }
+                res
+            }
             ProxyError::NoRoomForBody => {
                 let mut res = error_response(StatusCode::INSUFFICIENT_STORAGE);
                 *res.body_mut() =

@@ -126,13 +126,10 @@ fn prepare_request_headers(
     parts: &mut Parts,
 ) {
     let headers = &mut parts.headers;
-    match &conn.forwarded_for {
-        // The chain `real_ip` read, ending with the client.
-        Some(chain) => {
-            headers.insert(crate::http::names::X_FORWARDED_FOR.clone(), chain.clone());
-            add_forwarded(headers, None, conn.proto, host);
-        }
-        None => add_forwarded(headers, Some(conn.client), conn.proto, host),
+    forwarding(conn, host, headers);
+    if route.auth.as_ref().is_some_and(|a| !a.keeps_authorization()) {
+        // Only now: the cache saw it, and treats the request as authorized.
+        headers.remove(header::AUTHORIZATION);
     }
     if pipeline.config.server.via {
         add_via(headers, parts.version);
@@ -150,6 +147,20 @@ fn prepare_request_headers(
         }
     }
     route.request_headers.apply(headers);
+}
+
+/// `X-Forwarded-For` (the client appended, or the chain `real_ip` read),
+/// `-Proto` and `-Host`, as the request to the origin (or to an auth
+/// upstream) gets them.
+pub(super) fn forwarding(conn: &Conn, host: Option<&HeaderValue>, headers: &mut HeaderMap) {
+    match &conn.forwarded_for {
+        // The chain `real_ip` read, ending with the client.
+        Some(chain) => {
+            headers.insert(crate::http::names::X_FORWARDED_FOR.clone(), chain.clone());
+            add_forwarded(headers, None, conn.proto, host);
+        }
+        None => add_forwarded(headers, Some(conn.client), conn.proto, host),
+    }
 }
 
 /// Framing headers for the body actually sent: its length when known, else

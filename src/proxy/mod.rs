@@ -543,6 +543,13 @@ async fn respond<'a>(
     if route.guard.has_limits() {
         trip.permits = route.guard.admit(&subject, &pipeline.metrics).await?;
     }
+    if let Some(auth) = &route.auth {
+        let host = authority.as_ref().map(|a| &a.value);
+        let forwarded = |h: &mut http::HeaderMap| forward::forwarding(&conn, host, h);
+        let asker = crate::auth::Asker { client: conn.client, route: &route.label, forwarded: &forwarded };
+        // Boxed: its state stays out of every other route's future.
+        Box::pin(auth.check(&mut parts, &asker, &pipeline.metrics)).await?;
+    }
     if let Some(fixed) = &route.fixed {
         let vars = fixed::Vars {
             scheme: conn.proto,

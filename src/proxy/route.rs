@@ -65,6 +65,8 @@ pub(crate) struct Route {
     /// `return`: the route's own answer.
     pub fixed: Option<super::fixed::Fixed>,
     pub error_pages: super::error_page::ErrorPages,
+    /// `auth_basic` and `auth_request`, when the route has them.
+    pub auth: Option<Box<crate::auth::RouteAuth>>,
 }
 
 /// What routing found for a request.
@@ -148,6 +150,7 @@ impl Route {
             rewrites: super::rewrite::Rewrites::new(&r.rewrite),
             fixed: r.answer.as_ref().map(super::fixed::Fixed::new),
             error_pages: Default::default(),
+            auth: None,
         }
     }
 
@@ -242,6 +245,7 @@ impl Router {
             let pages = config.check_pages(&format!("routes[{i}].error_pages"), &r.error_pages, &bad)?;
             let mut route = Route::new(i, name, r, upstream, config, route_guard, guard.paths());
             route.error_pages = super::error_page::ErrorPages::new(pages, upstreams);
+            route.auth = crate::auth::RouteAuth::new(r, config, upstreams, guard);
             let route = Arc::new(route);
             match &r.host {
                 None => router.any.push(route),
