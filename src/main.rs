@@ -396,6 +396,7 @@ fn summary(path: &Path, c: &Config) -> String {
     let _ = writeln!(s, "  routes");
     for ((i, r), name) in c.routes.iter().enumerate().zip(c.route_names()) {
         let host = r.host.as_ref().map_or("*".to_string(), ToString::to_string);
+        let regex = r.path_regex.as_ref().map_or(String::new(), |re| format!(" ~ {re}"));
         let headers: String = r.headers.iter().map(|(k, v)| format!(" [{k}: {v}]")).collect();
         let strip = if r.strip_prefix { " (strip prefix)" } else { "" };
         let cache = if r.cache.bypass { " · no cache" } else { "" };
@@ -415,14 +416,21 @@ fn summary(path: &Path, c: &Config) -> String {
         let users = r.auth_basic.as_ref().map(|b| format!("basic auth ({} user(s))", b.users.len()));
         let asks = r.auth_request.as_ref().map(|a| format!("auth by {}", a.upstream));
         plain.extend(users.as_deref().into_iter().chain(asks.as_deref()));
+        let rewrites = (!r.rewrite.is_empty()).then(|| format!("{} rewrite(s)", r.rewrite.len()));
+        let pages = (!r.error_pages.is_empty()).then(|| format!("{} error page(s)", r.error_pages.len()));
+        plain.extend(rewrites.as_deref().into_iter().chain(pages.as_deref()));
         let plain: String = plain.iter().map(|p| format!(" · {p}")).collect();
         // A default name is the host and path shown already.
         let named = if name == format!("{host}{}", r.path) { String::new() } else { format!("{name}: ") };
         let _ = writeln!(
             s,
-            "    [{i}] {named}{host}{}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}",
+            "    [{i}] {named}{host}{}{regex}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}",
             r.path,
-            r.upstream.as_deref().unwrap_or("(answers itself)")
+            match (&r.answer, &r.upstream) {
+                (Some(ret), _) => format!("return {}", ret.status),
+                (None, Some(up)) => up.clone(),
+                (None, None) => "(answers itself)".into(),
+            }
         );
     }
     s
