@@ -250,11 +250,12 @@ async fn pump(
     true
 }
 
-/// Waits until a body kept in memory is there (a moment at most), so that its
-/// clients' next request finds it.
+/// Waits until a body kept in memory is there, so that its clients' next
+/// request finds it (and does not fetch and store it a second time). It takes
+/// a moment; the cap is for a machine too starved to run the insert's task.
 async fn in_memory(kept: &Storing) {
     if kept.still() && !kept.on_disk() {
-        kept.remembered().wait(Duration::from_millis(500)).await;
+        kept.remembered().wait(Duration::from_secs(2)).await;
     }
 }
 
