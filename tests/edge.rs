@@ -219,3 +219,71 @@ async fn maintenance_from_the_command_line_survives_a_restart() {
     drop(running);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// examples/migrated-site, run as written (its addresses moved to the test's):
+/// static files with their precompressed sibling, the fallback to the app,
+/// redirects, basic auth from its htpasswd, error pages and maintenance.
+#[tokio::test]
+async fn the_migrated_nginx_site_runs() {
+    let app = echo().await;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/migrated-site");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = std::process::Command::new("cp").arg("-r").arg(&example).arg(dir.path()).status().unwrap();
+    assert!(copy.success());
+    let site = dir.path().join("migrated-site");
+    let (port, admin) = (support::process::free_port(), support::process::free_port());
+    let config = std::fs::read_to_string(site.join("relais.toml"))
+        .unwrap()
+        .replace("0.0.0.0:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"))
+        .replace("127.0.0.1:3000", &app.addr.to_string())
+        .replace("127.0.0.1:4180", &support::dead_addr().to_string())
+        + &format!("\n[cache]\ndisk_path = \"{}\"\n", dir.path().join("cache").display());
+    std::fs::write(site.join("relais.toml"), config).unwrap();
+    let _running = support::process::start(&site.join("relais.toml"), port).await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let shop = [("host", "shop.example.com")];
+
+    let r = get_with(&url("/"), &shop).await;
+    assert!(r.status == 200 && r.text().contains("Welcome to the shop"), "index.html from www/");
+    let r = get_with(&url("/static/style.css"), &[("host", "shop.example.com"), ("accept-encoding", "gzip")]).await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"), "the .gz sibling");
+    let r = get_with(&url("/cart?x=1"), &shop).await;
+    assert_eq!(r.text(), "/cart?x=1", "no file: the app");
+    let r = get_with(&url("/a?b=c"), &[("host", "www.example.com")]).await;
+    assert_eq!((r.status.as_u16(), r.header("location")), (301, Some("http://shop.example.com/a?b=c")));
+    let r = get_with(&url("/old/shoes"), &shop).await;
+    assert_eq!((r.status.as_u16(), r.header("location")), (301, Some("/new/shoes")));
+    let r = get_with(&url("/p/42"), &shop).await;
+    assert_eq!(r.header("location"), Some("/product?id=42"));
+    assert_eq!(get_with(&url("/health"), &shop).await.text(), "ok");
+    let r = get_with(&url("/admin/orders"), &shop).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("www-authenticate")),
+        (401, Some("Basic realm=\"admin\", charset=\"UTF-8\""))
+    );
+    let basic = format!("Basic {}", base64_of("admin:change-me"));
+    let r = get_with(&url("/admin/orders"), &[("host", "shop.example.com"), ("authorization", &basic)]).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "/admin/orders".to_string()));
+    let r = get_with(&url("/reports/q1"), &shop).await;
+    assert_eq!(r.status, 500, "its auth upstream is down");
+
+    app.stop();
+    let r = get_with(&url("/cart"), &shop).await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("catching its breath"), "errors/502.html");
+    let on = std::process::Command::new(support::process::bin())
+        .args(["maintenance", "on", "-c"])
+        .arg(site.join("relais.toml"))
+        .output()
+        .unwrap();
+    assert!(on.status.success(), "{}", String::from_utf8_lossy(&on.stderr));
+    let r = get_with(&url("/"), &shop).await;
+    assert_eq!((r.status.as_u16(), r.header("retry-after")), (503, Some("600")));
+    assert!(r.text().contains("closed for maintenance"));
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
