@@ -22,6 +22,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("guard", 1),
     ("compress", 1),
     ("tls", 1),
+    // Static files: a route's directory, never the cache.
+    ("files", 1),
     // The cluster's purge log: it applies purges to the cache.
     ("bus", 1),
     ("proxy", 2),

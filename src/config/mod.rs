@@ -11,6 +11,7 @@ mod cache;
 mod cache_key;
 mod cluster;
 mod compression;
+mod files;
 mod guard;
 mod log;
 mod paths;
@@ -36,6 +37,7 @@ pub use cache::CacheConfig;
 pub use cache_key::{CookieName, KeyConfig, ParamName, QueryKey};
 pub use cluster::{BusConfig, ClusterConfig, Sharding, WhenDown};
 pub use compression::{CompressionConfig, Encoding, Level, Levels, MediaType, RouteCompression};
+pub use files::{Fallback, IndexName, Symlinks};
 pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
     RouteGuard, RuleAction, RuleConfig,

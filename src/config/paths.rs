@@ -40,6 +40,10 @@ impl Config {
             add(&mut all, format!("upstreams.{name}.tls.client_cert"), u.tls.client_cert.as_mut());
             add(&mut all, format!("upstreams.{name}.tls.client_key"), u.tls.client_key.as_mut());
         }
+        for (i, r) in self.routes.iter_mut().enumerate() {
+            add(&mut all, format!("routes[{i}].root"), r.root.as_mut());
+            add(&mut all, format!("routes[{i}].alias"), r.alias.as_mut());
+        }
         if let Some(bus) = self.cluster.as_mut().and_then(|c| c.bus.as_mut()) {
             add(&mut all, "cluster.bus.credentials_file".into(), bus.credentials_file.as_mut());
             add(&mut all, "cluster.bus.ca_file".into(), bus.ca_file.as_mut());

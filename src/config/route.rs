@@ -1,9 +1,11 @@
 //! `[[routes]]`: which requests go where, and how they are treated.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::files::{Fallback, IndexName, Symlinks};
 use super::{
     Config, ConfigError, Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteCompression, RouteGuard,
     Size,
@@ -68,12 +70,30 @@ pub struct RouteConfig {
     /// as ordinary requests without it. Never `h2c`. Default `["websocket"]`.
     #[serde(default = "websocket")]
     pub upgrades: Vec<Protocol>,
+    /// Serve files from this directory: the file is `root` + the request's
+    /// path (nginx `root`). Relative to the configuration file's folder.
+    pub root: Option<PathBuf>,
+    /// Serve files from this directory, which replaces the route's `path`
+    /// (nginx `alias`). Relative to the configuration file's folder.
+    pub alias: Option<PathBuf>,
+    /// Files tried, in order, for a path that names a directory. Default `["index.html"]`.
+    #[serde(default = "super::files::index_html")]
+    pub index: Vec<IndexName>,
+    /// When no file matches: `"upstream"` or a file (`"/index.html"`). Default: 404.
+    pub fallback: Option<Fallback>,
+    /// `"inside"` (default): symbolic links resolving outside the directory
+    /// are 404; `"follow"`: any.
+    #[serde(default)]
+    pub symlinks: Symlinks,
+    /// Serve a file's `.br`, `.zst` or `.gz` sibling to a client that accepts it. Default true.
+    #[serde(default = "yes")]
+    pub precompressed: bool,
 }
 
 impl RouteConfig {
     /// Whether the route never forwards, so needs no upstream.
     pub(crate) fn answers_alone(&self) -> bool {
-        false
+        (self.root.is_some() || self.alias.is_some()) && self.fallback != Some(Fallback::Upstream)
     }
 }
 
@@ -267,13 +287,17 @@ pub(super) fn validate(
         }
         Some(_) => {}
         None if !r.answers_alone() => {
-            return Err(bad(key("upstream"), "missing: a route without one must answer by itself (return)".into()));
+            return Err(bad(
+                key("upstream"),
+                "missing: a route without one must answer by itself (return, root or alias)".into(),
+            ));
         }
         None => {}
     }
     if !r.path.starts_with('/') {
         return Err(bad(key("path"), format!("{:?} must start with '/'", r.path)));
     }
+    super::files::validate(r, &key, bad)?;
     let rules = &r.cache;
     if let (Some(min), Some(max)) = (rules.min_ttl, rules.max_ttl)
         && min > max

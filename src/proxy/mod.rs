@@ -481,8 +481,24 @@ async fn respond<'a>(
     if route.guard.has_limits() {
         trip.permits = route.guard.admit(&subject, &pipeline.metrics).await?;
     }
+    if let Some(files) = &route.files {
+        match files.serve(&parts.method, &parts.uri, &parts.headers).await {
+            crate::files::Served::Response(res) => return Ok(Answer::local(res)),
+            crate::files::Served::Refused(status) => return Ok(Answer::local(files_refused(status))),
+            crate::files::Served::Upstream => {}
+        }
+    }
     let req = Request::from_parts(parts, body);
     cache::serve(pipeline.clone(), route.clone(), conn, authority.map(|a| a.value), req).await
+}
+
+/// A static route's refusal: the short error body; a 405 says what is allowed.
+fn files_refused(status: http::StatusCode) -> Response<crate::http::body::Body> {
+    let mut res = error_response(status);
+    if status == http::StatusCode::METHOD_NOT_ALLOWED {
+        res.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    res
 }
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";

@@ -59,6 +59,8 @@ pub(crate) struct Route {
     upgrades: Vec<String>,
     /// How the guard normalises paths, to check the path left by `strip_prefix`.
     paths: Paths,
+    /// `root` or `alias`: the directory this route serves files from.
+    pub files: Option<Arc<crate::files::Files>>,
 }
 
 /// What routing found for a request.
@@ -138,6 +140,7 @@ impl Route {
             guard,
             upgrades: r.upgrades.iter().map(|p| p.as_str().to_string()).collect(),
             paths,
+            files: crate::files::Files::new(r, &config.compression.encodings, Arc::from(name)),
         }
     }
 
