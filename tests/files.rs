@@ -159,6 +159,17 @@ async fn a_precompressed_sibling_goes_to_clients_that_accept_it() {
     assert_eq!(part.status, 206);
     assert_eq!(part.body.as_ref(), &gzip(&plain)[..10]);
 
+    // With relais's own compression on, the sibling is sent as it is, and a
+    // file without one is compressed on the way out.
+    site.file("other.js", &plain);
+    let proxy = relais(site.route("").section("[compression]\nenabled = true")).await;
+    let r = get_with(&proxy.url("/app.js"), &[("accept-encoding", "br")]).await;
+    assert_eq!((r.header("content-encoding"), r.body.as_ref()), (Some("br"), brotli(&plain).as_slice()));
+    assert_eq!(r.header("etag"), br.header("etag"));
+    let r = get_with(&proxy.url("/other.js"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert!(r.header("etag").unwrap().starts_with("W/"), "made weak as it is encoded");
+
     // Off: the plain file only.
     let proxy = relais(site.route("precompressed = false")).await;
     let r = get_with(&proxy.url("/app.js"), &[("accept-encoding", "gzip, br")]).await;
@@ -224,6 +235,8 @@ async fn a_symlink_out_of_the_root_is_refused_unless_allowed() {
     let proxy = relais(site.route("")).await;
     assert_eq!(get(&proxy.url("/leak.txt")).await.status, 404);
     assert_eq!(get(&proxy.url("/up/secret.txt")).await.status, 404);
+    assert_eq!(get(&proxy.url("/up")).await.status, 404, "not even redirected");
+    assert_eq!(get(&proxy.url("/up/")).await.status, 404);
     assert_eq!(get(&proxy.url("/alias.txt")).await.text(), "hello, world\n", "a link inside is followed");
 
     let proxy = relais(site.route("symlinks = \"follow\"")).await;

@@ -81,6 +81,10 @@ pub(super) fn find(files: &Files, rel: &[u8], wants_dir: bool, accept: &HeaderMa
     let path = root.join(OsStr::from_bytes(&rel[start..]));
     let Ok(meta) = std::fs::metadata(&path) else { return Found::Missing };
     if meta.is_dir() {
+        let outside = || std::fs::canonicalize(&path).map_or(true, |real| !real.starts_with(&root));
+        if files.symlinks == Symlinks::Inside && outside() {
+            return Found::Missing;
+        }
         if !wants_dir {
             return Found::Directory;
         }
