@@ -159,6 +159,15 @@ async fn a_precompressed_sibling_goes_to_clients_that_accept_it() {
     assert_eq!(part.status, 206);
     assert_eq!(part.body.as_ref(), &gzip(&plain)[..10]);
 
+    let metrics = proxy.admin("GET", "/metrics", "").await.text();
+    for line in [
+        "relais_files_served_total{coding=\"gzip\"} 3",
+        "relais_files_served_total{coding=\"br\"} 1",
+        "relais_files_served_total{coding=\"identity\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
     // With relais's own compression on, the sibling is sent as it is, and a
     // file without one is compressed on the way out.
     site.file("other.js", &plain);

@@ -78,7 +78,13 @@ impl Files {
 
     /// Answers `method` on `uri` (normalised by the guard) with a file, or
     /// says who else should.
-    pub(crate) async fn serve(self: &Arc<Self>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Served {
+    pub(crate) async fn serve(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        metrics: &crate::metrics::Metrics,
+    ) -> Served {
         let upstream_fallback = self.fallback == Some(Fallback::Upstream);
         if method != Method::GET && method != Method::HEAD {
             // Nothing here takes a body: the upstream does, if there is one.
@@ -108,7 +114,10 @@ impl Files {
         })
         .await;
         match found {
-            Ok(Found::File(opened)) => self.answer(method, headers, opened),
+            Ok(Found::File(opened)) => {
+                metrics.file_served(opened.encoding);
+                self.answer(method, headers, opened)
+            }
             Ok(Found::Directory) => to_directory(full, uri.query()),
             Ok(Found::NoIndex) if !upstream_fallback => Served::Refused(StatusCode::FORBIDDEN),
             Ok(Found::Missing | Found::NoIndex) if upstream_fallback => Served::Upstream,

@@ -482,7 +482,7 @@ async fn respond<'a>(
         trip.permits = route.guard.admit(&subject, &pipeline.metrics).await?;
     }
     if let Some(files) = &route.files {
-        match files.serve(&parts.method, &parts.uri, &parts.headers).await {
+        match files.serve(&parts.method, &parts.uri, &parts.headers, &pipeline.metrics).await {
             crate::files::Served::Response(res) => return Ok(Answer::local(res)),
             crate::files::Served::Refused(status) => return Ok(Answer::local(files_refused(status))),
             crate::files::Served::Upstream => {}
