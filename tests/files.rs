@@ -290,11 +290,13 @@ async fn alias_replaces_the_route_path() {
     let conf = Conf::new()
         .upstream("app", o.addr)
         .route("/", "app")
-        .section(format!("[[routes]]\npath = \"/assets/\"\nalias = \"{}\"", site.www().display()));
+        .section(format!("[[routes]]\npath = \"/assets/\"\nalias = \"{}\"", site.www().display()))
+        .with("response_headers = { set = { \"cache-control\" = \"max-age=3600\" } }");
     let proxy = relais(conf).await;
     let r = get(&proxy.url("/assets/css/site.css")).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "body{}"));
     assert_eq!(r.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(r.header("cache-control"), Some("max-age=3600"), "the route's response headers");
     assert_eq!(get(&proxy.url("/assets/hello.txt")).await.text(), "hello, world\n");
     assert_eq!(get(&proxy.url("/css/site.css")).await.text(), "origin", "other routes are the origin's");
     assert_eq!(get(&proxy.url("/assets/nothing")).await.status, 404);
@@ -313,6 +315,20 @@ async fn a_large_file_is_streamed_whole() {
     assert!(r.body.as_ref() == big.as_slice(), "the bytes of the file");
     let r = get_with(&proxy.url("/big.bin"), &[("range", "bytes=5000000-5000099")]).await;
     assert_eq!(r.body.as_ref(), &big[5_000_000..5_000_100]);
+    let h2 = send_with(&h2_client(), Request::get(proxy.url("/big.bin")).body(full("")).unwrap()).await;
+    assert_eq!(h2.body.len(), big.len());
+    assert!(h2.body.as_ref() == big.as_slice(), "the same bytes over HTTP/2");
+}
+
+#[tokio::test]
+async fn dot_files_can_be_refused_by_a_guard_rule() {
+    let site = Site::new();
+    site.file(".git/config", b"[core]");
+    site.file(".well-known/security.txt", b"contact");
+    let proxy =
+        relais(site.route(r#"guard = { rules = [{ path_regex = "/\\.(git|ht|env)", action = "deny" }] }"#)).await;
+    assert_eq!(get(&proxy.url("/.git/config")).await.status, 403);
+    assert_eq!(get(&proxy.url("/.well-known/security.txt")).await.text(), "contact");
 }
 
 #[tokio::test]
