@@ -413,11 +413,13 @@ fn summary(path: &Path, c: &Config) -> String {
             plain.push("uploads read whole");
         }
         let plain: String = plain.iter().map(|p| format!(" · {p}")).collect();
+        let files =
+            r.root.as_ref().or(r.alias.as_ref()).map_or(String::new(), |d| format!(" · files from {}", d.display()));
         // A default name is the host and path shown already.
         let named = if name == format!("{host}{}", r.path) { String::new() } else { format!("{name}: ") };
         let _ = writeln!(
             s,
-            "    [{i}] {named}{host}{}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}",
+            "    [{i}] {named}{host}{}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}{files}",
             r.path,
             r.upstream.as_deref().unwrap_or("(answers itself)")
         );

@@ -389,3 +389,26 @@ fn the_directory_is_checked_at_load() {
     assert!(relais::Config::from_toml(&route(&format!("root = \"{}\"", site.www().display())), "t").is_ok());
     assert!(Path::new(&site.www()).is_dir());
 }
+
+/// `relais check`: a relative directory is the configuration file's folder's,
+/// the route is shown with it, and a missing one is named with its key.
+#[test]
+fn check_resolves_and_names_the_directory() {
+    let site = Site::new();
+    let write = |name: &str, root: &str| {
+        let path = site.dir.path().join(name);
+        let toml = format!("[server]\nlisten = [\"127.0.0.1:8080\"]\n[[routes]]\npath = \"/\"\nroot = \"{root}\"\n");
+        std::fs::write(&path, toml).unwrap();
+        std::process::Command::new(support::process::bin()).args(["check", "-c"]).arg(&path).output().unwrap()
+    };
+    let out = write("good.toml", "www");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let shown = format!("files from {}", site.www().display());
+    assert!(text.contains("(answers itself)") && text.contains(&shown), "{text}");
+
+    let out = write("bad.toml", "nowhere");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("routes[0].root") && err.contains("not a directory"), "{err}");
+}
