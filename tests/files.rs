@@ -203,6 +203,13 @@ async fn directories_have_an_index_a_slash_and_no_listing() {
     assert_eq!(r.status, 403);
     assert!(!r.text().contains("notes"), "no listing: {}", r.text());
     assert_eq!(get(&proxy.url("/docs/guide.html/")).await.status, 404, "a file is not a directory");
+
+    // Slashes kept as sent: a redirect never leaves for another host.
+    site.file("evil.example/x", b"x");
+    let proxy = relais(site.route("").section("[guard]\nmerge_slashes = false")).await;
+    let (status, text) = raw(&proxy, "//evil.example").await;
+    assert_eq!(status, 301, "{text}");
+    assert!(text.to_ascii_lowercase().contains("\r\nlocation: /evil.example/\r\n"), "{text}");
     assert_eq!(get(&proxy.url("/missing.txt")).await.status, 404);
 }
 

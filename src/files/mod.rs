@@ -190,10 +190,13 @@ fn with(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
 }
 
 /// 301 to the directory's slash form, query kept, as nginx answers; the
-/// Location is relative and repeats only what the client sent.
+/// Location is relative and repeats only what the client sent, but for
+/// leading slashes made one: `//example.com` would send the client to another
+/// host (where the guard's `merge_slashes` is off).
 fn to_directory(path: &str, query: Option<&str>) -> Served {
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    let Ok(location) = HeaderValue::try_from(format!("{path}/{query}")) else {
+    let path = path.trim_start_matches('/');
+    let Ok(location) = HeaderValue::try_from(format!("/{path}/{query}")) else {
         return Served::Refused(StatusCode::NOT_FOUND);
     };
     let mut headers = HeaderMap::new();
@@ -221,6 +224,17 @@ fn clamp(t: SystemTime) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_redirect_stays_on_this_host() {
+        let location = |path: &str, query: Option<&str>| match to_directory(path, query) {
+            Served::Response(r) => r.headers()[header::LOCATION].to_str().unwrap().to_string(),
+            _ => panic!("a redirect"),
+        };
+        assert_eq!(location("/docs", Some("a=1")), "/docs/?a=1");
+        assert_eq!(location("//evil.example", None), "/evil.example/");
+        assert_eq!(location("///evil.example/x", None), "/evil.example/x/");
+    }
 
     #[test]
     fn content_types() {
