@@ -30,6 +30,7 @@ mod cache;
 mod compress;
 pub mod config;
 pub mod demo;
+mod files;
 mod guard;
 mod http;
 pub mod logs;

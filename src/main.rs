@@ -420,11 +420,13 @@ fn summary(path: &Path, c: &Config) -> String {
         let pages = (!r.error_pages.is_empty()).then(|| format!("{} error page(s)", r.error_pages.len()));
         plain.extend(rewrites.as_deref().into_iter().chain(pages.as_deref()));
         let plain: String = plain.iter().map(|p| format!(" · {p}")).collect();
+        let files =
+            r.root.as_ref().or(r.alias.as_ref()).map_or(String::new(), |d| format!(" · files from {}", d.display()));
         // A default name is the host and path shown already.
         let named = if name == format!("{host}{}", r.path) { String::new() } else { format!("{name}: ") };
         let _ = writeln!(
             s,
-            "    [{i}] {named}{host}{}{regex}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}",
+            "    [{i}] {named}{host}{}{regex}{headers} → {}{strip}{cache}{slice}{limits}{guard}{plain}{files}",
             r.path,
             match (&r.answer, &r.upstream) {
                 (Some(ret), _) => format!("return {}", ret.status),

@@ -288,6 +288,8 @@ pub struct Metrics {
     evictions: Labelled<Tier, AtomicU64>,
     waits: Labelled<WaitEnd, AtomicU64>,
     disk_writes_skipped: AtomicU64,
+    /// Answers from a static route's directory, by [`FILE_CODINGS`].
+    files: [AtomicU64; 4],
     /// Misses sent to their owner, by [`Forwarded`] (`Down` is never sent, only a fallback).
     forwarded: [AtomicU64; 4],
     reloads_ok: AtomicU64,
@@ -299,6 +301,10 @@ pub struct Metrics {
     /// Client connections open now, per listener (as [`LISTENERS`]) and protocol (HTTP/1, HTTP/2).
     open: [[AtomicU64; 2]; 3],
 }
+
+/// The `coding` label of `relais_files_served_total`, in the order of
+/// [`crate::config::Encoding`]'s variants, then the file as it is.
+pub(crate) const FILE_CODINGS: [&str; 4] = ["zstd", "br", "gzip", "identity"];
 
 /// The listeners `relais_connections_open` counts, in its order.
 pub(crate) const LISTENERS: [&str; 3] = ["http", "https", "admin"];
@@ -332,6 +338,7 @@ impl Metrics {
             evictions: Labelled::new(&Tier::ALL),
             waits: Labelled::new(&WaitEnd::ALL),
             disk_writes_skipped: AtomicU64::new(0),
+            files: Default::default(),
             forwarded: Default::default(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -595,6 +602,16 @@ impl Metrics {
     /// Misses by what their owner made of them ([`Forwarded::ALL`] order).
     pub fn forwards(&self) -> [(Forwarded, u64); 4] {
         Forwarded::ALL.map(|f| (f, self.forwarded[f as usize].load(Relaxed)))
+    }
+
+    /// A request answered from a static route's file (`None`) or its precompressed sibling.
+    pub fn file_served(&self, coding: Option<crate::config::Encoding>) {
+        self.files[coding.map_or(3, |e| e as usize)].fetch_add(1, Relaxed);
+    }
+
+    /// Answers from files, by coding ([`FILE_CODINGS`] order).
+    pub fn files_served(&self) -> [(&'static str, u64); 4] {
+        std::array::from_fn(|i| (FILE_CODINGS[i], self.files[i].load(Relaxed)))
     }
 
     pub fn disk_writes_skipped(&self) -> u64 {

@@ -287,3 +287,23 @@ fn base64_of(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A static route's 404 is relais's own: its error page replaces it.
+#[tokio::test]
+async fn a_missing_file_gets_the_404_page() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/a.txt"), "a").unwrap();
+    std::fs::write(dir.path().join("404.html"), "<h1>No such page</h1>").unwrap();
+    let conf = Conf::new().section(format!(
+        "[[routes]]\npath = \"/\"\nroot = \"{}\"\nerror_pages = {{ \"404\" = \"{}\" }}",
+        dir.path().join("www").display(),
+        dir.path().join("404.html").display()
+    ));
+    let proxy = relais(&conf).await;
+    assert_eq!(get(&proxy.url("/a.txt")).await.text(), "a");
+    let r = get(&proxy.url("/nope.txt")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (404, "<h1>No such page</h1>".to_string()));
+    let r = send(http::Request::post(proxy.url("/a.txt")).body(full("")).unwrap()).await;
+    assert_eq!((r.status.as_u16(), r.header("allow")), (405, Some("GET, HEAD")));
+}

@@ -24,6 +24,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("tls", 1),
     // Authentication: it asks upstreams and takes from the guard's zones.
     ("auth", 1),
+    // Static files: a route's directory, never the cache.
+    ("files", 1),
     // The cluster's purge log: it applies purges to the cache.
     ("bus", 1),
     ("proxy", 2),

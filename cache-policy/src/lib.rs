@@ -35,7 +35,7 @@ mod rules;
 mod status;
 mod vary;
 
-pub use conditional::not_modified;
+pub use conditional::{not_modified, precondition_failed};
 pub use headers::{HOP_BY_HOP, connection_named, storable_headers};
 pub use invalidate::invalidations;
 pub use policy::{Freshness, Policy};

@@ -209,6 +209,15 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
         "Entries never written to disk: the disk was behind and memory dropped them first.",
     );
     sample(o, "cache_disk_writes_skipped_total", &[], m.disk_writes_skipped());
+    family(
+        o,
+        "files_served_total",
+        "counter",
+        "Requests answered from a static route's directory, by the coding sent.",
+    );
+    for (coding, n) in m.files_served() {
+        sample(o, "files_served_total", &[("coding", coding)], n);
+    }
     let (reloads_ok, reloads_failed) = m.reloads();
     family(o, "reloads_total", "counter", "Configuration reloads by result.");
     sample(o, "reloads_total", &[("result", "ok")], reloads_ok);

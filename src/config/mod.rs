@@ -13,6 +13,7 @@ mod cache_key;
 mod cluster;
 mod compression;
 mod edge;
+mod files;
 mod guard;
 mod htpasswd;
 mod log;
@@ -44,6 +45,7 @@ pub use edge::{
     ErrorPage, ErrorPageConfig, ErrorPages, MaintenanceConfig, PageFile, PageSource, ReturnConfig, RewriteFlag,
     RewriteRule, compile as compile_regex, read_page,
 };
+pub use files::{Fallback, IndexName, Symlinks};
 pub use guard::{
     Cidrs, GuardConfig, KeyPart, LimitConnConfig, LimitKey, LimitReqConfig, Methods, REGEX_SIZE, Rate, RealIp,
     RouteGuard, RuleAction, RuleConfig,

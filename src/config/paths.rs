@@ -49,6 +49,8 @@ impl Config {
             }
             let file = r.auth_basic.as_mut().map(|b| &mut b.users_file);
             add(&mut all, format!("routes[{i}].auth_basic.users_file"), file);
+            add(&mut all, format!("routes[{i}].root"), r.root.as_mut());
+            add(&mut all, format!("routes[{i}].alias"), r.alias.as_mut());
         }
         if let Some(bus) = self.cluster.as_mut().and_then(|c| c.bus.as_mut()) {
             add(&mut all, "cluster.bus.credentials_file".into(), bus.credentials_file.as_mut());

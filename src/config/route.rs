@@ -1,10 +1,12 @@
 //! `[[routes]]`: which requests go where, and how they are treated.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use super::edge::{ErrorPages, ReturnConfig, RewriteRule};
+use super::files::{Fallback, IndexName, Symlinks};
 use super::{
     Config, ConfigError, Dur, FieldName, FieldValue, HeaderMatch, HostPattern, Methods, RouteCompression, RouteGuard,
     Size,
@@ -85,12 +87,31 @@ pub struct RouteConfig {
     pub auth_basic: Option<super::AuthBasicConfig>,
     /// A subrequest to an auth upstream decides (nginx's `auth_request`).
     pub auth_request: Option<super::AuthRequestConfig>,
+    /// Serve files from this directory: the file is `root` + the request's
+    /// path (nginx `root`). Relative to the configuration file's folder.
+    pub root: Option<PathBuf>,
+    /// Serve files from this directory, which replaces the route's `path`
+    /// (nginx `alias`). Relative to the configuration file's folder.
+    pub alias: Option<PathBuf>,
+    /// Files tried, in order, for a path that names a directory. Default `["index.html"]`.
+    #[serde(default = "super::files::index_html")]
+    pub index: Vec<IndexName>,
+    /// When no file matches: `"upstream"` or a file (`"/index.html"`). Default: 404.
+    pub fallback: Option<Fallback>,
+    /// `"inside"` (default): symbolic links resolving outside the directory
+    /// are 404; `"follow"`: any.
+    #[serde(default)]
+    pub symlinks: Symlinks,
+    /// Serve a file's `.br`, `.zst` or `.gz` sibling to a client that accepts it. Default true.
+    #[serde(default = "yes")]
+    pub precompressed: bool,
 }
 
 impl RouteConfig {
     /// Whether the route never forwards, so needs no upstream.
     pub(crate) fn answers_alone(&self) -> bool {
         self.answer.is_some()
+            || (self.root.is_some() || self.alias.is_some()) && self.fallback != Some(Fallback::Upstream)
     }
 }
 
@@ -284,7 +305,10 @@ pub(super) fn validate(
         }
         Some(_) => {}
         None if !r.answers_alone() => {
-            return Err(bad(key("upstream"), "missing: a route without one must answer by itself (return)".into()));
+            return Err(bad(
+                key("upstream"),
+                "missing: a route without one must answer by itself (return, root or alias)".into(),
+            ));
         }
         None => {}
     }
@@ -294,6 +318,7 @@ pub(super) fn validate(
     super::edge::answers(&key, r.answer.as_ref(), &r.rewrite, r.path_regex.as_deref(), bad)?;
     c.check_pages(&key("error_pages"), &r.error_pages, bad)?;
     super::auth::validate(i, r, c, bad)?;
+    super::files::validate(r, &key, bad)?;
     let rules = &r.cache;
     if let (Some(min), Some(max)) = (rules.min_ttl, rules.max_ttl)
         && min > max

@@ -560,6 +560,17 @@ async fn respond<'a>(
         };
         return fixed.answer(&vars).map(Answer::local);
     }
+    if let Some(files) = &route.files {
+        match files.serve(&parts.method, &parts.uri, &parts.headers, &pipeline.metrics).await {
+            crate::files::Served::Response(res) => return Ok(Answer::local(res)),
+            // A 404 or 403 is relais's own, for error pages to replace.
+            crate::files::Served::Refused(status) if status != http::StatusCode::METHOD_NOT_ALLOWED => {
+                return Err(ProxyError::Returned(status));
+            }
+            crate::files::Served::Refused(status) => return Ok(Answer::local(files_refused(status))),
+            crate::files::Served::Upstream => {}
+        }
+    }
     let req = Request::from_parts(parts, body);
     cache::serve(pipeline.clone(), route.clone(), conn, authority.map(|a| a.value), req).await
 }
@@ -585,6 +596,15 @@ fn redirect(status: http::StatusCode, location: &str) -> Result<Response<crate::
     *res.status_mut() = status;
     res.headers_mut().insert(http::header::LOCATION, value);
     Ok(res)
+}
+
+/// A static route's refusal: the short error body; a 405 says what is allowed.
+fn files_refused(status: http::StatusCode) -> Response<crate::http::body::Body> {
+    let mut res = error_response(status);
+    if status == http::StatusCode::METHOD_NOT_ALLOWED {
+        res.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    res
 }
 
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";

@@ -67,6 +67,8 @@ pub(crate) struct Route {
     pub error_pages: super::error_page::ErrorPages,
     /// `auth_basic` and `auth_request`, when the route has them.
     pub auth: Option<Box<crate::auth::RouteAuth>>,
+    /// `root` or `alias`: the directory this route serves files from.
+    pub files: Option<Arc<crate::files::Files>>,
 }
 
 /// What routing found for a request.
@@ -151,6 +153,7 @@ impl Route {
             fixed: r.answer.as_ref().map(super::fixed::Fixed::new),
             error_pages: Default::default(),
             auth: None,
+            files: crate::files::Files::new(r, &config.compression.encodings, Arc::from(name)),
         }
     }
 
