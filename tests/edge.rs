@@ -307,3 +307,25 @@ async fn a_missing_file_gets_the_404_page() {
     let r = send(http::Request::post(proxy.url("/a.txt")).body(full("")).unwrap()).await;
     assert_eq!((r.status.as_u16(), r.header("allow")), (405, Some("GET, HEAD")));
 }
+
+/// oauth2-proxy's way: a 401 from auth_request gets the sign-in page, fetched
+/// from the auth upstream, with the 401 and its challenge.
+#[tokio::test]
+async fn a_401_from_auth_request_gets_the_sign_in_page() {
+    let app = echo().await;
+    let sso = origin()
+        .route("/auth", |_| async { text(401, "no", &[("www-authenticate", "Bearer")]) })
+        .route("/sign_in", |_| async { text(200, "<form>Sign in</form>", &[("content-type", "text/html")]) })
+        .start()
+        .await;
+    let conf = Conf::new().upstream("app", app.addr).upstream("sso", sso.addr).route("/", "app").with(
+        r#"auth_request = { upstream = "sso", path = "/auth" }
+error_pages = { "401" = { upstream = "sso", path = "/sign_in" } }"#,
+    );
+    let proxy = relais(&conf).await;
+    let r = get(&proxy.url("/tool")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (401, "<form>Sign in</form>".to_string()));
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(app.total_hits(), 0);
+}
