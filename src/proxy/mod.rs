@@ -44,7 +44,6 @@ use crate::upstream::Upstream;
 pub(crate) use error::{ProxyError, error_response};
 use log::AccessRecord;
 pub(crate) use log::{LoggedBody, Received};
-use rewrite::Rewritten;
 pub(crate) use route::{Found, Route, Router};
 
 /// Everything built from one configuration.
@@ -487,39 +486,15 @@ async fn respond<'a>(
     };
     trip.route = Some(route);
     let mut skip_rules = skip_rules;
-    let mut hops = 0;
-    while !route.rewrites.is_empty() {
-        let (uri, next) = match route.rewrites.apply(parts.uri.path(), parts.uri.query()) {
-            Rewritten::Same => break,
-            Rewritten::Redirect(status, location) => return Ok(Answer::local(redirect(status, &location)?)),
-            Rewritten::Send(target) => (rewritten(guard, &parts.uri, &target)?, false),
-            Rewritten::Route(target) => (rewritten(guard, &parts.uri, &target)?, true),
-        };
-        parts.uri = uri;
-        if !next {
-            break;
-        }
-        hops += 1;
-        if hops > MAX_REWRITES {
-            tracing::warn!(
-                route = &*route.label,
-                path = parts.uri.path(),
-                "rewrites still routing the request again after {MAX_REWRITES} times"
-            );
-            return Err(ProxyError::RewriteLoop);
-        }
-        // The new path is a new request to the guard's rules and the router.
-        skip_rules = matches!(
-            guard.check(&Subject::new(conn.client, &parts, "none"), &pipeline.metrics)?,
-            crate::guard::Outcome::Allowed
-        );
-        route = match pipeline.router.find(host, parts.uri.path(), &parts.headers).ok_or(ProxyError::NoRoute)? {
-            Found::Route(route) => route,
-            Found::Directory(route) => {
-                trip.route = Some(route);
-                return Ok(Answer::local(to_directory(route.directory(), &parts.uri)?));
+    if !route.rewrites.is_empty() {
+        let client = conn.client;
+        match rewrite::follow(pipeline, route, &mut parts, (client, host), &mut skip_rules)? {
+            rewrite::Routed::Route(r) => route = r,
+            rewrite::Routed::Answered(r, response) => {
+                trip.route = Some(r);
+                return Ok(Answer::local(response));
             }
-        };
+        }
         trip.route = Some(route);
     }
     // Only the protocols the route allows are asked of the origin; anything
@@ -575,29 +550,6 @@ async fn respond<'a>(
     cache::serve(pipeline.clone(), route.clone(), conn, authority.map(|a| a.value), req).await
 }
 
-/// How many times rewrites may send a request to be routed again (nginx's 10).
-const MAX_REWRITES: usize = 10;
-
-/// `uri` with the target a rewrite made, normalised and checked as a
-/// client's is (a rewrite cannot reach a path the guard would refuse).
-fn rewritten(guard: &Guard, uri: &http::Uri, target: &str) -> Result<http::Uri, ProxyError> {
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query =
-        Some(target.parse().map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid path"))?);
-    let uri =
-        http::Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid path"))?;
-    Ok(guard.target(&uri)?.unwrap_or(uri))
-}
-
-/// A redirect a rewrite asked for.
-fn redirect(status: http::StatusCode, location: &str) -> Result<Response<crate::http::body::Body>, ProxyError> {
-    let value = fixed::location_value(location)?;
-    let mut res = Response::new(crate::http::body::Body::empty());
-    *res.status_mut() = status;
-    res.headers_mut().insert(http::header::LOCATION, value);
-    Ok(res)
-}
-
 /// A static route's refusal: the short error body; a 405 says what is allowed.
 fn files_refused(status: http::StatusCode) -> Response<crate::http::body::Body> {
     let mut res = error_response(status);
@@ -613,7 +565,7 @@ const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 /// slash (its parameters, if any, dropped), query kept, as nginx answers
 /// `/private` for `location /private/`. The Location is relative: it repeats
 /// nothing the client sent but the query.
-fn to_directory(directory: &str, uri: &http::Uri) -> Result<Response<crate::http::body::Body>, ProxyError> {
+pub(super) fn to_directory(directory: &str, uri: &http::Uri) -> Result<Response<crate::http::body::Body>, ProxyError> {
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let location = HeaderValue::try_from(format!("{directory}{query}"))
         .map_err(|_| ProxyError::BadRequest("cannot redirect this URL"))?;

@@ -3,10 +3,82 @@
 //! query); its flag says what follows. The new target is normalised and
 //! checked by the guard again in `proxy::respond` before anything sees it.
 
-use http::StatusCode;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{Response, StatusCode};
 use regex::Regex;
 
+use super::{Found, Pipeline, ProxyError, Route, fixed};
 use crate::config::{RewriteFlag, RewriteRule};
+use crate::guard::{Guard, Outcome, Subject};
+use crate::http::body::Body;
+
+/// How many times rewrites may send a request to be routed again (nginx's 10).
+const MAX_REWRITES: usize = 10;
+
+/// Where a request's rewrites left it.
+pub(super) enum Routed<'a> {
+    Route(&'a Arc<Route>),
+    /// Answered on this route: a redirect.
+    Answered(&'a Arc<Route>, Response<Body>),
+}
+
+/// Runs `route`'s rewrites, and those of each route they send the request
+/// to, on `parts.uri`. A new path is a new request to the guard's rules (whose
+/// `allow` verdict `skip_rules` is) and to the router.
+pub(super) fn follow<'a>(
+    p: &'a Pipeline,
+    mut route: &'a Arc<Route>,
+    parts: &mut Parts,
+    (client, host): (IpAddr, &str),
+    skip_rules: &mut bool,
+) -> Result<Routed<'a>, ProxyError> {
+    for _ in 0..=MAX_REWRITES {
+        let (uri, again) = match route.rewrites.apply(parts.uri.path(), parts.uri.query()) {
+            Rewritten::Same => return Ok(Routed::Route(route)),
+            Rewritten::Redirect(status, location) => return Ok(Routed::Answered(route, redirect(status, &location)?)),
+            Rewritten::Send(target) => (rewritten(&p.guard, &parts.uri, &target)?, false),
+            Rewritten::Route(target) => (rewritten(&p.guard, &parts.uri, &target)?, true),
+        };
+        parts.uri = uri;
+        if !again {
+            return Ok(Routed::Route(route));
+        }
+        *skip_rules = matches!(p.guard.check(&Subject::new(client, parts, "none"), &p.metrics)?, Outcome::Allowed);
+        route = match p.router.find(host, parts.uri.path(), &parts.headers).ok_or(ProxyError::NoRoute)? {
+            Found::Route(route) => route,
+            Found::Directory(route) => {
+                return Ok(Routed::Answered(route, super::to_directory(route.directory(), &parts.uri)?));
+            }
+        };
+    }
+    tracing::warn!(
+        route = &*route.label,
+        path = parts.uri.path(),
+        "rewrites still routing the request again after {MAX_REWRITES} times"
+    );
+    Err(ProxyError::RewriteLoop)
+}
+
+/// `uri` with the target a rewrite made, normalised and checked as a
+/// client's is (a rewrite cannot reach a path the guard would refuse).
+fn rewritten(guard: &Guard, uri: &http::Uri, target: &str) -> Result<http::Uri, ProxyError> {
+    let invalid = || ProxyError::BadRequest("the rewritten path is not a valid path");
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(target.parse().map_err(|_| invalid())?);
+    let uri = http::Uri::from_parts(parts).map_err(|_| invalid())?;
+    Ok(guard.target(&uri)?.unwrap_or(uri))
+}
+
+/// A redirect a rewrite asked for.
+fn redirect(status: StatusCode, location: &str) -> Result<Response<Body>, ProxyError> {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = status;
+    res.headers_mut().insert(http::header::LOCATION, fixed::location_value(location)?);
+    Ok(res)
+}
 
 pub(crate) struct Rewrites(Vec<Rule>);
 
