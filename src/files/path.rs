@@ -5,8 +5,9 @@
 //! `..` segment in any encoding. What is left is joined to the directory, and
 //! the result is resolved (`canonicalize`): with `symlinks = "inside"` a file
 //! whose real path is outside the directory's real path is not found. The
-//! file is opened by its real path with `O_NOFOLLOW`, so a link swapped in for
-//! it after the check is refused, and kept only if it is a regular file. The
+//! file is opened by its real path under the directory with `openat2`
+//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so a link swapped into any part
+//! of it after the check is refused, and kept only if it is a regular file. The
 //! directory is resolved again for every request, so a deploy that swaps a
 //! symbolic link to it is seen at once.
 //!
@@ -144,21 +145,62 @@ pub(super) fn extension(e: Encoding) -> &'static str {
 /// with `Symlinks::Follow`), open for reading.
 fn open_inside(root: &Path, path: &Path, symlinks: Symlinks) -> Option<(File, Metadata)> {
     let real = std::fs::canonicalize(path).ok()?;
-    if symlinks == Symlinks::Inside && !real.starts_with(root) {
+    let inside = real.strip_prefix(root).ok();
+    if symlinks == Symlinks::Inside && inside.is_none() {
         tracing::debug!("a symbolic link out of a static route's directory refused");
         return None;
     }
-    // The real path has no link left in it: one that appears now is a race.
-    // NONBLOCK: opening a FIFO put there does not wait for a writer.
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let file = OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(&real).ok()?;
+    let file = match inside.map(|rel| beneath(root, rel)) {
+        Some(Err(rustix::io::Errno::NOSYS)) | None => open_real(&real)?,
+        Some(opened) => opened.ok()?,
+    };
     let meta = file.metadata().ok()?;
     meta.is_file().then_some((file, meta))
+}
+
+/// `rel` (a real path: no link in it) opened under `root` by the kernel's
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`: a link or `..` swapped
+/// into any part of it after the check is refused, never followed.
+fn beneath(root: &Path, rel: &Path) -> rustix::io::Result<File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    // NONBLOCK: opening a FIFO put there does not wait for a writer.
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+    rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve).map(File::from)
+}
+
+/// Where the kernel has no `openat2` (before Linux 5.6), or links may lead
+/// anywhere (`symlinks = "follow"`): the real path, with `O_NOFOLLOW` on its
+/// last part.
+fn open_real(real: &Path) -> Option<File> {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(real).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The race the check alone leaves open: a directory of the checked path
+    /// swapped for a link out of the root before the open.
+    #[test]
+    fn a_link_swapped_in_after_the_check_is_refused() {
+        let (root, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir(root.path().join("a")).unwrap();
+        std::fs::write(root.path().join("a/f"), "inside").unwrap();
+        std::fs::write(outside.path().join("f"), "secret").unwrap();
+        let real_root = std::fs::canonicalize(root.path()).unwrap();
+        match beneath(&real_root, Path::new("a/f")) {
+            Err(rustix::io::Errno::NOSYS) => return, // no openat2 here: nothing to show
+            opened => assert!(opened.is_ok(), "a plain file under the root opens"),
+        }
+        std::fs::rename(root.path().join("a"), root.path().join("old")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("a")).unwrap();
+        assert!(std::fs::read(root.path().join("a/f")).is_ok(), "an ordinary open follows the link");
+        assert!(beneath(&real_root, Path::new("a/f")).is_err(), "openat2 refuses it");
+    }
 
     #[test]
     fn decoding_refuses_every_way_out() {
