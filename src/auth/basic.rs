@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -29,10 +30,17 @@ use crate::metrics::{Metrics, Reason};
 const REMEMBERED: Duration = Duration::from_secs(60);
 
 /// Verifications running at once, in the whole process.
-static SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Arc::new(Semaphore::new(cores))
-});
+static SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(cores())));
+
+/// Verifications waiting for a slot: past [`MAX_WAITING`] per core, a
+/// request is answered 503 at once rather than queued (a flood of wrong
+/// passwords from many addresses would otherwise grow the queue without end).
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+const MAX_WAITING: usize = 64;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 pub(super) struct Basic {
     /// `Basic realm="…", charset="UTF-8"`.
@@ -93,6 +101,13 @@ impl Basic {
             count("allowed");
             return Ok(());
         }
+        let (before, _waiting) = Waiting::enter();
+        if before >= MAX_WAITING * cores() {
+            count("busy");
+            tracing::warn!(target: "relais::auth", route = asker.route, "too many password checks waiting; 503");
+            let busy = Refusal::new(Reason::AuthBasic, StatusCode::SERVICE_UNAVAILABLE);
+            return Err(Refusal { retry_after: Some(1), ..busy });
+        }
         if self.verify(value).await {
             self.verified.insert(key, ());
             count("allowed");
@@ -134,6 +149,23 @@ impl Basic {
         let status = self.zone.as_ref().map_or(StatusCode::TOO_MANY_REQUESTS, |z| z.config.status.0);
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Refusal { retry_after: Some(seconds.max(1)), ..Refusal::new(Reason::AuthBasic, status) }
+    }
+}
+
+/// A verification waiting or running: counted down when dropped, a
+/// cancelled request's too.
+struct Waiting;
+
+impl Waiting {
+    /// This one counted; and how many there were before it.
+    fn enter() -> (usize, Waiting) {
+        (WAITING.fetch_add(1, Ordering::Relaxed), Waiting)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
