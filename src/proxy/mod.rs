@@ -168,7 +168,7 @@ impl Pipeline {
             upstreams.insert(name.clone(), upstream);
         }
         let tls = match &config.server.tls {
-            Some(t) => Some(Arc::new(Tls::new(t, issued.clone()).map_err(file_error)?)),
+            Some(t) => Some(Arc::new(Tls::new(t, issued.clone(), https_port).map_err(file_error)?)),
             None => None,
         };
         let shard = shard::Shard::new(&config, &metrics, previous.and_then(|p| p.shard.as_ref()))?;
@@ -378,6 +378,11 @@ fn finish(
         && let Some(hsts) = pipeline.tls.as_ref().and_then(|t| t.hsts.clone())
     {
         headers.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    if record.scheme == "https"
+        && let Some(alt_svc) = pipeline.tls.as_ref().and_then(|t| t.alt_svc.clone())
+    {
+        headers.insert(http::header::ALT_SVC, alt_svc);
     }
 }
 

@@ -26,6 +26,7 @@ mod gather;
 mod h1;
 mod handshakes;
 mod proxy_protocol;
+pub(crate) mod quic;
 mod stall;
 
 use std::convert::Infallible;
@@ -208,15 +209,20 @@ pub(crate) struct ConnSettings {
     /// `server.grace_period`, read when the listener stops.
     grace_period: Duration,
     metrics: Arc<Metrics>,
+    /// With `server.tls.http3`: the QUIC listeners' settings, taken by each new connection.
+    quic: Option<Arc<quinn::ServerConfig>>,
 }
 
 impl ConnSettings {
     /// `tls` is the configuration's, as its pipeline built it (files read once).
     pub(crate) fn new(config: &Config, tls: Option<Arc<Tls>>, metrics: Arc<Metrics>) -> ConnSettings {
         let handshakes = config.server.tls.as_ref().map_or((1, 1), |t| (t.max_handshakes, t.max_handshakes_per_source));
+        let secure = Settings::of(config, Listener::Tls);
+        let quic = tls.as_deref().and_then(|t| quic::config(t, &secure));
         ConnSettings {
             plain: Settings::of(config, Listener::Plain),
-            secure: Settings::of(config, Listener::Tls),
+            secure,
+            quic,
             admin: Settings::of(config, Listener::Admin),
             tls,
             max_connections: config.server.max_connections.max(1),

@@ -1,0 +1,179 @@
+//! HTTP/3: a real QUIC + HTTP/3 client (quinn and h3) against relais's QUIC
+//! listener beside its TLS listener, with certificates from a throwaway CA.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::Request;
+use http_body_util::BodyExt;
+use support::tls::{TestCa, client_config, tls_get};
+use support::*;
+
+/// An HTTP/3 answer: status, headers and the whole body.
+struct H3Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl H3Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One request over a new HTTP/3 connection to `addr`, naming `sni`, trusting `ca_pem`.
+async fn h3_send(addr: SocketAddr, sni: &str, ca_pem: &str, method: &str, path: &str, body: Bytes) -> H3Reply {
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(ca_pem, &[b"h3"], None)).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let quic = endpoint.connect(addr, sni).unwrap().await.unwrap();
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
+    let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let req = Request::builder().method(method).uri(format!("https://{sni}{path}")).body(()).unwrap();
+    let mut stream = sender.send_request(req).await.unwrap();
+    if !body.is_empty() {
+        stream.send_data(body).await.unwrap();
+    }
+    stream.finish().await.unwrap();
+    let head = stream.recv_response().await.unwrap();
+    let mut got = BytesMut::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    drop((stream, sender));
+    driving.abort();
+    endpoint.close(0u8.into(), b"");
+    H3Reply { status: head.status().as_u16(), headers: head.headers().clone(), body: got.freeze() }
+}
+
+async fn h3_get(addr: SocketAddr, sni: &str, ca_pem: &str, path: &str) -> H3Reply {
+    h3_send(addr, sni, ca_pem, "GET", path, Bytes::new()).await
+}
+
+/// relais with HTTP/3 on beside `[server.tls]` on 127.0.0.1:0, with these certificates.
+async fn h3_relais(o: &Origin, certs: &[(std::path::PathBuf, std::path::PathBuf)]) -> Relais {
+    let certificates: String = certs
+        .iter()
+        .map(|(c, k)| format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", c.display(), k.display()))
+        .collect();
+    let server = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\nalt_svc_max_age = \"1h\"\n{certificates}"
+    );
+    relais(proxy_to(o.addr).section(server)).await
+}
+
+/// An origin: `/page` cacheable, `/echo` answers with the body it got, `/big` 6 MiB.
+async fn h3_origin() -> Origin {
+    origin()
+        .route("/page", |_req: Request<hyper::body::Incoming>| async move {
+            text(200, "the page", &[("cache-control", "max-age=60")])
+        })
+        .route("/echo", |req: Request<hyper::body::Incoming>| async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            http::Response::builder().status(200).body(full(body)).unwrap()
+        })
+        .route("/big", |_req: Request<hyper::body::Incoming>| async move {
+            http::Response::builder().status(200).body(full(big())).unwrap()
+        })
+        .start()
+        .await
+}
+
+fn big() -> Bytes {
+    (0..6 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect::<Vec<u8>>().into()
+}
+
+#[tokio::test]
+async fn a_cached_object_over_http3_is_the_same_as_over_http2() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais(&o, &[cert]).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let over_h2 = tls_get(addr, "a.test", &ca.pem, true, "/page").await.unwrap();
+    assert_eq!(over_h2.status, 200);
+    let over_h3 = h3_get(addr, "a.test", &ca.pem, "/page").await;
+    assert_eq!(over_h3.status, 200);
+    assert_eq!(over_h3.body, over_h2.body);
+    assert!(over_h3.header("cache-status").unwrap().contains("hit"), "{:?}", over_h3.headers);
+    let again = tls_get(addr, "a.test", &ca.pem, true, "/page").await.unwrap();
+    assert_eq!(again.header("cache-status"), over_h3.header("cache-status"));
+    assert_eq!(o.hits("/page"), 1);
+}
+
+#[tokio::test]
+async fn a_post_body_reaches_the_origin_whole() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais(&o, &[cert]).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let sent: Bytes = (0..300_000u32).map(|i| (i % 241) as u8).collect::<Vec<u8>>().into();
+    let r = h3_send(addr, "a.test", &ca.pem, "POST", "/echo", sent.clone()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), sent.len());
+    assert!(r.body == sent);
+}
+
+#[tokio::test]
+async fn a_large_download_arrives_whole() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais(&o, &[cert]).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let r = h3_get(addr, "a.test", &ca.pem, "/big").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), big().len());
+    assert!(r.body == big());
+}
+
+#[tokio::test]
+async fn https_responses_offer_http3_by_alt_svc() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais(&o, &[cert]).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let want = format!("h3=\":{}\"; ma=3600", addr.port());
+    for h2 in [false, true] {
+        let r = tls_get(addr, "a.test", &ca.pem, h2, "/page").await.unwrap();
+        assert_eq!(r.header("alt-svc"), Some(want.as_str()));
+    }
+    // Not on the cleartext listener.
+    let r = get_with(&proxy.url("/page"), &[("host", "a.test")]).await;
+    assert_eq!(r.header("alt-svc"), None);
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_over_quic() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let first = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let second = ca.issue(&["b.test"]).write(dir.path(), "b");
+    let proxy = h3_relais(&o, &[first, second]).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    // The client verifies the name: b.test's handshake succeeds only with b.test's certificate.
+    for name in ["a.test", "b.test"] {
+        assert_eq!(h3_get(addr, name, &ca.pem, "/page").await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn http3_needs_a_positive_alt_svc_max_age() {
+    let o = h3_origin().await;
+    let conf = proxy_to(o.addr).section(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\nalt_svc_max_age = \"0s\"\ncertificates = [{ cert = \"c\", key = \"k\" }]\n",
+    );
+    let err = relais::Config::from_toml(&conf.to_string(), "t.toml").unwrap_err().to_string();
+    assert!(err.contains("server.tls.alt_svc_max_age"), "{err}");
+}
