@@ -1,6 +1,6 @@
 //! Listeners and connections: accept, serve HTTP/1.1 and h2c (prior
-//! knowledge) on the same port, close what is silent or idle, and shut down
-//! gracefully.
+//! knowledge) on the same port, TLS, and HTTP/3 beside it ([`quic`]), close
+//! what is silent or idle, and shut down gracefully.
 //!
 //! A connection's first bytes are read under `header_read_timeout` to choose
 //! the protocol (on a TLS listener, before the handshake takes one of the
