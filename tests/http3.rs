@@ -25,29 +25,53 @@ impl H3Reply {
     }
 }
 
-/// One request over a new HTTP/3 connection to `addr`, naming `sni`, trusting `ca_pem`.
+/// An HTTP/3 connection to relais, trusting `ca_pem`, naming `sni`.
+struct H3Client {
+    endpoint: quinn::Endpoint,
+    sender: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    driving: tokio::task::JoinHandle<h3::error::ConnectionError>,
+    sni: String,
+}
+
+impl H3Client {
+    async fn open(addr: SocketAddr, sni: &str, ca_pem: &str) -> H3Client {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(ca_pem, &[b"h3"], None)).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let quic = endpoint.connect(addr, sni).unwrap().await.unwrap();
+        let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
+        let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        H3Client { endpoint, sender, driving, sni: sni.to_string() }
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: Bytes) -> H3Reply {
+        let uri = format!("https://{}{path}", self.sni);
+        let req = Request::builder().method(method).uri(uri).body(()).unwrap();
+        let mut stream = self.sender.send_request(req).await.unwrap();
+        if !body.is_empty() {
+            stream.send_data(body).await.unwrap();
+        }
+        stream.finish().await.unwrap();
+        let head = stream.recv_response().await.unwrap();
+        let mut got = BytesMut::new();
+        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+            got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        H3Reply { status: head.status().as_u16(), headers: head.headers().clone(), body: got.freeze() }
+    }
+
+    fn close(self) {
+        self.driving.abort();
+        self.endpoint.close(0u8.into(), b"");
+    }
+}
+
+/// One request over a new HTTP/3 connection.
 async fn h3_send(addr: SocketAddr, sni: &str, ca_pem: &str, method: &str, path: &str, body: Bytes) -> H3Reply {
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(ca_pem, &[b"h3"], None)).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let quic = endpoint.connect(addr, sni).unwrap().await.unwrap();
-    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
-    let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-    let req = Request::builder().method(method).uri(format!("https://{sni}{path}")).body(()).unwrap();
-    let mut stream = sender.send_request(req).await.unwrap();
-    if !body.is_empty() {
-        stream.send_data(body).await.unwrap();
-    }
-    stream.finish().await.unwrap();
-    let head = stream.recv_response().await.unwrap();
-    let mut got = BytesMut::new();
-    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
-        got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-    }
-    drop((stream, sender));
-    driving.abort();
-    endpoint.close(0u8.into(), b"");
-    H3Reply { status: head.status().as_u16(), headers: head.headers().clone(), body: got.freeze() }
+    let mut client = H3Client::open(addr, sni, ca_pem).await;
+    let reply = client.send(method, path, body).await;
+    client.close();
+    reply
 }
 
 async fn h3_get(addr: SocketAddr, sni: &str, ca_pem: &str, path: &str) -> H3Reply {
@@ -176,4 +200,26 @@ async fn http3_needs_a_positive_alt_svc_max_age() {
     );
     let err = relais::Config::from_toml(&conf.to_string(), "t.toml").unwrap_err().to_string();
     assert!(err.contains("server.tls.alt_svc_max_age"), "{err}");
+}
+
+#[tokio::test]
+async fn http3_connections_are_counted_while_open() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais(&o, &[cert]).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let open = |n: u64| format!("relais_connections_open{{listener=\"https\",protocol=\"h3\"}} {n}");
+    let mut client = H3Client::open(addr, "a.test", &ca.pem).await;
+    for _ in 0..2 {
+        assert_eq!(client.send("GET", "/page", Bytes::new()).await.status, 200);
+    }
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    assert!(m.contains(&open(1)), "{m}");
+    client.close();
+    until("the HTTP/3 connection closed", || async {
+        proxy.admin("GET", "/metrics", "").await.text().contains(&open(0))
+    })
+    .await;
 }

@@ -52,8 +52,9 @@ pub(super) fn config(tls: &crate::tls::Tls, s: &Settings) -> Option<Arc<quinn::S
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(s.max_streams.into())
-        // Only the client's control and QPACK streams (a server push is never sent).
-        .max_concurrent_uni_streams(3u8.into())
+        // The client's control and QPACK streams, and room for the grease ones
+        // clients send (RFC 9114, 6.2.3); a server push is never asked for.
+        .max_concurrent_uni_streams(8u8.into())
         .max_idle_timeout(quinn::IdleTimeout::try_from(s.idle_timeout).ok());
     config.transport_config(Arc::new(transport));
     Some(Arc::new(config))
