@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use http::Request;
 use http_body_util::BodyExt;
-use support::tls::{TestCa, client_config, tls_get};
+use support::tls::{TestCa, client_config, names_in, tls_get};
 use support::*;
 
 /// An HTTP/3 answer: status, headers and the whole body.
@@ -31,6 +31,8 @@ struct H3Client {
     sender: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     driving: tokio::task::JoinHandle<h3::error::ConnectionError>,
     sni: String,
+    /// The DNS names of the certificate relais presented.
+    names: Vec<String>,
 }
 
 impl H3Client {
@@ -39,9 +41,12 @@ impl H3Client {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(ca_pem, &[b"h3"], None)).unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         let quic = endpoint.connect(addr, sni).unwrap().await.unwrap();
+        let chain =
+            quic.peer_identity().unwrap().downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().unwrap();
+        let names = names_in(&chain[0]);
         let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
         let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-        H3Client { endpoint, sender, driving, sni: sni.to_string() }
+        H3Client { endpoint, sender, driving, sni: sni.to_string(), names }
     }
 
     async fn send(&mut self, method: &str, path: &str, body: Bytes) -> H3Reply {
@@ -80,12 +85,17 @@ async fn h3_get(addr: SocketAddr, sni: &str, ca_pem: &str, path: &str) -> H3Repl
 
 /// relais with HTTP/3 on beside `[server.tls]` on 127.0.0.1:0, with these certificates.
 async fn h3_relais(o: &Origin, certs: &[(std::path::PathBuf, std::path::PathBuf)]) -> Relais {
+    h3_relais_with(o, certs, "").await
+}
+
+/// [`h3_relais`] with `server` lines in `[server]`.
+async fn h3_relais_with(o: &Origin, certs: &[(std::path::PathBuf, std::path::PathBuf)], server: &str) -> Relais {
     let certificates: String = certs
         .iter()
         .map(|(c, k)| format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", c.display(), k.display()))
         .collect();
     let server = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\nalt_svc_max_age = \"1h\"\n{certificates}"
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{server}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\nalt_svc_max_age = \"1h\"\n{certificates}"
     );
     relais(proxy_to(o.addr).section(server)).await
 }
@@ -100,6 +110,7 @@ async fn h3_origin() -> Origin {
             let body = req.into_body().collect().await.unwrap().to_bytes();
             http::Response::builder().status(200).body(full(body)).unwrap()
         })
+        .late("/slow", std::time::Duration::from_millis(600), "slow")
         .route("/big", |_req: Request<hyper::body::Incoming>| async move {
             http::Response::builder().status(200).body(full(big())).unwrap()
         })
@@ -222,4 +233,73 @@ async fn http3_connections_are_counted_while_open() {
         proxy.admin("GET", "/metrics", "").await.text().contains(&open(0))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_certificate_for_new_quic_connections() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais(&o, &[cert]).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let mut kept = H3Client::open(addr, "a.test", &ca.pem).await;
+    assert_eq!(kept.names, ["a.test"]);
+    // The same files, new contents.
+    ca.issue(&["a.test", "v2.a.test"]).write(dir.path(), "a");
+    proxy.handle.reload(proxy.handle.config().as_ref().clone()).unwrap();
+    let fresh = H3Client::open(addr, "a.test", &ca.pem).await;
+    assert_eq!(fresh.names, ["a.test", "v2.a.test"], "a new handshake gets the new certificate");
+    assert_eq!(kept.send("GET", "/page", Bytes::new()).await.status, 200, "the open connection is still served");
+    kept.close();
+    fresh.close();
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_at_the_idle_timeout() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais_with(&o, &[cert], "idle_timeout = \"1s\"").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let mut client = H3Client::open(addr, "a.test", &ca.pem).await;
+    assert_eq!(client.send("GET", "/page", Bytes::new()).await.status, 200);
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), &mut client.driving).await;
+    assert!(closed.is_ok(), "still open after 10 s");
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(900), "closed after {waited:?}, before the idle timeout");
+}
+
+#[tokio::test]
+async fn a_stop_finishes_requests_in_flight_and_takes_no_new_connection() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais_with(&o, &[cert], "grace_period = \"5s\"").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let mut client = H3Client::open(addr, "a.test", &ca.pem).await;
+    let slow = tokio::spawn(async move {
+        let reply = client.send("GET", "/slow", Bytes::new()).await;
+        client.close();
+        reply
+    });
+    until("the slow request reached the origin", || async { o.hits("/slow") == 1 }).await;
+    let Relais { handle, cache_dir, .. } = proxy;
+    let stopped = tokio::spawn(handle.shutdown());
+    let reply = slow.await.unwrap();
+    assert_eq!((reply.status, reply.body.as_ref()), (200, &b"slow"[..]));
+    tokio::time::timeout(std::time::Duration::from_secs(5), stopped).await.unwrap().unwrap();
+    // Nothing answers on the QUIC port any more.
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(&ca.pem, &[b"h3"], None)).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(std::time::Duration::from_millis(500).try_into().unwrap()));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
+    assert!(endpoint.connect(addr, "a.test").unwrap().await.is_err());
+    drop(cache_dir);
 }
