@@ -37,7 +37,11 @@ struct H3Client {
 
 impl H3Client {
     async fn open(addr: SocketAddr, sni: &str, ca_pem: &str) -> H3Client {
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        H3Client::open_from("127.0.0.1:0".parse().unwrap(), addr, sni, ca_pem).await
+    }
+
+    async fn open_from(from: SocketAddr, addr: SocketAddr, sni: &str, ca_pem: &str) -> H3Client {
+        let mut endpoint = quinn::Endpoint::client(from).unwrap();
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(ca_pem, &[b"h3"], None)).unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         let quic = endpoint.connect(addr, sni).unwrap().await.unwrap();
@@ -302,4 +306,60 @@ async fn a_stop_finishes_requests_in_flight_and_takes_no_new_connection() {
     endpoint.set_default_client_config(config);
     assert!(endpoint.connect(addr, "a.test").unwrap().await.is_err());
     drop(cache_dir);
+}
+
+/// Forwards each client's first datagram (its Initial) to `server` from a
+/// socket of its own, and nothing back: each is a handshake that never goes on.
+async fn black_hole(server: SocketAddr) -> SocketAddr {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashMap::new();
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, from) = front.recv_from(&mut buf).await.unwrap();
+            if seen.contains_key(&from) {
+                continue;
+            }
+            let out = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            out.send_to(&buf[..n], server).await.unwrap();
+            seen.insert(from, out);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_flood_of_initials_gets_retries_and_does_not_keep_another_client_out() {
+    // One source may hold every handshake place: only the Retry keeps the
+    // flood (whose forged addresses never answer one) from taking them all.
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let (cert, key) = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let certificates =
+        format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
+    let server = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\n\
+         max_handshakes = 4\nmax_handshakes_per_source = 4\nhandshake_timeout = \"10s\"\n{certificates}"
+    );
+    let proxy = relais(proxy_to(o.addr).section(server)).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    // 40 Initials from 127.0.0.1, each from a port of its own, none answered.
+    let hole = black_hole(addr).await;
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(&ca.pem, &[b"h3"], None)).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let connecting = endpoint.connect(hole, "a.test").unwrap();
+        flood.push((endpoint, tokio::spawn(connecting)));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Another source connects and is served well before the flood's handshakes time out.
+    let started = std::time::Instant::now();
+    let mut client = H3Client::open_from("127.0.0.2:0".parse().unwrap(), addr, "a.test", &ca.pem).await;
+    assert_eq!(client.send("GET", "/page", Bytes::new()).await.status, 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    client.close();
 }
