@@ -363,3 +363,34 @@ async fn a_flood_of_initials_gets_retries_and_does_not_keep_another_client_out()
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
     client.close();
 }
+
+/// The access log (of the real binary) names the protocol of a request over HTTP/3.
+#[tokio::test]
+async fn the_access_log_says_http3() {
+    use support::process::{config, free_port, start, write};
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let (cert, key) = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let (port, tls_port) = (free_port(), free_port());
+    let toml = format!(
+        "[log]\nfile = \"access.log\"\n{}\n[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\nhttp3 = true\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        config(dir.path(), port, o.addr, ""),
+        cert.display(),
+        key.display()
+    );
+    let path = dir.path().join("relais.toml");
+    write(&path, &toml);
+    let _child = start(&path, port).await;
+    let addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    assert_eq!(h3_get(addr, "a.test", &ca.pem, "/page").await.status, 200);
+    let log = dir.path().join("access.log");
+    until("the request is logged", || async {
+        std::fs::read_to_string(&log).unwrap_or_default().lines().any(|l| l.contains("/page"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text.lines().find(|l| l.contains("/page")).unwrap();
+    assert!(line.contains("HTTP/3.0") && line.contains("https"), "{line}");
+}
