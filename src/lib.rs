@@ -118,11 +118,11 @@ fn listen(
 /// Binds a UDP socket for QUIC at each TLS listener's address (its port as
 /// bound). The new process of a binary upgrade, whose predecessor still holds
 /// them, serves without HTTP/3 until its next start.
-fn bind_quic(tls_addrs: &[SocketAddr], upgrading: bool) -> Result<Vec<std::net::UdpSocket>, StartError> {
+fn bind_quic(tls_addrs: &[SocketAddr], upgrading: bool) -> Result<Vec<(SocketAddr, std::net::UdpSocket)>, StartError> {
     let mut sockets = Vec::new();
     for &addr in tls_addrs {
         match server::quic::bind(addr) {
-            Ok(socket) => sockets.push(socket),
+            Ok(socket) => sockets.push((addr, socket)),
             Err(e) if upgrading => tracing::warn!(%addr, error = %e, "no HTTP/3 on this address until the next start"),
             Err(source) => return Err(StartError::Bind { addr, source }),
         }
@@ -222,6 +222,7 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
         metrics: metrics.clone(),
         issued: issued.clone(),
         https_port,
+        quic_port: quic_sockets.first().map(|(addr, _)| addr.port()),
         temp_files: Default::default(),
         copies: Arc::new(compress::Encodings::new(0)),
         memory: Default::default(),
@@ -258,8 +259,10 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
     for l in tls_listeners {
         tasks.spawn(server::serve(l, shared.clone(), conns.clone(), stopped.clone(), server::Listener::Tls));
     }
-    for socket in quic_sockets {
-        tasks.spawn(server::quic::serve(socket, shared.clone(), conns.clone(), stopped.clone()));
+    for (addr, socket) in quic_sockets {
+        let endpoint =
+            server::quic::endpoint(socket, &conns.load()).map_err(|source| StartError::Bind { addr, source })?;
+        tasks.spawn(server::quic::serve(endpoint, shared.clone(), conns.clone(), stopped.clone()));
     }
     // The configured files, which an operator replaces (ACME renews its own and logs its failures).
     let configured = {

@@ -394,3 +394,31 @@ async fn the_access_log_says_http3() {
     let line = text.lines().find(|l| l.contains("/page")).unwrap();
     assert!(line.contains("HTTP/3.0") && line.contains("https"), "{line}");
 }
+
+/// The UDP sockets are bound at start: a reload turns HTTP/3 off (no more
+/// `Alt-Svc`, new QUIC connections refused), never on.
+#[tokio::test]
+async fn a_reload_turns_http3_off_but_not_on() {
+    let o = h3_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais(&o, &[cert]).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let switch = |on: bool| {
+        let mut config = proxy.handle.config().as_ref().clone();
+        config.server.tls.as_mut().unwrap().http3 = on;
+        proxy.handle.reload(config).unwrap();
+    };
+    switch(false);
+    let r = tls_get(addr, "a.test", &ca.pem, true, "/page").await.unwrap();
+    assert_eq!(r.header("alt-svc"), None);
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(&ca.pem, &[b"h3"], None)).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let refused = endpoint.connect(addr, "a.test").unwrap().await.err();
+    assert!(matches!(refused, Some(quinn::ConnectionError::ConnectionClosed(_))), "{refused:?}");
+    switch(true);
+    let r = tls_get(addr, "a.test", &ca.pem, true, "/page").await.unwrap();
+    assert!(r.header("alt-svc").is_some(), "offered again: the socket is still bound");
+}

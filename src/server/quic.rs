@@ -60,23 +60,19 @@ pub(super) fn config(tls: &crate::tls::Tls, s: &Settings) -> Option<Arc<quinn::S
     Some(Arc::new(config))
 }
 
-/// Serves HTTP/3 on `socket` until `stop` changes, then drains within `server.grace_period`.
+/// The QUIC endpoint on `socket`, with the configuration in force (HTTP/3 on).
+pub(crate) fn endpoint(socket: std::net::UdpSocket, conns: &ConnSettings) -> io::Result<quinn::Endpoint> {
+    let config = conns.quic.as_deref().cloned().ok_or_else(|| io::Error::other("HTTP/3 is off"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(config), socket, Arc::new(quinn::TokioRuntime))
+}
+
+/// Serves HTTP/3 on `endpoint` until `stop` changes, then drains within `server.grace_period`.
 pub(crate) async fn serve(
-    socket: std::net::UdpSocket,
+    endpoint: quinn::Endpoint,
     pipelines: Arc<ArcSwap<Pipeline>>,
     conns: Arc<ArcSwap<ConnSettings>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(first) = conns.load().quic.clone() else { return };
-    let runtime = Arc::new(quinn::TokioRuntime);
-    let endpoint = match quinn::Endpoint::new(quinn::EndpointConfig::default(), Some((*first).clone()), socket, runtime)
-    {
-        Ok(endpoint) => endpoint,
-        Err(e) => {
-            tracing::error!(error = %e, "QUIC listener could not start");
-            return;
-        }
-    };
     let (places, busy) = {
         let (all, per_source) = conns.load().handshakes;
         (Handshakes::new(all, per_source), all.div_ceil(2))

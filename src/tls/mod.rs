@@ -73,9 +73,9 @@ pub(crate) struct Tls {
 
 impl Tls {
     /// Reads every certificate and key `config` names. `issued` holds what ACME
-    /// obtained, kept across reloads. `port` is the first TLS listener's, which
-    /// its QUIC listener shares (for `Alt-Svc`).
-    pub(crate) fn new(config: &TlsConfig, issued: Arc<Issued>, port: Option<u16>) -> Result<Tls, TlsError> {
+    /// obtained, kept across reloads. `quic_port` is the first QUIC listener's
+    /// (bound at start), which `Alt-Svc` offers.
+    pub(crate) fn new(config: &TlsConfig, issued: Arc<Issued>, quic_port: Option<u16>) -> Result<Tls, TlsError> {
         let provider = provider();
         let loaded: Vec<Loaded> =
             config.certificates.iter().map(|c| certs::load(&c.cert, &c.key, &provider)).collect::<Result<_, _>>()?;
@@ -135,7 +135,7 @@ impl Tls {
             }
             None => None,
         };
-        let alt_svc = match (config.http3, port) {
+        let alt_svc = match (config.http3, quic_port) {
             (true, Some(port)) => {
                 HeaderValue::try_from(format!("h3=\":{port}\"; ma={}", config.alt_svc_max_age.get().as_secs())).ok()
             }
