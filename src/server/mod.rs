@@ -21,6 +21,7 @@
 //! [`ConnSettings`], built once with it and swapped beside it.
 
 mod activity;
+mod backoff;
 mod frames;
 mod gather;
 mod h1;
@@ -53,6 +54,7 @@ use crate::metrics::{Metrics, Reason};
 use crate::proxy::{self, Conn, Pipeline};
 use crate::tls::Tls;
 use activity::{Activity, Counted};
+use backoff::Backoff;
 use gather::Gather;
 use handshakes::Handshakes;
 
@@ -162,35 +164,6 @@ pub(crate) async fn accept<M, H, F, B>(
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(?grace, left = connections.len(), "grace period over; closing remaining connections");
         connections.shutdown().await;
-    }
-}
-
-/// Accept errors (out of descriptors, mostly) are waited out with a doubling
-/// pause, logged once per run of failures rather than at every retry.
-#[derive(Default)]
-struct Backoff {
-    pause: Duration,
-    failures: u64,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(10);
-    const MOST: Duration = Duration::from_secs(1);
-
-    async fn wait(&mut self, e: &io::Error) {
-        self.failures += 1;
-        if self.failures == 1 {
-            tracing::warn!(error = %e, "accept failed; pausing accepts until it passes");
-        }
-        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MOST);
-        tokio::time::sleep(self.pause).await;
-    }
-
-    fn reset(&mut self) {
-        if self.failures > 0 {
-            tracing::warn!(failures = self.failures, "accepting again");
-        }
-        *self = Backoff::default();
     }
 }
 

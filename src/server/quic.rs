@@ -5,8 +5,9 @@
 //! written frame by frame, each write waiting for the client's window.
 //!
 //! Each handshake takes the current configuration's certificates (a reload
-//! applies to the next one) and a place in the same [`Handshakes`] caps as
-//! TLS over TCP; once half of `max_handshakes` are in progress, a client whose
+//! applies to the next one) and a place under the same [`Handshakes`] caps as
+//! a TLS listener has (each listener its own); once half of `max_handshakes`
+//! are in progress on the listener, a client whose
 //! address is not yet validated is sent a Retry first, so a flood of Initial
 //! packets from forged addresses costs one stateless packet each.
 //!
