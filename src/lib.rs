@@ -115,6 +115,21 @@ fn listen(
     Ok(listeners)
 }
 
+/// Binds a UDP socket for QUIC at each TLS listener's address (its port as
+/// bound). The new process of a binary upgrade, whose predecessor still holds
+/// them, serves without HTTP/3 until its next start.
+fn bind_quic(tls_addrs: &[SocketAddr], upgrading: bool) -> Result<Vec<(SocketAddr, std::net::UdpSocket)>, StartError> {
+    let mut sockets = Vec::new();
+    for &addr in tls_addrs {
+        match server::quic::bind(addr) {
+            Ok(socket) => sockets.push((addr, socket)),
+            Err(e) if upgrading => tracing::warn!(%addr, error = %e, "no HTTP/3 on this address until the next start"),
+            Err(source) => return Err(StartError::Bind { addr, source }),
+        }
+    }
+    Ok(sockets)
+}
+
 /// What `relais check` verifies beyond the configuration's own validity:
 /// the log files can be opened, `server.user` exists, and every certificate
 /// and key it names can be used (and is valid now). Returns the listeners'
@@ -193,6 +208,10 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
     let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let tls_addrs: Vec<SocketAddr> = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let quic_sockets = match config.server.tls.as_ref().is_some_and(|t| t.http3) {
+        true => bind_quic(&tls_addrs, successor.is_some())?,
+        false => Vec::new(),
+    };
     let metrics = Arc::new(metrics::Metrics::new());
     let issued = Arc::new(tls::Issued::default());
     let acme = config.acme.clone();
@@ -203,6 +222,7 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
         metrics: metrics.clone(),
         issued: issued.clone(),
         https_port,
+        quic_port: quic_sockets.first().map(|(addr, _)| addr.port()),
         temp_files: Default::default(),
         copies: Arc::new(compress::Encodings::new(0)),
         memory: Default::default(),
@@ -238,6 +258,11 @@ async fn start_with(config: Config, mut successor: Option<Successor>) -> Result<
     }
     for l in tls_listeners {
         tasks.spawn(server::serve(l, shared.clone(), conns.clone(), stopped.clone(), server::Listener::Tls));
+    }
+    for (addr, socket) in quic_sockets {
+        let endpoint =
+            server::quic::endpoint(socket, &conns.load()).map_err(|source| StartError::Bind { addr, source })?;
+        tasks.spawn(server::quic::serve(endpoint, shared.clone(), conns.clone(), stopped.clone()));
     }
     // The configured files, which an operator replaces (ACME renews its own and logs its failures).
     let configured = {

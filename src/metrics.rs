@@ -298,8 +298,8 @@ pub struct Metrics {
     acme_failed: AtomicU64,
     guard: RwLock<GuardMap>,
     auth: RwLock<AuthMap>,
-    /// Client connections open now, per listener (as [`LISTENERS`]) and protocol (HTTP/1, HTTP/2).
-    open: [[AtomicU64; 2]; 3],
+    /// Client connections open now, per listener (as [`LISTENERS`]) and protocol (HTTP/1, HTTP/2, HTTP/3).
+    open: [[AtomicU64; 3]; 3],
 }
 
 /// The `coding` label of `relais_files_served_total`, in the order of
@@ -358,13 +358,21 @@ impl Metrics {
         OpenConnection(open)
     }
 
-    /// Open client connections: (listener, protocol, count).
+    /// An HTTP/3 connection (on a TLS listener's QUIC twin), counted until dropped.
+    pub(crate) fn connection_open_h3(&self) -> OpenConnection<'_> {
+        let open = &self.open[1][2];
+        open.fetch_add(1, Relaxed);
+        OpenConnection(open)
+    }
+
+    /// Open client connections: (listener, protocol, count); HTTP/3 on the TLS listener only.
     pub fn connections_open(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let mut all = Vec::with_capacity(6);
+        let mut all = Vec::with_capacity(7);
         for (listener, open) in LISTENERS.iter().zip(&self.open) {
             all.push((*listener, "http1", open[0].load(Relaxed)));
             all.push((*listener, "h2", open[1].load(Relaxed)));
         }
+        all.insert(4, (LISTENERS[1], "h3", self.open[1][2].load(Relaxed)));
         all
     }
 

@@ -59,10 +59,22 @@ pub struct TlsConfig {
     /// before the TLS handshake (see `server.proxy_protocol`). Default false.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// QUIC and HTTP/3 on UDP beside each `listen` address (same ip:port),
+    /// with the same certificates, advertised by `Alt-Svc` on the TLS
+    /// listeners' responses. Default false.
+    #[serde(default)]
+    pub http3: bool,
+    /// `Alt-Svc`'s `ma`: how long a client may remember the HTTP/3 offer.
+    /// Default 24h.
+    #[serde(default = "a_day")]
+    pub alt_svc_max_age: Dur,
 }
 
 fn ten_seconds() -> Dur {
     Dur::secs(10)
+}
+fn a_day() -> Dur {
+    Dur::secs(86_400)
 }
 fn handshakes() -> usize {
     1024
@@ -220,6 +232,12 @@ pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) 
         }
         if tls.handshake_timeout.get().is_zero() {
             return Err(bad("server.tls.handshake_timeout".into(), "must be more than 0".into()));
+        }
+        if tls.http3 && tls.alt_svc_max_age.get().is_zero() {
+            return Err(bad(
+                "server.tls.alt_svc_max_age".into(),
+                "must be more than 0 (clients would forget HTTP/3 at once)".into(),
+            ));
         }
         if tls.client_subject_header.is_some() && tls.client_ca.is_none() {
             return Err(bad("server.tls.client_subject_header".into(), "needs client_ca".into()));

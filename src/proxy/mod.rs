@@ -61,6 +61,7 @@ pub(crate) struct Pipeline {
     pub issued: Arc<Issued>,
     /// The port cleartext requests are redirected to (`redirect_https`), as bound.
     https_port: Option<u16>,
+    quic_port: Option<u16>,
     hide_headers: Vec<HeaderName>,
     /// `server.request_id`: the header that carries each request's id.
     request_id: Option<HeaderName>,
@@ -87,6 +88,8 @@ pub(crate) struct Lasting {
     pub issued: Arc<Issued>,
     /// The first TLS listener's port, as bound (the configuration may say 0).
     pub https_port: Option<u16>,
+    /// Its QUIC twin's, when HTTP/3 was on at start (what `Alt-Svc` offers).
+    pub quic_port: Option<u16>,
     /// Temp files of buffered uploads and responses (`buffering.request_disk`, `response_disk`).
     pub temp_files: Arc<buffer::TempFiles>,
     /// Encoded copies of cached bodies (`compression.stored_memory`), which
@@ -149,7 +152,8 @@ impl Pipeline {
     /// settings did not change are taken over from `previous` with their pools
     /// and health.
     pub(crate) fn new(config: Config, lasting: &Lasting, previous: Option<&Pipeline>) -> Result<Pipeline, ConfigError> {
-        let Lasting { cache, metrics, issued, https_port, temp_files, copies, memory, maintenance } = lasting.clone();
+        let Lasting { cache, metrics, issued, https_port, quic_port, temp_files, copies, memory, maintenance } =
+            lasting.clone();
         let file_error = |e: crate::tls::TlsError| config.file_error(e.file, e.reason);
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
@@ -168,7 +172,7 @@ impl Pipeline {
             upstreams.insert(name.clone(), upstream);
         }
         let tls = match &config.server.tls {
-            Some(t) => Some(Arc::new(Tls::new(t, issued.clone()).map_err(file_error)?)),
+            Some(t) => Some(Arc::new(Tls::new(t, issued.clone(), quic_port).map_err(file_error)?)),
             None => None,
         };
         let shard = shard::Shard::new(&config, &metrics, previous.and_then(|p| p.shard.as_ref()))?;
@@ -193,6 +197,7 @@ impl Pipeline {
             tls,
             issued,
             https_port,
+            quic_port,
             hide_headers,
             request_id,
             hide_targeted,
@@ -211,6 +216,7 @@ impl Pipeline {
             metrics: self.metrics.clone(),
             issued: self.issued.clone(),
             https_port: self.https_port,
+            quic_port: self.quic_port,
             temp_files: self.buffering.temp_files(),
             copies: self.compression.copies.clone(),
             memory: self.buffering.memory(),
@@ -378,6 +384,11 @@ fn finish(
         && let Some(hsts) = pipeline.tls.as_ref().and_then(|t| t.hsts.clone())
     {
         headers.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    if record.scheme == "https"
+        && let Some(alt_svc) = pipeline.tls.as_ref().and_then(|t| t.alt_svc.clone())
+    {
+        headers.insert(http::header::ALT_SVC, alt_svc);
     }
 }
 

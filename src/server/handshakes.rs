@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub(super) struct Handshakes {
     all: Arc<Semaphore>,
+    all_places: usize,
     per_source: usize,
     sources: Mutex<HashMap<Source, Arc<Semaphore>>>,
 }
@@ -40,6 +41,7 @@ impl Handshakes {
     pub(super) fn new(all: usize, per_source: usize) -> Arc<Handshakes> {
         Arc::new(Handshakes {
             all: Arc::new(Semaphore::new(all.max(1))),
+            all_places: all.max(1),
             per_source: per_source.max(1),
             sources: Mutex::default(),
         })
@@ -59,6 +61,11 @@ impl Handshakes {
             place.permits = Some((mine, all));
         }
         place
+    }
+
+    /// Handshakes holding a place now.
+    pub(super) fn in_progress(&self) -> usize {
+        self.all_places - self.all.available_permits()
     }
 
     #[cfg(test)]

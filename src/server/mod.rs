@@ -1,6 +1,6 @@
 //! Listeners and connections: accept, serve HTTP/1.1 and h2c (prior
-//! knowledge) on the same port, close what is silent or idle, and shut down
-//! gracefully.
+//! knowledge) on the same port, TLS, and HTTP/3 beside it ([`quic`]), close
+//! what is silent or idle, and shut down gracefully.
 //!
 //! A connection's first bytes are read under `header_read_timeout` to choose
 //! the protocol (on a TLS listener, before the handshake takes one of the
@@ -21,11 +21,13 @@
 //! [`ConnSettings`], built once with it and swapped beside it.
 
 mod activity;
+mod backoff;
 mod frames;
 mod gather;
 mod h1;
 mod handshakes;
 mod proxy_protocol;
+pub(crate) mod quic;
 mod stall;
 
 use std::convert::Infallible;
@@ -52,6 +54,7 @@ use crate::metrics::{Metrics, Reason};
 use crate::proxy::{self, Conn, Pipeline};
 use crate::tls::Tls;
 use activity::{Activity, Counted};
+use backoff::Backoff;
 use gather::Gather;
 use handshakes::Handshakes;
 
@@ -164,35 +167,6 @@ pub(crate) async fn accept<M, H, F, B>(
     }
 }
 
-/// Accept errors (out of descriptors, mostly) are waited out with a doubling
-/// pause, logged once per run of failures rather than at every retry.
-#[derive(Default)]
-struct Backoff {
-    pause: Duration,
-    failures: u64,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(10);
-    const MOST: Duration = Duration::from_secs(1);
-
-    async fn wait(&mut self, e: &io::Error) {
-        self.failures += 1;
-        if self.failures == 1 {
-            tracing::warn!(error = %e, "accept failed; pausing accepts until it passes");
-        }
-        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MOST);
-        tokio::time::sleep(self.pause).await;
-    }
-
-    fn reset(&mut self) {
-        if self.failures > 0 {
-            tracing::warn!(failures = self.failures, "accepting again");
-        }
-        *self = Backoff::default();
-    }
-}
-
 /// What the listeners read of one configuration: built once with it, stored
 /// beside its pipeline on every reload, read by a connection when accepted.
 pub(crate) struct ConnSettings {
@@ -208,15 +182,20 @@ pub(crate) struct ConnSettings {
     /// `server.grace_period`, read when the listener stops.
     grace_period: Duration,
     metrics: Arc<Metrics>,
+    /// With `server.tls.http3`: the QUIC listeners' settings, taken by each new connection.
+    quic: Option<Arc<quinn::ServerConfig>>,
 }
 
 impl ConnSettings {
     /// `tls` is the configuration's, as its pipeline built it (files read once).
     pub(crate) fn new(config: &Config, tls: Option<Arc<Tls>>, metrics: Arc<Metrics>) -> ConnSettings {
         let handshakes = config.server.tls.as_ref().map_or((1, 1), |t| (t.max_handshakes, t.max_handshakes_per_source));
+        let secure = Settings::of(config, Listener::Tls);
+        let quic = tls.as_deref().and_then(|t| quic::config(t, &secure));
         ConnSettings {
             plain: Settings::of(config, Listener::Plain),
-            secure: Settings::of(config, Listener::Tls),
+            secure,
+            quic,
             admin: Settings::of(config, Listener::Admin),
             tls,
             max_connections: config.server.max_connections.max(1),

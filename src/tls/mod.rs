@@ -59,6 +59,10 @@ pub(crate) struct Tls {
     pub certificates: Vec<CertInfo>,
     /// `Strict-Transport-Security`, when configured.
     pub hsts: Option<HeaderValue>,
+    /// With `http3`: QUIC's TLS (1.3 only, ALPN `h3`), with the same
+    /// certificates, and the `Alt-Svc` the TLS listeners send.
+    pub quic: Option<Arc<quinn::crypto::rustls::QuicServerConfig>>,
+    pub alt_svc: Option<HeaderValue>,
     /// Where the client certificate's subject goes, when configured.
     pub client_subject_header: Option<FieldName>,
     pub handshake_timeout: std::time::Duration,
@@ -69,8 +73,9 @@ pub(crate) struct Tls {
 
 impl Tls {
     /// Reads every certificate and key `config` names. `issued` holds what ACME
-    /// obtained, kept across reloads.
-    pub(crate) fn new(config: &TlsConfig, issued: Arc<Issued>) -> Result<Tls, TlsError> {
+    /// obtained, kept across reloads. `quic_port` is the first QUIC listener's
+    /// (bound at start), which `Alt-Svc` offers.
+    pub(crate) fn new(config: &TlsConfig, issued: Arc<Issued>, quic_port: Option<u16>) -> Result<Tls, TlsError> {
         let provider = provider();
         let loaded: Vec<Loaded> =
             config.certificates.iter().map(|c| certs::load(&c.cert, &c.key, &provider)).collect::<Result<_, _>>()?;
@@ -88,8 +93,17 @@ impl Tls {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| TlsError { file: PathBuf::from("[server.tls]"), reason: e.to_string() })?;
-        let builder = match &config.client_ca {
-            None => builder.with_no_client_auth(),
+        // QUIC is TLS 1.3 only (RFC 9001).
+        let quic = match config.http3 {
+            true => Some(
+                ServerConfig::builder_with_provider(provider.clone())
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .map_err(|e| TlsError { file: PathBuf::from("[server.tls]"), reason: e.to_string() })?,
+            ),
+            false => None,
+        };
+        let verifier = match &config.client_ca {
+            None => None,
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in certs::read_chain(ca)? {
@@ -100,13 +114,34 @@ impl Tls {
                     ClientAuth::Required => verifier,
                     ClientAuth::Optional => verifier.allow_unauthenticated(),
                 };
-                let verifier = verifier.build().map_err(|e| TlsError::file(ca, e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
+                Some(verifier.build().map_err(|e| TlsError::file(ca, e.to_string()))?)
             }
         };
         let reject = config.unknown_name == UnknownName::Reject;
         let resolver = Arc::new(resolve::Resolver::new(&loaded, reject, issued));
-        let mut server = builder.with_cert_resolver(resolver.clone());
+        let authenticate = |b: rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>| match &verifier {
+            None => b.with_no_client_auth(),
+            Some(v) => b.with_client_cert_verifier(v.clone()),
+        };
+        let quic = match quic {
+            Some(b) => {
+                let mut server = authenticate(b).with_cert_resolver(resolver.clone());
+                server.alpn_protocols = vec![b"h3".to_vec()];
+                // No 0-RTT: early data is replayable.
+                server.max_early_data_size = 0;
+                let quic = quinn::crypto::rustls::QuicServerConfig::try_from(server)
+                    .map_err(|e| TlsError { file: PathBuf::from("[server.tls]"), reason: e.to_string() })?;
+                Some(Arc::new(quic))
+            }
+            None => None,
+        };
+        let alt_svc = match (config.http3, quic_port) {
+            (true, Some(port)) => {
+                HeaderValue::try_from(format!("h3=\":{port}\"; ma={}", config.alt_svc_max_age.get().as_secs())).ok()
+            }
+            _ => None,
+        };
+        let mut server = authenticate(builder).with_cert_resolver(resolver.clone());
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
         server.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
         server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
@@ -116,6 +151,8 @@ impl Tls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             certificates: loaded.into_iter().map(|l| l.info).collect(),
             hsts,
+            quic,
+            alt_svc,
             client_subject_header: config.client_subject_header.clone(),
             handshake_timeout: config.handshake_timeout.get(),
             resolver,
@@ -218,7 +255,7 @@ pub(crate) fn check(config: &crate::config::Config) -> Result<Vec<CertInfo>, Tls
         }
     }
     match &config.server.tls {
-        Some(t) => Ok(Tls::new(t, Arc::new(Issued::default()))?.certificates),
+        Some(t) => Ok(Tls::new(t, Arc::new(Issued::default()), None)?.certificates),
         None => Ok(Vec::new()),
     }
 }

@@ -184,6 +184,11 @@ pub async fn connect(
 
 fn names_of(stream: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<String> {
     let Some(leaf) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()) else { return Vec::new() };
+    names_in(leaf)
+}
+
+/// The DNS names of a certificate.
+pub fn names_in(leaf: &CertificateDer<'_>) -> Vec<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
     match cert.subject_alternative_name() {
         Ok(Some(san)) => san
