@@ -290,6 +290,8 @@ pub struct Metrics {
     disk_writes_skipped: AtomicU64,
     /// Answers from a static route's directory, by [`FILE_CODINGS`].
     files: [AtomicU64; 4],
+    /// HTTP/3 requests that came in 0-RTT, by [`EARLY_OUTCOMES`].
+    early: [AtomicU64; 3],
     /// Misses sent to their owner, by [`Forwarded`] (`Down` is never sent, only a fallback).
     forwarded: [AtomicU64; 4],
     reloads_ok: AtomicU64,
@@ -305,6 +307,11 @@ pub struct Metrics {
 /// The `coding` label of `relais_files_served_total`, in the order of
 /// [`crate::config::Encoding`]'s variants, then the file as it is.
 pub(crate) const FILE_CODINGS: [&str; 4] = ["zstd", "br", "gzip", "identity"];
+
+/// The `outcome` label of `relais_http3_early_requests_total`: sent on at
+/// once with `Early-Data: 1`, held until the handshake ended, or sent again
+/// after it when the origin answered 425.
+pub(crate) const EARLY_OUTCOMES: [&str; 3] = ["forwarded", "waited", "retried"];
 
 /// The listeners `relais_connections_open` counts, in its order.
 pub(crate) const LISTENERS: [&str; 3] = ["http", "https", "admin"];
@@ -339,6 +346,7 @@ impl Metrics {
             waits: Labelled::new(&WaitEnd::ALL),
             disk_writes_skipped: AtomicU64::new(0),
             files: Default::default(),
+            early: Default::default(),
             forwarded: Default::default(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -620,6 +628,16 @@ impl Metrics {
     /// Answers from files, by coding ([`FILE_CODINGS`] order).
     pub fn files_served(&self) -> [(&'static str, u64); 4] {
         std::array::from_fn(|i| (FILE_CODINGS[i], self.files[i].load(Relaxed)))
+    }
+
+    /// An HTTP/3 request that came in 0-RTT, by its [`EARLY_OUTCOMES`] index.
+    pub(crate) fn early_request(&self, outcome: usize) {
+        self.early[outcome].fetch_add(1, Relaxed);
+    }
+
+    /// 0-RTT requests by outcome ([`EARLY_OUTCOMES`] order).
+    pub fn early_requests(&self) -> [(&'static str, u64); 3] {
+        std::array::from_fn(|i| (EARLY_OUTCOMES[i], self.early[i].load(Relaxed)))
     }
 
     pub fn disk_writes_skipped(&self) -> u64 {

@@ -94,12 +94,22 @@ async fn h3_relais(o: &Origin, certs: &[(std::path::PathBuf, std::path::PathBuf)
 
 /// [`h3_relais`] with `server` lines in `[server]`.
 async fn h3_relais_with(o: &Origin, certs: &[(std::path::PathBuf, std::path::PathBuf)], server: &str) -> Relais {
+    h3_relais_tls(o, certs, server, "").await
+}
+
+/// [`h3_relais_with`] and `tls` lines in `[server.tls]`.
+async fn h3_relais_tls(
+    o: &Origin,
+    certs: &[(std::path::PathBuf, std::path::PathBuf)],
+    server: &str,
+    tls: &str,
+) -> Relais {
     let certificates: String = certs
         .iter()
         .map(|(c, k)| format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", c.display(), k.display()))
         .collect();
     let server = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n{server}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\nalt_svc_max_age = \"1h\"\n{certificates}"
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{server}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\nalt_svc_max_age = \"1h\"\n{tls}\n{certificates}"
     );
     relais(proxy_to(o.addr).section(server)).await
 }
@@ -421,4 +431,188 @@ async fn a_reload_turns_http3_off_but_not_on() {
     switch(true);
     let r = tls_get(addr, "a.test", &ca.pem, true, "/page").await.unwrap();
     assert!(r.header("alt-svc").is_some(), "offered again: the socket is still bound");
+}
+
+/// A client endpoint that keeps its sessions and may send 0-RTT on a resumption.
+fn resuming_endpoint(ca_pem: &str) -> quinn::Endpoint {
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut tls = client_config(ca_pem, &[b"h3"], None);
+    tls.enable_early_data = true;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+/// One request on a full handshake from `endpoint`, which keeps the session tickets it brings.
+async fn first_visit(endpoint: &quinn::Endpoint, addr: SocketAddr, path: &str) -> H3Reply {
+    let quic = endpoint.connect(addr, "a.test").unwrap().await.unwrap();
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(quic.clone())).await.unwrap();
+    let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let reply = h3_request(&mut sender, "GET", path, Bytes::new()).await;
+    // The tickets come with the handshake's end; let them be read.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    quic.close(0u8.into(), b"");
+    driving.abort();
+    reply
+}
+
+async fn h3_request(
+    sender: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> H3Reply {
+    let req = Request::builder().method(method).uri(format!("https://a.test{path}")).body(()).unwrap();
+    let mut stream = sender.send_request(req).await.unwrap();
+    if !body.is_empty() {
+        stream.send_data(body).await.unwrap();
+    }
+    stream.finish().await.unwrap();
+    let head = stream.recv_response().await.unwrap();
+    let mut got = BytesMut::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    H3Reply { status: head.status().as_u16(), headers: head.headers().clone(), body: got.freeze() }
+}
+
+/// A UDP relay in front of `to` that holds every datagram the client sends
+/// after relais's first answer for `hold`: the client's 0-RTT (sent with its
+/// first flight) arrives at once, the end of its handshake `hold` later.
+async fn late_finish_relay(to: SocketAddr, hold: std::time::Duration) -> SocketAddr {
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    back.connect(to).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+        let (mut client, mut answered) = (None, false);
+        loop {
+            tokio::select! {
+                Ok((n, from)) = front.recv_from(&mut up) => {
+                    client = Some(from);
+                    let data = up[..n].to_vec();
+                    if answered {
+                        let back = back.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(hold).await;
+                            let _ = back.send(&data).await;
+                        });
+                    } else {
+                        let _ = back.send(&data).await;
+                    }
+                }
+                Ok(n) = back.recv(&mut down) => {
+                    answered = true;
+                    if let Some(c) = client {
+                        let _ = front.send_to(&down[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// An origin whose `/early` tells the `Early-Data` it got, and whose `/picky` answers 425 to it.
+async fn early_origin() -> Origin {
+    origin()
+        .route("/early", |req: Request<hyper::body::Incoming>| async move {
+            let early = req.headers().get("early-data").map(|v| v.to_str().unwrap().to_string());
+            text(200, &format!("early-data={}", early.as_deref().unwrap_or("none")), &[])
+        })
+        .route("/picky", |req: Request<hyper::body::Incoming>| async move {
+            match req.headers().contains_key("early-data") {
+                true => text(425, "too early", &[]),
+                false => text(200, "in time", &[]),
+            }
+        })
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn a_0rtt_get_is_forwarded_at_once_marked_early_and_a_post_waits_for_the_handshake() {
+    let o = early_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais_tls(&o, &[cert], "", "early_data = true").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let endpoint = resuming_endpoint(&ca.pem);
+    assert_eq!(first_visit(&endpoint, addr, "/early").await.body, "early-data=none");
+
+    let relay = late_finish_relay(addr, std::time::Duration::from_millis(400)).await;
+    let (quic, accepted) = endpoint.connect(relay, "a.test").unwrap().into_0rtt().expect("a ticket allows 0-RTT");
+    let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
+    let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let (get, post) = tokio::join!(
+        async {
+            let mut s = sender.clone();
+            let started = std::time::Instant::now();
+            (h3_request(&mut s, "GET", "/early", Bytes::new()).await, started.elapsed())
+        },
+        async {
+            let mut s = sender.clone();
+            h3_request(&mut s, "POST", "/early", Bytes::from_static(b"an order")).await
+        },
+    );
+    assert_eq!(get.0.body, "early-data=1");
+    assert!(get.0.header("cache-status").is_some());
+    assert!(get.1 < std::time::Duration::from_millis(300), "the GET waited: {:?}", get.1);
+    assert_eq!(post.body, "early-data=none", "a POST is not taken in 0-RTT");
+    assert!(accepted.await, "relais accepted the 0-RTT data");
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    assert!(m.contains("relais_http3_early_requests_total{outcome=\"forwarded\"} 1"), "{m}");
+    assert!(m.contains("relais_http3_early_requests_total{outcome=\"waited\"} 1"), "{m}");
+    drop(sender);
+    driving.abort();
+}
+
+#[tokio::test]
+async fn a_425_from_the_origin_is_sent_again_after_the_handshake() {
+    let o = early_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais_tls(&o, &[cert], "", "early_data = true").await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let endpoint = resuming_endpoint(&ca.pem);
+    assert_eq!(first_visit(&endpoint, addr, "/early").await.status, 200);
+
+    let relay = late_finish_relay(addr, std::time::Duration::from_millis(300)).await;
+    let (quic, _) = endpoint.connect(relay, "a.test").unwrap().into_0rtt().expect("a ticket allows 0-RTT");
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
+    let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let r = h3_request(&mut sender, "GET", "/picky", Bytes::new()).await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"in time"[..]));
+    assert_eq!(o.hits("/picky"), 2, "once early (425), once after the handshake");
+    let m = proxy.admin("GET", "/metrics", "").await.text();
+    assert!(m.contains("relais_http3_early_requests_total{outcome=\"retried\"} 1"), "{m}");
+    driving.abort();
+}
+
+#[tokio::test]
+async fn without_early_data_a_resumption_offers_no_0rtt() {
+    let o = early_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let proxy = h3_relais(&o, &[cert]).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let endpoint = resuming_endpoint(&ca.pem);
+    assert_eq!(first_visit(&endpoint, addr, "/early").await.status, 200);
+    assert!(endpoint.connect(addr, "a.test").unwrap().into_0rtt().is_err());
+}
+
+#[tokio::test]
+async fn early_data_needs_http3_and_no_client_certificates() {
+    let o = h3_origin().await;
+    for tls in ["early_data = true\n", "http3 = true\nearly_data = true\nclient_ca = \"ca.pem\"\n"] {
+        let conf = proxy_to(o.addr).section(format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{tls}certificates = [{{ cert = \"c\", key = \"k\" }}]\n"
+        ));
+        let err = relais::Config::from_toml(&conf.to_string(), "t.toml").unwrap_err().to_string();
+        assert!(err.contains("server.tls.early_data"), "{err}");
+    }
 }

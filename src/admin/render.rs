@@ -218,6 +218,15 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
     for (coding, n) in m.files_served() {
         sample(o, "files_served_total", &[("coding", coding)], n);
     }
+    family(
+        o,
+        "http3_early_requests_total",
+        "counter",
+        "HTTP/3 requests that came in 0-RTT: forwarded at once, waited for the handshake, or retried after a 425.",
+    );
+    for (outcome, n) in m.early_requests() {
+        sample(o, "http3_early_requests_total", &[("outcome", outcome)], n);
+    }
     let (reloads_ok, reloads_failed) = m.reloads();
     family(o, "reloads_total", "counter", "Configuration reloads by result.");
     sample(o, "reloads_total", &[("result", "ok")], reloads_ok);

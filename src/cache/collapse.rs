@@ -150,7 +150,10 @@ impl Lead {
             Ok(Fetched { answer, kept }) if !kept.shareable() => {
                 fill.publish(Head::Released);
                 leader.close();
-                if let Kept::Refused(reason) = kept {
+                // A 425 says the request came too early (0-RTT), not that the key is uncacheable.
+                if let Kept::Refused(reason) = kept
+                    && answer.response.status() != http::StatusCode::TOO_EARLY
+                {
                     tracing::debug!(key, %reason, "not stored; the key skips the wait for a while");
                     cache.pass.mark(key);
                 }

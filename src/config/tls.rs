@@ -68,6 +68,11 @@ pub struct TlsConfig {
     /// Default 24h.
     #[serde(default = "a_day")]
     pub alt_svc_max_age: Dur,
+    /// 0-RTT on HTTP/3: a resuming client's safe requests (GET, HEAD, OPTIONS
+    /// without a body) are answered before its handshake ends, sent upstream
+    /// with `Early-Data: 1`; other requests wait for the handshake. Default false.
+    #[serde(default)]
+    pub early_data: bool,
 }
 
 fn ten_seconds() -> Dur {
@@ -237,6 +242,15 @@ pub(super) fn validate(c: &Config, bad: &dyn Fn(String, String) -> ConfigError) 
             return Err(bad(
                 "server.tls.alt_svc_max_age".into(),
                 "must be more than 0 (clients would forget HTTP/3 at once)".into(),
+            ));
+        }
+        if tls.early_data && !tls.http3 {
+            return Err(bad("server.tls.early_data".into(), "is 0-RTT on HTTP/3: needs http3 = true".into()));
+        }
+        if tls.early_data && tls.client_ca.is_some() {
+            return Err(bad(
+                "server.tls.early_data".into(),
+                "cannot go with client_ca (a client certificate is only known once the handshake ends)".into(),
             ));
         }
         if tls.client_subject_header.is_some() && tls.client_ca.is_none() {

@@ -44,8 +44,27 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
         socket.set_only_v6(true)?;
     }
     socket.bind(&addr.into())?;
+    // A burst of datagrams waits in the socket's receive buffer until quinn
+    // reads it; the kernel's default (about 208 KiB) drops packets under load.
+    // The kernel caps what is asked at net.core.rmem_max / wmem_max.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    // Linux reports twice what it grants (the rest is its bookkeeping).
+    let granted = socket.recv_buffer_size().unwrap_or(0) / 2;
+    if granted < UDP_BUFFER {
+        tracing::warn!(
+            %addr,
+            receive_buffer_kib = granted / 1024,
+            "the kernel caps HTTP/3's UDP receive buffer below {} MiB; raise it with \
+             sysctl -w net.core.rmem_max={UDP_BUFFER} net.core.wmem_max={UDP_BUFFER}",
+            UDP_BUFFER >> 20
+        );
+    }
     Ok(socket.into())
 }
+
+/// The UDP socket buffers asked for, each way.
+const UDP_BUFFER: usize = 8 << 20;
 
 /// quinn's settings for one configuration: its certificates and the limits of `[server]`.
 pub(super) fn config(tls: &crate::tls::Tls, s: &Settings) -> Option<Arc<quinn::ServerConfig>> {
@@ -146,13 +165,24 @@ where
 {
     let Opened { settings, metrics, tls, config, places, mut stop } = opened;
     let peer = incoming.remote_address();
-    let shaken = tokio::time::timeout(tls.handshake_timeout, async {
-        let _place = places.enter(peer.ip()).await;
-        incoming.accept_with(config)?.await
+    let deadline = tokio::time::Instant::now() + tls.handshake_timeout;
+    let shaken = tokio::time::timeout_at(deadline, async {
+        let place = places.enter(peer.ip()).await;
+        let mut connecting = incoming.accept_with(config)?;
+        if tls.early_data {
+            // Requests may come before the handshake ends; its ClientHello
+            // (and the SNI) has been read.
+            connecting.handshake_data().await?;
+            match connecting.into_0rtt() {
+                Ok((quic, done)) => return Ok((quic, Some((place, done)))),
+                Err(still) => connecting = still,
+            }
+        }
+        Ok::<_, quinn::ConnectionError>((connecting.await?, None))
     })
     .await;
-    let quic = match shaken {
-        Ok(Ok(quic)) => quic,
+    let (quic, early) = match shaken {
+        Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "QUIC handshake failed");
             return;
@@ -162,6 +192,24 @@ where
             return;
         }
     };
+    // Whether the handshake has ended: a request before that came in 0-RTT.
+    let (confirmed_tx, confirmed) = watch::channel(early.is_none());
+    if let Some((place, done)) = early {
+        let quic = quic.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            match tokio::time::timeout_at(deadline, done).await {
+                Ok(_) if quic.close_reason().is_none() => {
+                    confirmed_tx.send_replace(true);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::debug!(%peer, "QUIC handshake not done within the handshake timeout; closed");
+                    quic.close(h3::error::Code::H3_NO_ERROR.value().try_into().unwrap_or_default(), b"");
+                }
+            }
+        });
+    }
     let sni = quic
         .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
@@ -190,7 +238,8 @@ where
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request(resolver, handler.clone(), settings.send_timeout));
+                    let early = Early { confirmed: confirmed.clone(), metrics: metrics.clone() };
+                    requests.spawn(request(resolver, handler.clone(), settings.send_timeout, early));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -214,6 +263,7 @@ async fn request<H, F, B>(
     resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
     handler: H,
     send_timeout: Duration,
+    early: Early,
 ) where
     H: Fn(Request<Body>) -> F,
     F: Future<Output = Result<Response<B>, Infallible>>,
@@ -246,7 +296,40 @@ async fn request<H, F, B>(
             }
         },
     };
-    let Ok(res) = handler(Request::from_parts(parts, body)).await;
+    let mut first = None;
+    if !*early.confirmed.borrow() {
+        if parts.method.is_safe() && parts.method != http::Method::TRACE && http_body::Body::is_end_stream(&body) {
+            // RFC 8470: the origin learns the request is replayable, and may answer 425.
+            if !parts.headers.contains_key(EARLY_DATA) {
+                first = Some((parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+                parts.headers.insert(EARLY_DATA, http::HeaderValue::from_static("1"));
+            }
+            early.metrics.early_request(0);
+        } else {
+            early.metrics.early_request(1);
+            if !early.handshake().await {
+                return;
+            }
+        }
+    }
+    let Ok(mut res) = handler(Request::from_parts(parts, body)).await;
+    if res.status() == http::StatusCode::TOO_EARLY
+        && let Some((method, uri, headers)) = first
+    {
+        // Too early for the origin: sent again once the handshake has ended
+        // (the client did not ask to see a 425 by sending Early-Data itself).
+        if !early.handshake().await {
+            return;
+        }
+        early.metrics.early_request(2);
+        let mut again = Request::new(Body::empty());
+        *again.method_mut() = method;
+        *again.uri_mut() = uri;
+        *again.version_mut() = Version::HTTP_3;
+        *again.headers_mut() = headers;
+        let Ok(retried) = handler(again).await;
+        res = retried;
+    }
     let (mut parts, body) = res.into_parts();
     strip_connection_headers(&mut parts.headers);
     if let Err(e) = send.send_response(Response::from_parts(parts, ())).await {
@@ -281,6 +364,22 @@ async fn request<H, F, B>(
         }
     }
     let _ = send.finish().await;
+}
+
+const EARLY_DATA: http::HeaderName = http::HeaderName::from_static("early-data");
+
+/// What a request needs to know of its connection's 0-RTT.
+struct Early {
+    /// Turns true when the handshake ends (true from the start without 0-RTT).
+    confirmed: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Early {
+    /// Waits for the handshake to end; false if the connection failed first.
+    async fn handshake(&self) -> bool {
+        self.confirmed.clone().wait_for(|done| *done).await.is_ok()
+    }
 }
 
 /// HTTP/3 has no connection-specific fields (RFC 9114, 4.2): a response carrying one is malformed.

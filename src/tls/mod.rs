@@ -66,9 +66,18 @@ pub(crate) struct Tls {
     /// Where the client certificate's subject goes, when configured.
     pub client_subject_header: Option<FieldName>,
     pub handshake_timeout: std::time::Duration,
+    /// 0-RTT on the QUIC listeners (`early_data`).
+    pub early_data: bool,
     /// Picks certificates; with `strict_host`, also tells a connection's names.
     resolver: Arc<resolve::Resolver>,
     strict_host: bool,
+}
+
+/// QUIC's resumable sessions, one store for the process: a reload keeps
+/// them, so a client's ticket (and its 0-RTT) outlives it.
+fn quic_sessions() -> Arc<dyn rustls::server::StoresServerSessions> {
+    static SESSIONS: std::sync::OnceLock<Arc<rustls::server::ServerSessionMemoryCache>> = std::sync::OnceLock::new();
+    SESSIONS.get_or_init(|| rustls::server::ServerSessionMemoryCache::new(16 * 1024)).clone()
 }
 
 impl Tls {
@@ -127,8 +136,15 @@ impl Tls {
             Some(b) => {
                 let mut server = authenticate(b).with_cert_resolver(resolver.clone());
                 server.alpn_protocols = vec![b"h3".to_vec()];
-                // No 0-RTT: early data is replayable.
-                server.max_early_data_size = 0;
+                // 0-RTT only when asked: early data is replayable. rustls takes it
+                // only on a resumption from `session_storage` (each ticket used
+                // once), never from stateless tickets; QUIC allows 0 or u32::MAX.
+                if config.early_data {
+                    server.max_early_data_size = u32::MAX;
+                    server.session_storage = quic_sessions();
+                } else {
+                    server.max_early_data_size = 0;
+                }
                 let quic = quinn::crypto::rustls::QuicServerConfig::try_from(server)
                     .map_err(|e| TlsError { file: PathBuf::from("[server.tls]"), reason: e.to_string() })?;
                 Some(Arc::new(quic))
@@ -155,6 +171,7 @@ impl Tls {
             alt_svc,
             client_subject_header: config.client_subject_header.clone(),
             handshake_timeout: config.handshake_timeout.get(),
+            early_data: config.early_data,
             resolver,
             strict_host: config.strict_host,
         })
