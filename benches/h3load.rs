@@ -55,7 +55,7 @@ fn main() -> Result<(), Error> {
     let started = Instant::now();
     rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        let endpoint = h3.then(|| quic_endpoint()).transpose()?;
+        let endpoint = h3.then(quic_endpoint).transpose()?;
         for _ in 0..conns {
             match &endpoint {
                 Some(e) => tasks.spawn(over_h3(e.clone(), run.clone(), streams)),
