@@ -308,10 +308,10 @@ pub struct Metrics {
 /// [`crate::config::Encoding`]'s variants, then the file as it is.
 pub(crate) const FILE_CODINGS: [&str; 4] = ["zstd", "br", "gzip", "identity"];
 
-/// The `outcome` label of `relais_http3_early_requests_total`: sent on at
-/// once with `Early-Data: 1`, held until the handshake ended, or sent again
-/// after it when the origin answered 425.
-pub(crate) const EARLY_OUTCOMES: [&str; 3] = ["forwarded", "waited", "retried"];
+/// The `outcome` label of `relais_http3_early_requests_total`: answered at
+/// once (sent upstream with `Early-Data: 1` when it goes there), held until
+/// the handshake ended, or sent again after it when the origin answered 425.
+pub(crate) const EARLY_OUTCOMES: [&str; 3] = ["answered", "waited", "retried"];
 
 /// The listeners `relais_connections_open` counts, in its order.
 pub(crate) const LISTENERS: [&str; 3] = ["http", "https", "admin"];

@@ -563,7 +563,7 @@ async fn a_0rtt_get_is_forwarded_at_once_marked_early_and_a_post_waits_for_the_h
     assert_eq!(post.body, "early-data=none", "a POST is not taken in 0-RTT");
     assert!(accepted.await, "relais accepted the 0-RTT data");
     let m = proxy.admin("GET", "/metrics", "").await.text();
-    assert!(m.contains("relais_http3_early_requests_total{outcome=\"forwarded\"} 1"), "{m}");
+    assert!(m.contains("relais_http3_early_requests_total{outcome=\"answered\"} 1"), "{m}");
     assert!(m.contains("relais_http3_early_requests_total{outcome=\"waited\"} 1"), "{m}");
     drop(sender);
     driving.abort();

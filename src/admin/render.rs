@@ -222,7 +222,7 @@ pub(super) fn prometheus(m: &Metrics, gauges: &Gauges) -> String {
         o,
         "http3_early_requests_total",
         "counter",
-        "HTTP/3 requests that came in 0-RTT: forwarded at once, waited for the handshake, or retried after a 425.",
+        "HTTP/3 requests that came in 0-RTT: answered at once, waited for the handshake, or retried after a 425.",
     );
     for (outcome, n) in m.early_requests() {
         sample(o, "http3_early_requests_total", &[("outcome", outcome)], n);
