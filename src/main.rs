@@ -302,9 +302,14 @@ fn summary(path: &Path, c: &Config) -> String {
     let _ = writeln!(s, "  listen   {} (HTTP/1.1 + h2c)", listen.join(", "));
     if let Some(tls) = &c.server.tls {
         let listen: Vec<String> = tls.listen.iter().map(ToString::to_string).collect();
+        let quic = match (tls.http3, tls.early_data) {
+            (true, true) => " + HTTP/3 on UDP, 0-RTT for safe requests",
+            (true, false) => " + HTTP/3 on UDP",
+            _ => "",
+        };
         let _ = writeln!(
             s,
-            "  tls      {} (HTTP/1.1 + h2 by ALPN), {} certificate(s)",
+            "  tls      {} (HTTP/1.1 + h2 by ALPN{quic}), {} certificate(s)",
             listen.join(", "),
             tls.certificates.len()
         );

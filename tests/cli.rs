@@ -64,6 +64,12 @@ fn check_validates_certificates() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("shop.test, www.shop.test: valid until") && stdout.contains("GMT"), "{stdout}");
 
+    assert!(stdout.contains("(HTTP/1.1 + h2 by ALPN), 1 certificate(s)"), "{stdout}");
+    let quic = toml(&cert, &key).replace("[[server", "http3 = true\nearly_data = true\n[[server");
+    let out = check("quic.toml", quic);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("h2 by ALPN + HTTP/3 on UDP, 0-RTT for safe requests)"), "{stdout}");
+
     let out = check("old.toml", toml(&old_cert, &old_key));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
