@@ -616,3 +616,51 @@ async fn early_data_needs_http3_and_no_client_certificates() {
         assert!(err.contains("server.tls.early_data"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_client_certificate_over_quic_is_required_and_its_subject_reaches_the_origin() {
+    let o = origin()
+        .route("/who", |req: Request<hyper::body::Incoming>| async move {
+            let subject = req.headers().get("x-client-subject").map(|v| v.to_str().unwrap().to_string());
+            text(200, &format!("subject={}", subject.unwrap_or_default()), &[])
+        })
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("server CA");
+    let clients = TestCa::new("client CA");
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let client_ca = clients.write(dir.path());
+    let tls = format!("client_ca = \"{}\"\nclient_subject_header = \"x-client-subject\"", client_ca.display());
+    let proxy = h3_relais_tls(&o, &[cert], "", &tls).await;
+    let addr = proxy.handle.tls_addrs()[0];
+    let connect = |me: Option<support::tls::Issued>| {
+        let ca_pem = ca.pem.clone();
+        async move {
+            let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            let tls = client_config(&ca_pem, &[b"h3"], me.as_ref());
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+            endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+            let quic = endpoint.connect(addr, "a.test").unwrap().await?;
+            let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
+            tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+            let req = Request::get("https://a.test/who").body(()).unwrap();
+            let mut stream = sender.send_request(req).await.map_err(|_| quinn::ConnectionError::TimedOut)?;
+            stream.finish().await.map_err(|_| quinn::ConnectionError::TimedOut)?;
+            stream.recv_response().await.map_err(|_| quinn::ConnectionError::TimedOut)?;
+            let mut got = BytesMut::new();
+            while let Some(mut chunk) = stream.recv_data().await.map_err(|_| quinn::ConnectionError::TimedOut)? {
+                got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+            }
+            Ok::<_, quinn::ConnectionError>(got.freeze())
+        }
+    };
+    let without = tokio::time::timeout(std::time::Duration::from_secs(5), connect(None)).await;
+    assert!(!matches!(without, Ok(Ok(_))), "a client without a certificate was served: {without:?}");
+    let mine = clients.issue_with(&[], |p| {
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "client one");
+    });
+    let body = connect(Some(mine)).await.unwrap();
+    assert_eq!(body, "subject=CN=client one");
+}
