@@ -514,7 +514,8 @@ async fn late_finish_relay(to: SocketAddr, hold: std::time::Duration) -> SocketA
     addr
 }
 
-/// An origin whose `/early` tells the `Early-Data` it got, and whose `/picky` answers 425 to it.
+/// An origin whose `/early` tells the `Early-Data` it got, and whose `/picky` answers 425 to it
+/// (both cacheable for a minute).
 async fn early_origin() -> Origin {
     origin()
         .route("/early", |req: Request<hyper::body::Incoming>| async move {
@@ -522,9 +523,10 @@ async fn early_origin() -> Origin {
             text(200, &format!("early-data={}", early.as_deref().unwrap_or("none")), &[])
         })
         .route("/picky", |req: Request<hyper::body::Incoming>| async move {
+            // Frameworks stamp their caching headers on every answer: a 425 is never stored all the same.
             match req.headers().contains_key("early-data") {
-                true => text(425, "too early", &[]),
-                false => text(200, "in time", &[]),
+                true => text(425, "too early", &[("cache-control", "max-age=60")]),
+                false => text(200, "in time", &[("cache-control", "max-age=60")]),
             }
         })
         .start()

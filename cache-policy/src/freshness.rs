@@ -42,10 +42,11 @@ pub(crate) fn has_explicit(cc: &CacheControl, res: &HeaderMap) -> bool {
 
 /// Whether a response with this status may be stored at all: a heuristically
 /// cacheable one, or any final status with explicit freshness (RFC 9111 §3),
-/// unless `must-understand` names a status relais does not understand.
+/// unless `must-understand` names a status relais does not understand. Never
+/// a 425: it says the request came too early (RFC 8470), not what the resource is.
 pub(crate) fn status_storable(status: StatusCode, explicit: bool, must_understand: bool) -> bool {
     let code = status.as_u16();
-    if !(200..=599).contains(&code) || code == 304 || (must_understand && !UNDERSTOOD.contains(&code)) {
+    if !(200..=599).contains(&code) || code == 304 || code == 425 || (must_understand && !UNDERSTOOD.contains(&code)) {
         return false;
     }
     HEURISTIC.contains(&code) || explicit

@@ -82,6 +82,11 @@ async fn revalidate<O: Origin>(
             .ttl(entry.policy.ttl_secs(response_time));
         return Ok(Fetched::entry(from_entry(entry, response_time, status, fwd.upstream)));
     }
+    if code == StatusCode::TOO_EARLY {
+        // Too early (0-RTT) says nothing of the entry, which stays as it is.
+        let status = CacheStatus::new(replaced).fwd_status(code.as_u16());
+        return Ok(Fetched::passed(fwd, status));
+    }
     let (res_parts, res_body) = fwd.response.into_parts();
     let rules = origin.rules();
     match entry.policy.revalidate(head, &entry.headers, &res_parts, rules, ticket.request_time, response_time) {

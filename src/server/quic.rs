@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
+use futures_util::future::Shared;
 use http::{HeaderMap, Request, Response, Version, header};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -173,6 +175,7 @@ where
             // Requests may come before the handshake ends; its ClientHello
             // (and the SNI) has been read.
             connecting.handshake_data().await?;
+            // Always Ok on a server: it may take 0-RTT and send 0.5-RTT data.
             match connecting.into_0rtt() {
                 Ok((quic, done)) => return Ok((quic, Some((place, done)))),
                 Err(still) => connecting = still,
@@ -192,24 +195,19 @@ where
             return;
         }
     };
-    // Whether the handshake has ended: a request before that came in 0-RTT.
-    let (confirmed_tx, confirmed) = watch::channel(early.is_none());
-    if let Some((place, done)) = early {
-        let quic = quic.clone();
+    // The handshake's end: a request read before it came in 0-RTT.
+    let done = early.map(|(place, done)| {
+        let done = done.shared();
+        let (quic, watched) = (quic.clone(), done.clone());
         tokio::spawn(async move {
             let _place = place;
-            match tokio::time::timeout_at(deadline, done).await {
-                Ok(_) if quic.close_reason().is_none() => {
-                    confirmed_tx.send_replace(true);
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    tracing::debug!(%peer, "QUIC handshake not done within the handshake timeout; closed");
-                    quic.close(h3::error::Code::H3_NO_ERROR.value().try_into().unwrap_or_default(), b"");
-                }
+            if tokio::time::timeout_at(deadline, watched).await.is_err() {
+                tracing::debug!(%peer, "QUIC handshake not done within the handshake timeout; closed");
+                quic.close(h3::error::Code::H3_NO_ERROR.value().try_into().unwrap_or_default(), b"");
             }
         });
-    }
+        done
+    });
     let sni = quic
         .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
@@ -238,7 +236,7 @@ where
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let early = Early { confirmed: confirmed.clone(), metrics: metrics.clone() };
+                    let early = Early { done: done.clone(), deadline, quic: quic.clone(), metrics: metrics.clone() };
                     // Boxed: the future is large (about 9 KB), and a task cell of that
                     // size is an aligned allocation that faulted in fresh pages each time.
                     requests.spawn(Box::pin(request(resolver, handler.clone(), settings.send_timeout, early)));
@@ -299,7 +297,7 @@ async fn request<H, F, B>(
         },
     };
     let mut first = None;
-    if !*early.confirmed.borrow() {
+    if early.early() {
         if parts.method.is_safe() && parts.method != http::Method::TRACE && http_body::Body::is_end_stream(&body) {
             // RFC 8470: the origin learns the request is replayable, and may answer 425.
             if !parts.headers.contains_key(EARLY_DATA) {
@@ -372,15 +370,25 @@ const EARLY_DATA: http::HeaderName = http::HeaderName::from_static("early-data")
 
 /// What a request needs to know of its connection's 0-RTT.
 struct Early {
-    /// Turns true when the handshake ends (true from the start without 0-RTT).
-    confirmed: watch::Receiver<bool>,
+    /// Resolves when the handshake ends (none without `early_data`). Polled
+    /// when a request's head is read: quinn marks the handshake done before
+    /// it hands over what came after it.
+    done: Option<Shared<quinn::ZeroRttAccepted>>,
+    deadline: tokio::time::Instant,
+    quic: quinn::Connection,
     metrics: Arc<Metrics>,
 }
 
 impl Early {
-    /// Waits for the handshake to end; false if the connection failed first.
+    /// Whether the handshake has not ended yet: the request came in 0-RTT.
+    fn early(&self) -> bool {
+        self.done.as_ref().is_some_and(|done| done.clone().now_or_never().is_none())
+    }
+
+    /// Waits for the handshake to end; false if it did not, in time.
     async fn handshake(&self) -> bool {
-        self.confirmed.clone().wait_for(|done| *done).await.is_ok()
+        let Some(done) = &self.done else { return true };
+        tokio::time::timeout_at(self.deadline, done.clone()).await.is_ok() && self.quic.close_reason().is_none()
     }
 }
 
