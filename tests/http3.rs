@@ -41,38 +41,65 @@ impl H3Client {
     }
 
     async fn open_from(from: SocketAddr, addr: SocketAddr, sni: &str, ca_pem: &str) -> H3Client {
-        let mut endpoint = quinn::Endpoint::client(from).unwrap();
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(ca_pem, &[b"h3"], None)).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        H3Client::open_with(from, addr, sni, client_config(ca_pem, &[b"h3"], None)).await
+    }
+
+    async fn open_with(from: SocketAddr, addr: SocketAddr, sni: &str, tls: rustls::ClientConfig) -> H3Client {
+        let endpoint = client_endpoint(from, tls);
         let quic = endpoint.connect(addr, sni).unwrap().await.unwrap();
         let chain =
             quic.peer_identity().unwrap().downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().unwrap();
         let names = names_in(&chain[0]);
-        let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
-        let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        let (sender, driving) = h3_on(quic).await;
         H3Client { endpoint, sender, driving, sni: sni.to_string(), names }
     }
 
     async fn send(&mut self, method: &str, path: &str, body: Bytes) -> H3Reply {
-        let uri = format!("https://{}{path}", self.sni);
-        let req = Request::builder().method(method).uri(uri).body(()).unwrap();
-        let mut stream = self.sender.send_request(req).await.unwrap();
-        if !body.is_empty() {
-            stream.send_data(body).await.unwrap();
-        }
-        stream.finish().await.unwrap();
-        let head = stream.recv_response().await.unwrap();
-        let mut got = BytesMut::new();
-        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
-            got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-        }
-        H3Reply { status: head.status().as_u16(), headers: head.headers().clone(), body: got.freeze() }
+        h3_request(&mut self.sender, &self.sni, method, path, body).await
     }
 
     fn close(self) {
         self.driving.abort();
         self.endpoint.close(0u8.into(), b"");
     }
+}
+
+/// A QUIC client endpoint on `from` with this TLS.
+fn client_endpoint(from: SocketAddr, tls: rustls::ClientConfig) -> quinn::Endpoint {
+    let mut endpoint = quinn::Endpoint::client(from).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+/// HTTP/3 on a QUIC connection: the request sender, and the task that drives the connection.
+async fn h3_on(
+    quic: quinn::Connection,
+) -> (h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>, tokio::task::JoinHandle<h3::error::ConnectionError>) {
+    let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
+    (sender, tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await }))
+}
+
+/// One request on `sender`, for `host`, read whole.
+async fn h3_request(
+    sender: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> H3Reply {
+    let req = Request::builder().method(method).uri(format!("https://{host}{path}")).body(()).unwrap();
+    let mut stream = sender.send_request(req).await.unwrap();
+    if !body.is_empty() {
+        stream.send_data(body).await.unwrap();
+    }
+    stream.finish().await.unwrap();
+    let head = stream.recv_response().await.unwrap();
+    let mut got = BytesMut::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    H3Reply { status: head.status().as_u16(), headers: head.headers().clone(), body: got.freeze() }
 }
 
 /// One request over a new HTTP/3 connection.
@@ -359,9 +386,7 @@ async fn a_flood_of_initials_gets_retries_and_does_not_keep_another_client_out()
     let hole = black_hole(addr).await;
     let mut flood = Vec::new();
     for _ in 0..40 {
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(&ca.pem, &[b"h3"], None)).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), client_config(&ca.pem, &[b"h3"], None));
         let connecting = endpoint.connect(hole, "a.test").unwrap();
         flood.push((endpoint, tokio::spawn(connecting)));
     }
@@ -423,9 +448,7 @@ async fn a_reload_turns_http3_off_but_not_on() {
     switch(false);
     let r = tls_get(addr, "a.test", &ca.pem, true, "/page").await.unwrap();
     assert_eq!(r.header("alt-svc"), None);
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(&ca.pem, &[b"h3"], None)).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), client_config(&ca.pem, &[b"h3"], None));
     let refused = endpoint.connect(addr, "a.test").unwrap().await.err();
     assert!(matches!(refused, Some(quinn::ConnectionError::ConnectionClosed(_))), "{refused:?}");
     switch(true);
@@ -435,45 +458,21 @@ async fn a_reload_turns_http3_off_but_not_on() {
 
 /// A client endpoint that keeps its sessions and may send 0-RTT on a resumption.
 fn resuming_endpoint(ca_pem: &str) -> quinn::Endpoint {
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut tls = client_config(ca_pem, &[b"h3"], None);
     tls.enable_early_data = true;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
+    client_endpoint("127.0.0.1:0".parse().unwrap(), tls)
 }
 
 /// One request on a full handshake from `endpoint`, which keeps the session tickets it brings.
 async fn first_visit(endpoint: &quinn::Endpoint, addr: SocketAddr, path: &str) -> H3Reply {
     let quic = endpoint.connect(addr, "a.test").unwrap().await.unwrap();
-    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(quic.clone())).await.unwrap();
-    let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-    let reply = h3_request(&mut sender, "GET", path, Bytes::new()).await;
+    let (mut sender, driving) = h3_on(quic.clone()).await;
+    let reply = h3_request(&mut sender, "a.test", "GET", path, Bytes::new()).await;
     // The tickets come with the handshake's end; let them be read.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     quic.close(0u8.into(), b"");
     driving.abort();
     reply
-}
-
-async fn h3_request(
-    sender: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    method: &str,
-    path: &str,
-    body: Bytes,
-) -> H3Reply {
-    let req = Request::builder().method(method).uri(format!("https://a.test{path}")).body(()).unwrap();
-    let mut stream = sender.send_request(req).await.unwrap();
-    if !body.is_empty() {
-        stream.send_data(body).await.unwrap();
-    }
-    stream.finish().await.unwrap();
-    let head = stream.recv_response().await.unwrap();
-    let mut got = BytesMut::new();
-    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
-        got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-    }
-    H3Reply { status: head.status().as_u16(), headers: head.headers().clone(), body: got.freeze() }
 }
 
 /// A UDP relay in front of `to` that holds every datagram the client sends
@@ -546,17 +545,16 @@ async fn a_0rtt_get_is_forwarded_at_once_marked_early_and_a_post_waits_for_the_h
 
     let relay = late_finish_relay(addr, std::time::Duration::from_millis(1000)).await;
     let (quic, accepted) = endpoint.connect(relay, "a.test").unwrap().into_0rtt().expect("a ticket allows 0-RTT");
-    let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
-    let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let (sender, driving) = h3_on(quic).await;
     let (get, post) = tokio::join!(
         async {
             let mut s = sender.clone();
             let started = std::time::Instant::now();
-            (h3_request(&mut s, "GET", "/early", Bytes::new()).await, started.elapsed())
+            (h3_request(&mut s, "a.test", "GET", "/early", Bytes::new()).await, started.elapsed())
         },
         async {
             let mut s = sender.clone();
-            h3_request(&mut s, "POST", "/early", Bytes::from_static(b"an order")).await
+            h3_request(&mut s, "a.test", "POST", "/early", Bytes::from_static(b"an order")).await
         },
     );
     assert_eq!(get.0.body, "early-data=1");
@@ -584,9 +582,8 @@ async fn a_425_from_the_origin_is_sent_again_after_the_handshake() {
 
     let relay = late_finish_relay(addr, std::time::Duration::from_millis(300)).await;
     let (quic, _) = endpoint.connect(relay, "a.test").unwrap().into_0rtt().expect("a ticket allows 0-RTT");
-    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
-    let driving = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-    let r = h3_request(&mut sender, "GET", "/picky", Bytes::new()).await;
+    let (mut sender, driving) = h3_on(quic).await;
+    let r = h3_request(&mut sender, "a.test", "GET", "/picky", Bytes::new()).await;
     assert_eq!((r.status, &r.body[..]), (200, &b"in time"[..]));
     assert_eq!(o.hits("/picky"), 2, "once early (425), once after the handshake");
     let m = proxy.admin("GET", "/metrics", "").await.text();
@@ -636,33 +633,20 @@ async fn a_client_certificate_over_quic_is_required_and_its_subject_reaches_the_
     let tls = format!("client_ca = \"{}\"\nclient_subject_header = \"x-client-subject\"", client_ca.display());
     let proxy = h3_relais_tls(&o, &[cert], "", &tls).await;
     let addr = proxy.handle.tls_addrs()[0];
-    let connect = |me: Option<support::tls::Issued>| {
-        let ca_pem = ca.pem.clone();
-        async move {
-            let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-            let tls = client_config(&ca_pem, &[b"h3"], me.as_ref());
-            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-            endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-            let quic = endpoint.connect(addr, "a.test").unwrap().await?;
-            let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(quic)).await.unwrap();
-            tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-            let req = Request::get("https://a.test/who").body(()).unwrap();
-            let mut stream = sender.send_request(req).await.map_err(|_| quinn::ConnectionError::TimedOut)?;
-            stream.finish().await.map_err(|_| quinn::ConnectionError::TimedOut)?;
-            stream.recv_response().await.map_err(|_| quinn::ConnectionError::TimedOut)?;
-            let mut got = BytesMut::new();
-            while let Some(mut chunk) = stream.recv_data().await.map_err(|_| quinn::ConnectionError::TimedOut)? {
-                got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-            }
-            Ok::<_, quinn::ConnectionError>(got.freeze())
-        }
+    let who = |me: Option<support::tls::Issued>| {
+        let tls = client_config(&ca.pem, &[b"h3"], me.as_ref());
+        // Spawned: a refused client fails somewhere on its way (an unwrap panics).
+        tokio::spawn(async move {
+            let mut client = H3Client::open_with("127.0.0.1:0".parse().unwrap(), addr, "a.test", tls).await;
+            client.send("GET", "/who", Bytes::new()).await.body
+        })
     };
-    let without = tokio::time::timeout(std::time::Duration::from_secs(5), connect(None)).await;
+    let without = tokio::time::timeout(std::time::Duration::from_secs(5), who(None)).await;
     assert!(!matches!(without, Ok(Ok(_))), "a client without a certificate was served: {without:?}");
     let mine = clients.issue_with(&[], |p| {
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name.push(rcgen::DnType::CommonName, "client one");
     });
-    let body = connect(Some(mine)).await.unwrap();
+    let body = who(Some(mine)).await.unwrap();
     assert_eq!(body, "subject=CN=client one");
 }
