@@ -308,10 +308,20 @@ pub struct Metrics {
 /// [`crate::config::Encoding`]'s variants, then the file as it is.
 pub(crate) const FILE_CODINGS: [&str; 4] = ["zstd", "br", "gzip", "identity"];
 
-/// The `outcome` label of `relais_http3_early_requests_total`: answered at
-/// once (sent upstream with `Early-Data: 1` when it goes there), held until
-/// the handshake ended, or sent again after it when the origin answered 425.
-pub(crate) const EARLY_OUTCOMES: [&str; 3] = ["answered", "waited", "retried"];
+/// What became of an HTTP/3 request that came in 0-RTT
+/// (`relais_http3_early_requests_total`'s `outcome`).
+#[derive(Clone, Copy)]
+pub(crate) enum EarlyOutcome {
+    /// Answered at once (sent upstream with `Early-Data: 1` when it goes there).
+    Answered,
+    /// Held until the handshake ended.
+    Waited,
+    /// Sent again after the handshake, the origin having answered 425.
+    Retried,
+}
+
+/// The `outcome` labels, in [`EarlyOutcome`]'s order.
+const EARLY_OUTCOMES: [&str; 3] = ["answered", "waited", "retried"];
 
 /// The listeners `relais_connections_open` counts, in its order.
 pub(crate) const LISTENERS: [&str; 3] = ["http", "https", "admin"];
@@ -630,9 +640,9 @@ impl Metrics {
         std::array::from_fn(|i| (FILE_CODINGS[i], self.files[i].load(Relaxed)))
     }
 
-    /// An HTTP/3 request that came in 0-RTT, by its [`EARLY_OUTCOMES`] index.
-    pub(crate) fn early_request(&self, outcome: usize) {
-        self.early[outcome].fetch_add(1, Relaxed);
+    /// An HTTP/3 request that came in 0-RTT.
+    pub(crate) fn early_request(&self, outcome: EarlyOutcome) {
+        self.early[outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// 0-RTT requests by outcome ([`EARLY_OUTCOMES`] order).

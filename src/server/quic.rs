@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use super::handshakes::Handshakes;
 use super::{ConnSettings, Listener, Settings};
 use crate::http::body::{Body, BoxError};
-use crate::metrics::Metrics;
+use crate::metrics::{EarlyOutcome, Metrics};
 use crate::proxy::{self, Conn, Pipeline};
 
 /// Binds the UDP socket for the QUIC listener beside a TLS listener bound at `addr`.
@@ -196,17 +196,17 @@ where
         }
     };
     // The handshake's end: a request read before it came in 0-RTT.
-    let done = early.map(|(place, done)| {
+    let handshake = early.map(|(place, done)| {
         let done = done.shared();
-        let (quic, watched) = (quic.clone(), done.clone());
+        let (closing, watched) = (quic.clone(), done.clone());
         tokio::spawn(async move {
             let _place = place;
             if tokio::time::timeout_at(deadline, watched).await.is_err() {
                 tracing::debug!(%peer, "QUIC handshake not done within the handshake timeout; closed");
-                quic.close(h3::error::Code::H3_NO_ERROR.value().try_into().unwrap_or_default(), b"");
+                closing.close(h3::error::Code::H3_NO_ERROR.value().try_into().unwrap_or_default(), b"");
             }
         });
-        done
+        Handshake { done, deadline, quic: quic.clone(), metrics: metrics.clone() }
     });
     let sni = quic
         .handshake_data()
@@ -236,7 +236,7 @@ where
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let early = Early { done: done.clone(), deadline, quic: quic.clone(), metrics: metrics.clone() };
+                    let early = handshake.clone().filter(Handshake::going_on);
                     // Boxed: the future is large (about 9 KB), and a task cell of that
                     // size is an aligned allocation that faulted in fresh pages each time.
                     requests.spawn(Box::pin(request(resolver, handler.clone(), settings.send_timeout, early)));
@@ -263,7 +263,7 @@ async fn request<H, F, B>(
     resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
     handler: H,
     send_timeout: Duration,
-    early: Early,
+    early: Option<Handshake>,
 ) where
     H: Fn(Request<Body>) -> F,
     F: Future<Output = Result<Response<B>, Infallible>>,
@@ -297,31 +297,31 @@ async fn request<H, F, B>(
         },
     };
     let mut first = None;
-    if early.early() {
+    if let Some(early) = &early {
         if parts.method.is_safe() && parts.method != http::Method::TRACE && http_body::Body::is_end_stream(&body) {
             // RFC 8470: the origin learns the request is replayable, and may answer 425.
             if !parts.headers.contains_key(EARLY_DATA) {
                 first = Some((parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
                 parts.headers.insert(EARLY_DATA, http::HeaderValue::from_static("1"));
             }
-            early.metrics.early_request(0);
+            early.metrics.early_request(EarlyOutcome::Answered);
         } else {
-            early.metrics.early_request(1);
-            if !early.handshake().await {
+            early.metrics.early_request(EarlyOutcome::Waited);
+            if !early.ended().await {
                 return;
             }
         }
     }
     let Ok(mut res) = handler(Request::from_parts(parts, body)).await;
     if res.status() == http::StatusCode::TOO_EARLY
-        && let Some((method, uri, headers)) = first
+        && let (Some((method, uri, headers)), Some(early)) = (first, &early)
     {
         // Too early for the origin: sent again once the handshake has ended
         // (the client did not ask to see a 425 by sending Early-Data itself).
-        if !early.handshake().await {
+        if !early.ended().await {
             return;
         }
-        early.metrics.early_request(2);
+        early.metrics.early_request(EarlyOutcome::Retried);
         let mut again = Request::new(Body::empty());
         *again.method_mut() = method;
         *again.uri_mut() = uri;
@@ -368,27 +368,27 @@ async fn request<H, F, B>(
 
 const EARLY_DATA: http::HeaderName = http::HeaderName::from_static("early-data");
 
-/// What a request needs to know of its connection's 0-RTT.
-struct Early {
-    /// Resolves when the handshake ends (none without `early_data`). Polled
-    /// when a request's head is read: quinn marks the handshake done before
-    /// it hands over what came after it.
-    done: Option<Shared<quinn::ZeroRttAccepted>>,
+/// The handshake of a connection that takes 0-RTT, which a request read
+/// before its end came in early.
+#[derive(Clone)]
+struct Handshake {
+    /// Resolves when the handshake ends. Polled when a request's stream is
+    /// accepted: quinn marks the handshake done before it hands over what came after.
+    done: Shared<quinn::ZeroRttAccepted>,
     deadline: tokio::time::Instant,
     quic: quinn::Connection,
     metrics: Arc<Metrics>,
 }
 
-impl Early {
-    /// Whether the handshake has not ended yet: the request came in 0-RTT.
-    fn early(&self) -> bool {
-        self.done.as_ref().is_some_and(|done| done.clone().now_or_never().is_none())
+impl Handshake {
+    /// Whether the handshake has not ended yet.
+    fn going_on(&self) -> bool {
+        self.done.clone().now_or_never().is_none()
     }
 
     /// Waits for the handshake to end; false if it did not, in time.
-    async fn handshake(&self) -> bool {
-        let Some(done) = &self.done else { return true };
-        tokio::time::timeout_at(self.deadline, done.clone()).await.is_ok() && self.quic.close_reason().is_none()
+    async fn ended(&self) -> bool {
+        tokio::time::timeout_at(self.deadline, self.done.clone()).await.is_ok() && self.quic.close_reason().is_none()
     }
 }
 
