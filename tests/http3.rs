@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use http::Request;
 use http_body_util::BodyExt;
-use support::tls::{TestCa, client_config, names_in, tls_get};
+use support::tls::{TestCa, client_config, names_in, tls_get, tls_section};
 use support::*;
 
 /// An HTTP/3 answer: status, headers and the whole body.
@@ -131,14 +131,8 @@ async fn h3_relais_tls(
     server: &str,
     tls: &str,
 ) -> Relais {
-    let certificates: String = certs
-        .iter()
-        .map(|(c, k)| format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", c.display(), k.display()))
-        .collect();
-    let server = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n{server}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\nalt_svc_max_age = \"1h\"\n{tls}\n{certificates}"
-    );
-    relais(proxy_to(o.addr).section(server)).await
+    let tls = format!("http3 = true\nalt_svc_max_age = \"1h\"\n{tls}");
+    relais(proxy_to(o.addr).section(tls_section(certs, server, &tls))).await
 }
 
 /// An origin: `/page` cacheable, `/echo` answers with the body it got, `/big` 6 MiB.
@@ -373,14 +367,9 @@ async fn a_flood_of_initials_gets_retries_and_does_not_keep_another_client_out()
     let o = h3_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
-    let (cert, key) = ca.issue(&["a.test"]).write(dir.path(), "a");
-    let certificates =
-        format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
-    let server = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\n\
-         max_handshakes = 4\nmax_handshakes_per_source = 4\nhandshake_timeout = \"10s\"\n{certificates}"
-    );
-    let proxy = relais(proxy_to(o.addr).section(server)).await;
+    let cert = ca.issue(&["a.test"]).write(dir.path(), "a");
+    let limits = "max_handshakes = 4\nmax_handshakes_per_source = 4\nhandshake_timeout = \"10s\"";
+    let proxy = h3_relais_tls(&o, &[cert], "", limits).await;
     let addr = proxy.handle.tls_addrs()[0];
     // 40 Initials from 127.0.0.1, each from a port of its own, none answered.
     let hole = black_hole(addr).await;

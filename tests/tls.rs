@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use http::Request;
 use support::tls::{
-    Connection, TestCa, client_config, connect, https_origin, https_origin_with, tls_get, unverified_config,
+    Connection, TestCa, client_config, connect, https_origin, https_origin_with, tls_get, tls_section,
+    unverified_config,
 };
 use support::*;
 use tokio::io::AsyncReadExt;
@@ -32,14 +33,7 @@ async fn tls_relais(
     tls_extra: &str,
     rest: &str,
 ) -> Relais {
-    let certificates: String = certs
-        .iter()
-        .map(|(c, k)| format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", c.display(), k.display()))
-        .collect();
-    let server = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n{rest}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{tls_extra}\n{certificates}"
-    );
-    relais(proxy_to(o.addr).section(server)).await
+    relais(proxy_to(o.addr).section(tls_section(certs, rest, tls_extra))).await
 }
 
 #[tokio::test]

@@ -14,6 +14,18 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
+/// `[server]` and `[server.tls]` on 127.0.0.1:0 with these certificates (cert, key),
+/// and `server` and `tls` lines in those tables.
+pub fn tls_section(certs: &[(PathBuf, PathBuf)], server: &str, tls: &str) -> String {
+    let certificates: String = certs
+        .iter()
+        .map(|(c, k)| format!("[[server.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n", c.display(), k.display()))
+        .collect();
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{server}\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\n{tls}\n{certificates}"
+    )
+}
+
 /// A certificate authority for one test.
 pub struct TestCa {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
